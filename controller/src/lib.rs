@@ -1,0 +1,4 @@
+//! Ingot controller: machine inventory, lifecycle and the Ironic-compatible operator API.
+
+pub mod model;
+pub mod store;

@@ -1,0 +1,215 @@
+//! The inventory records the controller keeps: nodes, ports, allocations and node history.
+//!
+//! These are plain data.
+//! The store persists them, the lifecycle machine reads and changes `Node::provision_state`
+//! and friends, and the API renders them in Ironic's shape (adding links, masking secrets).
+//! Field names follow the Ironic v1 API (`../shared/ironic-api-contract.md`) so the API can
+//! serialize most of a node directly.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// A JSON object (`properties`, `driver_info`, `extra`, ...).
+pub type JsonMap = Map<String, Value>;
+
+/// One machine in the inventory.
+///
+/// Stable states and transient states are the strings Ironic uses (`enroll`, `verifying`,
+/// `manageable`, `cleaning`, `clean wait`, `clean failed`, `available`, `deploying`,
+/// `wait call-back`, `deploy failed`, `active`, `deleting`, `inspecting`, `inspect wait`,
+/// `inspect failed`, `error`, ...); `crate::machine` owns their meaning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub uuid: Uuid,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub driver: String,
+    #[serde(default)]
+    pub driver_info: JsonMap,
+    #[serde(default)]
+    pub driver_internal_info: JsonMap,
+    #[serde(default)]
+    pub properties: JsonMap,
+    #[serde(default)]
+    pub extra: JsonMap,
+    #[serde(default)]
+    pub instance_info: JsonMap,
+    pub instance_uuid: Option<Uuid>,
+    pub instance_name: Option<String>,
+    pub allocation_uuid: Option<Uuid>,
+    pub resource_class: Option<String>,
+    #[serde(default)]
+    pub traits: Vec<String>,
+    pub provision_state: String,
+    pub target_provision_state: Option<String>,
+    pub provision_updated_at: Option<DateTime<Utc>>,
+    pub power_state: Option<String>,
+    pub target_power_state: Option<String>,
+    pub boot_device: Option<String>,
+    #[serde(default)]
+    pub boot_device_persistent: bool,
+    pub boot_mode: Option<String>,
+    pub secure_boot: Option<bool>,
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub maintenance: bool,
+    pub maintenance_reason: Option<String>,
+    pub fault: Option<String>,
+    /// Conductor that holds the node's lock while a task runs; `None` when unlocked.
+    pub reservation: Option<String>,
+    pub clean_step: Option<JsonMap>,
+    pub deploy_step: Option<JsonMap>,
+    pub automated_clean: Option<bool>,
+    #[serde(default)]
+    pub protected: bool,
+    pub protected_reason: Option<String>,
+    #[serde(default)]
+    pub retired: bool,
+    pub retired_reason: Option<String>,
+    pub owner: Option<String>,
+    pub lessee: Option<String>,
+    pub conductor_group: String,
+    pub shard: Option<String>,
+    pub parent_node: Option<String>,
+    pub chassis_uuid: Option<Uuid>,
+    #[serde(default)]
+    pub network_data: JsonMap,
+    #[serde(default)]
+    pub disable_power_off: bool,
+    /// Per-interface overrides (`power_interface`, `deploy_interface`, ...); `None` = driver default.
+    #[serde(default)]
+    pub interfaces: std::collections::BTreeMap<String, String>,
+    /// True when the node enrolled itself through zero-touch discovery.
+    #[serde(default)]
+    pub discovered: bool,
+    pub inspection_started_at: Option<DateTime<Utc>>,
+    pub inspection_finished_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Optimistic-concurrency counter kept by the store: `update_node` succeeds only when the
+    /// stored revision equals this one, then increments it. Never shown by the API.
+    #[serde(default)]
+    pub revision: i64,
+}
+
+impl Node {
+    /// A freshly enrolled node, as `POST /v1/nodes` creates it.
+    pub fn new(uuid: Uuid, driver: impl Into<String>, now: DateTime<Utc>) -> Self {
+        Self {
+            uuid,
+            name: None,
+            description: None,
+            driver: driver.into(),
+            driver_info: JsonMap::new(),
+            driver_internal_info: JsonMap::new(),
+            properties: JsonMap::new(),
+            extra: JsonMap::new(),
+            instance_info: JsonMap::new(),
+            instance_uuid: None,
+            instance_name: None,
+            allocation_uuid: None,
+            resource_class: None,
+            traits: Vec::new(),
+            provision_state: "enroll".to_owned(),
+            target_provision_state: None,
+            provision_updated_at: None,
+            power_state: None,
+            target_power_state: None,
+            boot_device: None,
+            boot_device_persistent: false,
+            boot_mode: None,
+            secure_boot: None,
+            last_error: None,
+            maintenance: false,
+            maintenance_reason: None,
+            fault: None,
+            reservation: None,
+            clean_step: None,
+            deploy_step: None,
+            automated_clean: None,
+            protected: false,
+            protected_reason: None,
+            retired: false,
+            retired_reason: None,
+            owner: None,
+            lessee: None,
+            conductor_group: String::new(),
+            shard: None,
+            parent_node: None,
+            chassis_uuid: None,
+            network_data: JsonMap::new(),
+            disable_power_off: false,
+            interfaces: Default::default(),
+            discovered: false,
+            inspection_started_at: None,
+            inspection_finished_at: None,
+            created_at: now,
+            updated_at: None,
+            revision: 0,
+        }
+    }
+}
+
+/// A NIC of a node, keyed by its MAC address (unique across the inventory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Port {
+    pub uuid: Uuid,
+    pub node_uuid: Uuid,
+    /// Lower-case colon-separated MAC address.
+    pub address: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub extra: JsonMap,
+    #[serde(default)]
+    pub internal_info: JsonMap,
+    #[serde(default)]
+    pub local_link_connection: JsonMap,
+    pub physical_network: Option<String>,
+    pub pxe_enabled: bool,
+    #[serde(default)]
+    pub is_smartnic: bool,
+    pub vendor: Option<String>,
+    pub category: Option<String>,
+    pub portgroup_uuid: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// An allocation request and, once processed, the node it picked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub uuid: Uuid,
+    pub name: Option<String>,
+    pub resource_class: Option<String>,
+    #[serde(default)]
+    pub traits: Vec<String>,
+    #[serde(default)]
+    pub candidate_nodes: Vec<String>,
+    #[serde(default)]
+    pub extra: JsonMap,
+    pub owner: Option<String>,
+    /// `allocating`, `active` or `error`.
+    pub state: String,
+    pub node_uuid: Option<Uuid>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// One recorded event in a node's history (every provision transition and every error).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEvent {
+    pub uuid: Uuid,
+    pub node_uuid: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// `INFO` or `ERROR`, as Ironic's node history.
+    pub severity: String,
+    /// What happened, e.g. `provisioning`, `power`, `cleaning`.
+    pub event_type: String,
+    pub event: String,
+    pub conductor: Option<String>,
+    pub user: Option<String>,
+}

@@ -1,0 +1,138 @@
+//! Persistence of the inventory behind one trait.
+//!
+//! `sql::SqlStore` implements it for SQLite (embedded default) and PostgreSQL with the same
+//! code path; both pass the same test suite.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::model::{Allocation, HistoryEvent, Node, Port};
+
+/// Errors a caller may branch on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} {ident} could not be found")]
+    NotFound { kind: &'static str, ident: String },
+    /// A unique constraint (node uuid or name, port MAC or uuid, allocation uuid or name).
+    #[error("{kind} with {field} {value} already exists")]
+    Duplicate { kind: &'static str, field: &'static str, value: String },
+    /// `update_node` lost a race: the stored revision is newer than the caller's copy.
+    #[error("node {uuid} was changed concurrently")]
+    Stale { uuid: Uuid },
+    /// `reserve_node` found the node held by another task.
+    #[error("node {uuid} is locked by {holder}")]
+    Locked { uuid: Uuid, holder: String },
+    #[error("database error")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Sort direction for lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortDir {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// Node list filters and paging, as `GET /v1/nodes` accepts them (already validated).
+/// `None` means "no filter".
+#[derive(Debug, Clone, Default)]
+pub struct NodeQuery {
+    pub provision_state: Option<String>,
+    pub resource_class: Option<String>,
+    pub maintenance: Option<bool>,
+    /// `Some(true)`: only nodes with `instance_uuid`; `Some(false)`: only without.
+    pub associated: Option<bool>,
+    pub driver: Option<String>,
+    pub owner: Option<String>,
+    pub lessee: Option<String>,
+    pub fault: Option<String>,
+    pub retired: Option<bool>,
+    pub conductor_group: Option<String>,
+    pub shard: Option<String>,
+    pub chassis_uuid: Option<Uuid>,
+    pub parent_node: Option<String>,
+    pub description_contains: Option<String>,
+    pub instance_name: Option<String>,
+    pub instance_uuid: Option<Uuid>,
+    /// Sort key: `id` (creation order, default) or a node field name such as `name`,
+    /// `uuid`, `provision_state`, `created_at`, `updated_at`.
+    pub sort_key: Option<String>,
+    pub sort_dir: SortDir,
+    /// Return only nodes after this one in the sort order.
+    pub marker: Option<Uuid>,
+    pub limit: Option<u32>,
+}
+
+/// Port list filters and paging.
+#[derive(Debug, Clone, Default)]
+pub struct PortQuery {
+    pub node_uuid: Option<Uuid>,
+    pub address: Option<String>,
+    pub sort_dir: SortDir,
+    pub marker: Option<Uuid>,
+    pub limit: Option<u32>,
+}
+
+/// Allocation list filters and paging.
+#[derive(Debug, Clone, Default)]
+pub struct AllocationQuery {
+    pub node_uuid: Option<Uuid>,
+    pub state: Option<String>,
+    pub resource_class: Option<String>,
+    pub owner: Option<String>,
+    pub marker: Option<Uuid>,
+    pub limit: Option<u32>,
+}
+
+/// The inventory store. Implementations must be safe to share between tasks.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    // Nodes.
+    async fn create_node(&self, node: &Node) -> Result<(), StoreError>;
+    /// Finds a node by UUID (when `ident` parses as one) or else by name.
+    async fn get_node(&self, ident: &str) -> Result<Option<Node>, StoreError>;
+    async fn get_node_by_uuid(&self, uuid: Uuid) -> Result<Option<Node>, StoreError>;
+    async fn list_nodes(&self, query: &NodeQuery) -> Result<Vec<Node>, StoreError>;
+    /// Replaces the node if `node.revision` matches the stored one (else `Stale`), and
+    /// returns the new revision. A name taken by another node gives `Duplicate`.
+    async fn update_node(&self, node: &Node) -> Result<i64, StoreError>;
+    /// Deletes the node with its ports, inventory and history.
+    async fn delete_node(&self, uuid: Uuid) -> Result<(), StoreError>;
+    /// Atomically sets `reservation = holder` when it is empty and returns the updated node;
+    /// `Locked` when someone else holds it.
+    async fn reserve_node(&self, uuid: Uuid, holder: &str) -> Result<Node, StoreError>;
+    /// Clears the reservation if `holder` holds it (a no-op otherwise).
+    async fn release_node(&self, uuid: Uuid, holder: &str) -> Result<(), StoreError>;
+    /// Clears every reservation held by `holder` (used at start-up after a crash); returns
+    /// the UUIDs of the nodes released.
+    async fn release_all(&self, holder: &str) -> Result<Vec<Uuid>, StoreError>;
+    /// Atomically gives the node to an allocation: sets `allocation_uuid` and
+    /// `instance_uuid` to `allocation` only if both are empty. Returns false if the node was
+    /// taken meanwhile.
+    async fn claim_node(&self, node: Uuid, allocation: Uuid) -> Result<bool, StoreError>;
+
+    // Ports.
+    async fn create_port(&self, port: &Port) -> Result<(), StoreError>;
+    async fn get_port(&self, uuid: Uuid) -> Result<Option<Port>, StoreError>;
+    async fn list_ports(&self, query: &PortQuery) -> Result<Vec<Port>, StoreError>;
+    async fn update_port(&self, port: &Port) -> Result<(), StoreError>;
+    async fn delete_port(&self, uuid: Uuid) -> Result<(), StoreError>;
+
+    // Allocations.
+    async fn create_allocation(&self, allocation: &Allocation) -> Result<(), StoreError>;
+    /// By UUID or name.
+    async fn get_allocation(&self, ident: &str) -> Result<Option<Allocation>, StoreError>;
+    async fn list_allocations(&self, query: &AllocationQuery) -> Result<Vec<Allocation>, StoreError>;
+    async fn update_allocation(&self, allocation: &Allocation) -> Result<(), StoreError>;
+    async fn delete_allocation(&self, uuid: Uuid) -> Result<(), StoreError>;
+
+    // History and inventory.
+    async fn add_history(&self, event: &HistoryEvent) -> Result<(), StoreError>;
+    /// Oldest first.
+    async fn list_history(&self, node: Uuid) -> Result<Vec<HistoryEvent>, StoreError>;
+    /// Stores (replaces) the hardware inventory an agent reported, in Ironic's shape.
+    async fn put_inventory(&self, node: Uuid, inventory: &Value) -> Result<(), StoreError>;
+    async fn get_inventory(&self, node: Uuid) -> Result<Option<Value>, StoreError>;
+}
