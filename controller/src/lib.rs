@@ -1,4 +1,5 @@
 //! Ingot controller: machine inventory, lifecycle and the Ironic-compatible operator API.
 
+pub mod config;
 pub mod model;
 pub mod store;
