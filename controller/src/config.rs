@@ -151,7 +151,9 @@ impl FileConfig {
             || database.starts_with("postgres://")
             || database.starts_with("postgresql://"))
         {
-            bail!("database URL {database:?} must start with sqlite:, postgres:// or postgresql://");
+            bail!(
+                "database URL {database:?} must start with sqlite:, postgres:// or postgresql://"
+            );
         }
         let c = self.conductor;
         let positive = |v: Option<usize>, name: &str, default: usize| -> anyhow::Result<usize> {
@@ -167,7 +169,11 @@ impl FileConfig {
             state_dir,
             conductor_name: self.conductor_name.unwrap_or_else(default_conductor_name),
             max_body_bytes: self.max_body_bytes.unwrap_or(16 * 1024 * 1024),
-            max_concurrent_deploys: positive(c.max_concurrent_deploys, "max_concurrent_deploys", 16)?,
+            max_concurrent_deploys: positive(
+                c.max_concurrent_deploys,
+                "max_concurrent_deploys",
+                16,
+            )?,
             max_concurrent_cleanings: positive(
                 c.max_concurrent_cleanings,
                 "max_concurrent_cleanings",
@@ -217,7 +223,10 @@ mod tests {
             "api_listen = \"127.0.0.1:7000\"\n[conductor]\nmax_concurrent_deploys = 2\n",
         )
         .expect("write");
-        let c = FileConfig::load(Some(&p)).expect("load").validate().expect("valid");
+        let c = FileConfig::load(Some(&p))
+            .expect("load")
+            .validate()
+            .expect("valid");
         assert_eq!(c.api_listen.port(), 7000);
         assert_eq!(c.max_concurrent_deploys, 2);
 

@@ -1,5 +1,6 @@
 //! Ingot controller: machine inventory, lifecycle and the Ironic-compatible operator API.
 
+pub mod cli;
 pub mod config;
 pub mod model;
 pub mod store;
