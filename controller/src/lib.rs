@@ -1,4 +1,7 @@
 //! Ingot controller: machine inventory, lifecycle and the Ironic-compatible operator API.
 
+pub mod conductor;
+pub mod drivers;
+pub mod machine;
 pub mod model;
 pub mod store;

@@ -16,7 +16,11 @@ pub enum StoreError {
     NotFound { kind: &'static str, ident: String },
     /// A unique constraint (node uuid or name, port MAC or uuid, allocation uuid or name).
     #[error("{kind} with {field} {value} already exists")]
-    Duplicate { kind: &'static str, field: &'static str, value: String },
+    Duplicate {
+        kind: &'static str,
+        field: &'static str,
+        value: String,
+    },
     /// `update_node` lost a race: the stored revision is newer than the caller's copy.
     #[error("node {uuid} was changed concurrently")]
     Stale { uuid: Uuid },
@@ -124,7 +128,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn create_allocation(&self, allocation: &Allocation) -> Result<(), StoreError>;
     /// By UUID or name.
     async fn get_allocation(&self, ident: &str) -> Result<Option<Allocation>, StoreError>;
-    async fn list_allocations(&self, query: &AllocationQuery) -> Result<Vec<Allocation>, StoreError>;
+    async fn list_allocations(
+        &self,
+        query: &AllocationQuery,
+    ) -> Result<Vec<Allocation>, StoreError>;
     async fn update_allocation(&self, allocation: &Allocation) -> Result<(), StoreError>;
     async fn delete_allocation(&self, uuid: Uuid) -> Result<(), StoreError>;
 

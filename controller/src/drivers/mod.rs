@@ -1,0 +1,1 @@
+//! Drivers (placeholder while being written).
