@@ -1,6 +1,9 @@
 //! Ingot controller: machine inventory, lifecycle and the Ironic-compatible operator API.
 
 pub mod cli;
+pub mod conductor;
 pub mod config;
+pub mod drivers;
+pub mod machine;
 pub mod model;
 pub mod store;

@@ -1,0 +1,1 @@
+//! Conductor (placeholder while being written).
