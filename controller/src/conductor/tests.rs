@@ -1,0 +1,1 @@
+//! Conductor tests against a real SQLite store.
