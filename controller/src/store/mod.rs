@@ -9,6 +9,10 @@ use uuid::Uuid;
 
 use crate::model::{Allocation, HistoryEvent, Node, Port};
 
+pub mod sql;
+
+pub use sql::{NODE_SORT_KEYS, SqlStore, node_sort_column};
+
 /// Errors a caller may branch on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
