@@ -1,1 +1,43 @@
-fn main() {}
+//! `cargo xtask`: project automation for Ingot.
+//!
+//! Subcommands, one file each: `ci` (fmt, clippy, all tests), `bench api [--peer ironic]`,
+//! `bench write`, and `ironic serve|clients` (the real Ironic peer used by the API bench and
+//! to validate the client session scripts). Keep dependencies minimal.
+
+mod bench_api;
+mod bench_write;
+mod ci;
+mod ironic;
+mod paths;
+mod proc_stats;
+mod pyvenv;
+mod server;
+
+const USAGE: &str = "usage: cargo xtask <command>
+  ci                      cargo fmt --check, clippy -D warnings, all tests; reports every failure
+  bench api [--peer ironic] [--skip-ingot] [--nodes N] [--lifecycle N] ...
+                          operator API bench (release build), optionally beside real Ironic 39.0.0
+  bench write [...]       image write bench
+  ironic serve [--port N] run real Ironic 39.0.0 standalone on 127.0.0.1 (fake-hardware, sqlite)
+  ironic clients          run controller/tests/clients/*.py against a fresh real Ironic";
+
+fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default crypto provider; pin ring once for the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = |n: usize| args.get(n..).unwrap_or(&[]);
+    match (
+        args.first().map(String::as_str),
+        args.get(1).map(String::as_str),
+    ) {
+        (Some("ci"), _) => ci::run(rest(1)),
+        (Some("bench"), Some("api")) => bench_api::run(rest(2)),
+        (Some("bench"), Some("write")) => bench_write::run(rest(2)),
+        (Some("ironic"), _) => ironic::run(rest(1)),
+        (Some("-h" | "--help" | "help"), _) => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => anyhow::bail!("{USAGE}"),
+    }
+}
