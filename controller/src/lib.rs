@@ -3,4 +3,5 @@
 pub mod cli;
 pub mod config;
 pub mod model;
+pub mod netboot;
 pub mod store;
