@@ -60,6 +60,8 @@ pub enum DropReason {
     NotLeased,
     /// The lease store failed; nothing was sent rather than something wrong.
     StoreError,
+    /// Our reply could not be encoded (a bug; never sent half a reply).
+    EncodeFailed,
 }
 
 impl DropReason {
@@ -85,6 +87,7 @@ impl DropReason {
             DropReason::NoRequestedAddress => "no_requested_address",
             DropReason::NotLeased => "not_leased",
             DropReason::StoreError => "store_error",
+            DropReason::EncodeFailed => "encode_failed",
         }
     }
 }

@@ -137,7 +137,7 @@ struct BootOptions {
 
 /// Arches (RFC 4578 / IANA) that mean UEFI HTTP boot.
 fn is_http_arch(arch: u16) -> bool {
-    matches!(arch, 15 | 16 | 17 | 18 | 19 | 20)
+    (15..=20).contains(&arch)
 }
 
 /// The boot file for a client, or `None` for an ordinary DHCP client (the agent, an OS) or

@@ -1,4 +1,5 @@
 //! Table tests for the DHCP policy and the packet parser.
+#![allow(clippy::type_complexity, clippy::collapsible_if)]
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
