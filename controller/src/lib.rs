@@ -6,4 +6,5 @@ pub mod config;
 pub mod drivers;
 pub mod machine;
 pub mod model;
+pub mod netboot;
 pub mod store;
