@@ -26,6 +26,28 @@ pub struct Cli {
 enum Cmd {
     /// Stream an image to a disk, verified.
     WriteImage(WriteImageArgs),
+    /// Wipe disks (several in parallel); fails if any disk could not be wiped.
+    Wipe(WipeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct WipeArgs {
+    /// Device to wipe (repeatable).
+    #[arg(long)]
+    device: Vec<PathBuf>,
+    /// Wipe every disk except read-only ones, virtual media and the boot medium.
+    #[arg(long, conflicts_with = "device")]
+    all: bool,
+    /// metadata (signatures and both ends), full (zero all) or secure (firmware erase).
+    #[arg(long, value_enum, default_value = "metadata")]
+    mode: WipeModeArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum WipeModeArg {
+    Metadata,
+    Full,
+    Secure,
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,6 +110,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::WriteImage(a) => write_image_cmd(a),
+        Cmd::Wipe(a) => wipe_cmd(a),
     }
 }
 
@@ -130,4 +153,51 @@ fn write_image_cmd(a: WriteImageArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn wipe_cmd(a: WipeArgs) -> anyhow::Result<ExitCode> {
+    use crate::wipe::select;
+    let mode = match a.mode {
+        WipeModeArg::Metadata => proto::WipeMode::Metadata,
+        WipeModeArg::Full => proto::WipeMode::Full,
+        WipeModeArg::Secure => proto::WipeMode::Secure,
+    };
+    let mut skipped = Vec::new();
+    let devices: Vec<PathBuf> = if a.all {
+        let root = std::path::Path::new("/");
+        let boot = select::boot_disks(root);
+        let mut v = Vec::new();
+        for d in crate::inventory::block::disks(root).context("listing disks")? {
+            match select::skip_reason(&d, &boot) {
+                Some(why) => skipped.push(proto::WipeDiskResult {
+                    device: d.name.clone(),
+                    mode,
+                    ok: false,
+                    method: None,
+                    cleared: vec![],
+                    skipped: Some(why),
+                    error: None,
+                    elapsed_ms: 0,
+                }),
+                None => v.push(PathBuf::from(d.name)),
+            }
+        }
+        v
+    } else {
+        a.device
+    };
+    if devices.is_empty() && skipped.is_empty() {
+        anyhow::bail!("no device given: use --device PATH (repeatable) or --all");
+    }
+    let mut report = crate::wipe::wipe_all(&devices, mode);
+    report.disks.extend(skipped);
+    let ok = report.ok;
+    let sink = ConsoleSink { json: false };
+    sink.emit(&AgentEvent::WipeDone(report.clone()));
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

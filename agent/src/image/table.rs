@@ -254,5 +254,49 @@ fn finish_mbr(
     })
 }
 
+/// Partitions `(start, length)` in bytes listed by the GPT or MBR in `head`
+/// (the first MiB of a disk); empty when there is no table.
+pub fn partitions(head: &[u8], sector: u32) -> Vec<(u64, u64)> {
+    let s = sector as usize;
+    let sec = u64::from(sector);
+    if has_gpt(head, s) {
+        let h = &head[s..2 * s];
+        let (entry_lba, count, esize) = (
+            u64_at(h, 72),
+            u32_at(h, 80) as usize,
+            u32_at(h, 84) as usize,
+        );
+        let Ok(start) = usize::try_from(entry_lba * sec) else {
+            return vec![];
+        };
+        if esize < 128 || count > 4096 || start + count * esize > head.len() {
+            return vec![];
+        }
+        return (0..count)
+            .map(|i| &head[start + i * esize..start + (i + 1) * esize])
+            .filter(|e| e[..16].iter().any(|&b| b != 0))
+            .map(|e| {
+                (
+                    u64_at(e, 32) * sec,
+                    (u64_at(e, 40) + 1).saturating_sub(u64_at(e, 32)) * sec,
+                )
+            })
+            .collect();
+    }
+    if head.len() >= 512 && head[510] == 0x55 && head[511] == 0xaa {
+        return (0..4)
+            .map(|i| &head[0x1be + 16 * i..0x1be + 16 * (i + 1)])
+            .filter(|e| e[4] != 0 && e[4] != 0xee)
+            .map(|e| {
+                (
+                    u64::from(u32_at(e, 8)) * sec,
+                    u64::from(u32_at(e, 12)) * sec,
+                )
+            })
+            .collect();
+    }
+    vec![]
+}
+
 #[cfg(test)]
 mod tests;
