@@ -7,6 +7,7 @@
 pub mod events;
 pub mod hints;
 pub mod inventory;
+pub mod protocol;
 
 pub use events::{
     AgentEvent, ErrorReport, Phase, PhaseTiming, ProgressEvent, WipeDiskResult, WipeMode,
