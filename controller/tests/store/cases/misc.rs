@@ -135,6 +135,7 @@ pub async fn memory_smoke(store: &SqlStore) {
 /// - PostgreSQL 15 on 127.0.0.1 (test server runs with fsync off): enrol node+port
 ///   600-1,800/s from one task, 1,600-3,400/s from 8 tasks; list 500 nodes min 2.4-3.5 ms,
 ///   median 2.7-5.5 ms.
+///
 /// Debug builds are ~2-3x slower on the list (JSON decoding is unoptimised there).
 pub async fn timing(db: &mut Db) {
     const NODES: u32 = 500;
