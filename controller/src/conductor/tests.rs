@@ -716,3 +716,62 @@ async fn fifty_nodes_lifecycle_is_fast() {
     eprintln!("50 nodes manage+provide+deploy+undeploy: {elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_waits_can_be_aborted_or_completed() {
+    let env = env().await;
+    let uuid = enroll(&env.store, "manual", "manageable").await;
+    provision(&env, uuid, Verb::Inspect).await;
+    let node = wait_state(&env.store, uuid, "inspect wait").await;
+    assert_eq!(node.target_provision_state.as_deref(), Some("manageable"));
+    assert!(node.inspection_started_at.is_some());
+    env.conductor
+        .agent_finished(uuid, Ok(()))
+        .await
+        .expect("inspection reported");
+    let node = wait_state(&env.store, uuid, "manageable").await;
+    assert!(node.inspection_finished_at.is_some());
+
+    provision(&env, uuid, Verb::Provide).await;
+    let node = wait_state(&env.store, uuid, "clean wait").await;
+    assert_eq!(node.target_provision_state.as_deref(), Some("available"));
+    assert_eq!(
+        node.clean_step.as_ref().map(|s| s["step"].clone()),
+        Some(json!("erase_devices_metadata"))
+    );
+    provision(&env, uuid, Verb::Abort).await;
+    let node = wait_state(&env.store, uuid, "clean failed").await;
+    assert_eq!(
+        node.last_error.as_deref(),
+        Some("Cleaning was aborted by an operator")
+    );
+    assert!(
+        env.conductor.lock_timers().is_empty(),
+        "abort cancels the wait timer"
+    );
+
+    // The agent failing a step fails cleaning with its reason.
+    provision(&env, uuid, Verb::Manage).await;
+    wait_state(&env.store, uuid, "manageable").await;
+    provision(&env, uuid, Verb::Provide).await;
+    wait_state(&env.store, uuid, "clean wait").await;
+    env.conductor
+        .agent_finished(uuid, Err("wipe of /dev/sda failed".to_owned()))
+        .await
+        .expect("report");
+    let node = wait_state(&env.store, uuid, "clean failed").await;
+    assert_eq!(node.last_error.as_deref(), Some("wipe of /dev/sda failed"));
+
+    // Maintenance blocks provisioning verbs with Ironic's message.
+    let avail = enroll(&env.store, "fake-hardware", "available").await;
+    let mut node = get(&env.store, avail).await;
+    node.maintenance = true;
+    env.store.update_node(&node).await.expect("maintenance");
+    let err = env
+        .conductor
+        .provision(avail, ProvisionRequest::new(Verb::Deploy))
+        .await;
+    assert!(
+        matches!(err, Err(ConductorError::BadRequest(ref m)) if m.contains("maintenance mode"))
+    );
+}
