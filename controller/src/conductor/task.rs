@@ -658,7 +658,7 @@ impl Conductor {
         }
     }
 
-    fn lock_timers(&self) -> std::sync::MutexGuard<'_, super::WaitTimers> {
+    pub(super) fn lock_timers(&self) -> std::sync::MutexGuard<'_, super::WaitTimers> {
         self.wait_timers.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -1,99 +1,10 @@
-//! Conductor tests against a real SQLite store (a file in a temporary directory).
+//! Fake-hardware lifecycle, locks, caps, allocations, power and boot device.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use serde_json::json;
-use tempfile::TempDir;
-use uuid::Uuid;
 
 use super::*;
-use crate::drivers::fake::{FakeHardware, FakeOp};
-use crate::drivers::{BootDevice, PowerState, PowerTarget};
-use crate::machine::Verb;
-use crate::model::{Allocation, Node};
-use crate::store::Store;
-use crate::store::sql::SqlStore;
-
-struct Env {
-    conductor: Arc<Conductor>,
-    store: Arc<dyn Store>,
-    fake: Arc<FakeHardware>,
-    _dir: TempDir,
-}
-
-fn config() -> ConductorConfig {
-    ConductorConfig {
-        name: "test-conductor".to_owned(),
-        power_sync_interval: None,
-        shutdown_timeout: Duration::from_secs(5),
-        ..ConductorConfig::default()
-    }
-}
-
-async fn open_store(dir: &TempDir) -> Arc<dyn Store> {
-    let url = format!("sqlite://{}/ingot.db", dir.path().display());
-    Arc::new(SqlStore::connect(&url).await.expect("open sqlite store"))
-}
-
-async fn env_with(config: ConductorConfig) -> Env {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open_store(&dir).await;
-    let drivers = DriverRegistry::builtin();
-    let fake = drivers.fake_hardware().expect("fake hardware").clone();
-    let conductor = Conductor::new(store.clone(), drivers, config);
-    conductor.start().await.expect("start");
-    Env {
-        conductor,
-        store,
-        fake,
-        _dir: dir,
-    }
-}
-
-async fn env() -> Env {
-    env_with(config()).await
-}
-
-async fn enroll(store: &Arc<dyn Store>, driver: &str, state: &str) -> Uuid {
-    let mut node = Node::new(Uuid::new_v4(), driver, Utc::now());
-    node.provision_state = state.to_owned();
-    node.resource_class = Some("baremetal".to_owned());
-    store.create_node(&node).await.expect("create node");
-    node.uuid
-}
-
-async fn get(store: &Arc<dyn Store>, uuid: Uuid) -> Node {
-    store
-        .get_node_by_uuid(uuid)
-        .await
-        .expect("get node")
-        .expect("node exists")
-}
-
-/// Waits until the node rests unlocked in `state`.
-async fn wait_state(store: &Arc<dyn Store>, uuid: Uuid, state: &str) -> Node {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let node = get(store, uuid).await;
-        if node.provision_state == state && node.reservation.is_none() {
-            return node;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node never reached {state}: {node:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-async fn provision(env: &Env, uuid: Uuid, verb: Verb) {
-    env.conductor
-        .provision(uuid, ProvisionRequest::new(verb))
-        .await
-        .expect("verb accepted");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fake_lifecycle_with_allocation_and_history() {
@@ -192,62 +103,6 @@ async fn fake_lifecycle_with_allocation_and_history() {
         "clean done: cleaning -> available",
     ];
     assert_eq!(history, expected);
-}
-
-async fn wait_power(store: &Arc<dyn Store>, uuid: Uuid, state: &str) -> Node {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let node = get(store, uuid).await;
-        if node.power_state.as_deref() == Some(state) && node.target_power_state.is_none() {
-            return node;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "power never reached {state}: {node:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-async fn new_allocation(store: &Arc<dyn Store>, name: Option<&str>, traits: &[&str]) -> Uuid {
-    let allocation = Allocation {
-        uuid: Uuid::new_v4(),
-        name: name.map(str::to_owned),
-        resource_class: Some("baremetal".to_owned()),
-        traits: traits.iter().map(|t| (*t).to_owned()).collect(),
-        candidate_nodes: vec![],
-        extra: Default::default(),
-        owner: None,
-        state: "allocating".to_owned(),
-        node_uuid: None,
-        last_error: None,
-        created_at: Utc::now(),
-        updated_at: None,
-    };
-    store
-        .create_allocation(&allocation)
-        .await
-        .expect("create allocation");
-    allocation.uuid
-}
-
-async fn wait_allocation(store: &Arc<dyn Store>, uuid: Uuid) -> Allocation {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let a = store
-            .get_allocation(&uuid.to_string())
-            .await
-            .expect("get")
-            .expect("exists");
-        if a.state != "allocating" {
-            return a;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "allocation never processed: {a:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -467,114 +322,6 @@ async fn concurrent_allocations_never_share_a_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_fails_nodes_left_in_transient_states() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open_store(&dir).await;
-    let deploying = enroll(&store, "fake-hardware", "deploying").await;
-    let verifying = enroll(&store, "fake-hardware", "verifying").await;
-    let deleting = enroll(&store, "fake-hardware", "deleting").await;
-    let clean_wait = enroll(&store, "manual", "clean wait").await;
-    let stable = enroll(&store, "fake-hardware", "active").await;
-    for (uuid, target) in [
-        (deploying, "active"),
-        (verifying, "manageable"),
-        (deleting, "available"),
-        (clean_wait, "available"),
-    ] {
-        let mut node = get(&store, uuid).await;
-        node.target_provision_state = Some(target.to_owned());
-        store.update_node(&node).await.expect("target");
-    }
-    // The previous run held a lock on one of them.
-    store
-        .reserve_node(deploying, "test-conductor")
-        .await
-        .expect("reserve");
-
-    let conductor = Conductor::new(store.clone(), DriverRegistry::builtin(), config());
-    conductor.start().await.expect("start");
-
-    let node = wait_state(&store, deploying, "deploy failed").await;
-    assert_eq!(node.target_provision_state.as_deref(), Some("active"));
-    assert!(node.last_error.is_some_and(|e| e.contains("restarted")));
-    let node = wait_state(&store, verifying, "enroll").await;
-    assert_eq!(node.target_provision_state, None);
-    assert!(node.last_error.is_some());
-    let node = wait_state(&store, deleting, "error").await;
-    assert_eq!(node.target_provision_state, None);
-    let node = wait_state(&store, clean_wait, "clean failed").await;
-    assert_eq!(node.target_provision_state.as_deref(), Some("available"));
-    let node = get(&store, stable).await;
-    assert_eq!(
-        (node.provision_state.as_str(), node.last_error),
-        ("active", None)
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn manual_hardware_waits_for_the_agent_and_times_out() {
-    let env = env_with(ConductorConfig {
-        deploy_callback_timeout: Duration::from_millis(300),
-        ..config()
-    })
-    .await;
-    let manual = env
-        .conductor
-        .registry()
-        .manual_hardware()
-        .expect("manual")
-        .clone();
-    let uuid = enroll(&env.store, "manual", "available").await;
-
-    // Deploy validation needs an image.
-    let err = env
-        .conductor
-        .provision(uuid, ProvisionRequest::new(Verb::Deploy))
-        .await;
-    assert!(matches!(err, Err(ConductorError::BadRequest(ref m)) if m.contains("image_source")));
-    let mut node = get(&env.store, uuid).await;
-    node.instance_info
-        .insert("image_source".into(), json!("http://127.0.0.1:1/img.raw"));
-    env.store.update_node(&node).await.expect("image");
-
-    provision(&env, uuid, Verb::Deploy).await;
-    let node = wait_state(&env.store, uuid, "wait call-back").await;
-    assert_eq!(node.target_provision_state.as_deref(), Some("active"));
-    assert_eq!(node.power_state.as_deref(), Some("power on"));
-    let texts: Vec<_> = manual.instructions().into_iter().map(|i| i.text).collect();
-    assert_eq!(
-        texts,
-        vec![
-            format!("boot node {uuid} from pxe (next time)"),
-            format!("power on node {uuid}"),
-            "agent: deploy the instance image".to_owned(),
-        ]
-    );
-    let node = wait_state(&env.store, uuid, "deploy failed").await;
-    assert_eq!(node.target_provision_state.as_deref(), Some("active"));
-    assert_eq!(
-        node.last_error,
-        Some(format!(
-            "Timeout reached while waiting for callback for node {uuid}"
-        ))
-    );
-
-    // A retried deploy that the agent completes reaches active.
-    provision(&env, uuid, Verb::Deploy).await;
-    wait_state(&env.store, uuid, "wait call-back").await;
-    env.conductor
-        .agent_finished(uuid, Ok(()))
-        .await
-        .expect("callback");
-    let node = wait_state(&env.store, uuid, "active").await;
-    assert_eq!(node.last_error, None);
-    assert_eq!(node.target_provision_state, None);
-    // The timer of the completed wait must not fire later.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(get(&env.store, uuid).await.provision_state, "active");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_target_completes_and_sync_follows_the_driver() {
     let env = env().await;
     let uuid = enroll(&env.store, "fake-hardware", "manageable").await;
@@ -715,4 +462,76 @@ async fn fifty_nodes_lifecycle_is_fast() {
     let elapsed = started.elapsed();
     eprintln!("50 nodes manage+provide+deploy+undeploy: {elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rescue_rebuild_and_protection_with_fake() {
+    let env = env().await;
+    let uuid = enroll(&env.store, "fake-hardware", "active").await;
+    let err = env
+        .conductor
+        .provision(uuid, ProvisionRequest::new(Verb::Rescue))
+        .await;
+    assert!(matches!(err, Err(ConductorError::BadRequest(ref m)) if m.contains("rescue_password")));
+    let mut req = ProvisionRequest::new(Verb::Rescue);
+    req.rescue_password = Some("hunter2".to_owned());
+    env.conductor.provision(uuid, req).await.expect("rescue");
+    let node = wait_state(&env.store, uuid, "rescue").await;
+    assert_eq!(node.instance_info["rescue_password"], json!("hunter2"));
+    provision(&env, uuid, Verb::Unrescue).await;
+    let node = wait_state(&env.store, uuid, "active").await;
+    assert!(!node.instance_info.contains_key("rescue_password"));
+
+    provision(&env, uuid, Verb::Rebuild).await;
+    wait_state(&env.store, uuid, "active").await;
+    let deploys = env
+        .fake
+        .calls_for(uuid)
+        .into_iter()
+        .filter(|c| c.op == FakeOp::Deploy)
+        .count();
+    assert_eq!(deploys, 1);
+
+    let mut node = get(&env.store, uuid).await;
+    node.protected = true;
+    env.store.update_node(&node).await.expect("protect");
+    let err = env
+        .conductor
+        .provision(uuid, ProvisionRequest::new(Verb::Undeploy))
+        .await;
+    assert!(matches!(err, Err(ConductorError::Forbidden(_))), "{err:?}");
+
+    // A failing deploy ends in deploy failed, from which undeploy is allowed.
+    let other = enroll(&env.store, "fake-hardware", "available").await;
+    env.fake.fail(FakeOp::Deploy, "image checksum mismatch");
+    provision(&env, other, Verb::Deploy).await;
+    let node = wait_state(&env.store, other, "deploy failed").await;
+    assert_eq!(node.target_provision_state.as_deref(), Some("active"));
+    assert!(
+        node.last_error
+            .is_some_and(|e| e.contains("image checksum mismatch"))
+    );
+    env.fake.clear_faults();
+    provision(&env, other, Verb::Undeploy).await;
+    let node = wait_state(&env.store, other, "available").await;
+    assert_eq!(node.last_error, None, "a new action clears last_error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_power_sync_runs_on_its_interval() {
+    let env = env_with(ConductorConfig {
+        power_sync_interval: Some(Duration::from_millis(20)),
+        ..config()
+    })
+    .await;
+    let uuid = enroll(&env.store, "fake-hardware", "available").await;
+    let node = get(&env.store, uuid).await;
+    let drivers = env.conductor.registry().resolve(&node).expect("drivers");
+    drivers
+        .power
+        .set_power_state(&node, PowerTarget::On, None)
+        .await
+        .expect("on");
+    wait_power(&env.store, uuid, "power on").await;
+    env.conductor.shutdown().await;
 }
