@@ -8,6 +8,7 @@
 
 pub mod dhcp;
 pub mod ipxe;
+pub mod service;
 pub mod tftp;
 
 use std::fmt;

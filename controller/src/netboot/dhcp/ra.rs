@@ -22,6 +22,8 @@ pub const ICMPV6_ROUTER_SOLICITATION: u8 = 133;
 pub const ICMPV6_ROUTER_ADVERTISEMENT: u8 = 134;
 /// All-nodes link-local multicast.
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+/// All-routers link-local multicast, where Router Solicitations go.
+const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
 /// RFC 4861 MIN_DELAY_BETWEEN_RAS is 3 s; one second keeps iPXE's first RS answered fast
 /// while still bounding what a chatty segment can make us send.
 const MIN_GAP: Duration = Duration::from_secs(1);
@@ -77,6 +79,15 @@ pub fn bind_socket(interface: &str) -> anyhow::Result<RaSocket> {
     socket
         .bind_device(Some(interface.as_bytes()))
         .with_context(|| format!("binding icmpv6 socket to interface {interface}"))?;
+    // Router Solicitations go to all-routers, which a host that does not forward has not
+    // joined: join it on this interface, or solicitations never reach us.
+    let index = socket
+        .device_index_v6()
+        .context("reading the interface index")?
+        .map_or(0, |i| i.get());
+    socket
+        .join_multicast_v6(&ALL_ROUTERS, index)
+        .with_context(|| format!("joining ff02::2 on {interface}"))?;
     // RFC 4861 6.1.2: hosts drop RAs whose hop limit is not 255.
     socket
         .set_multicast_hops_v6(255)
