@@ -1,4 +1,10 @@
 //! Ingot controller: machine inventory, lifecycle and the Ironic-compatible operator API.
 
+pub mod cli;
+pub mod conductor;
+pub mod config;
+pub mod drivers;
+pub mod machine;
 pub mod model;
+pub mod netboot;
 pub mod store;

@@ -1,1 +1,41 @@
-//! QEMU end-to-end test harness (not yet built: see the discovery issue).
+//! Harness for end-to-end tests that boot real firmware (SeaBIOS, OVMF), iPXE and the Debian
+//! kernel in QEMU (`-accel tcg`) on a private network.
+//!
+//! - [`netns::Lab`]: a network namespace with a bridge and persistent taps and no route out;
+//!   everything a test starts on the boot network lives inside it, and dropping the lab stops
+//!   what it started (by PID) and deletes the namespace.
+//! - [`vm::VmSpec`] / [`vm::Vm`]: one QEMU machine with its own firmware, NIC, disk, MAC and
+//!   SMBIOS identity, a serial log and a QMP socket.
+//! - [`wait`]: polling helpers with deadlines.
+//!
+//! Tests need root (namespaces, taps) and the lab packages (`qemu-system-x86`, `ovmf`,
+//! `ipxe`); [`require_lab`] fails with a clear message when they are missing.
+
+pub mod netns;
+pub mod vm;
+pub mod wait;
+
+use std::path::Path;
+
+/// Fails with a clear message when the machine cannot run lab tests.
+pub fn require_lab() -> anyhow::Result<()> {
+    let uid = std::fs::read_to_string("/proc/self/status")?
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .unwrap_or_default();
+    if uid != "0" {
+        anyhow::bail!("qemu-tests need root (network namespaces, taps)");
+    }
+    for p in [
+        "/usr/bin/qemu-system-x86_64",
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+        "/usr/lib/ipxe/snponly.efi",
+    ] {
+        if !Path::new(p).exists() {
+            anyhow::bail!("{p} is missing: install the lab packages (.ci/setup)");
+        }
+    }
+    Ok(())
+}

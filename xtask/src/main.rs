@@ -7,6 +7,7 @@
 mod bench_api;
 mod bench_write;
 mod ci;
+mod initramfs;
 mod ironic;
 mod paths;
 mod proc_stats;
@@ -18,6 +19,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench api [--peer ironic] [--skip-ingot] [--nodes N] [--lifecycle N] ...
                           operator API bench (release build), optionally beside real Ironic 39.0.0
   bench write [...]       image write bench
+  initramfs --profile qemu|generic [--kver K] [--agent PATH] [--level N]
+                          build target/initramfs/<profile>/{initramfs.cpio.zst,vmlinuz}
   ironic serve [--port N] run real Ironic 39.0.0 standalone on 127.0.0.1 (fake-hardware, sqlite)
   ironic clients          run controller/tests/clients/*.py against a fresh real Ironic";
 
@@ -33,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         (Some("ci"), _) => ci::run(rest(1)),
         (Some("bench"), Some("api")) => bench_api::run(rest(2)),
         (Some("bench"), Some("write")) => bench_write::run(rest(2)),
+        (Some("initramfs"), _) => initramfs::run(&paths::workspace_root(), rest(1)),
         (Some("ironic"), _) => ironic::run(rest(1)),
         (Some("-h" | "--help" | "help"), _) => {
             println!("{USAGE}");

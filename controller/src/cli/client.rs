@@ -1,0 +1,207 @@
+//! Operator commands that read the API (`ingot node list`, `ingot node show`).
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use super::table;
+
+/// The microversion the CLI asks for.
+const API_VERSION: &str = "1.115";
+
+/// A small API client: GET a path and return JSON, turning Ironic error bodies into errors.
+#[derive(Debug)]
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        // reqwest is built without a default TLS provider; pick ring for https endpoints.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .context("building HTTP client")?;
+        Ok(Self {
+            base: base
+                .trim_end_matches('/')
+                .trim_end_matches("/v1")
+                .to_owned(),
+            http,
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{}", self.base, path);
+        let resp = self
+            .http
+            .get(&url)
+            .header("X-OpenStack-Ironic-API-Version", API_VERSION)
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .with_context(|| format!("requesting {url}"))?;
+        let status = resp.status();
+        let body: Value = resp
+            .json()
+            .await
+            .with_context(|| format!("reading the answer of {url}"))?;
+        if !status.is_success() {
+            bail!("{} (HTTP {})", error_message(&body), status.as_u16());
+        }
+        Ok(body)
+    }
+}
+
+/// Extracts the message of an Ironic error body (`error_message` holds a JSON string).
+pub fn error_message(body: &Value) -> String {
+    let Some(raw) = body.get("error_message") else {
+        return body.to_string();
+    };
+    let inner = match raw {
+        Value::String(s) => serde_json::from_str::<Value>(s).unwrap_or(Value::String(s.clone())),
+        other => other.clone(),
+    };
+    match &inner {
+        Value::Object(o) => o
+            .get("faultstring")
+            .or_else(|| o.get("description"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| inner.to_string()),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn cell(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// `ingot node list`.
+pub async fn node_list(
+    client: &ApiClient,
+    long: bool,
+    provision_state: Option<&str>,
+    json: bool,
+) -> anyhow::Result<String> {
+    let mut path = String::from("/v1/nodes/detail");
+    if let Some(state) = provision_state {
+        path.push_str("?provision_state=");
+        path.push_str(&state.replace(' ', "%20"));
+    }
+    let body = client.get(&path).await?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&body)? + "\n");
+    }
+    let nodes = body
+        .get("nodes")
+        .and_then(Value::as_array)
+        .context("the API answer has no node list")?;
+    Ok(render_node_list(nodes, long))
+}
+
+/// Renders nodes as the `node list` table.
+pub fn render_node_list(nodes: &[Value], long: bool) -> String {
+    let mut header = vec![
+        "uuid",
+        "name",
+        "provision state",
+        "power",
+        "maint",
+        "instance",
+    ];
+    if long {
+        header.extend(["driver", "resource class", "target", "last error"]);
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let mut row = vec![
+                cell(n.get("uuid")),
+                cell(n.get("name")),
+                cell(n.get("provision_state")),
+                cell(n.get("power_state")),
+                if n.get("maintenance") == Some(&Value::Bool(true)) {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .to_owned(),
+                cell(n.get("instance_uuid")),
+            ];
+            if long {
+                row.push(cell(n.get("driver")));
+                row.push(cell(n.get("resource_class")));
+                row.push(cell(n.get("target_provision_state")));
+                row.push(cell(n.get("last_error")));
+            }
+            row
+        })
+        .collect();
+    table::render(&header, &rows)
+}
+
+/// `ingot node show`.
+pub async fn node_show(client: &ApiClient, ident: &str, json: bool) -> anyhow::Result<String> {
+    let body = client.get(&format!("/v1/nodes/{ident}")).await?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&body)? + "\n");
+    }
+    Ok(render_node_show(&body))
+}
+
+/// Renders one node as a field/value table, skipping link lists.
+pub fn render_node_show(node: &Value) -> String {
+    const SKIP: [&str; 5] = ["links", "ports", "portgroups", "states", "volume"];
+    let rows: Vec<Vec<String>> = node
+        .as_object()
+        .map(|o| {
+            let mut keys: Vec<&String> = o.keys().filter(|k| !SKIP.contains(&k.as_str())).collect();
+            keys.sort();
+            keys.into_iter()
+                .map(|k| vec![k.clone(), cell(o.get(k))])
+                .collect()
+        })
+        .unwrap_or_default();
+    table::render(&["field", "value"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ironic_error_bodies() {
+        let body = json!({"error_message": "{\"faultcode\": \"Client\", \"faultstring\": \"Node x could not be found.\", \"debuginfo\": null}"});
+        assert_eq!(error_message(&body), "Node x could not be found.");
+        let body = json!({"error_message": "{\"code\": 406, \"title\": \"Not Acceptable\", \"description\": \"bad version\"}"});
+        assert_eq!(error_message(&body), "bad version");
+        assert_eq!(error_message(&json!({"error_message": "plain"})), "plain");
+    }
+
+    #[test]
+    fn list_and_show_tables() {
+        let n = json!({"uuid": "u1", "name": "n1", "provision_state": "available",
+            "power_state": "power off", "maintenance": false, "instance_uuid": null,
+            "driver": "fake-hardware", "links": [], "last_error": null});
+        let t = render_node_list(std::slice::from_ref(&n), false);
+        assert!(
+            t.starts_with("UUID  NAME  PROVISION STATE  POWER      MAINT  INSTANCE\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("u1    n1    available        power off  no"),
+            "{t}"
+        );
+        let s = render_node_show(&n);
+        assert!(s.contains("driver           fake-hardware"), "{s}");
+        assert!(!s.contains("links"));
+    }
+}

@@ -1,0 +1,111 @@
+//! The `ingot` command line: `ingot serve` and the operator commands that talk to the API.
+
+pub mod client;
+pub mod table;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{ConductorSection, FileConfig};
+
+/// Ingot bare-metal provisioning controller.
+#[derive(Debug, Parser)]
+#[command(name = "ingot", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller: API, conductor (and later DHCP, TFTP, HTTP boot).
+    Serve(ServeArgs),
+    /// Inspect nodes through the API.
+    Node {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+/// Flags of `ingot serve`; each overrides the config file key of the same name.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Config file (TOML). Default: /etc/ingot/ingot.toml when it exists.
+    #[arg(long, env = "INGOT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the operator API (Ironic v1 compatible). Default 127.0.0.1:6385.
+    #[arg(long)]
+    pub api_listen: Option<String>,
+    /// Store URL: sqlite:///path/ingot.db (default, under the state dir) or postgres://...
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Directory for the embedded database and other state.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Name of this conductor (shown in reservations and driver hosts). Default: hostname.
+    #[arg(long)]
+    pub conductor_name: Option<String>,
+    /// Cap on deploys running at once; more wait in a queue.
+    #[arg(long)]
+    pub max_concurrent_deploys: Option<usize>,
+    /// Cap on cleanings running at once; more wait in a queue.
+    #[arg(long)]
+    pub max_concurrent_cleanings: Option<usize>,
+}
+
+impl ServeArgs {
+    /// The flags as a config layer.
+    pub fn as_layer(&self) -> FileConfig {
+        FileConfig {
+            api_listen: self.api_listen.clone(),
+            database: self.database.clone(),
+            state_dir: self.state_dir.clone(),
+            conductor_name: self.conductor_name.clone(),
+            max_body_bytes: None,
+            conductor: ConductorSection {
+                max_concurrent_deploys: self.max_concurrent_deploys,
+                max_concurrent_cleanings: self.max_concurrent_cleanings,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// Where the API is.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Base URL of the Ingot (or Ironic) API.
+    #[arg(
+        long,
+        global = true,
+        env = "INGOT_URL",
+        default_value = "http://127.0.0.1:6385"
+    )]
+    pub url: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List nodes as a table.
+    List {
+        /// Show more columns (driver, resource class, power target, last error).
+        #[arg(long)]
+        long: bool,
+        /// Only nodes in this provision state.
+        #[arg(long)]
+        provision_state: Option<String>,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one node (by UUID or name).
+    Show {
+        node: String,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}

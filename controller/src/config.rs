@@ -1,0 +1,261 @@
+//! Controller configuration: defaults, then a TOML file, then `INGOT_*` environment
+//! variables, then command-line flags (highest precedence).
+//!
+//! Keys in the file are the long flag names with `_` instead of `-`
+//! (`--api-listen` is `api_listen`). Nested tables map to `INGOT_<TABLE>__<KEY>` variables,
+//! e.g. `INGOT_CONDUCTOR__MAX_CONCURRENT_DEPLOYS=4`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Where the config file is looked for when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ingot/ingot.toml";
+
+/// The configuration as written in the file and environment (every key optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub api_listen: Option<String>,
+    pub database: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub conductor_name: Option<String>,
+    /// Largest request body the API accepts, in bytes.
+    pub max_body_bytes: Option<usize>,
+    #[serde(default)]
+    pub conductor: ConductorSection,
+}
+
+/// `[conductor]` table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConductorSection {
+    pub max_concurrent_deploys: Option<usize>,
+    pub max_concurrent_cleanings: Option<usize>,
+    pub power_sync_interval_secs: Option<u64>,
+    pub callback_timeout_secs: Option<u64>,
+}
+
+/// Validated configuration used by `ingot serve`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub api_listen: SocketAddr,
+    pub database: String,
+    pub state_dir: PathBuf,
+    pub conductor_name: String,
+    pub max_body_bytes: usize,
+    pub max_concurrent_deploys: usize,
+    pub max_concurrent_cleanings: usize,
+    pub power_sync_interval: Duration,
+    pub callback_timeout: Duration,
+}
+
+/// The state directory used when none is configured: `/var/lib/ingot` for root, else
+/// `$XDG_STATE_HOME/ingot` or `~/.local/state/ingot`.
+pub fn default_state_dir() -> PathBuf {
+    if nix_is_root() {
+        return PathBuf::from("/var/lib/ingot");
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(dir).join("ingot");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/state/ingot"),
+        None => PathBuf::from("ingot-state"),
+    }
+}
+
+fn nix_is_root() -> bool {
+    // /proc/self/status is always there on Linux; avoid a libc dependency for one call.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn default_conductor_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "ingot".to_owned())
+}
+
+/// Builds the sqlite URL for a database file in the state directory.
+pub fn default_database_url(state_dir: &Path) -> String {
+    format!("sqlite://{}", state_dir.join("ingot.db").display())
+}
+
+impl FileConfig {
+    /// Loads the file (if any) and the environment. `path` is `--config`; without it the
+    /// default path is read only when it exists.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut fig = Figment::new();
+        match path {
+            Some(p) => {
+                if !p.exists() {
+                    bail!("config file {} does not exist", p.display());
+                }
+                fig = fig.merge(Toml::file(p));
+            }
+            None => {
+                if Path::new(DEFAULT_CONFIG_PATH).exists() {
+                    fig = fig.merge(Toml::file(DEFAULT_CONFIG_PATH));
+                }
+            }
+        }
+        fig = fig.merge(Env::prefixed("INGOT_").split("__").ignore(&["config"]));
+        fig.extract().context("reading configuration")
+    }
+
+    /// Overlays `flags` (command-line values) on `self` (file + environment).
+    pub fn overlay(mut self, flags: FileConfig) -> Self {
+        fn pick<T>(slot: &mut Option<T>, v: Option<T>) {
+            if v.is_some() {
+                *slot = v;
+            }
+        }
+        pick(&mut self.api_listen, flags.api_listen);
+        pick(&mut self.database, flags.database);
+        pick(&mut self.state_dir, flags.state_dir);
+        pick(&mut self.conductor_name, flags.conductor_name);
+        pick(&mut self.max_body_bytes, flags.max_body_bytes);
+        let (c, f) = (&mut self.conductor, flags.conductor);
+        pick(&mut c.max_concurrent_deploys, f.max_concurrent_deploys);
+        pick(&mut c.max_concurrent_cleanings, f.max_concurrent_cleanings);
+        pick(&mut c.power_sync_interval_secs, f.power_sync_interval_secs);
+        pick(&mut c.callback_timeout_secs, f.callback_timeout_secs);
+        self
+    }
+
+    /// Fills defaults and validates.
+    pub fn validate(self) -> anyhow::Result<Config> {
+        let api_listen = self.api_listen.as_deref().unwrap_or("127.0.0.1:6385");
+        let api_listen: SocketAddr = api_listen
+            .parse()
+            .with_context(|| format!("api_listen {api_listen:?} is not an ADDR:PORT"))?;
+        let state_dir = self.state_dir.unwrap_or_else(default_state_dir);
+        let database = self
+            .database
+            .unwrap_or_else(|| default_database_url(&state_dir));
+        if !(database.starts_with("sqlite:")
+            || database.starts_with("postgres://")
+            || database.starts_with("postgresql://"))
+        {
+            bail!(
+                "database URL {database:?} must start with sqlite:, postgres:// or postgresql://"
+            );
+        }
+        let c = self.conductor;
+        let positive = |v: Option<usize>, name: &str, default: usize| -> anyhow::Result<usize> {
+            match v {
+                Some(0) => bail!("conductor.{name} must be at least 1"),
+                Some(n) => Ok(n),
+                None => Ok(default),
+            }
+        };
+        Ok(Config {
+            api_listen,
+            database,
+            state_dir,
+            conductor_name: self.conductor_name.unwrap_or_else(default_conductor_name),
+            max_body_bytes: self.max_body_bytes.unwrap_or(16 * 1024 * 1024),
+            max_concurrent_deploys: positive(
+                c.max_concurrent_deploys,
+                "max_concurrent_deploys",
+                16,
+            )?,
+            max_concurrent_cleanings: positive(
+                c.max_concurrent_cleanings,
+                "max_concurrent_cleanings",
+                16,
+            )?,
+            power_sync_interval: Duration::from_secs(c.power_sync_interval_secs.unwrap_or(60)),
+            callback_timeout: Duration::from_secs(c.callback_timeout_secs.unwrap_or(1800)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = FileConfig::default().validate().expect("valid");
+        assert_eq!(c.api_listen.to_string(), "127.0.0.1:6385");
+        assert!(c.database.starts_with("sqlite://"));
+        assert!(c.database.ends_with("ingot.db"));
+        assert_eq!(c.max_concurrent_deploys, 16);
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file = FileConfig {
+            api_listen: Some("0.0.0.0:1".into()),
+            database: Some("sqlite:///x.db".into()),
+            ..Default::default()
+        };
+        let flags = FileConfig {
+            api_listen: Some("127.0.0.1:9".into()),
+            ..Default::default()
+        };
+        let c = file.overlay(flags).validate().expect("valid");
+        assert_eq!(c.api_listen.to_string(), "127.0.0.1:9");
+        assert_eq!(c.database, "sqlite:///x.db");
+    }
+
+    #[test]
+    fn toml_file_and_unknown_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("ingot.toml");
+        std::fs::write(
+            &p,
+            "api_listen = \"127.0.0.1:7000\"\n[conductor]\nmax_concurrent_deploys = 2\n",
+        )
+        .expect("write");
+        let c = FileConfig::load(Some(&p))
+            .expect("load")
+            .validate()
+            .expect("valid");
+        assert_eq!(c.api_listen.port(), 7000);
+        assert_eq!(c.max_concurrent_deploys, 2);
+
+        std::fs::write(&p, "bogus = 1\n").expect("write");
+        let err = FileConfig::load(Some(&p)).expect_err("unknown key");
+        assert!(format!("{err:#}").contains("bogus"), "{err:#}");
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let bad = FileConfig {
+            api_listen: Some("nonsense".into()),
+            ..Default::default()
+        };
+        assert!(format!("{:#}", bad.validate().expect_err("bad")).contains("ADDR:PORT"));
+        let bad = FileConfig {
+            database: Some("mysql://x".into()),
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = FileConfig {
+            conductor: ConductorSection {
+                max_concurrent_deploys: Some(0),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+        let missing = FileConfig::load(Some(Path::new("/nonexistent/ingot.toml")));
+        assert!(missing.is_err());
+    }
+}

@@ -1,0 +1,547 @@
+//! `cargo xtask initramfs --profile qemu|generic`: builds the agent ramdisk.
+//!
+//! Steps: build the static agent (dist profile, `+crt-static`), find (or install) Debian's
+//! kernel and modules, take the profile's modules with their dependency closure, write a
+//! cpio newc archive (device nodes included, no root needed), compress it with zstd, copy the
+//! kernel beside it, print every part's size and check the profile's budget.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// One profile of `initramfs/profiles.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub budget_mib: u64,
+    pub modules: Vec<String>,
+    pub dirs: Vec<String>,
+}
+
+/// Options of the task.
+#[derive(Debug)]
+pub struct Options {
+    pub profile: String,
+    pub kver: Option<String>,
+    pub agent: Option<PathBuf>,
+    pub level: i32,
+}
+
+impl Options {
+    pub fn parse(args: &[String]) -> anyhow::Result<Self> {
+        let mut o = Options {
+            profile: "qemu".into(),
+            kver: None,
+            agent: None,
+            level: 19,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut val = || {
+                it.next()
+                    .cloned()
+                    .with_context(|| format!("{a} needs a value"))
+            };
+            match a.as_str() {
+                "--profile" => o.profile = val()?,
+                "--kver" => o.kver = Some(val()?),
+                "--agent" => o.agent = Some(PathBuf::from(val()?)),
+                "--level" => o.level = val()?.parse().context("--level takes a number")?,
+                other => {
+                    bail!("unknown argument {other} (use --profile, --kver, --agent, --level)")
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// Module metadata of one kernel: `modules.dep`, `modules.alias`, `modules.softdep`.
+#[derive(Debug, Default)]
+pub struct ModuleIndex {
+    /// Module name (with `_`) -> relative path.
+    pub paths: BTreeMap<String, String>,
+    /// Relative path -> relative paths of its dependencies.
+    pub deps: BTreeMap<String, Vec<String>>,
+    /// (alias pattern, module name) in file order.
+    pub aliases: Vec<(String, String)>,
+    /// Module name -> soft dependencies (names or aliases).
+    pub softdeps: BTreeMap<String, Vec<String>>,
+}
+
+/// `virtio-net.ko.xz` -> `virtio_net`.
+pub fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let stem = file.split(".ko").next().unwrap_or(file);
+    stem.replace('-', "_")
+}
+
+impl ModuleIndex {
+    pub fn parse(dep: &str, alias: &str, softdep: &str) -> Self {
+        let mut idx = ModuleIndex::default();
+        for line in dep.lines() {
+            let Some((path, rest)) = line.split_once(':') else {
+                continue;
+            };
+            let path = path.trim().to_owned();
+            idx.paths.insert(module_name(&path), path.clone());
+            idx.deps
+                .insert(path, rest.split_whitespace().map(str::to_owned).collect());
+        }
+        for line in alias.lines() {
+            let mut w = line.split_whitespace();
+            if let (Some("alias"), Some(pat), Some(m)) = (w.next(), w.next(), w.next()) {
+                idx.aliases.push((pat.to_owned(), m.replace('-', "_")));
+            }
+        }
+        for line in softdep.lines() {
+            let mut w = line.split_whitespace();
+            if w.next() != Some("softdep") {
+                continue;
+            }
+            let Some(m) = w.next() else { continue };
+            let names = w.filter(|t| !t.ends_with(':')).map(str::to_owned).collect();
+            idx.softdeps.insert(m.replace('-', "_"), names);
+        }
+        idx
+    }
+
+    /// A module name, or an exact (glob-free) alias, to a module name.
+    fn resolve(&self, name: &str) -> Option<String> {
+        let n = name.replace('-', "_");
+        if self.paths.contains_key(&n) {
+            return Some(n);
+        }
+        self.aliases
+            .iter()
+            .find(|(pat, _)| pat == name)
+            .map(|(_, m)| m.clone())
+    }
+
+    /// The closure of `roots` over hard and soft dependencies, as relative paths.
+    /// Names that are not modules (built into the kernel) are returned separately.
+    pub fn closure(&self, roots: &[String]) -> (BTreeSet<String>, Vec<String>) {
+        let mut out = BTreeSet::new();
+        let mut missing = Vec::new();
+        let mut todo: Vec<String> = roots.to_vec();
+        while let Some(name) = todo.pop() {
+            let Some(m) = self.resolve(&name) else {
+                missing.push(name);
+                continue;
+            };
+            let Some(path) = self.paths.get(&m) else {
+                continue;
+            };
+            if !out.insert(path.clone()) {
+                continue;
+            }
+            for d in self.deps.get(path).into_iter().flatten() {
+                todo.push(module_name(d));
+            }
+            for s in self.softdeps.get(&m).into_iter().flatten() {
+                // Soft dependencies are optional: only follow the ones that exist as modules.
+                if self.resolve(s).is_some() {
+                    todo.push(s.clone());
+                }
+            }
+        }
+        (out, missing)
+    }
+
+    /// `modules.dep`, `modules.alias` and `modules.softdep` restricted to `shipped`.
+    pub fn subset_files(&self, shipped: &BTreeSet<String>) -> (String, String, String) {
+        let names: BTreeSet<String> = shipped.iter().map(|p| module_name(p)).collect();
+        let mut dep = String::new();
+        for p in shipped {
+            let deps = self.deps.get(p).cloned().unwrap_or_default();
+            dep.push_str(&format!("{p}: {}\n", deps.join(" ")).replace(": \n", ":\n"));
+        }
+        let mut alias = String::new();
+        for (pat, m) in &self.aliases {
+            if names.contains(m) {
+                alias.push_str(&format!("alias {pat} {m}\n"));
+            }
+        }
+        let mut soft = String::new();
+        for (m, s) in &self.softdeps {
+            if names.contains(m) {
+                soft.push_str(&format!("softdep {m} pre: {}\n", s.join(" ")));
+            }
+        }
+        (dep, alias, soft)
+    }
+}
+
+/// A cpio newc archive being written in memory.
+struct Archive {
+    w: Vec<u8>,
+    ino: u32,
+}
+
+impl Archive {
+    fn new() -> Self {
+        Archive {
+            w: Vec::new(),
+            ino: 1,
+        }
+    }
+
+    fn entry(
+        &mut self,
+        name: &str,
+        mode: u32,
+        data: &[u8],
+        rdev: Option<(u32, u32)>,
+    ) -> anyhow::Result<()> {
+        let size = u32::try_from(data.len()).context("file larger than 4 GiB in the initramfs")?;
+        let mut b = cpio::NewcBuilder::new(name)
+            .ino(self.ino)
+            .mode(mode)
+            .uid(0)
+            .gid(0)
+            .nlink(if mode & 0o170000 == 0o040000 { 2 } else { 1 });
+        if let Some((maj, min)) = rdev {
+            b = b.rdev_major(maj).rdev_minor(min);
+        }
+        self.ino += 1;
+        let mut w = b.write(&mut self.w, size);
+        w.write_all(data)?;
+        w.finish()?;
+        Ok(())
+    }
+
+    fn dir(&mut self, name: &str) -> anyhow::Result<()> {
+        self.entry(name, 0o040755, &[], None)
+    }
+
+    fn finish(self) -> anyhow::Result<Vec<u8>> {
+        Ok(cpio::newc::trailer(self.w)?)
+    }
+}
+
+fn newest_kernel() -> anyhow::Result<Option<String>> {
+    let mut kvers: Vec<String> = match std::fs::read_dir("/lib/modules") {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|k| Path::new(&format!("/boot/vmlinuz-{k}")).exists())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    kvers.sort_by_key(|k| version_key(k));
+    Ok(kvers.pop())
+}
+
+fn version_key(k: &str) -> Vec<u64> {
+    k.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn install_kernel() -> anyhow::Result<()> {
+    eprintln!(
+        "initramfs: no kernel in /boot + /lib/modules: installing linux-image-amd64 (INITRD=No)"
+    );
+    let status = Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "linux-image-amd64",
+        ])
+        .env("INITRD", "No")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get")?;
+    if !status.success() {
+        bail!("apt-get install linux-image-amd64 failed ({status}); run it as root");
+    }
+    Ok(())
+}
+
+/// Builds the static agent and returns its path.
+pub fn build_static_agent(root: &Path) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target_dir = root.join("target/static");
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "build",
+            "--profile",
+            "dist",
+            "-p",
+            "agent",
+            "--bin",
+            "ingot-agent",
+        ])
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .status()
+        .context("running cargo build for the static agent")?;
+    if !status.success() {
+        bail!("building the static agent failed ({status})");
+    }
+    Ok(target_dir.join("x86_64-unknown-linux-gnu/dist/ingot-agent"))
+}
+
+fn mib(n: u64) -> String {
+    format!("{:.2} MiB", n as f64 / (1024.0 * 1024.0))
+}
+
+/// Runs the task from the workspace root.
+pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let opts = Options::parse(args)?;
+    let profiles: BTreeMap<String, Profile> = toml::from_str(
+        &std::fs::read_to_string(root.join("initramfs/profiles.toml"))
+            .context("reading initramfs/profiles.toml")?,
+    )
+    .context("parsing initramfs/profiles.toml")?;
+    let profile = profiles.get(&opts.profile).with_context(|| {
+        format!(
+            "no profile {:?} in initramfs/profiles.toml (have: {:?})",
+            opts.profile,
+            profiles.keys().collect::<Vec<_>>()
+        )
+    })?;
+
+    let agent = match &opts.agent {
+        Some(a) => a.clone(),
+        None => build_static_agent(root)?,
+    };
+    let agent_bytes =
+        std::fs::read(&agent).with_context(|| format!("reading agent {}", agent.display()))?;
+
+    let kver = match opts.kver.clone() {
+        Some(k) => k,
+        None => match newest_kernel()? {
+            Some(k) => k,
+            None => {
+                install_kernel()?;
+                newest_kernel()?.context("linux-image-amd64 installed but no kernel found")?
+            }
+        },
+    };
+    let mdir = PathBuf::from(format!("/lib/modules/{kver}"));
+    let read = |f: &str| {
+        std::fs::read_to_string(mdir.join(f))
+            .with_context(|| format!("reading {}/{f}", mdir.display()))
+    };
+    let idx = ModuleIndex::parse(
+        &read("modules.dep")?,
+        &read("modules.alias")?,
+        &read("modules.softdep").unwrap_or_default(),
+    );
+
+    let mut roots = profile.modules.clone();
+    for d in &profile.dirs {
+        let prefix = format!("{}/", d.trim_end_matches('/'));
+        roots.extend(
+            idx.paths
+                .iter()
+                .filter(|(_, p)| p.starts_with(&prefix))
+                .map(|(n, _)| n.clone()),
+        );
+    }
+    let (shipped, missing) = idx.closure(&roots);
+    if !missing.is_empty() {
+        eprintln!(
+            "initramfs: built into the kernel or absent (skipped): {}",
+            missing.join(" ")
+        );
+    }
+
+    let mut ar = Archive::new();
+    for d in [
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "tmp",
+        "etc",
+        "mnt",
+        "lib",
+        "lib/modules",
+    ] {
+        ar.dir(d)?;
+    }
+    ar.entry("dev/console", 0o020600, &[], Some((5, 1)))?;
+    ar.entry("dev/null", 0o020666, &[], Some((1, 3)))?;
+    ar.entry("init", 0o100755, &agent_bytes, None)?;
+    let base = format!("lib/modules/{kver}");
+    ar.dir(&base)?;
+    let mut made: BTreeSet<String> = BTreeSet::new();
+    let mut module_bytes = 0u64;
+    for rel in &shipped {
+        let mut acc = base.clone();
+        for part in Path::new(rel).parent().into_iter().flat_map(|p| p.iter()) {
+            acc = format!("{acc}/{}", part.to_string_lossy());
+            if made.insert(acc.clone()) {
+                ar.dir(&acc)?;
+            }
+        }
+        let data =
+            std::fs::read(mdir.join(rel)).with_context(|| format!("reading module {rel}"))?;
+        module_bytes += data.len() as u64;
+        ar.entry(&format!("{base}/{rel}"), 0o100644, &data, None)?;
+    }
+    let (dep, alias, soft) = idx.subset_files(&shipped);
+    ar.entry(
+        &format!("{base}/modules.dep"),
+        0o100644,
+        dep.as_bytes(),
+        None,
+    )?;
+    ar.entry(
+        &format!("{base}/modules.alias"),
+        0o100644,
+        alias.as_bytes(),
+        None,
+    )?;
+    ar.entry(
+        &format!("{base}/modules.softdep"),
+        0o100644,
+        soft.as_bytes(),
+        None,
+    )?;
+    let cpio = ar.finish()?;
+
+    let out_dir = root.join("target/initramfs").join(&opts.profile);
+    std::fs::create_dir_all(&out_dir)?;
+    let started = std::time::Instant::now();
+    let mut enc = zstd::Encoder::new(Vec::new(), opts.level)?;
+    enc.multithread(
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+    )?;
+    enc.write_all(&cpio)?;
+    let packed = enc.finish()?;
+    let out = out_dir.join("initramfs.cpio.zst");
+    std::fs::write(&out, &packed).with_context(|| format!("writing {}", out.display()))?;
+    let kernel_src = PathBuf::from(format!("/boot/vmlinuz-{kver}"));
+    let kernel_dst = out_dir.join("vmlinuz");
+    std::fs::copy(&kernel_src, &kernel_dst)
+        .with_context(|| format!("copying {}", kernel_src.display()))?;
+    let kernel_len = std::fs::metadata(&kernel_dst)?.len();
+
+    println!("initramfs profile {} (kernel {kver})", opts.profile);
+    println!("  agent /init        {:>12}", mib(agent_bytes.len() as u64));
+    println!(
+        "  modules            {:>12}  ({} files)",
+        mib(module_bytes),
+        shipped.len()
+    );
+    println!("  cpio (raw)         {:>12}", mib(cpio.len() as u64));
+    println!(
+        "  initramfs (zstd {}) {:>11}  -> {}  ({:.1} s)",
+        opts.level,
+        mib(packed.len() as u64),
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "  kernel             {:>12}  -> {}",
+        mib(kernel_len),
+        kernel_dst.display()
+    );
+    let budget = profile.budget_mib * 1024 * 1024;
+    if packed.len() as u64 > budget {
+        bail!(
+            "initramfs is {} but the {} profile's budget is {} MiB",
+            mib(packed.len() as u64),
+            opts.profile,
+            profile.budget_mib
+        );
+    }
+    println!(
+        "  budget             {:>12}  ok",
+        format!("{} MiB", profile.budget_mib)
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEP: &str = "kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko\n\
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko\n\
+kernel/net/core/failover.ko:\n\
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_modern_dev.ko\n\
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:\n\
+kernel/crypto/crc32c_generic.ko:\n\
+kernel/fs/ext4/ext4.ko:\n";
+    const ALIAS: &str = "alias virtio:d00000001v* virtio_net\nalias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\nalias crypto-crc32c crc32c_generic\nalias fs-ext4 ext4\n";
+    const SOFT: &str = "# comment\nsoftdep ext4 pre: crypto-crc32c\n";
+
+    #[test]
+    fn closure_follows_hard_and_soft_deps() {
+        let idx = ModuleIndex::parse(DEP, ALIAS, SOFT);
+        let (set, missing) =
+            idx.closure(&["virtio-net".into(), "ext4".into(), "not_a_module".into()]);
+        let want: BTreeSet<String> = [
+            "kernel/drivers/net/virtio_net.ko",
+            "kernel/drivers/net/net_failover.ko",
+            "kernel/net/core/failover.ko",
+            "kernel/fs/ext4/ext4.ko",
+            "kernel/crypto/crc32c_generic.ko",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(set, want);
+        assert_eq!(missing, vec!["not_a_module".to_string()]);
+    }
+
+    #[test]
+    fn subset_files_only_name_shipped_modules() {
+        let idx = ModuleIndex::parse(DEP, ALIAS, SOFT);
+        let (set, _) = idx.closure(&["virtio_pci".into()]);
+        let (dep, alias, soft) = idx.subset_files(&set);
+        assert_eq!(
+            dep,
+            "kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_modern_dev.ko\nkernel/drivers/virtio/virtio_pci_modern_dev.ko:\n"
+        );
+        assert_eq!(alias, "alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\n");
+        assert_eq!(soft, "");
+    }
+
+    #[test]
+    fn archive_has_device_nodes_and_trailer() {
+        let mut ar = Archive::new();
+        ar.dir("dev").expect("dir");
+        ar.entry("dev/console", 0o020600, &[], Some((5, 1)))
+            .expect("node");
+        ar.entry("init", 0o100755, b"#!", None).expect("file");
+        let bytes = ar.finish().expect("finish");
+        let mut r = std::io::Cursor::new(bytes);
+        let mut seen = Vec::new();
+        loop {
+            let e = cpio::NewcReader::new(r).expect("entry");
+            if e.entry().is_trailer() {
+                break;
+            }
+            seen.push((
+                e.entry().name().to_owned(),
+                e.entry().mode(),
+                e.entry().rdev_major(),
+                e.entry().rdev_minor(),
+            ));
+            r = e.finish().expect("next");
+        }
+        assert_eq!(seen[1], ("dev/console".to_owned(), 0o020600, 5, 1));
+        assert_eq!(seen[2].0, "init");
+    }
+
+    #[test]
+    fn module_names_normalise() {
+        assert_eq!(module_name("kernel/x/crc-t10dif.ko.xz"), "crc_t10dif");
+        assert_eq!(module_name("a.ko"), "a");
+    }
+}
