@@ -127,14 +127,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             let dir = fresh_dir("serve")?;
             let server = start(&venv, &dir, port)?;
             println!(
-                "Ironic 39.0.0 on {} (pid {}, log {}); stop with Ctrl-C",
+                "Ironic 39.0.0 on {} (pid {}, log {}); stop with Ctrl-C or by SIGTERM to that pid",
                 server.base_url,
                 server.pid(),
                 server.log_path.display()
             );
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
+            let status = server.wait()?;
+            println!("Ironic exited: {status}");
+            Ok(())
         }
         Some("clients") => clients(),
         _ => bail!("usage: cargo xtask ironic serve [--port N] | clients"),

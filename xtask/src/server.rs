@@ -116,6 +116,12 @@ impl ServerProcess {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// Waits until the server exits by itself (or is stopped from outside).
+    pub fn wait(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("server already stopped")?;
+        child.wait().context("waiting for server")
+    }
+
     /// Sends SIGTERM and waits up to `grace`; kills the process tree if it is still running.
     pub fn stop(mut self, grace: Duration) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("server already stopped")?;

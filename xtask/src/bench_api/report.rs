@@ -221,9 +221,12 @@ fn fmt_value(v: Option<f64>) -> String {
 }
 
 /// The side-by-side table. The ratio column says how many times better the first server is
-/// than the second; the target column applies to the first (Ingot) and DESIGN.md §7.
+/// than the second; the targets are DESIGN.md §7's for Ingot, judged only when Ingot ran.
 pub fn table(servers: &[ServerReport], lifecycle_nodes: usize) -> String {
     let rows = rows(servers, lifecycle_nodes);
+    let judge = servers
+        .first()
+        .is_some_and(|s| s.label.starts_with("ingot"));
     let mut out = String::new();
     let width = 44;
     out.push_str(&format!("{:<width$} {:>8}", "measure", "unit"));
@@ -233,7 +236,7 @@ pub fn table(servers: &[ServerReport], lifecycle_nodes: usize) -> String {
     if servers.len() == 2 {
         out.push_str(&format!(" {:>10}", "ratio"));
     }
-    out.push_str(&format!(" {:>18}\n", "target (first)"));
+    out.push_str(&format!(" {:>18}\n", "target (ingot)"));
     for row in &rows {
         out.push_str(&format!("{:<width$} {:>8}", row.label, row.unit));
         for v in &row.values {
@@ -258,7 +261,7 @@ pub fn table(servers: &[ServerReport], lifecycle_nodes: usize) -> String {
             ));
         }
         let target = match (row.target, row.values.first().copied().flatten()) {
-            (Some(t), Some(v)) => {
+            (Some(t), Some(v)) if judge => {
                 let met = match row.better {
                     Better::Higher => v >= t,
                     Better::Lower => v <= t,
@@ -274,7 +277,14 @@ pub fn table(servers: &[ServerReport], lifecycle_nodes: usize) -> String {
                     if met { "ok" } else { "MISS" }
                 )
             }
-            (Some(t), None) => format!("{} -", fmt_value(Some(t))),
+            (Some(t), _) => {
+                let op = if row.better == Better::Higher {
+                    ">="
+                } else {
+                    "<="
+                };
+                format!("{op} {}", fmt_value(Some(t)))
+            }
             _ => String::new(),
         };
         out.push_str(&format!(" {target:>18}\n"));
@@ -335,7 +345,7 @@ mod tests {
             },
             exit: "exit status: 0".into(),
         };
-        let t = table(&[mk("a", 1), mk("b", 4)], 5);
+        let t = table(&[mk("ingot", 1), mk("b", 4)], 5);
         let enroll = t
             .lines()
             .find(|l| l.starts_with("enroll node + port"))
@@ -347,5 +357,11 @@ mod tests {
             .find(|l| l.starts_with("cold start"))
             .expect("cold row");
         assert!(cold.contains("<= 50.0 ok"), "{cold}");
+        let peer_only = table(&[mk("ironic", 1)], 5);
+        let cold = peer_only
+            .lines()
+            .find(|l| l.starts_with("cold start"))
+            .expect("cold row");
+        assert!(cold.trim_end().ends_with("<= 50.0"), "{cold}");
     }
 }

@@ -311,7 +311,7 @@ async fn lifecycle(
     true
 }
 
-/// Polls a node until it is in `want` with no target; backs off from 1 ms to 25 ms.
+/// Polls a node until it is in `want` with no target; backs off from 1 ms to 100 ms.
 async fn wait_for_state(
     client: &reqwest::Client,
     rec: &mut Recorder,
@@ -349,7 +349,7 @@ async fn wait_for_state(
             return false;
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(25));
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 
