@@ -31,6 +31,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::Connection;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -52,6 +53,8 @@ const SQLITE_READERS: u32 = 4;
 const POSTGRES_CONNECTIONS: u32 = 16;
 /// Rows a SQLite worker thread may queue for the reading task.
 const SQLITE_ROW_BUFFER: usize = 4096;
+/// Idle time after which a PostgreSQL connection is checked before use.
+const POSTGRES_PING_AFTER_IDLE: Duration = Duration::from_secs(10);
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The connection pools of one backend.
@@ -189,6 +192,7 @@ async fn connect_sqlite(url: &str) -> Result<Backend, StoreError> {
     if in_memory {
         // Each in-memory connection would be its own database: keep exactly one, forever.
         let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
@@ -209,13 +213,17 @@ async fn connect_sqlite(url: &str) -> Result<Backend, StoreError> {
             .await
             .map_err(|err| StoreError::Database(Box::new(err)))?;
     }
+    // A SQLite connection cannot drop like a socket: skip the ping sqlx does on every
+    // acquire by default (a round trip to the connection's worker thread per query).
     let write = SqlitePoolOptions::new()
+        .test_before_acquire(false)
         .max_connections(1)
         .min_connections(1)
         .connect_with(options.clone().journal_mode(SqliteJournalMode::Wal))
         .await?;
     SQLITE_MIGRATOR.run(&write).await.map_err(migrate_error)?;
     let read = SqlitePoolOptions::new()
+        .test_before_acquire(false)
         .max_connections(SQLITE_READERS)
         .connect_with(options)
         .await?;
@@ -225,7 +233,18 @@ async fn connect_sqlite(url: &str) -> Result<Backend, StoreError> {
 
 async fn connect_postgres(url: &str) -> Result<Backend, StoreError> {
     let options = PgConnectOptions::from_str(url)?;
+    // Ping only connections that sat idle a while (a server restart or a dropped socket),
+    // instead of one extra round trip before every query.
     let pool = PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > POSTGRES_PING_AFTER_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .max_connections(POSTGRES_CONNECTIONS)
         .connect_with(options)
         .await?;
