@@ -40,16 +40,13 @@ pub struct ConductorConfig {
     pub name: String,
     pub max_concurrent_deploys: usize,
     pub max_concurrent_cleanings: usize,
-    /// How long `wait call-back` waits for the agent.
-    pub deploy_callback_timeout: Duration,
-    /// How long `clean wait` waits for the agent.
-    pub clean_callback_timeout: Duration,
-    /// How long `inspect wait` waits for the agent.
-    pub inspect_wait_timeout: Duration,
-    /// How long `rescue wait` and `service wait` wait for the agent.
-    pub rescue_callback_timeout: Duration,
-    /// Interval of the power-state sync; `None` disables it.
-    pub power_sync_interval: Option<Duration>,
+    /// How long a wait state (`wait call-back`, `clean wait`, `inspect wait`, `rescue wait`,
+    /// `service wait`) waits for the agent before the node fails.
+    pub callback_timeout: Duration,
+    /// Overrides `callback_timeout` for `inspect wait` (Ironic's `inspect_wait_timeout`).
+    pub inspect_wait_timeout: Option<Duration>,
+    /// Interval of the power-state sync; zero disables it.
+    pub power_sync_interval: Duration,
     /// How long `shutdown` waits for running tasks.
     pub shutdown_timeout: Duration,
 }
@@ -60,11 +57,9 @@ impl Default for ConductorConfig {
             name: "localhost".to_owned(),
             max_concurrent_deploys: 16,
             max_concurrent_cleanings: 16,
-            deploy_callback_timeout: Duration::from_secs(1800),
-            clean_callback_timeout: Duration::from_secs(1800),
-            inspect_wait_timeout: Duration::from_secs(1800),
-            rescue_callback_timeout: Duration::from_secs(1800),
-            power_sync_interval: Some(Duration::from_secs(60)),
+            callback_timeout: Duration::from_secs(1800),
+            inspect_wait_timeout: None,
+            power_sync_interval: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
         }
     }

@@ -520,7 +520,7 @@ async fn rescue_rebuild_and_protection_with_fake() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_power_sync_runs_on_its_interval() {
     let env = env_with(ConductorConfig {
-        power_sync_interval: Some(Duration::from_millis(20)),
+        power_sync_interval: Duration::from_millis(20),
         ..config()
     })
     .await;
