@@ -26,6 +26,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::AbortHandle;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::drivers::{BootDevice, DriverError, DriverRegistry, InterfaceValidation, PowerTarget};
@@ -263,7 +264,8 @@ impl Conductor {
         match this.begin_verb(reserved, &req).await {
             Ok(run) => {
                 let this2 = this.clone();
-                self.spawn(async move { this2.run_guarded(node, run).await });
+                let span = tracing::info_span!("node_task", node = %node);
+                self.spawn(async move { this2.run_guarded(node, run).await }.instrument(span));
                 Ok(())
             }
             Err(err) => {
@@ -431,7 +433,8 @@ impl Conductor {
         match this.begin_event(reserved, event).await {
             Ok(run) => {
                 let this2 = this.clone();
-                self.spawn(async move { this2.run_guarded(node, run).await });
+                let span = tracing::info_span!("node_task", node = %node);
+                self.spawn(async move { this2.run_guarded(node, run).await }.instrument(span));
                 Ok(())
             }
             Err(err) => {
