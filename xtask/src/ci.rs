@@ -1,4 +1,5 @@
 //! `cargo xtask ci`: formatting, clippy and every test, reporting all failures at the end.
+//! Clippy runs with `--keep-going` so one broken crate does not hide lints in the others.
 //!
 //! Each step runs even if an earlier one failed. Output is streamed as it comes (so the test
 //! runner's own summary line stays visible) and lines that name a failure are kept for the
@@ -38,6 +39,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "clippy",
         "--workspace",
         "--all-targets",
+        "--keep-going",
         "--",
         "-D",
         "warnings",

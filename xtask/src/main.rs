@@ -24,7 +24,16 @@ const USAGE: &str = "usage: cargo xtask <command>
   ironic serve [--port N] run real Ironic 39.0.0 standalone on 127.0.0.1 (fake-hardware, sqlite)
   ironic clients          run controller/tests/clients/*.py against a fresh real Ironic";
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    // An anyhow error returned from main would print a backtrace when RUST_BACKTRACE is set;
+    // the message chain is what the reader needs.
+    if let Err(err) = run() {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     // reqwest is built without a default crypto provider; pin ring once for the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args: Vec<String> = std::env::args().skip(1).collect();
