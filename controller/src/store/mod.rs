@@ -9,6 +9,10 @@ use uuid::Uuid;
 
 use crate::model::{Allocation, HistoryEvent, Node, Port};
 
+pub mod sql;
+
+pub use sql::{NODE_SORT_KEYS, SqlStore, node_sort_column};
+
 /// Errors a caller may branch on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -16,7 +20,11 @@ pub enum StoreError {
     NotFound { kind: &'static str, ident: String },
     /// A unique constraint (node uuid or name, port MAC or uuid, allocation uuid or name).
     #[error("{kind} with {field} {value} already exists")]
-    Duplicate { kind: &'static str, field: &'static str, value: String },
+    Duplicate {
+        kind: &'static str,
+        field: &'static str,
+        value: String,
+    },
     /// `update_node` lost a race: the stored revision is newer than the caller's copy.
     #[error("node {uuid} was changed concurrently")]
     Stale { uuid: Uuid },
@@ -124,7 +132,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn create_allocation(&self, allocation: &Allocation) -> Result<(), StoreError>;
     /// By UUID or name.
     async fn get_allocation(&self, ident: &str) -> Result<Option<Allocation>, StoreError>;
-    async fn list_allocations(&self, query: &AllocationQuery) -> Result<Vec<Allocation>, StoreError>;
+    async fn list_allocations(
+        &self,
+        query: &AllocationQuery,
+    ) -> Result<Vec<Allocation>, StoreError>;
     async fn update_allocation(&self, allocation: &Allocation) -> Result<(), StoreError>;
     async fn delete_allocation(&self, uuid: Uuid) -> Result<(), StoreError>;
 

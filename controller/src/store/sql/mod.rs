@@ -1,0 +1,409 @@
+//! The SQL implementation of [`Store`](super::Store) for SQLite and PostgreSQL.
+//!
+//! One code path serves both databases: every query is written once, in the SQL both
+//! dialects accept (`$N` placeholders, `RETURNING`, `ON CONFLICT`, `NULLS FIRST`), and the
+//! [`with_db!`] macro expands it once per backend so each runs on its native sqlx driver with
+//! its prepared-statement cache (no `Any` driver conversions).
+//!
+//! Storage model: each record is a JSON document (`doc`) next to real columns for what is
+//! filtered, sorted, unique or changed atomically. Every write sets both from the record.
+//! Four node fields are owned by their columns and laid over the document on read:
+//! `revision` (optimistic concurrency), `reservation` (the task lock), `instance_uuid` and
+//! `allocation_uuid` (set atomically by `claim_node`).
+//!
+//! SQLite runs in WAL mode with one writer connection (writes queue in the pool instead of
+//! spinning on `SQLITE_BUSY`) and a small pool of reader connections. PostgreSQL uses one
+//! pool; the conditional `UPDATE`s make `reserve_node`/`claim_node` safe across processes.
+//!
+//! Measured on the 2-core dev machine (release build, `store_timing` test in
+//! `controller/tests/store/main.rs`), see the figures in that test's doc comment.
+
+mod allocations;
+mod history;
+mod nodes;
+mod ports;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use uuid::Uuid;
+
+use super::{AllocationQuery, NodeQuery, PortQuery, SortDir, Store, StoreError};
+use crate::model::{Allocation, HistoryEvent, Node, Port};
+
+pub use nodes::{NODE_SORT_KEYS, node_sort_column};
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Reader connections for a SQLite file (WAL lets them run beside the writer).
+const SQLITE_READERS: u32 = 4;
+/// Connections per process to PostgreSQL.
+const POSTGRES_CONNECTIONS: u32 = 16;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connection pools of one backend.
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite { read: SqlitePool, write: SqlitePool },
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool for reading (`read`) or writing
+/// (`write`). The body is compiled once per backend, so the same SQL text serves both.
+macro_rules! with_db {
+    ($store:expr, read, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::store::sql::Backend::Sqlite { read: $pool, .. } => $body,
+            $crate::store::sql::Backend::Postgres($pool) => $body,
+        }
+    };
+    ($store:expr, write, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::store::sql::Backend::Sqlite { write: $pool, .. } => $body,
+            $crate::store::sql::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Binds a slice of [`Arg`]s, in order, to a sqlx query of either backend.
+macro_rules! bind_args {
+    ($query:expr, $args:expr) => {{
+        let mut query = $query;
+        for arg in $args {
+            query = match arg {
+                $crate::store::sql::Arg::Text(text) => query.bind(text.as_str()),
+                $crate::store::sql::Arg::Bool(flag) => query.bind(*flag),
+                $crate::store::sql::Arg::Int(int) => query.bind(*int),
+            };
+        }
+        query
+    }};
+}
+
+pub(crate) use {bind_args, with_db};
+
+/// A bind value of a query built at run time.
+#[derive(Debug, Clone)]
+enum Arg {
+    Text(String),
+    Bool(bool),
+    Int(i64),
+}
+
+/// A query text under construction with its bind values (placeholders `$1`, `$2`, ...).
+#[derive(Debug, Default)]
+struct QueryBuilder {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+impl QueryBuilder {
+    fn new(sql: &str) -> Self {
+        Self {
+            sql: sql.to_owned(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Adds a bind value and returns its placeholder.
+    fn arg(&mut self, arg: Arg) -> String {
+        self.args.push(arg);
+        format!("${}", self.args.len())
+    }
+
+    fn push(&mut self, text: &str) {
+        self.sql.push_str(text);
+    }
+}
+
+/// The `Store` on SQLite or PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    backend: Backend,
+}
+
+impl SqlStore {
+    /// Opens (creating if needed) the database at `url` and applies pending migrations.
+    ///
+    /// Accepts `sqlite:///abs/path/ingot.db` (parent directory and file are created),
+    /// `sqlite::memory:` (a private in-memory database, one connection) and
+    /// `postgres://user@host:port/db` or `postgresql://...`.
+    pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
+        let backend = if url.starts_with("sqlite:") {
+            connect_sqlite(url).await?
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            connect_postgres(url).await?
+        } else {
+            return Err(StoreError::Database(
+                format!(
+                    "unsupported database URL scheme in {url:?}: expected sqlite: or postgres://"
+                )
+                .into(),
+            ));
+        };
+        Ok(SqlStore { backend })
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite { .. } => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Closes every connection (waits for checked-out ones to come back).
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+async fn connect_sqlite(url: &str) -> Result<Backend, StoreError> {
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let options = SqliteConnectOptions::from_str(url)?
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT)
+        .synchronous(SqliteSynchronous::Normal);
+    if in_memory {
+        // Each in-memory connection would be its own database: keep exactly one, forever.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        SQLITE_MIGRATOR.run(&pool).await.map_err(migrate_error)?;
+        return Ok(Backend::Sqlite {
+            read: pool.clone(),
+            write: pool,
+        });
+    }
+    let options = options.create_if_missing(true);
+    if let Some(parent) = options.get_filename().parent()
+        && !parent.as_os_str().is_empty()
+    {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|err| StoreError::Database(Box::new(err)))?;
+    }
+    let write = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .connect_with(options.clone().journal_mode(SqliteJournalMode::Wal))
+        .await?;
+    SQLITE_MIGRATOR.run(&write).await.map_err(migrate_error)?;
+    let read = SqlitePoolOptions::new()
+        .max_connections(SQLITE_READERS)
+        .connect_with(options)
+        .await?;
+    tracing::debug!(url, "opened sqlite store");
+    Ok(Backend::Sqlite { read, write })
+}
+
+async fn connect_postgres(url: &str) -> Result<Backend, StoreError> {
+    let options = PgConnectOptions::from_str(url)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(POSTGRES_CONNECTIONS)
+        .connect_with(options)
+        .await?;
+    POSTGRES_MIGRATOR.run(&pool).await.map_err(migrate_error)?;
+    tracing::debug!("opened postgres store");
+    Ok(Backend::Postgres(pool))
+}
+
+fn migrate_error(err: sqlx::migrate::MigrateError) -> StoreError {
+    StoreError::Database(Box::new(err))
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        StoreError::Database(Box::new(err))
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(err: serde_json::Error) -> Self {
+        StoreError::Database(Box::new(err))
+    }
+}
+
+/// The constraint a failed write broke, if any.
+enum Violation {
+    /// A unique constraint on `table.column`; holds the column name when recognised.
+    Unique(Option<&'static str>),
+    ForeignKey,
+}
+
+/// Classifies a constraint violation on `table`, naming which of `columns` was duplicated.
+///
+/// SQLite reports `UNIQUE constraint failed: table.column`; PostgreSQL names the
+/// constraint `table_column_key` (or `table_pkey`).
+fn violation(err: &sqlx::Error, table: &str, columns: &[&'static str]) -> Option<Violation> {
+    let sqlx::Error::Database(db) = err else {
+        return None;
+    };
+    match db.kind() {
+        sqlx::error::ErrorKind::UniqueViolation => {
+            let message = db.message();
+            let constraint = db.constraint().unwrap_or_default();
+            let column = columns.iter().copied().find(|column| {
+                message.contains(&format!("{table}.{column}"))
+                    || constraint == format!("{table}_{column}_key")
+            });
+            Some(Violation::Unique(column))
+        }
+        sqlx::error::ErrorKind::ForeignKeyViolation => Some(Violation::ForeignKey),
+        _ => None,
+    }
+}
+
+fn micros(time: DateTime<Utc>) -> i64 {
+    time.timestamp_micros()
+}
+
+fn opt_text(value: Option<Uuid>) -> Option<String> {
+    value.map(|uuid| uuid.to_string())
+}
+
+fn parse_uuid(text: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(text).map_err(|err| StoreError::Database(Box::new(err)))
+}
+
+fn parse_opt_uuid(text: Option<&str>) -> Result<Option<Uuid>, StoreError> {
+    text.map(parse_uuid).transpose()
+}
+
+fn limit_of(limit: Option<u32>) -> i64 {
+    limit.map_or(i64::MAX, i64::from)
+}
+
+fn dir_sql(dir: SortDir) -> (&'static str, &'static str) {
+    match dir {
+        SortDir::Asc => ("ASC", ">"),
+        SortDir::Desc => ("DESC", "<"),
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn create_node(&self, node: &Node) -> Result<(), StoreError> {
+        self.node_create(node).await
+    }
+
+    async fn get_node(&self, ident: &str) -> Result<Option<Node>, StoreError> {
+        match Uuid::parse_str(ident) {
+            Ok(uuid) => self.node_get("uuid", uuid.to_string()).await,
+            Err(_) => self.node_get("name", ident.to_owned()).await,
+        }
+    }
+
+    async fn get_node_by_uuid(&self, uuid: Uuid) -> Result<Option<Node>, StoreError> {
+        self.node_get("uuid", uuid.to_string()).await
+    }
+
+    async fn list_nodes(&self, query: &NodeQuery) -> Result<Vec<Node>, StoreError> {
+        self.node_list(query).await
+    }
+
+    async fn update_node(&self, node: &Node) -> Result<i64, StoreError> {
+        self.node_update(node).await
+    }
+
+    async fn delete_node(&self, uuid: Uuid) -> Result<(), StoreError> {
+        self.node_delete(uuid).await
+    }
+
+    async fn reserve_node(&self, uuid: Uuid, holder: &str) -> Result<Node, StoreError> {
+        self.node_reserve(uuid, holder).await
+    }
+
+    async fn release_node(&self, uuid: Uuid, holder: &str) -> Result<(), StoreError> {
+        self.node_release(uuid, holder).await
+    }
+
+    async fn release_all(&self, holder: &str) -> Result<Vec<Uuid>, StoreError> {
+        self.node_release_all(holder).await
+    }
+
+    async fn claim_node(&self, node: Uuid, allocation: Uuid) -> Result<bool, StoreError> {
+        self.node_claim(node, allocation).await
+    }
+
+    async fn create_port(&self, port: &Port) -> Result<(), StoreError> {
+        self.port_create(port).await
+    }
+
+    async fn get_port(&self, uuid: Uuid) -> Result<Option<Port>, StoreError> {
+        self.port_get(uuid).await
+    }
+
+    async fn list_ports(&self, query: &PortQuery) -> Result<Vec<Port>, StoreError> {
+        self.port_list(query).await
+    }
+
+    async fn update_port(&self, port: &Port) -> Result<(), StoreError> {
+        self.port_update(port).await
+    }
+
+    async fn delete_port(&self, uuid: Uuid) -> Result<(), StoreError> {
+        self.port_delete(uuid).await
+    }
+
+    async fn create_allocation(&self, allocation: &Allocation) -> Result<(), StoreError> {
+        self.allocation_create(allocation).await
+    }
+
+    async fn get_allocation(&self, ident: &str) -> Result<Option<Allocation>, StoreError> {
+        match Uuid::parse_str(ident) {
+            Ok(uuid) => self.allocation_get("uuid", uuid.to_string()).await,
+            Err(_) => self.allocation_get("name", ident.to_owned()).await,
+        }
+    }
+
+    async fn list_allocations(
+        &self,
+        query: &AllocationQuery,
+    ) -> Result<Vec<Allocation>, StoreError> {
+        self.allocation_list(query).await
+    }
+
+    async fn update_allocation(&self, allocation: &Allocation) -> Result<(), StoreError> {
+        self.allocation_update(allocation).await
+    }
+
+    async fn delete_allocation(&self, uuid: Uuid) -> Result<(), StoreError> {
+        self.allocation_delete(uuid).await
+    }
+
+    async fn add_history(&self, event: &HistoryEvent) -> Result<(), StoreError> {
+        self.history_add(event).await
+    }
+
+    async fn list_history(&self, node: Uuid) -> Result<Vec<HistoryEvent>, StoreError> {
+        self.history_list(node).await
+    }
+
+    async fn put_inventory(&self, node: Uuid, inventory: &Value) -> Result<(), StoreError> {
+        self.inventory_put(node, inventory).await
+    }
+
+    async fn get_inventory(&self, node: Uuid) -> Result<Option<Value>, StoreError> {
+        self.inventory_get(node).await
+    }
+}

@@ -1,0 +1,482 @@
+//! Node records: create, read, list with filters and keyset paging, optimistic updates, and
+//! the atomic reservation and claim operations.
+
+use std::sync::LazyLock;
+
+use sqlx::AssertSqlSafe;
+use uuid::Uuid;
+
+use super::{
+    Arg, QueryBuilder, SqlStore, Violation, bind_args, dir_sql, limit_of, micros, opt_text,
+    parse_opt_uuid, parse_uuid, violation, with_db,
+};
+use crate::model::Node;
+use crate::store::{NodeQuery, SortDir, StoreError};
+
+/// Sort keys `list_nodes` accepts (`NodeQuery::sort_key`), as API field names.
+pub const NODE_SORT_KEYS: &[&str] = &[
+    "id",
+    "uuid",
+    "name",
+    "description",
+    "driver",
+    "provision_state",
+    "target_provision_state",
+    "power_state",
+    "resource_class",
+    "maintenance",
+    "fault",
+    "retired",
+    "instance_uuid",
+    "instance_name",
+    "allocation_uuid",
+    "owner",
+    "lessee",
+    "conductor_group",
+    "shard",
+    "chassis_uuid",
+    "parent_node",
+    "created_at",
+    "updated_at",
+    "provision_updated_at",
+    "reservation",
+];
+
+/// The column behind a sort key, or `None` when the key cannot be sorted on.
+pub fn node_sort_column(key: &str) -> Option<&'static str> {
+    // Every sort key is also the name of its column.
+    NODE_SORT_KEYS
+        .iter()
+        .copied()
+        .find(|candidate| *candidate == key)
+}
+
+/// Columns written from the record on insert and update, in bind order (`$1`..`$25`).
+/// `reservation` is not among them: only the reservation calls change it.
+const COLUMNS: [&str; 25] = [
+    "uuid",
+    "name",
+    "description",
+    "driver",
+    "provision_state",
+    "target_provision_state",
+    "power_state",
+    "resource_class",
+    "maintenance",
+    "fault",
+    "retired",
+    "instance_uuid",
+    "instance_name",
+    "allocation_uuid",
+    "owner",
+    "lessee",
+    "conductor_group",
+    "shard",
+    "chassis_uuid",
+    "parent_node",
+    "created_at",
+    "updated_at",
+    "provision_updated_at",
+    "revision",
+    "doc",
+];
+
+/// `$26` is the initial reservation.
+static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
+    let placeholders: Vec<String> = (1..=COLUMNS.len() + 1).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO nodes ({}, reservation) VALUES ({})",
+        COLUMNS.join(", "),
+        placeholders.join(", ")
+    )
+});
+
+/// `$24` is the new revision and `$26` the expected (current) one.
+static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
+    let sets: Vec<String> = COLUMNS
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, column)| format!("{column} = ${}", i + 1))
+        .collect();
+    format!(
+        "UPDATE nodes SET {} WHERE uuid = $1 AND revision = ${}",
+        sets.join(", "),
+        COLUMNS.len() + 1
+    )
+});
+
+/// What a node read selects: the document and the columns laid over it.
+const SELECT: &str = "n.doc, n.revision, n.reservation, n.instance_uuid, n.allocation_uuid";
+type NodeRow = (String, i64, Option<String>, Option<String>, Option<String>);
+
+fn node_from_row(row: NodeRow) -> Result<Node, StoreError> {
+    let (doc, revision, reservation, instance_uuid, allocation_uuid) = row;
+    let mut node: Node = serde_json::from_str(&doc)?;
+    node.revision = revision;
+    node.reservation = reservation;
+    node.instance_uuid = parse_opt_uuid(instance_uuid.as_deref())?;
+    node.allocation_uuid = parse_opt_uuid(allocation_uuid.as_deref())?;
+    Ok(node)
+}
+
+/// Binds `COLUMNS` from `$node` with revision `$revision`, then `$extra` as `$26`.
+macro_rules! bind_node {
+    ($query:expr, $node:expr, $doc:expr, $revision:expr, $extra:expr) => {{
+        let node: &Node = $node;
+        $query
+            .bind(node.uuid.to_string())
+            .bind(node.name.as_deref())
+            .bind(node.description.as_deref())
+            .bind(node.driver.as_str())
+            .bind(node.provision_state.as_str())
+            .bind(node.target_provision_state.as_deref())
+            .bind(node.power_state.as_deref())
+            .bind(node.resource_class.as_deref())
+            .bind(node.maintenance)
+            .bind(node.fault.as_deref())
+            .bind(node.retired)
+            .bind(opt_text(node.instance_uuid))
+            .bind(node.instance_name.as_deref())
+            .bind(opt_text(node.allocation_uuid))
+            .bind(node.owner.as_deref())
+            .bind(node.lessee.as_deref())
+            .bind(node.conductor_group.as_str())
+            .bind(node.shard.as_deref())
+            .bind(opt_text(node.chassis_uuid))
+            .bind(node.parent_node.as_deref())
+            .bind(micros(node.created_at))
+            .bind(node.updated_at.map(micros))
+            .bind(node.provision_updated_at.map(micros))
+            .bind($revision)
+            .bind($doc)
+            .bind($extra)
+    }};
+}
+
+/// Maps a failed node write to `Duplicate` when a unique column clashed.
+fn node_write_error(err: sqlx::Error, node: &Node) -> StoreError {
+    match violation(&err, "nodes", &["uuid", "name", "instance_uuid"]) {
+        Some(Violation::Unique(Some("name"))) => StoreError::Duplicate {
+            kind: "node",
+            field: "name",
+            value: node.name.clone().unwrap_or_default(),
+        },
+        Some(Violation::Unique(Some("instance_uuid"))) => StoreError::Duplicate {
+            kind: "node",
+            field: "instance_uuid",
+            value: opt_text(node.instance_uuid).unwrap_or_default(),
+        },
+        Some(Violation::Unique(_)) => StoreError::Duplicate {
+            kind: "node",
+            field: "uuid",
+            value: node.uuid.to_string(),
+        },
+        _ => err.into(),
+    }
+}
+
+fn not_found(uuid: Uuid) -> StoreError {
+    StoreError::NotFound {
+        kind: "node",
+        ident: uuid.to_string(),
+    }
+}
+
+impl SqlStore {
+    pub(super) async fn node_create(&self, node: &Node) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(node)?;
+        let result = with_db!(self, write, |pool| {
+            bind_node!(
+                sqlx::query(INSERT_SQL.as_str()),
+                node,
+                doc,
+                node.revision,
+                node.reservation.as_deref()
+            )
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        });
+        result
+            .map(|_| ())
+            .map_err(|err| node_write_error(err, node))
+    }
+
+    /// Reads one node by `column` (`uuid` or `name`).
+    pub(super) async fn node_get(
+        &self,
+        column: &'static str,
+        value: String,
+    ) -> Result<Option<Node>, StoreError> {
+        let sql = select_by(column);
+        let row: Option<NodeRow> = with_db!(self, read, |pool| {
+            sqlx::query_as(sql).bind(value).fetch_optional(pool).await?
+        });
+        row.map(node_from_row).transpose()
+    }
+
+    pub(super) async fn node_list(&self, query: &NodeQuery) -> Result<Vec<Node>, StoreError> {
+        let QueryBuilder { sql, args } = build_list(query)?;
+        let rows: Vec<NodeRow> = with_db!(self, read, |pool| {
+            bind_args!(sqlx::query_as(AssertSqlSafe(sql)), &args)
+                .fetch_all(pool)
+                .await?
+        });
+        if rows.is_empty()
+            && let Some(marker) = query.marker
+            && self.node_get("uuid", marker.to_string()).await?.is_none()
+        {
+            return Err(not_found(marker));
+        }
+        rows.into_iter().map(node_from_row).collect()
+    }
+
+    pub(super) async fn node_update(&self, node: &Node) -> Result<i64, StoreError> {
+        let doc = serde_json::to_string(node)?;
+        let revision = node.revision + 1;
+        let result = with_db!(self, write, |pool| {
+            bind_node!(
+                sqlx::query(UPDATE_SQL.as_str()),
+                node,
+                doc,
+                revision,
+                node.revision
+            )
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        });
+        match result {
+            Ok(1) => Ok(revision),
+            Ok(_) => match self.node_get("uuid", node.uuid.to_string()).await? {
+                Some(_) => Err(StoreError::Stale { uuid: node.uuid }),
+                None => Err(not_found(node.uuid)),
+            },
+            Err(err) => Err(node_write_error(err, node)),
+        }
+    }
+
+    pub(super) async fn node_delete(&self, uuid: Uuid) -> Result<(), StoreError> {
+        let done = with_db!(self, write, |pool| {
+            sqlx::query("DELETE FROM nodes WHERE uuid = $1")
+                .bind(uuid.to_string())
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())?
+        });
+        if done == 0 {
+            return Err(not_found(uuid));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn node_reserve(&self, uuid: Uuid, holder: &str) -> Result<Node, StoreError> {
+        const SQL: &str = "UPDATE nodes SET reservation = $2 \
+            WHERE uuid = $1 AND reservation IS NULL \
+            RETURNING doc, revision, reservation, instance_uuid, allocation_uuid";
+        // Loops only if the holder released the node between our two statements.
+        loop {
+            let row: Option<NodeRow> = with_db!(self, write, |pool| {
+                sqlx::query_as(SQL)
+                    .bind(uuid.to_string())
+                    .bind(holder)
+                    .fetch_optional(pool)
+                    .await?
+            });
+            if let Some(row) = row {
+                return node_from_row(row);
+            }
+            match self.node_get("uuid", uuid.to_string()).await? {
+                None => return Err(not_found(uuid)),
+                Some(Node {
+                    reservation: Some(holder),
+                    ..
+                }) => {
+                    return Err(StoreError::Locked { uuid, holder });
+                }
+                Some(_) => continue,
+            }
+        }
+    }
+
+    pub(super) async fn node_release(&self, uuid: Uuid, holder: &str) -> Result<(), StoreError> {
+        with_db!(self, write, |pool| {
+            sqlx::query("UPDATE nodes SET reservation = NULL WHERE uuid = $1 AND reservation = $2")
+                .bind(uuid.to_string())
+                .bind(holder)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())?
+        });
+        Ok(())
+    }
+
+    pub(super) async fn node_release_all(&self, holder: &str) -> Result<Vec<Uuid>, StoreError> {
+        let rows: Vec<(String,)> = with_db!(self, write, |pool| {
+            sqlx::query_as(
+                "UPDATE nodes SET reservation = NULL WHERE reservation = $1 RETURNING uuid",
+            )
+            .bind(holder)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.iter().map(|(uuid,)| parse_uuid(uuid)).collect()
+    }
+
+    pub(super) async fn node_claim(
+        &self,
+        node: Uuid,
+        allocation: Uuid,
+    ) -> Result<bool, StoreError> {
+        let done = with_db!(self, write, |pool| {
+            sqlx::query(
+                "UPDATE nodes SET allocation_uuid = $2, instance_uuid = $2, \
+                 revision = revision + 1 \
+                 WHERE uuid = $1 AND allocation_uuid IS NULL AND instance_uuid IS NULL",
+            )
+            .bind(node.to_string())
+            .bind(allocation.to_string())
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        });
+        match done {
+            Ok(1) => Ok(true),
+            Ok(_) => match self.node_get("uuid", node.to_string()).await? {
+                Some(_) => Ok(false),
+                None => Err(not_found(node)),
+            },
+            // Another node already carries this allocation as its instance.
+            Err(err) if matches!(violation(&err, "nodes", &[]), Some(Violation::Unique(_))) => {
+                Ok(false)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+/// The single-node select by `uuid` or `name`.
+fn select_by(column: &str) -> &'static str {
+    if column == "uuid" {
+        "SELECT n.doc, n.revision, n.reservation, n.instance_uuid, n.allocation_uuid \
+         FROM nodes AS n WHERE n.uuid = $1"
+    } else {
+        "SELECT n.doc, n.revision, n.reservation, n.instance_uuid, n.allocation_uuid \
+         FROM nodes AS n WHERE n.name = $1"
+    }
+}
+
+/// Builds the list query: filters, keyset condition after the marker, order and limit.
+///
+/// Order is `column ASC NULLS FIRST, id ASC` (descending: the exact reverse), so the
+/// marker's `(column, id)` pair splits the list in two.
+fn build_list(query: &NodeQuery) -> Result<QueryBuilder, StoreError> {
+    let key = query.sort_key.as_deref().unwrap_or("id");
+    let column = node_sort_column(key).ok_or_else(|| {
+        StoreError::Database(format!("{key:?} is not a sortable node field").into())
+    })?;
+    let (dir, cmp) = dir_sql(query.sort_dir);
+    let mut sql = QueryBuilder::new("SELECT ");
+    sql.push(SELECT);
+    sql.push(" FROM nodes AS n");
+    let mut conds: Vec<String> = Vec::new();
+    if let Some(marker) = query.marker {
+        let placeholder = sql.arg(Arg::Text(marker.to_string()));
+        if column == "id" {
+            conds.push(format!(
+                "n.id {cmp} (SELECT id FROM nodes WHERE uuid = {placeholder})"
+            ));
+        } else {
+            sql.push(&format!(
+                " CROSS JOIN (SELECT {column} AS mc, id AS mid FROM nodes WHERE uuid = {placeholder}) AS m"
+            ));
+            conds.push(match query.sort_dir {
+                SortDir::Asc => format!(
+                    "((m.mc IS NULL AND (n.{column} IS NOT NULL OR n.id > m.mid)) \
+                     OR n.{column} > m.mc OR (n.{column} = m.mc AND n.id > m.mid))"
+                ),
+                SortDir::Desc => format!(
+                    "((m.mc IS NULL AND n.{column} IS NULL AND n.id < m.mid) \
+                     OR (m.mc IS NOT NULL AND n.{column} IS NULL) \
+                     OR n.{column} < m.mc OR (n.{column} = m.mc AND n.id < m.mid))"
+                ),
+            });
+        }
+    }
+    let mut eq = |sql: &mut QueryBuilder, column: &str, arg: Arg| {
+        let placeholder = sql.arg(arg);
+        conds.push(format!("n.{column} = {placeholder}"));
+    };
+    let text = |value: &Option<String>| value.clone().map(Arg::Text);
+    let filters = [
+        ("provision_state", text(&query.provision_state)),
+        ("resource_class", text(&query.resource_class)),
+        ("maintenance", query.maintenance.map(Arg::Bool)),
+        ("driver", text(&query.driver)),
+        ("owner", text(&query.owner)),
+        ("lessee", text(&query.lessee)),
+        ("fault", text(&query.fault)),
+        ("retired", query.retired.map(Arg::Bool)),
+        ("conductor_group", text(&query.conductor_group)),
+        ("shard", text(&query.shard)),
+        (
+            "chassis_uuid",
+            query.chassis_uuid.map(|uuid| Arg::Text(uuid.to_string())),
+        ),
+        ("parent_node", text(&query.parent_node)),
+        ("instance_name", text(&query.instance_name)),
+        (
+            "instance_uuid",
+            query.instance_uuid.map(|uuid| Arg::Text(uuid.to_string())),
+        ),
+    ];
+    for (column, value) in filters {
+        if let Some(value) = value {
+            eq(&mut sql, column, value);
+        }
+    }
+    match query.associated {
+        Some(true) => conds.push("n.instance_uuid IS NOT NULL".to_owned()),
+        Some(false) => conds.push("n.instance_uuid IS NULL".to_owned()),
+        None => {}
+    }
+    if let Some(needle) = &query.description_contains {
+        let pattern = format!("%{}%", escape_like(&needle.to_lowercase()));
+        let placeholder = sql.arg(Arg::Text(pattern));
+        conds.push(format!(
+            "LOWER(n.description) LIKE {placeholder} ESCAPE '\\'"
+        ));
+    }
+    if !conds.is_empty() {
+        sql.push(" WHERE ");
+        sql.push(&conds.join(" AND "));
+    }
+    if column == "id" {
+        sql.push(&format!(" ORDER BY n.id {dir}"));
+    } else {
+        let nulls = if query.sort_dir == SortDir::Asc {
+            "FIRST"
+        } else {
+            "LAST"
+        };
+        sql.push(&format!(
+            " ORDER BY n.{column} {dir} NULLS {nulls}, n.id {dir}"
+        ));
+    }
+    let placeholder = sql.arg(Arg::Int(limit_of(query.limit)));
+    sql.push(&format!(" LIMIT {placeholder}"));
+    Ok(sql)
+}
+
+/// Escapes `LIKE` wildcards (`%`, `_`) and the escape character itself.
+fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(ch);
+    }
+    escaped
+}
