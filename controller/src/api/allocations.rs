@@ -16,7 +16,9 @@ use super::edit::{edit_node, find_node};
 use super::error::{ApiError, ApiResult};
 use super::query::{Params, next_link};
 use super::render::{self, ALLOCATION_FIELDS, AllocationView, Collection};
-use super::schema::{Ty, as_object, check_known_keys, check_trait, check_type, is_valid_name, py_repr};
+use super::schema::{
+    Ty, as_object, check_known_keys, check_trait, check_type, is_valid_name, py_repr,
+};
 use crate::model::Allocation;
 use crate::store::{AllocationQuery, StoreError};
 
@@ -29,29 +31,60 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/allocations/{ident}", get(show).delete(delete))
 }
 
-const CREATABLE: [&str; 7] = ["resource_class", "traits", "name", "uuid", "candidate_nodes", "extra", "owner"];
+const CREATABLE: [&str; 7] = [
+    "resource_class",
+    "traits",
+    "name",
+    "uuid",
+    "candidate_nodes",
+    "extra",
+    "owner",
+];
 
 /// States in which a node's allocation may be removed without maintenance mode (stable and
 /// failed states, as Ironic's `UPDATE_ALLOWED_STATES`).
 const DEALLOCATE_ALLOWED: [&str; 17] = [
-    "enroll", "manageable", "available", "active", "error", "rescue", "deploy failed",
-    "inspecting", "inspect failed", "inspect wait", "clean failed", "verifying", "adopt failed",
-    "rescue failed", "unrescue failed", "service failed", "clean wait",
+    "enroll",
+    "manageable",
+    "available",
+    "active",
+    "error",
+    "rescue",
+    "deploy failed",
+    "inspecting",
+    "inspect failed",
+    "inspect wait",
+    "clean failed",
+    "verifying",
+    "adopt failed",
+    "rescue failed",
+    "unrescue failed",
+    "service failed",
+    "clean wait",
 ];
 
-async fn create(State(state): State<ApiState>, ctx: ReqCtx, JsonBody(body): JsonBody) -> ApiResult<Response> {
+async fn create(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
     ctx.require(MIN_MINOR)?;
     let obj = as_object("allocation", &body)?;
     check_known_keys("allocation", obj, &CREATABLE)?;
     let resource_class = match obj.get("resource_class") {
         None | Some(Value::Null) => {
-            return Err(ApiError::bad_request("The resource_class field is mandatory when not backfilling"));
+            return Err(ApiError::bad_request(
+                "The resource_class field is mandatory when not backfilling",
+            ));
         }
         Some(v) => {
             check_type("allocation", v, Ty::Str, false)?;
             let rc = v.as_str().unwrap_or_default();
             if rc.is_empty() || rc.len() > 80 {
-                return Err(ApiError::schema("allocation", format!("{} is not a valid resource class", py_repr(v))));
+                return Err(ApiError::schema(
+                    "allocation",
+                    format!("{} is not a valid resource class", py_repr(v)),
+                ));
             }
             rc.to_owned()
         }
@@ -74,16 +107,27 @@ async fn create(State(state): State<ApiState>, ctx: ReqCtx, JsonBody(body): Json
             check_type("allocation", v, Ty::Str, true)?;
             let n = v.as_str().unwrap_or_default();
             if !is_valid_name(n) {
-                return Err(ApiError::bad_request(format!("Cannot create allocation with invalid name '{n}'")));
+                return Err(ApiError::bad_request(format!(
+                    "Cannot create allocation with invalid name '{n}'"
+                )));
             }
             Some(n.to_owned())
         }
     };
     let uuid = match obj.get("uuid") {
         None | Some(Value::Null) => Uuid::new_v4(),
-        Some(Value::String(s)) => Uuid::parse_str(s)
-            .map_err(|_| ApiError::schema("allocation", format!("{} is not a 'uuid'", py_repr(&Value::String(s.clone())))))?,
-        Some(other) => return Err(ApiError::schema("allocation", format!("{} is not of type 'string', 'null'", py_repr(other)))),
+        Some(Value::String(s)) => Uuid::parse_str(s).map_err(|_| {
+            ApiError::schema(
+                "allocation",
+                format!("{} is not a 'uuid'", py_repr(&Value::String(s.clone()))),
+            )
+        })?,
+        Some(other) => {
+            return Err(ApiError::schema(
+                "allocation",
+                format!("{} is not of type 'string', 'null'", py_repr(other)),
+            ));
+        }
     };
     let extra = match obj.get("extra") {
         None => Map::new(),
@@ -106,7 +150,9 @@ async fn create(State(state): State<ApiState>, ctx: ReqCtx, JsonBody(body): Json
             check_type("allocation", c, Ty::Str, false)?;
             let ident = c.as_str().unwrap_or_default();
             let node = find_node(&state, &ctx, ident).await.map_err(|e| match e {
-                ApiError::NotFound(m) => ApiError::bad_request(format!("Candidate node {ident}: {m}")),
+                ApiError::NotFound(m) => {
+                    ApiError::bad_request(format!("Candidate node {ident}: {m}"))
+                }
                 other => other,
             })?;
             let id = node.uuid.to_string();
@@ -131,8 +177,18 @@ async fn create(State(state): State<ApiState>, ctx: ReqCtx, JsonBody(body): Json
     };
     state.store.create_allocation(&allocation).await?;
     state.start_allocation(allocation.uuid);
-    let resp = render::json(StatusCode::CREATED, &AllocationView { allocation: &allocation, base: &ctx.base, fields: None })?;
-    Ok(render::with_location(resp, render::self_href(&ctx.base, "allocations", &allocation.uuid)))
+    let resp = render::json(
+        StatusCode::CREATED,
+        &AllocationView {
+            allocation: &allocation,
+            base: &ctx.base,
+            fields: None,
+        },
+    )?;
+    Ok(render::with_location(
+        resp,
+        render::self_href(&ctx.base, "allocations", &allocation.uuid),
+    ))
 }
 
 async fn list(State(state): State<ApiState>, ctx: ReqCtx, uri: Uri) -> ApiResult<Response> {
@@ -143,30 +199,40 @@ async fn list(State(state): State<ApiState>, ctx: ReqCtx, uri: Uri) -> ApiResult
     let sort_key = params.sort_key(&["created_at"])?;
     let sort_dir = params.sort_dir()?;
     if sort_dir == crate::store::SortDir::Desc {
-        return Err(ApiError::bad_request("Only sort_dir=asc is supported for allocations"));
+        return Err(ApiError::bad_request(
+            "Only sort_dir=asc is supported for allocations",
+        ));
     }
     let marker = params.uuid("marker")?;
-    if let Some(m) = marker {
-        if state.store.get_allocation(&m.to_string()).await?.is_none() {
-            return Err(ApiError::bad_request(format!("Marker {m} could not be found.")));
-        }
-    }
     let mut echo: Vec<(&str, String)> = Vec::new();
-    let mut query = AllocationQuery { marker, limit: Some(limit), ..Default::default() };
+    let mut query = AllocationQuery {
+        marker,
+        limit: Some(limit),
+        ..Default::default()
+    };
     if let Some(ident) = params.get("node") {
         echo.push(("node", ident.to_owned()));
         query.node_uuid = Some(find_node(&state, &ctx, ident).await?.uuid);
     }
-    for (name, slot) in [("state", &mut query.state), ("resource_class", &mut query.resource_class), ("owner", &mut query.owner)] {
+    for (name, slot) in [
+        ("state", &mut query.state),
+        ("resource_class", &mut query.resource_class),
+        ("owner", &mut query.owner),
+    ] {
         *slot = params.string(name);
         if let Some(v) = slot {
             echo.push((name, v.clone()));
         }
     }
-    let allocations = state.store.list_allocations(&query).await?;
+    let allocations = state
+        .store
+        .list_allocations(&query)
+        .await
+        .map_err(|e| super::nodes::marker_error(e, marker))?;
     let next = match allocations.last() {
         Some(last) if allocations.len() == limit as usize => {
-            let mut args: Vec<(&str, String)> = vec![("sort_key", sort_key), ("sort_dir", "asc".into())];
+            let mut args: Vec<(&str, String)> =
+                vec![("sort_key", sort_key), ("sort_dir", "asc".into())];
             args.extend(echo);
             if let Some(f) = &fields {
                 args.push(("fields", f.join(",")));
@@ -177,9 +243,20 @@ async fn list(State(state): State<ApiState>, ctx: ReqCtx, uri: Uri) -> ApiResult
     };
     let views: Vec<AllocationView<'_>> = allocations
         .iter()
-        .map(|allocation| AllocationView { allocation, base: &ctx.base, fields: fields.as_deref() })
+        .map(|allocation| AllocationView {
+            allocation,
+            base: &ctx.base,
+            fields: fields.as_deref(),
+        })
         .collect();
-    render::json(StatusCode::OK, &Collection { key: "allocations", items: &views, next })
+    render::json(
+        StatusCode::OK,
+        &Collection {
+            key: "allocations",
+            items: &views,
+            next,
+        },
+    )
 }
 
 async fn find_allocation(state: &ApiState, ident: &str) -> ApiResult<Allocation> {
@@ -190,14 +267,30 @@ async fn find_allocation(state: &ApiState, ident: &str) -> ApiResult<Allocation>
         .ok_or_else(|| ApiError::NotFound(format!("Allocation {ident} could not be found.")))
 }
 
-async fn show(State(state): State<ApiState>, ctx: ReqCtx, Path(ident): Path<String>, uri: Uri) -> ApiResult<Response> {
+async fn show(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    Path(ident): Path<String>,
+    uri: Uri,
+) -> ApiResult<Response> {
     ctx.require(MIN_MINOR)?;
     let fields = Params::parse(uri.query()).fields(&ALLOCATION_FIELDS)?;
     let allocation = find_allocation(&state, &ident).await?;
-    render::json(StatusCode::OK, &AllocationView { allocation: &allocation, base: &ctx.base, fields: fields.as_deref() })
+    render::json(
+        StatusCode::OK,
+        &AllocationView {
+            allocation: &allocation,
+            base: &ctx.base,
+            fields: fields.as_deref(),
+        },
+    )
 }
 
-async fn delete(State(state): State<ApiState>, ctx: ReqCtx, Path(ident): Path<String>) -> ApiResult<Response> {
+async fn delete(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    Path(ident): Path<String>,
+) -> ApiResult<Response> {
     ctx.require(MIN_MINOR)?;
     let allocation = find_allocation(&state, &ident).await?;
     if allocation.state == "allocating" {

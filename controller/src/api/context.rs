@@ -34,7 +34,9 @@ impl ReqCtx {
         if self.version.at_least(minor) {
             Ok(())
         } else {
-            Err(ApiError::NotAcceptable("Request not acceptable.".to_owned()))
+            Err(ApiError::NotAcceptable(
+                "Request not acceptable.".to_owned(),
+            ))
         }
     }
 }
@@ -62,7 +64,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request("The request body is empty; a JSON document was expected."));
+            return Err(ApiError::bad_request(
+                "The request body is empty; a JSON document was expected.",
+            ));
         }
         serde_json::from_slice(&bytes)
             .map(JsonBody)
@@ -94,7 +98,10 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge("The request body is too large.".to_owned())
         } else {
-            ApiError::bad_request(format!("Could not read the request body: {}", rej.body_text()))
+            ApiError::bad_request(format!(
+                "Could not read the request body: {}",
+                rej.body_text()
+            ))
         }
     })
 }

@@ -54,7 +54,11 @@ where
     result
 }
 
-async fn write_with_retries<F>(state: &ApiState, mut current: Node, change: &mut F) -> ApiResult<Node>
+async fn write_with_retries<F>(
+    state: &ApiState,
+    mut current: Node,
+    change: &mut F,
+) -> ApiResult<Node>
 where
     F: FnMut(&mut Node) -> ApiResult<()>,
 {
@@ -84,7 +88,11 @@ where
 }
 
 /// Runs `f` while holding the node's reservation (for deletes), releasing afterwards.
-pub async fn with_reservation<T, Fut>(state: &ApiState, uuid: Uuid, f: impl FnOnce(Node) -> Fut) -> ApiResult<T>
+pub async fn with_reservation<T, Fut>(
+    state: &ApiState,
+    uuid: Uuid,
+    f: impl FnOnce(Node) -> Fut,
+) -> ApiResult<T>
 where
     Fut: std::future::Future<Output = ApiResult<T>>,
 {
@@ -98,10 +106,10 @@ where
         Err(e) => return Err(e.into()),
     };
     let result = f(node).await;
-    if let Err(e) = state.store.release_node(uuid, &holder).await {
-        if !matches!(e, StoreError::NotFound { .. }) {
-            tracing::warn!(node = %uuid, error = %e, "releasing node reservation failed");
-        }
+    if let Err(e) = state.store.release_node(uuid, &holder).await
+        && !matches!(e, StoreError::NotFound { .. })
+    {
+        tracing::warn!(node = %uuid, error = %e, "releasing node reservation failed");
     }
     result
 }

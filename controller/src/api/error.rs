@@ -115,6 +115,9 @@ fn duplicate_message(kind: &str, field: &str, value: &str) -> String {
         }
         ("port", "name") => format!("A port with name {value} already exists."),
         ("port", _) => format!("A port with UUID {value} already exists."),
+        ("node", "instance_uuid") => format!(
+            "Instance {value} is already associated with a node, it cannot be associated with this other node"
+        ),
         ("node", "name") => format!("A node with name {value} already exists."),
         ("node", _) => format!("A node with UUID {value} already exists."),
         ("allocation", "name") => format!("An allocation with name {value} already exists."),
@@ -131,7 +134,11 @@ fn json_str(s: &str) -> String {
 /// The body Ironic sends for every fault: the inner document uses Python's `json.dumps`
 /// spacing, since that is what the real server emits.
 pub fn fault_body(status: StatusCode, faultstring: &str) -> String {
-    let code = if status.is_server_error() { "Server" } else { "Client" };
+    let code = if status.is_server_error() {
+        "Server"
+    } else {
+        "Client"
+    };
     let inner = format!(
         "{{\"faultcode\": \"{code}\", \"faultstring\": {}, \"debuginfo\": null}}",
         json_str(faultstring)
@@ -201,7 +208,12 @@ mod tests {
             e.to_string(),
             "A port with MAC address 52:54:00:00:00:01 already exists."
         );
-        let e: ApiError = StoreError::Duplicate { kind: "node", field: "name", value: "n2".into() }.into();
+        let e: ApiError = StoreError::Duplicate {
+            kind: "node",
+            field: "name",
+            value: "n2".into(),
+        }
+        .into();
         assert_eq!(e.to_string(), "A node with name n2 already exists.");
     }
 }

@@ -12,9 +12,9 @@ pub mod allocations;
 pub mod context;
 pub mod edit;
 pub mod error;
+pub mod node_fields;
 pub mod node_misc;
 pub mod node_states;
-pub mod node_fields;
 pub mod nodes;
 pub mod patch;
 pub mod ports;
@@ -74,7 +74,10 @@ pub struct ApiState {
 
 impl ApiState {
     pub fn new(store: Arc<dyn Store>, settings: ApiSettings) -> Self {
-        Self { store, settings: Arc::new(settings) }
+        Self {
+            store,
+            settings: Arc::new(settings),
+        }
     }
 
     /// The name shown in `conductor`, `reservation` and driver `hosts`.
@@ -224,7 +227,9 @@ async fn ironic_shaped(resp: Response) -> Response {
         return resp;
     }
     let (parts, body) = resp.into_parts();
-    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
     let message = match status {
         StatusCode::METHOD_NOT_ALLOWED => "The method is not allowed for this resource.".to_owned(),
         StatusCode::NOT_FOUND => "The resource could not be found.".to_owned(),
@@ -247,11 +252,17 @@ mod tests {
     #[test]
     fn trailing_slash_is_trimmed_with_query_kept() {
         let uri: Uri = "/v1/nodes/?a=b".parse().expect("uri");
-        assert_eq!(trim_trailing_slash(&uri).expect("trimmed").to_string(), "/v1/nodes?a=b");
+        assert_eq!(
+            trim_trailing_slash(&uri).expect("trimmed").to_string(),
+            "/v1/nodes?a=b"
+        );
         let root: Uri = "/".parse().expect("uri");
         assert!(trim_trailing_slash(&root).is_none());
         let v1: Uri = "/v1/".parse().expect("uri");
-        assert_eq!(trim_trailing_slash(&v1).expect("trimmed").to_string(), "/v1");
+        assert_eq!(
+            trim_trailing_slash(&v1).expect("trimmed").to_string(),
+            "/v1"
+        );
     }
 
     #[test]

@@ -13,25 +13,83 @@ use crate::model::Node;
 /// Fields a `PATCH` may touch (Ironic 1.115's list plus `instance_name`), sorted as Ironic
 /// prints them in its refusal message.
 pub const PATCHABLE: [&str; 37] = [
-    "automated_clean", "bios_interface", "boot_interface", "chassis_uuid", "conductor_group",
-    "console_interface", "deploy_interface", "description", "disable_power_off", "driver",
-    "driver_info", "extra", "firmware_interface", "inspect_interface", "instance_info",
-    "instance_name", "instance_uuid", "lessee", "maintenance", "management_interface", "name",
-    "network_data", "network_interface", "owner", "parent_node", "power_interface",
-    "properties", "protected", "protected_reason", "raid_interface", "rescue_interface",
-    "resource_class", "retired", "retired_reason", "shard", "storage_interface",
+    "automated_clean",
+    "bios_interface",
+    "boot_interface",
+    "chassis_uuid",
+    "conductor_group",
+    "console_interface",
+    "deploy_interface",
+    "description",
+    "disable_power_off",
+    "driver",
+    "driver_info",
+    "extra",
+    "firmware_interface",
+    "inspect_interface",
+    "instance_info",
+    "instance_name",
+    "instance_uuid",
+    "lessee",
+    "maintenance",
+    "management_interface",
+    "name",
+    "network_data",
+    "network_interface",
+    "owner",
+    "parent_node",
+    "power_interface",
+    "properties",
+    "protected",
+    "protected_reason",
+    "raid_interface",
+    "rescue_interface",
+    "resource_class",
+    "retired",
+    "retired_reason",
+    "shard",
+    "storage_interface",
     "vendor_interface",
 ];
 
 /// Keys `POST /v1/nodes` accepts (anything else is "Additional properties are not allowed").
 pub const CREATABLE: [&str; 37] = [
-    "automated_clean", "bios_interface", "boot_interface", "chassis_uuid", "conductor_group",
-    "console_interface", "deploy_interface", "description", "disable_power_off", "driver",
-    "driver_info", "extra", "firmware_interface", "inspect_interface", "instance_info",
-    "instance_name", "instance_uuid", "lessee", "management_interface", "name",
-    "network_data", "network_interface", "owner", "parent_node", "power_interface",
-    "properties", "protected", "protected_reason", "raid_interface", "rescue_interface",
-    "resource_class", "retired", "retired_reason", "shard", "storage_interface", "uuid",
+    "automated_clean",
+    "bios_interface",
+    "boot_interface",
+    "chassis_uuid",
+    "conductor_group",
+    "console_interface",
+    "deploy_interface",
+    "description",
+    "disable_power_off",
+    "driver",
+    "driver_info",
+    "extra",
+    "firmware_interface",
+    "inspect_interface",
+    "instance_info",
+    "instance_name",
+    "instance_uuid",
+    "lessee",
+    "management_interface",
+    "name",
+    "network_data",
+    "network_interface",
+    "owner",
+    "parent_node",
+    "power_interface",
+    "properties",
+    "protected",
+    "protected_reason",
+    "raid_interface",
+    "rescue_interface",
+    "resource_class",
+    "retired",
+    "retired_reason",
+    "shard",
+    "storage_interface",
+    "uuid",
     "vendor_interface",
 ];
 
@@ -40,7 +98,9 @@ pub fn field_type(name: &str) -> (Ty, bool) {
     match name {
         "automated_clean" => (Ty::Bool, true),
         "disable_power_off" | "maintenance" | "protected" | "retired" => (Ty::Bool, false),
-        "driver_info" | "extra" | "instance_info" | "network_data" | "properties" => (Ty::Obj, false),
+        "driver_info" | "extra" | "instance_info" | "network_data" | "properties" => {
+            (Ty::Obj, false)
+        }
         "driver" | "conductor_group" => (Ty::Str, false),
         _ => (Ty::Str, true),
     }
@@ -58,7 +118,9 @@ pub fn get(node: &Node, name: &str) -> Value {
     let opt = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
     match name {
         "automated_clean" => node.automated_clean.map_or(Value::Null, Value::Bool),
-        "chassis_uuid" => node.chassis_uuid.map_or(Value::Null, |u| Value::String(u.to_string())),
+        "chassis_uuid" => node
+            .chassis_uuid
+            .map_or(Value::Null, |u| Value::String(u.to_string())),
         "conductor_group" => Value::String(node.conductor_group.clone()),
         "description" => opt(&node.description),
         "disable_power_off" => Value::Bool(node.disable_power_off),
@@ -67,7 +129,9 @@ pub fn get(node: &Node, name: &str) -> Value {
         "extra" => Value::Object(node.extra.clone()),
         "instance_info" => Value::Object(node.instance_info.clone()),
         "instance_name" => opt(&node.instance_name),
-        "instance_uuid" => node.instance_uuid.map_or(Value::Null, |u| Value::String(u.to_string())),
+        "instance_uuid" => node
+            .instance_uuid
+            .map_or(Value::Null, |u| Value::String(u.to_string())),
         "lessee" => opt(&node.lessee),
         "maintenance" => Value::Bool(node.maintenance),
         "name" => opt(&node.name),
@@ -124,14 +188,18 @@ pub fn set(node: &mut Node, name: &str, value: Value, mode: Mode) -> ApiResult<(
         "automated_clean" => node.automated_clean = value.as_bool(),
         "chassis_uuid" => {
             if let Some(chassis) = parse_uuid(name, &value)? {
-                return Err(ApiError::bad_request(format!("Chassis {chassis} could not be found.")));
+                return Err(ApiError::bad_request(format!(
+                    "Chassis {chassis} could not be found."
+                )));
             }
             node.chassis_uuid = None;
         }
         "conductor_group" => {
             let group = opt_string(value).unwrap_or_default().to_ascii_lowercase();
             if group.len() > 255
-                || !group.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+                || !group
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
             {
                 return Err(ApiError::bad_request(format!(
                     "Invalid conductor group {group}: only letters, digits, '_', '-', '.' and ':' are allowed"
@@ -166,15 +234,15 @@ pub fn set(node: &mut Node, name: &str, value: Value, mode: Mode) -> ApiResult<(
         }
         "name" => {
             let name_value = opt_string(value);
-            if let Some(n) = &name_value {
-                if !is_valid_name(n) {
-                    return Err(ApiError::bad_request(match mode {
-                        Mode::Create => format!("Cannot create node with invalid name '{n}'"),
-                        Mode::Update(uuid) => {
-                            format!("Node {uuid}: Cannot change name to invalid name '{n}'")
-                        }
-                    }));
-                }
+            if let Some(n) = &name_value
+                && !is_valid_name(n)
+            {
+                return Err(ApiError::bad_request(match mode {
+                    Mode::Create => format!("Cannot create node with invalid name '{n}'"),
+                    Mode::Update(uuid) => {
+                        format!("Node {uuid}: Cannot change name to invalid name '{n}'")
+                    }
+                }));
             }
             node.name = name_value;
         }
@@ -191,7 +259,10 @@ pub fn set(node: &mut Node, name: &str, value: Value, mode: Mode) -> ApiResult<(
             if rc.as_ref().is_some_and(|r| r.len() > 80) {
                 return Err(ApiError::schema(
                     "node",
-                    format!("{} is too long", py_repr(&Value::String(rc.unwrap_or_default()))),
+                    format!(
+                        "{} is too long",
+                        py_repr(&Value::String(rc.unwrap_or_default()))
+                    ),
                 ));
             }
             node.resource_class = rc;
@@ -204,7 +275,10 @@ pub fn set(node: &mut Node, name: &str, value: Value, mode: Mode) -> ApiResult<(
         }
         "retired_reason" => node.retired_reason = opt_string(value),
         "shard" => node.shard = opt_string(value),
-        iface if iface.ends_with("_interface") && INTERFACES.contains(&iface.trim_end_matches("_interface")) => {
+        iface
+            if iface.ends_with("_interface")
+                && INTERFACES.contains(&iface.trim_end_matches("_interface")) =>
+        {
             match opt_string(value) {
                 Some(v) => {
                     node.interfaces.insert(iface.to_owned(), v);
@@ -260,9 +334,10 @@ mod tests {
     #[test]
     fn every_patchable_field_round_trips_through_get_and_set() {
         let mut node = Node::new(Uuid::new_v4(), "fake-hardware", Utc::now());
+        let id = node.uuid;
         for field in PATCHABLE {
             let v = get(&node, field);
-            set(&mut node, field, v, Mode::Update(node.uuid)).unwrap_or_else(|e| panic!("{field}: {e}"));
+            set(&mut node, field, v, Mode::Update(id)).unwrap_or_else(|e| panic!("{field}: {e}"));
         }
     }
 
@@ -270,11 +345,20 @@ mod tests {
     fn type_errors_use_schema_words() {
         let mut node = Node::new(Uuid::new_v4(), "fake-hardware", Utc::now());
         let e = set(&mut node, "extra", json!([1]), Mode::Create).expect_err("bad");
-        assert_eq!(e.to_string(), "Schema error for node: [1] is not of type 'object'");
+        assert_eq!(
+            e.to_string(),
+            "Schema error for node: [1] is not of type 'object'"
+        );
         let e = set(&mut node, "name", json!("bad name!"), Mode::Create).expect_err("bad");
-        assert_eq!(e.to_string(), "Cannot create node with invalid name 'bad name!'");
+        assert_eq!(
+            e.to_string(),
+            "Cannot create node with invalid name 'bad name!'"
+        );
         let e = set(&mut node, "maintenance", json!(null), Mode::Create).expect_err("bad");
-        assert_eq!(e.to_string(), "Schema error for node: None is not of type 'boolean'");
+        assert_eq!(
+            e.to_string(),
+            "Schema error for node: None is not of type 'boolean'"
+        );
     }
 
     #[test]
@@ -282,7 +366,8 @@ mod tests {
         let mut node = Node::new(Uuid::new_v4(), "fake-hardware", Utc::now());
         node.maintenance = true;
         node.maintenance_reason = Some("fan".into());
-        set(&mut node, "maintenance", json!(false), Mode::Update(node.uuid)).expect("ok");
+        let id = node.uuid;
+        set(&mut node, "maintenance", json!(false), Mode::Update(id)).expect("ok");
         assert_eq!(node.maintenance_reason, None);
     }
 }

@@ -20,9 +20,20 @@ const MAX_TRAITS: usize = 50;
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
-        .route("/v1/nodes/{ident}/maintenance", put(set_maintenance).delete(unset_maintenance))
-        .route("/v1/nodes/{ident}/traits", get(list_traits).put(replace_traits).delete(remove_all_traits))
-        .route("/v1/nodes/{ident}/traits/{trait_name}", put(add_trait).delete(remove_trait))
+        .route(
+            "/v1/nodes/{ident}/maintenance",
+            put(set_maintenance).delete(unset_maintenance),
+        )
+        .route(
+            "/v1/nodes/{ident}/traits",
+            get(list_traits)
+                .put(replace_traits)
+                .delete(remove_all_traits),
+        )
+        .route(
+            "/v1/nodes/{ident}/traits/{trait_name}",
+            put(add_trait).delete(remove_trait),
+        )
         .route("/v1/nodes/{ident}/history", get(history))
         .route("/v1/nodes/{ident}/history/{event}", get(history_event))
         .route("/v1/nodes/{ident}/inventory", get(inventory))
@@ -60,7 +71,11 @@ async fn set_maintenance(
     Ok(render::empty(StatusCode::ACCEPTED, None))
 }
 
-async fn unset_maintenance(State(state): State<ApiState>, ctx: ReqCtx, Path(ident): Path<String>) -> ApiResult<Response> {
+async fn unset_maintenance(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    Path(ident): Path<String>,
+) -> ApiResult<Response> {
     let node = find_node(&state, &ctx, &ident).await?;
     edit_node(&state, node.uuid, |n| {
         n.maintenance = false;
@@ -73,7 +88,11 @@ async fn unset_maintenance(State(state): State<ApiState>, ctx: ReqCtx, Path(iden
     Ok(render::empty(StatusCode::ACCEPTED, None))
 }
 
-async fn list_traits(State(state): State<ApiState>, ctx: ReqCtx, Path(ident): Path<String>) -> ApiResult<Response> {
+async fn list_traits(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    Path(ident): Path<String>,
+) -> ApiResult<Response> {
     ctx.require(37)?;
     let node = find_node(&state, &ctx, &ident).await?;
     render::json(StatusCode::OK, &json!({ "traits": node.traits }))
@@ -148,7 +167,10 @@ async fn remove_trait(
     ctx.require(37)?;
     let node = find_node(&state, &ctx, &ident).await?;
     if !node.traits.contains(&trait_name) {
-        return Err(ApiError::NotFound(format!("Node {} doesn't have a trait {trait_name}", node.uuid)));
+        return Err(ApiError::NotFound(format!(
+            "Node {} doesn't have a trait {trait_name}",
+            node.uuid
+        )));
     }
     edit_node(&state, node.uuid, |n| {
         n.traits.retain(|t| *t != trait_name);
@@ -158,7 +180,11 @@ async fn remove_trait(
     Ok(render::empty(StatusCode::NO_CONTENT, None))
 }
 
-async fn remove_all_traits(State(state): State<ApiState>, ctx: ReqCtx, Path(ident): Path<String>) -> ApiResult<Response> {
+async fn remove_all_traits(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    Path(ident): Path<String>,
+) -> ApiResult<Response> {
     ctx.require(37)?;
     let node = find_node(&state, &ctx, &ident).await?;
     edit_node(&state, node.uuid, |n| {
@@ -169,12 +195,23 @@ async fn remove_all_traits(State(state): State<ApiState>, ctx: ReqCtx, Path(iden
     Ok(render::empty(StatusCode::NO_CONTENT, None))
 }
 
-async fn history(State(state): State<ApiState>, ctx: ReqCtx, Path(ident): Path<String>) -> ApiResult<Response> {
+async fn history(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    Path(ident): Path<String>,
+) -> ApiResult<Response> {
     ctx.require(78)?;
     let node = find_node(&state, &ctx, &ident).await?;
     let events = state.store.list_history(node.uuid).await?;
     let views: Vec<HistoryView<'_>> = events.iter().map(HistoryView).collect();
-    render::json(StatusCode::OK, &Collection { key: "history", items: &views, next: None })
+    render::json(
+        StatusCode::OK,
+        &Collection {
+            key: "history",
+            items: &views,
+            next: None,
+        },
+    )
 }
 
 async fn history_event(
@@ -184,18 +221,29 @@ async fn history_event(
 ) -> ApiResult<Response> {
     ctx.require(78)?;
     let node = find_node(&state, &ctx, &ident).await?;
-    let not_found = || ApiError::NotFound(format!("Node history record {event} could not be found."));
+    let not_found =
+        || ApiError::NotFound(format!("Node history record {event} could not be found."));
     let wanted = Uuid::parse_str(&event).map_err(|_| not_found())?;
     let events = state.store.list_history(node.uuid).await?;
-    let found = events.iter().find(|e| e.uuid == wanted).ok_or_else(not_found)?;
+    let found = events
+        .iter()
+        .find(|e| e.uuid == wanted)
+        .ok_or_else(not_found)?;
     render::json(StatusCode::OK, &HistoryView(found))
 }
 
-async fn inventory(State(state): State<ApiState>, ctx: ReqCtx, Path(ident): Path<String>) -> ApiResult<Response> {
+async fn inventory(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    Path(ident): Path<String>,
+) -> ApiResult<Response> {
     ctx.require(81)?;
     let node = find_node(&state, &ctx, &ident).await?;
     let stored = state.store.get_inventory(node.uuid).await?.ok_or_else(|| {
-        ApiError::NotFound(format!("Node inventory for node {} could not be found.", node.uuid))
+        ApiError::NotFound(format!(
+            "Node inventory for node {} could not be found.",
+            node.uuid
+        ))
     })?;
     let doc = match stored {
         Value::Object(mut obj) if obj.contains_key("inventory") => {

@@ -9,6 +9,7 @@ use chrono::Utc;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::ApiState;
 use super::context::{JsonBody, ReqCtx};
 use super::edit::{edit_node, find_node, with_reservation};
 use super::error::{ApiError, ApiResult};
@@ -16,8 +17,7 @@ use super::node_fields::{self, CREATABLE, Mode, PATCHABLE};
 use super::patch;
 use super::query::{Params, next_link};
 use super::render::{self, Collection, NODE_DEFAULT_FIELDS, NODE_FIELDS, NodeView};
-use super::schema::{as_object, check_known_keys, check_type, py_repr, require_key, Ty};
-use super::ApiState;
+use super::schema::{Ty, as_object, check_known_keys, check_type, py_repr, require_key};
 use crate::model::Node;
 use crate::store::{NodeQuery, SortDir, StoreError};
 
@@ -33,19 +33,49 @@ pub fn routes(provision_body_limit: usize) -> Router<ApiState> {
 
 /// Every provision state name (stable, transient and failed) a list filter may ask for.
 pub const PROVISION_STATES: [&str; 33] = [
-    "enroll", "verifying", "manageable", "inspecting", "inspect wait", "inspect failed",
-    "cleaning", "clean wait", "clean failed", "clean hold", "available", "deploying",
-    "wait call-back", "deploy failed", "deploy hold", "active", "deleting", "deleted", "error",
-    "rebuild", "adopting", "adopt failed", "rescuing", "rescue wait", "rescue failed", "rescue",
-    "unrescuing", "unrescue failed", "servicing", "service wait", "service failed",
-    "service hold", "unholding",
+    "enroll",
+    "verifying",
+    "manageable",
+    "inspecting",
+    "inspect wait",
+    "inspect failed",
+    "cleaning",
+    "clean wait",
+    "clean failed",
+    "clean hold",
+    "available",
+    "deploying",
+    "wait call-back",
+    "deploy failed",
+    "deploy hold",
+    "active",
+    "deleting",
+    "deleted",
+    "error",
+    "rebuild",
+    "adopting",
+    "adopt failed",
+    "rescuing",
+    "rescue wait",
+    "rescue failed",
+    "rescue",
+    "unrescuing",
+    "unrescue failed",
+    "servicing",
+    "service wait",
+    "service failed",
+    "service hold",
+    "unholding",
 ];
 
-/// Sort keys accepted besides `id` (scalar columns).
-const SORT_KEYS: [&str; 5] = ["uuid", "name", "provision_state", "created_at", "updated_at"];
-
 /// The node rendered for one response.
-pub fn node_response(state: &ApiState, ctx: &ReqCtx, node: &Node, status: StatusCode, fields: Option<&[String]>) -> ApiResult<Response> {
+pub fn node_response(
+    state: &ApiState,
+    ctx: &ReqCtx,
+    node: &Node,
+    status: StatusCode,
+    fields: Option<&[String]>,
+) -> ApiResult<Response> {
     let view = NodeView {
         node,
         base: &ctx.base,
@@ -56,7 +86,11 @@ pub fn node_response(state: &ApiState, ctx: &ReqCtx, node: &Node, status: Status
     render::json(status, &view)
 }
 
-async fn create(State(state): State<ApiState>, ctx: ReqCtx, JsonBody(body): JsonBody) -> ApiResult<Response> {
+async fn create(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
     let obj = as_object("node", &body)?;
     check_known_keys("node", obj, &CREATABLE)?;
     let driver = require_key("node", obj, "driver")?;
@@ -64,9 +98,17 @@ async fn create(State(state): State<ApiState>, ctx: ReqCtx, JsonBody(body): Json
     let uuid = match obj.get("uuid") {
         None | Some(Value::Null) => Uuid::new_v4(),
         Some(Value::String(s)) => Uuid::parse_str(s).map_err(|_| {
-            ApiError::schema("node", format!("{} is not a 'uuid'", py_repr(&Value::String(s.clone()))))
+            ApiError::schema(
+                "node",
+                format!("{} is not a 'uuid'", py_repr(&Value::String(s.clone()))),
+            )
         })?,
-        Some(other) => return Err(ApiError::schema("node", format!("{} is not of type 'string', 'null'", py_repr(other)))),
+        Some(other) => {
+            return Err(ApiError::schema(
+                "node",
+                format!("{} is not of type 'string', 'null'", py_repr(other)),
+            ));
+        }
     };
     let mut node = Node::new(uuid, driver.as_str().unwrap_or_default(), Utc::now());
     for (key, value) in obj {
@@ -85,7 +127,10 @@ async fn create(State(state): State<ApiState>, ctx: ReqCtx, JsonBody(body): Json
     state.store.create_node(&node).await?;
     tracing::info!(node = %node.uuid, driver = %node.driver, "node enrolled");
     let resp = node_response(&state, &ctx, &node, StatusCode::CREATED, None)?;
-    Ok(render::with_location(resp, render::self_href(&ctx.base, "nodes", &node.uuid)))
+    Ok(render::with_location(
+        resp,
+        render::self_href(&ctx.base, "nodes", &node.uuid),
+    ))
 }
 
 /// `parent_node` may be given as a name or UUID; Ironic stores the parent's UUID.
@@ -121,36 +166,48 @@ struct PostFilter {
 
 impl PostFilter {
     fn active(&self) -> bool {
-        self.conductor.is_some() || self.sharded.is_some() || self.shards.is_some() || self.hide_children
+        self.conductor.is_some()
+            || self.sharded.is_some()
+            || self.shards.is_some()
+            || self.hide_children
     }
 
     fn keep(&self, node: &Node) -> bool {
         self.sharded.is_none_or(|s| node.shard.is_some() == s)
-            && self.shards.as_ref().is_none_or(|list| node.shard.as_ref().is_some_and(|s| list.contains(s)))
+            && self
+                .shards
+                .as_ref()
+                .is_none_or(|list| node.shard.as_ref().is_some_and(|s| list.contains(s)))
             && !(self.hide_children && node.parent_node.is_some())
     }
 }
 
-async fn list_nodes(state: &ApiState, ctx: &ReqCtx, uri: &Uri, detail_path: bool) -> ApiResult<Response> {
+async fn list_nodes(
+    state: &ApiState,
+    ctx: &ReqCtx,
+    uri: &Uri,
+    detail_path: bool,
+) -> ApiResult<Response> {
     let params = Params::parse(uri.query());
-    let detail_param = if ctx.version.at_least(43) { params.bool("detail")?.unwrap_or(false) } else { false };
+    let detail_param = if ctx.version.at_least(43) {
+        params.bool("detail")?.unwrap_or(false)
+    } else {
+        false
+    };
     let detail = detail_path || detail_param;
     let requested = params.fields(&NODE_FIELDS)?;
     if requested.is_some() {
         ctx.require_feature(8)?;
         if detail {
-            return Err(ApiError::bad_request("Can not specify ?detail=True and fields in the same request."));
+            return Err(ApiError::bad_request(
+                "Can not specify ?detail=True and fields in the same request.",
+            ));
         }
     }
     let limit = params.limit(state.settings.max_limit)?;
-    let sort_key = params.sort_key(&SORT_KEYS)?;
+    let sort_key = params.sort_key(crate::store::NODE_SORT_KEYS)?;
     let sort_dir = params.sort_dir()?;
     let marker = params.uuid("marker")?;
-    if let Some(m) = marker {
-        if state.store.get_node_by_uuid(m).await?.is_none() {
-            return Err(ApiError::bad_request(format!("Marker {m} could not be found.")));
-        }
-    }
 
     // Filters, echoed into `next` in the order they were parsed.
     let mut echo: Vec<(&str, String)> = Vec::new();
@@ -161,12 +218,16 @@ async fn list_nodes(state: &ApiState, ctx: &ReqCtx, uri: &Uri, detail_path: bool
         }
         v
     };
-    let mut query = NodeQuery::default();
-    query.provision_state = text("provision_state", &mut echo);
-    if let Some(ps) = &query.provision_state {
-        if !PROVISION_STATES.contains(&ps.as_str()) {
-            return Err(ApiError::bad_request(format!("Provision state \"{ps}\" is not valid")));
-        }
+    let mut query = NodeQuery {
+        provision_state: text("provision_state", &mut echo),
+        ..NodeQuery::default()
+    };
+    if let Some(ps) = &query.provision_state
+        && !PROVISION_STATES.contains(&ps.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "Provision state \"{ps}\" is not valid"
+        )));
     }
     query.resource_class = text("resource_class", &mut echo);
     query.driver = text("driver", &mut echo);
@@ -179,13 +240,23 @@ async fn list_nodes(state: &ApiState, ctx: &ReqCtx, uri: &Uri, detail_path: bool
     let mut post = PostFilter::default();
     if let Some(shard) = text("shard", &mut echo) {
         if shard.contains(',') {
-            post.shards = Some(shard.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
+            post.shards = Some(
+                shard
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+            );
         } else {
             query.shard = Some(shard);
         }
     }
     post.conductor = text("conductor", &mut echo);
-    for (name, slot) in [("maintenance", &mut query.maintenance), ("associated", &mut query.associated), ("retired", &mut query.retired)] {
+    for (name, slot) in [
+        ("maintenance", &mut query.maintenance),
+        ("associated", &mut query.associated),
+        ("retired", &mut query.retired),
+    ] {
         *slot = params.bool(name)?;
         if let Some(b) = slot {
             echo.push((name, if *b { "True".into() } else { "False".into() }));
@@ -205,13 +276,18 @@ async fn list_nodes(state: &ApiState, ctx: &ReqCtx, uri: &Uri, detail_path: bool
         }
     }
     let include_children = params.bool("include_children")?.unwrap_or(false);
-    post.hide_children = ctx.version.at_least(83) && !include_children && query.parent_node.is_none();
+    post.hide_children =
+        ctx.version.at_least(83) && !include_children && query.parent_node.is_none();
     query.sort_key = (sort_key != "id").then(|| sort_key.clone());
     query.sort_dir = sort_dir;
     query.marker = marker;
     query.limit = Some(limit);
 
-    let nodes = if post.conductor.as_deref().is_some_and(|c| c != state.conductor_name()) {
+    let nodes = if post
+        .conductor
+        .as_deref()
+        .is_some_and(|c| c != state.conductor_name())
+    {
         Vec::new()
     } else {
         fetch_filtered(state, query.clone(), &post, limit).await?
@@ -220,13 +296,25 @@ async fn list_nodes(state: &ApiState, ctx: &ReqCtx, uri: &Uri, detail_path: bool
     let fields: Option<Vec<String>> = if detail {
         None
     } else {
-        Some(requested.unwrap_or_else(|| NODE_DEFAULT_FIELDS.iter().map(|s| (*s).to_owned()).collect()))
+        Some(requested.unwrap_or_else(|| {
+            NODE_DEFAULT_FIELDS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        }))
     };
     let next = match nodes.last() {
         Some(last) if nodes.len() == limit as usize && query.instance_uuid.is_none() => {
             let mut args: Vec<(&str, String)> = vec![
                 ("sort_key", sort_key),
-                ("sort_dir", if sort_dir == SortDir::Desc { "desc".into() } else { "asc".into() }),
+                (
+                    "sort_dir",
+                    if sort_dir == SortDir::Desc {
+                        "desc".into()
+                    } else {
+                        "asc".into()
+                    },
+                ),
             ];
             args.extend(echo);
             if detail_param {
@@ -244,13 +332,27 @@ async fn list_nodes(state: &ApiState, ctx: &ReqCtx, uri: &Uri, detail_path: bool
 }
 
 /// Pages through the store until `limit` nodes pass the post-filter (or the store runs dry).
-async fn fetch_filtered(state: &ApiState, mut query: NodeQuery, post: &PostFilter, limit: u32) -> ApiResult<Vec<Node>> {
+async fn fetch_filtered(
+    state: &ApiState,
+    mut query: NodeQuery,
+    post: &PostFilter,
+    limit: u32,
+) -> ApiResult<Vec<Node>> {
+    let marker = query.marker;
     if !post.active() {
-        return Ok(state.store.list_nodes(&query).await?);
+        return state
+            .store
+            .list_nodes(&query)
+            .await
+            .map_err(|e| marker_error(e, marker));
     }
     let mut out = Vec::new();
     loop {
-        let batch = state.store.list_nodes(&query).await?;
+        let batch = state
+            .store
+            .list_nodes(&query)
+            .await
+            .map_err(|e| marker_error(e, marker))?;
         let full = batch.len() == limit as usize;
         query.marker = batch.last().map(|n| n.uuid);
         out.extend(batch.into_iter().filter(|n| post.keep(n)));
@@ -262,7 +364,23 @@ async fn fetch_filtered(state: &ApiState, mut query: NodeQuery, post: &PostFilte
     Ok(out)
 }
 
-fn render_list(state: &ApiState, ctx: &ReqCtx, nodes: &[Node], fields: Option<&[String]>, next: Option<String>) -> ApiResult<Response> {
+/// The store reports an unknown marker as a missing record; Ironic calls that a bad request.
+pub fn marker_error(err: StoreError, marker: Option<Uuid>) -> ApiError {
+    match (err, marker) {
+        (StoreError::NotFound { .. }, Some(m)) => {
+            ApiError::bad_request(format!("Marker {m} could not be found."))
+        }
+        (err, _) => err.into(),
+    }
+}
+
+fn render_list(
+    state: &ApiState,
+    ctx: &ReqCtx,
+    nodes: &[Node],
+    fields: Option<&[String]>,
+    next: Option<String>,
+) -> ApiResult<Response> {
     let conductor = state.conductor_name();
     let views: Vec<NodeView<'_>> = nodes
         .iter()
@@ -274,10 +392,22 @@ fn render_list(state: &ApiState, ctx: &ReqCtx, nodes: &[Node], fields: Option<&[
             defaults: state.interface_defaults(&node.driver),
         })
         .collect();
-    render::json(StatusCode::OK, &Collection { key: "nodes", items: &views, next })
+    render::json(
+        StatusCode::OK,
+        &Collection {
+            key: "nodes",
+            items: &views,
+            next,
+        },
+    )
 }
 
-async fn show(State(state): State<ApiState>, ctx: ReqCtx, Path(ident): Path<String>, uri: Uri) -> ApiResult<Response> {
+async fn show(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    Path(ident): Path<String>,
+    uri: Uri,
+) -> ApiResult<Response> {
     let params = Params::parse(uri.query());
     let fields = params.fields(&NODE_FIELDS)?;
     if fields.is_some() {
@@ -287,7 +417,12 @@ async fn show(State(state): State<ApiState>, ctx: ReqCtx, Path(ident): Path<Stri
     node_response(&state, &ctx, &node, StatusCode::OK, fields.as_deref())
 }
 
-async fn update(State(state): State<ApiState>, ctx: ReqCtx, Path(ident): Path<String>, JsonBody(body): JsonBody) -> ApiResult<Response> {
+async fn update(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    Path(ident): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
     let ops = patch::parse(&body)?;
     for op in &ops {
         if !PATCHABLE.contains(&op.field()) {
@@ -300,10 +435,10 @@ async fn update(State(state): State<ApiState>, ctx: ReqCtx, Path(ident): Path<St
     if ops.iter().any(|op| op.field() == "parent_node") {
         let mut doc = patch_document(&node);
         patch::apply(&mut doc, &ops).map_err(|reason| patch::apply_error(&body, &reason))?;
-        if let Some(v) = doc.get("parent_node") {
-            if *v != node_fields::get(&node, "parent_node") {
-                parent = Some(resolve_parent(&state, &ctx, v).await?);
-            }
+        if let Some(v) = doc.get("parent_node")
+            && *v != node_fields::get(&node, "parent_node")
+        {
+            parent = Some(resolve_parent(&state, &ctx, v).await?);
         }
     }
     let uuid = node.uuid;
@@ -337,13 +472,20 @@ async fn update(State(state): State<ApiState>, ctx: ReqCtx, Path(ident): Path<St
 
 /// The writable part of a node as the JSON object a patch applies to.
 fn patch_document(node: &Node) -> serde_json::Map<String, Value> {
-    PATCHABLE.iter().map(|f| ((*f).to_owned(), node_fields::get(node, f))).collect()
+    PATCHABLE
+        .iter()
+        .map(|f| ((*f).to_owned(), node_fields::get(node, f)))
+        .collect()
 }
 
 /// States a node may be deleted in without maintenance mode.
 const DELETE_ALLOWED: [&str; 4] = ["manageable", "enroll", "adopt failed", "available"];
 
-async fn delete(State(state): State<ApiState>, ctx: ReqCtx, Path(ident): Path<String>) -> ApiResult<Response> {
+async fn delete(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    Path(ident): Path<String>,
+) -> ApiResult<Response> {
     let node = find_node(&state, &ctx, &ident).await?;
     let store = state.store.clone();
     with_reservation(&state, node.uuid, |node| async move {

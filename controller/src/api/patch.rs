@@ -50,7 +50,9 @@ pub fn parse(body: &Value) -> Result<Vec<PatchOp>, ApiError> {
                 )));
             }
         }
-        let op_value = obj.get("op").ok_or_else(|| err("'op' is a required property".to_owned()))?;
+        let op_value = obj
+            .get("op")
+            .ok_or_else(|| err("'op' is a required property".to_owned()))?;
         let op = match op_value.as_str() {
             Some("add") => Op::Add,
             Some("replace") => Op::Replace,
@@ -74,7 +76,12 @@ pub fn parse(body: &Value) -> Result<Vec<PatchOp>, ApiError> {
         if op != Op::Remove && value.is_none() {
             return Err(err("'value' is a required property".to_owned()));
         }
-        ops.push(PatchOp { op, path: path.to_owned(), tokens, value });
+        ops.push(PatchOp {
+            op,
+            path: path.to_owned(),
+            tokens,
+            value,
+        });
     }
     Ok(ops)
 }
@@ -148,7 +155,9 @@ fn step<'a>(v: &'a mut Value, token: &str) -> Result<&'a mut Value, String> {
 
 fn index(token: &str) -> Result<usize, String> {
     if token.bytes().all(|b| b.is_ascii_digit()) && !(token.len() > 1 && token.starts_with('0')) {
-        token.parse().map_err(|_| format!("'{token}' is not a valid sequence index"))
+        token
+            .parse()
+            .map_err(|_| format!("'{token}' is not a valid sequence index"))
     } else {
         Err(format!("'{token}' is not a valid sequence index"))
     }
@@ -165,7 +174,10 @@ fn apply_to_object(map: &mut Map<String, Value>, key: &str, op: &PatchOp) -> Res
                 *slot = op.value.clone().unwrap_or(Value::Null);
                 Ok(())
             }
-            None => Err(format!("can't replace a non-existent object {}", py_str(key))),
+            None => Err(format!(
+                "can't replace a non-existent object {}",
+                py_str(key)
+            )),
         },
         Op::Remove => map
             .remove(key)
@@ -238,8 +250,11 @@ mod tests {
 
     #[test]
     fn add_whole_dict_replaces_it() {
-        let out = run(json!({"extra": {"a": 1}}), json!([{"op": "add", "path": "/extra", "value": {"b": 2}}]))
-            .expect("applies");
+        let out = run(
+            json!({"extra": {"a": 1}}),
+            json!([{"op": "add", "path": "/extra", "value": {"b": 2}}]),
+        )
+        .expect("applies");
         assert_eq!(out, json!({"extra": {"b": 2}}));
     }
 
@@ -247,15 +262,24 @@ mod tests {
     fn missing_keys_fail_with_jsonpatch_words() {
         let doc = json!({"extra": {}});
         assert_eq!(
-            run(doc.clone(), json!([{"op": "remove", "path": "/extra/nonexist"}])),
+            run(
+                doc.clone(),
+                json!([{"op": "remove", "path": "/extra/nonexist"}])
+            ),
             Err("can't remove a non-existent object 'nonexist'".to_owned())
         );
         assert_eq!(
-            run(doc.clone(), json!([{"op": "replace", "path": "/extra/x", "value": 1}])),
+            run(
+                doc.clone(),
+                json!([{"op": "replace", "path": "/extra/x", "value": 1}])
+            ),
             Err("can't replace a non-existent object 'x'".to_owned())
         );
         assert_eq!(
-            run(doc, json!([{"op": "add", "path": "/extra/a/b", "value": 1}])),
+            run(
+                doc,
+                json!([{"op": "add", "path": "/extra/a/b", "value": 1}])
+            ),
             Err("member 'a' not found in {}".to_owned())
         );
     }
@@ -283,9 +307,21 @@ mod tests {
             msg(json!([{"op": "test", "path": "/a", "value": 1}])),
             "Schema error for patch: 'test' is not one of ['add', 'replace', 'remove']"
         );
-        assert_eq!(msg(json!({"op": "add"})), "Schema error for patch: {'op': 'add'} is not of type 'array'");
-        assert_eq!(msg(json!([{"op": "add", "path": "/a"}])), "Schema error for patch: 'value' is a required property");
-        assert!(msg(json!([{"op": "move", "path": "/a", "from": "/b"}])).starts_with("Schema error for patch:"));
-        assert!(msg(json!([{"op": "add", "path": "a", "value": 1}])).starts_with("Schema error for patch:"));
+        assert_eq!(
+            msg(json!({"op": "add"})),
+            "Schema error for patch: {'op': 'add'} is not of type 'array'"
+        );
+        assert_eq!(
+            msg(json!([{"op": "add", "path": "/a"}])),
+            "Schema error for patch: 'value' is a required property"
+        );
+        assert!(
+            msg(json!([{"op": "move", "path": "/a", "from": "/b"}]))
+                .starts_with("Schema error for patch:")
+        );
+        assert!(
+            msg(json!([{"op": "add", "path": "a", "value": 1}]))
+                .starts_with("Schema error for patch:")
+        );
     }
 }

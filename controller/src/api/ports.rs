@@ -16,7 +16,9 @@ use super::error::{ApiError, ApiResult};
 use super::patch;
 use super::query::{Params, next_link};
 use super::render::{self, Collection, PORT_DEFAULT_FIELDS, PORT_FIELDS, PortView};
-use super::schema::{Ty, as_object, check_known_keys, check_type, normalize_mac, py_repr, require_key};
+use super::schema::{
+    Ty, as_object, check_known_keys, check_type, normalize_mac, py_repr, require_key,
+};
 use crate::model::Port;
 use crate::store::{PortQuery, SortDir};
 
@@ -35,14 +37,34 @@ pub fn node_routes() -> Router<ApiState> {
 }
 
 const CREATABLE: [&str; 13] = [
-    "address", "node_uuid", "extra", "local_link_connection", "pxe_enabled",
-    "physical_network", "portgroup_uuid", "uuid", "is_smartnic", "name", "description",
-    "vendor", "category",
+    "address",
+    "node_uuid",
+    "extra",
+    "local_link_connection",
+    "pxe_enabled",
+    "physical_network",
+    "portgroup_uuid",
+    "uuid",
+    "is_smartnic",
+    "name",
+    "description",
+    "vendor",
+    "category",
 ];
 
 const PATCHABLE: [&str; 12] = [
-    "address", "category", "description", "extra", "is_smartnic", "local_link_connection",
-    "name", "node_uuid", "physical_network", "portgroup_uuid", "pxe_enabled", "vendor",
+    "address",
+    "category",
+    "description",
+    "extra",
+    "is_smartnic",
+    "local_link_connection",
+    "name",
+    "node_uuid",
+    "physical_network",
+    "portgroup_uuid",
+    "pxe_enabled",
+    "vendor",
 ];
 
 fn field_type(name: &str) -> (Ty, bool) {
@@ -66,7 +88,9 @@ fn get_field(port: &Port, name: &str) -> Value {
         "name" => opt(&port.name),
         "node_uuid" => Value::String(port.node_uuid.to_string()),
         "physical_network" => opt(&port.physical_network),
-        "portgroup_uuid" => port.portgroup_uuid.map_or(Value::Null, |u| Value::String(u.to_string())),
+        "portgroup_uuid" => port
+            .portgroup_uuid
+            .map_or(Value::Null, |u| Value::String(u.to_string())),
         "pxe_enabled" => Value::Bool(port.pxe_enabled),
         "vendor" => opt(&port.vendor),
         _ => Value::Null,
@@ -95,12 +119,15 @@ fn set_field(port: &mut Port, name: &str, value: Value) -> ApiResult<()> {
         "address" => port.address = normalize_mac("address", value.as_str().unwrap_or_default())?,
         "node_uuid" => {
             let raw = value.as_str().unwrap_or_default();
-            port.node_uuid = Uuid::parse_str(raw)
-                .map_err(|_| ApiError::bad_request(format!("Expected UUID for node_uuid: {raw}")))?;
+            port.node_uuid = Uuid::parse_str(raw).map_err(|_| {
+                ApiError::bad_request(format!("Expected UUID for node_uuid: {raw}"))
+            })?;
         }
         "portgroup_uuid" => {
             if let Some(pg) = text(value) {
-                return Err(ApiError::bad_request(format!("Portgroup {pg} could not be found.")));
+                return Err(ApiError::bad_request(format!(
+                    "Portgroup {pg} could not be found."
+                )));
             }
             port.portgroup_uuid = None;
         }
@@ -130,11 +157,17 @@ fn set_field(port: &mut Port, name: &str, value: Value) -> ApiResult<()> {
 async fn require_node(state: &ApiState, uuid: Uuid) -> ApiResult<()> {
     match state.store.get_node_by_uuid(uuid).await? {
         Some(_) => Ok(()),
-        None => Err(ApiError::bad_request(format!("Node {uuid} could not be found."))),
+        None => Err(ApiError::bad_request(format!(
+            "Node {uuid} could not be found."
+        ))),
     }
 }
 
-async fn create(State(state): State<ApiState>, ctx: ReqCtx, JsonBody(body): JsonBody) -> ApiResult<Response> {
+async fn create(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
     let obj = as_object("port", &body)?;
     check_known_keys("port", obj, &CREATABLE)?;
     let address = require_key("port", obj, "address")?;
@@ -147,9 +180,18 @@ async fn create(State(state): State<ApiState>, ctx: ReqCtx, JsonBody(body): Json
         .map_err(|_| ApiError::bad_request(format!("Expected UUID for node_uuid: {raw}")))?;
     let uuid = match obj.get("uuid") {
         None | Some(Value::Null) => Uuid::new_v4(),
-        Some(Value::String(s)) => Uuid::parse_str(s)
-            .map_err(|_| ApiError::schema("port", format!("{} is not a 'uuid'", py_repr(&Value::String(s.clone())))))?,
-        Some(other) => return Err(ApiError::schema("port", format!("{} is not of type 'string', 'null'", py_repr(other)))),
+        Some(Value::String(s)) => Uuid::parse_str(s).map_err(|_| {
+            ApiError::schema(
+                "port",
+                format!("{} is not a 'uuid'", py_repr(&Value::String(s.clone()))),
+            )
+        })?,
+        Some(other) => {
+            return Err(ApiError::schema(
+                "port",
+                format!("{} is not of type 'string', 'null'", py_repr(other)),
+            ));
+        }
     };
     let mut port = Port {
         uuid,
@@ -176,8 +218,18 @@ async fn create(State(state): State<ApiState>, ctx: ReqCtx, JsonBody(body): Json
     }
     require_node(&state, node_uuid).await?;
     state.store.create_port(&port).await?;
-    let resp = render::json(StatusCode::CREATED, &PortView { port: &port, base: &ctx.base, fields: None })?;
-    Ok(render::with_location(resp, render::self_href(&ctx.base, "ports", &port.uuid)))
+    let resp = render::json(
+        StatusCode::CREATED,
+        &PortView {
+            port: &port,
+            base: &ctx.base,
+            fields: None,
+        },
+    )?;
+    Ok(render::with_location(
+        resp,
+        render::self_href(&ctx.base, "ports", &port.uuid),
+    ))
 }
 
 async fn list(State(state): State<ApiState>, ctx: ReqCtx, uri: Uri) -> ApiResult<Response> {
@@ -188,17 +240,33 @@ async fn list_detail(State(state): State<ApiState>, ctx: ReqCtx, uri: Uri) -> Ap
     list_ports(&state, &ctx, &uri, None, true).await
 }
 
-async fn node_ports(State(state): State<ApiState>, ctx: ReqCtx, Path(ident): Path<String>, uri: Uri) -> ApiResult<Response> {
+async fn node_ports(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    Path(ident): Path<String>,
+    uri: Uri,
+) -> ApiResult<Response> {
     let node = find_node(&state, &ctx, &ident).await?;
     list_ports(&state, &ctx, &uri, Some(node.uuid), false).await
 }
 
-async fn node_ports_detail(State(state): State<ApiState>, ctx: ReqCtx, Path(ident): Path<String>, uri: Uri) -> ApiResult<Response> {
+async fn node_ports_detail(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    Path(ident): Path<String>,
+    uri: Uri,
+) -> ApiResult<Response> {
     let node = find_node(&state, &ctx, &ident).await?;
     list_ports(&state, &ctx, &uri, Some(node.uuid), true).await
 }
 
-async fn list_ports(state: &ApiState, ctx: &ReqCtx, uri: &Uri, node: Option<Uuid>, detail_path: bool) -> ApiResult<Response> {
+async fn list_ports(
+    state: &ApiState,
+    ctx: &ReqCtx,
+    uri: &Uri,
+    node: Option<Uuid>,
+    detail_path: bool,
+) -> ApiResult<Response> {
     let params = Params::parse(uri.query());
     let detail_param = ctx.version.at_least(43) && params.bool("detail")?.unwrap_or(false);
     let detail = detail_path || detail_param;
@@ -206,20 +274,23 @@ async fn list_ports(state: &ApiState, ctx: &ReqCtx, uri: &Uri, node: Option<Uuid
     if requested.is_some() {
         ctx.require_feature(8)?;
         if detail {
-            return Err(ApiError::bad_request("Can not specify ?detail=True and fields in the same request."));
+            return Err(ApiError::bad_request(
+                "Can not specify ?detail=True and fields in the same request.",
+            ));
         }
     }
     let limit = params.limit(state.settings.max_limit)?;
     let sort_key = params.sort_key(&["created_at"])?;
     let sort_dir = params.sort_dir()?;
     let marker = params.uuid("marker")?;
-    if let Some(m) = marker {
-        if state.store.get_port(m).await?.is_none() {
-            return Err(ApiError::bad_request(format!("Marker {m} could not be found.")));
-        }
-    }
     let mut echo: Vec<(&str, String)> = Vec::new();
-    let mut query = PortQuery { node_uuid: node, sort_dir, marker, limit: Some(limit), ..Default::default() };
+    let mut query = PortQuery {
+        node_uuid: node,
+        sort_dir,
+        marker,
+        limit: Some(limit),
+        ..Default::default()
+    };
     if let Some(n) = params.uuid("node_uuid")? {
         echo.push(("node_uuid", n.to_string()));
         if state.store.get_node_by_uuid(n).await?.is_none() {
@@ -235,17 +306,33 @@ async fn list_ports(state: &ApiState, ctx: &ReqCtx, uri: &Uri, node: Option<Uuid
         echo.push(("address", address.to_owned()));
         query.address = Some(normalize_mac("address", address)?);
     }
-    let ports = state.store.list_ports(&query).await?;
+    let ports = state
+        .store
+        .list_ports(&query)
+        .await
+        .map_err(|e| super::nodes::marker_error(e, marker))?;
     let fields: Option<Vec<String>> = if detail {
         None
     } else {
-        Some(requested.unwrap_or_else(|| PORT_DEFAULT_FIELDS.iter().map(|s| (*s).to_owned()).collect()))
+        Some(requested.unwrap_or_else(|| {
+            PORT_DEFAULT_FIELDS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        }))
     };
     let next = match ports.last() {
         Some(last) if ports.len() == limit as usize => {
             let mut args: Vec<(&str, String)> = vec![
                 ("sort_key", sort_key),
-                ("sort_dir", if sort_dir == SortDir::Desc { "desc".into() } else { "asc".into() }),
+                (
+                    "sort_dir",
+                    if sort_dir == SortDir::Desc {
+                        "desc".into()
+                    } else {
+                        "asc".into()
+                    },
+                ),
             ];
             args.extend(echo);
             if detail_param {
@@ -266,9 +353,20 @@ async fn list_ports(state: &ApiState, ctx: &ReqCtx, uri: &Uri, node: Option<Uuid
     };
     let views: Vec<PortView<'_>> = ports
         .iter()
-        .map(|port| PortView { port, base: &ctx.base, fields: fields.as_deref() })
+        .map(|port| PortView {
+            port,
+            base: &ctx.base,
+            fields: fields.as_deref(),
+        })
         .collect();
-    render::json(StatusCode::OK, &Collection { key: "ports", items: &views, next })
+    render::json(
+        StatusCode::OK,
+        &Collection {
+            key: "ports",
+            items: &views,
+            next,
+        },
+    )
 }
 
 fn parse_port_id(id: &str) -> ApiResult<Uuid> {
@@ -284,17 +382,34 @@ async fn find_port(state: &ApiState, id: &str) -> ApiResult<Port> {
         .ok_or_else(|| ApiError::NotFound(format!("Port {id} could not be found.")))
 }
 
-async fn show(State(state): State<ApiState>, ctx: ReqCtx, Path(id): Path<String>, uri: Uri) -> ApiResult<Response> {
+async fn show(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> ApiResult<Response> {
     let params = Params::parse(uri.query());
     let fields = params.fields(&PORT_FIELDS)?;
     if fields.is_some() {
         ctx.require_feature(8)?;
     }
     let port = find_port(&state, &id).await?;
-    render::json(StatusCode::OK, &PortView { port: &port, base: &ctx.base, fields: fields.as_deref() })
+    render::json(
+        StatusCode::OK,
+        &PortView {
+            port: &port,
+            base: &ctx.base,
+            fields: fields.as_deref(),
+        },
+    )
 }
 
-async fn update(State(state): State<ApiState>, ctx: ReqCtx, Path(id): Path<String>, JsonBody(body): JsonBody) -> ApiResult<Response> {
+async fn update(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
     let ops = patch::parse(&body)?;
     for op in &ops {
         if !PATCHABLE.contains(&op.field()) {
@@ -306,7 +421,10 @@ async fn update(State(state): State<ApiState>, ctx: ReqCtx, Path(id): Path<Strin
         }
     }
     let mut port = find_port(&state, &id).await?;
-    let mut doc: Map<String, Value> = PATCHABLE.iter().map(|f| ((*f).to_owned(), get_field(&port, f))).collect();
+    let mut doc: Map<String, Value> = PATCHABLE
+        .iter()
+        .map(|f| ((*f).to_owned(), get_field(&port, f)))
+        .collect();
     patch::apply(&mut doc, &ops).map_err(|reason| patch::apply_error(&body, &reason))?;
     let old_node = port.node_uuid;
     for field in PATCHABLE {
@@ -320,7 +438,14 @@ async fn update(State(state): State<ApiState>, ctx: ReqCtx, Path(id): Path<Strin
     }
     port.updated_at = Some(Utc::now());
     state.store.update_port(&port).await?;
-    render::json(StatusCode::OK, &PortView { port: &port, base: &ctx.base, fields: None })
+    render::json(
+        StatusCode::OK,
+        &PortView {
+            port: &port,
+            base: &ctx.base,
+            fields: None,
+        },
+    )
 }
 
 async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Response> {

@@ -142,15 +142,13 @@ pub fn decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -169,7 +167,13 @@ fn hex(b: u8) -> Option<u8> {
 
 /// Builds Ironic's `next` link: `<base>/v1/<path>?<args>&limit=<n>&marker=<uuid>`.
 /// `args` are (key, value) pairs already in the order Ironic emits them.
-pub fn next_link(base: &str, path: &str, args: &[(&str, String)], limit: u32, marker: Uuid) -> String {
+pub fn next_link(
+    base: &str,
+    path: &str,
+    args: &[(&str, String)],
+    limit: u32,
+    marker: Uuid,
+) -> String {
     let mut url = format!("{base}/v1/{path}?");
     for (k, v) in args {
         url.push_str(k);
@@ -223,11 +227,18 @@ mod tests {
 
     #[test]
     fn limits() {
-        let lim = |q: &str| Params::parse(Some(q)).limit(1000).map_err(|e| e.to_string());
+        let lim = |q: &str| {
+            Params::parse(Some(q))
+                .limit(1000)
+                .map_err(|e| e.to_string())
+        };
         assert_eq!(lim(""), Ok(1000));
         assert_eq!(lim("limit=5"), Ok(5));
         assert_eq!(lim("limit=5000"), Ok(1000));
-        assert_eq!(lim("limit=abc"), Err("Expected an integer for limit: abc".into()));
+        assert_eq!(
+            lim("limit=abc"),
+            Err("Expected an integer for limit: abc".into())
+        );
         assert_eq!(lim("limit=0"), Err("Limit must be positive".into()));
         assert_eq!(lim("limit=-3"), Err("Limit must be positive".into()));
     }
@@ -236,7 +247,13 @@ mod tests {
     fn next_link_shape() {
         let m = Uuid::nil();
         assert_eq!(
-            next_link("http://h:1", "nodes", &[("sort_key", "id".into()), ("fields", "uuid,name".into())], 2, m),
+            next_link(
+                "http://h:1",
+                "nodes",
+                &[("sort_key", "id".into()), ("fields", "uuid,name".into())],
+                2,
+                m
+            ),
             format!("http://h:1/v1/nodes?sort_key=id&fields=uuid,name&limit=2&marker={m}")
         );
     }

@@ -18,37 +18,123 @@ use crate::model::{Allocation, HistoryEvent, JsonMap, Node, Port};
 
 /// The 13 hardware interfaces, in the order their `<name>_interface` fields are listed.
 pub const INTERFACES: [&str; 13] = [
-    "bios", "boot", "console", "deploy", "firmware", "inspect", "management", "network",
-    "power", "raid", "rescue", "storage", "vendor",
+    "bios",
+    "boot",
+    "console",
+    "deploy",
+    "firmware",
+    "inspect",
+    "management",
+    "network",
+    "power",
+    "raid",
+    "rescue",
+    "storage",
+    "vendor",
 ];
 
 /// Every key of a node at API 1.115 (69), in the order they are emitted.
 pub const NODE_FIELDS: [&str; 69] = [
-    "uuid", "created_at", "updated_at", "automated_clean", "bios_interface", "boot_interface",
-    "boot_mode", "clean_step", "conductor_group", "console_enabled", "console_interface",
-    "disable_power_off", "deploy_interface", "deploy_step", "description", "driver",
-    "driver_info", "driver_internal_info", "extra", "fault", "firmware_interface", "health",
-    "inspection_finished_at", "inspection_started_at", "inspect_interface", "instance_info",
-    "instance_name", "instance_uuid", "last_error", "lessee", "maintenance",
-    "maintenance_reason", "management_interface", "name", "network_data", "network_interface",
-    "owner", "parent_node", "power_interface", "power_state", "properties", "protected",
-    "protected_reason", "provision_state", "provision_updated_at", "raid_config",
-    "raid_interface", "rescue_interface", "reservation", "resource_class", "retired",
-    "retired_reason", "secure_boot", "service_step", "shard", "storage_interface",
-    "target_power_state", "target_provision_state", "target_raid_config", "traits",
-    "vendor_interface", "links", "conductor", "allocation_uuid", "chassis_uuid", "ports",
-    "states", "portgroups", "volume",
+    "uuid",
+    "created_at",
+    "updated_at",
+    "automated_clean",
+    "bios_interface",
+    "boot_interface",
+    "boot_mode",
+    "clean_step",
+    "conductor_group",
+    "console_enabled",
+    "console_interface",
+    "disable_power_off",
+    "deploy_interface",
+    "deploy_step",
+    "description",
+    "driver",
+    "driver_info",
+    "driver_internal_info",
+    "extra",
+    "fault",
+    "firmware_interface",
+    "health",
+    "inspection_finished_at",
+    "inspection_started_at",
+    "inspect_interface",
+    "instance_info",
+    "instance_name",
+    "instance_uuid",
+    "last_error",
+    "lessee",
+    "maintenance",
+    "maintenance_reason",
+    "management_interface",
+    "name",
+    "network_data",
+    "network_interface",
+    "owner",
+    "parent_node",
+    "power_interface",
+    "power_state",
+    "properties",
+    "protected",
+    "protected_reason",
+    "provision_state",
+    "provision_updated_at",
+    "raid_config",
+    "raid_interface",
+    "rescue_interface",
+    "reservation",
+    "resource_class",
+    "retired",
+    "retired_reason",
+    "secure_boot",
+    "service_step",
+    "shard",
+    "storage_interface",
+    "target_power_state",
+    "target_provision_state",
+    "target_raid_config",
+    "traits",
+    "vendor_interface",
+    "links",
+    "conductor",
+    "allocation_uuid",
+    "chassis_uuid",
+    "ports",
+    "states",
+    "portgroups",
+    "volume",
 ];
 
 /// The columns of a plain `GET /v1/nodes`, in the order Ironic lists them in `next` links.
-pub const NODE_DEFAULT_FIELDS: [&str; 6] =
-    ["instance_uuid", "maintenance", "power_state", "provision_state", "uuid", "name"];
+pub const NODE_DEFAULT_FIELDS: [&str; 6] = [
+    "instance_uuid",
+    "maintenance",
+    "power_state",
+    "provision_state",
+    "uuid",
+    "name",
+];
 
 /// Every key of a port.
 pub const PORT_FIELDS: [&str; 18] = [
-    "uuid", "created_at", "updated_at", "address", "extra", "internal_info", "is_smartnic",
-    "local_link_connection", "physical_network", "pxe_enabled", "node_uuid", "name",
-    "description", "vendor", "category", "available_for_dynamic_portgroup", "links",
+    "uuid",
+    "created_at",
+    "updated_at",
+    "address",
+    "extra",
+    "internal_info",
+    "is_smartnic",
+    "local_link_connection",
+    "physical_network",
+    "pxe_enabled",
+    "node_uuid",
+    "name",
+    "description",
+    "vendor",
+    "category",
+    "available_for_dynamic_portgroup",
+    "links",
     "portgroup_uuid",
 ];
 
@@ -56,8 +142,19 @@ pub const PORT_DEFAULT_FIELDS: [&str; 2] = ["uuid", "address"];
 
 /// Every key of an allocation.
 pub const ALLOCATION_FIELDS: [&str; 13] = [
-    "uuid", "created_at", "updated_at", "candidate_nodes", "extra", "last_error", "name",
-    "owner", "resource_class", "state", "traits", "links", "node_uuid",
+    "uuid",
+    "created_at",
+    "updated_at",
+    "candidate_nodes",
+    "extra",
+    "last_error",
+    "name",
+    "owner",
+    "resource_class",
+    "state",
+    "traits",
+    "links",
+    "node_uuid",
 ];
 
 const MASK: &str = "******";
@@ -65,8 +162,19 @@ const MASK: &str = "******";
 /// Whether a key names a secret (substring match, like oslo's `mask_dict_password`).
 pub fn is_secret_key(key: &str) -> bool {
     const SECRET: [&str; 14] = [
-        "password", "passwd", "pswd", "secret", "token", "passphrase", "configdrive",
-        "private_key", "encryption_key", "cert_key", "auth_key", "adminpass", "admin_pass",
+        "password",
+        "passwd",
+        "pswd",
+        "secret",
+        "token",
+        "passphrase",
+        "configdrive",
+        "private_key",
+        "encryption_key",
+        "cert_key",
+        "auth_key",
+        "adminpass",
+        "admin_pass",
         "new_pass",
     ];
     let lower = key.to_ascii_lowercase();
@@ -238,7 +346,12 @@ impl Serialize for NodeView<'_> {
             };
         }
         let id = n.uuid;
-        let link = |coll: &'static str, suffix: &'static str| Links { base: self.base, coll, id: &id, suffix };
+        let link = |coll: &'static str, suffix: &'static str| Links {
+            base: self.base,
+            coll,
+            id: &id,
+            suffix,
+        };
         put!("uuid", n.uuid);
         put!("created_at", Ts(&n.created_at));
         put!("updated_at", OptTs(&n.updated_at));
@@ -347,7 +460,15 @@ impl Serialize for PortView<'_> {
         put!("vendor", p.vendor);
         put!("category", p.category);
         put!("available_for_dynamic_portgroup", false);
-        put!("links", Links { base: self.base, coll: "ports", id: &p.uuid, suffix: "" });
+        put!(
+            "links",
+            Links {
+                base: self.base,
+                coll: "ports",
+                id: &p.uuid,
+                suffix: ""
+            }
+        );
         put!("portgroup_uuid", p.portgroup_uuid);
         map.end()
     }
@@ -383,7 +504,15 @@ impl Serialize for AllocationView<'_> {
         put!("resource_class", a.resource_class);
         put!("state", a.state);
         put!("traits", a.traits);
-        put!("links", Links { base: self.base, coll: "allocations", id: &a.uuid, suffix: "" });
+        put!(
+            "links",
+            Links {
+                base: self.base,
+                coll: "allocations",
+                id: &a.uuid,
+                suffix: ""
+            }
+        );
         put!("node_uuid", a.node_uuid);
         map.end()
     }
@@ -429,8 +558,10 @@ impl<T: Serialize> Serialize for Collection<'_, T> {
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response, ApiError> {
     let body = serde_json::to_vec(value).map_err(ApiError::internal)?;
     let mut resp = (status, body).into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Ok(resp)
 }
 
@@ -464,7 +595,10 @@ mod tests {
 
     #[test]
     fn timestamps_have_microseconds_and_offset() {
-        let t = Utc.with_ymd_and_hms(2026, 11, 24, 16, 13, 50).single().expect("valid")
+        let t = Utc
+            .with_ymd_and_hms(2026, 11, 24, 16, 13, 50)
+            .single()
+            .expect("valid")
             + chrono::Duration::microseconds(866_090);
         assert_eq!(Ts(&t).to_string(), "2026-11-24T16:13:50.866090+00:00");
     }
@@ -472,12 +606,23 @@ mod tests {
     #[test]
     fn full_node_has_69_keys_and_masks_secrets() {
         let mut node = Node::new(Uuid::new_v4(), "fake-hardware", Utc::now());
-        node.driver_info.insert("ipmi_password".into(), json!("s3cret"));
-        node.driver_info.insert("ipmi_address".into(), json!("10.0.0.1"));
-        node.driver_internal_info.insert("agent_secret_token".into(), json!("tok"));
-        node.instance_info.insert("configdrive".into(), json!({"user_data": "x"}));
-        node.instance_info.insert("image_source".into(), json!("http://x/img"));
-        let view = NodeView { node: &node, base: "http://h:1", fields: None, conductor: "c1", defaults: None };
+        node.driver_info
+            .insert("ipmi_password".into(), json!("s3cret"));
+        node.driver_info
+            .insert("ipmi_address".into(), json!("10.0.0.1"));
+        node.driver_internal_info
+            .insert("agent_secret_token".into(), json!("tok"));
+        node.instance_info
+            .insert("configdrive".into(), json!({"user_data": "x"}));
+        node.instance_info
+            .insert("image_source".into(), json!("http://x/img"));
+        let view = NodeView {
+            node: &node,
+            base: "http://h:1",
+            fields: None,
+            conductor: "c1",
+            defaults: None,
+        };
         let v = serde_json::to_value(&view).expect("serializes");
         let obj = v.as_object().expect("object");
         assert_eq!(obj.len(), 69);
@@ -490,16 +635,31 @@ mod tests {
         assert_eq!(v["instance_info"]["configdrive"], "******");
         assert_eq!(v["instance_info"]["image_source"], "http://x/img");
         assert_eq!(v["clean_step"], json!({}));
-        assert_eq!(v["links"][0]["href"], format!("http://h:1/v1/nodes/{}", node.uuid));
-        assert_eq!(v["links"][1]["href"], format!("http://h:1/nodes/{}", node.uuid));
-        assert_eq!(v["ports"][0]["href"], format!("http://h:1/v1/nodes/{}/ports", node.uuid));
+        assert_eq!(
+            v["links"][0]["href"],
+            format!("http://h:1/v1/nodes/{}", node.uuid)
+        );
+        assert_eq!(
+            v["links"][1]["href"],
+            format!("http://h:1/nodes/{}", node.uuid)
+        );
+        assert_eq!(
+            v["ports"][0]["href"],
+            format!("http://h:1/v1/nodes/{}/ports", node.uuid)
+        );
     }
 
     #[test]
     fn fields_limit_keys_but_keep_links() {
         let node = Node::new(Uuid::new_v4(), "fake-hardware", Utc::now());
         let fields = vec!["uuid".to_owned(), "name".to_owned()];
-        let view = NodeView { node: &node, base: "http://h", fields: Some(&fields), conductor: "c", defaults: None };
+        let view = NodeView {
+            node: &node,
+            base: "http://h",
+            fields: Some(&fields),
+            conductor: "c",
+            defaults: None,
+        };
         let v = serde_json::to_value(&view).expect("serializes");
         let mut keys: Vec<&String> = v.as_object().expect("object").keys().collect();
         keys.sort();

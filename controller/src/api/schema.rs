@@ -48,7 +48,11 @@ fn write_repr(out: &mut String, v: &Value) {
 
 /// A Python string literal: single quotes unless the text holds a single quote and no double.
 pub fn py_str(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -111,11 +115,18 @@ pub fn check_type(what: &str, v: &Value, ty: Ty, nullable: bool) -> Result<(), A
     } else {
         format!("'{}'", ty.name())
     };
-    Err(ApiError::schema(what, format!("{} is not of type {types}", py_repr(v))))
+    Err(ApiError::schema(
+        what,
+        format!("{} is not of type {types}", py_repr(v)),
+    ))
 }
 
 /// `Additional properties are not allowed ('a', 'b' were unexpected)` for keys not in `known`.
-pub fn check_known_keys(what: &str, obj: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
+pub fn check_known_keys(
+    what: &str,
+    obj: &Map<String, Value>,
+    known: &[&str],
+) -> Result<(), ApiError> {
     let extra: Vec<String> = obj
         .keys()
         .filter(|k| !known.contains(&k.as_str()))
@@ -125,11 +136,17 @@ pub fn check_known_keys(what: &str, obj: &Map<String, Value>, known: &[&str]) ->
         0 => Ok(()),
         1 => Err(ApiError::schema(
             what,
-            format!("Additional properties are not allowed ({} was unexpected)", extra[0]),
+            format!(
+                "Additional properties are not allowed ({} was unexpected)",
+                extra[0]
+            ),
         )),
         _ => Err(ApiError::schema(
             what,
-            format!("Additional properties are not allowed ({} were unexpected)", extra.join(", ")),
+            format!(
+                "Additional properties are not allowed ({} were unexpected)",
+                extra.join(", ")
+            ),
         )),
     }
 }
@@ -141,7 +158,11 @@ pub fn as_object<'a>(what: &str, v: &'a Value) -> Result<&'a Map<String, Value>,
 }
 
 /// `'driver' is a required property`.
-pub fn require_key<'a>(what: &str, obj: &'a Map<String, Value>, key: &str) -> Result<&'a Value, ApiError> {
+pub fn require_key<'a>(
+    what: &str,
+    obj: &'a Map<String, Value>,
+    key: &str,
+) -> Result<&'a Value, ApiError> {
     obj.get(key)
         .ok_or_else(|| ApiError::schema(what, format!("{} is a required property", py_str(key))))
 }
@@ -158,7 +179,8 @@ pub fn is_valid_name(name: &str) -> bool {
 
 /// Validates a MAC address and returns it in lower-case colon form.
 pub fn normalize_mac(field: &str, raw: &str) -> Result<String, ApiError> {
-    let invalid = || ApiError::bad_request(format!("Expected valid MAC address for {field}: {raw}"));
+    let invalid =
+        || ApiError::bad_request(format!("Expected valid MAC address for {field}: {raw}"));
     let bytes = raw.as_bytes();
     if bytes.len() != 17 {
         return Err(invalid());
@@ -186,15 +208,20 @@ pub fn normalize_mac(field: &str, raw: &str) -> Result<String, ApiError> {
 /// Traits are `CUSTOM_*` or standard os-traits-looking names (upper case, digits,
 /// underscores, at least two segments).
 pub fn check_trait(name: &str) -> Result<(), ApiError> {
-    let custom = name
-        .strip_prefix("CUSTOM_")
-        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'));
+    let custom = name.strip_prefix("CUSTOM_").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    });
     let standard = name.len() <= 255
         && name.starts_with(|c: char| c.is_ascii_uppercase())
         && name.contains('_')
         && !name.ends_with('_')
         && !name.contains("__")
-        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
     if (custom && name.len() <= 255) || standard {
         Ok(())
     } else {
@@ -213,16 +240,23 @@ mod tests {
     #[test]
     fn repr_like_python() {
         assert_eq!(py_repr(&json!([1, 2])), "[1, 2]");
-        assert_eq!(py_repr(&json!({"a": [true, null, "x"]})), "{'a': [True, None, 'x']}");
+        assert_eq!(
+            py_repr(&json!({"a": [true, null, "x"]})),
+            "{'a': [True, None, 'x']}"
+        );
         assert_eq!(py_str("it's"), "\"it's\"");
     }
 
     #[test]
     fn types_and_keys() {
         let e = check_type("node", &json!([1, 2]), Ty::Obj, false).expect_err("bad");
-        assert_eq!(e.to_string(), "Schema error for node: [1, 2] is not of type 'object'");
+        assert_eq!(
+            e.to_string(),
+            "Schema error for node: [1, 2] is not of type 'object'"
+        );
         let obj = json!({"driver": "x", "bogus": 1});
-        let e = check_known_keys("node", obj.as_object().expect("obj"), &["driver"]).expect_err("bad");
+        let e =
+            check_known_keys("node", obj.as_object().expect("obj"), &["driver"]).expect_err("bad");
         assert_eq!(
             e.to_string(),
             "Schema error for node: Additional properties are not allowed ('bogus' was unexpected)"
@@ -234,10 +268,22 @@ mod tests {
         assert!(is_valid_name("n1.rack-2_a~"));
         assert!(!is_valid_name("bad name!"));
         assert!(!is_valid_name("1be26c0b-03f2-4d2e-ae87-c02d7f33c123"));
-        assert_eq!(normalize_mac("address", "52:54:00:AB:cd:01").ok().as_deref(), Some("52:54:00:ab:cd:01"));
-        assert_eq!(normalize_mac("address", "52-54-00-AB-cd-01").ok().as_deref(), Some("52:54:00:ab:cd:01"));
         assert_eq!(
-            normalize_mac("address", "not-a-mac").expect_err("bad").to_string(),
+            normalize_mac("address", "52:54:00:AB:cd:01")
+                .ok()
+                .as_deref(),
+            Some("52:54:00:ab:cd:01")
+        );
+        assert_eq!(
+            normalize_mac("address", "52-54-00-AB-cd-01")
+                .ok()
+                .as_deref(),
+            Some("52:54:00:ab:cd:01")
+        );
+        assert_eq!(
+            normalize_mac("address", "not-a-mac")
+                .expect_err("bad")
+                .to_string(),
             "Expected valid MAC address for address: not-a-mac"
         );
         assert!(normalize_mac("address", "52:54:00:ab:cd-01").is_err());

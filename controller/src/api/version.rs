@@ -92,7 +92,11 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Version, VersionError> {
     let raw = match standard {
         Some(v) => v,
         None => match headers.get(LEGACY_HEADER) {
-            Some(v) => v.to_str().map_err(|_| VersionError::Invalid)?.trim().to_owned(),
+            Some(v) => v
+                .to_str()
+                .map_err(|_| VersionError::Invalid)?
+                .trim()
+                .to_owned(),
             None => return Ok(Version::MIN),
         },
     };
@@ -189,10 +193,19 @@ mod tests {
 
     #[test]
     fn latest_and_explicit_versions() {
-        assert_eq!(negotiate(&headers(&[(LEGACY_HEADER, "latest")])), Ok(Version::MAX));
-        assert_eq!(negotiate(&headers(&[(LEGACY_HEADER, "1.60")])), Ok(Version { minor: 60 }));
         assert_eq!(
-            negotiate(&headers(&[(STANDARD_HEADER, "baremetal 1.109"), (LEGACY_HEADER, "1.109")])),
+            negotiate(&headers(&[(LEGACY_HEADER, "latest")])),
+            Ok(Version::MAX)
+        );
+        assert_eq!(
+            negotiate(&headers(&[(LEGACY_HEADER, "1.60")])),
+            Ok(Version { minor: 60 })
+        );
+        assert_eq!(
+            negotiate(&headers(&[
+                (STANDARD_HEADER, "baremetal 1.109"),
+                (LEGACY_HEADER, "1.109")
+            ])),
             Ok(Version { minor: 109 })
         );
         assert_eq!(
@@ -206,7 +219,10 @@ mod tests {
         for v in ["1.116", "1.200", "1.0"] {
             assert_eq!(parse(v), Err(VersionError::UnsupportedMinor(v.to_owned())));
         }
-        assert_eq!(parse("2.0"), Err(VersionError::WrongMajor("2.0".to_owned())));
+        assert_eq!(
+            parse("2.0"),
+            Err(VersionError::WrongMajor("2.0".to_owned()))
+        );
         for v in ["abc", "1", "1.x", "1.-1", ""] {
             assert_eq!(parse(v), Err(VersionError::Invalid), "{v}");
         }
