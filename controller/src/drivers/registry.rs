@@ -1,0 +1,375 @@
+//! The hardware types this conductor offers, their interfaces, and per-node resolution.
+//!
+//! `GET /v1/drivers` lists [`DriverRegistry::list`] with `default_<kind>_interface` and
+//! `enabled_<kind>_interfaces` from [`HardwareType::interfaces`];
+//! `GET /v1/nodes/{ident}/validate` is [`DriverRegistry::validate`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::fake::FakeHardware;
+use super::manual::{AgentDeploy, AgentInspect, ManualHardware};
+use super::{DeployInterface, DriverError, InspectInterface, ManagementInterface, PowerInterface};
+use crate::model::Node;
+
+/// Every interface kind Ironic knows, in the order the API lists them.
+pub const INTERFACE_KINDS: [&str; 13] = [
+    "bios",
+    "boot",
+    "console",
+    "deploy",
+    "firmware",
+    "inspect",
+    "management",
+    "network",
+    "power",
+    "raid",
+    "rescue",
+    "storage",
+    "vendor",
+];
+
+/// The default and the enabled implementations of one interface kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InterfaceChoice {
+    pub default: String,
+    pub enabled: Vec<String>,
+}
+
+/// One interface's `validate` result, as `GET /v1/nodes/{ident}/validate` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InterfaceValidation {
+    pub result: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl InterfaceValidation {
+    fn from_result(r: Result<(), DriverError>) -> Self {
+        match r {
+            Ok(()) => Self {
+                result: true,
+                reason: None,
+            },
+            Err(e) => Self {
+                result: false,
+                reason: Some(e.to_string()),
+            },
+        }
+    }
+}
+
+/// A hardware type (`fake-hardware`, `manual`, later `ipmi`, `redfish`).
+#[derive(Debug, Clone)]
+pub struct HardwareType {
+    pub name: String,
+    /// Keyed by every kind of [`INTERFACE_KINDS`].
+    pub interfaces: BTreeMap<&'static str, InterfaceChoice>,
+    /// `driver_info` keys the type reads, with a description (`/v1/drivers/<name>/properties`).
+    pub properties: BTreeMap<String, String>,
+    power: Vec<Arc<dyn PowerInterface>>,
+    management: Vec<Arc<dyn ManagementInterface>>,
+    deploy: Vec<Arc<dyn DeployInterface>>,
+    inspect: Vec<Arc<dyn InspectInterface>>,
+}
+
+/// The interfaces one node uses.
+#[derive(Debug, Clone)]
+pub struct NodeDrivers {
+    pub power: Arc<dyn PowerInterface>,
+    pub management: Arc<dyn ManagementInterface>,
+    pub deploy: Arc<dyn DeployInterface>,
+    pub inspect: Arc<dyn InspectInterface>,
+}
+
+impl HardwareType {
+    /// A type with one implementation of each driven interface (the defaults) and names for
+    /// the passive kinds (`boot`, `network`, ...). Names starting with `no-` mean "not
+    /// supported".
+    pub fn new(
+        name: &str,
+        power: Arc<dyn PowerInterface>,
+        management: Arc<dyn ManagementInterface>,
+        deploy: Arc<dyn DeployInterface>,
+        inspect: Arc<dyn InspectInterface>,
+        passive: &[(&'static str, &str)],
+    ) -> Self {
+        let mut interfaces = BTreeMap::new();
+        let mut add = |kind: &'static str, name: &str| {
+            interfaces
+                .entry(kind)
+                .or_insert_with(|| InterfaceChoice {
+                    default: name.to_owned(),
+                    enabled: vec![],
+                })
+                .enabled
+                .push(name.to_owned());
+        };
+        add("power", power.name());
+        add("management", management.name());
+        add("deploy", deploy.name());
+        add("inspect", inspect.name());
+        for (kind, iface) in passive {
+            add(kind, iface);
+        }
+        for kind in INTERFACE_KINDS {
+            add(kind, &format!("no-{kind}"));
+        }
+        // The `no-*` fallback is only enabled for kinds that had nothing else.
+        for choice in interfaces.values_mut() {
+            if choice.enabled.len() > 1 {
+                choice.enabled.retain(|n| !n.starts_with("no-"));
+            }
+        }
+        Self {
+            name: name.to_owned(),
+            interfaces,
+            properties: BTreeMap::new(),
+            power: vec![power],
+            management: vec![management],
+            deploy: vec![deploy],
+            inspect: vec![inspect],
+        }
+    }
+
+    /// The `fake-hardware` type over one shared fake.
+    pub fn fake(hw: Arc<FakeHardware>) -> Self {
+        Self::new(
+            "fake-hardware",
+            hw.clone(),
+            hw.clone(),
+            hw.clone(),
+            hw,
+            &[
+                ("bios", "fake"),
+                ("boot", "fake"),
+                ("console", "fake"),
+                ("firmware", "fake"),
+                ("network", "noop"),
+                ("raid", "fake"),
+                ("rescue", "fake"),
+                ("storage", "noop"),
+                ("vendor", "fake"),
+            ],
+        )
+    }
+
+    /// The `manual` type: operator power, agent-driven deploy, clean and inspect.
+    pub fn manual(hw: Arc<ManualHardware>) -> Self {
+        Self::new(
+            "manual",
+            hw.clone(),
+            hw.clone(),
+            AgentDeploy::new(hw.clone()),
+            AgentInspect::new(hw),
+            &[("boot", "ipxe"), ("network", "noop"), ("storage", "noop")],
+        )
+    }
+
+    fn pick<'a, T: ?Sized>(
+        &self,
+        kind: &str,
+        node: &Node,
+        impls: &'a [Arc<T>],
+        name_of: impl Fn(&T) -> &'static str,
+    ) -> Result<&'a Arc<T>, DriverError> {
+        let wanted = node.interfaces.get(&format!("{kind}_interface"));
+        match wanted {
+            None => impls.first(),
+            Some(w) => impls.iter().find(|i| name_of(i) == w.as_str()),
+        }
+        .ok_or_else(|| {
+            DriverError::InvalidParameter(format!(
+                "Could not find the following interface in the 'ironic.hardware.interfaces.{kind}' \
+                 entrypoint: {}. Valid interfaces are {:?}.",
+                wanted.map_or("", String::as_str),
+                impls.iter().map(|i| name_of(i)).collect::<Vec<_>>()
+            ))
+        })
+    }
+
+    /// The interfaces a node uses (its `*_interface` overrides, else the defaults).
+    pub fn resolve(&self, node: &Node) -> Result<NodeDrivers, DriverError> {
+        Ok(NodeDrivers {
+            power: self.pick("power", node, &self.power, |i| i.name())?.clone(),
+            management: self
+                .pick("management", node, &self.management, |i| i.name())?
+                .clone(),
+            deploy: self
+                .pick("deploy", node, &self.deploy, |i| i.name())?
+                .clone(),
+            inspect: self
+                .pick("inspect", node, &self.inspect, |i| i.name())?
+                .clone(),
+        })
+    }
+
+    /// The interface name a node uses for a kind.
+    pub fn interface_for(&self, node: &Node, kind: &str) -> Option<String> {
+        node.interfaces
+            .get(&format!("{kind}_interface"))
+            .cloned()
+            .or_else(|| self.interfaces.get(kind).map(|c| c.default.clone()))
+    }
+}
+
+/// All hardware types of this conductor.
+#[derive(Debug, Clone, Default)]
+pub struct DriverRegistry {
+    types: BTreeMap<String, HardwareType>,
+    fake: Option<Arc<FakeHardware>>,
+    manual: Option<Arc<ManualHardware>>,
+}
+
+impl DriverRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `fake-hardware` and `manual`, each over a fresh shared state.
+    pub fn builtin() -> Self {
+        let fake = FakeHardware::new();
+        let manual = ManualHardware::new();
+        let mut registry = Self::new();
+        registry.register(HardwareType::fake(fake.clone()));
+        registry.register(HardwareType::manual(manual.clone()));
+        registry.fake = Some(fake);
+        registry.manual = Some(manual);
+        registry
+    }
+
+    pub fn register(&mut self, hw: HardwareType) {
+        self.types.insert(hw.name.clone(), hw);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&HardwareType> {
+        self.types.get(name)
+    }
+
+    /// Hardware types by name.
+    pub fn list(&self) -> impl Iterator<Item = &HardwareType> {
+        self.types.values()
+    }
+
+    /// The shared state of the built-in `fake-hardware` type (tests inspect its calls).
+    pub fn fake_hardware(&self) -> Option<&Arc<FakeHardware>> {
+        self.fake.as_ref()
+    }
+
+    /// The shared state of the built-in `manual` type (its recorded instructions).
+    pub fn manual_hardware(&self) -> Option<&Arc<ManualHardware>> {
+        self.manual.as_ref()
+    }
+
+    fn hardware_type(&self, node: &Node) -> Result<&HardwareType, DriverError> {
+        self.types.get(&node.driver).ok_or_else(|| {
+            DriverError::InvalidParameter(format!(
+                "No valid host was found. Reason: No conductor service registered which \
+                 supports driver {} for conductor group \"{}\".",
+                node.driver, node.conductor_group
+            ))
+        })
+    }
+
+    /// The interfaces a node uses.
+    pub fn resolve(&self, node: &Node) -> Result<NodeDrivers, DriverError> {
+        self.hardware_type(node)?.resolve(node)
+    }
+
+    /// Validates every interface but `vendor`, as `GET /v1/nodes/{ident}/validate`.
+    pub fn validate(
+        &self,
+        node: &Node,
+    ) -> Result<BTreeMap<String, InterfaceValidation>, DriverError> {
+        let hw = self.hardware_type(node)?;
+        let drivers = hw.resolve(node);
+        let mut out = BTreeMap::new();
+        for kind in INTERFACE_KINDS.into_iter().filter(|k| *k != "vendor") {
+            let result = match (&drivers, kind) {
+                (Err(e), "power" | "management" | "deploy" | "inspect") => Err(e.clone()),
+                (Ok(d), "power") => d.power.validate(node),
+                (Ok(d), "management") => d.management.validate(node),
+                (Ok(d), "deploy") => d.deploy.validate(node),
+                (Ok(d), "inspect") => d.inspect.validate(node),
+                _ => match hw.interface_for(node, kind) {
+                    Some(name) if !name.starts_with("no-") => Ok(()),
+                    _ => Err(DriverError::Unsupported(format!(
+                        "{} driver does not support {kind} (disabled or not implemented).",
+                        hw.name
+                    ))),
+                },
+            };
+            out.insert(kind.to_owned(), InterfaceValidation::from_result(result));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn builtin_types_list_default_and_enabled_interfaces() {
+        let registry = DriverRegistry::builtin();
+        let names: Vec<_> = registry.list().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, vec!["fake-hardware", "manual"]);
+        let fake = registry.get("fake-hardware").expect("fake");
+        assert_eq!(fake.interfaces.len(), INTERFACE_KINDS.len());
+        assert_eq!(fake.interfaces["power"].default, "fake");
+        assert_eq!(fake.interfaces["network"].enabled, vec!["noop".to_owned()]);
+        let manual = registry.get("manual").expect("manual");
+        assert_eq!(manual.interfaces["deploy"].default, "direct");
+        assert_eq!(manual.interfaces["inspect"].default, "agent");
+        assert_eq!(manual.interfaces["console"].default, "no-console");
+    }
+
+    #[test]
+    fn validate_reports_per_interface_results() {
+        let registry = DriverRegistry::builtin();
+        let node = Node::new(Uuid::new_v4(), "fake-hardware", Utc::now());
+        let v = registry.validate(&node).expect("validate");
+        assert_eq!(v.len(), 12);
+        assert!(v.values().all(|r| r.result), "{v:?}");
+
+        let node = Node::new(Uuid::new_v4(), "manual", Utc::now());
+        let v = registry.validate(&node).expect("validate");
+        assert!(v["power"].result);
+        assert!(!v["deploy"].result);
+        assert!(
+            v["deploy"]
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("image_source"))
+        );
+        assert_eq!(
+            v["console"].reason.as_deref(),
+            Some("manual driver does not support console (disabled or not implemented).")
+        );
+        let json = serde_json::to_value(&v["power"]).expect("json");
+        assert_eq!(json, serde_json::json!({"result": true}));
+
+        let node = Node::new(Uuid::new_v4(), "nope", Utc::now());
+        assert!(registry.validate(&node).is_err());
+    }
+
+    #[test]
+    fn node_interface_overrides_are_honoured() {
+        let registry = DriverRegistry::builtin();
+        let mut node = Node::new(Uuid::new_v4(), "fake-hardware", Utc::now());
+        node.interfaces
+            .insert("power_interface".into(), "fake".into());
+        assert_eq!(
+            registry.resolve(&node).expect("resolve").power.name(),
+            "fake"
+        );
+        node.interfaces
+            .insert("power_interface".into(), "ipmitool".into());
+        assert!(registry.resolve(&node).is_err());
+    }
+}
