@@ -293,12 +293,8 @@ async fn delete(
 ) -> ApiResult<Response> {
     ctx.require(MIN_MINOR)?;
     let allocation = find_allocation(&state, &ident).await?;
-    if allocation.state == "allocating" {
-        return Err(ApiError::Conflict(format!(
-            "Allocation {} is being processed, please retry.",
-            allocation.uuid
-        )));
-    }
+    // An allocation still being processed may go too: the conductor gives back a node it
+    // claims for an allocation that no longer exists.
     if let Some(node_uuid) = allocation.node_uuid {
         let freed = edit_node(&state, node_uuid, |node| {
             if !node.maintenance && !DEALLOCATE_ALLOWED.contains(&node.provision_state.as_str()) {

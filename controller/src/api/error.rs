@@ -8,6 +8,8 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::conductor::ConductorError;
+use crate::drivers::DriverError;
 use crate::store::StoreError;
 
 /// An API failure: the status it maps to and the faultstring shown to the client.
@@ -23,11 +25,16 @@ pub enum ApiError {
     #[error("{0}")]
     NotAcceptable(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// A failure the client cannot fix but should see (a BMC that did not answer).
+    #[error("{0}")]
+    ServerError(String),
     /// Anything the client cannot fix. The detail is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -66,10 +73,11 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ServerError(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -86,6 +94,27 @@ impl From<StoreError> for ApiError {
                 "Node {uuid} was changed concurrently, please retry the request."
             )),
             err @ StoreError::Database(_) => Self::Internal(err.into()),
+        }
+    }
+}
+
+impl From<ConductorError> for ApiError {
+    fn from(err: ConductorError) -> Self {
+        match err {
+            ConductorError::NotFound(m) => Self::NotFound(m),
+            ConductorError::InvalidTransition(m) | ConductorError::BadRequest(m) => {
+                Self::BadRequest(m)
+            }
+            err @ ConductorError::Locked { .. } => Self::Conflict(err.to_string()),
+            ConductorError::Forbidden(m) => Self::Forbidden(m),
+            err @ ConductorError::ShuttingDown(_) => Self::ServiceUnavailable(err.to_string()),
+            ConductorError::Store(e) => e.into(),
+            ConductorError::Driver(e) => match e {
+                DriverError::Unsupported(m) | DriverError::InvalidParameter(m) => {
+                    Self::BadRequest(m)
+                }
+                other => Self::ServerError(other.to_string()),
+            },
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod allocations;
 pub mod context;
+pub mod drivers;
 pub mod edit;
 pub mod error;
 pub mod node_fields;
@@ -23,6 +24,7 @@ pub mod render;
 pub mod schema;
 pub mod version;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -33,6 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use uuid::Uuid;
 
+use crate::conductor::Conductor;
 use crate::store::Store;
 use context::ReqCtx;
 use error::ApiError;
@@ -69,33 +72,73 @@ impl Default for ApiSettings {
 #[derive(Clone, Debug)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
+    pub conductor: Arc<Conductor>,
     pub settings: Arc<ApiSettings>,
+    /// Default interface names per driver, computed once from the registry.
+    defaults: Arc<HashMap<String, render::InterfaceDefaults>>,
 }
 
 impl ApiState {
-    pub fn new(store: Arc<dyn Store>, settings: ApiSettings) -> Self {
+    pub fn new(store: Arc<dyn Store>, conductor: Arc<Conductor>, settings: ApiSettings) -> Self {
+        let defaults = conductor
+            .registry()
+            .list()
+            .map(|hw| {
+                let map = hw
+                    .interfaces
+                    .iter()
+                    .map(|(kind, choice)| (format!("{kind}_interface"), choice.default.clone()))
+                    .collect();
+                (hw.name.clone(), map)
+            })
+            .collect();
         Self {
             store,
+            conductor,
             settings: Arc::new(settings),
+            defaults: Arc::new(defaults),
         }
     }
 
     /// The name shown in `conductor`, `reservation` and driver `hosts`.
     pub fn conductor_name(&self) -> &str {
-        "ingot"
+        self.conductor.name()
     }
 
     /// Checks the node's driver and interface overrides against the driver registry.
-    pub fn check_node_driver(&self, _node: &crate::model::Node) -> Result<(), ApiError> {
+    pub fn check_node_driver(&self, node: &crate::model::Node) -> Result<(), ApiError> {
+        let Some(hw) = self.conductor.registry().get(&node.driver) else {
+            return Err(ApiError::bad_request(format!(
+                "No valid host was found. Reason: No conductor service registered which supports driver {} for conductor group \"{}\".",
+                node.driver, node.conductor_group
+            )));
+        };
+        for (field, wanted) in &node.interfaces {
+            let kind = field.trim_end_matches("_interface");
+            let enabled = hw
+                .interfaces
+                .get(kind)
+                .map(|c| c.enabled.as_slice())
+                .unwrap_or_default();
+            if !enabled.iter().any(|e| e == wanted) {
+                let valid: Vec<String> = enabled.iter().map(|e| schema::py_str(e)).collect();
+                return Err(ApiError::bad_request(format!(
+                    "Could not find the following interface in the 'ironic.hardware.interfaces.{kind}' entrypoint: {wanted}. Valid interfaces are [{}].",
+                    valid.join(", ")
+                )));
+            }
+        }
         Ok(())
     }
 
     /// Hands a new allocation to the conductor for background processing.
-    pub fn start_allocation(&self, _allocation: uuid::Uuid) {}
+    pub fn start_allocation(&self, allocation: Uuid) {
+        self.conductor.process_allocation(allocation);
+    }
 
     /// Default interface names of a driver, for rendering nodes without overrides.
-    pub fn interface_defaults(&self, _driver: &str) -> Option<&render::InterfaceDefaults> {
-        None
+    pub fn interface_defaults(&self, driver: &str) -> Option<&render::InterfaceDefaults> {
+        self.defaults.get(driver)
     }
 }
 
@@ -108,6 +151,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(nodes::routes(settings.provision_body_limit))
         .merge(ports::routes())
         .merge(allocations::routes())
+        .merge(drivers::routes())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(settings.body_limit))
         .with_state(state);

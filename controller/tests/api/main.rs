@@ -4,19 +4,24 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod allocations;
+mod drivers;
 mod nodes;
 mod nodes_list;
 mod nodes_patch;
 mod ports;
+mod states;
 mod subresources;
 mod versions;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use controller::api::{ApiSettings, ApiState, router};
+use controller::conductor::{Conductor, ConductorConfig};
+use controller::drivers::DriverRegistry;
 use controller::store::{SqlStore, Store};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -28,6 +33,7 @@ pub const BASE: &str = "http://127.0.0.1:6390";
 pub struct Api {
     pub router: Router,
     pub store: Arc<SqlStore>,
+    pub conductor: Arc<Conductor>,
     _dir: tempfile::TempDir,
 }
 
@@ -94,10 +100,17 @@ impl Api {
         let url = format!("sqlite://{}/ingot.db", dir.path().display());
         let store = Arc::new(SqlStore::connect(&url).await.expect("open store"));
         let dyn_store: Arc<dyn Store> = store.clone();
-        let state = ApiState::new(dyn_store, settings);
+        let config = ConductorConfig {
+            name: "ingot".to_owned(),
+            power_sync_interval: None,
+            ..ConductorConfig::default()
+        };
+        let conductor = Conductor::new(dyn_store.clone(), DriverRegistry::builtin(), config);
+        let state = ApiState::new(dyn_store, conductor.clone(), settings);
         Api {
             router: router(state),
             store,
+            conductor,
             _dir: dir,
         }
     }
@@ -208,5 +221,34 @@ impl Api {
 impl Api {
     pub async fn store_update(&self, node: &controller::model::Node) {
         self.store.update_node(node).await.unwrap();
+    }
+}
+
+impl Api {
+    /// Polls `GET /v1/nodes/{ident}` until `done` holds (5 s at most) and returns the node.
+    pub async fn wait_node(&self, ident: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..500 {
+            let n = self
+                .get(&format!("/v1/nodes/{ident}"))
+                .await
+                .expect(StatusCode::OK)
+                .body;
+            if done(&n) {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("node {ident} did not reach the expected state");
+    }
+
+    /// Drives a node through a provision verb and waits for the stable `expected` state.
+    pub async fn provision(&self, ident: &str, body: Value, expected: &str) -> Value {
+        self.put(&format!("/v1/nodes/{ident}/states/provision"), Some(body))
+            .await
+            .expect(StatusCode::ACCEPTED);
+        self.wait_node(ident, |n| {
+            n["provision_state"] == expected && n["target_provision_state"].is_null()
+        })
+        .await
     }
 }

@@ -93,7 +93,7 @@ async fn create_with_given_uuid_and_all_writable_fields() {
             "/v1/nodes",
             json!({"driver": "fake-hardware", "uuid": uuid, "description": "d", "extra": {"a": 1},
                    "owner": "o", "lessee": "l", "shard": "s1", "automated_clean": false,
-                   "boot_interface": "pxe", "conductor_group": "Group1", "protected": false,
+                   "boot_interface": "fake", "conductor_group": "Group1", "protected": false,
                    "retired": true, "retired_reason": "old", "network_data": {"links": []},
                    "instance_info": {"configdrive": "H4sI", "image_source": "http://x"}}),
         )
@@ -101,7 +101,7 @@ async fn create_with_given_uuid_and_all_writable_fields() {
         .expect(StatusCode::CREATED)
         .body;
     assert_eq!(n["uuid"], uuid);
-    assert_eq!(n["boot_interface"], "pxe");
+    assert_eq!(n["boot_interface"], "fake");
     assert_eq!(n["conductor_group"], "group1");
     assert_eq!(n["retired_reason"], "old");
     assert_eq!(n["instance_info"]["configdrive"], "******");
