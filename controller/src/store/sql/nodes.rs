@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{
     Arg, QueryBuilder, SqlStore, Violation, bind_args, dir_sql, limit_of, micros, opt_text,
-    parse_opt_uuid, parse_uuid, violation, with_db,
+    parse_opt_uuid, parse_uuid, to_doc, violation, with_db,
 };
 use crate::model::Node;
 use crate::store::{NodeQuery, SortDir, StoreError};
@@ -106,6 +106,14 @@ static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Node fields kept only in their columns and laid over the document on read.
+const OVERLAID: &[&str] = &[
+    "revision",
+    "reservation",
+    "instance_uuid",
+    "allocation_uuid",
+];
+
 /// What a node read selects: the document and the columns laid over it.
 const SELECT: &str = "n.doc, n.revision, n.reservation, n.instance_uuid, n.allocation_uuid";
 type NodeRow = (String, i64, Option<String>, Option<String>, Option<String>);
@@ -185,7 +193,7 @@ fn not_found(uuid: Uuid) -> StoreError {
 
 impl SqlStore {
     pub(super) async fn node_create(&self, node: &Node) -> Result<(), StoreError> {
-        let doc = serde_json::to_string(node)?;
+        let doc = to_doc(node, OVERLAID)?;
         let result = with_db!(self, write, |pool| {
             bind_node!(
                 sqlx::query(INSERT_SQL.as_str()),
@@ -233,7 +241,7 @@ impl SqlStore {
     }
 
     pub(super) async fn node_update(&self, node: &Node) -> Result<i64, StoreError> {
-        let doc = serde_json::to_string(node)?;
+        let doc = to_doc(node, OVERLAID)?;
         let revision = node.revision + 1;
         let result = with_db!(self, write, |pool| {
             bind_node!(
