@@ -711,6 +711,7 @@ impl Conductor {
                 Err(StoreError::Locked { .. }) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+                Err(StoreError::NotFound { .. }) => return,
                 Err(err) => {
                     tracing::error!(node = %uuid, error = %err, "timing out a wait failed");
                     return;
