@@ -28,6 +28,34 @@ enum Cmd {
     WriteImage(WriteImageArgs),
     /// Wipe disks (several in parallel); fails if any disk could not be wiped.
     Wipe(WipeArgs),
+    /// Build an OpenStack config drive (ISO9660, label config-2).
+    Configdrive(ConfigdriveArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigdriveArgs {
+    /// meta_data.json content: inline JSON, or a file path.
+    #[arg(long)]
+    meta_data: String,
+    /// user_data file.
+    #[arg(long)]
+    user_data: Option<PathBuf>,
+    /// network_data.json content: inline JSON, or a file path.
+    #[arg(long)]
+    network_data: Option<String>,
+    /// Output ISO file.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Inline JSON (starts with `{`) or the path of a JSON file.
+fn json_arg(v: &str) -> anyhow::Result<serde_json::Value> {
+    let text = if v.trim_start().starts_with('{') {
+        v.to_string()
+    } else {
+        std::fs::read_to_string(v).with_context(|| format!("reading {v}"))?
+    };
+    serde_json::from_str(&text).with_context(|| format!("parsing JSON from {v}"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,6 +139,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::WriteImage(a) => write_image_cmd(a),
         Cmd::Wipe(a) => wipe_cmd(a),
+        Cmd::Configdrive(a) => {
+            let cd = crate::configdrive::ConfigDrive {
+                meta_data: json_arg(&a.meta_data)?,
+                user_data: a
+                    .user_data
+                    .map(|p| std::fs::read(&p).with_context(|| format!("reading {}", p.display())))
+                    .transpose()?,
+                network_data: a.network_data.as_deref().map(json_arg).transpose()?,
+            };
+            let iso = cd.build()?;
+            std::fs::write(&a.out, &iso).with_context(|| format!("writing {}", a.out.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
