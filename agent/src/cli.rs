@@ -30,6 +30,12 @@ enum Cmd {
     Wipe(WipeArgs),
     /// Build an OpenStack config drive (ISO9660, label config-2).
     Configdrive(ConfigdriveArgs),
+    /// Print this machine's hardware inventory.
+    Inventory {
+        /// JSON (proto::Inventory) instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -139,6 +145,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::WriteImage(a) => write_image_cmd(a),
         Cmd::Wipe(a) => wipe_cmd(a),
+        Cmd::Inventory { json } => {
+            let inv = crate::inventory::collect_live();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&inv)?);
+            } else {
+                println!(
+                    "{} x {} ({} sockets), {} MiB memory, boot {:?}",
+                    inv.cpu.count,
+                    inv.cpu.model_name,
+                    inv.cpu.socket_count,
+                    inv.memory.total >> 20,
+                    inv.boot.current_boot_mode
+                );
+                for d in &inv.disks {
+                    println!(
+                        "disk {} {} GiB serial={} transport={} by_path={}",
+                        d.name,
+                        d.size >> 30,
+                        d.serial.as_deref().unwrap_or("-"),
+                        d.transport.as_deref().unwrap_or("-"),
+                        d.by_path.as_deref().unwrap_or("-")
+                    );
+                }
+                for n in &inv.interfaces {
+                    println!(
+                        "nic {} {} carrier={} driver={} addresses={:?}",
+                        n.name,
+                        n.mac_address,
+                        n.has_carrier,
+                        n.driver.as_deref().unwrap_or("-"),
+                        n.addresses
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Configdrive(a) => {
             let cd = crate::configdrive::ConfigDrive {
                 meta_data: json_arg(&a.meta_data)?,

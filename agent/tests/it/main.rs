@@ -3,6 +3,7 @@
 //! the `LOOP` lock so they run one at a time.
 
 mod configdrive;
+mod inventory;
 mod server;
 mod support;
 mod wipe;
