@@ -30,7 +30,7 @@ pub const BUF_LEN: usize = 4 << 20;
 /// Disk buffers in flight (bounds memory: `BUF_COUNT * BUF_LEN`).
 pub const BUF_COUNT: usize = 6;
 /// Network chunks queued per consumer.
-const NET_QUEUE: usize = 256;
+const NET_QUEUE: usize = 32;
 
 /// Live counters for progress reports.
 #[derive(Debug, Default)]
