@@ -199,10 +199,9 @@ fn timed(cmd: &mut Command) -> anyhow::Result<(Duration, u64)> {
         s
     });
     let status = loop {
-        if let Ok(s) = std::fs::read_to_string(&status_path) {
-            if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
-                hwm_kib = hwm_kib.max(v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0));
-            }
+        let status = std::fs::read_to_string(&status_path).unwrap_or_default();
+        if let Some(v) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+            hwm_kib = hwm_kib.max(v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0));
         }
         if let Some(st) = child.try_wait()? {
             break st;

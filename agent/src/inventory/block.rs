@@ -66,7 +66,7 @@ fn compute_by_path(
     hctl: Option<&str>,
     nsid: Option<u64>,
 ) -> Option<String> {
-    let pci = devpath.split('/').filter(|c| is_pci_addr(c)).last()?;
+    let pci = devpath.split('/').rfind(|c| is_pci_addr(c))?;
     let suffix = match transport {
         Some("nvme") => format!("-nvme-{}", nsid.unwrap_or(1)),
         Some("sata") => {

@@ -39,8 +39,7 @@ pub fn interfaces(root: &Path, addrs: &BTreeMap<String, Vec<String>>) -> Vec<Int
         let real = super::block::sys_path(root, &dev);
         let pci = real
             .split('/')
-            .filter(|c| is_pci_addr(c))
-            .last()
+            .rfind(|c| is_pci_addr(c))
             .map(str::to_string);
         let pci_dir = pci
             .as_ref()
