@@ -143,7 +143,7 @@ fn serve(conn: TcpStream, routes: &Mutex<HashMap<String, (Route, usize)>>) -> st
     if let Some(n) = route.stall_after.filter(|_| nth <= route.cuts) {
         w.write_all(&body[..n.min(body.len())])?;
         w.flush()?;
-        std::thread::sleep(std::time::Duration::from_secs(3));
+        std::thread::sleep(std::time::Duration::from_secs(20));
         return Ok(());
     }
     for c in body.chunks(1 << 20) {

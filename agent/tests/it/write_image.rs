@@ -354,8 +354,8 @@ fn stalled_transfer_times_out_and_resumes() {
     assert_eq!(r.retries, 1);
     assert_eq!(r.bytes_fetched, z.len() as u64, "resumed, not restarted");
     assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "did not wait for the stalled server"
+        t.elapsed() < Duration::from_secs(10),
+        "waited for the stalled server instead of timing out"
     );
     assert_eq!(read_from_partition(&lo.dev, &files[1].0), files[1].1);
 }
