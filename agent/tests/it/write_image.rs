@@ -97,8 +97,18 @@ fn raw_image_that_fills_the_disk_is_byte_identical() {
     let (img, _) = gpt_ext4_image(24 * MIB, 512);
     let url = server.add("/exact.raw", route(img.clone()));
     let lo = LoopDev::new(24 * MIB, 512, false);
-    write_image(&opts(&url, &sha256(&img), &lo.dev), &CollectSink::default()).expect("write");
-    assert!(lo.read_all() == img, "disk differs from the image");
+    use sha2::Digest as _;
+    let sums = [
+        sha256(&img),
+        format!("sha512:{}", hex::encode(sha2::Sha512::digest(&img))),
+        format!("md5:{}", hex::encode(md5::Md5::digest(&img))),
+    ];
+    for sum in sums {
+        lo.fill(0x33);
+        let r = write_image(&opts(&url, &sum, &lo.dev), &CollectSink::default()).expect("write");
+        assert_eq!(r.checksum, sum);
+        assert!(lo.read_all() == img, "{sum}: disk differs from the image");
+    }
 }
 
 fn expect_failure(lo: &LoopDev, o: &WriteImageOptions) -> ImageWriteError {
