@@ -1,0 +1,279 @@
+//! Real firmware against our boot services: QEMU (TCG) with SeaBIOS + its iPXE NIC ROM, and
+//! OVMF's own PXE (TFTP of `snponly.efi`, then iPXE), in a network namespace with a tap.
+//! The oracle is the HTTP request for the iPXE script: it proves DHCP, TFTP and the
+//! chainload-loop break with the firmware the lab uses.
+//!
+//! Gated: runs only with `QEMU_TESTS=1` (needs root, qemu-system-x86, ovmf, ipxe, ipxe-qemu).
+
+mod netboot_support;
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use controller::netboot::dhcp::leases::MemoryLeaseStore;
+use controller::netboot::dhcp::{BootTarget, FixedBootPolicy};
+use controller::netboot::service::{self, NetbootConfig, NetbootSection};
+use netboot_support::{Running, sh};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn enabled() -> bool {
+    if std::env::var("QEMU_TESTS").as_deref() != Ok("1") {
+        eprintln!("skipping: set QEMU_TESTS=1");
+        return false;
+    }
+    assert!(
+        netboot_support::can_run(),
+        "QEMU_TESTS=1 needs root and iproute2"
+    );
+    true
+}
+
+/// A namespace with one tap at 10.78.0.1/24 for QEMU; deleted on drop.
+struct TapLab {
+    ns: String,
+    tap: String,
+}
+
+impl TapLab {
+    fn new(tag: &str) -> TapLab {
+        let id = std::process::id() % 100_000;
+        let lab = TapLab {
+            ns: format!("ingot-nbq-{tag}-{id}"),
+            tap: format!("nbq{tag}{id}"),
+        };
+        sh(&["ip", "netns", "add", &lab.ns]);
+        sh(&["ip", "-n", &lab.ns, "link", "set", "lo", "up"]);
+        sh(&[
+            "ip", "-n", &lab.ns, "tuntap", "add", "dev", &lab.tap, "mode", "tap",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &lab.ns,
+            "addr",
+            "add",
+            "10.78.0.1/24",
+            "dev",
+            &lab.tap,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &lab.ns,
+            "addr",
+            "add",
+            "fe80::1/64",
+            "dev",
+            &lab.tap,
+            "nodad",
+        ]);
+        sh(&["ip", "-n", &lab.ns, "link", "set", &lab.tap, "up"]);
+        lab
+    }
+}
+
+impl Drop for TapLab {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// QEMU, killed (by its PID) and reaped on drop.
+struct Qemu(Child);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+type Requests = Arc<Mutex<Vec<(Duration, String)>>>;
+
+/// Start DHCP (full) + TFTP + RA from a config section, plus a tiny HTTP server that records
+/// request lines and answers every request with a one-line script.
+fn start_services(lab: &TapLab, ra: bool, t0: Instant) -> (Running, Requests) {
+    let section = NetbootSection {
+        mode: Some("full".to_owned()),
+        interfaces: Some(vec![lab.tap.clone()]),
+        server_ip: Some(Ipv4Addr::new(10, 78, 0, 1)),
+        pool_start: Some(Ipv4Addr::new(10, 78, 0, 100)),
+        pool_end: Some(Ipv4Addr::new(10, 78, 0, 110)),
+        router_advertisements: Some(ra),
+        ..NetbootSection::default()
+    };
+    let cfg = NetbootConfig::try_from(section).expect("valid section");
+    let requests: Requests = Arc::default();
+    let seen = requests.clone();
+    let running = Running::start(&lab.ns, move |cancel, ready| async move {
+        let netboot = service::start(
+            cfg,
+            Arc::new(FixedBootPolicy::new(BootTarget::Netboot)),
+            Arc::new(MemoryLeaseStore::new()),
+            cancel.clone(),
+        )?;
+        let http = tokio::net::TcpListener::bind(SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::new(10, 78, 0, 1),
+            8080,
+        )))
+        .await?;
+        let _ = ready.send(());
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = tokio::select! {
+                    r = http.accept() => match r { Ok(v) => v, Err(_) => continue },
+                    () = c.cancelled() => return,
+                };
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = conn.read(&mut buf).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]);
+                    let line = head.lines().next().unwrap_or_default().to_owned();
+                    seen.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((t0.elapsed(), line));
+                    let body = "#!ipxe\necho INGOT-SCRIPT-OK\nsleep 600\n";
+                    let resp = format!(
+                        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        netboot.wait().await
+    });
+    (running, requests)
+}
+
+fn wait_for_script(requests: &Requests, limit: Duration) -> Option<(Duration, String)> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(r) = requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(_, l)| l.starts_with("GET /boot/ipxe?"))
+        {
+            return Some(r.clone());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+fn qemu(lab: &TapLab, args: &[&str], serial: &Path) -> Qemu {
+    let netdev = format!("tap,id=n0,ifname={},script=no,downscript=no", lab.tap);
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns,
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-m",
+            "256",
+            "-nodefaults",
+            "-display",
+            "none",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .args(["-netdev", &netdev])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qemu");
+    Qemu(child)
+}
+
+fn bios_boot(tag: &str, ra: bool) -> Option<(Duration, String)> {
+    let lab = TapLab::new(tag);
+    let t0 = Instant::now();
+    let (_services, requests) = start_services(&lab, ra, t0);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let _vm = qemu(
+        &lab,
+        &[
+            "-machine",
+            "pc,graphics=off",
+            "-device",
+            "e1000,netdev=n0,mac=52:54:00:78:00:01",
+            "-boot",
+            "n",
+        ],
+        &tmp.path().join("serial.log"),
+    );
+    wait_for_script(&requests, Duration::from_secs(60))
+}
+
+#[test]
+fn seabios_ipxe_rom_gets_the_script_url_from_our_dhcp() {
+    if !enabled() {
+        return;
+    }
+    // iPXE percent-encodes the ':' of the MAC in the query; the HTTP side must decode it.
+    let want = "GET /boot/ipxe?mac=52%3A54%3A00%3A78%3A00%3A01&platform=pcbios HTTP/1.1";
+    let with_ra = bios_boot("b", true).expect("iPXE fetched the script (with RA)");
+    assert_eq!(with_ra.1, want);
+    let without_ra = bios_boot("n", false).expect("iPXE fetched the script (without RA)");
+    assert_eq!(without_ra.1, want);
+    eprintln!(
+        "BIOS: script fetched {:.1} s after start with RA, {:.1} s without",
+        with_ra.0.as_secs_f64(),
+        without_ra.0.as_secs_f64()
+    );
+    // The RA is what saves iPXE's IPv6 wait (about 15 s in the lab).
+    assert!(
+        with_ra.0 + Duration::from_secs(5) < without_ra.0,
+        "RA made no difference"
+    );
+}
+
+#[test]
+fn ovmf_native_pxe_tftps_snponly_and_chainloads_to_the_script() {
+    if !enabled() {
+        return;
+    }
+    let lab = TapLab::new("u");
+    let t0 = Instant::now();
+    let (_services, requests) = start_services(&lab, true, t0);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let vars = tmp.path().join("OVMF_VARS.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("copy OVMF vars");
+    let code = "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd";
+    let vars = format!("if=pflash,format=raw,unit=1,file={}", vars.display());
+    let _vm = qemu(
+        &lab,
+        &[
+            "-machine",
+            "q35,graphics=off",
+            "-drive",
+            code,
+            "-drive",
+            &vars,
+            // romfile= (empty): OVMF's own PXE, not the iPXE ROM, so TFTP and the chainload run.
+            "-device",
+            "virtio-net-pci,netdev=n0,mac=52:54:00:78:00:02,romfile=",
+        ],
+        &tmp.path().join("serial.log"),
+    );
+    let got = wait_for_script(&requests, Duration::from_secs(120))
+        .expect("snponly.efi fetched the script");
+    assert_eq!(
+        got.1,
+        "GET /boot/ipxe?mac=52%3A54%3A00%3A78%3A00%3A02&platform=efi HTTP/1.1"
+    );
+    eprintln!(
+        "UEFI native PXE: script fetched {:.1} s after start",
+        got.0.as_secs_f64()
+    );
+}
