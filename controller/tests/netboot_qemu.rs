@@ -13,7 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use controller::netboot::dhcp::leases::MemoryLeaseStore;
+use controller::netboot::dhcp::server::DhcpCounters;
 use controller::netboot::dhcp::{BootTarget, FixedBootPolicy};
 use controller::netboot::service::{self, NetbootConfig, NetbootSection};
 use netboot_support::{Running, sh};
@@ -93,33 +95,49 @@ impl Drop for Qemu {
 
 type Requests = Arc<Mutex<Vec<(Duration, String)>>>;
 
+/// The DHCP counters of the services started last (for reporting which ports were used).
+static COUNTERS: Mutex<Option<Arc<DhcpCounters>>> = Mutex::new(None);
+
 /// Start DHCP (full) + TFTP + RA from a config section, plus a tiny HTTP server that records
 /// request lines and answers every request with a one-line script.
 fn start_services(lab: &TapLab, ra: bool, t0: Instant) -> (Running, Requests) {
+    start_services_on(&lab.ns, &lab.tap, 78, "full", ra, t0)
+}
+
+fn start_services_on(
+    ns: &str,
+    iface: &str,
+    net: u8,
+    mode: &str,
+    ra: bool,
+    t0: Instant,
+) -> (Running, Requests) {
     let section = NetbootSection {
-        mode: Some("full".to_owned()),
-        interfaces: Some(vec![lab.tap.clone()]),
-        server_ip: Some(Ipv4Addr::new(10, 78, 0, 1)),
-        pool_start: Some(Ipv4Addr::new(10, 78, 0, 100)),
-        pool_end: Some(Ipv4Addr::new(10, 78, 0, 110)),
+        mode: Some(mode.to_owned()),
+        interfaces: Some(vec![iface.to_owned()]),
+        server_ip: Some(Ipv4Addr::new(10, net, 0, 1)),
+        pool_start: (mode == "full").then_some(Ipv4Addr::new(10, net, 0, 100)),
+        pool_end: (mode == "full").then_some(Ipv4Addr::new(10, net, 0, 110)),
         router_advertisements: Some(ra),
         ..NetbootSection::default()
     };
     let cfg = NetbootConfig::try_from(section).expect("valid section");
     let requests: Requests = Arc::default();
     let seen = requests.clone();
-    let running = Running::start(&lab.ns, move |cancel, ready| async move {
+    let running = Running::start(ns, move |cancel, ready| async move {
         let netboot = service::start(
             cfg,
             Arc::new(FixedBootPolicy::new(BootTarget::Netboot)),
             Arc::new(MemoryLeaseStore::new()),
             cancel.clone(),
         )?;
+        *COUNTERS.lock().unwrap_or_else(|e| e.into_inner()) = netboot.dhcp_counters.clone();
         let http = tokio::net::TcpListener::bind(SocketAddr::V4(SocketAddrV4::new(
-            Ipv4Addr::new(10, 78, 0, 1),
+            Ipv4Addr::new(10, net, 0, 1),
             8080,
         )))
-        .await?;
+        .await
+        .context("binding the test http server")?;
         let _ = ready.send(());
         let c = cancel.clone();
         tokio::spawn(async move {
@@ -168,12 +186,16 @@ fn wait_for_script(requests: &Requests, limit: Duration) -> Option<(Duration, St
 }
 
 fn qemu(lab: &TapLab, args: &[&str], serial: &Path) -> Qemu {
-    let netdev = format!("tap,id=n0,ifname={},script=no,downscript=no", lab.tap);
+    qemu_in(&lab.ns, &lab.tap, args, serial)
+}
+
+fn qemu_in(ns: &str, tap: &str, args: &[&str], serial: &Path) -> Qemu {
+    let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no");
     let child = Command::new("ip")
         .args([
             "netns",
             "exec",
-            &lab.ns,
+            ns,
             "qemu-system-x86_64",
             "-accel",
             "tcg",
@@ -275,5 +297,210 @@ fn ovmf_native_pxe_tftps_snponly_and_chainloads_to_the_script() {
     eprintln!(
         "UEFI native PXE: script fetched {:.1} s after start",
         got.0.as_secs_f64()
+    );
+}
+
+// --- proxy mode ---------------------------------------------------------------------------
+
+/// A site DHCP server (addresses only) in its own namespace, and our proxy on a bridge with
+/// the VM's tap, as in the lab: two DHCP servers need two network stacks.
+struct ProxyLab {
+    ns: String,
+    site_ns: String,
+    bridge: String,
+    tap: String,
+}
+
+impl ProxyLab {
+    fn new() -> ProxyLab {
+        let id = std::process::id() % 100_000;
+        let lab = ProxyLab {
+            ns: format!("ingot-nbp-{id}"),
+            site_ns: format!("ingot-nbp-site-{id}"),
+            bridge: format!("nbpbr{id}"),
+            tap: format!("nbpt{id}"),
+        };
+        let (ns, site) = (lab.ns.as_str(), lab.site_ns.as_str());
+        let (veth, site_if) = (format!("nbpv{id}"), format!("nbps{id}"));
+        sh(&["ip", "netns", "add", ns]);
+        sh(&["ip", "netns", "add", site]);
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        sh(&["ip", "-n", site, "link", "set", "lo", "up"]);
+        sh(&["ip", "-n", ns, "link", "add", &lab.bridge, "type", "bridge"]);
+        sh(&[
+            "ip",
+            "-n",
+            ns,
+            "link",
+            "set",
+            &lab.bridge,
+            "address",
+            "02:00:00:79:00:01",
+        ]);
+        sh(&[
+            "ip", "-n", ns, "tuntap", "add", "dev", &lab.tap, "mode", "tap",
+        ]);
+        sh(&[
+            "ip", "link", "add", "name", &veth, "netns", ns, "type", "veth", "peer", "name",
+            &site_if, "netns", site,
+        ]);
+        for port in [&lab.tap, &veth] {
+            sh(&["ip", "-n", ns, "link", "set", port, "master", &lab.bridge]);
+            sh(&["ip", "-n", ns, "link", "set", port, "up"]);
+        }
+        sh(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            "10.79.0.1/24",
+            "dev",
+            &lab.bridge,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            "fe80::1/64",
+            "dev",
+            &lab.bridge,
+            "nodad",
+        ]);
+        sh(&["ip", "-n", ns, "link", "set", &lab.bridge, "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            site,
+            "addr",
+            "add",
+            "10.79.0.2/24",
+            "dev",
+            &site_if,
+        ]);
+        sh(&["ip", "-n", site, "link", "set", &site_if, "up"]);
+        lab
+    }
+
+    fn site_if(&self) -> String {
+        format!("nbps{}", std::process::id() % 100_000)
+    }
+}
+
+impl Drop for ProxyLab {
+    fn drop(&mut self) {
+        for ns in [&self.ns, &self.site_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// The site server: our DHCP in full mode with a policy that gives no boot options.
+fn start_site_dhcp(lab: &ProxyLab) -> Running {
+    let section = NetbootSection {
+        mode: Some("full".to_owned()),
+        interfaces: Some(vec![lab.site_if()]),
+        server_ip: Some(Ipv4Addr::new(10, 79, 0, 2)),
+        pool_start: Some(Ipv4Addr::new(10, 79, 0, 100)),
+        pool_end: Some(Ipv4Addr::new(10, 79, 0, 110)),
+        tftp: Some(false),
+        router_advertisements: Some(false),
+        ..NetbootSection::default()
+    };
+    let cfg = NetbootConfig::try_from(section).expect("valid site section");
+    Running::start(&lab.site_ns, move |cancel, ready| async move {
+        let netboot = service::start(
+            cfg,
+            Arc::new(FixedBootPolicy::new(BootTarget::AddressOnly)),
+            Arc::new(MemoryLeaseStore::new()),
+            cancel,
+        )?;
+        let _ = ready.send(());
+        netboot.wait().await
+    })
+}
+
+#[test]
+fn proxy_mode_with_seabios_ipxe_rom_and_ovmf_native_pxe() {
+    if !enabled() {
+        return;
+    }
+    let lab = ProxyLab::new();
+    let _site = start_site_dhcp(&lab);
+    let t0 = Instant::now();
+    let (_proxy, requests) = start_services_on(&lab.ns, &lab.bridge, 79, "proxy", true, t0);
+    let tmp = tempfile::tempdir().expect("tempdir");
+
+    let bios = qemu_in(
+        &lab.ns,
+        &lab.tap,
+        &[
+            "-machine",
+            "pc,graphics=off",
+            "-device",
+            "e1000,netdev=n0,mac=52:54:00:79:00:01",
+            "-boot",
+            "n",
+        ],
+        &tmp.path().join("bios.log"),
+    );
+    let got = wait_for_script(&requests, Duration::from_secs(60))
+        .expect("BIOS iPXE fetched the script through the proxy");
+    assert_eq!(
+        got.1,
+        "GET /boot/ipxe?mac=52%3A54%3A00%3A79%3A00%3A01&platform=pcbios HTTP/1.1"
+    );
+    let pxe_port = || {
+        COUNTERS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|c| c.snapshot().received_pxe_port)
+    };
+    eprintln!(
+        "proxy, BIOS: script fetched {:.1} s after start; packets on 4011: {:?}",
+        got.0.as_secs_f64(),
+        pxe_port()
+    );
+    drop(bios);
+    requests.lock().unwrap_or_else(|e| e.into_inner()).clear();
+
+    let t1 = t0.elapsed();
+    let vars = tmp.path().join("OVMF_VARS.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("copy OVMF vars");
+    let code = "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd";
+    let vars = format!("if=pflash,format=raw,unit=1,file={}", vars.display());
+    let _uefi = qemu_in(
+        &lab.ns,
+        &lab.tap,
+        &[
+            "-machine",
+            "q35,graphics=off",
+            "-drive",
+            code,
+            "-drive",
+            &vars,
+            "-device",
+            "virtio-net-pci,netdev=n0,mac=52:54:00:79:00:02,romfile=",
+        ],
+        &tmp.path().join("uefi.log"),
+    );
+    let got = wait_for_script(&requests, Duration::from_secs(120))
+        .expect("OVMF native PXE fetched the script through the proxy");
+    assert_eq!(
+        got.1,
+        "GET /boot/ipxe?mac=52%3A54%3A00%3A79%3A00%3A02&platform=efi HTTP/1.1"
+    );
+    eprintln!(
+        "proxy, UEFI native PXE: script fetched {:.1} s after start; packets on 4011 (both VMs): {:?}",
+        (got.0 - t1).as_secs_f64(),
+        pxe_port()
+    );
+    // EDK2 takes the bare proxy offer as "ask the boot server": the 4011 exchange happened.
+    assert!(
+        pxe_port().is_some_and(|n| n >= 1),
+        "EDK2 never asked port 4011"
     );
 }
