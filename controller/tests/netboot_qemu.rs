@@ -101,8 +101,19 @@ static COUNTERS: Mutex<Option<Arc<DhcpCounters>>> = Mutex::new(None);
 /// Start DHCP (full) + TFTP + RA from a config section, plus a tiny HTTP server that records
 /// request lines and answers every request with a one-line script.
 fn start_services(lab: &TapLab, ra: bool, t0: Instant) -> (Running, Requests) {
-    start_services_on(&lab.ns, &lab.tap, 78, "full", ra, t0)
+    start_services_on(
+        &lab.ns,
+        &lab.tap,
+        78,
+        "full",
+        ra,
+        t0,
+        WAIT_SCRIPT.to_owned(),
+    )
 }
+
+/// The default script: show that it ran, then wait (the test kills the VM).
+const WAIT_SCRIPT: &str = "#!ipxe\necho INGOT-SCRIPT-OK\nsleep 600\n";
 
 fn start_services_on(
     ns: &str,
@@ -111,6 +122,7 @@ fn start_services_on(
     mode: &str,
     ra: bool,
     t0: Instant,
+    script: String,
 ) -> (Running, Requests) {
     let section = NetbootSection {
         mode: Some(mode.to_owned()),
@@ -147,6 +159,7 @@ fn start_services_on(
                     () = c.cancelled() => return,
                 };
                 let seen = seen.clone();
+                let script = script.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 4096];
                     let n = conn.read(&mut buf).await.unwrap_or(0);
@@ -155,7 +168,7 @@ fn start_services_on(
                     seen.lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push((t0.elapsed(), line));
-                    let body = "#!ipxe\necho INGOT-SCRIPT-OK\nsleep 600\n";
+                    let body = script.clone();
                     let resp = format!(
                         "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
                         body.len()
@@ -430,7 +443,15 @@ fn proxy_mode_with_seabios_ipxe_rom_and_ovmf_native_pxe() {
     let lab = ProxyLab::new();
     let _site = start_site_dhcp(&lab);
     let t0 = Instant::now();
-    let (_proxy, requests) = start_services_on(&lab.ns, &lab.bridge, 79, "proxy", true, t0);
+    let (_proxy, requests) = start_services_on(
+        &lab.ns,
+        &lab.bridge,
+        79,
+        "proxy",
+        true,
+        t0,
+        WAIT_SCRIPT.to_owned(),
+    );
     let tmp = tempfile::tempdir().expect("tempdir");
 
     let bios = qemu_in(
@@ -503,4 +524,94 @@ fn proxy_mode_with_seabios_ipxe_rom_and_ovmf_native_pxe() {
         pxe_port().is_some_and(|n| n >= 1),
         "EDK2 never asked port 4011"
     );
+}
+
+// --- leaving iPXE for the local disk ------------------------------------------------------
+
+/// A 512-byte MBR whose code writes `INGOT-DISK-BOOT` to COM1 and halts.
+fn marker_mbr() -> Vec<u8> {
+    let mut mbr = vec![
+        0x31, 0xC0, // xor ax, ax
+        0x8E, 0xD8, // mov ds, ax
+        0xBA, 0xF8, 0x03, // mov dx, 0x3f8
+        0xBE, 0x14, 0x7C, // mov si, 0x7c14 (the message)
+        0xAC, // lodsb
+        0x84, 0xC0, // test al, al
+        0x74, 0x03, // jz halt
+        0xEE, // out dx, al
+        0xEB, 0xF8, // jmp lodsb
+        0xFA, // halt: cli
+        0xF4, // hlt
+    ];
+    mbr.extend_from_slice(b"INGOT-DISK-BOOT\r\n\0");
+    mbr.resize(510, 0);
+    mbr.extend_from_slice(&[0x55, 0xAA]);
+    mbr
+}
+
+fn wait_for_serial(path: &Path, marker: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if std::fs::read(path).is_ok_and(|b| String::from_utf8_lossy(&b).contains(marker)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+#[test]
+fn seabios_leaves_ipxe_for_the_disk_with_sanboot_and_with_exit() {
+    use controller::netboot::Platform;
+    use controller::netboot::ipxe::{BootPlan, render};
+    if !enabled() {
+        return;
+    }
+    for (tag, plan) in [
+        (
+            "s",
+            BootPlan::LocalDisk {
+                platform: Some(Platform::Bios),
+            },
+        ),
+        ("x", BootPlan::Exit),
+    ] {
+        let lab = TapLab::new(&format!("d{tag}"));
+        let t0 = Instant::now();
+        let (_services, requests) =
+            start_services_on(&lab.ns, &lab.tap, 78, "full", true, t0, render(&plan));
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let disk = tmp.path().join("disk.raw");
+        let mut image = marker_mbr();
+        image.resize(1024 * 1024, 0);
+        std::fs::write(&disk, image).expect("write disk");
+        let drive = format!("file={},format=raw,if=none,id=d0", disk.display());
+        let serial = tmp.path().join("serial.log");
+        let _vm = qemu(
+            &lab,
+            &[
+                "-machine",
+                "pc,graphics=off",
+                "-device",
+                "e1000,netdev=n0,mac=52:54:00:78:00:03,bootindex=1",
+                "-drive",
+                &drive,
+                "-device",
+                "virtio-blk-pci,drive=d0,bootindex=2",
+            ],
+            &serial,
+        );
+        assert!(
+            wait_for_script(&requests, Duration::from_secs(60)).is_some(),
+            "{plan:?}: no script fetch"
+        );
+        assert!(
+            wait_for_serial(&serial, "INGOT-DISK-BOOT", Duration::from_secs(30)),
+            "{plan:?}: the disk did not boot"
+        );
+        eprintln!(
+            "{plan:?}: disk booted {:.1} s after start",
+            t0.elapsed().as_secs_f64()
+        );
+    }
 }
