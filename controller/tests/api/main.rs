@@ -8,6 +8,7 @@ mod drivers;
 mod nodes;
 mod nodes_list;
 mod nodes_patch;
+mod perf;
 mod ports;
 mod states;
 mod subresources;
