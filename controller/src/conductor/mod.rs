@@ -26,6 +26,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::AbortHandle;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::drivers::{BootDevice, DriverError, DriverRegistry, InterfaceValidation, PowerTarget};
@@ -40,16 +41,13 @@ pub struct ConductorConfig {
     pub name: String,
     pub max_concurrent_deploys: usize,
     pub max_concurrent_cleanings: usize,
-    /// How long `wait call-back` waits for the agent.
-    pub deploy_callback_timeout: Duration,
-    /// How long `clean wait` waits for the agent.
-    pub clean_callback_timeout: Duration,
-    /// How long `inspect wait` waits for the agent.
-    pub inspect_wait_timeout: Duration,
-    /// How long `rescue wait` and `service wait` wait for the agent.
-    pub rescue_callback_timeout: Duration,
-    /// Interval of the power-state sync; `None` disables it.
-    pub power_sync_interval: Option<Duration>,
+    /// How long a wait state (`wait call-back`, `clean wait`, `inspect wait`, `rescue wait`,
+    /// `service wait`) waits for the agent before the node fails.
+    pub callback_timeout: Duration,
+    /// Overrides `callback_timeout` for `inspect wait` (Ironic's `inspect_wait_timeout`).
+    pub inspect_wait_timeout: Option<Duration>,
+    /// Interval of the power-state sync; zero disables it.
+    pub power_sync_interval: Duration,
     /// How long `shutdown` waits for running tasks.
     pub shutdown_timeout: Duration,
 }
@@ -60,11 +58,9 @@ impl Default for ConductorConfig {
             name: "localhost".to_owned(),
             max_concurrent_deploys: 16,
             max_concurrent_cleanings: 16,
-            deploy_callback_timeout: Duration::from_secs(1800),
-            clean_callback_timeout: Duration::from_secs(1800),
-            inspect_wait_timeout: Duration::from_secs(1800),
-            rescue_callback_timeout: Duration::from_secs(1800),
-            power_sync_interval: Some(Duration::from_secs(60)),
+            callback_timeout: Duration::from_secs(1800),
+            inspect_wait_timeout: None,
+            power_sync_interval: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
         }
     }
@@ -268,7 +264,8 @@ impl Conductor {
         match this.begin_verb(reserved, &req).await {
             Ok(run) => {
                 let this2 = this.clone();
-                self.spawn(async move { this2.run_guarded(node, run).await });
+                let span = tracing::info_span!("node_task", node = %node);
+                self.spawn(async move { this2.run_guarded(node, run).await }.instrument(span));
                 Ok(())
             }
             Err(err) => {
@@ -436,7 +433,8 @@ impl Conductor {
         match this.begin_event(reserved, event).await {
             Ok(run) => {
                 let this2 = this.clone();
-                self.spawn(async move { this2.run_guarded(node, run).await });
+                let span = tracing::info_span!("node_task", node = %node);
+                self.spawn(async move { this2.run_guarded(node, run).await }.instrument(span));
                 Ok(())
             }
             Err(err) => {

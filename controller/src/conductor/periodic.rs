@@ -40,7 +40,8 @@ impl Conductor {
         for allocation in pending {
             self.process_allocation(allocation.uuid);
         }
-        if let Some(interval) = self.config.power_sync_interval {
+        let interval = self.config.power_sync_interval;
+        if !interval.is_zero() {
             let this = self.clone();
             let handle = self.spawn(async move {
                 let mut tick = tokio::time::interval(interval);

@@ -635,10 +635,11 @@ impl Conductor {
 
     fn wait_timeout(&self, phase: Phase) -> Duration {
         match phase {
-            Phase::Deploy => self.config.deploy_callback_timeout,
-            Phase::Clean => self.config.clean_callback_timeout,
-            Phase::Inspect => self.config.inspect_wait_timeout,
-            _ => self.config.rescue_callback_timeout,
+            Phase::Inspect => self
+                .config
+                .inspect_wait_timeout
+                .unwrap_or(self.config.callback_timeout),
+            _ => self.config.callback_timeout,
         }
     }
 
@@ -646,6 +647,13 @@ impl Conductor {
     /// `provision_updated_at` when it entered the wait: a timer whose marker no longer
     /// matches does nothing.
     fn arm_wait_timer(&self, node: Uuid, phase: Phase, marker: Option<DateTime<Utc>>) {
+        if self
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            // The next start fails the node; a timer now would only delay shutdown.
+            return;
+        }
         let timeout = self.wait_timeout(phase);
         let this = self.arc();
         let handle = self.spawn(async move {
@@ -703,6 +711,7 @@ impl Conductor {
                 Err(StoreError::Locked { .. }) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+                Err(StoreError::NotFound { .. }) => return,
                 Err(err) => {
                     tracing::error!(node = %uuid, error = %err, "timing out a wait failed");
                     return;

@@ -54,7 +54,7 @@ async fn restart_fails_nodes_left_in_transient_states() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_hardware_waits_for_the_agent_and_times_out() {
     let env = env_with(ConductorConfig {
-        deploy_callback_timeout: Duration::from_millis(300),
+        callback_timeout: Duration::from_millis(300),
         ..config()
     })
     .await;

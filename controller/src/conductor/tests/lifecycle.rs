@@ -262,6 +262,40 @@ async fn deploys_over_the_cap_queue() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanings_over_the_cap_queue() {
+    let env = env_with(ConductorConfig {
+        max_concurrent_cleanings: 1,
+        ..config()
+    })
+    .await;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(enroll(&env.store, "fake-hardware", "manageable").await);
+    }
+    env.fake.pause(FakeOp::CleanStep);
+    for &uuid in &nodes {
+        provision(&env, uuid, Verb::Provide).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.fake.concurrency(FakeOp::CleanStep).0 < 1 {
+        assert!(Instant::now() < deadline, "cleaning never started");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(env.fake.concurrency(FakeOp::CleanStep), (1, 1));
+    for &uuid in &nodes {
+        let node = get(&env.store, uuid).await;
+        assert_eq!(node.provision_state, "cleaning");
+        assert_eq!(node.target_provision_state.as_deref(), Some("available"));
+    }
+    env.fake.resume(FakeOp::CleanStep);
+    for &uuid in &nodes {
+        wait_state(&env.store, uuid, "available").await;
+    }
+    assert_eq!(env.fake.concurrency(FakeOp::CleanStep), (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_allocations_never_share_a_node() {
     let env = env().await;
     let mut nodes = Vec::new();
@@ -520,7 +554,7 @@ async fn rescue_rebuild_and_protection_with_fake() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_power_sync_runs_on_its_interval() {
     let env = env_with(ConductorConfig {
-        power_sync_interval: Some(Duration::from_millis(20)),
+        power_sync_interval: Duration::from_millis(20),
         ..config()
     })
     .await;

@@ -28,7 +28,7 @@ pub(super) struct Env {
 pub(super) fn config() -> ConductorConfig {
     ConductorConfig {
         name: "test-conductor".to_owned(),
-        power_sync_interval: None,
+        power_sync_interval: Duration::ZERO,
         shutdown_timeout: Duration::from_secs(5),
         ..ConductorConfig::default()
     }
