@@ -103,7 +103,7 @@ impl Api {
         let dyn_store: Arc<dyn Store> = store.clone();
         let config = ConductorConfig {
             name: "ingot".to_owned(),
-            power_sync_interval: None,
+            power_sync_interval: Duration::ZERO,
             ..ConductorConfig::default()
         };
         let conductor = Conductor::new(dyn_store.clone(), DriverRegistry::builtin(), config);
