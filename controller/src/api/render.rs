@@ -177,8 +177,11 @@ pub fn is_secret_key(key: &str) -> bool {
         "admin_pass",
         "new_pass",
     ];
-    let lower = key.to_ascii_lowercase();
-    SECRET.iter().any(|s| lower.contains(s))
+    let key = key.as_bytes();
+    SECRET.iter().any(|s| {
+        key.windows(s.len())
+            .any(|w| w.eq_ignore_ascii_case(s.as_bytes()))
+    })
 }
 
 /// A JSON object serialized with secret keys masked, recursively.
@@ -630,6 +633,8 @@ mod tests {
             assert!(obj.contains_key(k), "{k}");
         }
         assert_eq!(v["driver_info"]["ipmi_password"], "******");
+        assert!(is_secret_key("IPMI_Password") && is_secret_key("redfish_auth_token"));
+        assert!(!is_secret_key("ipmi_address") && !is_secret_key("ipmi_port"));
         assert_eq!(v["driver_info"]["ipmi_address"], "10.0.0.1");
         assert_eq!(v["driver_internal_info"]["agent_secret_token"], "******");
         assert_eq!(v["instance_info"]["configdrive"], "******");

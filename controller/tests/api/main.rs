@@ -8,6 +8,7 @@ mod drivers;
 mod nodes;
 mod nodes_list;
 mod nodes_patch;
+mod perf;
 mod ports;
 mod states;
 mod subresources;
@@ -102,7 +103,7 @@ impl Api {
         let dyn_store: Arc<dyn Store> = store.clone();
         let config = ConductorConfig {
             name: "ingot".to_owned(),
-            power_sync_interval: std::time::Duration::ZERO,
+            power_sync_interval: Duration::ZERO,
             ..ConductorConfig::default()
         };
         let conductor = Conductor::new(dyn_store.clone(), DriverRegistry::builtin(), config);
