@@ -13,6 +13,7 @@ mod ports;
 mod states;
 mod subresources;
 mod versions;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
