@@ -559,7 +559,17 @@ impl<T: Serialize> Serialize for Collection<'_, T> {
 
 /// Serializes `value` into a JSON response with `status`.
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response, ApiError> {
-    let body = serde_json::to_vec(value).map_err(ApiError::internal)?;
+    json_with_capacity(status, value, 1024)
+}
+
+/// Like [`json`], with a size hint for the body (lists of full nodes run to ~2 KiB each).
+pub fn json_with_capacity<T: Serialize>(
+    status: StatusCode,
+    value: &T,
+    capacity: usize,
+) -> Result<Response, ApiError> {
+    let mut body = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut body, value).map_err(ApiError::internal)?;
     let mut resp = (status, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -13,6 +13,7 @@ mod ports;
 mod states;
 mod subresources;
 mod versions;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -226,9 +227,9 @@ impl Api {
 }
 
 impl Api {
-    /// Polls `GET /v1/nodes/{ident}` until `done` holds (5 s at most) and returns the node.
+    /// Polls `GET /v1/nodes/{ident}` until `done` holds (20 s at most) and returns the node.
     pub async fn wait_node(&self, ident: &str, done: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..500 {
+        for _ in 0..2000 {
             let n = self
                 .get(&format!("/v1/nodes/{ident}"))
                 .await

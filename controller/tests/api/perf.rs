@@ -56,8 +56,29 @@ async fn enroll_and_detail_list_500_nodes() {
         assert_eq!(nodes.len(), 500);
     }
     let best_list = best_of(&api, "/v1/nodes").await;
+    let nodes =
+        controller::store::Store::list_nodes(&*api.store, &controller::store::NodeQuery::default())
+            .await
+            .unwrap();
+    let mut best_render = Duration::MAX;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let views: Vec<controller::api::render::NodeView<'_>> = nodes
+            .iter()
+            .map(|node| controller::api::render::NodeView {
+                node,
+                base: super::BASE,
+                fields: None,
+                conductor: "ingot",
+                defaults: None,
+            })
+            .collect();
+        let body = serde_json::to_vec(&views).unwrap();
+        best_render = best_render.min(t.elapsed());
+        assert!(body.len() > 500 * 1000);
+    }
     println!(
-        "perf: enroll node+port {per_second:.0} nodes/s ({enroll:?} for 500); GET /v1/nodes/detail (500) best {best:?}; GET /v1/nodes (500) best {best_list:?}; store list_nodes alone {best_store:?}"
+        "perf: enroll node+port {per_second:.0} nodes/s ({enroll:?} for 500); GET /v1/nodes/detail (500) best {best:?}; GET /v1/nodes (500) best {best_list:?}; store list_nodes alone {best_store:?}; rendering 500 full nodes alone {best_render:?}"
     );
     assert!(per_second > 50.0, "enroll far too slow: {per_second:.0}/s");
     assert!(
