@@ -17,6 +17,7 @@
 //! BMC-backed types (`ipmi`, `redfish`) plug into the same [`registry`].
 
 pub mod fake;
+pub mod ipmi;
 pub mod manual;
 pub mod registry;
 
