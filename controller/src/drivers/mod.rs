@@ -19,6 +19,7 @@
 pub mod fake;
 pub mod ipmi;
 pub mod manual;
+pub mod redfish;
 pub mod registry;
 
 use std::fmt;

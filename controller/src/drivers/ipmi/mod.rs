@@ -27,7 +27,7 @@ use super::{
 };
 use crate::model::Node;
 
-mod info;
+pub mod info;
 mod power;
 
 pub use info::{IpmiInfo, node_boot_mode};
