@@ -88,8 +88,11 @@ impl Client {
             AuthType::Basic => {}
             AuthType::Session => client.login().await?,
             AuthType::Auto => {
+                // Any other failure (no session service, or one behind authentication as
+                // in sushy-tools) falls back to basic; bad credentials then show as a 401.
                 if let Err(e) = client.login().await {
-                    if matches!(&e, DriverError::Failed(t) if t.contains("wrong username or password"))
+                    if matches!(e, DriverError::Timeout { .. })
+                        || e.to_string().starts_with("cannot reach")
                     {
                         return Err(e);
                     }
