@@ -66,29 +66,33 @@ fn b64(input: &[u8]) -> String {
     out
 }
 
-fn authorize(bmc: &mut Bmc, headers: &HeaderMap) -> Result<(), Response> {
-    if let Some(t) = headers.get("x-auth-token").and_then(|v| v.to_str().ok()) {
-        if bmc.sessions.contains_key(t) {
-            bmc.token_requests += 1;
-            return Ok(());
-        }
+fn authorize(bmc: &mut Bmc, headers: &HeaderMap) -> bool {
+    if let Some(t) = headers.get("x-auth-token").and_then(|v| v.to_str().ok())
+        && bmc.sessions.contains_key(t)
+    {
+        bmc.token_requests += 1;
+        return true;
     }
     let basic = format!("Basic {}", b64(format!("admin:{PASSWORD}").as_bytes()));
     if headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(basic.as_str()) {
         bmc.basic_requests += 1;
-        return Ok(());
+        return true;
     }
-    Err((
+    false
+}
+
+fn unauthorized() -> Response {
+    (
         StatusCode::UNAUTHORIZED,
         Json(json!({"error": {"code": "Base.1.0.GeneralError", "message": "Unauthorized"}})),
     )
-        .into_response())
+        .into_response()
 }
 
 async fn systems(State(s): State<Shared>, headers: HeaderMap) -> Response {
     let mut bmc = s.lock().expect("lock");
-    if let Err(r) = authorize(&mut bmc, &headers) {
-        return r;
+    if !authorize(&mut bmc, &headers) {
+        return unauthorized();
     }
     let mut ids: Vec<_> = bmc.systems.keys().cloned().collect();
     ids.sort();
@@ -105,8 +109,8 @@ async fn system_get(
     headers: HeaderMap,
 ) -> Response {
     let mut bmc = s.lock().expect("lock");
-    if let Err(r) = authorize(&mut bmc, &headers) {
-        return r;
+    if !authorize(&mut bmc, &headers) {
+        return unauthorized();
     }
     let allowed = bmc.allowed.clone();
     let Some(sys) = bmc.systems.get(&id) else {
@@ -138,8 +142,8 @@ async fn system_patch(
     Json(body): Json<Value>,
 ) -> Response {
     let mut bmc = s.lock().expect("lock");
-    if let Err(r) = authorize(&mut bmc, &headers) {
-        return r;
+    if !authorize(&mut bmc, &headers) {
+        return unauthorized();
     }
     bmc.patches.push(body.clone());
     let Some(sys) = bmc.systems.get_mut(&id) else {
@@ -165,18 +169,18 @@ async fn reset(
     Json(body): Json<Value>,
 ) -> Response {
     let mut bmc = s.lock().expect("lock");
-    if let Err(r) = authorize(&mut bmc, &headers) {
-        return r;
+    if !authorize(&mut bmc, &headers) {
+        return unauthorized();
     }
     let kind = body["ResetType"].as_str().unwrap_or_default().to_owned();
-    if let Some(allowed) = &bmc.allowed {
-        if !allowed.contains(&kind) {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": {"message": format!("{kind} not allowed")}})),
-            )
-                .into_response();
-        }
+    if let Some(allowed) = &bmc.allowed
+        && !allowed.contains(&kind)
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"message": format!("{kind} not allowed")}})),
+        )
+            .into_response();
     }
     bmc.resets.push((id.clone(), kind.clone()));
     let Some(sys) = bmc.systems.get_mut(&id) else {
@@ -219,8 +223,8 @@ async fn login(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
 
 async fn logout(State(s): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let mut bmc = s.lock().expect("lock");
-    if let Err(r) = authorize(&mut bmc, &headers) {
-        return r;
+    if !authorize(&mut bmc, &headers) {
+        return unauthorized();
     }
     bmc.sessions.retain(|_, v| *v != id);
     bmc.sessions_deleted += 1;

@@ -112,11 +112,11 @@ async fn set_power_in(
         wait_for(cfg, session, PowerState::Off, deadline, timeout, poll, op).await?;
     }
     // Then on, for on and the reboots (a cold start applies a new boot device).
-    if target.resulting_state() == PowerState::On {
-        if !(current == PowerState::On && off_action.is_none()) {
-            send_control(cfg, session, CONTROL_UP).await?;
-            wait_for(cfg, session, PowerState::On, deadline, timeout, poll, op).await?;
-        }
+    if target.resulting_state() == PowerState::On
+        && !(current == PowerState::On && off_action.is_none())
+    {
+        send_control(cfg, session, CONTROL_UP).await?;
+        wait_for(cfg, session, PowerState::On, deadline, timeout, poll, op).await?;
     }
     Ok(())
 }

@@ -153,10 +153,10 @@ impl Client {
 
     /// Ends the session, if any (best effort).
     pub async fn logout(self) {
-        if let (Some(_), Some(uri)) = (&self.token, &self.session_uri) {
-            if let Err(e) = self.request(Method::DELETE, uri, None).await {
-                tracing::debug!(bmc = %self.info.base, error = %e, "deleting the Redfish session failed");
-            }
+        if let (Some(_), Some(uri)) = (&self.token, &self.session_uri)
+            && let Err(e) = self.request(Method::DELETE, uri, None).await
+        {
+            tracing::debug!(bmc = %self.info.base, error = %e, "deleting the Redfish session failed");
         }
     }
 
