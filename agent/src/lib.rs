@@ -1,1 +1,35 @@
-//! Ingot agent library.
+//! Ingot deploy agent: hardware inventory, verified streaming image writer,
+//! disk wipe and config drive. The binary (`ingot-agent`) is a thin CLI over
+//! these modules; later it also runs as PID 1 in the deploy ramdisk.
+
+pub mod cli;
+pub mod configdrive;
+pub mod events;
+pub mod hints;
+pub mod host;
+pub mod image;
+pub mod inventory;
+pub mod wipe;
+
+/// Render an error and its sources as `a: b: c`, for logs and reports.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The sources of an error, outermost first, without the error itself.
+pub fn error_causes(e: &dyn std::error::Error) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        v.push(c.to_string());
+        cur = c.source();
+    }
+    v
+}

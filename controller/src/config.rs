@@ -113,7 +113,11 @@ impl FileConfig {
                 }
             }
         }
-        fig = fig.merge(Env::prefixed("INGOT_").split("__").ignore(&["config"]));
+        fig = fig.merge(
+            Env::prefixed("INGOT_")
+                .split("__")
+                .ignore(&["config", "log"]),
+        );
         fig.extract().context("reading configuration")
     }
 

@@ -1,9 +1,12 @@
 //! Ingot controller: machine inventory, lifecycle and the Ironic-compatible operator API.
 
+pub mod api;
 pub mod cli;
 pub mod conductor;
 pub mod config;
 pub mod drivers;
 pub mod machine;
 pub mod model;
+pub mod netboot;
+pub mod serve;
 pub mod store;

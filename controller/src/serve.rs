@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiSettings, ApiState};
 use crate::conductor::{Conductor, ConductorConfig};
 use crate::config::Config;
 use crate::drivers::DriverRegistry;
@@ -37,7 +37,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
     );
     conductor.start().await.context("starting conductor")?;
-    let app = api::router(ApiState::new(store, conductor.clone(), config.max_body_bytes));
+    let settings = ApiSettings {
+        provision_body_limit: config.max_body_bytes,
+        default_host: config.api_listen.to_string(),
+        ..ApiSettings::default()
+    };
+    let app = api::router(ApiState::new(store, conductor.clone(), settings));
     let listener = TcpListener::bind(config.api_listen)
         .await
         .with_context(|| format!("binding API address {}", config.api_listen))?;
@@ -101,6 +106,9 @@ mod tests {
             redact_url("postgres://ingot:secret@db:5432/ingot"),
             "postgres://ingot:******@db:5432/ingot"
         );
-        assert_eq!(redact_url("sqlite:///var/lib/ingot/ingot.db"), "sqlite:///var/lib/ingot/ingot.db");
+        assert_eq!(
+            redact_url("sqlite:///var/lib/ingot/ingot.db"),
+            "sqlite:///var/lib/ingot/ingot.db"
+        );
     }
 }

@@ -131,6 +131,7 @@ async fn wait_state(c: &reqwest::Client, url: &str, node: &str, want: &str) -> V
 async fn restart_keeps_nodes_and_cli_reads_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let c = reqwest::Client::new();
 
     let server = Server::start(dir.path(), port);

@@ -1,24 +1,56 @@
-//! Project automation (see <https://github.com/matklad/cargo-xtask>).
+//! `cargo xtask`: project automation for Ingot.
+//!
+//! Subcommands, one file each: `ci` (fmt, clippy, all tests), `bench api [--peer ironic]`,
+//! `bench write`, and `ironic serve|clients` (the real Ironic peer used by the API bench and
+//! to validate the client session scripts). Keep dependencies minimal.
 
+mod bench_api;
+mod bench_write;
+mod ci;
 mod initramfs;
+mod ironic;
+mod paths;
+mod proc_stats;
+mod pyvenv;
+mod server;
 
-use std::path::PathBuf;
+const USAGE: &str = "usage: cargo xtask <command>
+  ci                      cargo fmt --check, clippy -D warnings, all tests; reports every failure
+  bench api [--peer ironic] [--skip-ingot] [--nodes N] [--lifecycle N] ...
+                          operator API bench (release build), optionally beside real Ironic 39.0.0
+  bench write [...]       image write bench
+  initramfs --profile qemu|generic [--kver K] [--agent PATH] [--level N]
+                          build target/initramfs/<profile>/{initramfs.cpio.zst,vmlinuz}
+  ironic serve [--port N] run real Ironic 39.0.0 standalone on 127.0.0.1 (fake-hardware, sqlite)
+  ironic clients          run controller/tests/clients/*.py against a fresh real Ironic";
 
-fn main() -> std::process::ExitCode {
+fn main() {
+    // An anyhow error returned from main would print a backtrace when RUST_BACKTRACE is set;
+    // the message chain is what the reader needs.
+    if let Err(err) = run() {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    // reqwest is built without a default crypto provider; pin ring once for the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let root = manifest.parent().map(PathBuf::from).unwrap_or(manifest);
-    let result = match args.first().map(String::as_str) {
-        Some("initramfs") => initramfs::run(&root, &args[1..]),
-        _ => Err(anyhow::anyhow!(
-            "usage: cargo xtask initramfs --profile qemu|generic"
-        )),
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("xtask: {e:#}");
-            std::process::ExitCode::FAILURE
+    let rest = |n: usize| args.get(n..).unwrap_or(&[]);
+    match (
+        args.first().map(String::as_str),
+        args.get(1).map(String::as_str),
+    ) {
+        (Some("ci"), _) => ci::run(rest(1)),
+        (Some("bench"), Some("api")) => bench_api::run(rest(2)),
+        (Some("bench"), Some("write")) => bench_write::run(rest(2)),
+        (Some("initramfs"), _) => initramfs::run(&paths::workspace_root(), rest(1)),
+        (Some("ironic"), _) => ironic::run(rest(1)),
+        (Some("-h" | "--help" | "help"), _) => {
+            println!("{USAGE}");
+            Ok(())
         }
+        _ => anyhow::bail!("{USAGE}"),
     }
 }

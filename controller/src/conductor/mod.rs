@@ -1,1 +1,496 @@
-//! Conductor (placeholder while being written).
+//! The conductor: carries out what the lifecycle machine decides.
+//!
+//! The HTTP layer calls [`Conductor`] methods. A request is validated against the machine,
+//! the node is locked (`store.reserve_node`), the transient state and its target are
+//! persisted (so the next GET shows them), and the rest runs in a background task that
+//! executes the machine's [`Action`](crate::machine::Action)s through the drivers, feeds the
+//! results back as events, records every transition in node history, and releases the lock
+//! at the end (also on failure or panic).
+//!
+//! Deploys and cleanings are capped per conductor ([`ConductorConfig`]); a request over the
+//! cap queues on a semaphore while the node shows its transient state. Wait states arm a
+//! timer that fails the node when the agent does not report back in time.
+
+mod allocation;
+mod periodic;
+mod task;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::AbortHandle;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::drivers::{BootDevice, DriverError, DriverRegistry, InterfaceValidation, PowerTarget};
+use crate::machine::{self, Event, NodeView, Rejected, Verb};
+use crate::model::Node;
+use crate::store::{Store, StoreError};
+
+/// Tuning of one conductor.
+#[derive(Debug, Clone)]
+pub struct ConductorConfig {
+    /// Host name shown in `reservation` and in `GET /v1/drivers` `hosts`.
+    pub name: String,
+    pub max_concurrent_deploys: usize,
+    pub max_concurrent_cleanings: usize,
+    /// How long a wait state (`wait call-back`, `clean wait`, `inspect wait`, `rescue wait`,
+    /// `service wait`) waits for the agent before the node fails.
+    pub callback_timeout: Duration,
+    /// Overrides `callback_timeout` for `inspect wait` (Ironic's `inspect_wait_timeout`).
+    pub inspect_wait_timeout: Option<Duration>,
+    /// Interval of the power-state sync; zero disables it.
+    pub power_sync_interval: Duration,
+    /// How long `shutdown` waits for running tasks.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ConductorConfig {
+    fn default() -> Self {
+        Self {
+            name: "localhost".to_owned(),
+            max_concurrent_deploys: 16,
+            max_concurrent_cleanings: 16,
+            callback_timeout: Duration::from_secs(1800),
+            inspect_wait_timeout: None,
+            power_sync_interval: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A provision request, the body of `PUT /v1/nodes/{ident}/states/provision`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProvisionRequest {
+    pub verb: Verb,
+    pub configdrive: Option<Value>,
+    pub clean_steps: Option<Vec<Value>>,
+    pub deploy_steps: Option<Vec<Value>>,
+    pub disable_ramdisk: Option<bool>,
+    pub rescue_password: Option<String>,
+}
+
+impl ProvisionRequest {
+    /// A request with only a verb.
+    pub fn new(verb: Verb) -> Self {
+        Self {
+            verb,
+            configdrive: None,
+            clean_steps: None,
+            deploy_steps: None,
+            disable_ramdisk: None,
+            rescue_password: None,
+        }
+    }
+}
+
+/// Errors the HTTP layer maps to status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum ConductorError {
+    /// 404; the message is Ironic's faultstring.
+    #[error("{0}")]
+    NotFound(String),
+    /// 400: the verb is not valid in the node's state (Ironic's faultstring).
+    #[error("{0}")]
+    InvalidTransition(String),
+    /// 409: another task holds the node.
+    #[error(
+        "Node {node} is locked by host {holder}, please retry after the current operation is completed."
+    )]
+    Locked { node: Uuid, holder: String },
+    /// 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 403: the node is protected.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 503: the conductor is shutting down.
+    #[error("The conductor {0} is shutting down")]
+    ShuttingDown(String),
+    /// 500.
+    #[error("conductor store access failed")]
+    Store(#[source] StoreError),
+    /// 500: a driver failed on a synchronous call.
+    #[error("{0}")]
+    Driver(#[source] DriverError),
+}
+
+impl From<StoreError> for ConductorError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Locked { uuid, holder } => Self::Locked { node: uuid, holder },
+            StoreError::NotFound { ident, .. } => {
+                Self::NotFound(format!("Node {ident} could not be found."))
+            }
+            other => Self::Store(other),
+        }
+    }
+}
+
+impl From<Rejected> for ConductorError {
+    fn from(err: Rejected) -> Self {
+        match err {
+            Rejected::InvalidState { .. } => Self::InvalidTransition(err.to_string()),
+            Rejected::Protected { .. } => Self::Forbidden(err.to_string()),
+            Rejected::Maintenance { .. } | Rejected::UnexpectedEvent { .. } => {
+                Self::BadRequest(err.to_string())
+            }
+        }
+    }
+}
+
+/// Counts running background tasks so `shutdown` can wait for them.
+#[derive(Debug, Default)]
+struct TaskCounter {
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+/// Held by every background task; wakes `shutdown` when the last one ends.
+struct TaskToken(Arc<TaskCounter>);
+
+impl Drop for TaskToken {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Armed wait timers: node -> (`provision_updated_at` when armed, the timer task).
+type WaitTimers = HashMap<Uuid, (Option<DateTime<Utc>>, AbortHandle)>;
+
+/// The conductor. Share it as `Arc<Conductor>`.
+#[derive(Debug)]
+pub struct Conductor {
+    me: Weak<Conductor>,
+    store: Arc<dyn Store>,
+    drivers: DriverRegistry,
+    config: ConductorConfig,
+    deploy_slots: Arc<Semaphore>,
+    clean_slots: Arc<Semaphore>,
+    tasks: Arc<TaskCounter>,
+    shutting_down: AtomicBool,
+    /// Armed wait-state timers by node, with the `provision_updated_at` they were armed at.
+    wait_timers: Mutex<WaitTimers>,
+    /// Periodic tasks started by `start`.
+    periodic: Mutex<Vec<AbortHandle>>,
+}
+
+impl Conductor {
+    pub fn new(
+        store: Arc<dyn Store>,
+        drivers: DriverRegistry,
+        config: ConductorConfig,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            store,
+            drivers,
+            deploy_slots: Arc::new(Semaphore::new(config.max_concurrent_deploys.max(1))),
+            clean_slots: Arc::new(Semaphore::new(config.max_concurrent_cleanings.max(1))),
+            config,
+            tasks: Arc::default(),
+            shutting_down: AtomicBool::new(false),
+            wait_timers: Mutex::default(),
+            periodic: Mutex::default(),
+        })
+    }
+
+    pub fn registry(&self) -> &DriverRegistry {
+        &self.drivers
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn config(&self) -> &ConductorConfig {
+        &self.config
+    }
+
+    fn arc(&self) -> Arc<Self> {
+        // `self` is only reachable through the Arc built in `new`.
+        self.me
+            .upgrade()
+            .expect("conductor is alive while its methods run")
+    }
+
+    fn check_running(&self) -> Result<(), ConductorError> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(ConductorError::ShuttingDown(self.config.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Spawns a tracked background task.
+    fn spawn<F>(&self, fut: F) -> AbortHandle
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.running.fetch_add(1, Ordering::AcqRel);
+        let token = TaskToken(self.tasks.clone());
+        tokio::spawn(async move {
+            let _token = token;
+            fut.await;
+        })
+        .abort_handle()
+    }
+
+    async fn load(&self, uuid: Uuid) -> Result<Node, ConductorError> {
+        self.store
+            .get_node_by_uuid(uuid)
+            .await?
+            .ok_or_else(|| ConductorError::NotFound(format!("Node {uuid} could not be found.")))
+    }
+
+    /// Starts a provision verb: validates it, locks the node, persists the transient state
+    /// and its target, and runs the rest in the background.
+    pub async fn provision(&self, node: Uuid, req: ProvisionRequest) -> Result<(), ConductorError> {
+        self.check_running()?;
+        let current = self.load(node).await?;
+        let view = NodeView::from_node(&current).map_err(|e| ConductorError::BadRequest(e.0))?;
+        machine::step(&view, &Event::Verb(req.verb), Utc::now())?;
+        self.check_request(&current, &req)?;
+        let reserved = self.store.reserve_node(node, &self.config.name).await?;
+        let this = self.arc();
+        match this.begin_verb(reserved, &req).await {
+            Ok(run) => {
+                let this2 = this.clone();
+                let span = tracing::info_span!("node_task", node = %node);
+                self.spawn(async move { this2.run_guarded(node, run).await }.instrument(span));
+                Ok(())
+            }
+            Err(err) => {
+                this.release(node).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Request checks that need no lock (Ironic's API-side validation).
+    fn check_request(&self, node: &Node, req: &ProvisionRequest) -> Result<(), ConductorError> {
+        if req.configdrive.is_some() && !matches!(req.verb, Verb::Deploy | Verb::Rebuild) {
+            return Err(ConductorError::BadRequest(
+                "Adding a config drive is only supported when setting provision state to \
+                 active or rebuild"
+                    .to_owned(),
+            ));
+        }
+        if req.clean_steps.is_some() && !matches!(req.verb, Verb::Clean) {
+            return Err(ConductorError::BadRequest(
+                "\"clean_steps\" is only valid when setting target provision state to clean"
+                    .to_owned(),
+            ));
+        }
+        match req.verb {
+            Verb::Clean if req.clean_steps.is_none() => Err(ConductorError::BadRequest(
+                "\"clean_steps\" is required when setting target provision state to clean"
+                    .to_owned(),
+            )),
+            Verb::Rescue if req.rescue_password.as_deref().is_none_or(str::is_empty) => {
+                Err(ConductorError::BadRequest(
+                    "A non-empty \"rescue_password\" is required when setting target provision \
+                     state to rescue"
+                        .to_owned(),
+                ))
+            }
+            Verb::Deploy | Verb::Rebuild => {
+                let drivers = self.drivers.resolve(node).map_err(driver_bad_request)?;
+                drivers.power.validate(node).map_err(driver_bad_request)?;
+                drivers.deploy.validate(node).map_err(|e| {
+                    ConductorError::BadRequest(format!(
+                        "Failed to validate deploy or power info for node {}. Error: {e}",
+                        node.uuid
+                    ))
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Changes the power state: sets `target_power_state` now, completes in the background.
+    pub async fn set_power(
+        &self,
+        node: Uuid,
+        target: PowerTarget,
+        timeout: Option<Duration>,
+    ) -> Result<(), ConductorError> {
+        self.check_running()?;
+        let current = self.load(node).await?;
+        let drivers = self.drivers.resolve(&current).map_err(driver_bad_request)?;
+        if !drivers.power.supported_power_targets().contains(&target) {
+            return Err(ConductorError::BadRequest(format!(
+                "The requested power state {target} is not supported by the {} power interface \
+                 of node {node}",
+                drivers.power.name()
+            )));
+        }
+        drivers
+            .power
+            .validate(&current)
+            .map_err(driver_bad_request)?;
+        let mut locked = self.store.reserve_node(node, &self.config.name).await?;
+        locked.target_power_state = Some(target.as_str().to_owned());
+        if let Err(err) = self.save(&mut locked, &task::TaskFlags::default()).await {
+            self.release(node).await;
+            return Err(err.into());
+        }
+        let this = self.arc();
+        self.spawn(async move { this.run_power(locked, target, timeout).await });
+        Ok(())
+    }
+
+    /// Sets the boot device (synchronously, under the node lock).
+    pub async fn set_boot_device(
+        &self,
+        node: Uuid,
+        device: BootDevice,
+        persistent: bool,
+    ) -> Result<(), ConductorError> {
+        self.check_running()?;
+        let current = self.load(node).await?;
+        let drivers = self.drivers.resolve(&current).map_err(driver_bad_request)?;
+        if !drivers
+            .management
+            .supported_boot_devices(&current)
+            .contains(&device)
+        {
+            return Err(ConductorError::BadRequest(format!(
+                "Invalid boot device {device} specified."
+            )));
+        }
+        let mut locked = self.store.reserve_node(node, &self.config.name).await?;
+        let result = async {
+            drivers
+                .management
+                .set_boot_device(&locked, device, persistent)
+                .await
+                .map_err(driver_bad_request)?;
+            locked.boot_device = Some(device.as_str().to_owned());
+            locked.boot_device_persistent = persistent;
+            self.save(&mut locked, &task::TaskFlags::default()).await?;
+            Ok(())
+        }
+        .await;
+        self.release(node).await;
+        result
+    }
+
+    /// The current boot device and whether it is persistent.
+    pub async fn get_boot_device(
+        &self,
+        node: Uuid,
+    ) -> Result<(Option<BootDevice>, bool), ConductorError> {
+        let current = self.load(node).await?;
+        let drivers = self.drivers.resolve(&current).map_err(driver_bad_request)?;
+        drivers
+            .management
+            .get_boot_device(&current)
+            .await
+            .map_err(ConductorError::Driver)
+    }
+
+    pub async fn supported_boot_devices(
+        &self,
+        node: Uuid,
+    ) -> Result<Vec<BootDevice>, ConductorError> {
+        let current = self.load(node).await?;
+        let drivers = self.drivers.resolve(&current).map_err(driver_bad_request)?;
+        Ok(drivers.management.supported_boot_devices(&current))
+    }
+
+    /// Per-interface validation, as `GET /v1/nodes/{ident}/validate`.
+    pub async fn validate(
+        &self,
+        node: Uuid,
+    ) -> Result<BTreeMap<String, InterfaceValidation>, ConductorError> {
+        let current = self.load(node).await?;
+        self.drivers.validate(&current).map_err(driver_bad_request)
+    }
+
+    /// The agent finished the work a node waits for (`Ok`), or failed it (`Err(reason)`).
+    /// Called by the agent API; the node must be in a wait state.
+    pub async fn agent_finished(
+        &self,
+        node: Uuid,
+        result: Result<(), String>,
+    ) -> Result<(), ConductorError> {
+        self.check_running()?;
+        let reserved = self.store.reserve_node(node, &self.config.name).await?;
+        let event = match result {
+            Ok(()) => Event::AgentCallback,
+            Err(reason) => Event::Failed(reason),
+        };
+        let this = self.arc();
+        match this.begin_event(reserved, event).await {
+            Ok(run) => {
+                let this2 = this.clone();
+                let span = tracing::info_span!("node_task", node = %node);
+                self.spawn(async move { this2.run_guarded(node, run).await }.instrument(span));
+                Ok(())
+            }
+            Err(err) => {
+                this.release(node).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Stops taking work and waits (bounded) for running tasks.
+    pub async fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        for handle in self
+            .periodic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            handle.abort();
+        }
+        for (_, (_, handle)) in self
+            .wait_timers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+        {
+            handle.abort();
+        }
+        let wait = async {
+            loop {
+                let idle = self.tasks.idle.notified();
+                if self.tasks.running.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        if tokio::time::timeout(self.config.shutdown_timeout, wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = self.tasks.running.load(Ordering::Acquire),
+                "conductor shutdown timed out with tasks still running"
+            );
+        }
+    }
+
+    /// Releases the node lock, logging (not failing) on a store error.
+    async fn release(&self, node: Uuid) {
+        if let Err(err) = self.store.release_node(node, &self.config.name).await {
+            tracing::error!(node = %node, error = %err, "releasing node lock failed");
+        }
+    }
+}
+
+fn driver_bad_request(err: DriverError) -> ConductorError {
+    ConductorError::BadRequest(err.to_string())
+}

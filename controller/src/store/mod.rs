@@ -105,11 +105,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn list_nodes(&self, query: &NodeQuery) -> Result<Vec<Node>, StoreError>;
     /// Replaces the node if `node.revision` matches the stored one (else `Stale`), and
     /// returns the new revision. A name taken by another node gives `Duplicate`.
+    ///
+    /// `reservation` is left as stored: only `reserve_node`/`release_node`/`release_all`
+    /// change it, so a copy read before a lock was taken cannot drop the lock.
     async fn update_node(&self, node: &Node) -> Result<i64, StoreError>;
-    /// Deletes the node with its ports, inventory and history.
+    /// Deletes the node with its ports, inventory and history (allocations are kept).
     async fn delete_node(&self, uuid: Uuid) -> Result<(), StoreError>;
     /// Atomically sets `reservation = holder` when it is empty and returns the updated node;
-    /// `Locked` when someone else holds it.
+    /// `Locked` when someone else holds it (also when `holder` itself does). Does not bump
+    /// `revision`, so a copy read just before reserving can still be updated.
     async fn reserve_node(&self, uuid: Uuid, holder: &str) -> Result<Node, StoreError>;
     /// Clears the reservation if `holder` holds it (a no-op otherwise).
     async fn release_node(&self, uuid: Uuid, holder: &str) -> Result<(), StoreError>;
@@ -118,7 +122,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn release_all(&self, holder: &str) -> Result<Vec<Uuid>, StoreError>;
     /// Atomically gives the node to an allocation: sets `allocation_uuid` and
     /// `instance_uuid` to `allocation` only if both are empty. Returns false if the node was
-    /// taken meanwhile.
+    /// taken meanwhile. Bumps `revision` (copies read before the claim become stale).
     async fn claim_node(&self, node: Uuid, allocation: Uuid) -> Result<bool, StoreError>;
 
     // Ports.

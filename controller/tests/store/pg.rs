@@ -91,7 +91,7 @@ impl PgServer {
             .args([
                 "-F",
                 "-c",
-                "max_connections=300",
+                "max_connections=600",
                 "-c",
                 "full_page_writes=off",
             ])
@@ -156,9 +156,13 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
-        // SIGINT is PostgreSQL's "fast shutdown"; fall back to SIGKILL.
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        // SIGINT is PostgreSQL's "fast shutdown"; fall back to SIGKILL. The shell's builtin
+        // `kill` is used because procps (`/bin/kill`) is not always installed.
+        let pid = self.child.id();
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -INT {pid}"))
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -211,12 +215,17 @@ fn run_as_user() -> Option<(u32, u32)> {
     panic!("running as root and neither the postgres nor the nobody user exists");
 }
 
+/// Where `initdb` and `postgres` are: `$INGOT_PG_BIN` alone when set, else `PATH`, else the
+/// newest `/usr/lib/postgresql/<version>/bin`.
 fn find_bin_dir() -> Option<PathBuf> {
     let has_all = |dir: &Path| {
         ["initdb", "postgres"]
             .iter()
             .all(|bin| dir.join(bin).is_file())
     };
+    if let Some(dir) = std::env::var_os("INGOT_PG_BIN") {
+        return Some(PathBuf::from(dir)).filter(|dir| has_all(dir));
+    }
     if let Some(path) = std::env::var_os("PATH")
         && let Some(dir) = std::env::split_paths(&path).find(|dir| has_all(dir))
     {

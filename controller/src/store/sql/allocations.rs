@@ -4,7 +4,8 @@ use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
 use super::{
-    Arg, QueryBuilder, SqlStore, Violation, bind_args, limit_of, opt_text, violation, with_db,
+    Arg, QueryBuilder, SqlStore, Violation, bind_args, limit_of, opt_text, to_doc, violation,
+    with_db,
 };
 use crate::model::Allocation;
 use crate::store::{AllocationQuery, StoreError};
@@ -41,7 +42,7 @@ impl SqlStore {
         &self,
         allocation: &Allocation,
     ) -> Result<(), StoreError> {
-        let doc = serde_json::to_string(allocation)?;
+        let doc = to_doc(allocation, &[])?;
         let result = with_db!(self, write, |pool| {
             sqlx::query(
                 "INSERT INTO allocations (uuid, name, node_uuid, state, resource_class, owner, doc) \
@@ -132,7 +133,7 @@ impl SqlStore {
         &self,
         allocation: &Allocation,
     ) -> Result<(), StoreError> {
-        let doc = serde_json::to_string(allocation)?;
+        let doc = to_doc(allocation, &[])?;
         let result = with_db!(self, write, |pool| {
             sqlx::query(
                 "UPDATE allocations SET name = $2, node_uuid = $3, state = $4, \

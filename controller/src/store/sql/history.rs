@@ -3,7 +3,7 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{SqlStore, Violation, micros, violation, with_db};
+use super::{SqlStore, Violation, micros, to_doc, violation, with_db};
 use crate::model::HistoryEvent;
 use crate::store::StoreError;
 
@@ -16,7 +16,7 @@ fn node_not_found(uuid: Uuid) -> StoreError {
 
 impl SqlStore {
     pub(super) async fn history_add(&self, event: &HistoryEvent) -> Result<(), StoreError> {
-        let doc = serde_json::to_string(event)?;
+        let doc = to_doc(event, &[])?;
         let result = with_db!(self, write, |pool| {
             sqlx::query(
                 "INSERT INTO node_history (uuid, node_uuid, created_at, doc) VALUES ($1, $2, $3, $4)",

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{
     Arg, QueryBuilder, SqlStore, Violation, bind_args, dir_sql, limit_of, micros, opt_text,
-    parse_opt_uuid, parse_uuid, violation, with_db,
+    parse_opt_uuid, parse_uuid, to_doc, violation, with_db,
 };
 use crate::model::Node;
 use crate::store::{NodeQuery, SortDir, StoreError};
@@ -106,6 +106,14 @@ static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Node fields kept only in their columns and laid over the document on read.
+const OVERLAID: &[&str] = &[
+    "revision",
+    "reservation",
+    "instance_uuid",
+    "allocation_uuid",
+];
+
 /// What a node read selects: the document and the columns laid over it.
 const SELECT: &str = "n.doc, n.revision, n.reservation, n.instance_uuid, n.allocation_uuid";
 type NodeRow = (String, i64, Option<String>, Option<String>, Option<String>);
@@ -185,7 +193,7 @@ fn not_found(uuid: Uuid) -> StoreError {
 
 impl SqlStore {
     pub(super) async fn node_create(&self, node: &Node) -> Result<(), StoreError> {
-        let doc = serde_json::to_string(node)?;
+        let doc = to_doc(node, OVERLAID)?;
         let result = with_db!(self, write, |pool| {
             bind_node!(
                 sqlx::query(INSERT_SQL.as_str()),
@@ -233,7 +241,7 @@ impl SqlStore {
     }
 
     pub(super) async fn node_update(&self, node: &Node) -> Result<i64, StoreError> {
-        let doc = serde_json::to_string(node)?;
+        let doc = to_doc(node, OVERLAID)?;
         let revision = node.revision + 1;
         let result = with_db!(self, write, |pool| {
             bind_node!(
@@ -479,4 +487,50 @@ fn escape_like(text: &str) -> String {
         escaped.push(ch);
     }
     escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_wildcards_are_escaped() {
+        assert_eq!(escape_like("a%b_c\\d"), "a\\%b\\_c\\\\d");
+        assert_eq!(escape_like("plain"), "plain");
+    }
+
+    #[test]
+    fn sort_keys_are_whitelisted() {
+        assert_eq!(node_sort_column("created_at"), Some("created_at"));
+        assert_eq!(node_sort_column("id"), Some("id"));
+        assert_eq!(node_sort_column("driver_info"), None);
+        assert_eq!(node_sort_column("name; DROP TABLE nodes"), None);
+    }
+
+    #[test]
+    fn list_query_binds_every_filter() {
+        let query = NodeQuery {
+            provision_state: Some("active".to_owned()),
+            maintenance: Some(true),
+            description_contains: Some("50%".to_owned()),
+            sort_key: Some("name".to_owned()),
+            sort_dir: SortDir::Desc,
+            marker: Some(Uuid::nil()),
+            limit: Some(10),
+            ..Default::default()
+        };
+        let built = build_list(&query).expect("valid query");
+        assert_eq!(built.args.len(), 5);
+        assert!(
+            built
+                .sql
+                .contains("ORDER BY n.name DESC NULLS LAST, n.id DESC LIMIT $5")
+        );
+        assert!(matches!(&built.args[3], Arg::Text(pattern) if pattern == "%50\\%%"));
+        let bad = NodeQuery {
+            sort_key: Some("extra".to_owned()),
+            ..Default::default()
+        };
+        assert!(build_list(&bad).is_err());
+    }
 }

@@ -6,7 +6,8 @@ use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
 use super::{
-    Arg, QueryBuilder, SqlStore, Violation, bind_args, dir_sql, limit_of, violation, with_db,
+    Arg, QueryBuilder, SqlStore, Violation, bind_args, dir_sql, limit_of, to_doc, violation,
+    with_db,
 };
 use crate::model::Port;
 use crate::store::{PortQuery, StoreError};
@@ -52,7 +53,7 @@ fn not_found(uuid: Uuid) -> StoreError {
 impl SqlStore {
     pub(super) async fn port_create(&self, port: &Port) -> Result<(), StoreError> {
         let port = normalized(port);
-        let doc = serde_json::to_string(&*port)?;
+        let doc = to_doc(&*port, &[])?;
         let result = with_db!(self, write, |pool| {
             sqlx::query("INSERT INTO ports (uuid, node_uuid, address, doc) VALUES ($1, $2, $3, $4)")
                 .bind(port.uuid.to_string())
@@ -122,7 +123,7 @@ impl SqlStore {
 
     pub(super) async fn port_update(&self, port: &Port) -> Result<(), StoreError> {
         let port = normalized(port);
-        let doc = serde_json::to_string(&*port)?;
+        let doc = to_doc(&*port, &[])?;
         let result = with_db!(self, write, |pool| {
             sqlx::query("UPDATE ports SET node_uuid = $2, address = $3, doc = $4 WHERE uuid = $1")
                 .bind(port.uuid.to_string())

@@ -1,9 +1,11 @@
 //! The cases of the suite; each takes a fresh database.
 
+mod locks;
 mod misc;
 mod nodes;
 mod related;
 
+pub use locks::*;
 pub use misc::*;
 pub use nodes::*;
 pub use related::*;

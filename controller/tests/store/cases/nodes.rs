@@ -1,7 +1,4 @@
-//! Node cases: CRUD, duplicates, filters, sorting, paging, revisions, reservations, claims.
-
-use std::collections::HashSet;
-use std::sync::Arc;
+//! Node cases: CRUD, lookups, duplicates, filters, sorting and paging.
 
 use chrono::Duration;
 use controller::model::Node;
@@ -145,6 +142,19 @@ pub async fn node_duplicates(db: &mut Db) {
     assert_eq!(
         store.list_nodes(&NodeQuery::default()).await.unwrap().len(),
         4
+    );
+
+    // One instance cannot be on two nodes.
+    let instance = Uuid::new_v4();
+    let mut with_instance = node(8);
+    with_instance.instance_uuid = Some(instance);
+    store.create_node(&with_instance).await.unwrap();
+    let mut stored = store.get_node_by_uuid(other.uuid).await.unwrap().unwrap();
+    stored.instance_uuid = Some(instance);
+    let err = store.update_node(&stored).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Duplicate { kind: "node", field: "instance_uuid", value } if *value == instance.to_string()),
+        "{err:?}"
     );
 }
 
@@ -641,259 +651,4 @@ pub async fn node_paging(db: &mut Db) {
         .await
         .unwrap();
     assert!(zero.is_empty());
-}
-
-pub async fn stale_update(db: &mut Db) {
-    let store = &db.store;
-    let created = node(1);
-    store.create_node(&created).await.unwrap();
-    let mut first = store.get_node_by_uuid(created.uuid).await.unwrap().unwrap();
-    let mut second = first.clone();
-    first.provision_state = "manageable".to_owned();
-    assert_eq!(store.update_node(&first).await.unwrap(), 1);
-    second.provision_state = "available".to_owned();
-    let err = store.update_node(&second).await.unwrap_err();
-    assert!(
-        matches!(err, StoreError::Stale { uuid } if uuid == created.uuid),
-        "{err:?}"
-    );
-    let stored = store.get_node_by_uuid(created.uuid).await.unwrap().unwrap();
-    assert_eq!(stored.provision_state, "manageable");
-    first.revision = 1;
-    first.provision_state = "cleaning".to_owned();
-    assert_eq!(store.update_node(&first).await.unwrap(), 2);
-
-    // Racing updates from one revision: exactly one wins.
-    let base = store.get_node_by_uuid(created.uuid).await.unwrap().unwrap();
-    let store = Arc::new(db.store.clone());
-    let tasks: Vec<_> = (0..16)
-        .map(|i| {
-            let store = store.clone();
-            let mut copy = base.clone();
-            tokio::spawn(async move {
-                copy.last_error = Some(format!("writer {i}"));
-                store.update_node(&copy).await
-            })
-        })
-        .collect();
-    let mut wins = 0;
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(revision) => {
-                assert_eq!(revision, 3);
-                wins += 1;
-            }
-            Err(StoreError::Stale { .. }) => {}
-            Err(other) => panic!("unexpected {other:?}"),
-        }
-    }
-    assert_eq!(wins, 1);
-}
-
-pub async fn concurrent_reserve(db: &mut Db) {
-    let created = node(1);
-    db.store.create_node(&created).await.unwrap();
-    let second = db.second().await;
-    let tasks: Vec<_> = (0..32)
-        .map(|i| {
-            // Half the contenders go through another store, as another process would.
-            let store = if i % 2 == 0 {
-                db.store.clone()
-            } else {
-                second.clone()
-            };
-            tokio::spawn(
-                async move { (i, store.reserve_node(created.uuid, &format!("c{i}")).await) },
-            )
-        })
-        .collect();
-    let mut winner = None;
-    let mut locked = Vec::new();
-    for task in tasks {
-        match task.await.unwrap() {
-            (i, Ok(node)) => {
-                assert!(winner.is_none(), "two winners");
-                assert_eq!(node.reservation, Some(format!("c{i}")));
-                winner = Some(format!("c{i}"));
-            }
-            (_, Err(StoreError::Locked { uuid, holder })) => {
-                assert_eq!(uuid, created.uuid);
-                locked.push(holder);
-            }
-            (_, Err(other)) => panic!("unexpected {other:?}"),
-        }
-    }
-    let winner = winner.expect("one winner");
-    assert_eq!(locked.len(), 31);
-    assert!(locked.iter().all(|holder| *holder == winner));
-    let stored = db
-        .store
-        .get_node_by_uuid(created.uuid)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(stored.reservation.as_deref(), Some(winner.as_str()));
-    second.close().await;
-}
-
-pub async fn reserve_release(db: &mut Db) {
-    let store = &db.store;
-    let created = node(1);
-    store.create_node(&created).await.unwrap();
-    let reserved = store.reserve_node(created.uuid, "c1").await.unwrap();
-    assert_eq!(reserved.reservation.as_deref(), Some("c1"));
-    assert_eq!(reserved.revision, 0, "reserving does not bump the revision");
-    let err = store.reserve_node(created.uuid, "c1").await.unwrap_err();
-    assert!(
-        matches!(&err, StoreError::Locked { holder, .. } if holder == "c1"),
-        "{err:?}"
-    );
-
-    // update_node leaves the reservation alone, whatever the caller's copy says.
-    let mut copy = reserved.clone();
-    copy.reservation = None;
-    copy.power_state = Some("power on".to_owned());
-    store.update_node(&copy).await.unwrap();
-    let stored = store.get_node_by_uuid(created.uuid).await.unwrap().unwrap();
-    assert_eq!(stored.reservation.as_deref(), Some("c1"));
-    assert_eq!(stored.power_state.as_deref(), Some("power on"));
-
-    store.release_node(created.uuid, "c2").await.unwrap();
-    assert!(
-        store
-            .get_node_by_uuid(created.uuid)
-            .await
-            .unwrap()
-            .unwrap()
-            .reservation
-            .is_some()
-    );
-    store.release_node(created.uuid, "c1").await.unwrap();
-    assert!(
-        store
-            .get_node_by_uuid(created.uuid)
-            .await
-            .unwrap()
-            .unwrap()
-            .reservation
-            .is_none()
-    );
-    store.release_node(created.uuid, "c1").await.unwrap();
-    assert_eq!(
-        store
-            .reserve_node(created.uuid, "c2")
-            .await
-            .unwrap()
-            .reservation
-            .as_deref(),
-        Some("c2")
-    );
-
-    let err = store.reserve_node(Uuid::new_v4(), "c1").await.unwrap_err();
-    assert!(
-        matches!(err, StoreError::NotFound { kind: "node", .. }),
-        "{err:?}"
-    );
-}
-
-pub async fn concurrent_claim(db: &mut Db) {
-    let created = node(1);
-    db.store.create_node(&created).await.unwrap();
-    let second = db.second().await;
-    let allocations: Vec<Uuid> = (0..24).map(|_| Uuid::new_v4()).collect();
-    let tasks: Vec<_> = allocations
-        .iter()
-        .enumerate()
-        .map(|(i, allocation)| {
-            let store = if i % 2 == 0 {
-                db.store.clone()
-            } else {
-                second.clone()
-            };
-            let allocation = *allocation;
-            tokio::spawn(
-                async move { (allocation, store.claim_node(created.uuid, allocation).await) },
-            )
-        })
-        .collect();
-    let mut winners = Vec::new();
-    for task in tasks {
-        let (allocation, result) = task.await.unwrap();
-        if result.unwrap() {
-            winners.push(allocation);
-        }
-    }
-    assert_eq!(winners.len(), 1, "exactly one claim wins");
-    let stored = db
-        .store
-        .get_node_by_uuid(created.uuid)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(stored.allocation_uuid, Some(winners[0]));
-    assert_eq!(stored.instance_uuid, Some(winners[0]));
-    assert_eq!(stored.revision, 1, "a claim bumps the revision");
-    // A copy from before the claim can no longer overwrite it.
-    let err = db.store.update_node(&created).await.unwrap_err();
-    assert!(matches!(err, StoreError::Stale { .. }), "{err:?}");
-    // Clearing the association through update_node frees the node for a new claim.
-    let mut cleared = stored.clone();
-    cleared.allocation_uuid = None;
-    cleared.instance_uuid = None;
-    db.store.update_node(&cleared).await.unwrap();
-    assert!(
-        db.store
-            .claim_node(created.uuid, allocations[0])
-            .await
-            .unwrap()
-    );
-    let err = db
-        .store
-        .claim_node(Uuid::new_v4(), Uuid::new_v4())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, StoreError::NotFound { kind: "node", .. }),
-        "{err:?}"
-    );
-    second.close().await;
-}
-
-pub async fn release_all(db: &mut Db) {
-    let store = &db.store;
-    let mut mine = HashSet::new();
-    for i in 0..6 {
-        let n = node(i);
-        store.create_node(&n).await.unwrap();
-        match i % 3 {
-            0 | 1 => {
-                store.reserve_node(n.uuid, "dead-conductor").await.unwrap();
-                mine.insert(n.uuid);
-            }
-            _ => {
-                store.reserve_node(n.uuid, "live-conductor").await.unwrap();
-            }
-        }
-    }
-    let released: HashSet<Uuid> = store
-        .release_all("dead-conductor")
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
-    assert_eq!(released, mine);
-    for n in store.list_nodes(&NodeQuery::default()).await.unwrap() {
-        if mine.contains(&n.uuid) {
-            assert_eq!(n.reservation, None);
-        } else {
-            assert_eq!(n.reservation.as_deref(), Some("live-conductor"));
-        }
-    }
-    assert!(
-        store
-            .release_all("dead-conductor")
-            .await
-            .unwrap()
-            .is_empty()
-    );
 }

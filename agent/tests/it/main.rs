@@ -1,0 +1,10 @@
+//! Agent integration tests on real loop devices and real HTTP on 127.0.0.1.
+//! They need root (loop devices, mount); tests that share loop devices take
+//! the `LOOP` lock so they run one at a time.
+
+mod configdrive;
+mod inventory;
+mod server;
+mod support;
+mod wipe;
+mod write_image;

@@ -1,0 +1,145 @@
+//! Allocation processing: pick a suitable `available` node and claim it atomically.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use rand::seq::SliceRandom;
+use uuid::Uuid;
+
+use super::Conductor;
+use super::task::TaskFlags;
+use crate::model::{Allocation, Node};
+use crate::store::{NodeQuery, StoreError};
+
+impl Conductor {
+    /// Processes an `allocating` allocation in the background: it becomes `active` with a
+    /// `node_uuid`, or `error` with `last_error`.
+    pub fn process_allocation(self: &Arc<Self>, allocation: Uuid) {
+        let this = self.clone();
+        self.spawn(async move {
+            if let Err(err) = this.allocate(allocation).await {
+                tracing::error!(allocation = %allocation, error = %err, "processing allocation failed");
+            }
+        });
+    }
+
+    async fn allocate(&self, uuid: Uuid) -> Result<(), StoreError> {
+        let Some(mut allocation) = self.store.get_allocation(&uuid.to_string()).await? else {
+            return Ok(());
+        };
+        if allocation.state != "allocating" {
+            return Ok(());
+        }
+        let picked = self.pick_and_claim(&allocation).await?;
+        match &picked {
+            Ok(node) => {
+                allocation.state = "active".to_owned();
+                allocation.node_uuid = Some(*node);
+                allocation.last_error = None;
+                tracing::info!(allocation = %uuid, node = %node, "allocation active");
+            }
+            Err(reason) => {
+                allocation.state = "error".to_owned();
+                allocation.last_error =
+                    Some(format!("Failed to process allocation {uuid}: {reason}."));
+                tracing::info!(allocation = %uuid, reason = %reason, "allocation failed");
+            }
+        }
+        allocation.updated_at = Some(Utc::now());
+        match self.store.update_allocation(&allocation).await {
+            Err(StoreError::NotFound { .. }) => {
+                // Deleted while we worked: give the node back.
+                if let Ok(node) = picked {
+                    self.unclaim(node, uuid).await?;
+                }
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Clears a claim made for an allocation that no longer exists.
+    async fn unclaim(&self, node: Uuid, allocation: Uuid) -> Result<(), StoreError> {
+        let Some(mut n) = self.store.get_node_by_uuid(node).await? else {
+            return Ok(());
+        };
+        if n.allocation_uuid == Some(allocation) {
+            n.allocation_uuid = None;
+            if n.instance_uuid == Some(allocation) {
+                n.instance_uuid = None;
+            }
+            self.save(
+                &mut n,
+                &TaskFlags {
+                    instance_changed: true,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Ironic's candidate rule; returns the claimed node or the reason none was found.
+    async fn pick_and_claim(
+        &self,
+        allocation: &Allocation,
+    ) -> Result<Result<Uuid, String>, StoreError> {
+        let query = NodeQuery {
+            provision_state: Some("available".to_owned()),
+            resource_class: allocation.resource_class.clone(),
+            maintenance: Some(false),
+            associated: Some(false),
+            ..NodeQuery::default()
+        };
+        let mut nodes: Vec<Node> = self.store.list_nodes(&query).await?;
+        nodes.retain(|n| {
+            n.power_state.is_some() && n.instance_uuid.is_none() && n.allocation_uuid.is_none()
+        });
+        if let Some(owner) = &allocation.owner {
+            nodes.retain(|n| n.owner.as_ref() == Some(owner) || n.lessee.as_ref() == Some(owner));
+        }
+        let rc = allocation.resource_class.as_deref().unwrap_or_default();
+        if !allocation.candidate_nodes.is_empty() {
+            nodes.retain(|n| {
+                allocation
+                    .candidate_nodes
+                    .iter()
+                    .any(|c| *c == n.uuid.to_string() || n.name.as_deref() == Some(c.as_str()))
+            });
+            if nodes.is_empty() {
+                return Ok(Err(format!(
+                    "none of the requested nodes are available and match the resource class {rc}"
+                )));
+            }
+        }
+        if nodes.is_empty() {
+            return Ok(Err(format!(
+                "no available nodes match the resource class {rc}"
+            )));
+        }
+        nodes.retain(|n| allocation.traits.iter().all(|t| n.traits.contains(t)));
+        if nodes.is_empty() {
+            return Ok(Err(format!(
+                "no suitable nodes have the requested traits {}",
+                allocation.traits.join(", ")
+            )));
+        }
+        nodes.shuffle(&mut rand::rng());
+        if let Some(name) = &allocation.name
+            && let Some(pos) = nodes.iter().position(|n| n.name.as_ref() == Some(name))
+        {
+            let preferred = nodes.remove(pos);
+            nodes.insert(0, preferred);
+        }
+        for node in nodes {
+            if self.store.claim_node(node.uuid, allocation.uuid).await? {
+                return Ok(Ok(node.uuid));
+            }
+        }
+        Ok(Err(
+            "all nodes were filtered out during reservation process. The next attempt may \
+                succeed"
+                .to_owned(),
+        ))
+    }
+}

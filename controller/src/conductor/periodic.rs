@@ -1,0 +1,161 @@
+//! Start-up recovery and the periodic power-state sync.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use uuid::Uuid;
+
+use super::Conductor;
+use super::task::TaskFlags;
+use crate::drivers::PowerState;
+use crate::machine::{Event, NodeView, ProvisionState, StateKind};
+use crate::store::{AllocationQuery, NodeQuery, StoreError};
+
+impl Conductor {
+    /// Start-up: releases locks this conductor held before a restart, fails nodes left in
+    /// transient or wait states, processes pending allocations and starts the power sync.
+    pub async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
+        let released = self
+            .store
+            .release_all(&self.config.name)
+            .await
+            .context("releasing node locks held before a restart")?;
+        if !released.is_empty() {
+            tracing::info!(
+                count = released.len(),
+                "released node locks left by a previous run"
+            );
+        }
+        self.recover_interrupted()
+            .await
+            .context("recovering interrupted node tasks")?;
+        let pending = self
+            .store
+            .list_allocations(&AllocationQuery {
+                state: Some("allocating".to_owned()),
+                ..AllocationQuery::default()
+            })
+            .await
+            .context("listing pending allocations")?;
+        for allocation in pending {
+            self.process_allocation(allocation.uuid);
+        }
+        let interval = self.config.power_sync_interval;
+        if !interval.is_zero() {
+            let this = self.clone();
+            let handle = self.spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Err(err) = this.sync_power_states().await {
+                        tracing::warn!(error = %err, "power state sync failed");
+                    }
+                }
+            });
+            self.periodic
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(handle);
+        }
+        Ok(())
+    }
+
+    /// Fails every unlocked node in a transient or wait state (their task died with the
+    /// previous run).
+    async fn recover_interrupted(self: &Arc<Self>) -> Result<(), StoreError> {
+        let states = ProvisionState::ALL
+            .into_iter()
+            .filter(|s| matches!(s.kind(), StateKind::Transient | StateKind::Wait));
+        for state in states {
+            let query = NodeQuery {
+                provision_state: Some(state.as_str().to_owned()),
+                ..NodeQuery::default()
+            };
+            for node in self.store.list_nodes(&query).await? {
+                if node.reservation.is_some() {
+                    continue;
+                }
+                self.recover_node(node.uuid, state).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn recover_node(self: &Arc<Self>, uuid: Uuid, state: ProvisionState) {
+        let node = match self.store.reserve_node(uuid, &self.config.name).await {
+            Ok(node) => node,
+            Err(err) => {
+                tracing::warn!(node = %uuid, error = %err, "cannot lock interrupted node");
+                return;
+            }
+        };
+        let reason = format!(
+            "The conductor {} restarted while the node was in state \"{state}\"; the operation \
+             was interrupted",
+            self.config.name
+        );
+        match self.begin_event(node, Event::Failed(reason)).await {
+            Ok(run) => self.clone().run_guarded(uuid, run).await,
+            Err(err) => {
+                tracing::error!(node = %uuid, error = %err, "failing interrupted node failed");
+                self.release(uuid).await;
+            }
+        }
+    }
+
+    /// One round of the power-state sync: records the power state drivers report for
+    /// resting, unlocked nodes. It never touches `last_error`.
+    pub async fn sync_power_states(&self) -> Result<(), StoreError> {
+        for node in self.store.list_nodes(&NodeQuery::default()).await? {
+            if node.reservation.is_some() || node.target_power_state.is_some() {
+                continue;
+            }
+            let resting = NodeView::from_node(&node).is_ok_and(|v| {
+                !matches!(
+                    v.provision_state.kind(),
+                    StateKind::Transient | StateKind::Wait
+                )
+            });
+            if !resting {
+                continue;
+            }
+            let Ok(drivers) = self.drivers.resolve(&node) else {
+                continue;
+            };
+            let state = match drivers.power.get_power_state(&node).await {
+                Ok(Some(state)) => state,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(node = %node.uuid, error = %err, "reading power state failed");
+                    continue;
+                }
+            };
+            if node.power_state.as_deref() == Some(state.as_str()) {
+                continue;
+            }
+            self.record_power_state(node.uuid, state).await?;
+        }
+        Ok(())
+    }
+
+    async fn record_power_state(&self, uuid: Uuid, state: PowerState) -> Result<(), StoreError> {
+        let mut node = match self.store.reserve_node(uuid, &self.config.name).await {
+            Ok(node) => node,
+            Err(StoreError::Locked { .. } | StoreError::NotFound { .. }) => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        let result = async {
+            if node.target_power_state.is_none() && node.power_state.as_deref() != Some(state.as_str()) {
+                tracing::info!(node = %uuid, from = ?node.power_state, to = state.as_str(), "power state sync");
+                node.power_state = Some(state.as_str().to_owned());
+                self.save(&mut node, &TaskFlags::default()).await?;
+            }
+            Ok(())
+        }
+        .await;
+        self.release(uuid).await;
+        result
+    }
+}

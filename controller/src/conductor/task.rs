@@ -1,0 +1,772 @@
+//! The executor: persists transitions and carries out the machine's actions.
+//!
+//! One node task holds the node lock from the verb (or event) that started it until the node
+//! rests in a stable, wait or failed state. Each transition costs one node write and one
+//! history row; driver results come back as machine events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{Conductor, ConductorError, ProvisionRequest};
+use crate::drivers::{
+    BootDevice, CleanStep, DriverError, NodeDrivers, PowerState, PowerTarget, StepOutcome,
+    resolve_clean_step,
+};
+use crate::machine::{
+    self, Action, Event, LastError, NodeView, Phase, StateKind, Transition, Verb,
+};
+use crate::model::{HistoryEvent, JsonMap, Node};
+use crate::store::StoreError;
+
+/// `driver_internal_info` keys the executor keeps.
+const REQUESTED_CLEAN_STEPS: &str = "requested_clean_steps";
+const CLEAN_STEPS: &str = "clean_steps";
+const CLEAN_STEP_INDEX: &str = "clean_step_index";
+
+/// What a task changed besides the fields it always owns.
+#[derive(Debug, Clone, Default)]
+pub(super) struct TaskFlags {
+    /// `instance_uuid` / `allocation_uuid` were cleared by this task.
+    pub instance_changed: bool,
+}
+
+/// A node task ready to run: the locked node and the actions left to execute.
+pub(super) struct Run {
+    node: Node,
+    actions: Vec<Action>,
+    flags: TaskFlags,
+}
+
+/// Copies the fields a task owns from its working copy onto a fresher stored node, so a
+/// concurrent operator change (maintenance, extra, ...) is kept.
+fn merge_task_fields(mut fresh: Node, ours: &Node, flags: &TaskFlags) -> Node {
+    fresh.provision_state.clone_from(&ours.provision_state);
+    fresh
+        .target_provision_state
+        .clone_from(&ours.target_provision_state);
+    fresh.provision_updated_at = ours.provision_updated_at;
+    fresh.last_error.clone_from(&ours.last_error);
+    fresh.power_state.clone_from(&ours.power_state);
+    fresh
+        .target_power_state
+        .clone_from(&ours.target_power_state);
+    fresh.boot_device.clone_from(&ours.boot_device);
+    fresh.boot_device_persistent = ours.boot_device_persistent;
+    fresh.clean_step.clone_from(&ours.clean_step);
+    fresh.deploy_step.clone_from(&ours.deploy_step);
+    fresh
+        .driver_internal_info
+        .clone_from(&ours.driver_internal_info);
+    fresh.instance_info.clone_from(&ours.instance_info);
+    fresh.inspection_started_at = ours.inspection_started_at;
+    fresh.inspection_finished_at = ours.inspection_finished_at;
+    if flags.instance_changed {
+        fresh.instance_uuid = ours.instance_uuid;
+        fresh.allocation_uuid = ours.allocation_uuid;
+    }
+    fresh
+}
+
+fn step_json(interface: &str, step: &str, priority: u32) -> JsonMap {
+    let mut map = JsonMap::new();
+    map.insert("interface".into(), interface.into());
+    map.insert("step".into(), step.into());
+    map.insert("priority".into(), priority.into());
+    map.insert("args".into(), Value::Object(JsonMap::new()));
+    map
+}
+
+impl Conductor {
+    /// Persists a node (merging on a concurrent change), updating `node.revision`.
+    pub(super) async fn save(&self, node: &mut Node, flags: &TaskFlags) -> Result<(), StoreError> {
+        node.updated_at = Some(Utc::now());
+        for _ in 0..8 {
+            match self.store.update_node(node).await {
+                Ok(revision) => {
+                    node.revision = revision;
+                    return Ok(());
+                }
+                Err(StoreError::Stale { uuid }) => {
+                    let fresh = self.store.get_node_by_uuid(uuid).await?.ok_or_else(|| {
+                        StoreError::NotFound {
+                            kind: "node",
+                            ident: uuid.to_string(),
+                        }
+                    })?;
+                    *node = merge_task_fields(fresh, node, flags);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(StoreError::Stale { uuid: node.uuid })
+    }
+
+    async fn history(
+        &self,
+        node: Uuid,
+        at: DateTime<Utc>,
+        severity: &str,
+        kind: &str,
+        text: String,
+    ) {
+        let event = HistoryEvent {
+            uuid: Uuid::new_v4(),
+            node_uuid: node,
+            created_at: at,
+            severity: severity.to_owned(),
+            event_type: kind.to_owned(),
+            event: text,
+            conductor: Some(self.config.name.clone()),
+            user: None,
+        };
+        if let Err(err) = self.store.add_history(&event).await {
+            tracing::error!(node = %node, error = %err, "recording node history failed");
+        }
+    }
+
+    /// Applies a verb to a locked node and persists the transition.
+    pub(super) async fn begin_verb(
+        &self,
+        mut node: Node,
+        req: &ProvisionRequest,
+    ) -> Result<Run, ConductorError> {
+        let view = NodeView::from_node(&node).map_err(|e| ConductorError::BadRequest(e.0))?;
+        let transition = machine::step(&view, &Event::Verb(req.verb), Utc::now())?;
+        self.prepare_verb(&mut node, req).await?;
+        let mut flags = TaskFlags::default();
+        let actions = self.commit(&mut node, transition, &mut flags).await?;
+        Ok(Run {
+            node,
+            actions,
+            flags,
+        })
+    }
+
+    /// Applies an internal event to a locked node and persists the transition.
+    pub(super) async fn begin_event(
+        &self,
+        mut node: Node,
+        event: Event,
+    ) -> Result<Run, ConductorError> {
+        let view = NodeView::from_node(&node).map_err(|e| ConductorError::BadRequest(e.0))?;
+        let transition = machine::step(&view, &event, Utc::now())?;
+        let mut flags = TaskFlags::default();
+        let actions = self.commit(&mut node, transition, &mut flags).await?;
+        Ok(Run {
+            node,
+            actions,
+            flags,
+        })
+    }
+
+    /// Node changes a verb brings besides its state (stored with the transient state).
+    async fn prepare_verb(
+        &self,
+        node: &mut Node,
+        req: &ProvisionRequest,
+    ) -> Result<(), ConductorError> {
+        match req.verb {
+            Verb::Deploy | Verb::Rebuild => {
+                if let Some(configdrive) = &req.configdrive {
+                    node.instance_info
+                        .insert("configdrive".into(), configdrive.clone());
+                }
+                node.instance_info
+                    .insert("image_type".into(), "whole-disk".into());
+                if let Some(allocation) = node.allocation_uuid
+                    && let Some(allocation) =
+                        self.store.get_allocation(&allocation.to_string()).await?
+                {
+                    node.instance_info
+                        .insert("traits".into(), json!(allocation.traits));
+                }
+                if let Some(steps) = &req.deploy_steps {
+                    node.driver_internal_info
+                        .insert("user_deploy_steps".into(), json!(steps));
+                }
+                node.deploy_step = Some(step_json("deploy", "deploy", 100));
+            }
+            Verb::Clean => {
+                let steps = req.clean_steps.clone().unwrap_or_default();
+                node.driver_internal_info
+                    .insert(REQUESTED_CLEAN_STEPS.into(), Value::Array(steps));
+                if let Some(disable) = req.disable_ramdisk {
+                    node.driver_internal_info
+                        .insert("disable_ramdisk".into(), disable.into());
+                }
+            }
+            Verb::Rescue => {
+                if let Some(password) = &req.rescue_password {
+                    node.instance_info
+                        .insert("rescue_password".into(), password.clone().into());
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Persists a transition (one node write, one history row) and returns the actions
+    /// left to execute.
+    pub(super) async fn commit(
+        &self,
+        node: &mut Node,
+        t: Transition,
+        flags: &mut TaskFlags,
+    ) -> Result<Vec<Action>, StoreError> {
+        let mut history = None;
+        let mut rest = Vec::with_capacity(t.actions.len());
+        for action in t.actions {
+            match action {
+                Action::RecordHistory {
+                    severity,
+                    event_type,
+                    event,
+                } => {
+                    history = Some((severity, event_type, event));
+                }
+                Action::ClearInstance => {
+                    self.clear_instance(node).await?;
+                    flags.instance_changed = true;
+                }
+                other => rest.push(other),
+            }
+        }
+        node.provision_state = t.provision_state.as_str().to_owned();
+        node.target_provision_state = t.target_provision_state.map(|s| s.as_str().to_owned());
+        node.provision_updated_at = Some(t.at);
+        match t.last_error {
+            LastError::Keep => {}
+            LastError::Clear => node.last_error = None,
+            LastError::Set(e) => node.last_error = Some(e),
+        }
+        if t.provision_state.is_stable() {
+            node.deploy_step = None;
+            node.clean_step = None;
+        }
+        self.save(node, flags).await?;
+        tracing::info!(
+            node = %node.uuid,
+            from = %t.from,
+            to = %t.provision_state,
+            target = ?t.target_provision_state.map(|s| s.as_str()),
+            "provision state changed"
+        );
+        if let Some((severity, kind, text)) = history {
+            self.history(node.uuid, t.at, severity.as_str(), kind, text)
+                .await;
+        }
+        Ok(rest)
+    }
+
+    /// Undeploy: forgets the instance and deletes the node's allocation.
+    async fn clear_instance(&self, node: &mut Node) -> Result<(), StoreError> {
+        if let Some(allocation) = node.allocation_uuid.take() {
+            match self.store.delete_allocation(allocation).await {
+                Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        node.instance_info.clear();
+        node.instance_uuid = None;
+        node.instance_name = None;
+        Ok(())
+    }
+
+    /// Runs a node task to its end and releases the lock, also after an error or a panic
+    /// (the node is then failed with a `last_error` saying so).
+    pub(super) async fn run_guarded(self: Arc<Self>, uuid: Uuid, run: Run) {
+        let this = self.clone();
+        let outcome = tokio::spawn(async move { this.run(run).await }).await;
+        let reason = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => {
+                tracing::error!(node = %uuid, error = %err, "node task failed");
+                Some(format!("Internal error while processing the node: {err}"))
+            }
+            Err(join) => {
+                tracing::error!(node = %uuid, error = %join, "node task panicked");
+                Some("Internal error: the node task crashed".to_owned())
+            }
+        };
+        if let Some(reason) = reason {
+            self.fail_locked(uuid, reason).await;
+        }
+        self.release(uuid).await;
+    }
+
+    /// Fails a node we hold the lock of, if it is still running an operation.
+    pub(super) async fn fail_locked(&self, uuid: Uuid, reason: String) {
+        let result = async {
+            let Some(mut node) = self.store.get_node_by_uuid(uuid).await? else {
+                return Ok(());
+            };
+            let Ok(view) = NodeView::from_node(&node) else {
+                return Ok(());
+            };
+            if let Ok(t) = machine::step(&view, &Event::Failed(reason), Utc::now()) {
+                let mut flags = TaskFlags::default();
+                let rest = self.commit(&mut node, t, &mut flags).await?;
+                for action in rest {
+                    if let Action::CancelWait(_) = action {
+                        self.cancel_wait_timer(uuid, None);
+                    }
+                }
+            }
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        if let Err(err) = result {
+            tracing::error!(node = %uuid, error = %err, "failing node after an error failed");
+        }
+    }
+
+    async fn run(&self, run: Run) -> Result<(), ConductorError> {
+        let Run {
+            mut node,
+            mut actions,
+            mut flags,
+        } = run;
+        loop {
+            let mut next = None;
+            for action in actions {
+                if let Some(event) = self.execute(&mut node, action).await? {
+                    next = Some(event);
+                }
+            }
+            let Some(event) = next else { return Ok(()) };
+            let view = NodeView::from_node(&node).map_err(|e| ConductorError::BadRequest(e.0))?;
+            let transition = machine::step(&view, &event, Utc::now())?;
+            actions = self.commit(&mut node, transition, &mut flags).await?;
+        }
+    }
+
+    /// Executes one action; returns the event it produced, if any.
+    async fn execute(
+        &self,
+        node: &mut Node,
+        action: Action,
+    ) -> Result<Option<Event>, ConductorError> {
+        let drivers = match self.drivers.resolve(node) {
+            Ok(d) => d,
+            Err(e) => return Ok(Some(Event::Failed(e.to_string()))),
+        };
+        let event = match action {
+            Action::Verify => {
+                let result = match drivers.power.validate(node) {
+                    Ok(()) => drivers.power.get_power_state(node).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(state) => {
+                        node.power_state = state.map(|s| s.as_str().to_owned());
+                        Some(Event::StepDone)
+                    }
+                    Err(e) => Some(Event::Failed(format!(
+                        "Failed to get power state for node {}. Error: {e}",
+                        node.uuid
+                    ))),
+                }
+            }
+            Action::Deploy { .. } => {
+                let _slot = self.deploy_slots.clone().acquire_owned().await;
+                Some(self.run_deploy(node, &drivers, false).await)
+            }
+            Action::Resume(Phase::Deploy) => Some(self.run_deploy(node, &drivers, true).await),
+            Action::Clean { manual } => {
+                let _slot = self.clean_slots.clone().acquire_owned().await;
+                Some(self.run_clean(node, &drivers, manual, false).await)
+            }
+            Action::Resume(Phase::Clean) => {
+                let _slot = self.clean_slots.clone().acquire_owned().await;
+                Some(self.run_clean(node, &drivers, false, true).await)
+            }
+            Action::Teardown => {
+                let result = async {
+                    self.power(node, &drivers, PowerTarget::Off).await?;
+                    drivers.deploy.tear_down(node).await
+                }
+                .await;
+                Some(match result {
+                    Ok(()) => Event::StepDone,
+                    Err(e) => Event::Failed(format!(
+                        "Failed to tear down node {}. Error: {e}",
+                        node.uuid
+                    )),
+                })
+            }
+            Action::Inspect => {
+                node.inspection_started_at = Some(Utc::now());
+                node.inspection_finished_at = None;
+                Some(match drivers.inspect.inspect(node).await {
+                    Ok(StepOutcome::Done) => {
+                        node.inspection_finished_at = Some(Utc::now());
+                        Event::StepDone
+                    }
+                    Ok(StepOutcome::Wait) => Event::StepWaiting,
+                    Err(e) => Event::Failed(format!("Failed to inspect hardware. Reason: {e}")),
+                })
+            }
+            Action::Resume(Phase::Inspect) => {
+                node.inspection_finished_at = Some(Utc::now());
+                Some(Event::StepDone)
+            }
+            Action::Adopt => Some(match drivers.deploy.validate(node) {
+                Ok(()) => Event::StepDone,
+                Err(e) => Event::Failed(format!(
+                    "Error while attempting to adopt node {}: {e}",
+                    node.uuid
+                )),
+            }),
+            Action::Rescue => Some(match drivers.deploy.rescue(node).await {
+                Ok(StepOutcome::Done) => Event::StepDone,
+                Ok(StepOutcome::Wait) => Event::StepWaiting,
+                Err(e) => Event::Failed(format!("Failed to rescue node {}: {e}", node.uuid)),
+            }),
+            Action::Unrescue => Some(match drivers.deploy.unrescue(node).await {
+                Ok(()) => {
+                    node.instance_info.remove("rescue_password");
+                    Event::StepDone
+                }
+                Err(e) => Event::Failed(format!("Failed to unrescue node {}: {e}", node.uuid)),
+            }),
+            Action::Service | Action::Resume(_) => Some(Event::StepDone),
+            Action::StartWaitTimer(phase) => {
+                self.arm_wait_timer(node.uuid, phase, node.provision_updated_at);
+                None
+            }
+            Action::CancelWait(_) => {
+                self.cancel_wait_timer(node.uuid, None);
+                None
+            }
+            Action::RecordHistory { .. } | Action::ClearInstance => None,
+        };
+        Ok(event)
+    }
+
+    /// Changes power through the driver and records the new state on the node.
+    async fn power(
+        &self,
+        node: &mut Node,
+        drivers: &NodeDrivers,
+        target: PowerTarget,
+    ) -> Result<(), DriverError> {
+        drivers.power.set_power_state(node, target, None).await?;
+        node.power_state = Some(target.resulting_state().as_str().to_owned());
+        Ok(())
+    }
+
+    /// Boots the agent ramdisk: one-time PXE, then power on (or reboot when running).
+    async fn boot_ramdisk(
+        &self,
+        node: &mut Node,
+        drivers: &NodeDrivers,
+    ) -> Result<(), DriverError> {
+        if drivers
+            .management
+            .supported_boot_devices(node)
+            .contains(&BootDevice::Pxe)
+        {
+            drivers
+                .management
+                .set_boot_device(node, BootDevice::Pxe, false)
+                .await?;
+        }
+        let on = node.power_state.as_deref() == Some(PowerState::On.as_str());
+        self.power(
+            node,
+            drivers,
+            if on {
+                PowerTarget::Reboot
+            } else {
+                PowerTarget::On
+            },
+        )
+        .await
+    }
+
+    async fn run_deploy(&self, node: &mut Node, drivers: &NodeDrivers, resume: bool) -> Event {
+        let ramdisk = drivers.deploy.needs_ramdisk();
+        let result = async {
+            if !resume {
+                if ramdisk {
+                    self.boot_ramdisk(node, drivers).await?;
+                }
+                if drivers.deploy.deploy(node).await? == StepOutcome::Wait {
+                    return Ok(false);
+                }
+            }
+            if ramdisk {
+                if drivers
+                    .management
+                    .supported_boot_devices(node)
+                    .contains(&BootDevice::Disk)
+                {
+                    drivers
+                        .management
+                        .set_boot_device(node, BootDevice::Disk, true)
+                        .await?;
+                }
+                self.power(node, drivers, PowerTarget::Reboot).await?;
+            }
+            Ok::<_, DriverError>(true)
+        }
+        .await;
+        match result {
+            Ok(true) => {
+                node.deploy_step = None;
+                Event::StepDone
+            }
+            Ok(false) => Event::StepWaiting,
+            Err(e) => Event::Failed(format!(
+                "Deploy step deploy.deploy failed on node {}: {e}",
+                node.uuid
+            )),
+        }
+    }
+
+    /// The steps a cleaning runs.
+    fn clean_plan(
+        &self,
+        node: &Node,
+        drivers: &NodeDrivers,
+        manual: bool,
+    ) -> Result<Vec<CleanStep>, String> {
+        let offered = drivers.deploy.clean_steps(node);
+        if manual {
+            let requested = node
+                .driver_internal_info
+                .get(REQUESTED_CLEAN_STEPS)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            return requested
+                .iter()
+                .map(|r| resolve_clean_step(&offered, r))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    format!("Failed to validate clean steps for node {}: {e}", node.uuid)
+                });
+        }
+        if node.automated_clean == Some(false) {
+            return Ok(Vec::new());
+        }
+        let mut steps: Vec<_> = offered.into_iter().filter(|s| s.priority > 0).collect();
+        steps.sort_by_key(|s| std::cmp::Reverse(s.priority));
+        Ok(steps)
+    }
+
+    async fn run_clean(
+        &self,
+        node: &mut Node,
+        drivers: &NodeDrivers,
+        manual: bool,
+        resume: bool,
+    ) -> Event {
+        let (steps, start) = if resume {
+            let steps: Vec<CleanStep> = node
+                .driver_internal_info
+                .get(CLEAN_STEPS)
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            let index = node
+                .driver_internal_info
+                .get(CLEAN_STEP_INDEX)
+                .and_then(Value::as_u64);
+            (steps, index.map_or(0, |i| i as usize + 1))
+        } else {
+            match self.clean_plan(node, drivers, manual) {
+                Ok(steps) => (steps, 0),
+                Err(reason) => return Event::Failed(reason),
+            }
+        };
+        let ramdisk = drivers.deploy.needs_ramdisk() && !steps.is_empty();
+        if ramdisk
+            && !resume
+            && let Err(e) = self.boot_ramdisk(node, drivers).await
+        {
+            return Event::Failed(format!(
+                "Failed to prepare node {} for cleaning: {e}",
+                node.uuid
+            ));
+        }
+        for (index, step) in steps.iter().enumerate().skip(start) {
+            node.clean_step = serde_json::to_value(step)
+                .ok()
+                .and_then(|v| v.as_object().cloned());
+            match drivers.deploy.execute_clean_step(node, step).await {
+                Ok(StepOutcome::Done) => {}
+                Ok(StepOutcome::Wait) => {
+                    node.driver_internal_info
+                        .insert(CLEAN_STEPS.into(), json!(steps));
+                    node.driver_internal_info
+                        .insert(CLEAN_STEP_INDEX.into(), index.into());
+                    return Event::StepWaiting;
+                }
+                Err(e) => {
+                    return Event::Failed(format!(
+                        "Node {} failed step {{'interface': '{}', 'step': '{}'}}: {e}",
+                        node.uuid, step.interface, step.step
+                    ));
+                }
+            }
+        }
+        for key in [
+            REQUESTED_CLEAN_STEPS,
+            CLEAN_STEPS,
+            CLEAN_STEP_INDEX,
+            "disable_ramdisk",
+        ] {
+            node.driver_internal_info.remove(key);
+        }
+        node.clean_step = None;
+        if ramdisk && let Err(e) = self.power(node, drivers, PowerTarget::Off).await {
+            return Event::Failed(format!(
+                "Failed to tear down cleaning on node {}: {e}",
+                node.uuid
+            ));
+        }
+        Event::StepDone
+    }
+
+    fn wait_timeout(&self, phase: Phase) -> Duration {
+        match phase {
+            Phase::Inspect => self
+                .config
+                .inspect_wait_timeout
+                .unwrap_or(self.config.callback_timeout),
+            _ => self.config.callback_timeout,
+        }
+    }
+
+    /// Arms the timer that fails a wait state left unanswered. `marker` is the node's
+    /// `provision_updated_at` when it entered the wait: a timer whose marker no longer
+    /// matches does nothing.
+    fn arm_wait_timer(&self, node: Uuid, phase: Phase, marker: Option<DateTime<Utc>>) {
+        if self
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            // The next start fails the node; a timer now would only delay shutdown.
+            return;
+        }
+        let timeout = self.wait_timeout(phase);
+        let this = self.arc();
+        let handle = self.spawn(async move {
+            tokio::time::sleep(timeout).await;
+            this.wait_timed_out(node, marker).await;
+        });
+        let old = self.lock_timers().insert(node, (marker, handle));
+        if let Some((_, old)) = old {
+            old.abort();
+        }
+    }
+
+    pub(super) fn lock_timers(&self) -> std::sync::MutexGuard<'_, super::WaitTimers> {
+        self.wait_timers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Cancels a node's wait timer (only the one with `marker`, when given).
+    pub(super) fn cancel_wait_timer(&self, node: Uuid, marker: Option<Option<DateTime<Utc>>>) {
+        let mut timers = self.lock_timers();
+        let matches = timers
+            .get(&node)
+            .is_some_and(|(m, _)| marker.is_none_or(|want| *m == want));
+        if matches && let Some((_, handle)) = timers.remove(&node) {
+            handle.abort();
+        }
+    }
+
+    async fn wait_timed_out(self: Arc<Self>, uuid: Uuid, marker: Option<DateTime<Utc>>) {
+        // Forget our own entry first, so the CancelWait of the timeout does not abort us.
+        {
+            let mut timers = self.lock_timers();
+            if timers.get(&uuid).is_some_and(|(m, _)| *m == marker) {
+                timers.remove(&uuid);
+            }
+        }
+        for _ in 0..600 {
+            match self.store.reserve_node(uuid, &self.config.name).await {
+                Ok(node) => {
+                    let still_waiting = NodeView::from_node(&node)
+                        .is_ok_and(|v| v.provision_state.kind() == StateKind::Wait)
+                        && node.provision_updated_at == marker;
+                    if !still_waiting {
+                        self.release(uuid).await;
+                        return;
+                    }
+                    match self.begin_event(node, Event::Timeout).await {
+                        Ok(run) => self.clone().run_guarded(uuid, run).await,
+                        Err(err) => {
+                            tracing::error!(node = %uuid, error = %err, "timing out a wait failed");
+                            self.release(uuid).await;
+                        }
+                    }
+                    return;
+                }
+                Err(StoreError::Locked { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(StoreError::NotFound { .. }) => return,
+                Err(err) => {
+                    tracing::error!(node = %uuid, error = %err, "timing out a wait failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Completes a power change started by `set_power` (we hold the lock).
+    pub(super) async fn run_power(
+        self: Arc<Self>,
+        mut node: Node,
+        target: PowerTarget,
+        timeout: Option<Duration>,
+    ) {
+        let uuid = node.uuid;
+        let result =
+            async {
+                let drivers = self.drivers.resolve(&node)?;
+                let call = drivers.power.set_power_state(&node, target, timeout);
+                match timeout {
+                    Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| {
+                        DriverError::Timeout {
+                            operation: format!("power {target}"),
+                            timeout: limit,
+                        }
+                    })?,
+                    None => call.await,
+                }?;
+                Ok::<_, DriverError>(drivers.power.name())
+            }
+            .await;
+        let (severity, text) = match &result {
+            Ok(_) => {
+                node.power_state = Some(target.resulting_state().as_str().to_owned());
+                (
+                    "INFO",
+                    format!(
+                        "power state changed to {}",
+                        target.resulting_state().as_str()
+                    ),
+                )
+            }
+            Err(e) => {
+                let msg = format!("Failed to change power state to '{target}'. Error: {e}");
+                node.last_error = Some(msg.clone());
+                ("ERROR", msg)
+            }
+        };
+        node.target_power_state = None;
+        if let Err(err) = self.save(&mut node, &TaskFlags::default()).await {
+            tracing::error!(node = %uuid, error = %err, "saving power state failed");
+        }
+        self.history(uuid, Utc::now(), severity, "power", text)
+            .await;
+        self.release(uuid).await;
+    }
+}

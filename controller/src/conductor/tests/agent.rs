@@ -1,0 +1,174 @@
+//! Agent-driven waits (manual hardware), timeouts, aborts and restart recovery.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_fails_nodes_left_in_transient_states() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(&dir).await;
+    let deploying = enroll(&store, "fake-hardware", "deploying").await;
+    let verifying = enroll(&store, "fake-hardware", "verifying").await;
+    let deleting = enroll(&store, "fake-hardware", "deleting").await;
+    let clean_wait = enroll(&store, "manual", "clean wait").await;
+    let stable = enroll(&store, "fake-hardware", "active").await;
+    for (uuid, target) in [
+        (deploying, "active"),
+        (verifying, "manageable"),
+        (deleting, "available"),
+        (clean_wait, "available"),
+    ] {
+        let mut node = get(&store, uuid).await;
+        node.target_provision_state = Some(target.to_owned());
+        store.update_node(&node).await.expect("target");
+    }
+    // The previous run held a lock on one of them.
+    store
+        .reserve_node(deploying, "test-conductor")
+        .await
+        .expect("reserve");
+
+    let conductor = Conductor::new(store.clone(), DriverRegistry::builtin(), config());
+    conductor.start().await.expect("start");
+
+    let node = wait_state(&store, deploying, "deploy failed").await;
+    assert_eq!(node.target_provision_state.as_deref(), Some("active"));
+    assert!(node.last_error.is_some_and(|e| e.contains("restarted")));
+    let node = wait_state(&store, verifying, "enroll").await;
+    assert_eq!(node.target_provision_state, None);
+    assert!(node.last_error.is_some());
+    let node = wait_state(&store, deleting, "error").await;
+    assert_eq!(node.target_provision_state, None);
+    let node = wait_state(&store, clean_wait, "clean failed").await;
+    assert_eq!(node.target_provision_state.as_deref(), Some("available"));
+    let node = get(&store, stable).await;
+    assert_eq!(
+        (node.provision_state.as_str(), node.last_error),
+        ("active", None)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_hardware_waits_for_the_agent_and_times_out() {
+    let env = env_with(ConductorConfig {
+        callback_timeout: Duration::from_millis(300),
+        ..config()
+    })
+    .await;
+    let manual = env
+        .conductor
+        .registry()
+        .manual_hardware()
+        .expect("manual")
+        .clone();
+    let uuid = enroll(&env.store, "manual", "available").await;
+
+    // Deploy validation needs an image.
+    let err = env
+        .conductor
+        .provision(uuid, ProvisionRequest::new(Verb::Deploy))
+        .await;
+    assert!(matches!(err, Err(ConductorError::BadRequest(ref m)) if m.contains("image_source")));
+    let mut node = get(&env.store, uuid).await;
+    node.instance_info
+        .insert("image_source".into(), json!("http://127.0.0.1:1/img.raw"));
+    env.store.update_node(&node).await.expect("image");
+
+    provision(&env, uuid, Verb::Deploy).await;
+    let node = wait_state(&env.store, uuid, "wait call-back").await;
+    assert_eq!(node.target_provision_state.as_deref(), Some("active"));
+    assert_eq!(node.power_state.as_deref(), Some("power on"));
+    let texts: Vec<_> = manual.instructions().into_iter().map(|i| i.text).collect();
+    assert_eq!(
+        texts,
+        vec![
+            format!("boot node {uuid} from pxe (next time)"),
+            format!("power on node {uuid}"),
+            "agent: deploy the instance image".to_owned(),
+        ]
+    );
+    let node = wait_state(&env.store, uuid, "deploy failed").await;
+    assert_eq!(node.target_provision_state.as_deref(), Some("active"));
+    assert_eq!(
+        node.last_error,
+        Some(format!(
+            "Timeout reached while waiting for callback for node {uuid}"
+        ))
+    );
+
+    // A retried deploy that the agent completes reaches active.
+    provision(&env, uuid, Verb::Deploy).await;
+    wait_state(&env.store, uuid, "wait call-back").await;
+    env.conductor
+        .agent_finished(uuid, Ok(()))
+        .await
+        .expect("callback");
+    let node = wait_state(&env.store, uuid, "active").await;
+    assert_eq!(node.last_error, None);
+    assert_eq!(node.target_provision_state, None);
+    // The timer of the completed wait must not fire later.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(get(&env.store, uuid).await.provision_state, "active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_waits_can_be_aborted_or_completed() {
+    let env = env().await;
+    let uuid = enroll(&env.store, "manual", "manageable").await;
+    provision(&env, uuid, Verb::Inspect).await;
+    let node = wait_state(&env.store, uuid, "inspect wait").await;
+    assert_eq!(node.target_provision_state.as_deref(), Some("manageable"));
+    assert!(node.inspection_started_at.is_some());
+    env.conductor
+        .agent_finished(uuid, Ok(()))
+        .await
+        .expect("inspection reported");
+    let node = wait_state(&env.store, uuid, "manageable").await;
+    assert!(node.inspection_finished_at.is_some());
+
+    provision(&env, uuid, Verb::Provide).await;
+    let node = wait_state(&env.store, uuid, "clean wait").await;
+    assert_eq!(node.target_provision_state.as_deref(), Some("available"));
+    assert_eq!(
+        node.clean_step.as_ref().map(|s| s["step"].clone()),
+        Some(json!("erase_devices_metadata"))
+    );
+    provision(&env, uuid, Verb::Abort).await;
+    let node = wait_state(&env.store, uuid, "clean failed").await;
+    assert_eq!(
+        node.last_error.as_deref(),
+        Some("Cleaning was aborted by an operator")
+    );
+    assert!(
+        env.conductor.lock_timers().is_empty(),
+        "abort cancels the wait timer"
+    );
+
+    // The agent failing a step fails cleaning with its reason.
+    provision(&env, uuid, Verb::Manage).await;
+    wait_state(&env.store, uuid, "manageable").await;
+    provision(&env, uuid, Verb::Provide).await;
+    wait_state(&env.store, uuid, "clean wait").await;
+    env.conductor
+        .agent_finished(uuid, Err("wipe of /dev/sda failed".to_owned()))
+        .await
+        .expect("report");
+    let node = wait_state(&env.store, uuid, "clean failed").await;
+    assert_eq!(node.last_error.as_deref(), Some("wipe of /dev/sda failed"));
+
+    // Maintenance blocks provisioning verbs with Ironic's message.
+    let avail = enroll(&env.store, "fake-hardware", "available").await;
+    let mut node = get(&env.store, avail).await;
+    node.maintenance = true;
+    env.store.update_node(&node).await.expect("maintenance");
+    let err = env
+        .conductor
+        .provision(avail, ProvisionRequest::new(Verb::Deploy))
+        .await;
+    assert!(
+        matches!(err, Err(ConductorError::BadRequest(ref m)) if m.contains("maintenance mode"))
+    );
+}

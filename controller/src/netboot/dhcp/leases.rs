@@ -1,0 +1,340 @@
+//! DHCP lease storage: the [`LeaseStore`] trait the server uses, and [`MemoryLeaseStore`].
+//!
+//! The policy never touches the store: the server reads what the policy needs into a
+//! [`LeaseContext`], and applies the [`LeaseOp`] the policy returns. An SQL implementation
+//! (leases in the controller database) can replace the in-memory one without touching either.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::netboot::MacAddr;
+
+/// Where an address stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Offered to `mac`, held until `expires` for its REQUEST.
+    Offered,
+    /// Acknowledged to `mac` until `expires`.
+    Bound,
+    /// A client reported the address in use (DECLINE): out of the pool until `expires`.
+    Declined,
+}
+
+/// One address and who holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    pub state: LeaseState,
+    pub expires: SystemTime,
+}
+
+impl Lease {
+    /// Whether the lease still holds its address at `now`.
+    pub fn is_active(&self, now: SystemTime) -> bool {
+        self.expires > now
+    }
+}
+
+/// A change the policy asks the server to make to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOp {
+    /// Hold `ip` for `mac` (OFFER sent).
+    Offer {
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        expires: SystemTime,
+    },
+    /// Bind `ip` to `mac` (ACK sent).
+    Bind {
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        expires: SystemTime,
+    },
+    /// The client gave `ip` back.
+    Release { ip: Ipv4Addr, mac: MacAddr },
+    /// The client found `ip` in use; keep it out of the pool until `until`.
+    Decline {
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        until: SystemTime,
+    },
+    /// The client chose another server: drop what we only offered it.
+    ForgetOffer { mac: MacAddr },
+}
+
+/// What the policy needs to know from the store about one packet's client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseContext {
+    /// The lease (any state) held by this client's MAC.
+    pub by_mac: Option<Lease>,
+    /// The lease on the address the client asks for (option 50, or ciaddr), if any.
+    pub requested_holder: Option<Lease>,
+    /// A free pool address, looked up for DISCOVER when the client has nothing yet.
+    pub free: Option<Ipv4Addr>,
+}
+
+/// Error from a lease store.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseStoreError {
+    #[error("lease store backend failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Lease persistence.
+///
+/// Contract: at most one lease per address and per MAC (an `Offer` or `Bind` for a MAC
+/// replaces its previous lease). Every method is cancel-safe and may be retried: `apply` is
+/// idempotent for the same op.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    async fn by_mac(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseStoreError>;
+    async fn by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>, LeaseStoreError>;
+    /// A pool address in `start..=end`, not in `exclude` (reservations), and not held at `now`.
+    /// Never-used addresses come before expired ones, so returning clients keep theirs longer.
+    async fn find_free(
+        &self,
+        start: Ipv4Addr,
+        end: Ipv4Addr,
+        exclude: &BTreeSet<Ipv4Addr>,
+        now: SystemTime,
+    ) -> Result<Option<Ipv4Addr>, LeaseStoreError>;
+    async fn apply(&self, op: &LeaseOp) -> Result<(), LeaseStoreError>;
+}
+
+/// In-memory [`LeaseStore`]: leases are lost on restart (clients then re-DISCOVER or get an
+/// INIT-REBOOT ACK for a free address).
+#[derive(Debug, Default)]
+pub struct MemoryLeaseStore {
+    by_ip: Mutex<BTreeMap<Ipv4Addr, Lease>>,
+}
+
+impl MemoryLeaseStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every lease, ordered by address.
+    pub fn snapshot(&self) -> Vec<Lease> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Ipv4Addr, Lease>> {
+        self.by_ip.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl LeaseStore for MemoryLeaseStore {
+    async fn by_mac(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseStoreError> {
+        Ok(self
+            .lock()
+            .values()
+            .find(|l| l.mac == mac && l.state != LeaseState::Declined)
+            .cloned())
+    }
+
+    async fn by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>, LeaseStoreError> {
+        Ok(self.lock().get(&ip).cloned())
+    }
+
+    async fn find_free(
+        &self,
+        start: Ipv4Addr,
+        end: Ipv4Addr,
+        exclude: &BTreeSet<Ipv4Addr>,
+        now: SystemTime,
+    ) -> Result<Option<Ipv4Addr>, LeaseStoreError> {
+        let leases = self.lock();
+        let mut expired = None;
+        for n in u32::from(start)..=u32::from(end) {
+            let ip = Ipv4Addr::from(n);
+            if exclude.contains(&ip) {
+                continue;
+            }
+            match leases.get(&ip) {
+                None => return Ok(Some(ip)),
+                Some(l) if !l.is_active(now) && expired.is_none() => expired = Some(ip),
+                Some(_) => {}
+            }
+        }
+        Ok(expired)
+    }
+
+    async fn apply(&self, op: &LeaseOp) -> Result<(), LeaseStoreError> {
+        let mut leases = self.lock();
+        match *op {
+            LeaseOp::Offer { ip, mac, expires } | LeaseOp::Bind { ip, mac, expires } => {
+                let state = if matches!(op, LeaseOp::Bind { .. }) {
+                    LeaseState::Bound
+                } else {
+                    LeaseState::Offered
+                };
+                leases.retain(|a, l| *a == ip || l.mac != mac || l.state == LeaseState::Declined);
+                leases.insert(
+                    ip,
+                    Lease {
+                        ip,
+                        mac,
+                        state,
+                        expires,
+                    },
+                );
+            }
+            LeaseOp::Release { ip, mac } => {
+                if leases.get(&ip).is_some_and(|l| l.mac == mac) {
+                    leases.remove(&ip);
+                }
+            }
+            LeaseOp::Decline { ip, mac, until } => {
+                leases.insert(
+                    ip,
+                    Lease {
+                        ip,
+                        mac,
+                        state: LeaseState::Declined,
+                        expires: until,
+                    },
+                );
+            }
+            LeaseOp::ForgetOffer { mac } => {
+                leases.retain(|_, l| !(l.mac == mac && l.state == LeaseState::Offered));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, last)
+    }
+
+    #[tokio::test]
+    async fn one_lease_per_mac_and_free_search_skips_held_addresses() {
+        let store = MemoryLeaseStore::new();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let later = now + Duration::from_secs(60);
+        let none = BTreeSet::new();
+        assert_eq!(
+            store
+                .find_free(ip(10), ip(12), &none, now)
+                .await
+                .ok()
+                .flatten(),
+            Some(ip(10))
+        );
+        store
+            .apply(&LeaseOp::Offer {
+                ip: ip(10),
+                mac: A,
+                expires: later,
+            })
+            .await
+            .expect("apply");
+        store
+            .apply(&LeaseOp::Bind {
+                ip: ip(11),
+                mac: A,
+                expires: later,
+            })
+            .await
+            .expect("apply");
+        // The offer on .10 was replaced by the binding on .11.
+        assert_eq!(store.snapshot().len(), 1);
+        assert_eq!(
+            store.by_mac(A).await.expect("by_mac").map(|l| l.ip),
+            Some(ip(11))
+        );
+        let excl: BTreeSet<_> = [ip(10)].into();
+        assert_eq!(
+            store
+                .find_free(ip(10), ip(12), &excl, now)
+                .await
+                .expect("free"),
+            Some(ip(12))
+        );
+        store
+            .apply(&LeaseOp::Decline {
+                ip: ip(12),
+                mac: B,
+                until: later,
+            })
+            .await
+            .expect("apply");
+        assert_eq!(
+            store
+                .find_free(ip(11), ip(12), &none, now)
+                .await
+                .expect("free"),
+            None
+        );
+        // Once expired, held addresses come back, after never-used ones.
+        assert_eq!(
+            store
+                .find_free(ip(11), ip(12), &none, later)
+                .await
+                .expect("free"),
+            Some(ip(11))
+        );
+        assert_eq!(
+            store.by_mac(B).await.expect("by_mac"),
+            None,
+            "declines are not leases"
+        );
+    }
+
+    #[tokio::test]
+    async fn release_only_by_holder_and_forget_only_offers() {
+        let store = MemoryLeaseStore::new();
+        let later = SystemTime::UNIX_EPOCH + Duration::from_secs(60);
+        store
+            .apply(&LeaseOp::Bind {
+                ip: ip(10),
+                mac: A,
+                expires: later,
+            })
+            .await
+            .expect("apply");
+        store
+            .apply(&LeaseOp::Release { ip: ip(10), mac: B })
+            .await
+            .expect("apply");
+        assert_eq!(store.snapshot().len(), 1);
+        store
+            .apply(&LeaseOp::ForgetOffer { mac: A })
+            .await
+            .expect("apply");
+        assert_eq!(store.snapshot().len(), 1);
+        store
+            .apply(&LeaseOp::Release { ip: ip(10), mac: A })
+            .await
+            .expect("apply");
+        assert!(store.snapshot().is_empty());
+        store
+            .apply(&LeaseOp::Offer {
+                ip: ip(10),
+                mac: A,
+                expires: later,
+            })
+            .await
+            .expect("apply");
+        store
+            .apply(&LeaseOp::ForgetOffer { mac: A })
+            .await
+            .expect("apply");
+        assert!(store.snapshot().is_empty());
+    }
+}

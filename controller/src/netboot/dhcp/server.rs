@@ -1,0 +1,365 @@
+//! The DHCP socket loop: receive, parse, ask the [`BootPolicy`], read leases, call the pure
+//! policy, apply its lease change, send.
+//!
+//! One UDP socket per (interface, port), made with socket2: SO_BINDTODEVICE so replies leave
+//! on the provisioning interface and requests from other interfaces are never seen,
+//! SO_BROADCAST for 255.255.255.255 replies, SO_REUSEADDR. Port 67 always; port 4011 too in
+//! proxy mode. Raw sockets are not needed: clients without an address get broadcasts.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::client::{self, ClientInfo, DropReason};
+use super::leases::{LeaseContext, LeaseStore};
+use super::policy::{
+    self, Decision, Destination, Incoming, LeaseLookups, Outcome, PXE_PORT, SERVER_PORT,
+};
+use super::{BootPolicy, DhcpConfig, DhcpMode};
+
+/// Packet and outcome counters, shared with whoever reports them.
+#[derive(Debug, Default)]
+pub struct DhcpCounters {
+    received: AtomicU64,
+    received_pxe_port: AtomicU64,
+    replied: AtomicU64,
+    handled: AtomicU64,
+    send_errors: AtomicU64,
+    dropped: Mutex<BTreeMap<DropReason, u64>>,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    pub received: u64,
+    /// Of `received`, how many came in on the proxyDHCP port 4011.
+    pub received_pxe_port: u64,
+    pub replied: u64,
+    /// Processed without a reply by protocol (RELEASE, DECLINE).
+    pub handled: u64,
+    pub send_errors: u64,
+    pub dropped: BTreeMap<DropReason, u64>,
+}
+
+impl CounterSnapshot {
+    /// Drops for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped.get(&reason).copied().unwrap_or(0)
+    }
+}
+
+impl DhcpCounters {
+    pub fn snapshot(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            received: self.received.load(Ordering::Relaxed),
+            received_pxe_port: self.received_pxe_port.load(Ordering::Relaxed),
+            replied: self.replied.load(Ordering::Relaxed),
+            handled: self.handled.load(Ordering::Relaxed),
+            send_errors: self.send_errors.load(Ordering::Relaxed),
+            dropped: self
+                .dropped
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+
+    fn count_drop(&self, reason: DropReason) {
+        *self
+            .dropped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+}
+
+/// A bound DHCP socket, not yet registered with tokio (so it can be made on a thread that
+/// entered another network namespace and handed over).
+#[derive(Debug)]
+pub struct DhcpSocket {
+    pub interface: String,
+    pub port: u16,
+    socket: StdUdpSocket,
+}
+
+fn bind_one(interface: &str, port: u16) -> anyhow::Result<DhcpSocket> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .context("creating dhcp socket")?;
+    socket
+        .set_reuse_address(true)
+        .context("setting SO_REUSEADDR")?;
+    socket.set_broadcast(true).context("setting SO_BROADCAST")?;
+    socket
+        .bind_device(Some(interface.as_bytes()))
+        .with_context(|| format!("binding dhcp socket to interface {interface}"))?;
+    socket.set_nonblocking(true).context("setting O_NONBLOCK")?;
+    let addr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("binding dhcp socket to {addr} on {interface}"))?;
+    Ok(DhcpSocket {
+        interface: interface.to_owned(),
+        port,
+        socket: socket.into(),
+    })
+}
+
+/// Bind the sockets `mode` needs on each of `interfaces`: none when off, port 67 in full
+/// mode, ports 67 and 4011 in proxy mode.
+pub fn bind_sockets(mode: DhcpMode, interfaces: &[String]) -> anyhow::Result<Vec<DhcpSocket>> {
+    let ports: &[u16] = match mode {
+        DhcpMode::Off => &[],
+        DhcpMode::Full => &[SERVER_PORT],
+        DhcpMode::Proxy => &[SERVER_PORT, PXE_PORT],
+    };
+    let mut out = Vec::new();
+    for iface in interfaces {
+        for port in ports {
+            out.push(bind_one(iface, *port)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The DHCP server: configuration, the two traits it needs, and its counters.
+pub struct DhcpServer {
+    cfg: Arc<DhcpConfig>,
+    policy: Arc<dyn BootPolicy>,
+    leases: Arc<dyn LeaseStore>,
+    counters: Arc<DhcpCounters>,
+    /// Serializes lease read-decide-write so two DISCOVERs never get the same address.
+    lease_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for DhcpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DhcpServer")
+            .field("cfg", &self.cfg)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A reply ready for the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireReply {
+    pub bytes: Vec<u8>,
+    pub dest: SocketAddrV4,
+}
+
+impl DhcpServer {
+    pub fn new(
+        cfg: DhcpConfig,
+        policy: Arc<dyn BootPolicy>,
+        leases: Arc<dyn LeaseStore>,
+    ) -> anyhow::Result<Self> {
+        cfg.validate().context("invalid dhcp configuration")?;
+        Ok(DhcpServer {
+            cfg: Arc::new(cfg),
+            policy,
+            leases,
+            counters: Arc::new(DhcpCounters::default()),
+            lease_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn counters(&self) -> Arc<DhcpCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    async fn lease_context(
+        &self,
+        inc: &Incoming<'_>,
+        want: LeaseLookups,
+        now: SystemTime,
+    ) -> Result<LeaseContext, super::leases::LeaseStoreError> {
+        let mut ctx = LeaseContext::default();
+        if !want.needed {
+            return Ok(ctx);
+        }
+        ctx.by_mac = self.leases.by_mac(inc.info.mac).await?;
+        if let Some(ip) = want.requested {
+            ctx.requested_holder = self.leases.by_ip(ip).await?;
+        }
+        if want.want_free
+            && let Some(pool) = &self.cfg.pool
+        {
+            let reserved = self.cfg.reservations.values().copied().collect();
+            ctx.free = self
+                .leases
+                .find_free(pool.start, pool.end, &reserved, now)
+                .await?;
+        }
+        Ok(ctx)
+    }
+
+    /// Handle one datagram: everything but the socket. Returns the reply to send, if any.
+    pub async fn handle_packet(
+        &self,
+        bytes: &[u8],
+        src: SocketAddrV4,
+        local_port: u16,
+        now: SystemTime,
+    ) -> Option<WireReply> {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        if local_port == PXE_PORT {
+            self.counters
+                .received_pxe_port
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let parsed =
+            client::parse(bytes).and_then(|m| ClientInfo::from_message(&m).map(|i| (m, i)));
+        let (msg, info) = match parsed {
+            Ok(v) => v,
+            Err(reason) => {
+                tracing::debug!(%src, len = bytes.len(), reason = reason.as_str(), "dhcp packet dropped");
+                self.counters.count_drop(reason);
+                return None;
+            }
+        };
+        let span =
+            tracing::debug_span!("dhcp", mac = %info.mac, xid = info.xid, kind = ?info.msg_type);
+        async {
+            let inc = Incoming {
+                msg: &msg,
+                info: &info,
+                src,
+                local_port,
+            };
+            let target = self.policy.lookup(info.mac, info.uuid).await;
+            let _guard = self.lease_lock.lock().await;
+            let want = policy::lease_lookups(&self.cfg, &inc);
+            let decision = match self.lease_context(&inc, want, now).await {
+                Ok(ctx) => policy::decide(&self.cfg, &inc, target, &ctx, now),
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease store read failed");
+                    Decision {
+                        outcome: Outcome::Drop(DropReason::StoreError),
+                        lease_op: None,
+                    }
+                }
+            };
+            if let Some(op) = &decision.lease_op
+                && let Err(e) = self.leases.apply(op).await
+            {
+                // Never promise an address the store did not record.
+                tracing::warn!(error = %e, ?op, "lease store write failed");
+                self.counters.count_drop(DropReason::StoreError);
+                return None;
+            }
+            match decision.outcome {
+                Outcome::Reply { message, dest } => {
+                    let bytes = match policy::encode_reply(&message) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "encoding reply failed");
+                            self.counters.count_drop(DropReason::EncodeFailed);
+                            return None;
+                        }
+                    };
+                    let dest = match dest {
+                        Destination::Broadcast { port } => {
+                            SocketAddrV4::new(Ipv4Addr::BROADCAST, port)
+                        }
+                        Destination::Unicast(a) => a,
+                    };
+                    tracing::debug!(reply = ?message.opts().msg_type(), yiaddr = %message.yiaddr(), %dest, uuid = ?info.uuid, arch = ?info.arch, ipxe = info.is_ipxe, "dhcp reply");
+                    Some(WireReply { bytes, dest })
+                }
+                Outcome::Handled => {
+                    self.counters.handled.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("dhcp handled");
+                    None
+                }
+                Outcome::Drop(reason) => {
+                    tracing::debug!(reason = reason.as_str(), "dhcp dropped");
+                    self.counters.count_drop(reason);
+                    None
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn serve_socket(
+        &self,
+        socket: DhcpSocket,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let DhcpSocket {
+            interface,
+            port,
+            socket,
+        } = socket;
+        let socket = UdpSocket::from_std(socket).context("registering dhcp socket with tokio")?;
+        tracing::info!(%interface, port, mode = ?self.cfg.mode, "dhcp listening");
+        // Large enough for any DHCP packet (the maximum UDP payload on Ethernet plus slack).
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let (len, src) = tokio::select! {
+                r = socket.recv_from(&mut buf) => match r {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // ICMP errors from earlier sends surface here; keep serving.
+                        tracing::debug!(%interface, port, error = %e, "dhcp recv error");
+                        continue;
+                    }
+                },
+                () = cancel.cancelled() => {
+                    tracing::info!(%interface, port, "dhcp stopped");
+                    return Ok(());
+                }
+            };
+            let SocketAddr::V4(src) = src else { continue };
+            let Some(reply) = self
+                .handle_packet(&buf[..len], src, port, SystemTime::now())
+                .await
+            else {
+                continue;
+            };
+            match socket.send_to(&reply.bytes, reply.dest).await {
+                Ok(_) => {
+                    self.counters.replied.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%interface, dest = %reply.dest, error = %e, "dhcp send failed");
+                }
+            }
+        }
+    }
+
+    /// Serve `sockets` until `cancel` fires. Each socket gets its own receive loop; lease
+    /// decisions are serialized across them.
+    pub async fn run(
+        self: Arc<Self>,
+        sockets: Vec<DhcpSocket>,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for s in sockets {
+            let this = Arc::clone(&self);
+            let cancel = cancel.clone();
+            tasks.spawn(async move { this.serve_socket(s, cancel).await });
+        }
+        let mut result = Ok(());
+        while let Some(joined) = tasks.join_next().await {
+            let r = joined.context("dhcp socket task panicked").and_then(|r| r);
+            if let Err(e) = r {
+                cancel.cancel();
+                result = Err(e);
+            }
+        }
+        result
+    }
+}

@@ -1,0 +1,267 @@
+//! The real OpenStack clients against a running `ingot serve` (DESIGN.md §9).
+//!
+//! Creates (once, cached under the target directory) a Python venv with the pinned
+//! python-ironicclient and openstacksdk that `ironic-api-contract.md` was captured with, starts
+//! the `ingot` binary on a free 127.0.0.1 port with a fresh SQLite database, and runs
+//! `tests/clients/cli_session.py` (the `baremetal` CLI) and `tests/clients/sdk_session.py`
+//! (openstacksdk). Each script asserts every step and ends with `N passed, M failed`.
+//!
+//! Needs `python3` with the venv module (Debian: python3-venv) and access to PyPI the first
+//! time. Set `INGOT_CLIENTS_ENDPOINT=http://127.0.0.1:PORT` (and `CLIENTS_PEER=ironic`) to run
+//! the same scripts against a server that is already running, such as real Ironic
+//! (`cargo xtask ironic serve`).
+
+use std::fs;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Pinned like the contract; keep in step with `xtask/src/pyvenv.rs` (same venv, same marker).
+const REQUIREMENTS: &[&str] = &["python-ironicclient==6.3.0", "openstacksdk==4.22.0"];
+const MARKER: &str = "ingot-requirements.txt";
+
+/// Returns the cached client venv, building it under a file lock if missing or outdated.
+fn clients_venv() -> PathBuf {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    fs::create_dir_all(&tmp).expect("target tmp dir is creatable");
+    let dir = tmp.join("pyvenv-clients");
+    let lock = fs::File::create(dir.with_extension("lock")).expect("venv lock file is creatable");
+    lock.lock().expect("venv lock can be taken");
+    let want = format!("{}\n", REQUIREMENTS.join("\n"));
+    let python = dir.join("bin").join("python");
+    if python.exists() && fs::read_to_string(dir.join(MARKER)).ok().as_deref() == Some(&want) {
+        return dir;
+    }
+    if dir.exists() {
+        fs::remove_dir_all(&dir).expect("stale venv is removable");
+    }
+    let interpreter = std::env::var("INGOT_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let status = Command::new(&interpreter)
+        .arg("-m")
+        .arg("venv")
+        .arg(&dir)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {interpreter} (install python3 and python3-venv): {e}")
+        });
+    assert!(
+        status.success(),
+        "{interpreter} -m venv failed: {status} (Debian: apt-get install python3-venv)"
+    );
+    let status = Command::new(dir.join("bin").join("pip"))
+        .args(["install", "--disable-pip-version-check", "--quiet"])
+        .args(REQUIREMENTS)
+        .status()
+        .expect("pip in the new venv runs");
+    assert!(
+        status.success(),
+        "pip install {} failed: {status}",
+        REQUIREMENTS.join(" ")
+    );
+    fs::write(dir.join(MARKER), want).expect("venv marker is writable");
+    dir
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port is free");
+    listener.local_addr().expect("bound address").port()
+}
+
+/// HTTP status of `GET /v1`, or `None` if nothing answered.
+fn probe(addr: SocketAddr) -> Option<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let req = format!("GET /v1 HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(req.as_bytes()).ok()?;
+    let mut head = Vec::new();
+    stream.take(64).read_to_end(&mut head).ok()?;
+    String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// `ingot serve` on a free loopback port with a fresh database, killed on drop.
+struct Ingot {
+    child: Option<Child>,
+    base_url: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Ingot {
+    fn start() -> Self {
+        let mut failures = Vec::new();
+        // The free port can be taken between probing and binding, so try a few times.
+        for _ in 0..3 {
+            match Self::try_start() {
+                Ok(server) => return server,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("ingot serve failed to start:\n{}", failures.join("\n---\n"));
+    }
+
+    fn try_start() -> Result<Self, String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("ingot.log");
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log_file = fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ingot"))
+            .arg("serve")
+            .arg("--api-listen")
+            .arg(addr.to_string())
+            .arg("--database")
+            .arg(format!(
+                "sqlite://{}",
+                dir.path().join("ingot.db").display()
+            ))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log handle"))
+            .stderr(log_file)
+            .spawn()
+            .expect("the ingot binary starts");
+        let mut server = Self {
+            child: Some(child),
+            base_url: format!("http://{addr}"),
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if probe(addr) == Some(200) {
+                return Ok(server);
+            }
+            if let Some(status) = server
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                server.child = None;
+                return Err(format!(
+                    "ingot serve exited with {status}:\n{}",
+                    server.log_text()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "ingot serve did not answer GET /v1 within 30 s:\n{}",
+                    server.log_text()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait up to 10 s for a clean exit.
+    fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for ingot") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("ingot ignored SIGTERM for 10 s:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Ingot {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs a session script; panics with its whole output unless every check passed.
+fn run_session(script: &str, endpoint: &str, peer: &str, server_log: &dyn Fn() -> String) {
+    let venv = clients_venv();
+    let home = tempfile::tempdir().expect("temp HOME");
+    let script_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let out = Command::new(venv.join("bin").join("python"))
+        .arg(&script_path)
+        .env("OS_ENDPOINT", endpoint)
+        .env("OS_AUTH_TYPE", "none")
+        .env("CLIENTS_PEER", peer)
+        // The CLI writes a version cache under ~/.cache; keep it out of the real home.
+        .env("HOME", home.path())
+        .env_remove("OS_CLOUD")
+        .env_remove("OS_BAREMETAL_API_VERSION")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the venv python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary = stdout
+        .lines()
+        .rev()
+        .find(|l| l.ends_with(" failed") && l.contains(" passed, "));
+    let counts = summary.and_then(|l| {
+        let mut words = l.split_whitespace();
+        let passed: u32 = words.next()?.parse().ok()?;
+        let failed: u32 = words.nth(1)?.parse().ok()?;
+        Some((passed, failed))
+    });
+    let all_passed = matches!(counts, Some((p, 0)) if p > 0);
+    if !out.status.success() || !all_passed {
+        panic!(
+            "{script} failed ({}; {}):\n--- script stdout\n{stdout}\n--- script stderr\n{stderr}\n--- server log\n{}",
+            out.status,
+            summary.unwrap_or("no summary line"),
+            server_log()
+        );
+    }
+    println!("{script}: {}", summary.unwrap_or_default());
+}
+
+/// Runs `script` against `INGOT_CLIENTS_ENDPOINT` if set, else against a fresh `ingot serve`.
+fn session_against_server(script: &str) {
+    if let Ok(endpoint) = std::env::var("INGOT_CLIENTS_ENDPOINT") {
+        let peer = std::env::var("CLIENTS_PEER").unwrap_or_else(|_| "ingot".to_owned());
+        run_session(script, &endpoint, &peer, &|| {
+            String::from("(external server)")
+        });
+        return;
+    }
+    let server = Ingot::start();
+    let base = server.base_url.clone();
+    run_session(script, &base, "ingot", &|| server.log_text());
+    let log = server.log_text();
+    let status = server.stop();
+    assert!(
+        status.success(),
+        "ingot serve did not exit cleanly on SIGTERM: {status}\n{log}"
+    );
+}
+
+#[test]
+fn baremetal_cli_session_passes() {
+    session_against_server("cli_session.py");
+}
+
+#[test]
+fn openstacksdk_session_passes() {
+    session_against_server("sdk_session.py");
+}

@@ -1,0 +1,162 @@
+//! Progress and result events the agent emits while it works.
+//!
+//! The same values go to the controller (`progress`/`result` reports) and, as
+//! JSON lines, to stdout when the agent runs as a command.
+
+use serde::{Deserialize, Serialize};
+
+/// A phase of a write or wipe job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Choosing and opening the target device.
+    Prepare,
+    /// Destroying the old partition table.
+    ClearTable,
+    /// Streaming, verifying, decoding and writing the body of the image.
+    Stream,
+    /// Writing the held-back first MiB after the checksum matched.
+    WriteHead,
+    /// Moving the backup GPT to the end of a larger disk.
+    RelocateGpt,
+    /// Appending the config drive partition.
+    ConfigDrive,
+    /// Flushing caches to stable storage.
+    Sync,
+    /// Asking the kernel to re-read the partition table.
+    Reread,
+    /// Wiping a disk.
+    Wipe,
+    /// Reading back to verify a wipe.
+    Verify,
+    /// Cleaning up after a failure (destroying the partial table).
+    Cleanup,
+}
+
+/// Periodic progress of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressEvent {
+    /// Current phase.
+    pub phase: Phase,
+    /// Bytes received from the network (as served, before decoding).
+    pub bytes_fetched: u64,
+    /// Bytes written to the disk (decoded).
+    pub bytes_written: u64,
+    /// Size of the served image, when the server told us.
+    #[serde(default)]
+    pub bytes_total: Option<u64>,
+    /// Write rate since the start, bytes per second.
+    pub rate_bps: u64,
+    /// Time since the job started, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// Time spent in one phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseTiming {
+    /// The phase.
+    pub phase: Phase,
+    /// Milliseconds spent in it.
+    pub ms: u64,
+}
+
+/// The outcome of a successful image write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteImageResult {
+    /// Device written.
+    pub device: String,
+    /// Detected format: `raw`, `gzip`, `xz` or `zstd`.
+    pub format: String,
+    /// Checksum that matched, `algo:hex`.
+    pub checksum: String,
+    /// Bytes received (as served).
+    pub bytes_fetched: u64,
+    /// Bytes written (decoded image size).
+    pub bytes_written: u64,
+    /// Connections re-established after a failure.
+    pub retries: u32,
+    /// Whole job, in milliseconds.
+    pub elapsed_ms: u64,
+    /// Average write rate, bytes per second.
+    pub rate_bps: u64,
+    /// Per-phase timings, in order.
+    pub timings: Vec<PhaseTiming>,
+    /// Start offset of the config drive partition, when one was written.
+    #[serde(default)]
+    pub configdrive_offset: Option<u64>,
+}
+
+/// How thoroughly to wipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WipeMode {
+    /// Clear every known signature and the first and last MiB.
+    Metadata,
+    /// Zero the whole device and verify.
+    Full,
+    /// Firmware erase (NVMe format / ATA security erase), verified by a marker.
+    Secure,
+}
+
+/// The result of wiping one disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WipeDiskResult {
+    /// Device path.
+    pub device: String,
+    /// Requested mode.
+    pub mode: WipeMode,
+    /// True when the disk was wiped and verified.
+    pub ok: bool,
+    /// Method used (`signatures`, `discard`, `write_zeroes`, `overwrite`, `nvme_format`, `ata_secure_erase`).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Signatures found and cleared, e.g. `ext4@1080`.
+    #[serde(default)]
+    pub cleared: Vec<String>,
+    /// Why the disk was skipped (only with `--all`).
+    #[serde(default)]
+    pub skipped: Option<String>,
+    /// The error, when `ok` is false and the disk was not skipped.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Milliseconds spent.
+    pub elapsed_ms: u64,
+}
+
+/// Per-disk results of a wipe job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WipeReport {
+    /// True when every disk that was not skipped is `ok`.
+    pub ok: bool,
+    /// One entry per disk.
+    pub disks: Vec<WipeDiskResult>,
+}
+
+/// A failure, with the chain of causes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReport {
+    /// Phase where it failed.
+    #[serde(default)]
+    pub phase: Option<Phase>,
+    /// Top-level message.
+    pub message: String,
+    /// Causes, outermost first.
+    #[serde(default)]
+    pub causes: Vec<String>,
+}
+
+/// One event line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AgentEvent {
+    /// Periodic progress.
+    Progress(ProgressEvent),
+    /// A phase finished.
+    PhaseDone(PhaseTiming),
+    /// An image write finished.
+    WriteImageDone(WriteImageResult),
+    /// A wipe finished.
+    WipeDone(WipeReport),
+    /// A job failed.
+    Failed(ErrorReport),
+}

@@ -1,0 +1,236 @@
+//! Hardware inventory reported by the agent.
+//!
+//! Field names follow Ironic's inventory format (`interfaces`, `cpu`, `memory`,
+//! `disks`, `system_vendor`, `boot`, `bmc_address`) wherever Ironic has one, so
+//! that Ironic tooling can read it; our extra fields sit beside them. Sizes are
+//! bytes unless a field name says otherwise.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the agent knows about the machine it runs on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Network interfaces (physical ones; `lo` and virtual devices are left out).
+    pub interfaces: Vec<Interface>,
+    /// Processor summary.
+    pub cpu: Cpu,
+    /// Memory sizes.
+    pub memory: Memory,
+    /// Block devices that can hold an image.
+    pub disks: Vec<Disk>,
+    /// SMBIOS type 1 (system) and type 0 (firmware).
+    pub system_vendor: SystemVendor,
+    /// Boot mode of the current boot.
+    pub boot: Boot,
+    /// BMC IPv4 address when readable in-band.
+    #[serde(default)]
+    pub bmc_address: Option<String>,
+    /// SMBIOS type 2 (baseboard). Extra field.
+    #[serde(default)]
+    pub baseboard: Option<Baseboard>,
+    /// SMBIOS type 3 (chassis). Extra field.
+    #[serde(default)]
+    pub chassis: Option<Chassis>,
+    /// Kernel host name at the time of the report. Extra field.
+    #[serde(default)]
+    pub hostname: Option<String>,
+}
+
+/// A network interface.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Interface {
+    /// Kernel name, e.g. `eth0`.
+    pub name: String,
+    /// MAC address, lowercase, colon separated.
+    pub mac_address: String,
+    /// First IPv4 address, without prefix (Ironic field).
+    #[serde(default)]
+    pub ipv4_address: Option<String>,
+    /// First global IPv6 address, without prefix (Ironic field).
+    #[serde(default)]
+    pub ipv6_address: Option<String>,
+    /// Whether the link has a carrier.
+    pub has_carrier: bool,
+    /// Link speed in Mbit/s when known.
+    #[serde(default)]
+    pub speed_mbps: Option<u32>,
+    /// PCI vendor id, e.g. `0x8086` (Ironic field).
+    #[serde(default)]
+    pub vendor: Option<String>,
+    /// PCI device id (Ironic field).
+    #[serde(default)]
+    pub product: Option<String>,
+    /// Kernel driver name. Extra field.
+    #[serde(default)]
+    pub driver: Option<String>,
+    /// PCI address, e.g. `0000:00:03.0`. Extra field.
+    #[serde(default)]
+    pub pci_address: Option<String>,
+    /// All addresses with prefix length, e.g. `192.0.2.5/24`. Extra field.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+/// Processor summary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cpu {
+    /// Model name from `/proc/cpuinfo`.
+    pub model_name: String,
+    /// Nominal frequency in MHz as text (Ironic keeps it a string).
+    #[serde(default)]
+    pub frequency: Option<String>,
+    /// Logical processors.
+    pub count: u32,
+    /// Physical packages.
+    pub socket_count: u32,
+    /// Architecture, e.g. `x86_64`.
+    pub architecture: String,
+    /// CPU flags.
+    #[serde(default)]
+    pub flags: Vec<String>,
+}
+
+/// Memory sizes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    /// Memory the kernel sees, in bytes.
+    pub total: u64,
+    /// Installed memory from SMBIOS type 17, in MiB (Ironic field).
+    #[serde(default)]
+    pub physical_mb: Option<u64>,
+}
+
+/// A block device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Disk {
+    /// Device path, e.g. `/dev/sda`.
+    pub name: String,
+    /// Model string.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Vendor string.
+    #[serde(default)]
+    pub vendor: Option<String>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Spinning disk.
+    pub rotational: bool,
+    /// Serial number, read from the place the driver keeps it.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// World wide name, e.g. `0x5000c500a1b2c3d4` or an NVMe `eui.` id.
+    #[serde(default)]
+    pub wwn: Option<String>,
+    /// SCSI address `host:channel:target:lun`.
+    #[serde(default)]
+    pub hctl: Option<String>,
+    /// `/dev/disk/by-path/...` link name.
+    #[serde(default)]
+    pub by_path: Option<String>,
+    /// Logical sector size in bytes. Extra field.
+    pub logical_sector_size: u32,
+    /// Physical sector size in bytes. Extra field.
+    pub physical_sector_size: u32,
+    /// Transport: `nvme`, `sata`, `sas`, `virtio`, `usb`, `scsi`, ... Extra field.
+    #[serde(default)]
+    pub transport: Option<String>,
+    /// The kernel refuses writes. Extra field.
+    pub read_only: bool,
+    /// Removable media. Extra field.
+    pub removable: bool,
+}
+
+/// SMBIOS system information (type 1) plus firmware (type 0).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SystemVendor {
+    /// Product name.
+    #[serde(default)]
+    pub product_name: Option<String>,
+    /// Serial number.
+    #[serde(default)]
+    pub serial_number: Option<String>,
+    /// Manufacturer.
+    #[serde(default)]
+    pub manufacturer: Option<String>,
+    /// SMBIOS system UUID, lowercase. Extra field.
+    #[serde(default)]
+    pub uuid: Option<String>,
+    /// SKU number. Extra field.
+    #[serde(default)]
+    pub sku: Option<String>,
+    /// Firmware (BIOS) information.
+    #[serde(default)]
+    pub firmware: Option<Firmware>,
+}
+
+/// SMBIOS type 0.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Firmware {
+    /// Firmware vendor.
+    #[serde(default)]
+    pub vendor: Option<String>,
+    /// Firmware version.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Release date as written by the firmware.
+    #[serde(default)]
+    pub build_date: Option<String>,
+}
+
+/// SMBIOS type 2.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Baseboard {
+    /// Manufacturer.
+    #[serde(default)]
+    pub manufacturer: Option<String>,
+    /// Product.
+    #[serde(default)]
+    pub product: Option<String>,
+    /// Version.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Serial number.
+    #[serde(default)]
+    pub serial_number: Option<String>,
+}
+
+/// SMBIOS type 3.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Chassis {
+    /// Manufacturer.
+    #[serde(default)]
+    pub manufacturer: Option<String>,
+    /// Chassis type code as defined by SMBIOS (e.g. 1 = other, 23 = rack mount).
+    #[serde(default)]
+    pub chassis_type: Option<u8>,
+    /// Serial number.
+    #[serde(default)]
+    pub serial_number: Option<String>,
+    /// Asset tag.
+    #[serde(default)]
+    pub asset_tag: Option<String>,
+}
+
+/// How the machine booted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootMode {
+    /// Legacy BIOS.
+    #[default]
+    Bios,
+    /// UEFI.
+    Uefi,
+}
+
+/// Boot information.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Boot {
+    /// Boot mode of the current boot (Ironic field).
+    pub current_boot_mode: BootMode,
+    /// MAC of the interface we PXE booted from, when known (Ironic field).
+    #[serde(default)]
+    pub pxe_interface: Option<String>,
+    /// Secure Boot state when booted by UEFI. Extra field.
+    #[serde(default)]
+    pub secure_boot: Option<bool>,
+}

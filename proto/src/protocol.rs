@@ -1,0 +1,205 @@
+//! The agent protocol: the agent pulls, the controller never calls the agent.
+//!
+//! 1. `POST /agent/v1/lookup` with a [`LookupRequest`] (MACs, SMBIOS identity, inventory).
+//!    The controller finds the node by MAC or system UUID, or enrolls an unknown machine
+//!    when discovery is on, and answers a [`LookupResponse`] with the node UUID and a fresh
+//!    agent token.
+//! 2. `POST /agent/v1/heartbeat` ([`HeartbeatRequest`]) long-polls for the next command;
+//!    the answer is a [`HeartbeatResponse`] carrying one [`Command`] (`wait` when there is
+//!    nothing to do).
+//! 3. `POST /agent/v1/events` ([`EventReport`]) sends progress while a command runs and its
+//!    final result.
+//!
+//! Every call after lookup carries the token in the [`TOKEN_HEADER`] header; a missing or
+//! stale token (one lookup replaces the previous token) is refused with 401.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::events::{AgentEvent, ErrorReport, WipeMode};
+use crate::hints::RootDeviceHints;
+use crate::inventory::Inventory;
+
+/// Path of the lookup call.
+pub const PATH_LOOKUP: &str = "/agent/v1/lookup";
+/// Path of the heartbeat long-poll.
+pub const PATH_HEARTBEAT: &str = "/agent/v1/heartbeat";
+/// Path of progress and result reports.
+pub const PATH_EVENTS: &str = "/agent/v1/events";
+/// HTTP header carrying the agent token.
+pub const TOKEN_HEADER: &str = "X-Ingot-Agent-Token";
+
+/// The agent introduces itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LookupRequest {
+    /// [`crate::PROTOCOL_VERSION`] of the agent.
+    pub protocol_version: u32,
+    /// The agent's own version string.
+    pub agent_version: String,
+    /// MAC addresses of every physical NIC, lower case, colon separated.
+    pub macs: Vec<String>,
+    /// The MAC the machine booted from (`BOOTIF=` on the kernel command line), if known.
+    #[serde(default)]
+    pub boot_mac: Option<String>,
+    /// SMBIOS system UUID.
+    #[serde(default)]
+    pub system_uuid: Option<String>,
+    /// SMBIOS system serial number.
+    #[serde(default)]
+    pub system_serial: Option<String>,
+    /// The full hardware inventory.
+    pub inventory: Inventory,
+}
+
+/// The controller's answer to a lookup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LookupResponse {
+    /// The node this machine is.
+    pub node_uuid: Uuid,
+    /// Token for every further call; a new lookup replaces it.
+    pub token: String,
+    /// True when this lookup enrolled the machine (zero-touch discovery).
+    pub discovered: bool,
+    /// How long the controller may hold a heartbeat before answering `wait`.
+    pub heartbeat_timeout_secs: u32,
+}
+
+/// What the agent is doing when it heartbeats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AgentState {
+    /// Ready for a command.
+    Idle,
+    /// Running the command with this id.
+    Busy { command_id: Uuid },
+}
+
+/// A heartbeat: "here I am, give me work".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    pub node_uuid: Uuid,
+    pub state: AgentState,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// Identifies the command in event reports.
+    pub command_id: Uuid,
+    pub command: Command,
+}
+
+/// Work for the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Nothing to do: heartbeat again after this many seconds.
+    Wait { seconds: u32 },
+    /// Collect the inventory again and report it as the result.
+    Inspect,
+    /// Wipe disks. `devices` empty means every eligible disk (read-only, virtual media and
+    /// the boot medium are skipped); any failure fails the command.
+    Wipe {
+        mode: WipeMode,
+        #[serde(default)]
+        devices: Vec<String>,
+    },
+    /// Write an image and a config drive.
+    Deploy(Box<DeployCommand>),
+    /// Reboot now (after the result is reported).
+    Reboot,
+    /// Power off now (after the result is reported).
+    PowerOff,
+}
+
+/// What a deploy writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployCommand {
+    /// HTTP(S) URL of the image (raw, zstd, gzip or xz).
+    pub image_url: String,
+    /// `ALGO:HEX` over the bytes as served (`sha256`, `sha512`, `md5`).
+    pub checksum: String,
+    /// How to choose the target disk; empty hints pick the smallest disk that fits.
+    #[serde(default)]
+    pub root_device_hints: RootDeviceHints,
+    /// The config drive to append, if any.
+    #[serde(default)]
+    pub configdrive: Option<ConfigDrive>,
+}
+
+/// A config drive, either built by the agent from its parts or given as an image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ConfigDrive {
+    /// The OpenStack layout's documents; the agent builds the `config-2` ISO.
+    Parts {
+        meta_data: Value,
+        #[serde(default)]
+        user_data: Option<String>,
+        #[serde(default)]
+        network_data: Option<Value>,
+        #[serde(default)]
+        vendor_data: Option<Value>,
+    },
+    /// A ready image, gzip-compressed and base64-encoded (what the Ironic CLI sends).
+    GzipBase64 { data: String },
+}
+
+/// A report about a running or finished command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventReport {
+    pub node_uuid: Uuid,
+    pub command_id: Uuid,
+    pub report: Report,
+}
+
+/// Progress, success or failure of a command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "report", rename_all = "snake_case")]
+pub enum Report {
+    /// An intermediate event (progress, a phase done).
+    Event { event: AgentEvent },
+    /// The command succeeded; `inventory` is set for `inspect`, `detail` carries the
+    /// command's result document (write or wipe report).
+    Succeeded {
+        #[serde(default)]
+        inventory: Option<Box<Inventory>>,
+        #[serde(default)]
+        detail: Option<Value>,
+    },
+    /// The command failed.
+    Failed { error: ErrorReport },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_tagged() {
+        let c = Command::Wipe {
+            mode: WipeMode::Metadata,
+            devices: vec![],
+        };
+        let j = serde_json::to_value(&c).expect("json");
+        assert_eq!(j["command"], "wipe");
+        let back: Command = serde_json::from_value(j).expect("back");
+        assert_eq!(back, c);
+        let w: Command = serde_json::from_str(r#"{"command":"wait","seconds":5}"#).expect("wait");
+        assert_eq!(w, Command::Wait { seconds: 5 });
+    }
+
+    #[test]
+    fn deploy_defaults() {
+        let d: Command = serde_json::from_str(
+            r#"{"command":"deploy","image_url":"http://192.0.2.1/i.zst","checksum":"sha256:00"}"#,
+        )
+        .expect("deploy");
+        let Command::Deploy(d) = d else {
+            panic!("not a deploy")
+        };
+        assert!(d.configdrive.is_none());
+        assert_eq!(d.root_device_hints, RootDeviceHints::default());
+    }
+}

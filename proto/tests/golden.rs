@@ -1,0 +1,202 @@
+//! Golden JSON tests: every wire type is serialized and compared with a checked-in
+//! file in `tests/output/`, then parsed back. Run with `EXPECTORATE=overwrite` to
+//! update the files after an intended wire change.
+
+use std::path::PathBuf;
+
+use proto::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(name: &str, value: &T) {
+    let text = serde_json::to_string_pretty(value).expect("serializable") + "\n";
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/output/{name}.json"));
+    if std::env::var("EXPECTORATE").as_deref() == Ok("overwrite") {
+        std::fs::write(&path, &text).expect("writing golden file");
+    }
+    let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "reading {}: {e} (run with EXPECTORATE=overwrite)",
+            path.display()
+        )
+    });
+    assert_eq!(golden, text, "{name} differs from its golden file");
+    let back: T = serde_json::from_str(&golden).expect("golden parses back");
+    assert_eq!(&back, value);
+}
+
+fn sample_inventory() -> Inventory {
+    Inventory {
+        interfaces: vec![Interface {
+            name: "eth0".into(),
+            mac_address: "52:54:00:12:34:56".into(),
+            ipv4_address: Some("192.0.2.10".into()),
+            ipv6_address: None,
+            has_carrier: true,
+            speed_mbps: Some(1000),
+            vendor: Some("0x1af4".into()),
+            product: Some("0x1000".into()),
+            driver: Some("virtio_net".into()),
+            pci_address: Some("0000:00:03.0".into()),
+            addresses: vec!["192.0.2.10/24".into()],
+        }],
+        cpu: Cpu {
+            model_name: "QEMU Virtual CPU version 2.5+".into(),
+            frequency: Some("2400".into()),
+            count: 2,
+            socket_count: 1,
+            architecture: "x86_64".into(),
+            flags: vec!["fpu".into(), "sse2".into()],
+        },
+        memory: Memory {
+            total: 2_147_483_648,
+            physical_mb: Some(2048),
+        },
+        disks: vec![Disk {
+            name: "/dev/nvme0n1".into(),
+            model: Some("Samsung SSD 980 PRO 1TB".into()),
+            vendor: None,
+            size: 1_000_204_886_016,
+            rotational: false,
+            serial: Some("S5GXNX0R123456".into()),
+            wwn: Some("eui.002538b111b2c3d4".into()),
+            hctl: None,
+            by_path: Some("/dev/disk/by-path/pci-0000:01:00.0-nvme-1".into()),
+            logical_sector_size: 512,
+            physical_sector_size: 512,
+            transport: Some("nvme".into()),
+            read_only: false,
+            removable: false,
+        }],
+        system_vendor: SystemVendor {
+            product_name: Some("Standard PC (Q35 + ICH9, 2009)".into()),
+            serial_number: Some("SN-1".into()),
+            manufacturer: Some("QEMU".into()),
+            uuid: Some("2b7e1516-28ae-4d2a-8f0e-1f2e3d4c5b6a".into()),
+            sku: None,
+            firmware: Some(Firmware {
+                vendor: Some("SeaBIOS".into()),
+                version: Some("1.16.2-debian-1.16.2-1".into()),
+                build_date: Some("04/01/2014".into()),
+            }),
+        },
+        boot: Boot {
+            current_boot_mode: BootMode::Uefi,
+            pxe_interface: None,
+            secure_boot: Some(false),
+        },
+        bmc_address: None,
+        baseboard: Some(Baseboard {
+            manufacturer: Some("QEMU".into()),
+            product: None,
+            version: None,
+            serial_number: None,
+        }),
+        chassis: Some(Chassis {
+            manufacturer: Some("QEMU".into()),
+            chassis_type: Some(1),
+            serial_number: None,
+            asset_tag: None,
+        }),
+        hostname: Some("localhost".into()),
+    }
+}
+
+#[test]
+fn inventory_golden() {
+    check("inventory", &sample_inventory());
+}
+
+#[test]
+fn root_device_hints_golden() {
+    let hints = RootDeviceHints {
+        serial: Some("S5GXNX0R123456".into()),
+        size: Some(SizeHint {
+            op: SizeOp::Ge,
+            gib: 100,
+        }),
+        rotational: Some(false),
+        ..Default::default()
+    };
+    check("root_device_hints", &hints);
+    let from_int: RootDeviceHints = serde_json::from_str(r#"{"size": 240}"#).expect("int size");
+    assert_eq!(
+        from_int.size,
+        Some(SizeHint {
+            op: SizeOp::Eq,
+            gib: 240
+        })
+    );
+    assert!(serde_json::from_str::<RootDeviceHints>(r#"{"size": "about 3"}"#).is_err());
+    assert!(serde_json::from_str::<RootDeviceHints>(r#"{"colour": "red"}"#).is_err());
+}
+
+#[test]
+fn events_golden() {
+    let events = vec![
+        AgentEvent::Progress(ProgressEvent {
+            phase: Phase::Stream,
+            bytes_fetched: 1_048_576,
+            bytes_written: 4_194_304,
+            bytes_total: Some(16_777_216),
+            rate_bps: 524_288_000,
+            elapsed_ms: 8,
+        }),
+        AgentEvent::PhaseDone(PhaseTiming {
+            phase: Phase::WriteHead,
+            ms: 3,
+        }),
+        AgentEvent::WriteImageDone(WriteImageResult {
+            device: "/dev/loop0".into(),
+            format: "zstd".into(),
+            checksum: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+                .into(),
+            bytes_fetched: 1_048_576,
+            bytes_written: 67_108_864,
+            retries: 1,
+            elapsed_ms: 120,
+            rate_bps: 559_240_533,
+            timings: vec![PhaseTiming {
+                phase: Phase::Stream,
+                ms: 110,
+            }],
+            configdrive_offset: None,
+        }),
+        AgentEvent::WipeDone(WipeReport {
+            ok: false,
+            disks: vec![
+                WipeDiskResult {
+                    device: "/dev/sda".into(),
+                    mode: WipeMode::Metadata,
+                    ok: true,
+                    method: Some("signatures".into()),
+                    cleared: vec!["ext4@1080".into()],
+                    skipped: None,
+                    error: None,
+                    elapsed_ms: 12,
+                },
+                WipeDiskResult {
+                    device: "/dev/sdb".into(),
+                    mode: WipeMode::Metadata,
+                    ok: false,
+                    method: None,
+                    cleared: vec![],
+                    skipped: None,
+                    error: Some("device is read-only".into()),
+                    elapsed_ms: 0,
+                },
+            ],
+        }),
+        AgentEvent::Failed(ErrorReport {
+            phase: Some(Phase::Stream),
+            message: "checksum mismatch".into(),
+            causes: vec![],
+        }),
+    ];
+    check("events", &events);
+}
+
+#[test]
+fn protocol_version_is_one() {
+    assert_eq!(PROTOCOL_VERSION, 1);
+}

@@ -1,0 +1,373 @@
+//! The HTTP workload of `cargo xtask bench api`, the same for Ingot and for the peer.
+//!
+//! Phases: enroll (node + port, `concurrency` clients), list `/v1/nodes/detail` (one client,
+//! repeated), lifecycle (manage, provide, deploy, undeploy, `concurrency` clients, each node
+//! polled until it reaches every state). Requests and time are bounded: every phase has a
+//! fixed number of operations and every wait has a deadline.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
+use serde_json::{Value, json};
+
+/// Sizes of the workload.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Nodes to enroll, each with one port.
+    pub nodes: usize,
+    /// Concurrent clients for enroll and lifecycle.
+    pub concurrency: usize,
+    /// How many times `/v1/nodes/detail` is fetched.
+    pub list_repeats: usize,
+    /// Nodes taken through manage, provide, deploy, undeploy.
+    pub lifecycle_nodes: usize,
+    /// Deadline for one node to reach one state.
+    pub transition_timeout: Duration,
+}
+
+/// Wall time and server CPU time of one phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Phase {
+    pub wall: Duration,
+    pub cpu_secs: f64,
+}
+
+/// Everything measured by one workload run.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub enroll: Phase,
+    pub list: Phase,
+    pub lifecycle: Phase,
+    /// Latencies per request kind.
+    pub latencies: BTreeMap<&'static str, Vec<Duration>>,
+    pub requests: u64,
+    pub error_count: usize,
+    /// The first few errors, for the report.
+    pub errors: Vec<String>,
+    /// Nodes in the last `/v1/nodes/detail` answer.
+    pub listed_nodes: usize,
+    /// Nodes that completed the whole lifecycle.
+    pub lifecycle_done: usize,
+}
+
+pub const KIND_NODE_CREATE: &str = "POST /v1/nodes";
+pub const KIND_PORT_CREATE: &str = "POST /v1/ports";
+pub const KIND_DETAIL: &str = "GET /v1/nodes/detail (all)";
+pub const KIND_PROVISION: &str = "PUT .../states/provision";
+pub const KIND_POLL: &str = "GET /v1/nodes/{uuid} (poll)";
+
+const MAX_KEPT_ERRORS: usize = 10;
+/// The lifecycle: (target verb, stable state to wait for).
+const LIFECYCLE: [(&str, &str); 4] = [
+    ("manage", "manageable"),
+    ("provide", "available"),
+    ("active", "active"),
+    ("deleted", "available"),
+];
+
+/// Per-task measurements, merged into the outcome after each phase.
+#[derive(Debug, Default)]
+struct Recorder {
+    latencies: BTreeMap<&'static str, Vec<Duration>>,
+    requests: u64,
+    error_count: usize,
+    errors: Vec<String>,
+}
+
+impl Recorder {
+    fn error(&mut self, msg: String) {
+        self.error_count += 1;
+        if self.errors.len() < MAX_KEPT_ERRORS {
+            self.errors.push(msg);
+        }
+    }
+
+    fn merge_into(self, out: &mut Outcome) {
+        for (k, mut v) in self.latencies {
+            out.latencies.entry(k).or_default().append(&mut v);
+        }
+        out.requests += self.requests;
+        out.error_count += self.error_count;
+        for e in self.errors {
+            if out.errors.len() < MAX_KEPT_ERRORS {
+                out.errors.push(e);
+            }
+        }
+    }
+}
+
+/// The client every task shares; sends the microversion the `baremetal` CLI sends.
+fn client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "X-OpenStack-Ironic-API-Version",
+        HeaderValue::from_static("1.115"),
+    );
+    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .pool_max_idle_per_host(concurrency)
+        .timeout(Duration::from_secs(60))
+        .no_proxy()
+        .build()
+        .context("building the HTTP client")
+}
+
+/// Sends one request, times it to the end of the body and records failures.
+async fn call(
+    rec: &mut Recorder,
+    kind: &'static str,
+    req: reqwest::RequestBuilder,
+    want: u16,
+) -> Option<Vec<u8>> {
+    let started = Instant::now();
+    rec.requests += 1;
+    let result = async {
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await?;
+        Ok::<_, reqwest::Error>((status, body))
+    }
+    .await;
+    rec.latencies
+        .entry(kind)
+        .or_default()
+        .push(started.elapsed());
+    match result {
+        Ok((status, body)) if status == want => Some(body.to_vec()),
+        Ok((status, body)) => {
+            let text = String::from_utf8_lossy(&body);
+            rec.error(format!(
+                "{kind}: HTTP {status}: {}",
+                text.chars().take(300).collect::<String>()
+            ));
+            None
+        }
+        Err(err) => {
+            rec.error(format!("{kind}: {err}"));
+            None
+        }
+    }
+}
+
+fn node_body(i: usize) -> Value {
+    json!({
+        "driver": "fake-hardware",
+        "name": format!("bench-{i:05}"),
+        "resource_class": "bench",
+        "properties": {"cpus": 8, "memory_mb": 16384, "local_gb": 100, "cpu_arch": "x86_64"},
+        "driver_info": {"ipmi_address": format!("10.1.{}.{}", i / 250, i % 250 + 1)},
+    })
+}
+
+fn mac(i: usize) -> String {
+    format!(
+        "52:54:01:{:02x}:{:02x}:{:02x}",
+        (i >> 16) & 0xff,
+        (i >> 8) & 0xff,
+        i & 0xff
+    )
+}
+
+/// Runs all phases against `base` (`http://127.0.0.1:PORT`); `cpu` reads the server's CPU seconds.
+pub async fn run(base: &str, cfg: &Config, cpu: &dyn Fn() -> f64) -> anyhow::Result<Outcome> {
+    let client = client(cfg.concurrency)?;
+    let mut out = Outcome::default();
+
+    // Enroll.
+    let cpu0 = cpu();
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..cfg.concurrency {
+        let client = client.clone();
+        let next = Arc::clone(&next);
+        let base = base.to_owned();
+        let total = cfg.nodes;
+        tasks.push(tokio::spawn(async move {
+            let mut rec = Recorder::default();
+            let mut enrolled = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let req = client.post(format!("{base}/v1/nodes")).json(&node_body(i));
+                let Some(body) = call(&mut rec, KIND_NODE_CREATE, req, 201).await else {
+                    continue;
+                };
+                let uuid = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("uuid").and_then(Value::as_str).map(str::to_owned));
+                let Some(uuid) = uuid else {
+                    rec.error(format!("{KIND_NODE_CREATE}: no uuid in the answer"));
+                    continue;
+                };
+                let port = json!({"address": mac(i), "node_uuid": uuid});
+                let req = client.post(format!("{base}/v1/ports")).json(&port);
+                call(&mut rec, KIND_PORT_CREATE, req, 201).await;
+                enrolled.push((i, uuid));
+            }
+            (rec, enrolled)
+        }));
+    }
+    let mut enrolled = Vec::new();
+    for task in tasks {
+        let (rec, mut nodes) = task.await.context("enroll task panicked")?;
+        rec.merge_into(&mut out);
+        enrolled.append(&mut nodes);
+    }
+    enrolled.sort();
+    out.enroll = Phase {
+        wall: started.elapsed(),
+        cpu_secs: cpu() - cpu0,
+    };
+
+    // List.
+    let cpu0 = cpu();
+    let started = Instant::now();
+    let mut rec = Recorder::default();
+    for _ in 0..cfg.list_repeats {
+        let req = client.get(format!("{base}/v1/nodes/detail"));
+        if let Some(body) = call(&mut rec, KIND_DETAIL, req, 200).await {
+            out.listed_nodes = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("nodes").and_then(Value::as_array).map(Vec::len))
+                .unwrap_or(0);
+        }
+    }
+    rec.merge_into(&mut out);
+    out.list = Phase {
+        wall: started.elapsed(),
+        cpu_secs: cpu() - cpu0,
+    };
+
+    // Lifecycle.
+    let cpu0 = cpu();
+    let started = Instant::now();
+    let uuids: Arc<Vec<String>> = Arc::new(
+        enrolled
+            .into_iter()
+            .take(cfg.lifecycle_nodes)
+            .map(|(_, u)| u)
+            .collect(),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..cfg.concurrency {
+        let client = client.clone();
+        let next = Arc::clone(&next);
+        let uuids = Arc::clone(&uuids);
+        let base = base.to_owned();
+        let timeout = cfg.transition_timeout;
+        tasks.push(tokio::spawn(async move {
+            let mut rec = Recorder::default();
+            let mut done = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(uuid) = uuids.get(i) else { break };
+                if lifecycle(&client, &mut rec, &base, uuid, timeout).await {
+                    done += 1;
+                }
+            }
+            (rec, done)
+        }));
+    }
+    for task in tasks {
+        let (rec, done) = task.await.context("lifecycle task panicked")?;
+        rec.merge_into(&mut out);
+        out.lifecycle_done += done;
+    }
+    out.lifecycle = Phase {
+        wall: started.elapsed(),
+        cpu_secs: cpu() - cpu0,
+    };
+    Ok(out)
+}
+
+/// Takes one node through the four transitions; false if any step failed.
+async fn lifecycle(
+    client: &reqwest::Client,
+    rec: &mut Recorder,
+    base: &str,
+    uuid: &str,
+    timeout: Duration,
+) -> bool {
+    for (verb, want) in LIFECYCLE {
+        let req = client
+            .put(format!("{base}/v1/nodes/{uuid}/states/provision"))
+            .json(&json!({"target": verb}));
+        if call(rec, KIND_PROVISION, req, 202).await.is_none() {
+            return false;
+        }
+        if !wait_for_state(client, rec, base, uuid, want, timeout).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Polls a node until it is in `want` with no target; backs off from 1 ms to 100 ms.
+async fn wait_for_state(
+    client: &reqwest::Client,
+    rec: &mut Recorder,
+    base: &str,
+    uuid: &str,
+    want: &str,
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let req = client.get(format!("{base}/v1/nodes/{uuid}"));
+        if let Some(body) = call(rec, KIND_POLL, req, 200).await {
+            let node: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let state = node
+                .get("provision_state")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let target = node.get("target_provision_state").and_then(Value::as_str);
+            if state == want && target.is_none() {
+                return true;
+            }
+            if state == "error" || state.ends_with(" failed") {
+                let last = node.get("last_error").cloned().unwrap_or(Value::Null);
+                rec.error(format!(
+                    "node {uuid} went to {state} waiting for {want}: {last}"
+                ));
+                return false;
+            }
+        }
+        if Instant::now() > deadline {
+            rec.error(format!(
+                "node {uuid} did not reach {want} within {timeout:?}"
+            ));
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_are_distinct_and_valid() {
+        assert_eq!(mac(0), "52:54:01:00:00:00");
+        assert_eq!(mac(0x1_02_03), "52:54:01:01:02:03");
+        let all: std::collections::HashSet<String> = (0..5000).map(mac).collect();
+        assert_eq!(all.len(), 5000);
+    }
+
+    #[test]
+    fn node_bodies_have_unique_names() {
+        assert_eq!(node_body(7)["name"], "bench-00007");
+        assert_eq!(node_body(7)["driver"], "fake-hardware");
+    }
+}
