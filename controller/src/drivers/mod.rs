@@ -12,12 +12,16 @@
 //! [`StepOutcome::Wait`] when an agent on the machine carries on; the node then sits in a
 //! wait state until the conductor is told the agent finished, or the wait times out.
 //!
-//! Hardware types here: `fake-hardware` ([`fake`], instant, records calls, fault injection)
-//! and `manual` ([`manual`], an operator presses the buttons, an agent does the work).
-//! BMC-backed types (`ipmi`, `redfish`) plug into the same [`registry`].
+//! Hardware types here: `fake-hardware` ([`fake`], instant, records calls, fault injection),
+//! `manual` ([`manual`], an operator presses the buttons, an agent does the work), and the
+//! BMC-backed `ipmi` ([`ipmi`], IPMI 2.0 lanplus), `redfish` ([`redfish`]) and `qemu`
+//! ([`qemu`], QMP for lab VMs without a BMC), all in the same [`registry`].
 
 pub mod fake;
+pub mod ipmi;
 pub mod manual;
+pub mod qemu;
+pub mod redfish;
 pub mod registry;
 
 use std::fmt;

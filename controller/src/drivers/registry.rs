@@ -228,13 +228,26 @@ impl DriverRegistry {
         Self::default()
     }
 
-    /// `fake-hardware` and `manual`, each over a fresh shared state.
+    /// `fake-hardware` and `manual`, each over a fresh shared state, and the BMC types
+    /// `ipmi`, `redfish` and `qemu` (their deploy and inspect go through the agent).
     pub fn builtin() -> Self {
         let fake = FakeHardware::new();
         let manual = ManualHardware::new();
         let mut registry = Self::new();
         registry.register(HardwareType::fake(fake.clone()));
         registry.register(HardwareType::manual(manual.clone()));
+        registry.register(super::ipmi::hardware_type(
+            super::ipmi::IpmiHardware::new(),
+            manual.clone(),
+        ));
+        registry.register(super::redfish::hardware_type(
+            super::redfish::RedfishHardware::new(),
+            manual.clone(),
+        ));
+        registry.register(super::qemu::hardware_type(
+            super::qemu::QemuHardware::new(),
+            manual.clone(),
+        ));
         registry.fake = Some(fake);
         registry.manual = Some(manual);
         registry
@@ -318,7 +331,17 @@ mod tests {
     fn builtin_types_list_default_and_enabled_interfaces() {
         let registry = DriverRegistry::builtin();
         let names: Vec<_> = registry.list().map(|h| h.name.as_str()).collect();
-        assert_eq!(names, vec!["fake-hardware", "manual"]);
+        assert_eq!(
+            names,
+            vec!["fake-hardware", "ipmi", "manual", "qemu", "redfish"]
+        );
+        let ipmi = registry.get("ipmi").expect("ipmi");
+        assert_eq!(ipmi.interfaces["power"].default, "ipmitool");
+        assert!(ipmi.properties.contains_key("ipmi_cipher_suite"));
+        assert_eq!(
+            registry.get("redfish").expect("redfish").interfaces["management"].default,
+            "redfish"
+        );
         let fake = registry.get("fake-hardware").expect("fake");
         assert_eq!(fake.interfaces.len(), INTERFACE_KINDS.len());
         assert_eq!(fake.interfaces["power"].default, "fake");
