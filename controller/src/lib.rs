@@ -1,8 +1,11 @@
 //! Ingot controller: machine inventory, lifecycle and the Ironic-compatible operator API.
 
+pub mod agent_api;
 pub mod api;
+pub mod boot_http;
 pub mod cli;
 pub mod conductor;
+pub mod discovery;
 pub mod config;
 pub mod drivers;
 pub mod machine;

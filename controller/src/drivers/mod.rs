@@ -16,6 +16,7 @@
 //! and `manual` ([`manual`], an operator presses the buttons, an agent does the work).
 //! BMC-backed types (`ipmi`, `redfish`) plug into the same [`registry`].
 
+pub mod agent;
 pub mod fake;
 pub mod manual;
 pub mod registry;
