@@ -368,7 +368,10 @@ actions = [{ action = "add_trait", value = "CUSTOM_X" }, { action = "manage" }]
             .expect("load")
             .validate()
             .expect("valid");
-        assert_eq!(c.boot_http_listen, Some("127.0.0.1:8080".parse().expect("addr")));
+        assert_eq!(
+            c.boot_http_listen,
+            Some("127.0.0.1:8080".parse().expect("addr"))
+        );
         assert_eq!(c.agent_kernel, PathBuf::from("/k"));
         assert!(c.discovery.enabled);
         assert_eq!(c.discovery.rate_per_minute, 5);

@@ -165,7 +165,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     info!("shutting down");
     cancel.cancel();
     while let Some(joined) = background.join_next().await {
-        if let Err(e) = joined.context("background service panicked").and_then(|r| r) {
+        if let Err(e) = joined
+            .context("background service panicked")
+            .and_then(|r| r)
+        {
             tracing::error!(error = %format!("{e:#}"), "background service failed");
         }
     }

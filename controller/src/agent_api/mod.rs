@@ -75,7 +75,10 @@ impl IntoResponse for AgentError {
 impl From<StoreError> for AgentError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "agent API store access failed");
-        Self(StatusCode::INTERNAL_SERVER_ERROR, "store access failed".into())
+        Self(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store access failed".into(),
+        )
     }
 }
 
@@ -141,18 +144,16 @@ async fn lookup(
             ),
         ));
     }
+    let mut manage_after = false;
     let (node, discovered) = match st.discovery.find(st.store.as_ref(), &req).await? {
         Some(node) => (node, false),
-        None => match st.discovery.enroll(st.store.as_ref(), peer.ip(), &req).await {
+        None => match st
+            .discovery
+            .enroll(st.store.as_ref(), peer.ip(), &req)
+            .await
+        {
             Ok((node, manage)) => {
-                if manage
-                    && let Err(e) = st
-                        .conductor
-                        .provision(node.uuid, ProvisionRequest::new(Verb::Manage))
-                        .await
-                {
-                    tracing::warn!(node = %node.uuid, error = %e, "inspection rule could not manage the node");
-                }
+                manage_after = manage;
                 (node, true)
             }
             Err(EnrollError::Disabled) => {
@@ -186,6 +187,15 @@ async fn lookup(
         );
     })
     .await?;
+    // After the token is stored: the manage task's node writes must not drop it.
+    if manage_after
+        && let Err(e) = st
+            .conductor
+            .provision(node.uuid, ProvisionRequest::new(Verb::Manage))
+            .await
+    {
+        tracing::warn!(node = %node.uuid, error = %e, "inspection rule could not manage the node");
+    }
     tracing::info!(node = %node.uuid, peer = %peer, discovered, "agent looked up");
     Ok(Json(LookupResponse {
         node_uuid: node.uuid,
@@ -197,7 +207,12 @@ async fn lookup(
 
 /// Checks the token header against the node's current token.
 async fn authorize(st: &AgentApiState, headers: &HeaderMap, node: Uuid) -> Result<(), AgentError> {
-    let unauthorized = || AgentError(StatusCode::UNAUTHORIZED, "missing or stale agent token".into());
+    let unauthorized = || {
+        AgentError(
+            StatusCode::UNAUTHORIZED,
+            "missing or stale agent token".into(),
+        )
+    };
     let given = headers
         .get(TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -300,7 +315,13 @@ async fn events(
             let wait_state = match &command {
                 Command::Inspect => {
                     let Some(inv) = inventory else {
-                        finish(&st, node, "inspect wait", Err("the agent reported no inventory".into())).await;
+                        finish(
+                            &st,
+                            node,
+                            "inspect wait",
+                            Err("the agent reported no inventory".into()),
+                        )
+                        .await;
                         return Ok(StatusCode::NO_CONTENT);
                     };
                     st.discovery.refresh(st.store.as_ref(), node, &inv).await?;

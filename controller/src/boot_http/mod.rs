@@ -108,7 +108,11 @@ async fn node_state(store: &dyn Store, mac: MacAddr) -> Result<Option<(Uuid, Str
         .map(|n| (n.uuid, n.provision_state)))
 }
 
-fn plan_for(cfg: &BootHttpConfig, boot: Boot, platform: Option<Platform>) -> Result<BootPlan, String> {
+fn plan_for(
+    cfg: &BootHttpConfig,
+    boot: Boot,
+    platform: Option<Platform>,
+) -> Result<BootPlan, String> {
     Ok(match boot {
         Boot::Agent => {
             let base = cfg.base_url.trim_end_matches('/');
@@ -139,7 +143,8 @@ async fn script(State(st): State<BootHttpState>, Query(q): Query<ScriptQuery>) -
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "boot script: store access failed");
-                return (StatusCode::INTERNAL_SERVER_ERROR, "store access failed\n").into_response();
+                return (StatusCode::INTERNAL_SERVER_ERROR, "store access failed\n")
+                    .into_response();
             }
         },
         Some(Err(e)) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
@@ -158,7 +163,11 @@ async fn script(State(st): State<BootHttpState>, Query(q): Query<ScriptQuery>) -
             .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "boot script: bad agent boot configuration");
-            (StatusCode::INTERNAL_SERVER_ERROR, "bad boot configuration\n").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "bad boot configuration\n",
+            )
+                .into_response()
         }
     }
 }
@@ -174,7 +183,10 @@ pub struct StoreBootPolicy {
 impl BootPolicy for StoreBootPolicy {
     async fn lookup(&self, mac: MacAddr, _client_uuid: Option<Uuid>) -> BootTarget {
         match node_state(self.store.as_ref(), mac).await {
-            Ok(state) => match decide(state.as_ref().map(|(_, s)| s.as_str()), self.discovery.config.enabled) {
+            Ok(state) => match decide(
+                state.as_ref().map(|(_, s)| s.as_str()),
+                self.discovery.config.enabled,
+            ) {
                 Boot::Agent => BootTarget::Netboot,
                 Boot::LocalDisk => BootTarget::AddressOnly,
                 Boot::Nothing if state.is_some() => BootTarget::AddressOnly,

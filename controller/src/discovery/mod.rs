@@ -60,11 +60,15 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -222,10 +226,13 @@ impl Discovery {
         };
         let nodes = store.list_nodes(&NodeQuery::default()).await?;
         Ok(nodes.into_iter().find(|n| {
-            [n.properties.get(SYSTEM_UUID_KEY), n.extra.get(SYSTEM_UUID_KEY)]
-                .into_iter()
-                .flatten()
-                .any(|v| v.as_str().is_some_and(|s| s.eq_ignore_ascii_case(&sys)))
+            [
+                n.properties.get(SYSTEM_UUID_KEY),
+                n.extra.get(SYSTEM_UUID_KEY),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|v| v.as_str().is_some_and(|s| s.eq_ignore_ascii_case(&sys)))
         }))
     }
 
@@ -240,7 +247,11 @@ impl Discovery {
             return Err(EnrollError::Disabled);
         }
         if !self.config.allowed_subnets.is_empty()
-            && !self.config.allowed_subnets.iter().any(|c| c.contains(source))
+            && !self
+                .config
+                .allowed_subnets
+                .iter()
+                .any(|c| c.contains(source))
         {
             return Err(EnrollError::SubnetRefused(source));
         }
@@ -248,7 +259,11 @@ impl Discovery {
             return Err(EnrollError::RateLimited);
         }
         let macs = lookup_macs(req);
-        let mut node = Node::new(Uuid::new_v4(), self.config.default_driver.clone(), Utc::now());
+        let mut node = Node::new(
+            Uuid::new_v4(),
+            self.config.default_driver.clone(),
+            Utc::now(),
+        );
         node.discovered = true;
         node.name = Some(discovered_name(req, &macs, node.uuid));
         node.properties = properties_from_inventory(&req.inventory);

@@ -42,12 +42,28 @@ pub struct Condition {
 pub enum Action {
     /// Sets a top-level node field: `name`, `description`, `driver`, `resource_class`,
     /// `owner`, `lessee`, `conductor_group`.
-    SetField { name: String, value: Value },
-    SetProperty { name: String, value: Value },
-    SetExtra { name: String, value: Value },
-    SetDriverInfo { name: String, value: Value },
-    AddTrait { value: String },
-    SetResourceClass { value: String },
+    SetField {
+        name: String,
+        value: Value,
+    },
+    SetProperty {
+        name: String,
+        value: Value,
+    },
+    SetExtra {
+        name: String,
+        value: Value,
+    },
+    SetDriverInfo {
+        name: String,
+        value: Value,
+    },
+    AddTrait {
+        value: String,
+    },
+    SetResourceClass {
+        value: String,
+    },
     /// Moves a node still in `enroll` on to `manageable`.
     Manage,
 }
@@ -180,9 +196,11 @@ pub fn apply(rules: &[Rule], inventory: &Value, node: &mut Node) -> Outcome {
         if !rule.conditions.iter().all(|c| holds(c, inventory)) {
             continue;
         }
-        outcome
-            .matched
-            .push(rule.description.clone().unwrap_or_else(|| format!("rule {i}")));
+        outcome.matched.push(
+            rule.description
+                .clone()
+                .unwrap_or_else(|| format!("rule {i}")),
+        );
         for action in &rule.actions {
             match action {
                 Action::SetField { name, value } => {
@@ -200,7 +218,10 @@ pub fn apply(rules: &[Rule], inventory: &Value, node: &mut Node) -> Outcome {
                         "lessee" => node.lessee = text,
                         "conductor_group" => node.conductor_group = text.unwrap_or_default(),
                         other => {
-                            tracing::warn!(field = other, "inspection rule sets an unknown node field");
+                            tracing::warn!(
+                                field = other,
+                                "inspection rule sets an unknown node field"
+                            );
                         }
                     }
                 }
@@ -263,10 +284,30 @@ mod tests {
             ("cpu.model_name", Op::Contains, json!("QEMU"), true),
             ("flags", Op::Contains, json!("vmx"), true),
             ("flags", Op::Contains, json!("svm"), false),
-            ("system_vendor.manufacturer", Op::Matches, json!("Q*U"), true),
-            ("system_vendor.serial_number", Op::Matches, json!("S-?"), true),
-            ("system_vendor.serial_number", Op::Matches, json!("X*"), false),
-            ("interfaces.mac_address", Op::Matches, json!("52:54:00:*"), true),
+            (
+                "system_vendor.manufacturer",
+                Op::Matches,
+                json!("Q*U"),
+                true,
+            ),
+            (
+                "system_vendor.serial_number",
+                Op::Matches,
+                json!("S-?"),
+                true,
+            ),
+            (
+                "system_vendor.serial_number",
+                Op::Matches,
+                json!("X*"),
+                false,
+            ),
+            (
+                "interfaces.mac_address",
+                Op::Matches,
+                json!("52:54:00:*"),
+                true,
+            ),
             ("missing.field", Op::Eq, json!(1), false),
             ("cpu.architecture", Op::Gt, json!(1), false),
         ];

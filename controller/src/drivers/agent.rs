@@ -59,7 +59,10 @@ pub fn deploy_command(node: &Node) -> Result<DeployCommand, DriverError> {
         Some(Value::String(s)) if s.is_empty() => None,
         Some(Value::String(s)) => Some(ConfigDrive::GzipBase64 { data: s.clone() }),
         Some(Value::Object(o)) => Some(ConfigDrive::Parts {
-            meta_data: o.get("meta_data").cloned().unwrap_or(Value::Object(Default::default())),
+            meta_data: o
+                .get("meta_data")
+                .cloned()
+                .unwrap_or(Value::Object(Default::default())),
             user_data: match o.get("user_data") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(s)) => Some(s.clone()),
@@ -310,7 +313,9 @@ mod tests {
         let cmd = deploy_command(&node).expect("cmd");
         assert_eq!(cmd.checksum, format!("sha256:{}", "d".repeat(64)));
         assert_eq!(cmd.root_device_hints.serial.as_deref(), Some("S1"));
-        assert!(matches!(cmd.configdrive, Some(ConfigDrive::Parts { ref user_data, .. }) if user_data.as_deref() == Some("#cloud-config\n")));
+        assert!(
+            matches!(cmd.configdrive, Some(ConfigDrive::Parts { ref user_data, .. }) if user_data.as_deref() == Some("#cloud-config\n"))
+        );
         node.instance_info
             .insert("configdrive".into(), json!("H4sIAAAA"));
         let cmd = deploy_command(&node).expect("cmd");

@@ -12,7 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{BootDevice, DriverError, ManagementInterface, PowerInterface, PowerState, PowerTarget};
+use super::{
+    BootDevice, DriverError, ManagementInterface, PowerInterface, PowerState, PowerTarget,
+};
 use crate::model::Node;
 
 /// One instruction given to the operator (or work handed to the agent).

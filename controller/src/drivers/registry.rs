@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::fake::FakeHardware;
 use super::agent::{AgentDeploy, AgentInspect};
+use super::fake::FakeHardware;
 use super::manual::ManualHardware;
-use crate::agent_api::hub::AgentHub;
 use super::{DeployInterface, DriverError, InspectInterface, ManagementInterface, PowerInterface};
+use crate::agent_api::hub::AgentHub;
 use crate::model::Node;
 
 /// Every interface kind Ironic knows, in the order the API lists them.

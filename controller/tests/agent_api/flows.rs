@@ -49,7 +49,11 @@ fn failed(msg: &str, cause: &str) -> Report {
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_machine_is_enrolled_and_known_one_found_again() {
     let env = start(manage_rules()).await;
-    let req = lookup_req(&["52:54:00:aa:00:01", "52:54:00:aa:00:02"], "SER 1", "4C4C4544-0000-1111-2222-333344445555");
+    let req = lookup_req(
+        &["52:54:00:aa:00:01", "52:54:00:aa:00:02"],
+        "SER 1",
+        "4C4C4544-0000-1111-2222-333344445555",
+    );
     let first = env.lookup(&req).await;
     assert!(first.discovered);
     assert_eq!(first.heartbeat_timeout_secs, 1);
@@ -63,50 +67,93 @@ async fn unknown_machine_is_enrolled_and_known_one_found_again() {
     assert_eq!(node["properties"]["memory_mb"], 4096);
     assert_eq!(node["properties"]["local_gb"], 19);
     assert_eq!(node["properties"]["cpu_arch"], "x86_64");
-    let (s, traits) = env.api(Method::GET, &format!("/v1/nodes/{id}/traits"), None).await;
+    let (s, traits) = env
+        .api(Method::GET, &format!("/v1/nodes/{id}/traits"), None)
+        .await;
     assert_eq!(s, 200);
     assert_eq!(traits["traits"], json!(["CUSTOM_DISCOVERED"]));
-    let stored = env.services.store.get_node_by_uuid(id).await.expect("get").expect("node");
+    let stored = env
+        .services
+        .store
+        .get_node_by_uuid(id)
+        .await
+        .expect("get")
+        .expect("node");
     assert!(stored.discovered);
-    assert!(stored.driver_internal_info.contains_key("agent_token_sha256"));
     assert!(
-        !serde_json::to_string(&stored.driver_internal_info).expect("json").contains(&first.token),
+        stored
+            .driver_internal_info
+            .contains_key("agent_token_sha256")
+    );
+    assert!(
+        !serde_json::to_string(&stored.driver_internal_info)
+            .expect("json")
+            .contains(&first.token),
         "the token itself is never stored"
     );
     let ports = env
         .services
         .store
-        .list_ports(&PortQuery { node_uuid: Some(id), ..Default::default() })
+        .list_ports(&PortQuery {
+            node_uuid: Some(id),
+            ..Default::default()
+        })
         .await
         .expect("ports");
     let mut macs: Vec<_> = ports.iter().map(|p| p.address.clone()).collect();
     macs.sort();
     assert_eq!(macs, vec!["52:54:00:aa:00:01", "52:54:00:aa:00:02"]);
 
-    let (s, inv) = env.api(Method::GET, &format!("/v1/nodes/{id}/inventory"), None).await;
+    let (s, inv) = env
+        .api(Method::GET, &format!("/v1/nodes/{id}/inventory"), None)
+        .await;
     assert_eq!(s, 200, "{inv}");
     assert_eq!(inv["inventory"]["cpu"]["architecture"], "x86_64");
-    assert_eq!(inv["inventory"]["interfaces"][0]["mac_address"], "52:54:00:aa:00:01");
+    assert_eq!(
+        inv["inventory"]["interfaces"][0]["mac_address"],
+        "52:54:00:aa:00:01"
+    );
     assert_eq!(inv["plugin_data"], json!({}));
 
     // Token checks: missing, garbage; then a new lookup makes the first token stale.
     assert_eq!(env.heartbeat_raw(id, None).await.status(), 401);
     assert_eq!(env.heartbeat_raw(id, Some("nope")).await.status(), 401);
-    assert_eq!(env.heartbeat_raw(id, Some(&first.token)).await.status(), 200);
-    let again = env.lookup(&lookup_req(&["52:54:00:aa:00:02"], "SER 1", "x")).await;
+    assert_eq!(
+        env.heartbeat_raw(id, Some(&first.token)).await.status(),
+        200
+    );
+    let again = env
+        .lookup(&lookup_req(&["52:54:00:aa:00:02"], "SER 1", "x"))
+        .await;
     assert_eq!(again.node_uuid, id);
     assert!(!again.discovered);
     assert_ne!(again.token, first.token);
-    assert_eq!(env.heartbeat_raw(id, Some(&first.token)).await.status(), 401);
-    assert_eq!(env.report(id, &first.token, Uuid::new_v4(), ok()).await, 401);
-    assert_eq!(env.heartbeat_raw(id, Some(&again.token)).await.status(), 200);
+    assert_eq!(
+        env.heartbeat_raw(id, Some(&first.token)).await.status(),
+        401
+    );
+    assert_eq!(
+        env.report(id, &first.token, Uuid::new_v4(), ok()).await,
+        401
+    );
+    assert_eq!(
+        env.heartbeat_raw(id, Some(&again.token)).await.status(),
+        200
+    );
     // By SMBIOS UUID alone (a NIC we never saw).
     let by_uuid = env
-        .lookup(&lookup_req(&["52:54:00:aa:00:09"], "", "4c4c4544-0000-1111-2222-333344445555"))
+        .lookup(&lookup_req(
+            &["52:54:00:aa:00:09"],
+            "",
+            "4c4c4544-0000-1111-2222-333344445555",
+        ))
         .await;
     assert_eq!(by_uuid.node_uuid, id);
     // A report for a command never handed out.
-    assert_eq!(env.report(id, &by_uuid.token, Uuid::new_v4(), ok()).await, 404);
+    assert_eq!(
+        env.report(id, &by_uuid.token, Uuid::new_v4(), ok()).await,
+        404
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -117,9 +164,18 @@ async fn subnets_rate_limit_and_disabled_discovery() {
         ..Default::default()
     })
     .await;
-    let r = env.lookup_raw(&lookup_req(&["52:54:00:bb:00:01"], "A", "u1")).await;
+    let r = env
+        .lookup_raw(&lookup_req(&["52:54:00:bb:00:01"], "A", "u1"))
+        .await;
     assert_eq!(r.status(), 403);
-    assert!(env.services.store.list_nodes(&Default::default()).await.expect("list").is_empty());
+    assert!(
+        env.services
+            .store
+            .list_nodes(&Default::default())
+            .await
+            .expect("list")
+            .is_empty()
+    );
 
     let env = start(DiscoverySection {
         enabled: Some(true),
@@ -129,17 +185,25 @@ async fn subnets_rate_limit_and_disabled_discovery() {
         ..Default::default()
     })
     .await;
-    let first = env.lookup(&lookup_req(&["52:54:00:bb:00:02"], "B", "u2")).await;
+    let first = env
+        .lookup(&lookup_req(&["52:54:00:bb:00:02"], "B", "u2"))
+        .await;
     assert!(first.discovered);
-    let r = env.lookup_raw(&lookup_req(&["52:54:00:bb:00:03"], "C", "u3")).await;
+    let r = env
+        .lookup_raw(&lookup_req(&["52:54:00:bb:00:03"], "C", "u3"))
+        .await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
     // A known machine is not rate limited.
-    let known = env.lookup(&lookup_req(&["52:54:00:bb:00:02"], "B", "u2")).await;
+    let known = env
+        .lookup(&lookup_req(&["52:54:00:bb:00:02"], "B", "u2"))
+        .await;
     assert_eq!(known.node_uuid, first.node_uuid);
 
     let env = start(DiscoverySection::default()).await;
-    let r = env.lookup_raw(&lookup_req(&["52:54:00:bb:00:04"], "D", "u4")).await;
+    let r = env
+        .lookup_raw(&lookup_req(&["52:54:00:bb:00:04"], "D", "u4"))
+        .await;
     assert_eq!(r.status(), 404);
     let mut bad = lookup_req(&["52:54:00:bb:00:05"], "E", "u5");
     bad.protocol_version = 99;
@@ -149,17 +213,29 @@ async fn subnets_rate_limit_and_disabled_discovery() {
 #[tokio::test(flavor = "multi_thread")]
 async fn fast_track_clean_deploy_and_failures() {
     let env = start(manage_rules()).await;
-    let lr = env.lookup(&lookup_req(&["52:54:00:cc:00:01"], "F1", "uf1")).await;
+    let lr = env
+        .lookup(&lookup_req(&["52:54:00:cc:00:01"], "F1", "uf1"))
+        .await;
     let (id, token) = (lr.node_uuid, lr.token);
     env.wait_state(id, "manageable").await;
 
     // provide -> cleaning hands `wipe metadata` to the heartbeating agent.
     let (s, b) = env
-        .api(Method::PUT, &format!("/v1/nodes/{id}/states/provision"), Some(json!({"target": "provide"})))
+        .api(
+            Method::PUT,
+            &format!("/v1/nodes/{id}/states/provision"),
+            Some(json!({"target": "provide"})),
+        )
         .await;
     assert_eq!(s, 202, "{b}");
     let (cmd_id, cmd) = env.next_command(id, &token).await;
-    assert_eq!(cmd, Command::Wipe { mode: WipeMode::Metadata, devices: vec![] });
+    assert_eq!(
+        cmd,
+        Command::Wipe {
+            mode: WipeMode::Metadata,
+            devices: vec![]
+        }
+    );
     env.wait_state(id, "clean wait").await;
     assert_eq!(env.report(id, &token, cmd_id, ok()).await, 204);
     env.wait_state(id, "available").await;
@@ -187,11 +263,18 @@ async fn fast_track_clean_deploy_and_failures() {
         .await;
     assert_eq!(s, 202, "{b}");
     let (cmd_id, cmd) = env.next_command(id, &token).await;
-    let Command::Deploy(d) = cmd else { panic!("not a deploy: {cmd:?}") };
+    let Command::Deploy(d) = cmd else {
+        panic!("not a deploy: {cmd:?}")
+    };
     assert_eq!(d.image_url, "http://127.0.0.1:9/os.raw.zst");
     assert_eq!(d.checksum, format!("sha256:{sum}"));
     assert_eq!(d.root_device_hints.serial.as_deref(), Some("DISK1"));
-    let Some(ConfigDrive::Parts { meta_data, user_data, .. }) = d.configdrive else {
+    let Some(ConfigDrive::Parts {
+        meta_data,
+        user_data,
+        ..
+    }) = d.configdrive
+    else {
         panic!("config drive parts expected")
     };
     assert_eq!(meta_data["hostname"], "h1");
@@ -216,7 +299,11 @@ async fn fast_track_clean_deploy_and_failures() {
     assert_eq!(env.report(id, &token, cmd_id, ok()).await, 204);
     env.wait_state(id, "active").await;
     let (s, bd) = env
-        .api(Method::GET, &format!("/v1/nodes/{id}/management/boot_device"), None)
+        .api(
+            Method::GET,
+            &format!("/v1/nodes/{id}/management/boot_device"),
+            None,
+        )
         .await;
     assert_eq!(s, 200, "{bd}");
     assert_eq!(bd, json!({"boot_device": "disk", "persistent": true}));
@@ -225,13 +312,30 @@ async fn fast_track_clean_deploy_and_failures() {
 
     // undeploy -> cleaning; a failed wipe lands in `clean failed` with the agent's text.
     let (s, _) = env
-        .api(Method::PUT, &format!("/v1/nodes/{id}/states/provision"), Some(json!({"target": "deleted"})))
+        .api(
+            Method::PUT,
+            &format!("/v1/nodes/{id}/states/provision"),
+            Some(json!({"target": "deleted"})),
+        )
         .await;
     assert_eq!(s, 202);
     let (cmd_id, cmd) = env.next_command(id, &token).await;
-    assert!(matches!(cmd, Command::Wipe { mode: WipeMode::Metadata, .. }), "{cmd:?}");
+    assert!(
+        matches!(
+            cmd,
+            Command::Wipe {
+                mode: WipeMode::Metadata,
+                ..
+            }
+        ),
+        "{cmd:?}"
+    );
     env.wait_state(id, "clean wait").await;
-    assert_eq!(env.report(id, &token, cmd_id, failed("wipe failed on /dev/vda", "EIO")).await, 204);
+    assert_eq!(
+        env.report(id, &token, cmd_id, failed("wipe failed on /dev/vda", "EIO"))
+            .await,
+        204
+    );
     let n = env.wait_state(id, "clean failed").await;
     let err = n["last_error"].as_str().unwrap_or_default();
     assert!(err.contains("wipe failed on /dev/vda: EIO"), "{err}");
@@ -242,7 +346,9 @@ async fn fast_track_clean_deploy_and_failures() {
 #[tokio::test(flavor = "multi_thread")]
 async fn manual_clean_full_erase_and_deploy_checksum_failure() {
     let env = start(manage_rules()).await;
-    let lr = env.lookup(&lookup_req(&["52:54:00:dd:00:01"], "G1", "ug1")).await;
+    let lr = env
+        .lookup(&lookup_req(&["52:54:00:dd:00:01"], "G1", "ug1"))
+        .await;
     let (id, token) = (lr.node_uuid, lr.token);
     env.wait_state(id, "manageable").await;
     let (s, b) = env
@@ -254,12 +360,22 @@ async fn manual_clean_full_erase_and_deploy_checksum_failure() {
         .await;
     assert_eq!(s, 202, "{b}");
     let (cmd_id, cmd) = env.next_command(id, &token).await;
-    assert_eq!(cmd, Command::Wipe { mode: WipeMode::Full, devices: vec![] });
+    assert_eq!(
+        cmd,
+        Command::Wipe {
+            mode: WipeMode::Full,
+            devices: vec![]
+        }
+    );
     assert_eq!(env.report(id, &token, cmd_id, ok()).await, 204);
     env.wait_state(id, "manageable").await;
 
     let (s, _) = env
-        .api(Method::PUT, &format!("/v1/nodes/{id}/states/provision"), Some(json!({"target": "provide"})))
+        .api(
+            Method::PUT,
+            &format!("/v1/nodes/{id}/states/provision"),
+            Some(json!({"target": "provide"})),
+        )
         .await;
     assert_eq!(s, 202);
     let (cmd_id, _) = env.next_command(id, &token).await;
@@ -285,28 +401,41 @@ async fn manual_clean_full_erase_and_deploy_checksum_failure() {
         .await;
     assert_eq!(s, 202);
     let (cmd_id, cmd) = env.next_command(id, &token).await;
-    let Command::Deploy(d) = cmd else { panic!("not a deploy") };
+    let Command::Deploy(d) = cmd else {
+        panic!("not a deploy")
+    };
     assert_eq!(d.checksum, format!("md5:{}", "c".repeat(32)));
     assert_eq!(
         d.configdrive,
-        Some(ConfigDrive::GzipBase64 { data: "H4sIAAAAAAAAAwMAAAAAAAAAAAA=".into() })
+        Some(ConfigDrive::GzipBase64 {
+            data: "H4sIAAAAAAAAAwMAAAAAAAAAAAA=".into()
+        })
     );
     env.wait_state(id, "wait call-back").await;
     let r = failed("checksum mismatch", "expected md5:cccc, got md5:0000");
     assert_eq!(env.report(id, &token, cmd_id, r).await, 204);
     let n = env.wait_state(id, "deploy failed").await;
     let err = n["last_error"].as_str().unwrap_or_default();
-    assert!(err.contains("checksum mismatch: expected md5:cccc, got md5:0000"), "{err}");
+    assert!(
+        err.contains("checksum mismatch: expected md5:cccc, got md5:0000"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn inspect_refreshes_inventory_and_adds_ports() {
     let env = start(manage_rules()).await;
-    let lr = env.lookup(&lookup_req(&["52:54:00:ee:00:01"], "H1", "uh1")).await;
+    let lr = env
+        .lookup(&lookup_req(&["52:54:00:ee:00:01"], "H1", "uh1"))
+        .await;
     let (id, token) = (lr.node_uuid, lr.token);
     env.wait_state(id, "manageable").await;
     let (s, b) = env
-        .api(Method::PUT, &format!("/v1/nodes/{id}/states/provision"), Some(json!({"target": "inspect"})))
+        .api(
+            Method::PUT,
+            &format!("/v1/nodes/{id}/states/provision"),
+            Some(json!({"target": "inspect"})),
+        )
         .await;
     assert_eq!(s, 202, "{b}");
     let (cmd_id, cmd) = env.next_command(id, &token).await;
@@ -315,7 +444,10 @@ async fn inspect_refreshes_inventory_and_adds_ports() {
     let mut inv = inventory(&["52:54:00:ee:00:01", "52:54:00:ee:00:02"], "H1");
     inv.cpu.count = 16;
     inv.cpu.architecture = "aarch64".into();
-    let report = Report::Succeeded { inventory: Some(Box::new(inv)), detail: None };
+    let report = Report::Succeeded {
+        inventory: Some(Box::new(inv)),
+        detail: None,
+    };
     assert_eq!(env.report(id, &token, cmd_id, report).await, 204);
     let n = env.wait_state(id, "manageable").await;
     assert_eq!(n["properties"]["cpus"], 16);
@@ -324,13 +456,20 @@ async fn inspect_refreshes_inventory_and_adds_ports() {
     let ports = env
         .services
         .store
-        .list_ports(&PortQuery { node_uuid: Some(id), ..Default::default() })
+        .list_ports(&PortQuery {
+            node_uuid: Some(id),
+            ..Default::default()
+        })
         .await
         .expect("ports");
     assert_eq!(ports.len(), 2);
-    let (_, inv) = env.api(Method::GET, &format!("/v1/nodes/{id}/inventory"), None).await;
+    let (_, inv) = env
+        .api(Method::GET, &format!("/v1/nodes/{id}/inventory"), None)
+        .await;
     assert_eq!(inv["inventory"]["cpu"]["count"], 16);
-    let (_, traits) = env.api(Method::GET, &format!("/v1/nodes/{id}/traits"), None).await;
+    let (_, traits) = env
+        .api(Method::GET, &format!("/v1/nodes/{id}/traits"), None)
+        .await;
     assert_eq!(traits["traits"], json!(["CUSTOM_DISCOVERED", "CUSTOM_ARM"]));
     // The agent stays up (fast track): a heartbeat is answered `wait` after the long poll.
     let started = std::time::Instant::now();
@@ -357,12 +496,20 @@ async fn boot_scripts_and_ranged_downloads() {
     let (s, script) = boot_script(&env, "52:54:00:ff:00:01").await;
     assert_eq!(s, 200);
     assert!(script.starts_with("#!ipxe\n"), "{script}");
-    assert!(script.contains(&format!("kernel {}/boot/vmlinuz initrd=initramfs.cpio.zst", "http://127.0.0.1:8080")) || script.contains("/boot/vmlinuz initrd=initramfs.cpio.zst"), "{script}");
+    assert!(
+        script.contains(&format!(
+            "kernel {}/boot/vmlinuz initrd=initramfs.cpio.zst",
+            "http://127.0.0.1:8080"
+        )) || script.contains("/boot/vmlinuz initrd=initramfs.cpio.zst"),
+        "{script}"
+    );
     assert!(script.contains(" ingot.url=http://"), "{script}");
     assert!(script.contains("initrd http://"), "{script}");
     assert!(!script.to_lowercase().contains("token"), "{script}");
     // Known node needing the agent (manageable, fast track) -> agent.
-    let lr = env.lookup(&lookup_req(&["52:54:00:ff:00:02"], "I1", "ui1")).await;
+    let lr = env
+        .lookup(&lookup_req(&["52:54:00:ff:00:02"], "I1", "ui1"))
+        .await;
     env.wait_state(lr.node_uuid, "manageable").await;
     let (_, script) = boot_script(&env, "52:54:00:ff:00:02").await;
     assert!(script.contains("kernel "), "{script}");
@@ -371,7 +518,10 @@ async fn boot_scripts_and_ranged_downloads() {
     // Discovery off: an unknown machine is sent back to its firmware.
     let off = start(DiscoverySection::default()).await;
     let (_, script) = boot_script(&off, "52:54:00:ff:00:03").await;
-    assert!(script.trim_end().ends_with("exit") && !script.contains("kernel"), "{script}");
+    assert!(
+        script.trim_end().ends_with("exit") && !script.contains("kernel"),
+        "{script}"
+    );
 
     // Kernel with Range.
     let want = std::fs::read(env.kernel_path()).expect("kernel");
@@ -384,7 +534,12 @@ async fn boot_scripts_and_ranged_downloads() {
         .expect("range");
     assert_eq!(r.status(), 206);
     assert_eq!(r.bytes().await.expect("bytes").as_ref(), &want[100..200]);
-    let r = env.http.get(format!("{}/boot/initramfs.cpio.zst", env.boot)).send().await.expect("initrd");
+    let r = env
+        .http
+        .get(format!("{}/boot/initramfs.cpio.zst", env.boot))
+        .send()
+        .await
+        .expect("initrd");
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.expect("bytes").len(), 1000);
 }

@@ -13,8 +13,8 @@ use controller::discovery::rules::Rule;
 use controller::netboot::service::NetbootSection;
 use controller::serve::{Services, build};
 use proto::protocol::{
-    EventReport, HeartbeatRequest, HeartbeatResponse, LookupRequest, LookupResponse, Report,
-    AgentState, Command, PATH_EVENTS, PATH_HEARTBEAT, PATH_LOOKUP, TOKEN_HEADER,
+    AgentState, Command, EventReport, HeartbeatRequest, HeartbeatResponse, LookupRequest,
+    LookupResponse, PATH_EVENTS, PATH_HEARTBEAT, PATH_LOOKUP, Report, TOKEN_HEADER,
 };
 use proto::{Disk, Interface, Inventory, PROTOCOL_VERSION};
 use serde_json::Value;
@@ -31,8 +31,11 @@ pub struct Env {
 pub fn config(dir: &std::path::Path, discovery: DiscoverySection) -> Config {
     let kernel = dir.join("vmlinuz");
     let initramfs = dir.join("initramfs.cpio.zst");
-    std::fs::write(&kernel, (0..4096u32).map(|i| (i % 251) as u8).collect::<Vec<_>>())
-        .expect("kernel");
+    std::fs::write(
+        &kernel,
+        (0..4096u32).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
+    )
+    .expect("kernel");
     std::fs::write(&initramfs, vec![7u8; 1000]).expect("initramfs");
     FileConfig {
         database: Some(format!("sqlite://{}", dir.join("ingot.db").display())),
@@ -62,8 +65,12 @@ pub async fn start(discovery: DiscoverySection) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(dir.path(), discovery);
     let services = build(&cfg).await.expect("build");
-    let api_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let boot_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api_l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let boot_l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let api = format!("http://{}", api_l.local_addr().expect("addr"));
     let boot = format!("http://{}", boot_l.local_addr().expect("addr"));
     let api_router = services.api.clone();
@@ -180,7 +187,12 @@ impl Env {
             .as_u16()
     }
 
-    pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut r = self
             .http
             .request(method, format!("{}{path}", self.api))
