@@ -369,7 +369,9 @@ mod tests {
         }
         let parse = |t: &str| {
             use figment::providers::Format as _;
-            figment::Figment::from(figment::providers::Toml::string(t)).extract::<F>()
+            figment::Figment::from(figment::providers::Toml::string(t))
+                .extract::<F>()
+                .map_err(Box::new)
         };
         let f: F = parse(text).expect("toml");
         assert_eq!(f.rules[0].actions, vec![Action::Manage]);

@@ -90,17 +90,19 @@ pub async fn start(discovery: DiscoverySection) -> Env {
 }
 
 pub fn inventory(macs: &[&str], serial: &str) -> Inventory {
-    let mut inv = Inventory::default();
-    inv.interfaces = macs
-        .iter()
-        .enumerate()
-        .map(|(i, m)| Interface {
-            name: format!("eth{i}"),
-            mac_address: (*m).to_owned(),
-            has_carrier: true,
-            ..Default::default()
-        })
-        .collect();
+    let mut inv = Inventory {
+        interfaces: macs
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Interface {
+                name: format!("eth{i}"),
+                mac_address: (*m).to_owned(),
+                has_carrier: true,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
     inv.cpu.count = 4;
     inv.cpu.architecture = "x86_64".into();
     inv.cpu.model_name = "QEMU Virtual CPU".into();
