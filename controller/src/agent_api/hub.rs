@@ -153,6 +153,13 @@ impl AgentHub {
         self.lock().nodes.entry(node).or_default().last_seen = Some(Instant::now());
     }
 
+    /// Marks the agent as gone (it was told to reboot into the instance, or powered off).
+    pub fn gone(&self, node: Uuid) {
+        if let Some(slot) = self.lock().nodes.get_mut(&node) {
+            slot.last_seen = None;
+        }
+    }
+
     /// True when the node's agent looked up or heartbeated within `within` (fast track).
     pub fn alive(&self, node: Uuid, within: Duration) -> bool {
         self.lock()

@@ -328,7 +328,15 @@ async fn events(
                     "inspect wait"
                 }
                 Command::Wipe { .. } => "clean wait",
-                Command::Deploy(_) => "wait call-back",
+                Command::Deploy(_) => {
+                    // The conductor now reboots the machine into its instance.
+                    st.hub.gone(node);
+                    "wait call-back"
+                }
+                Command::Reboot | Command::PowerOff => {
+                    st.hub.gone(node);
+                    return Ok(StatusCode::NO_CONTENT);
+                }
                 _ => return Ok(StatusCode::NO_CONTENT),
             };
             finish(&st, node, wait_state, Ok(())).await;

@@ -23,7 +23,7 @@ use crate::agent_api::hub::AgentHub;
 use crate::model::Node;
 
 /// How recently an agent must have been heard to count as running (fast track).
-pub const FAST_TRACK_WINDOW: Duration = Duration::from_secs(300);
+pub const FAST_TRACK_WINDOW: Duration = Duration::from_secs(90);
 
 /// Builds the deploy command from `instance_info` (and `properties.root_device`).
 pub fn deploy_command(node: &Node) -> Result<DeployCommand, DriverError> {
@@ -167,6 +167,10 @@ impl DeployInterface for AgentDeploy {
         true
     }
 
+    fn fast_track(&self, node: &Node) -> bool {
+        self.hub.alive(node.uuid, FAST_TRACK_WINDOW)
+    }
+
     async fn deploy(&self, node: &Node) -> Result<StepOutcome, DriverError> {
         let cmd = deploy_command(node)?;
         self.note(node, "agent: deploy the instance image");
@@ -176,6 +180,7 @@ impl DeployInterface for AgentDeploy {
 
     async fn tear_down(&self, node: &Node) -> Result<(), DriverError> {
         self.hub.clear(node.uuid);
+        self.hub.gone(node.uuid);
         Ok(())
     }
 

@@ -295,6 +295,11 @@ pub trait DeployInterface: Send + Sync + fmt::Debug {
     /// True when deploy/clean run in an agent ramdisk: the conductor then sets a one-time
     /// PXE boot and powers the node on before the step, and boots it from disk afterwards.
     fn needs_ramdisk(&self) -> bool;
+    /// True when an agent already runs on the node and takes work without a reboot (fast
+    /// track): the conductor then neither boots the ramdisk nor powers off after cleaning.
+    fn fast_track(&self, _node: &Node) -> bool {
+        false
+    }
     /// Writes the instance (`node.instance_info`).
     async fn deploy(&self, node: &Node) -> Result<StepOutcome, DriverError>;
     /// Removes what deploy set up (the conductor powers the node off first).

@@ -239,6 +239,25 @@ async fn fast_track_clean_deploy_and_failures() {
     env.wait_state(id, "clean wait").await;
     assert_eq!(env.report(id, &token, cmd_id, ok()).await, 204);
     env.wait_state(id, "available").await;
+    // Fast track: no PXE boot, reboot or power-off around the cleaning.
+    let manual = env
+        .services
+        .conductor
+        .registry()
+        .manual_hardware()
+        .expect("manual")
+        .clone();
+    let texts = |m: &controller::drivers::manual::ManualHardware| -> Vec<String> {
+        m.instructions()
+            .into_iter()
+            .filter(|i| i.node == id)
+            .map(|i| i.text)
+            .collect()
+    };
+    assert_eq!(
+        texts(&manual),
+        vec!["agent: run clean step erase_devices_metadata".to_owned()]
+    );
 
     // deploy: image, bare-hex checksum, root device hints, config drive object.
     let sum = "ab".repeat(32);
@@ -298,6 +317,14 @@ async fn fast_track_clean_deploy_and_failures() {
     assert_eq!(p["rate_bps"], 123_456);
     assert_eq!(env.report(id, &token, cmd_id, ok()).await, 204);
     env.wait_state(id, "active").await;
+    assert_eq!(
+        texts(&manual)[1..],
+        [
+            "agent: deploy the instance image".to_owned(),
+            format!("boot node {id} from disk (always)"),
+            format!("reboot (power cycle) node {id}"),
+        ]
+    );
     let (s, bd) = env
         .api(
             Method::GET,
