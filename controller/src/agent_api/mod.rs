@@ -249,6 +249,14 @@ async fn heartbeat(
 ) -> Result<Json<HeartbeatResponse>, AgentError> {
     let Json(req) = body.map_err(bad_json)?;
     authorize(&st, &headers, req.node_uuid).await?;
+    if let proto::protocol::AgentState::Busy { .. } = req.state {
+        // A keep-alive while a command runs: nothing new is handed out.
+        st.hub.touch(req.node_uuid);
+        return Ok(Json(HeartbeatResponse {
+            command_id: Uuid::nil(),
+            command: Command::Wait { seconds: 5 },
+        }));
+    }
     let answer = match st.hub.next(req.node_uuid, st.heartbeat_timeout).await {
         Some((command_id, command)) => {
             tracing::info!(node = %req.node_uuid, command_id = %command_id, "command handed to the agent");

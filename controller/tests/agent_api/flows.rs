@@ -149,6 +149,22 @@ async fn unknown_machine_is_enrolled_and_known_one_found_again() {
         ))
         .await;
     assert_eq!(by_uuid.node_uuid, id);
+    // A busy agent's heartbeat is a keep-alive answered at once.
+    let busy = env
+        .http
+        .post(format!("{}{}", env.boot, proto::protocol::PATH_HEARTBEAT))
+        .header(proto::protocol::TOKEN_HEADER, &by_uuid.token)
+        .json(&proto::protocol::HeartbeatRequest {
+            node_uuid: id,
+            state: proto::protocol::AgentState::Busy {
+                command_id: Uuid::new_v4(),
+            },
+        })
+        .send()
+        .await
+        .expect("busy");
+    let hb: proto::protocol::HeartbeatResponse = busy.json().await.expect("json");
+    assert_eq!(hb.command, Command::Wait { seconds: 5 });
     // A report for a command never handed out.
     assert_eq!(
         env.report(id, &by_uuid.token, Uuid::new_v4(), ok()).await,
