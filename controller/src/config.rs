@@ -14,6 +14,10 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::discovery::rules::Rule;
+use crate::discovery::{Cidr, DiscoveryConfig};
+use crate::netboot::service::NetbootSection;
+
 /// Where the config file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ingot/ingot.toml";
 
@@ -29,6 +33,32 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     #[serde(default)]
     pub conductor: ConductorSection,
+    /// `[netboot]`: DHCP/TFTP/RA and the provisioning-side HTTP listener.
+    #[serde(default)]
+    pub netboot: NetbootSection,
+    /// `[discovery]`: enrolling unknown machines and the inspection rules.
+    #[serde(default)]
+    pub discovery: DiscoverySection,
+}
+
+/// `[discovery]` table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySection {
+    /// Enroll unknown machines that look up (default false).
+    pub enabled: Option<bool>,
+    /// Source networks (CIDR) allowed to enroll; empty or absent allows any.
+    pub allowed_subnets: Option<Vec<String>>,
+    /// New nodes per minute (default 60) and the burst (default 10).
+    pub rate_per_minute: Option<u32>,
+    pub burst: Option<u32>,
+    /// Driver of discovered nodes (default `manual`).
+    pub default_driver: Option<String>,
+    /// Longest a heartbeat long-poll is held, seconds (default 30).
+    pub heartbeat_timeout_secs: Option<u64>,
+    /// Inspection rules, run in order after discovery and inspection.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
 }
 
 /// `[conductor]` table.
@@ -53,6 +83,14 @@ pub struct Config {
     pub max_concurrent_cleanings: usize,
     pub power_sync_interval: Duration,
     pub callback_timeout: Duration,
+    /// `[netboot]` as given (DHCP/TFTP validated when `serve` starts them).
+    pub netboot: NetbootSection,
+    /// Provisioning-side HTTP listener (boot + agent API), if any.
+    pub boot_http_listen: Option<SocketAddr>,
+    pub agent_kernel: PathBuf,
+    pub agent_initramfs: PathBuf,
+    pub discovery: DiscoveryConfig,
+    pub agent_heartbeat_timeout: Duration,
 }
 
 /// The state directory used when none is configured: `/var/lib/ingot` for root, else
@@ -138,6 +176,12 @@ impl FileConfig {
         pick(&mut c.max_concurrent_cleanings, f.max_concurrent_cleanings);
         pick(&mut c.power_sync_interval_secs, f.power_sync_interval_secs);
         pick(&mut c.callback_timeout_secs, f.callback_timeout_secs);
+        if flags.netboot != NetbootSection::default() {
+            self.netboot = flags.netboot;
+        }
+        if flags.discovery != DiscoverySection::default() {
+            self.discovery = flags.discovery;
+        }
         self
     }
 
@@ -160,6 +204,37 @@ impl FileConfig {
             );
         }
         let c = self.conductor;
+        let d = self.discovery;
+        let allowed_subnets = d
+            .allowed_subnets
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.parse::<Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .context("discovery.allowed_subnets")?;
+        let discovery = DiscoveryConfig {
+            enabled: d.enabled.unwrap_or(false),
+            allowed_subnets,
+            rate_per_minute: d.rate_per_minute.unwrap_or(60),
+            burst: d.burst.unwrap_or(10),
+            default_driver: d.default_driver.unwrap_or_else(|| "manual".to_owned()),
+            rules: d.rules,
+        };
+        let netboot = self.netboot;
+        let dhcp_on = netboot.mode.as_deref().is_some_and(|m| m != "off");
+        let boot_http_listen = match (netboot.http_listen, netboot.server_ip) {
+            (Some(a), _) => Some(a),
+            (None, Some(ip)) if dhcp_on => Some(SocketAddr::new(ip.into(), 8080)),
+            _ => None,
+        };
+        let agent_kernel = netboot
+            .agent_kernel
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("target/initramfs/qemu/vmlinuz"));
+        let agent_initramfs = netboot
+            .agent_initramfs
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("target/initramfs/qemu/initramfs.cpio.zst"));
         let positive = |v: Option<usize>, name: &str, default: usize| -> anyhow::Result<usize> {
             match v {
                 Some(0) => bail!("conductor.{name} must be at least 1"),
@@ -185,6 +260,12 @@ impl FileConfig {
             )?,
             power_sync_interval: Duration::from_secs(c.power_sync_interval_secs.unwrap_or(60)),
             callback_timeout: Duration::from_secs(c.callback_timeout_secs.unwrap_or(1800)),
+            netboot,
+            boot_http_listen,
+            agent_kernel,
+            agent_initramfs,
+            discovery,
+            agent_heartbeat_timeout: Duration::from_secs(d.heartbeat_timeout_secs.unwrap_or(30)),
         })
     }
 }
@@ -261,5 +342,47 @@ mod tests {
         assert!(bad.validate().is_err());
         let missing = FileConfig::load(Some(Path::new("/nonexistent/ingot.toml")));
         assert!(missing.is_err());
+    }
+
+    #[test]
+    fn netboot_and_discovery_sections() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("ingot.toml");
+        std::fs::write(
+            &p,
+            r#"
+[netboot]
+http_listen = "127.0.0.1:8080"
+agent_kernel = "/k"
+[discovery]
+enabled = true
+allowed_subnets = ["192.0.2.0/24"]
+rate_per_minute = 5
+[[discovery.rules]]
+conditions = [{ field = "cpu.architecture", op = "eq", value = "x86_64" }]
+actions = [{ action = "add_trait", value = "CUSTOM_X" }, { action = "manage" }]
+"#,
+        )
+        .expect("write");
+        let c = FileConfig::load(Some(&p))
+            .expect("load")
+            .validate()
+            .expect("valid");
+        assert_eq!(
+            c.boot_http_listen,
+            Some("127.0.0.1:8080".parse().expect("addr"))
+        );
+        assert_eq!(c.agent_kernel, PathBuf::from("/k"));
+        assert!(c.discovery.enabled);
+        assert_eq!(c.discovery.rate_per_minute, 5);
+        assert_eq!(c.discovery.rules.len(), 1);
+        let bad = FileConfig {
+            discovery: DiscoverySection {
+                allowed_subnets: Some(vec!["nope".into()]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
     }
 }

@@ -1,9 +1,12 @@
 //! Ingot controller: machine inventory, lifecycle and the Ironic-compatible operator API.
 
+pub mod agent_api;
 pub mod api;
+pub mod boot_http;
 pub mod cli;
 pub mod conductor;
 pub mod config;
+pub mod discovery;
 pub mod drivers;
 pub mod machine;
 pub mod model;

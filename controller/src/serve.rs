@@ -1,22 +1,46 @@
-//! `ingot serve`: opens the store, starts the conductor and serves the API until SIGTERM or
-//! Ctrl-C, then shuts down cleanly (in-flight requests finish, the conductor stops taking
+//! `ingot serve`: opens the store, starts the conductor and serves the API (plus, when
+//! configured, the provisioning-side HTTP listener with the boot and agent endpoints, and
+//! DHCP/TFTP/RA) until SIGTERM or Ctrl-C, then shuts down cleanly (in-flight requests finish, the conductor stops taking
 //! work and waits for running tasks).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::Router;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::agent_api::hub::AgentHub;
+use crate::agent_api::{self, AgentApiState};
 use crate::api::{self, ApiSettings, ApiState};
+use crate::boot_http::{self, BootHttpConfig, BootHttpState, StoreBootPolicy};
 use crate::conductor::{Conductor, ConductorConfig};
 use crate::config::Config;
+use crate::discovery::Discovery;
 use crate::drivers::DriverRegistry;
+use crate::netboot::{self, dhcp::leases::MemoryLeaseStore, service::NetbootConfig};
 use crate::store::{Store, sql::SqlStore};
 
-/// Runs the controller until a shutdown signal.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
+/// Everything `ingot serve` runs, built but not yet listening (tests bind the routers
+/// themselves).
+#[derive(Debug)]
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub conductor: Arc<Conductor>,
+    pub hub: Arc<AgentHub>,
+    pub discovery: Arc<Discovery>,
+    /// The operator (Ironic) API.
+    pub api: Router,
+    /// The provisioning-side router: `/boot/*` and `/agent/v1/*`. Serve it with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`.
+    pub boot: Router,
+}
+
+/// Opens the store, starts the conductor and builds the routers.
+pub async fn build(config: &Config) -> anyhow::Result<Services> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(
@@ -24,9 +48,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("opening store {}", redact_url(&config.database)))?,
     );
+    let hub = AgentHub::new();
     let conductor = Conductor::new(
         store.clone(),
-        DriverRegistry::builtin(),
+        DriverRegistry::builtin_with_hub(hub.clone()),
         ConductorConfig {
             name: config.conductor_name.clone(),
             max_concurrent_deploys: config.max_concurrent_deploys,
@@ -42,21 +67,111 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         default_host: config.api_listen.to_string(),
         ..ApiSettings::default()
     };
-    let app = api::router(ApiState::new(store, conductor.clone(), settings));
+    let api = api::router(ApiState::new(store.clone(), conductor.clone(), settings));
+    let discovery = Arc::new(Discovery::new(config.discovery.clone()));
+    let base_url = config
+        .netboot
+        .http_base
+        .clone()
+        .or_else(|| config.boot_http_listen.map(|a| format!("http://{a}")))
+        .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+    let boot = boot_http::router(BootHttpState {
+        store: store.clone(),
+        discovery: discovery.clone(),
+        config: Arc::new(BootHttpConfig {
+            base_url,
+            kernel: config.agent_kernel.clone(),
+            initramfs: config.agent_initramfs.clone(),
+            console: None,
+            extra_args: Vec::new(),
+        }),
+    })
+    .merge(agent_api::router(AgentApiState {
+        store: store.clone(),
+        conductor: conductor.clone(),
+        hub: hub.clone(),
+        discovery: discovery.clone(),
+        heartbeat_timeout: config.agent_heartbeat_timeout,
+    }));
+    Ok(Services {
+        store,
+        conductor,
+        hub,
+        discovery,
+        api,
+        boot,
+    })
+}
+
+/// Runs the controller until a shutdown signal.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let services = build(&config).await?;
+    let conductor = services.conductor.clone();
     let listener = TcpListener::bind(config.api_listen)
         .await
         .with_context(|| format!("binding API address {}", config.api_listen))?;
+    let cancel = CancellationToken::new();
+    let mut background = JoinSet::new();
+    if let Some(addr) = config.boot_http_listen {
+        let boot_listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding provisioning HTTP address {addr}"))?;
+        let app = services
+            .boot
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let c = cancel.clone();
+        background.spawn(async move {
+            axum::serve(boot_listener, app)
+                .with_graceful_shutdown(async move { c.cancelled().await })
+                .await
+                .context("serving provisioning HTTP")
+        });
+        info!(boot_http = %addr, "provisioning HTTP (boot + agent API) listening");
+    }
+    let netboot_on = config.netboot.mode.as_deref().is_some_and(|m| m != "off");
+    if netboot_on {
+        let cfg = NetbootConfig::try_from(config.netboot.clone()).context("[netboot]")?;
+        let policy = Arc::new(StoreBootPolicy {
+            store: services.store.clone(),
+            discovery: services.discovery.clone(),
+        });
+        let netboot = netboot::service::start(
+            cfg,
+            policy,
+            Arc::new(MemoryLeaseStore::new()),
+            cancel.clone(),
+        )
+        .context("starting netboot services")?;
+        background.spawn(async move { netboot.wait().await });
+    }
     info!(
         api = %config.api_listen,
         database = %redact_url(&config.database),
         startup_ms = started.elapsed().as_millis() as u64,
         "ingot serving"
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+    let c = cancel.clone();
+    axum::serve(listener, services.api)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                () = shutdown_signal() => {},
+                () = c.cancelled() => {},
+            }
+        })
         .await
         .context("serving API")?;
     info!("shutting down");
+    cancel.cancel();
+    while let Some(joined) = background.join_next().await {
+        if let Err(e) = joined
+            .context("background service panicked")
+            .and_then(|r| r)
+        {
+            tracing::error!(error = %format!("{e:#}"), "background service failed");
+        }
+    }
     conductor.shutdown().await;
     Ok(())
 }

@@ -70,6 +70,7 @@ impl ServeArgs {
                 max_concurrent_cleanings: self.max_concurrent_cleanings,
                 ..Default::default()
             },
+            ..Default::default()
         }
     }
 }

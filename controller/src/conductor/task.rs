@@ -493,7 +493,7 @@ impl Conductor {
         let ramdisk = drivers.deploy.needs_ramdisk();
         let result = async {
             if !resume {
-                if ramdisk {
+                if ramdisk && !drivers.deploy.fast_track(node) {
                     self.boot_ramdisk(node, drivers).await?;
                 }
                 if drivers.deploy.deploy(node).await? == StepOutcome::Wait {
@@ -587,6 +587,7 @@ impl Conductor {
         let ramdisk = drivers.deploy.needs_ramdisk() && !steps.is_empty();
         if ramdisk
             && !resume
+            && !drivers.deploy.fast_track(node)
             && let Err(e) = self.boot_ramdisk(node, drivers).await
         {
             return Event::Failed(format!(
@@ -624,7 +625,10 @@ impl Conductor {
             node.driver_internal_info.remove(key);
         }
         node.clean_step = None;
-        if ramdisk && let Err(e) = self.power(node, drivers, PowerTarget::Off).await {
+        if ramdisk
+            && !drivers.deploy.fast_track(node)
+            && let Err(e) = self.power(node, drivers, PowerTarget::Off).await
+        {
             return Event::Failed(format!(
                 "Failed to tear down cleaning on node {}: {e}",
                 node.uuid

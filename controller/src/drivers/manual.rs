@@ -2,8 +2,8 @@
 //!
 //! Power and boot device changes are recorded and logged as instructions for the operator;
 //! the reported power state is the last one requested. Deploy, clean and inspect go through
-//! the agent: they return [`StepOutcome::Wait`], and the conductor completes them when the
-//! agent reports back (or fails them when the wait times out).
+//! the agent ([`super::agent`]): they return `StepOutcome::Wait`, and the conductor completes
+//! them when the agent reports back (or fails them when the wait times out).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,8 +13,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    BootDevice, CleanStep, DeployInterface, DriverError, InspectInterface, ManagementInterface,
-    PowerInterface, PowerState, PowerTarget, StepOutcome,
+    BootDevice, DriverError, ManagementInterface, PowerInterface, PowerState, PowerTarget,
 };
 use crate::model::Node;
 
@@ -32,8 +31,8 @@ struct Inner {
     instructions: Vec<Instruction>,
 }
 
-/// State behind the `manual` power/management interfaces and the agent-driven `direct`
-/// deploy and `agent` inspect interfaces.
+/// State behind the `manual` power/management interfaces (deploy, clean and inspect use the
+/// agent interfaces of [`super::agent`]).
 #[derive(Debug, Default)]
 pub struct ManualHardware {
     inner: Mutex<Inner>,
@@ -48,7 +47,7 @@ impl ManualHardware {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn instruct(&self, node: Uuid, text: String) {
+    pub(crate) fn instruct(&self, node: Uuid, text: String) {
         tracing::info!(node = %node, instruction = %text, "manual hardware: operator action needed");
         self.lock().instructions.push(Instruction { node, text });
     }
@@ -152,100 +151,6 @@ impl ManagementInterface for ManualHardware {
     }
 }
 
-/// The agent-driven `direct` deploy interface: the agent writes the image.
-#[derive(Debug)]
-pub struct AgentDeploy {
-    hw: Arc<ManualHardware>,
-}
-
-impl AgentDeploy {
-    pub fn new(hw: Arc<ManualHardware>) -> Arc<Self> {
-        Arc::new(Self { hw })
-    }
-}
-
-#[async_trait]
-impl DeployInterface for AgentDeploy {
-    fn name(&self) -> &'static str {
-        "direct"
-    }
-
-    fn validate(&self, node: &Node) -> Result<(), DriverError> {
-        match node
-            .instance_info
-            .get("image_source")
-            .and_then(|v| v.as_str())
-        {
-            Some(s) if !s.is_empty() => Ok(()),
-            _ => Err(DriverError::InvalidParameter(
-                "Some parameters were missing in node's instance_info. Missing are: \
-                 ['image_source']"
-                    .to_owned(),
-            )),
-        }
-    }
-
-    fn needs_ramdisk(&self) -> bool {
-        true
-    }
-
-    async fn deploy(&self, node: &Node) -> Result<StepOutcome, DriverError> {
-        self.hw
-            .instruct(node.uuid, "agent: deploy the instance image".to_owned());
-        Ok(StepOutcome::Wait)
-    }
-
-    async fn tear_down(&self, _node: &Node) -> Result<(), DriverError> {
-        Ok(())
-    }
-
-    fn clean_steps(&self, _node: &Node) -> Vec<CleanStep> {
-        vec![
-            CleanStep::new("deploy", "erase_devices_metadata", 99),
-            CleanStep::new("deploy", "erase_devices", 0),
-        ]
-    }
-
-    async fn execute_clean_step(
-        &self,
-        node: &Node,
-        step: &CleanStep,
-    ) -> Result<StepOutcome, DriverError> {
-        self.hw
-            .instruct(node.uuid, format!("agent: run clean step {}", step.step));
-        Ok(StepOutcome::Wait)
-    }
-}
-
-/// The agent-driven `agent` inspect interface: the agent reports the inventory.
-#[derive(Debug)]
-pub struct AgentInspect {
-    hw: Arc<ManualHardware>,
-}
-
-impl AgentInspect {
-    pub fn new(hw: Arc<ManualHardware>) -> Arc<Self> {
-        Arc::new(Self { hw })
-    }
-}
-
-#[async_trait]
-impl InspectInterface for AgentInspect {
-    fn name(&self) -> &'static str {
-        "agent"
-    }
-
-    fn validate(&self, _node: &Node) -> Result<(), DriverError> {
-        Ok(())
-    }
-
-    async fn inspect(&self, node: &Node) -> Result<StepOutcome, DriverError> {
-        self.hw
-            .instruct(node.uuid, "agent: report the hardware inventory".to_owned());
-        Ok(StepOutcome::Wait)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
@@ -276,19 +181,5 @@ mod tests {
                 format!("boot node {} from disk (always)", node.uuid)
             ]
         );
-    }
-
-    #[tokio::test]
-    async fn agent_work_waits_and_deploy_needs_an_image() {
-        let hw = ManualHardware::new();
-        let deploy = AgentDeploy::new(hw.clone());
-        let mut node = Node::new(Uuid::new_v4(), "manual", Utc::now());
-        assert!(deploy.validate(&node).is_err());
-        node.instance_info
-            .insert("image_source".into(), "http://127.0.0.1/img".into());
-        assert_eq!(deploy.validate(&node), Ok(()));
-        assert_eq!(deploy.deploy(&node).await, Ok(StepOutcome::Wait));
-        let inspect = AgentInspect::new(hw);
-        assert_eq!(inspect.inspect(&node).await, Ok(StepOutcome::Wait));
     }
 }

@@ -17,6 +17,7 @@
 //! BMC-backed `ipmi` ([`ipmi`], IPMI 2.0 lanplus), `redfish` ([`redfish`]) and `qemu`
 //! ([`qemu`], QMP for lab VMs without a BMC), all in the same [`registry`].
 
+pub mod agent;
 pub mod fake;
 pub mod ipmi;
 pub mod manual;
@@ -298,6 +299,11 @@ pub trait DeployInterface: Send + Sync + fmt::Debug {
     /// True when deploy/clean run in an agent ramdisk: the conductor then sets a one-time
     /// PXE boot and powers the node on before the step, and boots it from disk afterwards.
     fn needs_ramdisk(&self) -> bool;
+    /// True when an agent already runs on the node and takes work without a reboot (fast
+    /// track): the conductor then neither boots the ramdisk nor powers off after cleaning.
+    fn fast_track(&self, _node: &Node) -> bool {
+        false
+    }
     /// Writes the instance (`node.instance_info`).
     async fn deploy(&self, node: &Node) -> Result<StepOutcome, DriverError>;
     /// Removes what deploy set up (the conductor powers the node off first).

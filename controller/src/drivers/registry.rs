@@ -9,9 +9,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::agent::{AgentDeploy, AgentInspect};
 use super::fake::FakeHardware;
-use super::manual::{AgentDeploy, AgentInspect, ManualHardware};
+use super::manual::ManualHardware;
 use super::{DeployInterface, DriverError, InspectInterface, ManagementInterface, PowerInterface};
+use crate::agent_api::hub::AgentHub;
 use crate::model::Node;
 
 /// Every interface kind Ironic knows, in the order the API lists them.
@@ -157,13 +159,13 @@ impl HardwareType {
     }
 
     /// The `manual` type: operator power, agent-driven deploy, clean and inspect.
-    pub fn manual(hw: Arc<ManualHardware>) -> Self {
+    pub fn manual(hw: Arc<ManualHardware>, hub: Arc<AgentHub>) -> Self {
         Self::new(
             "manual",
             hw.clone(),
             hw.clone(),
-            AgentDeploy::new(hw.clone()),
-            AgentInspect::new(hw),
+            Arc::new(AgentDeploy::new(hub.clone()).with_operator_log(hw.clone())),
+            Arc::new(AgentInspect::new(hub, hw.clone(), hw)),
             &[("boot", "ipxe"), ("network", "noop"), ("storage", "noop")],
         )
     }
@@ -221,6 +223,7 @@ pub struct DriverRegistry {
     types: BTreeMap<String, HardwareType>,
     fake: Option<Arc<FakeHardware>>,
     manual: Option<Arc<ManualHardware>>,
+    hub: Option<Arc<AgentHub>>,
 }
 
 impl DriverRegistry {
@@ -228,29 +231,41 @@ impl DriverRegistry {
         Self::default()
     }
 
-    /// `fake-hardware` and `manual`, each over a fresh shared state, and the BMC types
-    /// `ipmi`, `redfish` and `qemu` (their deploy and inspect go through the agent).
+    /// `fake-hardware`, `manual` and the BMC types `ipmi`, `redfish` and `qemu` (their deploy
+    /// and inspect go through the agent), with a fresh agent hub.
     pub fn builtin() -> Self {
+        Self::builtin_with_hub(AgentHub::new())
+    }
+
+    /// `fake-hardware` and `manual`; the agent interfaces queue commands in `hub` (the one
+    /// the agent API serves).
+    pub fn builtin_with_hub(hub: Arc<AgentHub>) -> Self {
         let fake = FakeHardware::new();
         let manual = ManualHardware::new();
         let mut registry = Self::new();
         registry.register(HardwareType::fake(fake.clone()));
-        registry.register(HardwareType::manual(manual.clone()));
+        registry.register(HardwareType::manual(manual.clone(), hub.clone()));
         registry.register(super::ipmi::hardware_type(
             super::ipmi::IpmiHardware::new(),
-            manual.clone(),
+            hub.clone(),
         ));
         registry.register(super::redfish::hardware_type(
             super::redfish::RedfishHardware::new(),
-            manual.clone(),
+            hub.clone(),
         ));
         registry.register(super::qemu::hardware_type(
             super::qemu::QemuHardware::new(),
-            manual.clone(),
+            hub.clone(),
         ));
         registry.fake = Some(fake);
         registry.manual = Some(manual);
+        registry.hub = Some(hub);
         registry
+    }
+
+    /// The agent command hub the built-in agent interfaces use.
+    pub fn agent_hub(&self) -> Option<&Arc<AgentHub>> {
+        self.hub.as_ref()
     }
 
     pub fn register(&mut self, hw: HardwareType) {

@@ -56,6 +56,13 @@ pub struct NetbootSection {
     pub router_advertisements: Option<bool>,
     /// Optional prefix to advertise, `fd00:1ab::/64`.
     pub ra_prefix: Option<String>,
+    /// Listen address of the provisioning-side HTTP server (boot script, agent kernel and
+    /// initramfs, agent API); default `<server_ip>:8080` when DHCP runs. Read by `serve`.
+    pub http_listen: Option<SocketAddr>,
+    /// Agent kernel file (default `target/initramfs/qemu/vmlinuz`). Read by `serve`.
+    pub agent_kernel: Option<PathBuf>,
+    /// Agent initramfs file (default `target/initramfs/qemu/initramfs.cpio.zst`).
+    pub agent_initramfs: Option<PathBuf>,
 }
 
 /// Validated netboot configuration.

@@ -75,6 +75,8 @@ async fn manual_hardware_waits_for_the_agent_and_times_out() {
     let mut node = get(&env.store, uuid).await;
     node.instance_info
         .insert("image_source".into(), json!("http://127.0.0.1:1/img.raw"));
+    node.instance_info
+        .insert("image_checksum".into(), json!("0".repeat(64)));
     env.store.update_node(&node).await.expect("image");
 
     provision(&env, uuid, Verb::Deploy).await;

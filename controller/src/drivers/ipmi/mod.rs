@@ -20,11 +20,12 @@ use async_trait::async_trait;
 use self::session::{
     IpmiError, NETFN_CHASSIS, PRIV_ADMINISTRATOR, PRIV_CALLBACK, PRIV_OPERATOR, PRIV_USER, Session,
 };
-use super::manual::{AgentDeploy, AgentInspect, ManualHardware};
+use super::agent::{AgentDeploy, AgentInspect};
 use super::{
     BootDevice, BootMode, DriverError, HardwareType, ManagementInterface, PowerInterface,
     PowerState, PowerTarget,
 };
+use crate::agent_api::hub::AgentHub;
 use crate::model::Node;
 
 pub mod info;
@@ -82,13 +83,13 @@ impl IpmiHardware {
 }
 
 /// The `ipmi` hardware type: IPMI power and boot device, agent deploy and inspect.
-pub fn hardware_type(ipmi: Arc<IpmiHardware>, manual: Arc<ManualHardware>) -> HardwareType {
+pub fn hardware_type(ipmi: Arc<IpmiHardware>, hub: Arc<AgentHub>) -> HardwareType {
     let mut hw = HardwareType::new(
         "ipmi",
         ipmi.clone(),
-        ipmi,
-        AgentDeploy::new(manual.clone()),
-        AgentInspect::new(manual),
+        ipmi.clone(),
+        Arc::new(AgentDeploy::new(hub.clone())),
+        Arc::new(AgentInspect::new(hub, ipmi.clone(), ipmi)),
         &[("boot", "ipxe"), ("network", "noop"), ("storage", "noop")],
     );
     hw.properties = info::PROPERTIES

@@ -30,12 +30,13 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use self::qmp::{Qmp, QmpError};
+use super::agent::{AgentDeploy, AgentInspect};
 use super::ipmi::info::{get_str, get_u64};
-use super::manual::{AgentDeploy, AgentInspect, ManualHardware};
 use super::{
     BootDevice, DriverError, HardwareType, ManagementInterface, PowerInterface, PowerState,
     PowerTarget,
 };
+use crate::agent_api::hub::AgentHub;
 use crate::model::Node;
 
 /// `driver_info` keys of the `qemu` type, with descriptions.
@@ -387,13 +388,13 @@ fn kill_by_pid_file(pid_file: &Path, socket: &Path) -> Result<(), DriverError> {
 }
 
 /// The `qemu` hardware type: QMP power and boot device, agent deploy and inspect.
-pub fn hardware_type(qemu: Arc<QemuHardware>, manual: Arc<ManualHardware>) -> HardwareType {
+pub fn hardware_type(qemu: Arc<QemuHardware>, hub: Arc<AgentHub>) -> HardwareType {
     let mut hw = HardwareType::new(
         "qemu",
         qemu.clone(),
-        qemu,
-        AgentDeploy::new(manual.clone()),
-        AgentInspect::new(manual),
+        qemu.clone(),
+        Arc::new(AgentDeploy::new(hub.clone())),
+        Arc::new(AgentInspect::new(hub, qemu.clone(), qemu)),
         &[("boot", "ipxe"), ("network", "noop"), ("storage", "noop")],
     );
     hw.properties = PROPERTIES

@@ -21,12 +21,13 @@ use self::info::{
     RedfishInfo, boot_device_from_target, boot_mode_from_redfish, boot_mode_redfish, boot_target,
     power_state_from_redfish, reset_fallbacks, reset_type,
 };
+use super::agent::{AgentDeploy, AgentInspect};
 use super::ipmi::node_boot_mode;
-use super::manual::{AgentDeploy, AgentInspect, ManualHardware};
 use super::{
     BootDevice, BootMode, DriverError, HardwareType, ManagementInterface, PowerInterface,
     PowerState, PowerTarget,
 };
+use crate::agent_api::hub::AgentHub;
 use crate::model::Node;
 
 /// Default wait for a power change to show.
@@ -101,13 +102,13 @@ async fn discover_system(client: &Client) -> Result<String, DriverError> {
 }
 
 /// The `redfish` hardware type: Redfish power and boot device, agent deploy and inspect.
-pub fn hardware_type(redfish: Arc<RedfishHardware>, manual: Arc<ManualHardware>) -> HardwareType {
+pub fn hardware_type(redfish: Arc<RedfishHardware>, hub: Arc<AgentHub>) -> HardwareType {
     let mut hw = HardwareType::new(
         "redfish",
         redfish.clone(),
-        redfish,
-        AgentDeploy::new(manual.clone()),
-        AgentInspect::new(manual),
+        redfish.clone(),
+        Arc::new(AgentDeploy::new(hub.clone())),
+        Arc::new(AgentInspect::new(hub, redfish.clone(), redfish)),
         &[("boot", "ipxe"), ("network", "noop"), ("storage", "noop")],
     );
     hw.properties = info::PROPERTIES

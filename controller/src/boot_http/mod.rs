@@ -1,0 +1,217 @@
+//! HTTP boot endpoints on the provisioning-side listener: `/boot/ipxe` renders the iPXE
+//! script from the machine's state, `/boot/vmlinuz` and `/boot/initramfs.cpio.zst` serve
+//! the agent kernel and initramfs (with `Range` support). [`StoreBootPolicy`] answers the
+//! DHCP server's "may this machine network-boot?" from the same state.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use tower_http::services::ServeFile;
+use uuid::Uuid;
+
+use crate::discovery::Discovery;
+use crate::netboot::dhcp::{BootPolicy, BootTarget};
+use crate::netboot::ipxe::{self, AgentBoot, BootPlan};
+use crate::netboot::{MacAddr, Platform};
+use crate::store::{PortQuery, Store, StoreError};
+
+/// Path of the agent kernel.
+pub const PATH_KERNEL: &str = "/boot/vmlinuz";
+/// Path of the agent initramfs.
+pub const PATH_INITRAMFS: &str = "/boot/initramfs.cpio.zst";
+
+/// What the machine should boot, from its node's state (`None`: unknown machine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boot {
+    Agent,
+    LocalDisk,
+    Nothing,
+}
+
+/// PURE: the boot decision for a known node's provision state, or an unknown machine.
+pub fn decide(provision_state: Option<&str>, discovery_enabled: bool) -> Boot {
+    match provision_state {
+        None if discovery_enabled => Boot::Agent,
+        None => Boot::Nothing,
+        Some("active") => Boot::LocalDisk,
+        // States where the agent works, plus the idle ones it stays up in (fast track).
+        Some(
+            "enroll" | "verifying" | "manageable" | "inspecting" | "inspect wait" | "available"
+            | "cleaning" | "clean wait" | "deploying" | "wait call-back" | "rescuing"
+            | "rescue wait",
+        ) => Boot::Agent,
+        Some(_) => Boot::Nothing,
+    }
+}
+
+/// Settings of the boot endpoints.
+#[derive(Debug, Clone)]
+pub struct BootHttpConfig {
+    /// Base URL of this listener as machines reach it (an IP literal), e.g.
+    /// `http://192.0.2.1:8080`; the agent's `ingot.url`.
+    pub base_url: String,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// `console=` value.
+    pub console: Option<String>,
+    pub extra_args: Vec<String>,
+}
+
+/// State of the boot endpoints.
+#[derive(Debug, Clone)]
+pub struct BootHttpState {
+    pub store: Arc<dyn Store>,
+    pub discovery: Arc<Discovery>,
+    pub config: Arc<BootHttpConfig>,
+}
+
+/// The boot routes.
+pub fn router(state: BootHttpState) -> Router {
+    let kernel = ServeFile::new(&state.config.kernel);
+    let initramfs = ServeFile::new(&state.config.initramfs);
+    Router::new()
+        .route("/boot/ipxe", get(script))
+        .route_service(PATH_KERNEL, kernel)
+        .route_service(PATH_INITRAMFS, initramfs)
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct ScriptQuery {
+    mac: Option<String>,
+    platform: Option<String>,
+    #[allow(dead_code)]
+    uuid: Option<String>,
+}
+
+/// The provision state of the node owning `mac`, if any.
+async fn node_state(store: &dyn Store, mac: MacAddr) -> Result<Option<(Uuid, String)>, StoreError> {
+    let ports = store
+        .list_ports(&PortQuery {
+            address: Some(mac.to_string()),
+            ..Default::default()
+        })
+        .await?;
+    let Some(port) = ports.first() else {
+        return Ok(None);
+    };
+    Ok(store
+        .get_node_by_uuid(port.node_uuid)
+        .await?
+        .map(|n| (n.uuid, n.provision_state)))
+}
+
+fn plan_for(
+    cfg: &BootHttpConfig,
+    boot: Boot,
+    platform: Option<Platform>,
+) -> Result<BootPlan, String> {
+    Ok(match boot {
+        Boot::Agent => {
+            let base = cfg.base_url.trim_end_matches('/');
+            let mut a = AgentBoot::new(
+                &format!("{base}{PATH_KERNEL}"),
+                &format!("{base}{PATH_INITRAMFS}"),
+                base,
+                None,
+            )
+            .map_err(|e| e.to_string())?;
+            if let Some(c) = &cfg.console {
+                a = a.with_console(c).map_err(|e| e.to_string())?;
+            }
+            a = a
+                .with_extra_args(&cfg.extra_args)
+                .map_err(|e| e.to_string())?;
+            BootPlan::Agent(a)
+        }
+        Boot::LocalDisk => BootPlan::LocalDisk { platform },
+        Boot::Nothing => BootPlan::Exit,
+    })
+}
+
+async fn script(State(st): State<BootHttpState>, Query(q): Query<ScriptQuery>) -> Response {
+    let platform = q.platform.as_deref().and_then(Platform::from_ipxe);
+    let state = match q.mac.as_deref().map(str::parse::<MacAddr>) {
+        Some(Ok(mac)) => match node_state(st.store.as_ref(), mac).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "boot script: store access failed");
+                return (StatusCode::INTERNAL_SERVER_ERROR, "store access failed\n")
+                    .into_response();
+            }
+        },
+        Some(Err(e)) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        None => return (StatusCode::BAD_REQUEST, "mac is required\n").into_response(),
+    };
+    let boot = decide(
+        state.as_ref().map(|(_, s)| s.as_str()),
+        st.discovery.config.enabled,
+    );
+    tracing::info!(mac = ?q.mac, node = ?state.as_ref().map(|s| s.0), ?boot, "boot script");
+    match plan_for(&st.config, boot, platform) {
+        Ok(plan) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            ipxe::render(&plan),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "boot script: bad agent boot configuration");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "bad boot configuration\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The DHCP [`BootPolicy`] backed by the store.
+#[derive(Debug)]
+pub struct StoreBootPolicy {
+    pub store: Arc<dyn Store>,
+    pub discovery: Arc<Discovery>,
+}
+
+#[async_trait]
+impl BootPolicy for StoreBootPolicy {
+    async fn lookup(&self, mac: MacAddr, _client_uuid: Option<Uuid>) -> BootTarget {
+        match node_state(self.store.as_ref(), mac).await {
+            Ok(state) => match decide(
+                state.as_ref().map(|(_, s)| s.as_str()),
+                self.discovery.config.enabled,
+            ) {
+                Boot::Agent => BootTarget::Netboot,
+                Boot::LocalDisk => BootTarget::AddressOnly,
+                Boot::Nothing if state.is_some() => BootTarget::AddressOnly,
+                Boot::Nothing => BootTarget::Ignore,
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "boot policy: store access failed");
+                BootTarget::Netboot
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions() {
+        assert_eq!(decide(None, true), Boot::Agent);
+        assert_eq!(decide(None, false), Boot::Nothing);
+        assert_eq!(decide(Some("active"), false), Boot::LocalDisk);
+        assert_eq!(decide(Some("clean wait"), false), Boot::Agent);
+        assert_eq!(decide(Some("available"), false), Boot::Agent);
+        assert_eq!(decide(Some("deploy failed"), true), Boot::Nothing);
+        assert_eq!(decide(Some("clean failed"), true), Boot::Nothing);
+    }
+}
