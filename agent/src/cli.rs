@@ -28,6 +28,40 @@ enum Cmd {
     WriteImage(WriteImageArgs),
     /// Wipe disks (several in parallel); fails if any disk could not be wiped.
     Wipe(WipeArgs),
+    /// Build an OpenStack config drive (ISO9660, label config-2).
+    Configdrive(ConfigdriveArgs),
+    /// Print this machine's hardware inventory.
+    Inventory {
+        /// JSON (proto::Inventory) instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigdriveArgs {
+    /// meta_data.json content: inline JSON, or a file path.
+    #[arg(long)]
+    meta_data: String,
+    /// user_data file.
+    #[arg(long)]
+    user_data: Option<PathBuf>,
+    /// network_data.json content: inline JSON, or a file path.
+    #[arg(long)]
+    network_data: Option<String>,
+    /// Output ISO file.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Inline JSON (starts with `{`) or the path of a JSON file.
+fn json_arg(v: &str) -> anyhow::Result<serde_json::Value> {
+    let text = if v.trim_start().starts_with('{') {
+        v.to_string()
+    } else {
+        std::fs::read_to_string(v).with_context(|| format!("reading {v}"))?
+    };
+    serde_json::from_str(&text).with_context(|| format!("parsing JSON from {v}"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,6 +145,55 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::WriteImage(a) => write_image_cmd(a),
         Cmd::Wipe(a) => wipe_cmd(a),
+        Cmd::Inventory { json } => {
+            let inv = crate::inventory::collect_live();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&inv)?);
+            } else {
+                println!(
+                    "{} x {} ({} sockets), {} MiB memory, boot {:?}",
+                    inv.cpu.count,
+                    inv.cpu.model_name,
+                    inv.cpu.socket_count,
+                    inv.memory.total >> 20,
+                    inv.boot.current_boot_mode
+                );
+                for d in &inv.disks {
+                    println!(
+                        "disk {} {} GiB serial={} transport={} by_path={}",
+                        d.name,
+                        d.size >> 30,
+                        d.serial.as_deref().unwrap_or("-"),
+                        d.transport.as_deref().unwrap_or("-"),
+                        d.by_path.as_deref().unwrap_or("-")
+                    );
+                }
+                for n in &inv.interfaces {
+                    println!(
+                        "nic {} {} carrier={} driver={} addresses={:?}",
+                        n.name,
+                        n.mac_address,
+                        n.has_carrier,
+                        n.driver.as_deref().unwrap_or("-"),
+                        n.addresses
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Configdrive(a) => {
+            let cd = crate::configdrive::ConfigDrive {
+                meta_data: json_arg(&a.meta_data)?,
+                user_data: a
+                    .user_data
+                    .map(|p| std::fs::read(&p).with_context(|| format!("reading {}", p.display())))
+                    .transpose()?,
+                network_data: a.network_data.as_deref().map(json_arg).transpose()?,
+            };
+            let iso = cd.build()?;
+            std::fs::write(&a.out, &iso).with_context(|| format!("writing {}", a.out.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -55,11 +55,9 @@ impl EventSink for ConsoleSink {
         };
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "ingot-agent: {human}");
-        if self.json {
-            if let Ok(line) = serde_json::to_string(event) {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-            }
+        if let (true, Ok(line)) = (self.json, serde_json::to_string(event)) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
         }
     }
 }

@@ -30,7 +30,7 @@ pub const BUF_LEN: usize = 4 << 20;
 /// Disk buffers in flight (bounds memory: `BUF_COUNT * BUF_LEN`).
 pub const BUF_COUNT: usize = 6;
 /// Network chunks queued per consumer.
-const NET_QUEUE: usize = 256;
+const NET_QUEUE: usize = 32;
 
 /// Live counters for progress reports.
 #[derive(Debug, Default)]
@@ -210,7 +210,8 @@ fn write_loop(
             let o = usize::try_from(offset).unwrap_or(0);
             let n = (HEAD_LEN - o).min(len);
             head[o..o + n].copy_from_slice(&buf[..n]);
-            from = n.min(padded);
+            // A buffer that ends inside the head is not written at all here.
+            from = if n == len { padded } else { n };
         }
         if from < padded {
             disk.write_aligned(&buf[from..padded], offset + from as u64)?;

@@ -4,7 +4,7 @@
 //! SCSI/SATA the VPD page 0x80 and `device/wwid`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use proto::Disk;
 
@@ -66,7 +66,7 @@ fn compute_by_path(
     hctl: Option<&str>,
     nsid: Option<u64>,
 ) -> Option<String> {
-    let pci = devpath.split('/').filter(|c| is_pci_addr(c)).last()?;
+    let pci = devpath.split('/').rfind(|c| is_pci_addr(c))?;
     let suffix = match transport {
         Some("nvme") => format!("-nvme-{}", nsid.unwrap_or(1)),
         Some("sata") => {
@@ -104,6 +104,18 @@ fn udev_by_path(root: &Path) -> Vec<(String, String)> {
     v
 }
 
+/// The resolved sysfs path of `p`, relative to `root` (so a fixture's own
+/// location never leaks into transport detection).
+pub fn sys_path(root: &Path, p: &Path) -> String {
+    let real = fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let root = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let rel = real
+        .strip_prefix(&root)
+        .map(Path::to_path_buf)
+        .unwrap_or(real);
+    format!("/{}", rel.to_string_lossy().trim_start_matches('/'))
+}
+
 /// One disk from `root/sys/block/<name>`. Returns None for partitions and
 /// devices without a backing `device` (loop, ram, zram, dm, md).
 pub fn disk(root: &Path, name: &str) -> Option<Disk> {
@@ -112,10 +124,7 @@ pub fn disk(root: &Path, name: &str) -> Option<Disk> {
     if !dev.exists() {
         return None;
     }
-    let devpath = fs::canonicalize(&sys)
-        .or_else(|_| fs::read_link(root.join("sys/class/block").join(name)).map(PathBuf::from))
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let devpath = sys_path(root, &sys);
     let transport = transport(name, &devpath);
     let hctl = fs::canonicalize(&dev)
         .ok()

@@ -17,7 +17,7 @@ pub fn skip_reason(d: &Disk, boot_disks: &[String]) -> Option<String> {
         Some("read-only".into())
     } else if text.contains("virtual") || (d.removable && d.name.starts_with("/dev/sr")) {
         Some("virtual media".into())
-    } else if boot_disks.iter().any(|b| *b == d.name) {
+    } else if boot_disks.contains(&d.name) {
         Some("boot medium".into())
     } else {
         None

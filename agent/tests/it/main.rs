@@ -2,6 +2,8 @@
 //! They need root (loop devices, mount); tests that share loop devices take
 //! the `LOOP` lock so they run one at a time.
 
+mod configdrive;
+mod inventory;
 mod server;
 mod support;
 mod wipe;

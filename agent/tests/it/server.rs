@@ -16,6 +16,8 @@ pub struct Route {
     /// Cut the body after this many bytes, for the first `cuts` requests.
     pub cut_after: Option<usize>,
     pub cuts: usize,
+    /// Stop sending (without closing) after this many bytes, for the first `cuts` requests.
+    pub stall_after: Option<usize>,
     /// Answer this status with an empty body instead.
     pub status: Option<u16>,
 }
@@ -137,6 +139,12 @@ fn serve(conn: TcpStream, routes: &Mutex<HashMap<String, (Route, usize)>>) -> st
         w.write_all(body)?;
         w.flush()?;
         return w.shutdown(std::net::Shutdown::Both);
+    }
+    if let Some(n) = route.stall_after.filter(|_| nth <= route.cuts) {
+        w.write_all(&body[..n.min(body.len())])?;
+        w.flush()?;
+        std::thread::sleep(std::time::Duration::from_secs(20));
+        return Ok(());
     }
     for c in body.chunks(1 << 20) {
         w.write_all(c)?;

@@ -70,6 +70,11 @@ fn make(dev: &Path, what: &str) -> bool {
             let _ = Command::new("mdadm")
                 .args(["--stop", "/dev/md/ingotwipe"])
                 .output();
+            if !ok {
+                eprintln!(
+                    "skipping {what}: mdadm could not create an array (no md driver in this kernel?)"
+                );
+            }
             return ok;
         }
         "gpt+ext4" => {

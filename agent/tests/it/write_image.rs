@@ -97,8 +97,18 @@ fn raw_image_that_fills_the_disk_is_byte_identical() {
     let (img, _) = gpt_ext4_image(24 * MIB, 512);
     let url = server.add("/exact.raw", route(img.clone()));
     let lo = LoopDev::new(24 * MIB, 512, false);
-    write_image(&opts(&url, &sha256(&img), &lo.dev), &CollectSink::default()).expect("write");
-    assert!(lo.read_all() == img, "disk differs from the image");
+    use sha2::Digest as _;
+    let sums = [
+        sha256(&img),
+        format!("sha512:{}", hex::encode(sha2::Sha512::digest(&img))),
+        format!("md5:{}", hex::encode(md5::Md5::digest(&img))),
+    ];
+    for sum in sums {
+        lo.fill(0x33);
+        let r = write_image(&opts(&url, &sum, &lo.dev), &CollectSink::default()).expect("write");
+        assert_eq!(r.checksum, sum);
+        assert!(lo.read_all() == img, "{sum}: disk differs from the image");
+    }
 }
 
 fn expect_failure(lo: &LoopDev, o: &WriteImageOptions) -> ImageWriteError {
@@ -232,7 +242,7 @@ fn cut_connection_resumes_with_range_or_restarts_without_it() {
                 range,
                 cut_after: Some(z.len() / 3),
                 cuts: 2,
-                status: None,
+                ..Default::default()
             },
         );
         let lo = LoopDev::new(32 * MIB, 512, false);
@@ -329,4 +339,33 @@ fn cli_writes_and_reports_json_events() {
         "{last}"
     );
     assert_no_partition_table(&lo.dev);
+}
+
+#[test]
+fn stalled_transfer_times_out_and_resumes() {
+    let _l = lock();
+    let server = Server::start();
+    let (img, files) = gpt_ext4_image(24 * MIB, 512);
+    let z = compress("zstd", &img);
+    let url = server.add(
+        "/stall.zst",
+        Route {
+            stall_after: Some(z.len() / 2),
+            cuts: 1,
+            ..route(z.clone())
+        },
+    );
+    let lo = LoopDev::new(32 * MIB, 512, false);
+    let mut o = opts(&url, &sha256(&z), &lo.dev);
+    o.fetch.stall_timeout = Duration::from_millis(400);
+    let t = std::time::Instant::now();
+    let r = write_image(&o, &CollectSink::default())
+        .unwrap_or_else(|(p, e)| panic!("{p:?}: {}", agent::error_chain(&e)));
+    assert_eq!(r.retries, 1);
+    assert_eq!(r.bytes_fetched, z.len() as u64, "resumed, not restarted");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "waited for the stalled server instead of timing out"
+    );
+    assert_eq!(read_from_partition(&lo.dev, &files[1].0), files[1].1);
 }

@@ -392,13 +392,15 @@ fn render_list(
             defaults: state.interface_defaults(&node.driver),
         })
         .collect();
-    render::json(
+    let per_node = if fields.is_none() { 2560 } else { 320 };
+    render::json_with_capacity(
         StatusCode::OK,
         &Collection {
             key: "nodes",
             items: &views,
             next,
         },
+        64 + views.len() * per_node,
     )
 }
 

@@ -177,8 +177,11 @@ pub fn is_secret_key(key: &str) -> bool {
         "admin_pass",
         "new_pass",
     ];
-    let lower = key.to_ascii_lowercase();
-    SECRET.iter().any(|s| lower.contains(s))
+    let key = key.as_bytes();
+    SECRET.iter().any(|s| {
+        key.windows(s.len())
+            .any(|w| w.eq_ignore_ascii_case(s.as_bytes()))
+    })
 }
 
 /// A JSON object serialized with secret keys masked, recursively.
@@ -556,7 +559,17 @@ impl<T: Serialize> Serialize for Collection<'_, T> {
 
 /// Serializes `value` into a JSON response with `status`.
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response, ApiError> {
-    let body = serde_json::to_vec(value).map_err(ApiError::internal)?;
+    json_with_capacity(status, value, 1024)
+}
+
+/// Like [`json`], with a size hint for the body (lists of full nodes run to ~2 KiB each).
+pub fn json_with_capacity<T: Serialize>(
+    status: StatusCode,
+    value: &T,
+    capacity: usize,
+) -> Result<Response, ApiError> {
+    let mut body = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut body, value).map_err(ApiError::internal)?;
     let mut resp = (status, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -630,6 +643,8 @@ mod tests {
             assert!(obj.contains_key(k), "{k}");
         }
         assert_eq!(v["driver_info"]["ipmi_password"], "******");
+        assert!(is_secret_key("IPMI_Password") && is_secret_key("redfish_auth_token"));
+        assert!(!is_secret_key("ipmi_address") && !is_secret_key("ipmi_port"));
         assert_eq!(v["driver_info"]["ipmi_address"], "10.0.0.1");
         assert_eq!(v["driver_internal_info"]["agent_secret_token"], "******");
         assert_eq!(v["instance_info"]["configdrive"], "******");

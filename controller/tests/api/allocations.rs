@@ -27,7 +27,7 @@ async fn create_list_show_delete() {
     assert_eq!(a.as_object().unwrap().len(), 13);
     // With no nodes at all the conductor fails it in the background.
     let mut a = a;
-    for _ in 0..500 {
+    for _ in 0..2000 {
         a = api
             .get(&format!("/v1/allocations/{uuid}"))
             .await

@@ -8,10 +8,12 @@ mod drivers;
 mod nodes;
 mod nodes_list;
 mod nodes_patch;
+mod perf;
 mod ports;
 mod states;
 mod subresources;
 mod versions;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,7 +104,7 @@ impl Api {
         let dyn_store: Arc<dyn Store> = store.clone();
         let config = ConductorConfig {
             name: "ingot".to_owned(),
-            power_sync_interval: None,
+            power_sync_interval: Duration::ZERO,
             ..ConductorConfig::default()
         };
         let conductor = Conductor::new(dyn_store.clone(), DriverRegistry::builtin(), config);
@@ -225,9 +227,9 @@ impl Api {
 }
 
 impl Api {
-    /// Polls `GET /v1/nodes/{ident}` until `done` holds (5 s at most) and returns the node.
+    /// Polls `GET /v1/nodes/{ident}` until `done` holds (20 s at most) and returns the node.
     pub async fn wait_node(&self, ident: &str, done: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..500 {
+        for _ in 0..2000 {
             let n = self
                 .get(&format!("/v1/nodes/{ident}"))
                 .await

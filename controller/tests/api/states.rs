@@ -348,7 +348,7 @@ async fn allocation_is_processed_and_freed() {
         .body;
     assert_eq!(a["state"], "allocating");
     let mut done = Value::Null;
-    for _ in 0..500 {
+    for _ in 0..2000 {
         done = api
             .get("/v1/allocations/alloc1")
             .await
@@ -389,7 +389,7 @@ async fn allocation_is_processed_and_freed() {
         .body;
     let url = format!("/v1/allocations/{}", a["uuid"].as_str().unwrap());
     let mut done = Value::Null;
-    for _ in 0..500 {
+    for _ in 0..2000 {
         done = api.get(&url).await.body;
         if done["state"] != "allocating" {
             break;

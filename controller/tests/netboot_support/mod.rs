@@ -1,6 +1,9 @@
 //! Test harness shared by the netboot network-namespace tests: throwaway namespaces joined
 //! by a veth pair (deleted on drop, even when a test fails), and running code inside them.
 
+// Each test binary that includes this module uses a different part of it.
+#![allow(dead_code)]
+
 use std::future::Future;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -91,7 +91,7 @@ impl PgServer {
             .args([
                 "-F",
                 "-c",
-                "max_connections=300",
+                "max_connections=600",
                 "-c",
                 "full_page_writes=off",
             ])

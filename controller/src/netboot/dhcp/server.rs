@@ -29,6 +29,7 @@ use super::{BootPolicy, DhcpConfig, DhcpMode};
 #[derive(Debug, Default)]
 pub struct DhcpCounters {
     received: AtomicU64,
+    received_pxe_port: AtomicU64,
     replied: AtomicU64,
     handled: AtomicU64,
     send_errors: AtomicU64,
@@ -39,6 +40,8 @@ pub struct DhcpCounters {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CounterSnapshot {
     pub received: u64,
+    /// Of `received`, how many came in on the proxyDHCP port 4011.
+    pub received_pxe_port: u64,
     pub replied: u64,
     /// Processed without a reply by protocol (RELEASE, DECLINE).
     pub handled: u64,
@@ -57,6 +60,7 @@ impl DhcpCounters {
     pub fn snapshot(&self) -> CounterSnapshot {
         CounterSnapshot {
             received: self.received.load(Ordering::Relaxed),
+            received_pxe_port: self.received_pxe_port.load(Ordering::Relaxed),
             replied: self.replied.load(Ordering::Relaxed),
             handled: self.handled.load(Ordering::Relaxed),
             send_errors: self.send_errors.load(Ordering::Relaxed),
@@ -207,6 +211,11 @@ impl DhcpServer {
         now: SystemTime,
     ) -> Option<WireReply> {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
+        if local_port == PXE_PORT {
+            self.counters
+                .received_pxe_port
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let parsed =
             client::parse(bytes).and_then(|m| ClientInfo::from_message(&m).map(|i| (m, i)));
         let (msg, info) = match parsed {

@@ -488,3 +488,49 @@ fn escape_like(text: &str) -> String {
     }
     escaped
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_wildcards_are_escaped() {
+        assert_eq!(escape_like("a%b_c\\d"), "a\\%b\\_c\\\\d");
+        assert_eq!(escape_like("plain"), "plain");
+    }
+
+    #[test]
+    fn sort_keys_are_whitelisted() {
+        assert_eq!(node_sort_column("created_at"), Some("created_at"));
+        assert_eq!(node_sort_column("id"), Some("id"));
+        assert_eq!(node_sort_column("driver_info"), None);
+        assert_eq!(node_sort_column("name; DROP TABLE nodes"), None);
+    }
+
+    #[test]
+    fn list_query_binds_every_filter() {
+        let query = NodeQuery {
+            provision_state: Some("active".to_owned()),
+            maintenance: Some(true),
+            description_contains: Some("50%".to_owned()),
+            sort_key: Some("name".to_owned()),
+            sort_dir: SortDir::Desc,
+            marker: Some(Uuid::nil()),
+            limit: Some(10),
+            ..Default::default()
+        };
+        let built = build_list(&query).expect("valid query");
+        assert_eq!(built.args.len(), 5);
+        assert!(
+            built
+                .sql
+                .contains("ORDER BY n.name DESC NULLS LAST, n.id DESC LIMIT $5")
+        );
+        assert!(matches!(&built.args[3], Arg::Text(pattern) if pattern == "%50\\%%"));
+        let bad = NodeQuery {
+            sort_key: Some("extra".to_owned()),
+            ..Default::default()
+        };
+        assert!(build_list(&bad).is_err());
+    }
+}
