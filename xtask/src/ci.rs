@@ -21,9 +21,63 @@ struct StepResult {
     ok: bool,
     secs: f64,
     failures: Vec<String>,
+    /// Test runner summary lines ("Summary [..] N tests run: ..." / "test result: ...").
+    summaries: Vec<String>,
 }
 
-/// Runs the CI steps. No arguments are accepted.
+/// Test counts read off the runner's summary lines.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+}
+
+/// Reads "<n> passed", "<n> failed", "<n> skipped|ignored", "<n> timed out" from one line.
+fn parse_counts(line: &str) -> Counts {
+    let words: Vec<&str> = line
+        .split(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == '.' || c == ':')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut counts = Counts::default();
+    for pair in words.windows(2) {
+        let Ok(n) = pair[0].parse::<u64>() else {
+            continue;
+        };
+        match pair[1] {
+            "passed" => counts.passed += n,
+            "failed" | "timed" => counts.failed += n,
+            "skipped" | "ignored" => counts.skipped += n,
+            _ => {}
+        }
+    }
+    counts
+}
+
+/// Totals over a run: nextest's last "tests run:" line, or the sum of cargo test's lines.
+fn total_counts(summaries: &[String]) -> Option<Counts> {
+    if let Some(line) = summaries.iter().rev().find(|l| l.contains("tests run:")) {
+        return Some(parse_counts(line));
+    }
+    let lines: Vec<&String> = summaries
+        .iter()
+        .filter(|l| l.contains("test result:"))
+        .collect();
+    if lines.is_empty() {
+        return None;
+    }
+    Some(lines.iter().fold(Counts::default(), |acc, l| {
+        let c = parse_counts(l);
+        Counts {
+            passed: acc.passed + c.passed,
+            failed: acc.failed + c.failed,
+            skipped: acc.skipped + c.skipped,
+        }
+    }))
+}
+
+/// Runs the CI steps. No arguments are accepted. Exits the process with status 1 on failure
+/// so that the last line printed stays the plain `tests: N passed, M failed` count.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     if let Some(arg) = args.first() {
         bail!("cargo xtask ci takes no arguments (got {arg})");
@@ -67,10 +121,6 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         );
     }
     let failed: Vec<&StepResult> = results.iter().filter(|r| !r.ok).collect();
-    if failed.is_empty() {
-        println!("xtask ci: all steps passed");
-        return Ok(());
-    }
     for r in &failed {
         println!();
         println!("failures in {}:", r.name);
@@ -81,12 +131,29 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             println!("  {line}");
         }
     }
-    bail!(
-        "xtask ci: {} of {} steps failed: {}",
-        failed.len(),
-        results.len(),
-        failed.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
-    )
+    println!();
+    if failed.is_empty() {
+        println!("xtask ci: all steps passed");
+    } else {
+        println!(
+            "xtask ci: {} of {} steps failed: {}",
+            failed.len(),
+            results.len(),
+            failed.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let summaries: Vec<String> = results.iter().flat_map(|r| r.summaries.clone()).collect();
+    match total_counts(&summaries) {
+        Some(c) => println!(
+            "tests: {} passed, {} failed, {} skipped",
+            c.passed, c.failed, c.skipped
+        ),
+        None => println!("xtask ci: the test runner printed no summary (the test build failed?)"),
+    }
+    if !failed.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn has_nextest() -> bool {
@@ -128,10 +195,11 @@ fn step(name: &'static str, mut cmd: Command) -> anyhow::Result<StepResult> {
         .spawn()
         .with_context(|| format!("starting {name}"))?;
     let failures = Arc::new(Mutex::new(Vec::new()));
+    let summaries = Arc::new(Mutex::new(Vec::new()));
     let stdout = child.stdout.take().context("child stdout")?;
     let stderr = child.stderr.take().context("child stderr")?;
-    let out_thread = forward(stdout, false, Arc::clone(&failures));
-    let err_thread = forward(stderr, true, Arc::clone(&failures));
+    let out_thread = forward(stdout, false, Arc::clone(&failures), Arc::clone(&summaries));
+    let err_thread = forward(stderr, true, Arc::clone(&failures), Arc::clone(&summaries));
     let status = child
         .wait()
         .with_context(|| format!("waiting for {name}"))?;
@@ -139,11 +207,13 @@ fn step(name: &'static str, mut cmd: Command) -> anyhow::Result<StepResult> {
     let _ = err_thread.join();
     let mut failures = failures.lock().map(|f| f.clone()).unwrap_or_default();
     failures.dedup();
+    let summaries = summaries.lock().map(|s| s.clone()).unwrap_or_default();
     Ok(StepResult {
         name,
         ok: status.success(),
         secs: started.elapsed().as_secs_f64(),
         failures,
+        summaries,
     })
 }
 
@@ -151,6 +221,7 @@ fn forward(
     pipe: impl std::io::Read + Send + 'static,
     to_stderr: bool,
     failures: Arc<Mutex<Vec<String>>>,
+    summaries: Arc<Mutex<Vec<String>>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let reader = BufReader::new(pipe);
@@ -166,13 +237,61 @@ fn forward(
             {
                 f.push(line.trim().to_owned());
             }
+            if (line.contains("tests run:") || line.trim_start().starts_with("test result:"))
+                && let Ok(mut s) = summaries.lock()
+            {
+                s.push(line.trim().to_owned());
+            }
         }
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_failure_line;
+    use super::*;
+
+    #[test]
+    fn reads_nextest_summary() {
+        let line =
+            "     Summary [  45.678s] 130 tests run: 127 passed (2 slow), 3 failed, 4 skipped";
+        let c = total_counts(&[line.to_owned()]).expect("counts");
+        assert_eq!(
+            c,
+            Counts {
+                passed: 127,
+                failed: 3,
+                skipped: 4
+            }
+        );
+        let line = "     Summary [   1.0s] 5 tests run: 4 passed, 1 timed out, 0 skipped";
+        assert_eq!(
+            parse_counts(line),
+            Counts {
+                passed: 4,
+                failed: 1,
+                skipped: 0
+            }
+        );
+    }
+
+    #[test]
+    fn sums_cargo_test_results() {
+        let lines = [
+            "test result: ok. 7 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+            "test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+        ]
+        .map(String::from);
+        let c = total_counts(&lines).expect("counts");
+        assert_eq!(
+            c,
+            Counts {
+                passed: 9,
+                failed: 1,
+                skipped: 1
+            }
+        );
+        assert_eq!(total_counts(&[]), None);
+    }
 
     #[test]
     fn recognises_failure_lines() {

@@ -57,10 +57,12 @@ class _Step:
 
     def __enter__(self):
         self.checker.current = self.name
+        self.started = time.monotonic()
         print(f"== {self.name}", flush=True)
         return self.checker
 
     def __exit__(self, exc_type, exc, tb):
+        print(f"   ({self.name} took {time.monotonic() - self.started:.1f} s)", flush=True)
         if exc_type is None:
             return False
         self.checker.failed += 1

@@ -109,6 +109,7 @@ impl ServerReport {
             "lifecycle_cpu_s": self.outcome.lifecycle.cpu_secs,
             "lifecycle_done": self.outcome.lifecycle_done,
             "requests": self.outcome.requests,
+            "conflicts_409_retried": self.outcome.conflicts,
             "errors": self.outcome.error_count,
             "latencies": lat,
             "exit": self.exit,
@@ -291,9 +292,10 @@ pub fn table(servers: &[ServerReport], lifecycle_nodes: usize) -> String {
     }
     for s in servers {
         out.push_str(&format!(
-            "{}: {} requests, {} errors, {} of {} nodes listed, {} lifecycles completed, {} process(es), exit: {}\n",
+            "{}: {} requests ({} provision 409s retried), {} errors, {} of {} nodes listed, {} lifecycles completed, {} process(es), exit: {}\n",
             s.label,
             s.outcome.requests,
+            s.outcome.conflicts,
             s.outcome.error_count,
             s.outcome.listed_nodes,
             s.nodes,

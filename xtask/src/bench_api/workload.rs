@@ -45,6 +45,8 @@ pub struct Outcome {
     /// Latencies per request kind.
     pub latencies: BTreeMap<&'static str, Vec<Duration>>,
     pub requests: u64,
+    /// Provision requests answered 409 (node locked) and retried, as the clients do.
+    pub conflicts: u64,
     pub error_count: usize,
     /// The first few errors, for the report.
     pub errors: Vec<String>,
@@ -74,6 +76,7 @@ const LIFECYCLE: [(&str, &str); 4] = [
 struct Recorder {
     latencies: BTreeMap<&'static str, Vec<Duration>>,
     requests: u64,
+    conflicts: u64,
     error_count: usize,
     errors: Vec<String>,
 }
@@ -91,6 +94,7 @@ impl Recorder {
             out.latencies.entry(k).or_default().append(&mut v);
         }
         out.requests += self.requests;
+        out.conflicts += self.conflicts;
         out.error_count += self.error_count;
         for e in self.errors {
             if out.errors.len() < MAX_KEPT_ERRORS {
@@ -117,6 +121,14 @@ fn client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
         .context("building the HTTP client")
 }
 
+/// Answer to a request that may be retried.
+enum Reply {
+    Ok(Vec<u8>),
+    /// 409: the node is locked by a running task; clients retry.
+    Conflict,
+    Failed,
+}
+
 /// Sends one request, times it to the end of the body and records failures.
 async fn call(
     rec: &mut Recorder,
@@ -124,6 +136,20 @@ async fn call(
     req: reqwest::RequestBuilder,
     want: u16,
 ) -> Option<Vec<u8>> {
+    match call_retryable(rec, kind, req, want, false).await {
+        Reply::Ok(body) => Some(body),
+        Reply::Conflict | Reply::Failed => None,
+    }
+}
+
+/// Like `call`; with `conflict_ok` a 409 is counted as a conflict rather than an error.
+async fn call_retryable(
+    rec: &mut Recorder,
+    kind: &'static str,
+    req: reqwest::RequestBuilder,
+    want: u16,
+    conflict_ok: bool,
+) -> Reply {
     let started = Instant::now();
     rec.requests += 1;
     let result = async {
@@ -138,18 +164,22 @@ async fn call(
         .or_default()
         .push(started.elapsed());
     match result {
-        Ok((status, body)) if status == want => Some(body.to_vec()),
+        Ok((status, body)) if status == want => Reply::Ok(body.to_vec()),
+        Ok((409, _)) if conflict_ok => {
+            rec.conflicts += 1;
+            Reply::Conflict
+        }
         Ok((status, body)) => {
             let text = String::from_utf8_lossy(&body);
             rec.error(format!(
                 "{kind}: HTTP {status}: {}",
                 text.chars().take(300).collect::<String>()
             ));
-            None
+            Reply::Failed
         }
         Err(err) => {
             rec.error(format!("{kind}: {err}"));
-            None
+            Reply::Failed
         }
     }
 }
@@ -290,6 +320,9 @@ pub async fn run(base: &str, cfg: &Config, cpu: &dyn Fn() -> f64) -> anyhow::Res
 }
 
 /// Takes one node through the four transitions; false if any step failed.
+///
+/// A 409 (node still locked by the task that just finished) is retried with the same
+/// 1 ms to 100 ms backoff as polling, as the clients retry it (the CLI every 2 s).
 async fn lifecycle(
     client: &reqwest::Client,
     rec: &mut Recorder,
@@ -298,11 +331,26 @@ async fn lifecycle(
     timeout: Duration,
 ) -> bool {
     for (verb, want) in LIFECYCLE {
-        let req = client
-            .put(format!("{base}/v1/nodes/{uuid}/states/provision"))
-            .json(&json!({"target": verb}));
-        if call(rec, KIND_PROVISION, req, 202).await.is_none() {
-            return false;
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let req = client
+                .put(format!("{base}/v1/nodes/{uuid}/states/provision"))
+                .json(&json!({"target": verb}));
+            match call_retryable(rec, KIND_PROVISION, req, 202, true).await {
+                Reply::Ok(_) => break,
+                Reply::Failed => return false,
+                Reply::Conflict if Instant::now() > deadline => {
+                    rec.error(format!(
+                        "node {uuid} stayed locked for {timeout:?} ({verb})"
+                    ));
+                    return false;
+                }
+                Reply::Conflict => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+            }
         }
         if !wait_for_state(client, rec, base, uuid, want, timeout).await {
             return false;
