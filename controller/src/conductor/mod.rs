@@ -34,6 +34,9 @@ use crate::machine::{self, Event, NodeView, Rejected, Verb};
 use crate::model::Node;
 use crate::store::{Store, StoreError};
 
+/// How long an operator request waits for a node lock held by a finishing task.
+pub const LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// Tuning of one conductor.
 #[derive(Debug, Clone)]
 pub struct ConductorConfig {
@@ -259,7 +262,7 @@ impl Conductor {
         let view = NodeView::from_node(&current).map_err(|e| ConductorError::BadRequest(e.0))?;
         machine::step(&view, &Event::Verb(req.verb), Utc::now())?;
         self.check_request(&current, &req)?;
-        let reserved = self.store.reserve_node(node, &self.config.name).await?;
+        let reserved = self.reserve(node).await?;
         let this = self.arc();
         match this.begin_verb(reserved, &req).await {
             Ok(run) => {
@@ -337,7 +340,7 @@ impl Conductor {
             .power
             .validate(&current)
             .map_err(driver_bad_request)?;
-        let mut locked = self.store.reserve_node(node, &self.config.name).await?;
+        let mut locked = self.reserve(node).await?;
         locked.target_power_state = Some(target.as_str().to_owned());
         if let Err(err) = self.save(&mut locked, &task::TaskFlags::default()).await {
             self.release(node).await;
@@ -367,7 +370,7 @@ impl Conductor {
                 "Invalid boot device {device} specified."
             )));
         }
-        let mut locked = self.store.reserve_node(node, &self.config.name).await?;
+        let mut locked = self.reserve(node).await?;
         let result = async {
             drivers
                 .management
@@ -424,7 +427,7 @@ impl Conductor {
         result: Result<(), String>,
     ) -> Result<(), ConductorError> {
         self.check_running()?;
-        let reserved = self.store.reserve_node(node, &self.config.name).await?;
+        let reserved = self.reserve(node).await?;
         let event = match result {
             Ok(()) => Event::AgentCallback,
             Err(reason) => Event::Failed(reason),
@@ -484,6 +487,24 @@ impl Conductor {
     }
 
     /// Releases the node lock, logging (not failing) on a store error.
+    /// Takes the node's lock for an operator request. A lock held by a task that is just
+    /// finishing (its final state already saved, the release a moment later) is waited for
+    /// briefly, as Ironic retries `NodeLocked`; a lock still held after [`LOCK_WAIT`] is a
+    /// conflict (HTTP 409).
+    async fn reserve(&self, node: Uuid) -> Result<Node, ConductorError> {
+        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match self.store.reserve_node(node, &self.config.name).await {
+                Err(StoreError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
     async fn release(&self, node: Uuid) {
         if let Err(err) = self.store.release_node(node, &self.config.name).await {
             tracing::error!(node = %node, error = %err, "releasing node lock failed");
