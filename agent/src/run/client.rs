@@ -108,6 +108,9 @@ pub struct HttpController {
 impl HttpController {
     /// `base` is `http(s)://host:port`; `pin` the controller certificate's SHA-256.
     pub fn new(base: &str, pin: Option<[u8; 32]>) -> anyhow::Result<Self> {
+        // reqwest needs a process-wide provider; installing it again (another caller was
+        // first) is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut b = reqwest::Client::builder()
             .no_proxy()
