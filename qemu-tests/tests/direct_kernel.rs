@@ -174,8 +174,8 @@ fn boot(nic_model: &str, n: u8) -> anyhow::Result<()> {
     let init_start =
         figure(&log, "PID 1 start at uptime", "uptime ").context("no PID 1 start line")?;
     let lookup_uptime_ms = figure(&log, "lookup done", "uptime_ms=").context("no lookup line")?;
-    let rss = figure(&log, "lookup done", "pid1_rss_kib=Some(");
-    let self_rss = figure(&log, "lookup done", "self_rss_kib=Some(");
+    let rss = figure(&log, "lookup done", "pid1_rss_kib=");
+    let self_rss = figure(&log, "lookup done", "self_rss_kib=");
     println!(
         "{nic_model}: QEMU start -> lookup {:.2} s; /init start at {:.3} s uptime -> lookup at {:.3} s uptime: agent part {:.3} s; VmRSS PID 1 {:?} KiB, agent {:?} KiB",
         total.as_secs_f64(),
