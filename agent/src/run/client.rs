@@ -115,14 +115,20 @@ impl HttpController {
         let mut b = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(5));
-        if let Some(sha256) = pin {
-            let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()?
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        // The ramdisk has no CA store (reqwest's default verifier fails to start without
+        // one): trust the pinned certificate, or nothing (plain HTTP only).
+        let cfg = match pin {
+            Some(sha256) => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(Pinned { sha256, provider }))
-                .with_no_client_auth();
-            b = b.tls_backend_preconfigured(cfg);
-        }
+                .with_no_client_auth(),
+            None => builder
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        };
+        b = b.tls_backend_preconfigured(cfg);
         Ok(HttpController {
             base: base.trim_end_matches('/').to_owned(),
             http: b.build()?,
