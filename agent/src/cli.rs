@@ -30,12 +30,30 @@ enum Cmd {
     Wipe(WipeArgs),
     /// Build an OpenStack config drive (ISO9660, label config-2).
     Configdrive(ConfigdriveArgs),
+    /// Run the agent protocol loop against a controller (what PID 1 does after boot).
+    Run(RunArgs),
     /// Print this machine's hardware inventory.
     Inventory {
         /// JSON (proto::Inventory) instead of a summary.
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Controller base URL, e.g. `http://192.0.2.1:6385`.
+    #[arg(long)]
+    url: String,
+    /// Pin the controller's TLS certificate: `sha256:HEX` of its DER.
+    #[arg(long)]
+    ca: Option<String>,
+    /// The MAC this machine booted from.
+    #[arg(long)]
+    boot_mac: Option<String>,
+    /// Really reboot or power off when the controller says so (else just exit).
+    #[arg(long)]
+    halt: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,6 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::WriteImage(a) => write_image_cmd(a),
         Cmd::Wipe(a) => wipe_cmd(a),
+        Cmd::Run(a) => run_cmd(a),
         Cmd::Inventory { json } => {
             let inv = crate::inventory::collect_live();
             if json {
@@ -236,6 +255,32 @@ fn write_image_cmd(a: WriteImageArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut line = format!("ingot.url={}", a.url);
+    if let Some(ca) = &a.ca {
+        line.push_str(&format!(" ingot.ca={ca}"));
+    }
+    if let Some(m) = &a.boot_mac {
+        line.push_str(&format!(" BOOTIF={m}"));
+    }
+    let cfg = crate::cmdline::parse(&line)?;
+    let opts = crate::run::RunOptions {
+        url: a.url,
+        ca_sha256: cfg.ca_sha256,
+        boot_mac: cfg.boot_mac,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let h = rt.block_on(crate::run::run_agent(&opts))?;
+    if a.halt {
+        crate::init::halt(h);
+    }
+    tracing::info!(?h, "the controller asked to stop (use --halt to act on it)");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn wipe_cmd(a: WipeArgs) -> anyhow::Result<ExitCode> {

@@ -1,14 +1,18 @@
 //! Ingot deploy agent: hardware inventory, verified streaming image writer,
 //! disk wipe and config drive. The binary (`ingot-agent`) is a thin CLI over
-//! these modules; later it also runs as PID 1 in the deploy ramdisk.
+//! these modules, and runs as PID 1 of the deploy ramdisk ([`init`]) where it speaks the
+//! agent protocol ([`run`]).
 
 pub mod cli;
+pub mod cmdline;
 pub mod configdrive;
 pub mod events;
 pub mod hints;
 pub mod host;
 pub mod image;
+pub mod init;
 pub mod inventory;
+pub mod run;
 pub mod wipe;
 
 /// Render an error and its sources as `a: b: c`, for logs and reports.

@@ -7,10 +7,12 @@
 //! - [`vm::VmSpec`] / [`vm::Vm`]: one QEMU machine with its own firmware, NIC, disk, MAC and
 //!   SMBIOS identity, a serial log and a QMP socket.
 //! - [`wait`]: polling helpers with deadlines.
+//! - [`fake_controller::FakeController`]: the agent protocol on 127.0.0.1, for boot tests.
 //!
 //! Tests need root (namespaces, taps) and the lab packages (`qemu-system-x86`, `ovmf`,
 //! `ipxe`); [`require_lab`] fails with a clear message when they are missing.
 
+pub mod fake_controller;
 pub mod netns;
 pub mod vm;
 pub mod wait;

@@ -267,7 +267,9 @@ fn install_kernel() -> anyhow::Result<()> {
 /// Builds the static agent and returns its path.
 pub fn build_static_agent(root: &Path) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target_dir = root.join("target/static");
+    // Shared with the other builds (CARGO_TARGET_DIR), in its own directory because the
+    // RUSTFLAGS differ.
+    let target_dir = crate::paths::target_dir().join("static");
     let status = Command::new(cargo)
         .current_dir(root)
         .args([
@@ -411,7 +413,9 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     )?;
     let cpio = ar.finish()?;
 
-    let out_dir = root.join("target/initramfs").join(&opts.profile);
+    let out_dir = crate::paths::target_dir()
+        .join("initramfs")
+        .join(&opts.profile);
     std::fs::create_dir_all(&out_dir)?;
     let started = std::time::Instant::now();
     let mut enc = zstd::Encoder::new(Vec::new(), opts.level)?;

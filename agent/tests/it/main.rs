@@ -4,6 +4,7 @@
 
 mod configdrive;
 mod inventory;
+mod run;
 mod server;
 mod support;
 mod wipe;

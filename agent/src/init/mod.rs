@@ -1,0 +1,289 @@
+//! The agent as PID 1 of the deploy ramdisk.
+//!
+//! PID 1 mounts the pseudo filesystems, reads the kernel command line and forks: the child
+//! is the agent (coldplug, network, protocol loop); PID 1 itself only reaps zombies (orphans
+//! are re-parented to it) so that it never steals the exit status of a command the agent
+//! runs. PID 1 never returns (gotcha G5): when the agent child ends, or on any fatal error,
+//! it logs to the console, waits `ingot.fatal_delay` and reboots or powers off.
+
+pub mod coldplug;
+pub mod dhcp;
+pub mod net;
+
+use std::path::Path;
+use std::time::Duration;
+
+use nix::mount::{MsFlags, mount};
+use nix::sys::reboot::{RebootMode, reboot};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
+
+use crate::cmdline::{AgentConfig, OnFatal};
+use crate::run::machine::Halt;
+
+/// Time since boot (`CLOCK_MONOTONIC`).
+pub fn uptime() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec for the kernel to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Mounts /proc, /sys, /dev (devtmpfs), /run and /tmp; returns the failures.
+pub fn mount_pseudo_filesystems() -> Vec<String> {
+    let table: [(&str, &str, &str, MsFlags, Option<&str>); 6] = [
+        (
+            "proc",
+            "/proc",
+            "proc",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        ),
+        (
+            "sysfs",
+            "/sys",
+            "sysfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        ),
+        (
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MsFlags::MS_NOSUID,
+            Some("mode=0755"),
+        ),
+        (
+            "tmpfs",
+            "/run",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        ),
+        (
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        ),
+        (
+            "efivarfs",
+            "/sys/firmware/efi/efivars",
+            "efivarfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        ),
+    ];
+    let mut errors = Vec::new();
+    for (src, target, fstype, flags, data) in table {
+        if target.contains("efivars") && !Path::new("/sys/firmware/efi").exists() {
+            continue;
+        }
+        let _ = std::fs::create_dir_all(target);
+        if let Err(e) = mount(Some(src), target, Some(fstype), flags, data) {
+            // EBUSY: the kernel (devtmpfs.mount=1) or someone else mounted it already.
+            if e != nix::errno::Errno::EBUSY {
+                errors.push(format!("mount {fstype} on {target}: {e}"));
+            }
+        }
+    }
+    errors
+}
+
+fn console(msg: &str) {
+    use std::io::Write;
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(e, "ingot-agent: [{:.3}] {msg}", uptime().as_secs_f64());
+}
+
+/// Syncs, then reboots or powers off; never returns.
+pub fn halt(h: Halt) -> ! {
+    nix::unistd::sync();
+    let mode = match h {
+        Halt::Reboot => RebootMode::RB_AUTOBOOT,
+        Halt::PowerOff => RebootMode::RB_POWER_OFF,
+    };
+    console(&format!("{h:?} now"));
+    let Err(e) = reboot(mode);
+    console(&format!("reboot(2) failed: {e}"));
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Logs a fatal error, waits, then reboots or powers off as the command line says.
+pub fn fatal(cfg: &AgentConfig, msg: &str) -> ! {
+    let h = match cfg.on_fatal {
+        OnFatal::Reboot => Halt::Reboot,
+        OnFatal::PowerOff => Halt::PowerOff,
+    };
+    console(&format!(
+        "FATAL: {msg}; {h:?} in {} s",
+        cfg.fatal_delay.as_secs()
+    ));
+    std::thread::sleep(cfg.fatal_delay);
+    halt(h)
+}
+
+/// Entry point when the process is PID 1 (or `/init`). Never returns.
+pub fn pid1_main() -> ! {
+    let t0 = uptime();
+    let mount_errors = mount_pseudo_filesystems();
+    let (cfg, cfg_error) = match crate::cmdline::read() {
+        Ok(c) => (c, None),
+        Err(e) => (AgentConfig::default(), Some(format!("{e:#}"))),
+    };
+    console(&format!("PID 1 start at uptime {:.3} s", t0.as_secs_f64()));
+    // SAFETY: no other thread exists yet (nothing above spawns one), so the child may run
+    // any code.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let code = std::panic::catch_unwind(|| agent_main(&cfg, cfg_error, mount_errors));
+            let Err(p) = code;
+            console(&format!("agent panicked: {p:?}"));
+            std::process::exit(1)
+        }
+        Ok(ForkResult::Parent { child }) => reap(&cfg, child),
+        Err(e) => {
+            console(&format!(
+                "fork failed ({e}): running the agent in PID 1 without reaping"
+            ));
+            agent_main(&cfg, cfg_error, mount_errors)
+        }
+    }
+}
+
+/// PID 1 after the fork: reap every child; when the agent ends, it is fatal.
+fn reap(cfg: &AgentConfig, agent: Pid) -> ! {
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == agent => {
+                fatal(cfg, &format!("the agent exited with status {code}"))
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == agent => {
+                fatal(cfg, &format!("the agent was killed by {sig}"))
+            }
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                console(&format!("waitpid: {e}"));
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn init_console_logging() {
+    struct Uptime;
+    impl tracing_subscriber::fmt::time::FormatTime for Uptime {
+        fn format_time(
+            &self,
+            w: &mut tracing_subscriber::fmt::format::Writer<'_>,
+        ) -> std::fmt::Result {
+            write!(w, "[{:9.3}]", uptime().as_secs_f64())
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_timer(Uptime)
+        .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .try_init();
+}
+
+/// The ramdisk agent: modules, network, protocol loop. Never returns.
+fn agent_main(cfg: &AgentConfig, cfg_error: Option<String>, mount_errors: Vec<String>) -> ! {
+    init_console_logging();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        uptime_ms = uptime().as_millis() as u64,
+        "ingot-agent ramdisk starting"
+    );
+    for e in &mount_errors {
+        tracing::warn!("{e}");
+    }
+    if let Some(e) = cfg_error {
+        fatal(cfg, &format!("bad kernel command line: {e}"));
+    }
+    let Some(url) = cfg.url.clone() else {
+        fatal(cfg, "no ingot.url= on the kernel command line");
+    };
+
+    let t = std::time::Instant::now();
+    let kver = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mdir = Path::new("/lib/modules").join(&kver);
+    match coldplug::ModuleIndex::load(&mdir) {
+        Ok(idx) => {
+            let mut loader = coldplug::FinitLoader { dir: mdir.clone() };
+            let r = coldplug::coldplug(Path::new("/sys"), &idx, &mut loader, 10);
+            tracing::info!(
+                passes = r.passes,
+                loaded = r.loaded.len(),
+                failed = r.failed.len(),
+                ms = t.elapsed().as_millis() as u64,
+                "coldplug done"
+            );
+            for (m, e) in &r.failed {
+                tracing::warn!(module = %m, error = %e, "module not loaded");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(dir = %mdir.display(), error = %e, "no module index: skipping coldplug")
+        }
+    }
+
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let t = std::time::Instant::now();
+        match net::bring_up(
+            Path::new("/sys"),
+            Path::new("/etc"),
+            cfg.boot_mac.as_deref(),
+            Duration::from_secs(10),
+            Duration::from_secs(20),
+        ) {
+            Ok(r) if !r.leases.is_empty() => {
+                tracing::info!(
+                    ms = t.elapsed().as_millis() as u64,
+                    leases = r.leases.len(),
+                    "network up"
+                );
+                break;
+            }
+            Ok(r) => tracing::warn!(no_carrier = ?r.no_carrier, "no DHCP lease on any NIC"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "network bring-up failed"),
+        }
+        if tries >= 3 {
+            fatal(cfg, "no network after 3 attempts");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => fatal(cfg, &format!("starting the async runtime: {e}")),
+    };
+    let opts = crate::run::RunOptions {
+        url,
+        ca_sha256: cfg.ca_sha256,
+        boot_mac: cfg.boot_mac.clone(),
+    };
+    match rt.block_on(crate::run::run_agent(&opts)) {
+        Ok(h) => halt(h),
+        Err(e) => fatal(cfg, &format!("{e:#}")),
+    }
+}

@@ -1,0 +1,224 @@
+//! The controller's agent API over HTTP(S) (`proto::protocol`), with optional certificate
+//! pinning by SHA-256 fingerprint (`ingot.ca=sha256:HEX`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::protocol::{
+    EventReport, HeartbeatRequest, HeartbeatResponse, LookupRequest, LookupResponse, PATH_EVENTS,
+    PATH_HEARTBEAT, PATH_LOOKUP, TOKEN_HEADER,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::Digest;
+
+use super::machine::CallError;
+
+/// Calls the controller makes available to the agent. Every call may be retried.
+pub trait Controller: Send + Sync {
+    fn lookup(
+        &self,
+        req: &LookupRequest,
+    ) -> impl Future<Output = Result<LookupResponse, CallError>> + Send;
+    /// Long-polls; `wait` is how long the controller may hold the call.
+    fn heartbeat(
+        &self,
+        token: &str,
+        req: &HeartbeatRequest,
+        wait: Duration,
+    ) -> impl Future<Output = Result<HeartbeatResponse, CallError>> + Send;
+    fn event(
+        &self,
+        token: &str,
+        rep: &EventReport,
+    ) -> impl Future<Output = Result<(), CallError>> + Send;
+}
+
+/// Accepts exactly the server certificate whose DER has the pinned SHA-256.
+#[derive(Debug)]
+struct Pinned {
+    sha256: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got: [u8; 32] = sha2::Sha256::digest(end_entity.as_ref()).into();
+        if got == self.sha256 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "controller certificate sha256:{} is not the pinned sha256:{}",
+                hex::encode(got),
+                hex::encode(self.sha256)
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// [`Controller`] over reqwest.
+#[derive(Debug, Clone)]
+pub struct HttpController {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl HttpController {
+    /// `base` is `http(s)://host:port`; `pin` the controller certificate's SHA-256.
+    pub fn new(base: &str, pin: Option<[u8; 32]>) -> anyhow::Result<Self> {
+        // reqwest needs a process-wide provider; installing it again (another caller was
+        // first) is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5));
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        // The ramdisk has no CA store (reqwest's default verifier fails to start without
+        // one): trust the pinned certificate, or nothing (plain HTTP only).
+        let cfg = match pin {
+            Some(sha256) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Pinned { sha256, provider }))
+                .with_no_client_auth(),
+            None => builder
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        };
+        b = b.tls_backend_preconfigured(cfg);
+        Ok(HttpController {
+            base: base.trim_end_matches('/').to_owned(),
+            http: b.build()?,
+        })
+    }
+
+    async fn post<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &T,
+        timeout: Duration,
+    ) -> Result<Option<R>, CallError> {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .timeout(timeout);
+        if let Some(t) = token {
+            req = req.header(TOKEN_HEADER, t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| CallError::Transport(crate::error_chain(&e)))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(CallError::Unauthorized);
+        }
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(CallError::TooManyRequests(after));
+        }
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(CallError::Status(status.as_u16(), text));
+        }
+        if status == reqwest::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| CallError::Transport(crate::error_chain(&e)))?;
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| CallError::Status(status.as_u16(), format!("bad JSON answer: {e}")))
+    }
+}
+
+fn required<R>(r: Option<R>, what: &str) -> Result<R, CallError> {
+    r.ok_or_else(|| CallError::Status(200, format!("empty {what} answer")))
+}
+
+impl Controller for HttpController {
+    async fn lookup(&self, req: &LookupRequest) -> Result<LookupResponse, CallError> {
+        let r = self
+            .post(PATH_LOOKUP, None, req, Duration::from_secs(30))
+            .await?;
+        required(r, "lookup")
+    }
+
+    async fn heartbeat(
+        &self,
+        token: &str,
+        req: &HeartbeatRequest,
+        wait: Duration,
+    ) -> Result<HeartbeatResponse, CallError> {
+        let r = self
+            .post(
+                PATH_HEARTBEAT,
+                Some(token),
+                req,
+                wait + Duration::from_secs(15),
+            )
+            .await?;
+        required(r, "heartbeat")
+    }
+
+    async fn event(&self, token: &str, rep: &EventReport) -> Result<(), CallError> {
+        self.post::<_, serde_json::Value>(PATH_EVENTS, Some(token), rep, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,292 @@
+//! Running the controller's commands on this machine: `inspect`, `wipe` and `deploy` with the
+//! existing inventory, wipe, image and config drive code. Blocking; the driver calls it on a
+//! blocking thread. Also builds the lookup request.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use proto::protocol::{Command, ConfigDrive, DeployCommand, LookupRequest, Report};
+use proto::{AgentEvent, ErrorReport, Inventory, WipeDiskResult, WipeMode, WipeReport};
+
+use crate::events::EventSink;
+use crate::image::fetch::FetchOptions;
+use crate::image::{WriteImageOptions, write_image};
+
+/// What the command loop needs from the machine.
+pub trait Host: Send + Sync + 'static {
+    /// Inventory and identity for a lookup.
+    fn lookup_request(&self) -> LookupRequest;
+    /// Runs `inspect`, `wipe` or `deploy` to its final report; events go to `sink`.
+    fn execute(&self, command: &Command, sink: &dyn EventSink) -> Report;
+}
+
+/// The real machine.
+#[derive(Debug, Clone)]
+pub struct LiveHost {
+    /// The boot MAC from the kernel command line.
+    pub boot_mac: Option<String>,
+    /// Where config drives are staged.
+    pub scratch: PathBuf,
+}
+
+/// The lookup request for an inventory.
+pub fn lookup_request(inv: Inventory, boot_mac: Option<String>) -> LookupRequest {
+    let mut macs: Vec<String> = inv
+        .interfaces
+        .iter()
+        .map(|i| i.mac_address.to_ascii_lowercase())
+        .filter(|m| m != "00:00:00:00:00:00" && !m.is_empty())
+        .collect();
+    macs.sort();
+    macs.dedup();
+    LookupRequest {
+        protocol_version: proto::PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        macs,
+        boot_mac,
+        system_uuid: inv.system_vendor.uuid.clone(),
+        system_serial: inv.system_vendor.serial_number.clone(),
+        inventory: inv,
+    }
+}
+
+fn failed(e: &anyhow::Error, phase: Option<proto::Phase>) -> Report {
+    Report::Failed {
+        error: ErrorReport {
+            phase,
+            message: format!("{e:#}"),
+            causes: e.chain().skip(1).map(|c| c.to_string()).collect(),
+        },
+    }
+}
+
+impl Host for LiveHost {
+    fn lookup_request(&self) -> LookupRequest {
+        lookup_request(crate::inventory::collect_live(), self.boot_mac.clone())
+    }
+
+    fn execute(&self, command: &Command, sink: &dyn EventSink) -> Report {
+        match command {
+            Command::Inspect => Report::Succeeded {
+                inventory: Some(Box::new(crate::inventory::collect_live())),
+                detail: None,
+            },
+            Command::Wipe { mode, devices } => wipe(*mode, devices, sink),
+            Command::Deploy(d) => match deploy(d, &self.scratch, sink) {
+                Ok(r) => r,
+                Err(e) => failed(&e, Some(proto::Phase::Prepare)),
+            },
+            Command::Wait { .. } | Command::Reboot | Command::PowerOff => failed(
+                &anyhow::anyhow!("{command:?} is not run by the executor"),
+                None,
+            ),
+        }
+    }
+}
+
+/// Every disk `wipe` with no device list touches, and the skipped ones with their reason.
+pub fn eligible_disks(
+    root: &Path,
+    mode: WipeMode,
+) -> anyhow::Result<(Vec<PathBuf>, Vec<WipeDiskResult>)> {
+    use crate::wipe::select;
+    let boot = select::boot_disks(root);
+    let mut go = Vec::new();
+    let mut skipped = Vec::new();
+    for d in crate::inventory::block::disks(root).context("listing disks")? {
+        match select::skip_reason(&d, &boot) {
+            Some(why) => skipped.push(WipeDiskResult {
+                device: d.name.clone(),
+                mode,
+                ok: false,
+                method: None,
+                cleared: vec![],
+                skipped: Some(why),
+                error: None,
+                elapsed_ms: 0,
+            }),
+            None => go.push(PathBuf::from(d.name)),
+        }
+    }
+    Ok((go, skipped))
+}
+
+fn wipe(mode: WipeMode, devices: &[String], sink: &dyn EventSink) -> Report {
+    let (list, skipped) = if devices.is_empty() {
+        match eligible_disks(Path::new("/"), mode) {
+            Ok(v) => v,
+            Err(e) => return failed(&e, Some(proto::Phase::Wipe)),
+        }
+    } else {
+        (devices.iter().map(PathBuf::from).collect(), vec![])
+    };
+    tracing::info!(?mode, devices = ?list, "wiping");
+    let mut report: WipeReport = crate::wipe::wipe_all(&list, mode);
+    report.disks.extend(skipped);
+    sink.emit(&AgentEvent::WipeDone(report.clone()));
+    let detail = serde_json::to_value(&report).ok();
+    if report.ok {
+        Report::Succeeded {
+            inventory: None,
+            detail,
+        }
+    } else {
+        let causes = report
+            .disks
+            .iter()
+            .filter(|d| !d.ok && d.skipped.is_none())
+            .map(|d| format!("{}: {}", d.device, d.error.as_deref().unwrap_or("failed")))
+            .collect();
+        Report::Failed {
+            error: ErrorReport {
+                phase: Some(proto::Phase::Wipe),
+                message: "wiping failed on at least one disk".into(),
+                causes,
+            },
+        }
+    }
+}
+
+/// Standard base64 (with or without padding, whitespace ignored).
+pub fn base64_decode(s: &str) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    let mut acc = 0u32;
+    let mut bits = 0u32;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            c if c.is_ascii_whitespace() => continue,
+            c => anyhow::bail!("invalid base64 byte {c:#04x}"),
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The config drive image bytes (ISO, or gzip-compressed ISO) for a deploy.
+pub fn configdrive_bytes(cd: &ConfigDrive) -> anyhow::Result<Vec<u8>> {
+    match cd {
+        ConfigDrive::Parts {
+            meta_data,
+            user_data,
+            network_data,
+            vendor_data: _,
+        } => crate::configdrive::ConfigDrive {
+            meta_data: meta_data.clone(),
+            user_data: user_data.as_ref().map(|u| u.as_bytes().to_vec()),
+            network_data: network_data.clone(),
+        }
+        .build()
+        .context("building the config drive"),
+        ConfigDrive::GzipBase64 { data } => {
+            base64_decode(data).context("decoding the config drive")
+        }
+    }
+}
+
+fn deploy(d: &DeployCommand, scratch: &Path, sink: &dyn EventSink) -> anyhow::Result<Report> {
+    let checksum = d.checksum.parse().context("parsing the checksum")?;
+    let disks = crate::inventory::block::disks(Path::new("/")).context("listing disks")?;
+    let boot = crate::wipe::select::boot_disks(Path::new("/"));
+    let mut candidates: Vec<&proto::Disk> = disks
+        .iter()
+        .filter(|x| crate::wipe::select::skip_reason(x, &boot).is_none())
+        .filter(|x| crate::hints::matches(&d.root_device_hints, x))
+        .collect();
+    // Empty hints: the smallest disk, as Ironic does.
+    candidates.sort_by_key(|x| x.size);
+    let device = candidates
+        .first()
+        .map(|x| PathBuf::from(&x.name))
+        .with_context(|| {
+            format!(
+                "no disk matches the root device hints among {}",
+                disks.len()
+            )
+        })?;
+    let configdrive = match &d.configdrive {
+        Some(cd) => {
+            std::fs::create_dir_all(scratch).ok();
+            let p = scratch.join("configdrive.img");
+            std::fs::write(&p, configdrive_bytes(cd)?)
+                .with_context(|| format!("writing {}", p.display()))?;
+            Some(p)
+        }
+        None => None,
+    };
+    let opts = WriteImageOptions {
+        url: d.image_url.clone(),
+        checksum,
+        device,
+        configdrive,
+        fetch: FetchOptions::default(),
+        direct: true,
+        progress_interval: Duration::from_secs(1),
+    };
+    Ok(match write_image(&opts, sink) {
+        Ok(r) => {
+            sink.emit(&AgentEvent::WriteImageDone(r.clone()));
+            Report::Succeeded {
+                inventory: None,
+                detail: serde_json::to_value(&r).ok(),
+            }
+        }
+        Err((phase, e)) => Report::Failed {
+            error: ErrorReport {
+                phase: Some(phase),
+                message: crate::error_chain(&e),
+                causes: crate::error_causes(&e),
+            },
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trip() {
+        assert_eq!(
+            base64_decode("aGVsbG8gd29ybGQ=").expect("ok"),
+            b"hello world"
+        );
+        assert_eq!(base64_decode("aGVs\nbG8").expect("ok"), b"hello");
+        assert!(base64_decode("a*b").is_err());
+    }
+
+    #[test]
+    fn lookup_request_lists_real_macs() {
+        let mut inv = Inventory::default();
+        for (n, m) in [
+            ("eth1", "52:54:00:00:00:02"),
+            ("eth0", "52:54:00:00:00:01"),
+            ("x", "00:00:00:00:00:00"),
+        ] {
+            inv.interfaces.push(proto::Interface {
+                name: n.into(),
+                mac_address: m.to_uppercase(),
+                ..Default::default()
+            });
+        }
+        inv.system_vendor.uuid = Some("u".into());
+        inv.system_vendor.serial_number = Some("s".into());
+        let r = lookup_request(inv, Some("52:54:00:00:00:02".into()));
+        assert_eq!(r.macs, vec!["52:54:00:00:00:01", "52:54:00:00:00:02"]);
+        assert_eq!(r.system_uuid.as_deref(), Some("u"));
+        assert_eq!(r.system_serial.as_deref(), Some("s"));
+        assert_eq!(r.protocol_version, proto::PROTOCOL_VERSION);
+    }
+}

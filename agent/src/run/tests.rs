@@ -1,0 +1,135 @@
+//! The driver against a fake controller (scripted answers, recorded calls) and a fake host.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use proto::protocol::{Command, HeartbeatResponse, LookupRequest, LookupResponse};
+use proto::{Inventory, Phase, ProgressEvent};
+use uuid::Uuid;
+
+use super::machine::CallError;
+use super::*;
+
+#[derive(Default)]
+struct FakeController {
+    lookup_failures: Mutex<u32>,
+    lookups: Mutex<Vec<LookupRequest>>,
+    heartbeats: Mutex<VecDeque<Result<HeartbeatResponse, CallError>>>,
+    tokens_seen: Mutex<Vec<String>>,
+    events: Mutex<Vec<EventReport>>,
+}
+
+impl Controller for FakeController {
+    async fn lookup(&self, req: &LookupRequest) -> Result<LookupResponse, CallError> {
+        let mut f = self.lookup_failures.lock().expect("lock");
+        if *f > 0 {
+            *f -= 1;
+            return Err(CallError::TooManyRequests(Some(Duration::from_millis(1))));
+        }
+        let mut l = self.lookups.lock().expect("lock");
+        l.push(req.clone());
+        Ok(LookupResponse {
+            node_uuid: Uuid::from_u128(1),
+            token: format!("tok{}", l.len()),
+            discovered: true,
+            heartbeat_timeout_secs: 1,
+        })
+    }
+
+    async fn heartbeat(
+        &self,
+        token: &str,
+        _req: &HeartbeatRequest,
+        _wait: Duration,
+    ) -> Result<HeartbeatResponse, CallError> {
+        self.tokens_seen.lock().expect("lock").push(token.into());
+        self.heartbeats
+            .lock()
+            .expect("lock")
+            .pop_front()
+            .unwrap_or(Ok(HeartbeatResponse {
+                command_id: Uuid::from_u128(99),
+                command: Command::PowerOff,
+            }))
+    }
+
+    async fn event(&self, _token: &str, rep: &EventReport) -> Result<(), CallError> {
+        self.events.lock().expect("lock").push(rep.clone());
+        Ok(())
+    }
+}
+
+struct FakeHost;
+
+impl Host for FakeHost {
+    fn lookup_request(&self) -> LookupRequest {
+        exec::lookup_request(Inventory::default(), Some("52:54:00:00:00:01".into()))
+    }
+
+    fn execute(&self, command: &Command, sink: &dyn EventSink) -> Report {
+        for i in 0..3 {
+            // Three progress events in a burst: throttling lets the first through.
+            sink.emit(&AgentEvent::Progress(ProgressEvent {
+                phase: Phase::Stream,
+                bytes_fetched: i,
+                bytes_written: i,
+                bytes_total: None,
+                rate_bps: 0,
+                elapsed_ms: 0,
+            }));
+        }
+        Report::Succeeded {
+            inventory: None,
+            detail: Some(serde_json::json!({ "ran": serde_json::to_value(command).ok() })),
+        }
+    }
+}
+
+fn cmd(id: u128, command: Command) -> Result<HeartbeatResponse, CallError> {
+    Ok(HeartbeatResponse {
+        command_id: Uuid::from_u128(id),
+        command,
+    })
+}
+
+#[tokio::test]
+async fn loop_runs_commands_and_relooks_up_on_401() {
+    let ctl = FakeController::default();
+    *ctl.lookup_failures.lock().expect("lock") = 2;
+    ctl.heartbeats.lock().expect("lock").extend([
+        cmd(1, Command::Wait { seconds: 0 }),
+        cmd(2, Command::Inspect),
+        Err(CallError::Unauthorized),
+        cmd(3, Command::Wait { seconds: 0 }),
+    ]);
+    let halt = drive(&ctl, Arc::new(FakeHost)).await;
+    assert_eq!(halt, Halt::PowerOff);
+    assert_eq!(
+        ctl.lookups.lock().expect("lock").len(),
+        2,
+        "one retry after 401"
+    );
+    assert_eq!(
+        *ctl.tokens_seen.lock().expect("lock"),
+        vec!["tok1", "tok1", "tok1", "tok2", "tok2"]
+    );
+    let ev = ctl.events.lock().expect("lock");
+    let kinds: Vec<(u128, &str)> = ev
+        .iter()
+        .map(|e| {
+            (
+                e.command_id.as_u128(),
+                match &e.report {
+                    Report::Event { .. } => "event",
+                    Report::Succeeded { .. } => "succeeded",
+                    Report::Failed { .. } => "failed",
+                },
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![(2, "event"), (2, "succeeded"), (99, "succeeded")],
+        "progress throttled to one, result, then power_off acknowledged"
+    );
+}

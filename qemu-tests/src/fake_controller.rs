@@ -1,0 +1,124 @@
+//! A minimal controller for agent boot tests: speaks the agent protocol (`proto::protocol`)
+//! over HTTP/1.1 on 127.0.0.1, records every lookup (with the time it arrived) and event, and
+//! answers heartbeats from a script (then `power_off`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Context;
+use proto::protocol::{
+    Command, EventReport, HeartbeatResponse, LookupRequest, LookupResponse, PATH_EVENTS,
+    PATH_HEARTBEAT, PATH_LOOKUP,
+};
+
+/// What the fake saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub lookups: Vec<(Instant, LookupRequest)>,
+    pub events: Vec<EventReport>,
+    pub heartbeats: u32,
+    pub script: Vec<Command>,
+}
+
+/// The running fake; its threads stop with the process.
+#[derive(Debug, Clone)]
+pub struct FakeController {
+    pub port: u16,
+    pub seen: Arc<Mutex<Seen>>,
+}
+
+impl FakeController {
+    /// Listens on 127.0.0.1 (a free port); heartbeats get `script` in order, then `power_off`.
+    pub fn start(script: Vec<Command>) -> anyhow::Result<Self> {
+        let l = TcpListener::bind("127.0.0.1:0").context("binding the fake controller")?;
+        let port = l.local_addr()?.port();
+        let seen = Arc::new(Mutex::new(Seen {
+            script,
+            ..Default::default()
+        }));
+        let s2 = seen.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let s = s2.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(c, &s);
+                });
+            }
+        });
+        Ok(FakeController { port, seen })
+    }
+
+    /// The first lookup, if one arrived.
+    pub fn first_lookup(&self) -> Option<(Instant, LookupRequest)> {
+        self.seen.lock().ok()?.lookups.first().cloned()
+    }
+}
+
+fn serve(c: TcpStream, seen: &Mutex<Seen>) -> anyhow::Result<()> {
+    let mut r = BufReader::new(c.try_clone()?);
+    let mut w = c;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h)?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body)?;
+        let now = Instant::now();
+        let answer: Option<String> = {
+            let mut s = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            if path == PATH_LOOKUP {
+                let req: LookupRequest = serde_json::from_slice(&body)?;
+                s.lookups.push((now, req));
+                Some(serde_json::to_string(&LookupResponse {
+                    node_uuid: uuid::Uuid::from_u128(0x1a),
+                    token: format!("t{}", s.lookups.len()),
+                    discovered: true,
+                    heartbeat_timeout_secs: 5,
+                })?)
+            } else if path == PATH_HEARTBEAT {
+                s.heartbeats += 1;
+                let command = if s.script.is_empty() {
+                    Command::PowerOff
+                } else {
+                    s.script.remove(0)
+                };
+                Some(serde_json::to_string(&HeartbeatResponse {
+                    command_id: uuid::Uuid::from_u128(u128::from(s.heartbeats)),
+                    command,
+                })?)
+            } else if path == PATH_EVENTS {
+                s.events.push(serde_json::from_slice(&body)?);
+                None
+            } else {
+                Some(String::new())
+            }
+        };
+        match answer {
+            Some(b) => write!(
+                w,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            )?,
+            None => write!(w, "HTTP/1.1 204 No Content\r\n\r\n")?,
+        }
+        w.flush()?;
+    }
+}

@@ -1,0 +1,205 @@
+//! The agent ramdisk booted directly (`qemu -kernel -initrd -append`) on QEMU's user network
+//! in 256 MiB: the agent (PID 1) loads its modules, gets a DHCP lease from QEMU, and its
+//! lookup reaches a fake controller on 127.0.0.1 (10.0.2.2 from the guest) with the VM's
+//! identity and inventory; `power_off` then stops the VM.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use qemu_tests::fake_controller::FakeController;
+
+const DISK_BYTES: u64 = 1 << 30;
+
+fn workspace_root() -> PathBuf {
+    let m = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    m.parent().map(PathBuf::from).unwrap_or(m)
+}
+
+/// Builds the `qemu` initramfs once per test process; returns (kernel, initramfs).
+fn initramfs() -> anyhow::Result<(PathBuf, PathBuf)> {
+    static BUILT: OnceLock<Result<(PathBuf, PathBuf), String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = workspace_root();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = Command::new(cargo)
+                .current_dir(&root)
+                .args(["xtask", "initramfs", "--profile", "qemu"])
+                .output()
+                .map_err(|e| format!("running cargo xtask initramfs: {e}"))?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if !out.status.success() {
+                return Err(format!(
+                    "cargo xtask initramfs failed: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            println!("{text}");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target"));
+            let dir = target.join("initramfs/qemu");
+            Ok((dir.join("vmlinuz"), dir.join("initramfs.cpio.zst")))
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// A seconds figure from the serial log: the number after `key` on the line containing `marker`.
+fn figure(serial: &str, marker: &str, key: &str) -> Option<f64> {
+    let line = serial.lines().find(|l| l.contains(marker))?;
+    let rest = &line[line.find(key)? + key.len()..];
+    let num: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    num.parse().ok()
+}
+
+struct Qemu(std::process::Child);
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn boot(nic_model: &str, n: u8) -> anyhow::Result<()> {
+    if !std::path::Path::new("/usr/bin/qemu-system-x86_64").exists() {
+        bail!("qemu-system-x86_64 is missing: install qemu-system-x86");
+    }
+    let (kernel, initrd) = initramfs()?;
+    let ctl = FakeController::start(vec![])?;
+    let dir = tempfile::tempdir()?;
+    let disk = dir.path().join("disk.img");
+    std::fs::File::create(&disk)?.set_len(DISK_BYTES)?;
+    let serial_log = dir.path().join("serial.log");
+    let mac = format!("52:54:00:d1:00:{n:02x}");
+    let uuid = format!("d1d1d1d1-0000-4000-8000-{n:012x}");
+    let serial = format!("DIRECT-{n:02}");
+    let disk_serial = format!("DDISK-{n:02}");
+    let append = format!(
+        "console=ttyS0 quiet ingot.url=http://10.0.2.2:{} ingot.on_fatal=poweroff ingot.fatal_delay=1",
+        ctl.port
+    );
+    let started = Instant::now();
+    let child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "2"])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
+        .args(["-kernel"])
+        .arg(&kernel)
+        .args(["-initrd"])
+        .arg(&initrd)
+        .args(["-append", &append])
+        .args(["-serial", &format!("file:{}", serial_log.display())])
+        .args(["-nic", &format!("user,model={nic_model},mac={mac}")])
+        .args([
+            "-smbios",
+            &format!("type=1,manufacturer=Ingot,product=direct-boot,uuid={uuid},serial={serial}"),
+        ])
+        .args([
+            "-drive",
+            &format!("file={},format=raw,if=none,id=d0", disk.display()),
+        ])
+        .args([
+            "-device",
+            &format!("virtio-blk-pci,drive=d0,serial={disk_serial}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting qemu")?;
+    let mut qemu = Qemu(child);
+    let read_serial = || std::fs::read_to_string(&serial_log).unwrap_or_default();
+    let deadline = started + Duration::from_secs(60);
+    let (at, req) = loop {
+        if let Some(l) = ctl.first_lookup() {
+            break l;
+        }
+        if Instant::now() > deadline || qemu.0.try_wait()?.is_some() {
+            bail!(
+                "no lookup from the {nic_model} VM after {:?}\n--- serial ---\n{}",
+                started.elapsed(),
+                read_serial()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let total = at.duration_since(started);
+
+    assert!(req.macs.contains(&mac), "macs {:?} lack {mac}", req.macs);
+    assert_eq!(req.system_uuid.as_deref(), Some(uuid.as_str()));
+    assert_eq!(req.system_serial.as_deref(), Some(serial.as_str()));
+    let d = req
+        .inventory
+        .disks
+        .iter()
+        .find(|d| d.serial.as_deref() == Some(disk_serial.as_str()))
+        .with_context(|| {
+            format!(
+                "no disk with serial {disk_serial}: {:?}",
+                req.inventory.disks
+            )
+        })?;
+    assert_eq!(d.size, DISK_BYTES);
+    assert_eq!(req.inventory.cpu.count, 2);
+    let mem = req.inventory.memory.total;
+    assert!(
+        mem > 150 << 20 && mem <= 256 << 20,
+        "memory total {mem} is not about 256 MiB"
+    );
+
+    // power_off after the lookup: the VM stops by itself.
+    let stop = Instant::now() + Duration::from_secs(30);
+    while qemu.0.try_wait()?.is_none() {
+        if Instant::now() > stop {
+            bail!(
+                "the VM did not power off\n--- serial ---\n{}",
+                read_serial()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = read_serial();
+    let init_start =
+        figure(&log, "PID 1 start at uptime", "uptime ").context("no PID 1 start line")?;
+    let lookup_uptime_ms = figure(&log, "lookup done", "uptime_ms=").context("no lookup line")?;
+    let rss = figure(&log, "lookup done", "pid1_rss_kib=");
+    let self_rss = figure(&log, "lookup done", "self_rss_kib=");
+    println!(
+        "{nic_model}: QEMU start -> lookup {:.2} s; /init start at {:.3} s uptime -> lookup at {:.3} s uptime: agent part {:.3} s; VmRSS PID 1 {:?} KiB, agent {:?} KiB",
+        total.as_secs_f64(),
+        init_start,
+        lookup_uptime_ms / 1000.0,
+        lookup_uptime_ms / 1000.0 - init_start,
+        rss,
+        self_rss
+    );
+    let events = ctl.seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    assert!(
+        events.events.iter().any(|e| e.command_id.as_u128() == 1),
+        "the power_off was acknowledged before halting"
+    );
+    assert!(total < Duration::from_secs(60));
+    Ok(())
+}
+
+#[test]
+fn direct_boot_virtio_net_lookup_reaches_controller() -> anyhow::Result<()> {
+    boot("virtio-net-pci", 1)
+}
+
+#[test]
+fn direct_boot_e1000_lookup_reaches_controller() -> anyhow::Result<()> {
+    boot("e1000", 2)
+}
