@@ -137,9 +137,22 @@ fn client(opts: &FetchOptions) -> Result<reqwest::Client, FetchError> {
         })?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| FetchError::Client(e.into()))?;
-        b = b.tls_certs_only(certs);
+        return b
+            .tls_certs_only(certs)
+            .build()
+            .map_err(|e| FetchError::Client(e.into()));
     }
-    b.build().map_err(|e| FetchError::Client(e.into()))
+    match b.build() {
+        Ok(c) => Ok(c),
+        // No system CA store (the ramdisk has none): plain HTTP still works, and an HTTPS
+        // URL fails with a certificate error instead of the whole client refusing to start.
+        Err(_) => reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(opts.connect_timeout)
+            .tls_certs_only(Vec::new())
+            .build()
+            .map_err(|e| FetchError::Client(e.into())),
+    }
 }
 
 /// Parse the start and total of `bytes a-b/total`.
