@@ -128,7 +128,7 @@ pub struct FetchSummary {
 fn client(opts: &FetchOptions) -> Result<reqwest::Client, FetchError> {
     // The agent uses ring; installing it again (another caller was first) is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut b = reqwest::Client::builder()
+    let b = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(opts.connect_timeout);
     if let Some(ca) = &opts.ca_cert {
