@@ -59,6 +59,9 @@ fn venv() -> &'static Path {
     VENV.get_or_init(|| {
         let dir = target_dir().join("sushy-venv");
         let marker = dir.join(format!(".ingot-sushy-{SUSHY_VERSION}"));
+        // nextest runs every test in its own process: serialize the venv build across them.
+        let lock = std::fs::File::create(dir.with_extension("lock")).expect("venv lock file");
+        lock.lock().expect("venv lock");
         if !marker.exists() {
             run(Command::new("python3").args(["-m", "venv"]).arg(&dir));
             run(Command::new(dir.join("bin/pip")).args([
@@ -69,6 +72,7 @@ fn venv() -> &'static Path {
             ]));
             std::fs::write(&marker, b"").expect("marker");
         }
+        drop(lock);
         dir.join("bin")
     })
 }
