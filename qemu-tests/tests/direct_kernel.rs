@@ -24,6 +24,12 @@ fn initramfs() -> anyhow::Result<(PathBuf, PathBuf)> {
     BUILT
         .get_or_init(|| {
             let root = workspace_root();
+            // nextest runs each test in its own process: one build at a time, so no test
+            // boots an initramfs another process is rewriting.
+            let lock_path = std::env::temp_dir().join("ingot-qemu-tests-initramfs.lock");
+            let lock = std::fs::File::create(&lock_path)
+                .and_then(|f| f.lock().map(|()| f))
+                .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let out = Command::new(cargo)
                 .current_dir(&root)
@@ -38,6 +44,7 @@ fn initramfs() -> anyhow::Result<(PathBuf, PathBuf)> {
                 ));
             }
             println!("{text}");
+            drop(lock);
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root.join("target"));

@@ -427,7 +427,10 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     enc.write_all(&cpio)?;
     let packed = enc.finish()?;
     let out = out_dir.join("initramfs.cpio.zst");
-    std::fs::write(&out, &packed).with_context(|| format!("writing {}", out.display()))?;
+    // Written aside and renamed, so a reader never sees a half-written archive.
+    let tmp = out_dir.join(".initramfs.cpio.zst.tmp");
+    std::fs::write(&tmp, &packed).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &out).with_context(|| format!("renaming to {}", out.display()))?;
     let kernel_src = PathBuf::from(format!("/boot/vmlinuz-{kver}"));
     let kernel_dst = out_dir.join("vmlinuz");
     std::fs::copy(&kernel_src, &kernel_dst)
