@@ -490,5 +490,5 @@ pub fn encode_reply(message: &Message) -> Result<Vec<u8>, dhcproto::error::Encod
 }
 
 #[cfg(test)]
-#[path = "policy_tests.rs"]
+#[path = "policy_tests/mod.rs"]
 mod tests;
