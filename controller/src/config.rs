@@ -274,6 +274,31 @@ impl FileConfig {
 mod tests {
     use super::*;
 
+    /// Every example config under `controller/tests/configs/` loads and validates, and the
+    /// README shows the same text, so the documentation cannot rot.
+    #[test]
+    fn example_configs_load_and_match_the_readme() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let readme = std::fs::read_to_string(root.join("../README.md")).expect("README");
+        let dir = root.join("tests/configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("configs dir") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("read");
+            let body: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
+            assert!(
+                readme.contains(&body),
+                "{} is not the README's example",
+                path.display()
+            );
+            FileConfig::load(Some(&path))
+                .and_then(FileConfig::validate)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            n += 1;
+        }
+        assert_eq!(n, 2);
+    }
+
     #[test]
     fn defaults_are_valid() {
         let c = FileConfig::default().validate().expect("valid");
