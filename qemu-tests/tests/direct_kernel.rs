@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -13,46 +12,8 @@ use qemu_tests::fake_controller::FakeController;
 
 const DISK_BYTES: u64 = 1 << 30;
 
-fn workspace_root() -> PathBuf {
-    let m = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    m.parent().map(PathBuf::from).unwrap_or(m)
-}
-
-/// Builds the `qemu` initramfs once per test process; returns (kernel, initramfs).
 fn initramfs() -> anyhow::Result<(PathBuf, PathBuf)> {
-    static BUILT: OnceLock<Result<(PathBuf, PathBuf), String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = workspace_root();
-            // nextest runs each test in its own process: one build at a time, so no test
-            // boots an initramfs another process is rewriting.
-            let lock_path = std::env::temp_dir().join("ingot-qemu-tests-initramfs.lock");
-            let lock = std::fs::File::create(&lock_path)
-                .and_then(|f| f.lock().map(|()| f))
-                .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let out = Command::new(cargo)
-                .current_dir(&root)
-                .args(["xtask", "initramfs", "--profile", "qemu"])
-                .output()
-                .map_err(|e| format!("running cargo xtask initramfs: {e}"))?;
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            if !out.status.success() {
-                return Err(format!(
-                    "cargo xtask initramfs failed: {text}{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            println!("{text}");
-            drop(lock);
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root.join("target"));
-            let dir = target.join("initramfs/qemu");
-            Ok((dir.join("vmlinuz"), dir.join("initramfs.cpio.zst")))
-        })
-        .clone()
-        .map_err(|e| anyhow::anyhow!(e))
+    qemu_tests::build::agent_initramfs()
 }
 
 /// A seconds figure from the serial log: the number after `key` on the line containing `marker`.

@@ -1,0 +1,77 @@
+//! Builds what the tests boot or run: the agent initramfs and the `ingot` binary.
+//!
+//! nextest runs every test in its own process, so each build runs under a cross-process file
+//! lock and at most once per process.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    let m = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    m.parent().map(PathBuf::from).unwrap_or(m)
+}
+
+/// The target directory the builds below write to.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn locked_cargo(lock_name: &str, args: &[&str]) -> Result<String, String> {
+    let lock_path = std::env::temp_dir().join(lock_name);
+    let lock = std::fs::File::create(&lock_path)
+        .and_then(|f| f.lock().map(|()| f))
+        .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(args)
+        .output()
+        .map_err(|e| format!("running cargo {}: {e}", args.join(" ")))?;
+    drop(lock);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "cargo {} failed: {text}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(text)
+}
+
+/// Builds the `qemu` initramfs (`cargo xtask initramfs --profile qemu`); returns
+/// (kernel, initramfs).
+pub fn agent_initramfs() -> anyhow::Result<(PathBuf, PathBuf)> {
+    static BUILT: OnceLock<Result<(PathBuf, PathBuf), String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let text = locked_cargo(
+                "ingot-qemu-tests-initramfs.lock",
+                &["xtask", "initramfs", "--profile", "qemu"],
+            )?;
+            println!("{text}");
+            let dir = target_dir().join("initramfs/qemu");
+            Ok((dir.join("vmlinuz"), dir.join("initramfs.cpio.zst")))
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Builds the controller binary (debug profile); returns its path.
+pub fn ingot_binary() -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            locked_cargo(
+                "ingot-qemu-tests-ingot.lock",
+                &["build", "-p", "controller", "--bin", "ingot"],
+            )?;
+            Ok(target_dir().join("debug/ingot"))
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}
