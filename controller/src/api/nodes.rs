@@ -15,11 +15,11 @@ use super::edit::{edit_node, find_node, with_reservation};
 use super::error::{ApiError, ApiResult};
 use super::node_fields::{self, CREATABLE, Mode, PATCHABLE};
 use super::patch;
-use super::query::{Params, next_link};
+use super::query::{Params, list_args, next_link};
 use super::render::{self, Collection, NODE_DEFAULT_FIELDS, NODE_FIELDS, NodeView};
 use super::schema::{Ty, as_object, check_known_keys, check_type, py_repr, require_key};
 use crate::model::Node;
-use crate::store::{NodeQuery, SortDir, StoreError};
+use crate::store::{NodeQuery, StoreError};
 
 pub fn routes(provision_body_limit: usize) -> Router<ApiState> {
     Router::new()
@@ -305,24 +305,7 @@ async fn list_nodes(
     };
     let next = match nodes.last() {
         Some(last) if nodes.len() == limit as usize && query.instance_uuid.is_none() => {
-            let mut args: Vec<(&str, String)> = vec![
-                ("sort_key", sort_key),
-                (
-                    "sort_dir",
-                    if sort_dir == SortDir::Desc {
-                        "desc".into()
-                    } else {
-                        "asc".into()
-                    },
-                ),
-            ];
-            args.extend(echo);
-            if detail_param {
-                args.push(("detail", "True".into()));
-            }
-            if let Some(f) = &fields {
-                args.push(("fields", f.join(",")));
-            }
+            let args = list_args(sort_key, sort_dir, echo, detail_param, fields.as_deref());
             let path = if detail_path { "nodes/detail" } else { "nodes" };
             Some(next_link(&ctx.base, path, &args, limit, last.uuid))
         }

@@ -14,13 +14,13 @@ use super::context::{JsonBody, ReqCtx};
 use super::edit::find_node;
 use super::error::{ApiError, ApiResult};
 use super::patch;
-use super::query::{Params, next_link};
+use super::query::{Params, list_args, next_link};
 use super::render::{self, Collection, PORT_DEFAULT_FIELDS, PORT_FIELDS, PortView};
 use super::schema::{
     Ty, as_object, check_known_keys, check_type, normalize_mac, py_repr, require_key,
 };
 use crate::model::Port;
-use crate::store::{PortQuery, SortDir};
+use crate::store::PortQuery;
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -323,24 +323,7 @@ async fn list_ports(
     };
     let next = match ports.last() {
         Some(last) if ports.len() == limit as usize => {
-            let mut args: Vec<(&str, String)> = vec![
-                ("sort_key", sort_key),
-                (
-                    "sort_dir",
-                    if sort_dir == SortDir::Desc {
-                        "desc".into()
-                    } else {
-                        "asc".into()
-                    },
-                ),
-            ];
-            args.extend(echo);
-            if detail_param {
-                args.push(("detail", "True".into()));
-            }
-            if let Some(f) = &fields {
-                args.push(("fields", f.join(",")));
-            }
+            let args = list_args(sort_key, sort_dir, echo, detail_param, fields.as_deref());
             let path = match (node, detail_path) {
                 (Some(n), true) => format!("nodes/{n}/ports/detail"),
                 (Some(n), false) => format!("nodes/{n}/ports"),

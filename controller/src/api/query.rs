@@ -185,6 +185,31 @@ pub fn next_link(
     url
 }
 
+/// The `next` link arguments every list shares, in Ironic's order: sort key and direction,
+/// the echoed filters, `detail` when it was a query parameter, and `fields`.
+pub fn list_args<'a>(
+    sort_key: String,
+    sort_dir: SortDir,
+    echo: Vec<(&'a str, String)>,
+    detail: bool,
+    fields: Option<&[String]>,
+) -> Vec<(&'a str, String)> {
+    let dir = if sort_dir == SortDir::Desc {
+        "desc"
+    } else {
+        "asc"
+    };
+    let mut args = vec![("sort_key", sort_key), ("sort_dir", dir.to_owned())];
+    args.extend(echo);
+    if detail {
+        args.push(("detail", "True".into()));
+    }
+    if let Some(f) = fields {
+        args.push(("fields", f.join(",")));
+    }
+    args
+}
+
 /// Minimal query-value encoding: keeps what Ironic leaves readable (`,`, `:`), escapes the rest.
 fn encode(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
