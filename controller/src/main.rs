@@ -49,6 +49,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{out}");
             Ok(())
         }
+        Command::Image { store, command } => {
+            print!("{}", controller::cli::image::run(store, command).await?);
+            Ok(())
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `ingot` command line: `ingot serve` and the operator commands that talk to the API.
 
 pub mod client;
+pub mod image;
 pub mod table;
 
 use std::path::PathBuf;
@@ -27,6 +28,13 @@ pub enum Command {
         api: ApiArgs,
         #[command(subcommand)]
         command: NodeCommand,
+    },
+    /// Manage the OS images `ingot serve` hands to agents (stored under the state dir).
+    Image {
+        #[command(flatten)]
+        store: image::StoreArgs,
+        #[command(subcommand)]
+        command: image::ImageCommand,
     },
 }
 
