@@ -406,7 +406,12 @@ mod tests {
     }
 
     /// (name, rows, exclude, expected)
-    type FreeCase = (&'static str, Vec<Lease>, BTreeSet<Ipv4Addr>, Option<Ipv4Addr>);
+    type FreeCase = (
+        &'static str,
+        Vec<Lease>,
+        BTreeSet<Ipv4Addr>,
+        Option<Ipv4Addr>,
+    );
 
     #[test]
     fn pick_free_table() {
