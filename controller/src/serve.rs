@@ -16,13 +16,13 @@ use tracing::info;
 use crate::agent_api::hub::AgentHub;
 use crate::agent_api::{self, AgentApiState};
 use crate::api::{self, ApiSettings, ApiState};
-use crate::boot_http::{self, BootHttpConfig, BootHttpState, StoreBootPolicy};
+use crate::boot_http::{self, BootHttpConfig, BootHttpState, StoreBootPolicy, StoreLeaseStore};
 use crate::conductor::{Conductor, ConductorConfig};
 use crate::config::Config;
 use crate::discovery::Discovery;
 use crate::drivers::DriverRegistry;
 use crate::images::{self, ImageStore, resolve::LocalImages};
-use crate::netboot::{self, dhcp::leases::MemoryLeaseStore, service::NetbootConfig};
+use crate::netboot::{self, service::NetbootConfig};
 use crate::store::{Store, sql::SqlStore};
 
 /// Everything `ingot serve` runs, built but not yet listening (tests bind the routers
@@ -150,7 +150,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let netboot = netboot::service::start(
             cfg,
             policy,
-            Arc::new(MemoryLeaseStore::new()),
+            Arc::new(StoreLeaseStore::new(services.store.clone())),
             cancel.clone(),
         )
         .context("starting netboot services")?;
