@@ -55,7 +55,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Image { store, command } => {
             print!("{}", controller::cli::image::run(store, command).await?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
