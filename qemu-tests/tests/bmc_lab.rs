@@ -8,11 +8,12 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 use controller::drivers::ipmi::IpmiHardware;
+use controller::drivers::redfish::RedfishHardware;
 use controller::drivers::{
     BootDevice, ManagementInterface, PowerInterface, PowerState, PowerTarget,
 };
 use controller::model::Node;
-use qemu_tests::bmc::{IpmiBmc, in_lab};
+use qemu_tests::bmc::{IpmiBmc, RedfishBmc, in_lab};
 use qemu_tests::netns::Lab;
 use qemu_tests::power::{self, Machine, PowerEvent};
 use qemu_tests::vm::{Firmware, VmSpec};
@@ -41,6 +42,23 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
+}
+
+/// Polls the driver until it reports `want` (sushy shows a change 1-11 s after it).
+async fn wait_power<H: PowerInterface>(
+    hw: &H,
+    node: &Node,
+    want: PowerState,
+) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    while hw.get_power_state(node).await? != Some(want) {
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the BMC does not report {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(())
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -94,8 +112,10 @@ async fn drive<H: PowerInterface + ManagementInterface>(
         t.as_secs_f64()
     );
     assert_eq!(m.pid(), Some(first_pid), "a reset keeps the process");
+    wait_power(hw, node, PowerState::On).await?;
 
-    // Reboot through the driver (a power cycle for IPMI): a new QEMU, disk first.
+    // Reboot through the driver (a power cycle for IPMI, ForceRestart for Redfish), disk
+    // first.
     let mark = m.serial_mark();
     hw.set_power_state(node, PowerTarget::Reboot, POWER_WAIT)
         .await?;
@@ -155,6 +175,88 @@ fn ipmi_driver_powers_and_steers_a_bios_lab_vm() -> anyhow::Result<()> {
         "{events:?}"
     );
     Ok(())
+}
+
+#[test]
+fn redfish_driver_powers_and_steers_a_uefi_lab_vm_through_sushy() -> anyhow::Result<()> {
+    qemu_tests::require_lab()?;
+    let dir = tempfile::tempdir()?;
+    let mut lab = Lab::new()?;
+    let bmc = RedfishBmc::start(&mut lab, VmSpec::numbered(3, Firmware::Uefi), dir.path())?;
+    let node = node("redfish", bmc.driver_info(), Firmware::Uefi);
+    let ns = lab.name.clone();
+    let system = bmc.driver_info()["redfish_system_id"]
+        .as_str()
+        .context("system id")?
+        .to_owned();
+    // A warm reset through the emulator's API, with curl inside the lab.
+    let reset = || -> anyhow::Result<()> {
+        lab.exec_ok(&[
+            "curl",
+            "-sS",
+            "-f",
+            "--cacert",
+            &bmc.ca_path().display().to_string(),
+            "-u",
+            &format!(
+                "{}:{}",
+                qemu_tests::bmc::USERNAME,
+                qemu_tests::bmc::PASSWORD
+            ),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"ResetType":"GracefulRestart"}"#,
+            &format!(
+                "https://{}{system}/Actions/ComputerSystem.Reset",
+                bmc.address()
+            ),
+        ])
+        .map(drop)
+    };
+    let hw = RedfishHardware::with_poll_interval(Duration::from_millis(300));
+    let m = bmc.machine();
+    in_lab(&ns, || {
+        runtime().block_on(async {
+            drive(&*hw, &node, m, &reset).await?;
+            // The guest powers off by itself: sushy is told and reports Off.
+            hw.set_power_state(&node, PowerTarget::On, POWER_WAIT)
+                .await?;
+            let pid = m.pid().context("pid")?;
+            let _ = m.qmp("quit", None);
+            let t0 = std::time::Instant::now();
+            wait_power(&*hw, &node, PowerState::Off).await?;
+            println!(
+                "sushy reports the power loss after {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
+            assert!(!pid_alive(pid));
+            anyhow::Ok(())
+        })
+    })?
+    .map_err(|e| e.context(format!("sushy log:\n{}", vm_tail(&bmc.log()))))?;
+    let events = m.events();
+    assert!(
+        events.contains(&PowerEvent::Reset(power::BootDevice::Disk)),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.last(), Some(PowerEvent::Exited(_))),
+        "{events:?}"
+    );
+    // Every change reached the harness as sushy's own notification.
+    let notes = bmc.notifications();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n["pending_power"]["power_state"] == "ForceRestart"),
+        "{notes:?}"
+    );
+    Ok(())
+}
+
+fn vm_tail(s: &str) -> String {
+    qemu_tests::vm::tail(s, 40)
 }
 
 /// The power socket and `lab-chassis` on their own: one-time boot devices go back to the

@@ -3,6 +3,10 @@
 //! - [`IpmiBmc`]: OpenIPMI's `ipmi_sim` (IPMI 2.0 lanplus, cipher suite 3; ipmi_sim has no
 //!   suite 17) whose chassis control program is `lab-chassis`, which asks the machine's
 //!   power socket ([`crate::power`]).
+//! - [`RedfishBmc`]: sushy-tools' emulator (pinned [`redfish::SUSHY_VERSION`], installed
+//!   into a venv under the target directory) with its fake systems driver; its external
+//!   notifier tells a small HTTP endpoint in the test process about every power and boot
+//!   change, which switches the machine. HTTPS with a throwaway CA.
 //!
 //! Each BMC listens inside the lab namespace on its own address on the namespace's
 //! loopback (`172.31.249.N`, standard ports 623/udp and 443/tcp), so a controller running
@@ -12,24 +16,26 @@
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
-//! use qemu_tests::bmc::IpmiBmc;
+//! use qemu_tests::bmc::{IpmiBmc, RedfishBmc};
 //! use qemu_tests::netns::Lab;
 //! use qemu_tests::vm::{Firmware, VmSpec};
 //! let dir = tempfile::tempdir()?;
 //! let mut lab = Lab::new()?;
 //! let ipmi = IpmiBmc::start(&mut lab, VmSpec::numbered(1, Firmware::Bios), dir.path())?;
+//! let redfish = RedfishBmc::start(&mut lab, VmSpec::numbered(2, Firmware::Uefi), dir.path())?;
 //! // `baremetal node create --driver ipmi --driver-info '<this>'`
 //! let info = ipmi.driver_info();
 //! let mark = ipmi.machine().serial_mark();
 //! // ... the controller powers it on ...
 //! ipmi.machine().wait_serial(mark, "iPXE", std::time::Duration::from_secs(60))?;
-//! # let _ = info; Ok(()) }
+//! # let _ = (info, redfish); Ok(()) }
 //! ```
 //!
 //! Machines start powered off. Dropping a BMC stops its simulator and the machine's QEMU
 //! (by PID); drop BMCs before their [`Lab`] (declare the lab first).
 
 pub mod ipmi;
+pub mod redfish;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -39,6 +45,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use anyhow::{Context, bail};
 
 pub use ipmi::IpmiBmc;
+pub use redfish::RedfishBmc;
 
 use crate::netns::Lab;
 
