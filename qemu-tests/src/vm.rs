@@ -57,6 +57,125 @@ impl VmSpec {
             direct_kernel: None,
         }
     }
+    /// The machine's tap on the lab bridge.
+    pub fn tap(&self) -> String {
+        format!("tap-{}", self.name)
+    }
+
+    /// QEMU's arguments for this machine, its files in `dir` (`disk.img`, `serial.log`
+    /// (appended to), `qmp.sock`, `OVMF_VARS.fd` for OVMF), its NIC on [`VmSpec::tap`] and the
+    /// firmware trying the devices in `order`. The caller creates the files and the tap.
+    pub fn qemu_args(&self, dir: &Path, order: BootOrder) -> Vec<String> {
+        let spec = self;
+        let disk = dir.join("disk.img");
+        let serial_log = dir.join("serial.log");
+        let qmp_path = dir.join("qmp.sock");
+        let tap = spec.tap();
+        let (nic_index, disk_index) = match order {
+            BootOrder::NetworkFirst => (1, 2),
+            BootOrder::DiskFirst => (2, 1),
+        };
+        let mut argv: Vec<String> = vec![
+            "-name".into(),
+            spec.name.clone(),
+            "-accel".into(),
+            "tcg".into(),
+            "-cpu".into(),
+            "max".into(),
+            "-m".into(),
+            spec.mem_mib.to_string(),
+            "-smp".into(),
+            spec.cpus.to_string(),
+            "-nodefaults".into(),
+            "-no-user-config".into(),
+            "-display".into(),
+            "none".into(),
+            "-chardev".into(),
+            format!("file,id=con0,path={},append=on", serial_log.display()),
+            "-serial".into(),
+            "chardev:con0".into(),
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", qmp_path.display()),
+            "-smbios".into(),
+            format!(
+                "type=1,manufacturer=Ingot-Lab,product=QEMU-lab-VM,uuid={},serial={}",
+                spec.smbios_uuid, spec.smbios_serial
+            ),
+            "-netdev".into(),
+            format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            "-drive".into(),
+            format!("file={},format=raw,if=none,id=d0", disk.display()),
+        ];
+        match spec.firmware {
+            Firmware::Bios => {
+                argv.extend(["-machine".into(), "pc,graphics=off".into()]);
+                argv.extend([
+                    "-device".into(),
+                    format!(
+                        "virtio-blk-pci,drive=d0,id=disk0,bootindex={disk_index},serial={}",
+                        spec.disk_serial
+                    ),
+                ]);
+                argv.extend([
+                    "-device".into(),
+                    format!(
+                        "e1000,netdev=n0,id=nic0,mac={},bootindex={nic_index}",
+                        spec.mac
+                    ),
+                ]);
+            }
+            Firmware::Uefi | Firmware::UefiNativePxe => {
+                let vars = dir.join("OVMF_VARS.fd");
+                argv.extend(["-machine".into(), "q35,graphics=off".into()]);
+                argv.extend([
+                    "-drive".into(),
+                    "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
+                        .into(),
+                ]);
+                argv.extend([
+                    "-drive".into(),
+                    format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+                ]);
+                argv.extend([
+                    "-device".into(),
+                    format!(
+                        "nvme,drive=d0,id=disk0,serial={},bootindex={disk_index}",
+                        spec.disk_serial
+                    ),
+                ]);
+                let rom = if spec.firmware == Firmware::UefiNativePxe {
+                    ",romfile="
+                } else {
+                    ""
+                };
+                argv.extend([
+                    "-device".into(),
+                    format!(
+                        "virtio-net-pci,netdev=n0,id=nic0,mac={},bootindex={nic_index}{rom}",
+                        spec.mac
+                    ),
+                ]);
+            }
+        }
+        if let Some((kernel, initrd, append)) = &spec.direct_kernel {
+            argv.extend([
+                "-kernel".into(),
+                kernel.display().to_string(),
+                "-initrd".into(),
+                initrd.display().to_string(),
+                "-append".into(),
+                append.clone(),
+            ]);
+        }
+        argv
+    }
+}
+
+/// Which device the firmware tries first (QEMU `bootindex` of `nic0` and `disk0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootOrder {
+    NetworkFirst,
+    DiskFirst,
 }
 
 /// A running (or stopped) lab machine; killed on drop.
@@ -78,99 +197,14 @@ impl Vm {
         let disk = dir.join("disk.img");
         let f = std::fs::File::create(&disk).context("creating the disk image")?;
         f.set_len(spec.disk_bytes)?;
-        let tap = format!("tap-{}", spec.name);
-        lab.add_tap(&tap)?;
+        lab.add_tap(&spec.tap())?;
+        if spec.firmware != Firmware::Bios {
+            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", dir.join("OVMF_VARS.fd"))
+                .context("copying OVMF vars")?;
+        }
         let serial_log = dir.join("serial.log");
         let qmp_path = dir.join("qmp.sock");
-        let mut argv: Vec<String> = vec![
-            "-name".into(),
-            spec.name.clone(),
-            "-accel".into(),
-            "tcg".into(),
-            "-cpu".into(),
-            "max".into(),
-            "-m".into(),
-            spec.mem_mib.to_string(),
-            "-smp".into(),
-            spec.cpus.to_string(),
-            "-nodefaults".into(),
-            "-no-user-config".into(),
-            "-display".into(),
-            "none".into(),
-            "-chardev".into(),
-            format!("file,id=con0,path={}", serial_log.display()),
-            "-serial".into(),
-            "chardev:con0".into(),
-            "-qmp".into(),
-            format!("unix:{},server=on,wait=off", qmp_path.display()),
-            "-smbios".into(),
-            format!(
-                "type=1,manufacturer=Ingot-Lab,product=QEMU-lab-VM,uuid={},serial={}",
-                spec.smbios_uuid, spec.smbios_serial
-            ),
-            "-netdev".into(),
-            format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
-            "-drive".into(),
-            format!("file={},format=raw,if=none,id=d0", disk.display()),
-        ];
-        match spec.firmware {
-            Firmware::Bios => {
-                argv.extend(["-machine".into(), "pc,graphics=off".into()]);
-                argv.extend([
-                    "-device".into(),
-                    "virtio-blk-pci,drive=d0,id=disk0,bootindex=2,serial=".to_owned()
-                        + &spec.disk_serial,
-                ]);
-                argv.extend([
-                    "-device".into(),
-                    format!("e1000,netdev=n0,id=nic0,mac={},bootindex=1", spec.mac),
-                ]);
-            }
-            Firmware::Uefi | Firmware::UefiNativePxe => {
-                let vars = dir.join("OVMF_VARS.fd");
-                std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)
-                    .context("copying OVMF vars")?;
-                argv.extend(["-machine".into(), "q35,graphics=off".into()]);
-                argv.extend([
-                    "-drive".into(),
-                    "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
-                        .into(),
-                ]);
-                argv.extend([
-                    "-drive".into(),
-                    format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
-                ]);
-                argv.extend([
-                    "-device".into(),
-                    format!(
-                        "nvme,drive=d0,id=disk0,serial={},bootindex=2",
-                        spec.disk_serial
-                    ),
-                ]);
-                let rom = if spec.firmware == Firmware::UefiNativePxe {
-                    ",romfile="
-                } else {
-                    ""
-                };
-                argv.extend([
-                    "-device".into(),
-                    format!(
-                        "virtio-net-pci,netdev=n0,id=nic0,mac={},bootindex=1{rom}",
-                        spec.mac
-                    ),
-                ]);
-            }
-        }
-        if let Some((kernel, initrd, append)) = &spec.direct_kernel {
-            argv.extend([
-                "-kernel".into(),
-                kernel.display().to_string(),
-                "-initrd".into(),
-                initrd.display().to_string(),
-                "-append".into(),
-                append.clone(),
-            ]);
-        }
+        let argv = spec.qemu_args(&dir, BootOrder::NetworkFirst);
         let child = lab
             .command("qemu-system-x86_64")
             .args(&argv)
