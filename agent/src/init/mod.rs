@@ -220,7 +220,20 @@ fn start_coldplug(done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
         match coldplug::ModuleIndex::load(&mdir) {
             Ok(idx) => {
                 let loader = coldplug::FinitLoader { dir: mdir.clone() };
-                let r = coldplug::coldplug(Path::new("/sys"), &idx, &loader, 10);
+                let mut r = coldplug::coldplug(Path::new("/sys"), &idx, &loader, 10);
+                // /dev/ipmi0 (the BMC address in the inventory) needs ipmi_devintf, which no
+                // device alias names: load it when a system interface driver came in.
+                if r.loaded
+                    .iter()
+                    .any(|p| coldplug::module_name(p) == "ipmi_si")
+                {
+                    for p in idx.load_order("ipmi_devintf") {
+                        match coldplug::ModuleLoader::load(&loader, &p, false) {
+                            Ok(()) => r.loaded.push(p),
+                            Err(e) => r.failed.push((p, e.to_string())),
+                        }
+                    }
+                }
                 for (m, e) in &r.failed {
                     tracing::warn!(module = %m, error = %e, "module not loaded");
                 }
