@@ -111,8 +111,7 @@ impl Machine {
         }
         let dir = dir.join(&spec.name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let disk = std::fs::File::create(dir.join("disk.img")).context("creating the disk")?;
-        disk.set_len(spec.disk_bytes).context("sizing the disk")?;
+        crate::vm::create_disk(&spec, &dir.join("disk.img")).context("creating the disk")?;
         if spec.firmware != Firmware::Bios {
             std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", dir.join("OVMF_VARS.fd"))
                 .context("copying the OVMF variables")?;
