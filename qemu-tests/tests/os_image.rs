@@ -76,6 +76,7 @@ fn config_drive(
             }],
             "services": [],
         })),
+        vendor_data: None,
     }
     .build()
 }
