@@ -70,9 +70,13 @@ pub struct Vm {
     pub started: Instant,
 }
 
-impl Vm {
-    /// Creates the disk and the tap, and starts QEMU inside the lab.
-    pub fn start(lab: &mut Lab, spec: VmSpec, dir: &Path) -> anyhow::Result<Vm> {
+impl VmSpec {
+    /// Creates the machine's directory `dir/<name>` with its empty disk (`disk.img`) and its
+    /// tap in the lab, and returns the directory and QEMU's arguments (without the program
+    /// name). The serial console goes to `serial.log` (appended to, so a machine powered
+    /// off and on keeps one log) and QMP listens on `qmp.sock`, both in that directory.
+    pub fn setup(&self, lab: &mut Lab, dir: &Path) -> anyhow::Result<(PathBuf, Vec<String>)> {
+        let spec = self;
         let dir = dir.join(&spec.name);
         std::fs::create_dir_all(&dir)?;
         let disk = dir.join("disk.img");
@@ -98,7 +102,7 @@ impl Vm {
             "-display".into(),
             "none".into(),
             "-chardev".into(),
-            format!("file,id=con0,path={}", serial_log.display()),
+            format!("file,id=con0,path={},append=on", serial_log.display()),
             "-serial".into(),
             "chardev:con0".into(),
             "-qmp".into(),
@@ -171,6 +175,16 @@ impl Vm {
                 append.clone(),
             ]);
         }
+        Ok((dir, argv))
+    }
+}
+
+impl Vm {
+    /// Creates the disk and the tap, and starts QEMU inside the lab.
+    pub fn start(lab: &mut Lab, spec: VmSpec, dir: &Path) -> anyhow::Result<Vm> {
+        let (dir, argv) = spec.setup(lab, dir)?;
+        let serial_log = dir.join("serial.log");
+        let qmp_path = dir.join("qmp.sock");
         let child = lab
             .command("qemu-system-x86_64")
             .args(&argv)
