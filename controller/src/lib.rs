@@ -8,6 +8,7 @@ pub mod conductor;
 pub mod config;
 pub mod discovery;
 pub mod drivers;
+pub mod images;
 pub mod machine;
 pub mod model;
 pub mod netboot;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use controller::cli::{Cli, Command, NodeCommand, client};
+use controller::cli::{Cli, Command, NodeCommand, client, watch};
 use controller::config::FileConfig;
 
 fn main() -> ExitCode {
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("ingot: {e:#}");
             ExitCode::FAILURE
@@ -28,13 +28,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             let config = FileConfig::load(args.config.as_deref())?
                 .overlay(args.as_layer())
                 .validate()?;
-            controller::serve::run(config).await
+            controller::serve::run(config).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Node { api, command } => {
             let api = client::ApiClient::new(&api.url)?;
@@ -45,11 +46,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     json,
                 } => client::node_list(&api, long, provision_state.as_deref(), json).await?,
                 NodeCommand::Show { node, json } => client::node_show(&api, &node, json).await?,
+                NodeCommand::Watch { node, interval } => {
+                    return node_watch(&api, &node, interval).await;
+                }
             };
             print!("{out}");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Image { store, command } => {
+            print!("{}", controller::cli::image::run(store, command).await?);
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `ingot node watch`: draws on stdout, ends with the node's state (and error) as the
+/// exit code says.
+async fn node_watch(
+    api: &client::ApiClient,
+    node: &str,
+    interval: f64,
+) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal as _;
+    let interval = std::time::Duration::try_from_secs_f64(interval.max(0.05))
+        .map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
+    let stdout = std::io::stdout();
+    let tty = stdout.is_terminal();
+    let end = watch::node_watch(api, node, interval, &mut stdout.lock(), tty).await?;
+    if end.verdict == watch::Verdict::Succeeded {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "ingot: node {node} is {}: {}",
+        end.state,
+        end.last_error
+            .as_deref()
+            .unwrap_or("no last_error recorded")
+    );
+    Ok(ExitCode::FAILURE)
 }
 
 fn init_tracing() {

@@ -213,3 +213,63 @@ pub struct HistoryEvent {
     pub conductor: Option<String>,
     pub user: Option<String>,
 }
+
+/// `extra` key of a port that reserves a fixed DHCP address for its MAC (full DHCP mode).
+pub const PORT_DHCP_ADDRESS_KEY: &str = "dhcp_address";
+
+/// State of a DHCP lease row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DhcpLeaseState {
+    /// Offered, held for the client's REQUEST until `expires_at`.
+    Offered,
+    /// Acknowledged until `expires_at`.
+    Bound,
+    /// Reported in use by a client (DECLINE): out of the pool until `expires_at`.
+    Declined,
+    /// Fixed for the MAC of a port (`extra.dhcp_address`); never expires.
+    Reserved,
+}
+
+impl DhcpLeaseState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Offered => "offered",
+            Self::Bound => "bound",
+            Self::Declined => "declined",
+            Self::Reserved => "reserved",
+        }
+    }
+
+    /// The state named `text` (as stored).
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "offered" => Self::Offered,
+            "bound" => Self::Bound,
+            "declined" => Self::Declined,
+            "reserved" => Self::Reserved,
+            _ => return None,
+        })
+    }
+}
+
+/// One row of the DHCP lease table: an IPv4 address and the MAC that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpLease {
+    pub ip: std::net::Ipv4Addr,
+    /// Lower-case colon-separated MAC address.
+    pub mac: String,
+    pub state: DhcpLeaseState,
+    /// When the address comes back to the pool (reservations: far in the future).
+    pub expires_at: DateTime<Utc>,
+    /// The port a reservation belongs to.
+    pub port_uuid: Option<Uuid>,
+}
+
+/// The IPv4 address a port reserves (`extra.dhcp_address`), if it names a valid one.
+pub fn port_dhcp_address(port: &Port) -> Option<std::net::Ipv4Addr> {
+    port.extra
+        .get(PORT_DHCP_ADDRESS_KEY)
+        .and_then(Value::as_str)
+        .and_then(|text| text.trim().parse().ok())
+}

@@ -16,12 +16,13 @@ use tracing::info;
 use crate::agent_api::hub::AgentHub;
 use crate::agent_api::{self, AgentApiState};
 use crate::api::{self, ApiSettings, ApiState};
-use crate::boot_http::{self, BootHttpConfig, BootHttpState, StoreBootPolicy};
+use crate::boot_http::{self, BootHttpConfig, BootHttpState, StoreBootPolicy, StoreLeaseStore};
 use crate::conductor::{Conductor, ConductorConfig};
 use crate::config::Config;
 use crate::discovery::Discovery;
 use crate::drivers::DriverRegistry;
-use crate::netboot::{self, dhcp::leases::MemoryLeaseStore, service::NetbootConfig};
+use crate::images::{self, ImageStore, resolve::LocalImages};
+use crate::netboot::{self, service::NetbootConfig};
 use crate::store::{Store, sql::SqlStore};
 
 /// Everything `ingot serve` runs, built but not yet listening (tests bind the routers
@@ -34,7 +35,9 @@ pub struct Services {
     pub discovery: Arc<Discovery>,
     /// The operator (Ironic) API.
     pub api: Router,
-    /// The provisioning-side router: `/boot/*` and `/agent/v1/*`. Serve it with
+    /// The images `ingot image import` stored (served under `/images/`).
+    pub images: Arc<ImageStore>,
+    /// The provisioning-side router: `/boot/*`, `/agent/v1/*` and `/images/*`. Serve it with
     /// `into_make_service_with_connect_info::<SocketAddr>()`.
     pub boot: Router,
 }
@@ -49,6 +52,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             .with_context(|| format!("opening store {}", redact_url(&config.database)))?,
     );
     let hub = AgentHub::new();
+    let images = Arc::new(ImageStore::new(&config.state_dir));
     let conductor = Conductor::new(
         store.clone(),
         DriverRegistry::builtin_with_hub(hub.clone()),
@@ -75,6 +79,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         .clone()
         .or_else(|| config.boot_http_listen.map(|a| format!("http://{a}")))
         .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+    hub.set_image_resolver(Arc::new(LocalImages {
+        store: images.clone(),
+        base_url: base_url.clone(),
+    }));
     let boot = boot_http::router(BootHttpState {
         store: store.clone(),
         discovery: discovery.clone(),
@@ -92,12 +100,14 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         hub: hub.clone(),
         discovery: discovery.clone(),
         heartbeat_timeout: config.agent_heartbeat_timeout,
-    }));
+    }))
+    .merge(images::http::router(images.clone()));
     Ok(Services {
         store,
         conductor,
         hub,
         discovery,
+        images,
         api,
         boot,
     })
@@ -128,7 +138,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .await
                 .context("serving provisioning HTTP")
         });
-        info!(boot_http = %addr, "provisioning HTTP (boot + agent API) listening");
+        info!(boot_http = %addr, "provisioning HTTP (boot, agent API, images) listening");
     }
     let netboot_on = config.netboot.mode.as_deref().is_some_and(|m| m != "off");
     if netboot_on {
@@ -140,7 +150,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let netboot = netboot::service::start(
             cfg,
             policy,
-            Arc::new(MemoryLeaseStore::new()),
+            Arc::new(StoreLeaseStore::new(services.store.clone())),
             cancel.clone(),
         )
         .context("starting netboot services")?;

@@ -15,10 +15,12 @@
 //! Tests need root (namespaces, taps) and the lab packages (`qemu-system-x86`, `ovmf`,
 //! `ipxe`); [`require_lab`] fails with a clear message when they are missing.
 
+pub mod bmc;
 pub mod build;
 pub mod fake_controller;
 pub mod marker_disk;
 pub mod netns;
+pub mod power;
 pub mod rack;
 pub mod vm;
 pub mod wait;

@@ -24,7 +24,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::netns::{BRIDGE_ADDR, Lab};
-use crate::vm::{VmSpec, tail};
+use crate::vm::{BootOrder, Firmware, VmSpec, tail};
 
 /// The operator API inside the namespace.
 pub const API: &str = "http://127.0.0.1:6385";
@@ -343,10 +343,17 @@ impl Rack {
     /// Prepares a machine (directory, empty disk, tap, the argv file with a `-pidfile`) and
     /// leaves it powered off: the controller starts it.
     pub fn add_machine(&mut self, spec: VmSpec) -> anyhow::Result<Machine> {
-        let (dir, args) = spec.setup(&mut self.lab, &self.dir.path.join("machines"))?;
+        let dir = self.dir.path.join("machines").join(&spec.name);
+        std::fs::create_dir_all(&dir)?;
+        crate::vm::create_disk(&spec, &dir.join("disk.img"))?;
+        self.lab.add_tap(&spec.tap())?;
+        if spec.firmware != Firmware::Bios {
+            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", dir.join("OVMF_VARS.fd"))
+                .context("copying OVMF vars")?;
+        }
         let pid_file = dir.join("qemu.pid");
         let mut argv = vec!["qemu-system-x86_64".to_owned()];
-        argv.extend(args);
+        argv.extend(spec.qemu_args(&dir, BootOrder::NetworkFirst));
         argv.extend(["-pidfile".to_owned(), pid_file.display().to_string()]);
         let command_file = dir.join("qemu.json");
         std::fs::write(

@@ -39,6 +39,11 @@ pub struct VmSpec {
     pub smbios_serial: String,
     /// Boot a kernel directly instead of the firmware's network boot.
     pub direct_kernel: Option<(PathBuf, PathBuf, String)>,
+    /// Start the disk as a (sparse) copy of this raw image instead of empty; it is then
+    /// grown to `disk_bytes` when smaller.
+    pub disk_image: Option<PathBuf>,
+    /// More QEMU arguments (extra drives, for example).
+    pub extra_args: Vec<String>,
 }
 
 impl VmSpec {
@@ -55,37 +60,28 @@ impl VmSpec {
             smbios_uuid: format!("1ab0c0de-0000-4000-8000-{n:012x}"),
             smbios_serial: format!("INGOT-LAB-{n:02}"),
             direct_kernel: None,
+            disk_image: None,
+            extra_args: Vec::new(),
         }
     }
-}
+    /// The machine's tap on the lab bridge.
+    pub fn tap(&self) -> String {
+        format!("tap-{}", self.name)
+    }
 
-/// A running (or stopped) lab machine; killed on drop.
-#[derive(Debug)]
-pub struct Vm {
-    pub spec: VmSpec,
-    pub dir: PathBuf,
-    pub serial_log: PathBuf,
-    pub qmp_path: PathBuf,
-    child: Option<Child>,
-    pub started: Instant,
-}
-
-impl VmSpec {
-    /// Creates the machine's directory `dir/<name>` with its empty disk (`disk.img`) and its
-    /// tap in the lab, and returns the directory and QEMU's arguments (without the program
-    /// name). The serial console goes to `serial.log` (appended to, so a machine powered
-    /// off and on keeps one log) and QMP listens on `qmp.sock`, both in that directory.
-    pub fn setup(&self, lab: &mut Lab, dir: &Path) -> anyhow::Result<(PathBuf, Vec<String>)> {
+    /// QEMU's arguments for this machine, its files in `dir` (`disk.img`, `serial.log`
+    /// (appended to), `qmp.sock`, `OVMF_VARS.fd` for OVMF), its NIC on [`VmSpec::tap`] and the
+    /// firmware trying the devices in `order`. The caller creates the files and the tap.
+    pub fn qemu_args(&self, dir: &Path, order: BootOrder) -> Vec<String> {
         let spec = self;
-        let dir = dir.join(&spec.name);
-        std::fs::create_dir_all(&dir)?;
         let disk = dir.join("disk.img");
-        let f = std::fs::File::create(&disk).context("creating the disk image")?;
-        f.set_len(spec.disk_bytes)?;
-        let tap = format!("tap-{}", spec.name);
-        lab.add_tap(&tap)?;
         let serial_log = dir.join("serial.log");
         let qmp_path = dir.join("qmp.sock");
+        let tap = spec.tap();
+        let (nic_index, disk_index) = match order {
+            BootOrder::NetworkFirst => (1, 2),
+            BootOrder::DiskFirst => (2, 1),
+        };
         let mut argv: Vec<String> = vec![
             "-name".into(),
             spec.name.clone(),
@@ -122,18 +118,21 @@ impl VmSpec {
                 argv.extend(["-machine".into(), "pc,graphics=off".into()]);
                 argv.extend([
                     "-device".into(),
-                    "virtio-blk-pci,drive=d0,id=disk0,bootindex=2,serial=".to_owned()
-                        + &spec.disk_serial,
+                    format!(
+                        "virtio-blk-pci,drive=d0,id=disk0,bootindex={disk_index},serial={}",
+                        spec.disk_serial
+                    ),
                 ]);
                 argv.extend([
                     "-device".into(),
-                    format!("e1000,netdev=n0,id=nic0,mac={},bootindex=1", spec.mac),
+                    format!(
+                        "e1000,netdev=n0,id=nic0,mac={},bootindex={nic_index}",
+                        spec.mac
+                    ),
                 ]);
             }
             Firmware::Uefi | Firmware::UefiNativePxe => {
                 let vars = dir.join("OVMF_VARS.fd");
-                std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)
-                    .context("copying OVMF vars")?;
                 argv.extend(["-machine".into(), "q35,graphics=off".into()]);
                 argv.extend([
                     "-drive".into(),
@@ -147,7 +146,7 @@ impl VmSpec {
                 argv.extend([
                     "-device".into(),
                     format!(
-                        "nvme,drive=d0,id=disk0,serial={},bootindex=2",
+                        "nvme,drive=d0,id=disk0,serial={},bootindex={disk_index}",
                         spec.disk_serial
                     ),
                 ]);
@@ -159,7 +158,7 @@ impl VmSpec {
                 argv.extend([
                     "-device".into(),
                     format!(
-                        "virtio-net-pci,netdev=n0,id=nic0,mac={},bootindex=1{rom}",
+                        "virtio-net-pci,netdev=n0,id=nic0,mac={},bootindex={nic_index}{rom}",
                         spec.mac
                     ),
                 ]);
@@ -175,16 +174,68 @@ impl VmSpec {
                 append.clone(),
             ]);
         }
-        Ok((dir, argv))
+        argv.extend(self.extra_args.iter().cloned());
+        argv
     }
+}
+
+/// Creates the machine's disk: empty, or a sparse copy of `spec.disk_image`, at least
+/// `spec.disk_bytes` long.
+pub fn create_disk(spec: &VmSpec, disk: &Path) -> anyhow::Result<()> {
+    if let Some(image) = &spec.disk_image {
+        let st = std::process::Command::new("cp")
+            .arg("--sparse=always")
+            .arg(image)
+            .arg(disk)
+            .status()
+            .context("running cp")?;
+        if !st.success() {
+            anyhow::bail!("copying {} to {} failed", image.display(), disk.display());
+        }
+        let f = std::fs::OpenOptions::new().write(true).open(disk)?;
+        if f.metadata()?.len() < spec.disk_bytes {
+            f.set_len(spec.disk_bytes)?;
+        }
+    } else {
+        let f = std::fs::File::create(disk).context("creating the disk image")?;
+        f.set_len(spec.disk_bytes)?;
+    }
+    Ok(())
+}
+
+/// Which device the firmware tries first (QEMU `bootindex` of `nic0` and `disk0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootOrder {
+    NetworkFirst,
+    DiskFirst,
+}
+
+/// A running (or stopped) lab machine; killed on drop.
+#[derive(Debug)]
+pub struct Vm {
+    pub spec: VmSpec,
+    pub dir: PathBuf,
+    pub serial_log: PathBuf,
+    pub qmp_path: PathBuf,
+    child: Option<Child>,
+    pub started: Instant,
 }
 
 impl Vm {
     /// Creates the disk and the tap, and starts QEMU inside the lab.
     pub fn start(lab: &mut Lab, spec: VmSpec, dir: &Path) -> anyhow::Result<Vm> {
-        let (dir, argv) = spec.setup(lab, dir)?;
+        let dir = dir.join(&spec.name);
+        std::fs::create_dir_all(&dir)?;
+        let disk = dir.join("disk.img");
+        create_disk(&spec, &disk)?;
+        lab.add_tap(&spec.tap())?;
+        if spec.firmware != Firmware::Bios {
+            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", dir.join("OVMF_VARS.fd"))
+                .context("copying OVMF vars")?;
+        }
         let serial_log = dir.join("serial.log");
         let qmp_path = dir.join("qmp.sock");
+        let argv = spec.qemu_args(&dir, BootOrder::NetworkFirst);
         let child = lab
             .command("qemu-system-x86_64")
             .args(&argv)

@@ -7,6 +7,7 @@
 mod bench_api;
 mod bench_write;
 mod ci;
+mod image;
 mod initramfs;
 mod ironic;
 mod paths;
@@ -19,6 +20,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench api [--peer ironic] [--skip-ingot] [--nodes N] [--lifecycle N] ...
                           operator API bench (release build), optionally beside real Ironic 39.0.0
   bench write [...]       image write bench
+  image debian [--force] [--mirror URL]
+                          build target/images/debian-12.{raw,qcow2} (cloud-init, ssh; BIOS+UEFI; root)
   initramfs --profile qemu|generic [--kver K] [--agent PATH] [--level N]
                           build target/initramfs/<profile>/{initramfs.cpio.zst,vmlinuz}
   ironic serve [--port N] run real Ironic 39.0.0 standalone on 127.0.0.1 (fake-hardware, sqlite)
@@ -45,6 +48,7 @@ fn run() -> anyhow::Result<()> {
         (Some("ci"), _) => ci::run(rest(1)),
         (Some("bench"), Some("api")) => bench_api::run(rest(2)),
         (Some("bench"), Some("write")) => bench_write::run(rest(2)),
+        (Some("image"), _) => image::run_task(rest(1)),
         (Some("initramfs"), _) => initramfs::run(&paths::workspace_root(), rest(1)),
         (Some("ironic"), _) => ironic::run(rest(1)),
         (Some("-h" | "--help" | "help"), _) => {

@@ -11,13 +11,15 @@
 //! idle gets back every command handed out earlier and never reported ([`AgentHub::requeue_sent`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use proto::protocol::Command;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use uuid::Uuid;
+
+use crate::images::resolve::ImageResolver;
 
 /// `driver_internal_info` key holding the hex SHA-256 of the current agent token.
 pub const TOKEN_HASH_KEY: &str = "agent_token_sha256";
@@ -46,6 +48,9 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct AgentHub {
     inner: Mutex<Inner>,
+    /// How `ingot://NAME` image sources resolve (set once by `ingot serve`); the agent
+    /// deploy interfaces of every hardware type share the hub, so it carries this too.
+    images: OnceLock<Arc<dyn ImageResolver>>,
 }
 
 /// SHA-256 of a token.
@@ -61,6 +66,16 @@ pub fn hashes_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
 impl AgentHub {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// Sets the stored-image resolver (first call wins).
+    pub fn set_image_resolver(&self, resolver: Arc<dyn ImageResolver>) {
+        let _ = self.images.set(resolver);
+    }
+
+    /// The stored-image resolver, if the controller has one.
+    pub fn image_resolver(&self) -> Option<&Arc<dyn ImageResolver>> {
+        self.images.get()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

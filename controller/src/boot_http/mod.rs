@@ -1,7 +1,12 @@
 //! HTTP boot endpoints on the provisioning-side listener: `/boot/ipxe` renders the iPXE
 //! script from the machine's state, `/boot/vmlinuz` and `/boot/initramfs.cpio.zst` serve
 //! the agent kernel and initramfs (with `Range` support). [`StoreBootPolicy`] answers the
-//! DHCP server's "may this machine network-boot?" from the same state.
+//! DHCP server's "may this machine network-boot?" from the same state, and
+//! [`StoreLeaseStore`] keeps its leases in the database.
+
+mod leases;
+
+pub use leases::{StoreLeaseStore, lease_write};
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -169,6 +169,10 @@ pub fn render_node_show(node: &Value) -> String {
                 .collect()
         })
         .unwrap_or_default();
+    let mut rows = rows;
+    if let Some(p) = super::watch::Progress::of_node(node) {
+        rows.push(vec!["progress".to_owned(), super::watch::progress_text(&p)]);
+    }
     table::render(&["field", "value"], &rows)
 }
 
@@ -203,5 +207,13 @@ mod tests {
         let s = render_node_show(&n);
         assert!(s.contains("driver           fake-hardware"), "{s}");
         assert!(!s.contains("links"));
+        assert!(!s.contains("progress"));
+        let mut n = n;
+        n["driver_internal_info"] = json!({"agent_progress": {"phase": "wipe",
+            "bytes_fetched": 0, "bytes_written": 2048, "bytes_total": null, "rate_bps": 1_000_000,
+            "elapsed_ms": 2}});
+        let s = render_node_show(&n);
+        assert!(s.contains("\nprogress "), "{s}");
+        assert!(s.contains("wipe 2.0 KiB written 1.0 MB/s\n"), "{s}");
     }
 }

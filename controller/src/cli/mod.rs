@@ -1,7 +1,9 @@
 //! The `ingot` command line: `ingot serve` and the operator commands that talk to the API.
 
 pub mod client;
+pub mod image;
 pub mod table;
+pub mod watch;
 
 use std::path::PathBuf;
 
@@ -27,6 +29,13 @@ pub enum Command {
         api: ApiArgs,
         #[command(subcommand)]
         command: NodeCommand,
+    },
+    /// Manage the OS images `ingot serve` hands to agents (stored under the state dir).
+    Image {
+        #[command(flatten)]
+        store: image::StoreArgs,
+        #[command(subcommand)]
+        command: image::ImageCommand,
     },
 }
 
@@ -108,5 +117,14 @@ pub enum NodeCommand {
         /// Print the API's JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Follow a node until it rests, with the agent's progress (phase, percent, bytes, MB/s,
+    /// ETA). Exits 0 in a good state (active, available, manageable, ...), 1 in a failed
+    /// one (printing last_error).
+    Watch {
+        node: String,
+        /// Seconds between polls.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
     },
 }

@@ -20,30 +20,53 @@ use super::{
     PowerInterface, PowerState, PowerTarget, StepOutcome,
 };
 use crate::agent_api::hub::AgentHub;
+use crate::images::resolve::{ImageResolver, ResolvedImage, stored_name};
 use crate::model::Node;
 
 /// How recently an agent must have been heard to count as running (fast track).
 pub const FAST_TRACK_WINDOW: Duration = Duration::from_secs(90);
 
 /// Builds the deploy command from `instance_info` (and `properties.root_device`).
-pub fn deploy_command(node: &Node) -> Result<DeployCommand, DriverError> {
+///
+/// `image_source` is an http(s) URL with `image_checksum`, or a stored image
+/// (`ingot://NAME`, or a bare `NAME`) that `images` resolves to its URL on the provisioning
+/// listener and its recorded sha256; a checksum given with a stored image must match it.
+pub fn deploy_command(
+    node: &Node,
+    images: Option<&dyn ImageResolver>,
+) -> Result<DeployCommand, DriverError> {
     let ii = &node.instance_info;
-    let image_url = ii
+    let source = ii
         .get("image_source")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| missing("image_source"))?;
-    if !(image_url.starts_with("http://") || image_url.starts_with("https://")) {
-        return Err(DriverError::InvalidParameter(format!(
-            "image_source {image_url} is not an http(s) URL"
-        )));
-    }
-    let raw = ii
+    let given_checksum = ii
         .get("image_checksum")
         .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| missing("image_checksum"))?;
-    let checksum = normalize_checksum(raw)?;
+        .filter(|s| !s.is_empty());
+    let (image_url, checksum) = match stored_image(source, images)? {
+        Some(resolved) => {
+            if let Some(raw) = given_checksum
+                && normalize_checksum(raw)? != resolved.checksum
+            {
+                return Err(DriverError::InvalidParameter(format!(
+                    "image_checksum {raw} does not match stored image {source} ({})",
+                    resolved.checksum
+                )));
+            }
+            (resolved.url, resolved.checksum)
+        }
+        None => {
+            if !(source.starts_with("http://") || source.starts_with("https://")) {
+                return Err(DriverError::InvalidParameter(format!(
+                    "image_source {source} is not an http(s) URL"
+                )));
+            }
+            let raw = given_checksum.ok_or_else(|| missing("image_checksum"))?;
+            (source.to_owned(), normalize_checksum(raw)?)
+        }
+    };
     let hints_value = ii
         .get("root_device")
         .or_else(|| node.properties.get("root_device"))
@@ -78,11 +101,32 @@ pub fn deploy_command(node: &Node) -> Result<DeployCommand, DriverError> {
         }
     };
     Ok(DeployCommand {
-        image_url: image_url.to_owned(),
+        image_url,
         checksum,
         root_device_hints,
         configdrive,
     })
+}
+
+/// The stored image `source` names, resolved; `None` for an external URL.
+fn stored_image(
+    source: &str,
+    images: Option<&dyn ImageResolver>,
+) -> Result<Option<ResolvedImage>, DriverError> {
+    let name = match stored_name(source) {
+        Ok(Some(n)) => n,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(DriverError::InvalidParameter(format!("image_source: {e}"))),
+    };
+    let Some(images) = images else {
+        return Err(DriverError::InvalidParameter(format!(
+            "image_source {source} names a stored image, but this controller has no image store"
+        )));
+    };
+    images
+        .resolve(name)
+        .map(Some)
+        .map_err(|e| DriverError::InvalidParameter(format!("image_source {source}: {e}")))
 }
 
 fn missing(key: &str) -> DriverError {
@@ -158,7 +202,11 @@ impl DeployInterface for AgentDeploy {
             .get("image_source")
             .and_then(|v| v.as_str())
         {
-            Some(s) if !s.is_empty() => Ok(()),
+            Some(s) if !s.is_empty() => {
+                // A stored image that does not exist is refused before the deploy starts.
+                stored_image(s, self.hub.image_resolver().map(|r| r.as_ref()))?;
+                Ok(())
+            }
             _ => Err(missing("image_source")),
         }
     }
@@ -172,7 +220,7 @@ impl DeployInterface for AgentDeploy {
     }
 
     async fn deploy(&self, node: &Node) -> Result<StepOutcome, DriverError> {
-        let cmd = deploy_command(node)?;
+        let cmd = deploy_command(node, self.hub.image_resolver().map(|r| r.as_ref()))?;
         self.note(node, "agent: deploy the instance image");
         self.hub.enqueue(node.uuid, Command::Deploy(Box::new(cmd)));
         Ok(StepOutcome::Wait)
@@ -303,10 +351,10 @@ mod tests {
     #[test]
     fn deploy_command_from_instance_info() {
         let mut node = Node::new(Uuid::new_v4(), "manual", Utc::now());
-        assert!(deploy_command(&node).is_err());
+        assert!(deploy_command(&node, None).is_err());
         node.instance_info
             .insert("image_source".into(), json!("http://127.0.0.1/i.zst"));
-        assert!(deploy_command(&node).is_err(), "no checksum");
+        assert!(deploy_command(&node, None).is_err(), "no checksum");
         node.instance_info
             .insert("image_checksum".into(), json!("d".repeat(64)));
         node.properties
@@ -315,7 +363,7 @@ mod tests {
             "configdrive".into(),
             json!({"meta_data": {"uuid": "x"}, "user_data": "#cloud-config\n"}),
         );
-        let cmd = deploy_command(&node).expect("cmd");
+        let cmd = deploy_command(&node, None).expect("cmd");
         assert_eq!(cmd.checksum, format!("sha256:{}", "d".repeat(64)));
         assert_eq!(cmd.root_device_hints.serial.as_deref(), Some("S1"));
         assert!(
@@ -323,12 +371,69 @@ mod tests {
         );
         node.instance_info
             .insert("configdrive".into(), json!("H4sIAAAA"));
-        let cmd = deploy_command(&node).expect("cmd");
+        let cmd = deploy_command(&node, None).expect("cmd");
         assert_eq!(
             cmd.configdrive,
             Some(ConfigDrive::GzipBase64 {
                 data: "H4sIAAAA".into()
             })
         );
+    }
+
+    /// A resolver that knows one image.
+    #[derive(Debug)]
+    struct OneImage;
+
+    impl ImageResolver for OneImage {
+        fn resolve(&self, name: &str) -> Result<ResolvedImage, crate::images::ImageError> {
+            if name == "debian-12" {
+                Ok(ResolvedImage {
+                    url: "http://192.0.2.1:8080/images/debian-12.raw.zst".into(),
+                    checksum: format!("sha256:{}", "e".repeat(64)),
+                })
+            } else {
+                Err(crate::images::ImageError::NotFound(name.into()))
+            }
+        }
+    }
+
+    #[test]
+    fn stored_images_resolve_without_a_checksum() {
+        let mut node = Node::new(Uuid::new_v4(), "manual", Utc::now());
+        for source in ["ingot://debian-12", "debian-12"] {
+            node.instance_info
+                .insert("image_source".into(), json!(source));
+            let cmd = deploy_command(&node, Some(&OneImage)).expect("resolved");
+            assert_eq!(
+                cmd.image_url,
+                "http://192.0.2.1:8080/images/debian-12.raw.zst"
+            );
+            assert_eq!(cmd.checksum, format!("sha256:{}", "e".repeat(64)));
+            let err = deploy_command(&node, None).expect_err("no image store");
+            assert!(err.to_string().contains("no image store"), "{err}");
+        }
+        node.instance_info
+            .insert("image_checksum".into(), json!("E".repeat(64)));
+        assert!(
+            deploy_command(&node, Some(&OneImage)).is_ok(),
+            "same checksum"
+        );
+        node.instance_info
+            .insert("image_checksum".into(), json!("f".repeat(64)));
+        let err = deploy_command(&node, Some(&OneImage)).expect_err("other checksum");
+        assert!(err.to_string().contains("does not match"), "{err}");
+        node.instance_info.remove("image_checksum");
+        node.instance_info
+            .insert("image_source".into(), json!("ingot://other"));
+        let err = deploy_command(&node, Some(&OneImage)).expect_err("unknown image");
+        assert!(
+            err.to_string().contains("no image named \"other\""),
+            "{err}"
+        );
+        // URLs still need their checksum.
+        node.instance_info
+            .insert("image_source".into(), json!("http://192.0.2.9/x.raw"));
+        let err = deploy_command(&node, Some(&OneImage)).expect_err("url without checksum");
+        assert!(err.to_string().contains("image_checksum"), "{err}");
     }
 }

@@ -7,7 +7,11 @@ use async_trait::async_trait;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::model::{Allocation, HistoryEvent, Node, Port};
+use std::net::Ipv4Addr;
+
+use chrono::{DateTime, Utc};
+
+use crate::model::{Allocation, DhcpLease, DhcpLeaseState, HistoryEvent, Node, Port};
 
 pub mod sql;
 
@@ -94,6 +98,35 @@ pub struct AllocationQuery {
     pub limit: Option<u32>,
 }
 
+/// A change to the DHCP lease table (full DHCP mode). Reservation rows (from ports'
+/// `extra.dhcp_address`) are never changed by these: they follow their port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseWrite {
+    /// Hold `ip` for `mac` as `state` (`Offered` or `Bound`) until `expires_at`, dropping the
+    /// MAC's other offered/bound leases. Refused with `Duplicate` when the address is
+    /// reserved, or held by another MAC and not expired at `now` (another replica gave it
+    /// away meanwhile): nothing is changed then.
+    Hold {
+        ip: Ipv4Addr,
+        mac: String,
+        state: DhcpLeaseState,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+    /// Keep `ip` out of the pool until `until` (a client found it in use).
+    Decline {
+        ip: Ipv4Addr,
+        mac: String,
+        until: DateTime<Utc>,
+    },
+    /// The client gave `ip` back (only its own offered/bound lease goes).
+    Release { ip: Ipv4Addr, mac: String },
+    /// The client took another server's offer: drop what was only offered to it.
+    ForgetOffer { mac: String },
+    /// Delete every offered, bound or declined lease that expired before `before`.
+    PurgeExpired { before: DateTime<Utc> },
+}
+
 /// The inventory store. Implementations must be safe to share between tasks.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -109,6 +142,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `reservation` is left as stored: only `reserve_node`/`release_node`/`release_all`
     /// change it, so a copy read before a lock was taken cannot drop the lock.
     async fn update_node(&self, node: &Node) -> Result<i64, StoreError>;
+    /// One lifecycle transition in one transaction: `update_node(node)` (same revision
+    /// check, `Stale`/`NotFound`/`Duplicate` as there), plus the history event, plus
+    /// clearing the reservation when `release` holds it. On any error nothing is written.
+    /// Returns the new revision.
+    async fn commit_transition(
+        &self,
+        node: &Node,
+        history: Option<&HistoryEvent>,
+        release: Option<&str>,
+    ) -> Result<i64, StoreError>;
     /// Deletes the node with its ports, inventory and history (allocations are kept).
     async fn delete_node(&self, uuid: Uuid) -> Result<(), StoreError>;
     /// Atomically sets `reservation = holder` when it is empty and returns the updated node;
@@ -150,4 +193,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Stores (replaces) the hardware inventory an agent reported, in Ironic's shape.
     async fn put_inventory(&self, node: Uuid, inventory: &Value) -> Result<(), StoreError>;
     async fn get_inventory(&self, node: Uuid) -> Result<Option<Value>, StoreError>;
+
+    // DHCP leases (full mode). Creating or updating a port whose `extra.dhcp_address` holds
+    // an IPv4 address also keeps its reservation row (`Duplicate` when another port
+    // reserves that address); deleting the port (or its node) drops it.
+    /// The lease of `mac` (lower case): its reservation if it has one, else its latest
+    /// offered or bound lease. Declines are not returned.
+    async fn dhcp_lease_by_mac(&self, mac: &str) -> Result<Option<DhcpLease>, StoreError>;
+    async fn dhcp_lease_by_ip(&self, ip: Ipv4Addr) -> Result<Option<DhcpLease>, StoreError>;
+    /// Every row (any state, expired too) with an address in `start..=end`, by address.
+    async fn dhcp_leases_in(
+        &self,
+        start: Ipv4Addr,
+        end: Ipv4Addr,
+    ) -> Result<Vec<DhcpLease>, StoreError>;
+    /// Applies one change atomically; returns the rows changed.
+    async fn write_dhcp_lease(&self, write: &LeaseWrite) -> Result<u64, StoreError>;
 }

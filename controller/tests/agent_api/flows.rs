@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::*;
 
-fn manage_rules() -> DiscoverySection {
+pub fn manage_rules() -> DiscoverySection {
     DiscoverySection {
         enabled: Some(true),
         rules: rules(json!([
@@ -29,14 +29,14 @@ fn manage_rules() -> DiscoverySection {
     }
 }
 
-fn ok() -> Report {
+pub fn ok() -> Report {
     Report::Succeeded {
         inventory: None,
         detail: None,
     }
 }
 
-fn failed(msg: &str, cause: &str) -> Report {
+pub fn failed(msg: &str, cause: &str) -> Report {
     Report::Failed {
         error: ErrorReport {
             phase: None,

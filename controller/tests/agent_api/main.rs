@@ -3,6 +3,7 @@
 //! store. The "agent" here is this test speaking the wire protocol.
 
 mod flows;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

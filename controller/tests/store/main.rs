@@ -115,6 +115,10 @@ suite!(
     reopen_keeps_everything,
     two_processes,
     timing,
+    commit_transition,
+    dhcp_lease_rules,
+    dhcp_reservations,
+    dhcp_server_restart,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,10 @@
-//! DHCP lease storage: the [`LeaseStore`] trait the server uses, and [`MemoryLeaseStore`].
+//! DHCP lease storage: the [`LeaseStore`] trait the server uses, [`MemoryLeaseStore`], and
+//! the pure [`pick_free`] address search both implementations share.
 //!
 //! The policy never touches the store: the server reads what the policy needs into a
-//! [`LeaseContext`], and applies the [`LeaseOp`] the policy returns. An SQL implementation
-//! (leases in the controller database) can replace the in-memory one without touching either.
+//! [`LeaseContext`], and applies the [`LeaseOp`] the policy returns. `ingot serve` uses the
+//! controller database (`boot_http::StoreLeaseStore`), so leases survive a restart; the
+//! in-memory store serves tests and a controller without a database.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -22,6 +24,9 @@ pub enum LeaseState {
     Bound,
     /// A client reported the address in use (DECLINE): out of the pool until `expires`.
     Declined,
+    /// Fixed for `mac` by the operator (a port's `extra.dhcp_address`); never expires and
+    /// is never changed by a [`LeaseOp`].
+    Reserved,
 }
 
 /// One address and who holds it.
@@ -36,7 +41,7 @@ pub struct Lease {
 impl Lease {
     /// Whether the lease still holds its address at `now`.
     pub fn is_active(&self, now: SystemTime) -> bool {
-        self.expires > now
+        self.state == LeaseState::Reserved || self.expires > now
     }
 }
 
@@ -83,13 +88,46 @@ pub struct LeaseContext {
 pub enum LeaseStoreError {
     #[error("lease store backend failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// An `Offer`/`Bind` for an address another MAC holds (or that is reserved): nothing
+    /// was changed. With one server this cannot happen; with replicas sharing a database
+    /// it means another one handed the address out first.
+    #[error("address {ip} is held by another client")]
+    Taken { ip: Ipv4Addr },
+}
+
+/// PURE: the address [`LeaseStore::find_free`] returns, given the rows in `start..=end`
+/// (any order): the lowest address in the range that is not in `exclude`, has no row, and
+/// is not `server`; failing that, the lowest whose row is no longer active at `now`. So
+/// never-used addresses go first and a returning client keeps its old one longer.
+pub fn pick_free(
+    start: Ipv4Addr,
+    end: Ipv4Addr,
+    exclude: &BTreeSet<Ipv4Addr>,
+    rows: &[Lease],
+    now: SystemTime,
+) -> Option<Ipv4Addr> {
+    let by_ip: BTreeMap<Ipv4Addr, &Lease> = rows.iter().map(|l| (l.ip, l)).collect();
+    let mut expired = None;
+    for n in u32::from(start)..=u32::from(end) {
+        let ip = Ipv4Addr::from(n);
+        if exclude.contains(&ip) {
+            continue;
+        }
+        match by_ip.get(&ip) {
+            None => return Some(ip),
+            Some(l) if !l.is_active(now) && expired.is_none() => expired = Some(ip),
+            Some(_) => {}
+        }
+    }
+    expired
 }
 
 /// Lease persistence.
 ///
 /// Contract: at most one lease per address and per MAC (an `Offer` or `Bind` for a MAC
-/// replaces its previous lease). Every method is cancel-safe and may be retried: `apply` is
-/// idempotent for the same op.
+/// replaces its previous lease). An `Offer` or `Bind` on an address that another MAC holds
+/// at `now`, or that is reserved, fails with [`LeaseStoreError::Taken`] and changes nothing.
+/// Every method is cancel-safe and may be retried: `apply` is idempotent for the same op.
 #[async_trait]
 pub trait LeaseStore: Send + Sync {
     async fn by_mac(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseStoreError>;
@@ -103,7 +141,7 @@ pub trait LeaseStore: Send + Sync {
         exclude: &BTreeSet<Ipv4Addr>,
         now: SystemTime,
     ) -> Result<Option<Ipv4Addr>, LeaseStoreError>;
-    async fn apply(&self, op: &LeaseOp) -> Result<(), LeaseStoreError>;
+    async fn apply(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError>;
 }
 
 /// In-memory [`LeaseStore`]: leases are lost on restart (clients then re-DISCOVER or get an
@@ -134,7 +172,8 @@ impl LeaseStore for MemoryLeaseStore {
         Ok(self
             .lock()
             .values()
-            .find(|l| l.mac == mac && l.state != LeaseState::Declined)
+            .filter(|l| l.mac == mac && l.state != LeaseState::Declined)
+            .max_by_key(|l| (l.state == LeaseState::Reserved, l.expires))
             .cloned())
     }
 
@@ -150,31 +189,29 @@ impl LeaseStore for MemoryLeaseStore {
         now: SystemTime,
     ) -> Result<Option<Ipv4Addr>, LeaseStoreError> {
         let leases = self.lock();
-        let mut expired = None;
-        for n in u32::from(start)..=u32::from(end) {
-            let ip = Ipv4Addr::from(n);
-            if exclude.contains(&ip) {
-                continue;
-            }
-            match leases.get(&ip) {
-                None => return Ok(Some(ip)),
-                Some(l) if !l.is_active(now) && expired.is_none() => expired = Some(ip),
-                Some(_) => {}
-            }
-        }
-        Ok(expired)
+        let rows: Vec<Lease> = leases.range(start..=end).map(|(_, l)| l.clone()).collect();
+        Ok(pick_free(start, end, exclude, &rows, now))
     }
 
-    async fn apply(&self, op: &LeaseOp) -> Result<(), LeaseStoreError> {
+    async fn apply(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError> {
         let mut leases = self.lock();
         match *op {
             LeaseOp::Offer { ip, mac, expires } | LeaseOp::Bind { ip, mac, expires } => {
+                if leases.get(&ip).is_some_and(|l| {
+                    l.state == LeaseState::Reserved || (l.mac != mac && l.is_active(now))
+                }) {
+                    return Err(LeaseStoreError::Taken { ip });
+                }
                 let state = if matches!(op, LeaseOp::Bind { .. }) {
                     LeaseState::Bound
                 } else {
                     LeaseState::Offered
                 };
-                leases.retain(|a, l| *a == ip || l.mac != mac || l.state == LeaseState::Declined);
+                leases.retain(|a, l| {
+                    *a == ip
+                        || l.mac != mac
+                        || matches!(l.state, LeaseState::Declined | LeaseState::Reserved)
+                });
                 leases.insert(
                     ip,
                     Lease {
@@ -186,11 +223,20 @@ impl LeaseStore for MemoryLeaseStore {
                 );
             }
             LeaseOp::Release { ip, mac } => {
-                if leases.get(&ip).is_some_and(|l| l.mac == mac) {
+                if leases
+                    .get(&ip)
+                    .is_some_and(|l| l.mac == mac && l.state != LeaseState::Reserved)
+                {
                     leases.remove(&ip);
                 }
             }
             LeaseOp::Decline { ip, mac, until } => {
+                if leases
+                    .get(&ip)
+                    .is_some_and(|l| l.state == LeaseState::Reserved)
+                {
+                    return Ok(());
+                }
                 leases.insert(
                     ip,
                     Lease {
@@ -237,19 +283,25 @@ mod tests {
             Some(ip(10))
         );
         store
-            .apply(&LeaseOp::Offer {
-                ip: ip(10),
-                mac: A,
-                expires: later,
-            })
+            .apply(
+                &LeaseOp::Offer {
+                    ip: ip(10),
+                    mac: A,
+                    expires: later,
+                },
+                SystemTime::UNIX_EPOCH,
+            )
             .await
             .expect("apply");
         store
-            .apply(&LeaseOp::Bind {
-                ip: ip(11),
-                mac: A,
-                expires: later,
-            })
+            .apply(
+                &LeaseOp::Bind {
+                    ip: ip(11),
+                    mac: A,
+                    expires: later,
+                },
+                SystemTime::UNIX_EPOCH,
+            )
             .await
             .expect("apply");
         // The offer on .10 was replaced by the binding on .11.
@@ -267,11 +319,14 @@ mod tests {
             Some(ip(12))
         );
         store
-            .apply(&LeaseOp::Decline {
-                ip: ip(12),
-                mac: B,
-                until: later,
-            })
+            .apply(
+                &LeaseOp::Decline {
+                    ip: ip(12),
+                    mac: B,
+                    until: later,
+                },
+                SystemTime::UNIX_EPOCH,
+            )
             .await
             .expect("apply");
         assert_eq!(
@@ -301,40 +356,170 @@ mod tests {
         let store = MemoryLeaseStore::new();
         let later = SystemTime::UNIX_EPOCH + Duration::from_secs(60);
         store
-            .apply(&LeaseOp::Bind {
-                ip: ip(10),
-                mac: A,
-                expires: later,
-            })
+            .apply(
+                &LeaseOp::Bind {
+                    ip: ip(10),
+                    mac: A,
+                    expires: later,
+                },
+                SystemTime::UNIX_EPOCH,
+            )
             .await
             .expect("apply");
         store
-            .apply(&LeaseOp::Release { ip: ip(10), mac: B })
+            .apply(
+                &LeaseOp::Release { ip: ip(10), mac: B },
+                SystemTime::UNIX_EPOCH,
+            )
             .await
             .expect("apply");
         assert_eq!(store.snapshot().len(), 1);
         store
-            .apply(&LeaseOp::ForgetOffer { mac: A })
+            .apply(&LeaseOp::ForgetOffer { mac: A }, SystemTime::UNIX_EPOCH)
             .await
             .expect("apply");
         assert_eq!(store.snapshot().len(), 1);
         store
-            .apply(&LeaseOp::Release { ip: ip(10), mac: A })
+            .apply(
+                &LeaseOp::Release { ip: ip(10), mac: A },
+                SystemTime::UNIX_EPOCH,
+            )
             .await
             .expect("apply");
         assert!(store.snapshot().is_empty());
         store
-            .apply(&LeaseOp::Offer {
-                ip: ip(10),
-                mac: A,
-                expires: later,
-            })
+            .apply(
+                &LeaseOp::Offer {
+                    ip: ip(10),
+                    mac: A,
+                    expires: later,
+                },
+                SystemTime::UNIX_EPOCH,
+            )
             .await
             .expect("apply");
         store
-            .apply(&LeaseOp::ForgetOffer { mac: A })
+            .apply(&LeaseOp::ForgetOffer { mac: A }, SystemTime::UNIX_EPOCH)
             .await
             .expect("apply");
         assert!(store.snapshot().is_empty());
+    }
+
+    /// (name, rows, exclude, expected)
+    type FreeCase = (
+        &'static str,
+        Vec<Lease>,
+        BTreeSet<Ipv4Addr>,
+        Option<Ipv4Addr>,
+    );
+
+    #[test]
+    fn pick_free_table() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let row = |last: u8, state: LeaseState, secs_left: i64| Lease {
+            ip: ip(last),
+            mac: A,
+            state,
+            expires: if secs_left >= 0 {
+                now + Duration::from_secs(secs_left.unsigned_abs())
+            } else {
+                now - Duration::from_secs(secs_left.unsigned_abs())
+            },
+        };
+        let none = BTreeSet::new();
+        let cases: Vec<FreeCase> = vec![
+            (
+                "empty table: first address",
+                vec![],
+                none.clone(),
+                Some(ip(10)),
+            ),
+            (
+                "held addresses are skipped",
+                vec![
+                    row(10, LeaseState::Bound, 60),
+                    row(11, LeaseState::Offered, 5),
+                ],
+                none.clone(),
+                Some(ip(12)),
+            ),
+            (
+                "excluded addresses are skipped",
+                vec![],
+                [ip(10), ip(11)].into(),
+                Some(ip(12)),
+            ),
+            (
+                "never-used before expired",
+                vec![
+                    row(10, LeaseState::Bound, -60),
+                    row(11, LeaseState::Bound, 60),
+                ],
+                none.clone(),
+                Some(ip(12)),
+            ),
+            (
+                "expired comes back when nothing is unused",
+                vec![
+                    row(10, LeaseState::Bound, 60),
+                    row(11, LeaseState::Declined, -1),
+                    row(12, LeaseState::Offered, -5),
+                ],
+                none.clone(),
+                Some(ip(11)),
+            ),
+            (
+                "a lease expiring exactly now is free",
+                vec![
+                    row(10, LeaseState::Bound, 0),
+                    row(11, LeaseState::Bound, 1),
+                    row(12, LeaseState::Bound, 1),
+                ],
+                none.clone(),
+                Some(ip(10)),
+            ),
+            (
+                "reservations never expire",
+                vec![
+                    row(10, LeaseState::Reserved, -1000),
+                    row(11, LeaseState::Bound, 1),
+                    row(12, LeaseState::Declined, 1),
+                ],
+                none.clone(),
+                None,
+            ),
+            (
+                "rows in any order",
+                vec![row(12, LeaseState::Bound, 9), row(10, LeaseState::Bound, 9)],
+                none.clone(),
+                Some(ip(11)),
+            ),
+        ];
+        for (name, rows, exclude, want) in cases {
+            assert_eq!(
+                pick_free(ip(10), ip(12), &exclude, &rows, now),
+                want,
+                "{name}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_address_held_by_another_is_not_taken_over() {
+        let store = MemoryLeaseStore::new();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let later = now + Duration::from_secs(60);
+        let bind = |mac, expires| LeaseOp::Bind {
+            ip: ip(10),
+            mac,
+            expires,
+        };
+        store.apply(&bind(A, later), now).await.expect("free");
+        let err = store.apply(&bind(B, later), now).await.expect_err("held");
+        assert!(matches!(err, LeaseStoreError::Taken { ip: i } if i == ip(10)));
+        assert_eq!(store.snapshot()[0].mac, A, "nothing changed");
+        // Once A's lease expired, B may have the address.
+        store.apply(&bind(B, later), later).await.expect("expired");
+        assert_eq!(store.snapshot()[0].mac, B);
     }
 }

@@ -267,17 +267,39 @@ fn reply(message: Message, dest: Destination, lease_op: Option<LeaseOp>) -> Deci
     }
 }
 
-/// Whether `ip` may be bound to the client in full mode.
+/// The fixed address of the client: from the configuration, else its reservation row in
+/// the lease store (a port's `extra.dhcp_address`), if that one is usable on this network
+/// (on the pool's subnet, not ours, not configured for another MAC).
+fn reservation_of(
+    cfg: &DhcpConfig,
+    pool: &Pool,
+    info: &ClientInfo,
+    leases: &LeaseContext,
+) -> Option<Ipv4Addr> {
+    if let Some(ip) = cfg.reservations.get(&info.mac) {
+        return Some(*ip);
+    }
+    leases
+        .by_mac
+        .as_ref()
+        .filter(|l| l.state == LeaseState::Reserved && l.mac == info.mac)
+        .map(|l| l.ip)
+        .filter(|ip| pool.on_subnet(*ip) && *ip != cfg.server_ip && cfg.reserved_for(*ip).is_none())
+}
+
+/// Whether `ip` may be bound to the client in full mode. `reserved` is the client's own
+/// fixed address ([`reservation_of`]).
 fn may_hold(
     cfg: &DhcpConfig,
     pool: &Pool,
     info: &ClientInfo,
+    reserved: Option<Ipv4Addr>,
     holder: Option<&super::leases::Lease>,
     ip: Ipv4Addr,
     now: SystemTime,
 ) -> bool {
-    if let Some(reserved) = cfg.reservations.get(&info.mac) {
-        return *reserved == ip;
+    if let Some(reserved) = reserved {
+        return reserved == ip;
     }
     if cfg.reserved_for(ip).is_some() || !pool.contains(ip) || ip == cfg.server_ip {
         return false;
@@ -285,9 +307,18 @@ fn may_hold(
     match holder {
         None => true,
         Some(l) if l.ip != ip => true,
+        Some(l) if l.state == LeaseState::Reserved => false,
         Some(l) if l.state == LeaseState::Declined => !l.is_active(now),
         Some(l) => l.mac == info.mac || !l.is_active(now),
     }
+}
+
+/// Whether the client's lease row at `ip` is its reservation row (which no op changes).
+fn is_reserved_row(leases: &LeaseContext, ip: Ipv4Addr) -> bool {
+    leases
+        .by_mac
+        .as_ref()
+        .is_some_and(|l| l.ip == ip && l.state == LeaseState::Reserved)
 }
 
 fn decide_full(
@@ -302,22 +333,25 @@ fn decide_full(
     let msg = inc.msg;
     let boot = boot_options(cfg, info, target);
     let ours = |sid: Option<Ipv4Addr>| sid.is_none_or(|s| s == cfg.server_ip);
+    let reserved = reservation_of(cfg, pool, info, leases);
     match info.msg_type {
         MessageType::Discover => {
             let own = leases
                 .by_mac
                 .as_ref()
-                .filter(|l| may_hold(cfg, pool, info, Some(l), l.ip, now));
-            let requested = info
-                .requested_ip
-                .filter(|ip| may_hold(cfg, pool, info, leases.requested_holder.as_ref(), *ip, now));
-            let ip = cfg
-                .reservations
-                .get(&info.mac)
-                .copied()
-                .or(own.map(|l| l.ip))
-                .or(requested)
-                .or(leases.free);
+                .filter(|l| may_hold(cfg, pool, info, reserved, Some(l), l.ip, now));
+            let requested = info.requested_ip.filter(|ip| {
+                may_hold(
+                    cfg,
+                    pool,
+                    info,
+                    reserved,
+                    leases.requested_holder.as_ref(),
+                    *ip,
+                    now,
+                )
+            });
+            let ip = reserved.or(own.map(|l| l.ip)).or(requested).or(leases.free);
             let Some(ip) = ip else {
                 return Decision::drop(DropReason::PoolExhausted);
             };
@@ -327,8 +361,11 @@ fn decide_full(
                 add_boot(cfg, &mut r, b);
             }
             // A bound, still-valid lease is not downgraded to a short offer hold.
-            let keep =
-                own.is_some_and(|l| l.ip == ip && l.state == LeaseState::Bound && l.is_active(now));
+            // Nor is a reservation row touched.
+            let keep = is_reserved_row(leases, ip)
+                || own.is_some_and(|l| {
+                    l.ip == ip && l.state == LeaseState::Bound && l.is_active(now)
+                });
             let op = (!keep).then_some(LeaseOp::Offer {
                 ip,
                 mac: info.mac,
@@ -352,19 +389,19 @@ fn decide_full(
                 .requested_holder
                 .as_ref()
                 .or(leases.by_mac.as_ref().filter(|l| l.ip == ip));
-            if may_hold(cfg, pool, info, holder, ip, now) {
+            if may_hold(cfg, pool, info, reserved, holder, ip, now) {
                 let mut r = reply_base(cfg, msg, MessageType::Ack);
                 r.set_ciaddr(msg.ciaddr());
                 add_address(&mut r, pool, ip);
                 if let Some(b) = &boot {
                     add_boot(cfg, &mut r, b);
                 }
-                let op = LeaseOp::Bind {
+                let op = (!is_reserved_row(leases, ip)).then_some(LeaseOp::Bind {
                     ip,
                     mac: info.mac,
                     expires: now + pool.lease_time,
-                };
-                reply(r, full_destination(msg, true), Some(op))
+                });
+                reply(r, full_destination(msg, true), op)
             } else {
                 let mut r = reply_base(cfg, msg, MessageType::Nak);
                 // RFC 2131 4.3.2: a NAK through a relay carries the broadcast bit.
@@ -389,7 +426,7 @@ fn decide_full(
             match &leases.by_mac {
                 Some(l) if l.ip == msg.ciaddr() => Decision {
                     outcome: Outcome::Handled,
-                    lease_op: Some(LeaseOp::Release {
+                    lease_op: (l.state != LeaseState::Reserved).then_some(LeaseOp::Release {
                         ip: l.ip,
                         mac: info.mac,
                     }),
@@ -404,7 +441,8 @@ fn decide_full(
             match (&leases.by_mac, info.requested_ip) {
                 (Some(l), Some(ip)) if l.ip == ip => Decision {
                     outcome: Outcome::Handled,
-                    lease_op: Some(LeaseOp::Decline {
+                    // A reservation stays: the operator has to fix the conflict.
+                    lease_op: (l.state != LeaseState::Reserved).then_some(LeaseOp::Decline {
                         ip,
                         mac: info.mac,
                         until: now + pool.decline_hold,

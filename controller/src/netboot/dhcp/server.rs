@@ -249,7 +249,7 @@ impl DhcpServer {
                 }
             };
             if let Some(op) = &decision.lease_op
-                && let Err(e) = self.leases.apply(op).await
+                && let Err(e) = self.leases.apply(op, now).await
             {
                 // Never promise an address the store did not record.
                 tracing::warn!(error = %e, ?op, "lease store write failed");

@@ -22,9 +22,11 @@
 
 mod allocations;
 mod history;
+pub(crate) mod leases;
 mod nodes;
 mod ports;
 
+use std::net::Ipv4Addr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -39,8 +41,8 @@ use sqlx::sqlite::{
 };
 use uuid::Uuid;
 
-use super::{AllocationQuery, NodeQuery, PortQuery, SortDir, Store, StoreError};
-use crate::model::{Allocation, HistoryEvent, Node, Port};
+use super::{AllocationQuery, LeaseWrite, NodeQuery, PortQuery, SortDir, Store, StoreError};
+use crate::model::{Allocation, DhcpLease, HistoryEvent, Node, Port};
 
 pub use nodes::{NODE_SORT_KEYS, node_sort_column};
 
@@ -367,6 +369,15 @@ impl Store for SqlStore {
         self.node_update(node).await
     }
 
+    async fn commit_transition(
+        &self,
+        node: &Node,
+        history: Option<&HistoryEvent>,
+        release: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        self.node_commit(node, history, release).await
+    }
+
     async fn delete_node(&self, uuid: Uuid) -> Result<(), StoreError> {
         self.node_delete(uuid).await
     }
@@ -447,5 +458,25 @@ impl Store for SqlStore {
 
     async fn get_inventory(&self, node: Uuid) -> Result<Option<Value>, StoreError> {
         self.inventory_get(node).await
+    }
+
+    async fn dhcp_lease_by_mac(&self, mac: &str) -> Result<Option<DhcpLease>, StoreError> {
+        self.lease_by_mac(mac).await
+    }
+
+    async fn dhcp_lease_by_ip(&self, ip: Ipv4Addr) -> Result<Option<DhcpLease>, StoreError> {
+        self.lease_by_ip(ip).await
+    }
+
+    async fn dhcp_leases_in(
+        &self,
+        start: Ipv4Addr,
+        end: Ipv4Addr,
+    ) -> Result<Vec<DhcpLease>, StoreError> {
+        self.leases_in(start, end).await
+    }
+
+    async fn write_dhcp_lease(&self, write: &LeaseWrite) -> Result<u64, StoreError> {
+        self.lease_write(write).await
     }
 }

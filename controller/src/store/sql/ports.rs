@@ -5,11 +5,12 @@ use std::borrow::Cow;
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
+use super::leases::reserve_for_port;
 use super::{
     Arg, QueryBuilder, SqlStore, Violation, bind_args, dir_sql, limit_of, to_doc, violation,
     with_db,
 };
-use crate::model::Port;
+use crate::model::{Port, port_dhcp_address};
 use crate::store::{PortQuery, StoreError};
 
 /// The port with its MAC address in lower case (borrowed when it already is).
@@ -43,6 +44,17 @@ fn port_write_error(err: sqlx::Error, port: &Port) -> StoreError {
     }
 }
 
+/// The error of a port write whose `extra.dhcp_address` is reserved by another port.
+fn reserved_elsewhere(port: &Port) -> StoreError {
+    StoreError::Duplicate {
+        kind: "port",
+        field: "extra/dhcp_address",
+        value: port_dhcp_address(port)
+            .map(|ip| ip.to_string())
+            .unwrap_or_default(),
+    }
+}
+
 fn not_found(uuid: Uuid) -> StoreError {
     StoreError::NotFound {
         kind: "port",
@@ -52,21 +64,50 @@ fn not_found(uuid: Uuid) -> StoreError {
 
 impl SqlStore {
     pub(super) async fn port_create(&self, port: &Port) -> Result<(), StoreError> {
+        const SQL: &str =
+            "INSERT INTO ports (uuid, node_uuid, address, doc) VALUES ($1, $2, $3, $4)";
         let port = normalized(port);
         let doc = to_doc(&*port, &[])?;
-        let result = with_db!(self, write, |pool| {
-            sqlx::query("INSERT INTO ports (uuid, node_uuid, address, doc) VALUES ($1, $2, $3, $4)")
-                .bind(port.uuid.to_string())
-                .bind(port.node_uuid.to_string())
-                .bind(port.address.as_str())
-                .bind(doc)
-                .execute(pool)
+        let reserve = port_dhcp_address(&port);
+        let result = if reserve.is_none() {
+            with_db!(self, write, |pool| {
+                sqlx::query(SQL)
+                    .bind(port.uuid.to_string())
+                    .bind(port.node_uuid.to_string())
+                    .bind(port.address.as_str())
+                    .bind(doc)
+                    .execute(pool)
+                    .await
+                    .map(|_| true)
+            })
+        } else {
+            // The port and its DHCP reservation are written together.
+            with_db!(self, write, |pool| {
+                async {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query(SQL)
+                        .bind(port.uuid.to_string())
+                        .bind(port.node_uuid.to_string())
+                        .bind(port.address.as_str())
+                        .bind(doc)
+                        .execute(&mut *tx)
+                        .await?;
+                    let reserved = reserve_for_port!(tx, &port, reserve, false).await?;
+                    if reserved {
+                        tx.commit().await?;
+                    } else {
+                        tx.rollback().await?;
+                    }
+                    Ok::<bool, sqlx::Error>(reserved)
+                }
                 .await
-                .map(|done| done.rows_affected())
-        });
-        result
-            .map(|_| ())
-            .map_err(|err| port_write_error(err, &port))
+            })
+        };
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(reserved_elsewhere(&port)),
+            Err(err) => Err(port_write_error(err, &port)),
+        }
     }
 
     pub(super) async fn port_get(&self, uuid: Uuid) -> Result<Option<Port>, StoreError> {
@@ -124,19 +165,39 @@ impl SqlStore {
     pub(super) async fn port_update(&self, port: &Port) -> Result<(), StoreError> {
         let port = normalized(port);
         let doc = to_doc(&*port, &[])?;
+        let reserve = port_dhcp_address(&port);
+        // The port and its DHCP reservation (MAC or address may have changed) change together.
         let result = with_db!(self, write, |pool| {
-            sqlx::query("UPDATE ports SET node_uuid = $2, address = $3, doc = $4 WHERE uuid = $1")
+            async {
+                let mut tx = pool.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE ports SET node_uuid = $2, address = $3, doc = $4 WHERE uuid = $1",
+                )
                 .bind(port.uuid.to_string())
                 .bind(port.node_uuid.to_string())
                 .bind(port.address.as_str())
                 .bind(doc)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if done == 0 {
+                    tx.rollback().await?;
+                    return Ok::<Option<bool>, sqlx::Error>(None);
+                }
+                let reserved = reserve_for_port!(tx, &port, reserve, true).await?;
+                if reserved {
+                    tx.commit().await?;
+                } else {
+                    tx.rollback().await?;
+                }
+                Ok(Some(reserved))
+            }
+            .await
         });
         match result {
-            Ok(0) => Err(not_found(port.uuid)),
-            Ok(_) => Ok(()),
+            Ok(None) => Err(not_found(port.uuid)),
+            Ok(Some(true)) => Ok(()),
+            Ok(Some(false)) => Err(reserved_elsewhere(&port)),
             Err(err) => Err(port_write_error(err, &port)),
         }
     }

@@ -1,10 +1,12 @@
 //! The cases of the suite; each takes a fresh database.
 
+mod leases;
 mod locks;
 mod misc;
 mod nodes;
 mod related;
 
+pub use leases::*;
 pub use locks::*;
 pub use misc::*;
 pub use nodes::*;

@@ -615,3 +615,4 @@ fn configured_router_and_dns_are_sent() {
 }
 
 mod more;
+mod reserved;

@@ -1,0 +1,142 @@
+//! [`StoreLeaseStore`]: the DHCP server's [`LeaseStore`] on the controller database, so
+//! leases survive a restart and reservations come from ports (`extra.dhcp_address`).
+//!
+//! Only conversions live here: the address search is the pure
+//! [`pick_free`](crate::netboot::dhcp::leases::pick_free), the write rules are the store's
+//! conditional statements.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::model::{DhcpLease, DhcpLeaseState};
+use crate::netboot::MacAddr;
+use crate::netboot::dhcp::leases::{
+    Lease, LeaseOp, LeaseState, LeaseStore, LeaseStoreError, pick_free,
+};
+use crate::store::{LeaseWrite, Store, StoreError};
+
+/// The lease store of `ingot serve`.
+#[derive(Debug, Clone)]
+pub struct StoreLeaseStore {
+    store: Arc<dyn Store>,
+}
+
+impl StoreLeaseStore {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+}
+
+fn backend(err: StoreError) -> LeaseStoreError {
+    LeaseStoreError::Backend(Box::new(err))
+}
+
+fn to_lease(row: DhcpLease) -> Result<Lease, LeaseStoreError> {
+    let mac: MacAddr = row
+        .mac
+        .parse()
+        .map_err(|e| LeaseStoreError::Backend(Box::new(e)))?;
+    Ok(Lease {
+        ip: row.ip,
+        mac,
+        state: match row.state {
+            DhcpLeaseState::Offered => LeaseState::Offered,
+            DhcpLeaseState::Bound => LeaseState::Bound,
+            DhcpLeaseState::Declined => LeaseState::Declined,
+            DhcpLeaseState::Reserved => LeaseState::Reserved,
+        },
+        expires: row.expires_at.into(),
+    })
+}
+
+fn utc(time: SystemTime) -> DateTime<Utc> {
+    time.into()
+}
+
+/// The store write for a policy op (pure).
+pub fn lease_write(op: &LeaseOp, now: SystemTime) -> LeaseWrite {
+    match *op {
+        LeaseOp::Offer { ip, mac, expires } => LeaseWrite::Hold {
+            ip,
+            mac: mac.to_string(),
+            state: DhcpLeaseState::Offered,
+            expires_at: utc(expires),
+            now: utc(now),
+        },
+        LeaseOp::Bind { ip, mac, expires } => LeaseWrite::Hold {
+            ip,
+            mac: mac.to_string(),
+            state: DhcpLeaseState::Bound,
+            expires_at: utc(expires),
+            now: utc(now),
+        },
+        LeaseOp::Release { ip, mac } => LeaseWrite::Release {
+            ip,
+            mac: mac.to_string(),
+        },
+        LeaseOp::Decline { ip, mac, until } => LeaseWrite::Decline {
+            ip,
+            mac: mac.to_string(),
+            until: utc(until),
+        },
+        LeaseOp::ForgetOffer { mac } => LeaseWrite::ForgetOffer {
+            mac: mac.to_string(),
+        },
+    }
+}
+
+#[async_trait]
+impl LeaseStore for StoreLeaseStore {
+    async fn by_mac(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseStoreError> {
+        let row = self
+            .store
+            .dhcp_lease_by_mac(&mac.to_string())
+            .await
+            .map_err(backend)?;
+        row.map(to_lease).transpose()
+    }
+
+    async fn by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>, LeaseStoreError> {
+        let row = self.store.dhcp_lease_by_ip(ip).await.map_err(backend)?;
+        row.map(to_lease).transpose()
+    }
+
+    async fn find_free(
+        &self,
+        start: Ipv4Addr,
+        end: Ipv4Addr,
+        exclude: &BTreeSet<Ipv4Addr>,
+        now: SystemTime,
+    ) -> Result<Option<Ipv4Addr>, LeaseStoreError> {
+        let rows = self
+            .store
+            .dhcp_leases_in(start, end)
+            .await
+            .map_err(backend)?
+            .into_iter()
+            .map(to_lease)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(pick_free(start, end, exclude, &rows, now))
+    }
+
+    async fn apply(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError> {
+        match self.store.write_dhcp_lease(&lease_write(op, now)).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Duplicate { .. }) => Err(LeaseStoreError::Taken {
+                ip: match *op {
+                    LeaseOp::Offer { ip, .. }
+                    | LeaseOp::Bind { ip, .. }
+                    | LeaseOp::Release { ip, .. }
+                    | LeaseOp::Decline { ip, .. } => ip,
+                    LeaseOp::ForgetOffer { .. } => Ipv4Addr::UNSPECIFIED,
+                },
+            }),
+            Err(err) => Err(backend(err)),
+        }
+    }
+}
