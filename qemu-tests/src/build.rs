@@ -21,7 +21,11 @@ pub fn target_dir() -> PathBuf {
 }
 
 fn locked_cargo(lock_name: &str, args: &[&str]) -> Result<String, String> {
-    let lock_path = std::env::temp_dir().join(lock_name);
+    // The lock guards one target directory: keep it there, so that builds into other
+    // target directories (other worktrees) do not wait for each other.
+    let dir = target_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let lock_path = dir.join(lock_name);
     let lock = std::fs::File::create(&lock_path)
         .and_then(|f| f.lock().map(|()| f))
         .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;

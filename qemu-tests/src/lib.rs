@@ -8,6 +8,9 @@
 //!   SMBIOS identity, a serial log and a QMP socket.
 //! - [`wait`]: polling helpers with deadlines.
 //! - [`fake_controller::FakeController`]: the agent protocol on 127.0.0.1, for boot tests.
+//! - [`rack::Rack`]: `ingot serve` in a lab with machines it powers, an image server and
+//!   the real `baremetal` CLI; [`marker_disk`] builds a deploy image that boots on both
+//!   firmwares and prints a marker.
 //!
 //! Tests need root (namespaces, taps) and the lab packages (`qemu-system-x86`, `ovmf`,
 //! `ipxe`); [`require_lab`] fails with a clear message when they are missing.
@@ -15,8 +18,10 @@
 pub mod bmc;
 pub mod build;
 pub mod fake_controller;
+pub mod marker_disk;
 pub mod netns;
 pub mod power;
+pub mod rack;
 pub mod vm;
 pub mod wait;
 

@@ -4,6 +4,11 @@
 //! [`Notify`] for at most the long-poll timeout. Commands handed out are remembered by id
 //! until the agent reports their result. The hub also keeps the hash of each node's current
 //! agent token (persisted in `driver_internal_info` too) and when the agent was last heard.
+//!
+//! A machine that reboots leaves its agent's long-poll behind: the server cannot tell that
+//! the connection is dead, and a command handed to it is lost. So a lookup (a new agent
+//! session) ends the long-polls of the old session, and a heartbeat that says the agent is
+//! idle gets back every command handed out earlier and never reported ([`AgentHub::requeue_sent`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -25,6 +30,11 @@ struct Slot {
     queue: VecDeque<(Uuid, Command)>,
     last_seen: Option<Instant>,
     notify: Arc<Notify>,
+    /// Bumped by every lookup; a long-poll of an older session returns empty.
+    session: u64,
+    /// Hand-out order of the commands in `Inner::sent` (id -> sequence number).
+    handed: HashMap<Uuid, u64>,
+    handed_seq: u64,
 }
 
 #[derive(Debug, Default)]
@@ -97,6 +107,7 @@ impl AgentHub {
         let mut inner = self.lock();
         if let Some(slot) = inner.nodes.get_mut(&node) {
             slot.queue.clear();
+            slot.handed.clear();
         }
         inner.sent.retain(|_, (n, _)| *n != node);
     }
@@ -104,12 +115,19 @@ impl AgentHub {
     /// Takes the next command for `node`, waiting up to `timeout` for one to arrive.
     pub async fn next(&self, node: Uuid, timeout: Duration) -> Option<(Uuid, Command)> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let session = self.lock().nodes.entry(node).or_default().session;
         loop {
             let notify = {
                 let mut inner = self.lock();
                 let slot = inner.nodes.entry(node).or_default();
+                if slot.session != session {
+                    // A new agent looked up: this poll belongs to one that is gone.
+                    return None;
+                }
                 slot.last_seen = Some(Instant::now());
                 if let Some((id, cmd)) = slot.queue.pop_front() {
+                    slot.handed_seq += 1;
+                    slot.handed.insert(id, slot.handed_seq);
                     inner.sent.insert(id, (node, cmd.clone()));
                     return Some((id, cmd));
                 }
@@ -123,7 +141,7 @@ impl AgentHub {
                 .lock()
                 .nodes
                 .get(&node)
-                .is_none_or(|s| s.queue.is_empty())
+                .is_none_or(|s| s.queue.is_empty() && s.session == session)
             {
                 continue;
             }
@@ -133,11 +151,47 @@ impl AgentHub {
         }
     }
 
+    /// Puts every command handed out to `node`'s agent and not reported back at the front of
+    /// its queue, in the order they were queued. Called when the agent says it is idle:
+    /// those commands went to a connection that died (a rebooted machine's long-poll).
+    /// Returns how many were requeued.
+    pub fn requeue_sent(&self, node: Uuid) -> usize {
+        let mut inner = self.lock();
+        let mut lost: Vec<(u64, Uuid, Command)> = Vec::new();
+        inner.sent.retain(|id, (n, c)| {
+            if *n == node {
+                lost.push((0, *id, c.clone()));
+                false
+            } else {
+                true
+            }
+        });
+        if lost.is_empty() {
+            return 0;
+        }
+        let slot = inner.nodes.entry(node).or_default();
+        // Command ids are random: order by when they were handed out.
+        for entry in &mut lost {
+            entry.0 = slot.handed.remove(&entry.1).unwrap_or(0);
+        }
+        lost.sort_by_key(|e| std::cmp::Reverse(e.0));
+        for (_, id, cmd) in &lost {
+            slot.queue.push_front((*id, cmd.clone()));
+        }
+        slot.notify.notify_waiters();
+        lost.len()
+    }
+
     /// Forgets a handed-out command and returns it, when it belongs to `node`.
     pub fn take_sent(&self, node: Uuid, command_id: Uuid) -> Option<Command> {
         let mut inner = self.lock();
         match inner.sent.get(&command_id) {
-            Some((n, _)) if *n == node => inner.sent.remove(&command_id).map(|(_, c)| c),
+            Some((n, _)) if *n == node => {
+                if let Some(slot) = inner.nodes.get_mut(&node) {
+                    slot.handed.remove(&command_id);
+                }
+                inner.sent.remove(&command_id).map(|(_, c)| c)
+            }
             _ => None,
         }
     }
@@ -154,6 +208,10 @@ impl AgentHub {
     pub fn set_token_hash(&self, node: Uuid, hash: [u8; 32]) {
         let mut inner = self.lock();
         let slot = inner.nodes.entry(node).or_default();
+        if slot.token_hash != Some(hash) {
+            slot.session += 1;
+            slot.notify.notify_waiters();
+        }
         slot.token_hash = Some(hash);
         slot.last_seen = Some(Instant::now());
     }
@@ -204,6 +262,63 @@ mod tests {
         assert_eq!(hub.take_sent(Uuid::new_v4(), id), None);
         assert_eq!(hub.take_sent(node, id), Some(Command::Inspect));
         assert_eq!(hub.take_sent(node, id), None);
+    }
+
+    #[tokio::test]
+    async fn a_lookup_ends_the_long_poll_of_the_previous_agent() {
+        let hub = AgentHub::new();
+        let node = Uuid::new_v4();
+        hub.set_token_hash(node, hash_token("first"));
+        let h2 = hub.clone();
+        let old_poll = tokio::spawn(async move { h2.next(node, Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // The machine rebooted and its new agent looked up: the old poll ends empty.
+        hub.set_token_hash(node, hash_token("second"));
+        let ended = tokio::time::timeout(Duration::from_secs(1), old_poll)
+            .await
+            .expect("the old poll ends at once")
+            .expect("join");
+        assert_eq!(ended, None);
+        // The same token again is the same session: nothing ends.
+        hub.set_token_hash(node, hash_token("second"));
+        let id = hub.enqueue(node, Command::Inspect);
+        assert_eq!(
+            hub.next(node, Duration::from_millis(50)).await,
+            Some((id, Command::Inspect))
+        );
+    }
+
+    #[tokio::test]
+    async fn commands_lost_with_a_dead_connection_are_handed_out_again_in_order() {
+        let hub = AgentHub::new();
+        let node = Uuid::new_v4();
+        let other = Uuid::new_v4();
+        let wipe = Command::Wipe {
+            mode: proto::WipeMode::Metadata,
+            devices: vec![],
+        };
+        let a = hub.enqueue(node, Command::Inspect);
+        let b = hub.enqueue(node, wipe.clone());
+        let c = hub.enqueue(other, Command::Inspect);
+        let queued = hub.enqueue(node, Command::Inspect);
+        // Handed to polls whose answers never arrived.
+        for _ in 0..2 {
+            assert!(hub.next(node, Duration::from_millis(10)).await.is_some());
+        }
+        assert!(hub.next(other, Duration::from_millis(10)).await.is_some());
+        assert_eq!(hub.requeue_sent(node), 2);
+        assert_eq!(hub.requeue_sent(node), 0);
+        let mut order = Vec::new();
+        while let Some((id, _)) = hub.next(node, Duration::from_millis(10)).await {
+            order.push(id);
+        }
+        assert_eq!(order, vec![a, b, queued]);
+        assert_eq!(hub.sent(node, b), Some(wipe));
+        // The other node's command is still out, and a reported command is never requeued.
+        assert_eq!(hub.take_sent(other, c), Some(Command::Inspect));
+        assert_eq!(hub.take_sent(node, a), Some(Command::Inspect));
+        assert_eq!(hub.requeue_sent(node), 2);
+        assert_eq!(hub.pending(node).len(), 2);
     }
 
     #[test]

@@ -257,6 +257,12 @@ async fn heartbeat(
             command: Command::Wait { seconds: 5 },
         }));
     }
+    // An idle agent runs nothing: what it was handed and never reported went to a dead
+    // connection (a long-poll left behind by a reboot). Hand it out again.
+    let lost = st.hub.requeue_sent(req.node_uuid);
+    if lost > 0 {
+        tracing::warn!(node = %req.node_uuid, lost, "agent is idle: handing lost commands out again");
+    }
     let answer = match st.hub.next(req.node_uuid, st.heartbeat_timeout).await {
         Some((command_id, command)) => {
             tracing::info!(node = %req.node_uuid, command_id = %command_id, "command handed to the agent");

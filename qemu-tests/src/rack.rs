@@ -1,0 +1,623 @@
+//! A virtual rack: one lab namespace with `ingot serve` in it (full DHCP, TFTP, RA, the boot
+//! and agent listener on the bridge, our agent kernel and initramfs), a static HTTP server
+//! for deploy images, lab machines whose power the controller drives, and the real
+//! `baremetal` CLI (python-ironicclient in a cached venv) run inside the namespace, where the
+//! API listens on the loopback.
+//!
+//! ```text
+//! let mut rack = Rack::start(RackOptions::default())?;
+//! let m = rack.add_machine(VmSpec::numbered(1, Firmware::Bios))?;    // powered off
+//! let node = rack.baremetal_json(&["node", "create", "--driver", "qemu", ...])?;
+//! rack.wait_provision_state(&uuid, "manageable", Duration::from_secs(120))?;
+//! ```
+//!
+//! Dropping the rack kills the QEMU processes the controller started (by the pid in each
+//! machine's pid file, after checking its command line), then `ingot serve` and the HTTP
+//! server, deletes the namespace and removes the working directory (unless kept).
+//! [`Timeline`] records and prints how long each phase of a scenario took.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::netns::{BRIDGE_ADDR, Lab};
+use crate::vm::{BootOrder, Firmware, VmSpec, tail};
+
+/// The operator API inside the namespace.
+pub const API: &str = "http://127.0.0.1:6385";
+/// Port of the image HTTP server on the bridge.
+pub const IMAGE_PORT: u16 = 8081;
+/// The python-ironicclient the API contract was captured with; the same venv (path, pins,
+/// marker) as `controller/tests/ironic_clients.rs` and `xtask/src/pyvenv.rs`.
+const CLIENT_REQUIREMENTS: &[&str] = &["python-ironicclient==6.3.0", "openstacksdk==4.22.0"];
+const VENV_MARKER: &str = "ingot-requirements.txt";
+/// Provision states a wait never recovers from on its own.
+const FAILED_STATES: &[&str] = &[
+    "deploy failed",
+    "clean failed",
+    "inspect failed",
+    "rescue failed",
+    "error",
+];
+
+/// What kind of rack to start.
+#[derive(Debug, Clone)]
+pub struct RackOptions {
+    /// Enroll unknown machines that boot the agent (`[discovery] enabled`).
+    pub discovery: bool,
+    /// `[conductor] callback_timeout_secs`: how long a wait state may last.
+    pub callback_timeout: Duration,
+    /// Extra TOML appended to the generated `ingot.toml` (top-level keys must not repeat).
+    pub extra_config: String,
+    /// Keep the working directory (logs, disks) after the rack is dropped (default: when
+    /// `QEMU_TESTS_KEEP` is set).
+    pub keep_dir: bool,
+}
+
+impl Default for RackOptions {
+    fn default() -> Self {
+        Self {
+            discovery: false,
+            callback_timeout: Duration::from_secs(600),
+            extra_config: String::new(),
+            keep_dir: std::env::var_os("QEMU_TESTS_KEEP").is_some(),
+        }
+    }
+}
+
+/// A lab machine whose power the controller drives (through QMP or a BMC); it starts off.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub spec: VmSpec,
+    pub dir: PathBuf,
+    pub disk: PathBuf,
+    pub serial_log: PathBuf,
+    pub qmp_socket: PathBuf,
+    /// JSON argv (`{"argv": [...]}`) that starts the machine (`qemu_command_file`).
+    pub command_file: PathBuf,
+    pub pid_file: PathBuf,
+}
+
+impl Machine {
+    /// The serial console so far (every power cycle appends to the same log).
+    pub fn serial(&self) -> String {
+        std::fs::read(&self.serial_log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Bytes of serial output so far: a mark for [`Machine::wait_serial_after`].
+    pub fn serial_mark(&self) -> usize {
+        std::fs::metadata(&self.serial_log).map_or(0, |m| m.len() as usize)
+    }
+
+    /// Waits until `needle` appears on the serial console after byte `mark`.
+    pub fn wait_serial_after(
+        &self,
+        mark: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        crate::wait::until(timeout, Duration::from_millis(200), needle, || {
+            let text = std::fs::read(&self.serial_log).unwrap_or_default();
+            let seen = text.get(mark..).unwrap_or_default();
+            Ok(String::from_utf8_lossy(seen).contains(needle).then_some(()))
+        })
+        .with_context(|| {
+            format!(
+                "{}: serial console\n{}",
+                self.spec.name,
+                tail(&self.serial(), 30)
+            )
+        })
+    }
+
+    /// `driver_info` of the `qemu` hardware type for this machine, as `--driver-info` args.
+    pub fn qemu_driver_info(&self) -> Vec<String> {
+        vec![
+            format!("qemu_qmp_socket={}", self.qmp_socket.display()),
+            format!("qemu_command_file={}", self.command_file.display()),
+            format!("qemu_pid_file={}", self.pid_file.display()),
+            "qemu_timeout=30".to_owned(),
+        ]
+    }
+
+    /// The pid of this machine's QEMU, if one runs (checked against its command line).
+    pub fn qemu_pid(&self) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(&self.pid_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let needle = self.qmp_socket.as_os_str().as_encoded_bytes();
+        cmdline
+            .windows(needle.len())
+            .any(|w| w == needle)
+            .then_some(pid)
+    }
+
+    /// Kills this machine's QEMU (if it runs) and waits for it to go.
+    pub fn kill(&self) {
+        let Some(pid) = self.qemu_pid() else { return };
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        for _ in 0..50 {
+            if !process_alive(pid) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// The running rack.
+#[derive(Debug)]
+pub struct Rack {
+    ingot: Option<Child>,
+    machines: Vec<Machine>,
+    lab: Lab,
+    images: PathBuf,
+    ingot_log: PathBuf,
+    venv: PathBuf,
+    home: PathBuf,
+    started: Instant,
+    // Declared last: removed after the lab is gone.
+    dir: DirGuard,
+}
+
+/// The rack's working directory, removed on drop unless kept.
+#[derive(Debug)]
+struct DirGuard {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        if self.keep {
+            println!("rack directory kept: {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+impl Rack {
+    /// Builds what it needs (initramfs, `ingot`, the client venv), creates the lab, starts
+    /// `ingot serve` and the image server in it and waits for the API.
+    pub fn start(opts: RackOptions) -> anyhow::Result<Rack> {
+        crate::require_lab()?;
+        let started = Instant::now();
+        let (kernel, initrd) = crate::build::agent_initramfs()?;
+        let ingot = crate::build::ingot_binary()?;
+        let venv = clients_venv()?;
+        let dir = tempfile::Builder::new()
+            .prefix("ingot-rack-")
+            .tempdir()
+            .context("creating the rack directory")?
+            .keep();
+        let lab = Lab::new()?;
+        let images = dir.join("images");
+        let home = dir.join("home");
+        for d in [&images, &home] {
+            std::fs::create_dir_all(d)?;
+        }
+        let mut rack = Rack {
+            ingot: None,
+            machines: Vec::new(),
+            lab,
+            ingot_log: dir.join("ingot.log"),
+            dir: DirGuard {
+                path: dir,
+                keep: opts.keep_dir,
+            },
+            images,
+            venv,
+            home,
+            started,
+        };
+        let config = rack.dir.path.join("ingot.toml");
+        std::fs::write(&config, rack.config_toml(&opts, &kernel, &initrd))?;
+        let log = std::fs::File::create(&rack.ingot_log)?;
+        let server = rack
+            .lab
+            .command(ingot.to_str().context("ingot path is not UTF-8")?)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting ingot serve in the lab")?;
+        rack.ingot = Some(server);
+        let http_log = std::fs::File::create(rack.dir.path.join("images.log"))?;
+        let http = rack
+            .lab
+            .command("python3")
+            .args(["-m", "http.server", "--bind", BRIDGE_ADDR])
+            .arg(IMAGE_PORT.to_string())
+            .arg("--directory")
+            .arg(&rack.images)
+            .stdin(Stdio::null())
+            .stdout(http_log.try_clone()?)
+            .stderr(http_log)
+            .spawn()
+            .context("starting the image HTTP server")?;
+        rack.lab.adopt(http);
+        crate::wait::until(
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            "the API and the image server",
+            || {
+                let api = rack.api_get("/v1")?.is_some();
+                let images = rack
+                    .lab
+                    .command("curl")
+                    .args(["-s", "-f", "-o", "/dev/null"])
+                    .arg(format!("http://{BRIDGE_ADDR}:{IMAGE_PORT}/"))
+                    .stdin(Stdio::null())
+                    .status()
+                    .context("running curl in the lab")?
+                    .success();
+                Ok((api && images).then_some(()))
+            },
+        )
+        .with_context(|| format!("ingot log:\n{}", tail(&rack.ingot_log(), 30)))?;
+        println!(
+            "rack {} up in {:.1} s (dir {})",
+            rack.lab.name,
+            started.elapsed().as_secs_f64(),
+            rack.dir.path.display()
+        );
+        Ok(rack)
+    }
+
+    fn config_toml(&self, opts: &RackOptions, kernel: &Path, initrd: &Path) -> String {
+        format!(
+            "api_listen = \"127.0.0.1:6385\"\n\
+             database = \"sqlite://{db}\"\n\
+             state_dir = \"{state}\"\n\
+             [conductor]\n\
+             callback_timeout_secs = {callback}\n\
+             [netboot]\n\
+             mode = \"full\"\n\
+             interfaces = [\"br0\"]\n\
+             server_ip = \"{BRIDGE_ADDR}\"\n\
+             http_listen = \"{BRIDGE_ADDR}:8080\"\n\
+             pool_start = \"172.31.250.100\"\n\
+             pool_end = \"172.31.250.199\"\n\
+             netmask = \"255.255.255.0\"\n\
+             agent_kernel = \"{kernel}\"\n\
+             agent_initramfs = \"{initrd}\"\n\
+             [discovery]\n\
+             enabled = {discovery}\n\
+             allowed_subnets = [\"172.31.250.0/24\"]\n\
+             {extra}\n",
+            db = self.dir.path.join("ingot.db").display(),
+            state = self.dir.path.display(),
+            callback = opts.callback_timeout.as_secs().max(1),
+            kernel = kernel.display(),
+            initrd = initrd.display(),
+            discovery = opts.discovery,
+            extra = opts.extra_config,
+        )
+    }
+
+    /// The lab namespace (to start more processes in it).
+    pub fn lab(&mut self) -> &mut Lab {
+        &mut self.lab
+    }
+
+    /// The rack's working directory (logs, database, machines, images).
+    pub fn dir(&self) -> &Path {
+        &self.dir.path
+    }
+
+    /// Time since [`Rack::start`] was called.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The controller's log so far.
+    pub fn ingot_log(&self) -> String {
+        std::fs::read_to_string(&self.ingot_log).unwrap_or_default()
+    }
+
+    /// Prepares a machine (directory, empty disk, tap, the argv file with a `-pidfile`) and
+    /// leaves it powered off: the controller starts it.
+    pub fn add_machine(&mut self, spec: VmSpec) -> anyhow::Result<Machine> {
+        let dir = self.dir.path.join("machines").join(&spec.name);
+        std::fs::create_dir_all(&dir)?;
+        crate::vm::create_disk(&spec, &dir.join("disk.img"))?;
+        self.lab.add_tap(&spec.tap())?;
+        if spec.firmware != Firmware::Bios {
+            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", dir.join("OVMF_VARS.fd"))
+                .context("copying OVMF vars")?;
+        }
+        let pid_file = dir.join("qemu.pid");
+        let mut argv = vec!["qemu-system-x86_64".to_owned()];
+        argv.extend(spec.qemu_args(&dir, BootOrder::NetworkFirst));
+        argv.extend(["-pidfile".to_owned(), pid_file.display().to_string()]);
+        let command_file = dir.join("qemu.json");
+        std::fs::write(
+            &command_file,
+            serde_json::to_vec_pretty(&serde_json::json!({ "argv": argv }))?,
+        )?;
+        let m = Machine {
+            disk: dir.join("disk.img"),
+            serial_log: dir.join("serial.log"),
+            qmp_socket: dir.join("qmp.sock"),
+            command_file,
+            pid_file,
+            dir,
+            spec,
+        };
+        self.machines.push(m.clone());
+        Ok(m)
+    }
+
+    /// Copies `file` into the image server's directory as `name`; returns its URL as the
+    /// machines reach it.
+    pub fn publish(&self, file: &Path, name: &str) -> anyhow::Result<String> {
+        let dest = self.images.join(name);
+        if std::fs::hard_link(file, &dest).is_err() {
+            std::fs::copy(file, &dest).with_context(|| format!("copying {}", file.display()))?;
+        }
+        Ok(format!("http://{BRIDGE_ADDR}:{IMAGE_PORT}/{name}"))
+    }
+
+    /// Runs the `baremetal` CLI inside the namespace; returns its stdout, or fails with
+    /// its stderr.
+    pub fn baremetal(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self
+            .lab
+            .command(self.venv.join("bin/baremetal").to_str().context("venv path")?)
+            .args(args)
+            .env("OS_ENDPOINT", API)
+            .env("OS_AUTH_TYPE", "none")
+            .env("HOME", &self.home)
+            .env_remove("OS_CLOUD")
+            .env_remove("OS_BAREMETAL_API_VERSION")
+            .stdin(Stdio::null())
+            .output()
+            .context("running baremetal in the lab")?;
+        if !out.status.success() {
+            bail!(
+                "baremetal {} failed ({}): {}{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs the `baremetal` CLI with `-f json` and parses what it prints.
+    pub fn baremetal_json(&self, args: &[&str]) -> anyhow::Result<Value> {
+        let mut all = args.to_vec();
+        all.extend(["-f", "json"]);
+        let text = self.baremetal(&all)?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("baremetal {} printed no JSON: {text}", args.join(" ")))
+    }
+
+    /// GETs an API path from inside the namespace; `None` on an HTTP error.
+    pub fn api_get(&self, path: &str) -> anyhow::Result<Option<Value>> {
+        let out = self
+            .lab
+            .command("curl")
+            .args(["-s", "-f", "-H", "X-OpenStack-Ironic-API-Version: 1.115"])
+            .arg(format!("{API}{path}"))
+            .stdin(Stdio::null())
+            .output()
+            .context("running curl in the lab")?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        Ok(Some(
+            serde_json::from_slice(&out.stdout).context("API answer is not JSON")?,
+        ))
+    }
+
+    /// The node as `GET /v1/nodes/{ident}` shows it.
+    pub fn node(&self, ident: &str) -> anyhow::Result<Value> {
+        self.api_get(&format!("/v1/nodes/{ident}"))?
+            .with_context(|| format!("GET /v1/nodes/{ident} failed"))
+    }
+
+    /// Waits until the node rests in `want` (no target state); fails at once when it lands
+    /// in a failed state it was not asked to reach, with its `last_error`. Returns the node.
+    pub fn wait_provision_state(
+        &self,
+        ident: &str,
+        want: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let mut last_seen = String::new();
+        crate::wait::until(
+            timeout,
+            Duration::from_millis(250),
+            &format!("node {ident} to reach {want:?}"),
+            || {
+                let node = self.node(ident)?;
+                let state = node["provision_state"].as_str().unwrap_or_default();
+                let target = &node["target_provision_state"];
+                if state != last_seen {
+                    println!(
+                        "  [{:6.1} s] {ident}: {state}",
+                        self.started.elapsed().as_secs_f64()
+                    );
+                    last_seen = state.to_owned();
+                }
+                if state == want && target.is_null() {
+                    return Ok(Some(node));
+                }
+                if FAILED_STATES.contains(&state) && state != want {
+                    bail!(
+                        "node {ident} is in {state:?} instead of {want:?}: {}",
+                        node["last_error"]
+                    );
+                }
+                Ok(None)
+            },
+        )
+        .with_context(|| format!("ingot log:\n{}", tail(&self.ingot_log(), 25)))
+    }
+
+    /// Waits until the node's `power_state` is `want` (`power on` / `power off`).
+    pub fn wait_power_state(
+        &self,
+        ident: &str,
+        want: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        crate::wait::until(
+            timeout,
+            Duration::from_millis(250),
+            &format!("node {ident} power {want:?}"),
+            || {
+                let node = self.node(ident)?;
+                Ok((node["power_state"] == want && node["target_power_state"].is_null())
+                    .then_some(()))
+            },
+        )
+    }
+}
+
+impl Drop for Rack {
+    fn drop(&mut self) {
+        // The controller first, so that it starts no machine while they are killed.
+        if let Some(mut ingot) = self.ingot.take() {
+            let _ = ingot.kill();
+            let _ = ingot.wait();
+        }
+        for m in &self.machines {
+            m.kill();
+        }
+        // Then the lab (the image server, the namespace) and the directory drop.
+    }
+}
+
+/// Returns the cached client venv, building it under a file lock if missing or outdated.
+pub fn clients_venv() -> anyhow::Result<PathBuf> {
+    let tmp = crate::build::target_dir().join("tmp");
+    std::fs::create_dir_all(&tmp)?;
+    let dir = tmp.join("pyvenv-clients");
+    let lock = std::fs::File::create(dir.with_extension("lock"))?;
+    lock.lock().context("locking the venv")?;
+    let want = format!("{}\n", CLIENT_REQUIREMENTS.join("\n"));
+    if dir.join("bin/baremetal").exists()
+        && std::fs::read_to_string(dir.join(VENV_MARKER)).ok().as_deref() == Some(&want)
+    {
+        return Ok(dir);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let python = std::env::var("INGOT_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let status = Command::new(&python)
+        .arg("-m")
+        .arg("venv")
+        .arg(&dir)
+        .status()
+        .with_context(|| format!("running {python} -m venv (Debian: python3-venv)"))?;
+    if !status.success() {
+        bail!("{python} -m venv failed: {status}");
+    }
+    let status = Command::new(dir.join("bin/pip"))
+        .args(["install", "--disable-pip-version-check", "--quiet"])
+        .args(CLIENT_REQUIREMENTS)
+        .status()
+        .context("running pip")?;
+    if !status.success() {
+        bail!("pip install {} failed: {status}", CLIENT_REQUIREMENTS.join(" "));
+    }
+    std::fs::write(dir.join(VENV_MARKER), want)?;
+    Ok(dir)
+}
+
+/// Durations of the phases of one scenario (one machine), printed as they end.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    pub label: String,
+    pub phases: Vec<(String, Duration)>,
+}
+
+impl Timeline {
+    pub fn new(label: &str) -> Self {
+        Self {
+            label: label.to_owned(),
+            phases: Vec::new(),
+        }
+    }
+
+    /// Runs `f` as phase `name` and records its duration (also when it fails).
+    pub fn phase<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let t = Instant::now();
+        let r = f().with_context(|| format!("{}: phase {name}", self.label));
+        let took = t.elapsed();
+        println!(
+            "[{}] {name}: {:.1} s{}",
+            self.label,
+            took.as_secs_f64(),
+            if r.is_err() { " (failed)" } else { "" }
+        );
+        self.phases.push((name.to_owned(), took));
+        r
+    }
+
+    /// The duration of phase `name`, if it ran.
+    pub fn get(&self, name: &str) -> Option<Duration> {
+        self.phases.iter().find(|(n, _)| n == name).map(|(_, d)| *d)
+    }
+
+    /// A table with one row per phase and one column per timeline.
+    pub fn table(timelines: &[Timeline]) -> String {
+        let mut names: Vec<&str> = Vec::new();
+        for t in timelines {
+            for (n, _) in &t.phases {
+                if !names.contains(&n.as_str()) {
+                    names.push(n);
+                }
+            }
+        }
+        let mut out = format!("| phase |");
+        for t in timelines {
+            out.push_str(&format!(" {} |", t.label));
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---:|".repeat(timelines.len()));
+        for n in names {
+            out.push_str(&format!("\n| {n} |"));
+            for t in timelines {
+                match t.get(n) {
+                    Some(d) => out.push_str(&format!(" {:.1} s |", d.as_secs_f64())),
+                    None => out.push_str(" - |"),
+                }
+            }
+        }
+        out
+    }
+}
