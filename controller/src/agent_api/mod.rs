@@ -378,16 +378,31 @@ async fn events(
     }
 }
 
+/// The state a node is in between the conductor handing a command to the hub and saving
+/// `wait_state`: a fast agent can report in that gap, so its result must wait, not be
+/// dropped.
+fn entering_state(wait_state: &str) -> Option<&'static str> {
+    match wait_state {
+        "inspect wait" => Some("inspecting"),
+        "clean wait" => Some("cleaning"),
+        "wait call-back" => Some("deploying"),
+        _ => None,
+    }
+}
+
 /// Completes the node's wait when it is in `wait_state`; retries while the conductor task
-/// that entered the wait still holds the lock.
+/// that hands out the command has not saved the wait state yet, or still holds the lock.
 async fn finish(st: &AgentApiState, node: Uuid, wait_state: &str, result: Result<(), String>) {
     for _ in 0..500 {
         match st.store.get_node_by_uuid(node).await {
             Ok(Some(n)) if n.provision_state == wait_state => {}
             // The task that sent the command has not saved the wait state yet (a fast agent
             // answers before the conductor's transaction commits): wait for it.
-            Ok(Some(n)) if n.reservation.is_some() => {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(Some(n))
+                if n.reservation.is_some()
+                    || entering_state(wait_state) == Some(n.provision_state.as_str()) =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
             Ok(Some(n)) => {
@@ -417,6 +432,14 @@ async fn finish(st: &AgentApiState, node: Uuid, wait_state: &str, result: Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_wait_for_the_state_before_each_wait() {
+        assert_eq!(entering_state("inspect wait"), Some("inspecting"));
+        assert_eq!(entering_state("clean wait"), Some("cleaning"));
+        assert_eq!(entering_state("wait call-back"), Some("deploying"));
+        assert_eq!(entering_state("manageable"), None);
+    }
 
     #[test]
     fn hex_round_trip() {

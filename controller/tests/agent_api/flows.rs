@@ -586,3 +586,50 @@ async fn boot_scripts_and_ranged_downloads() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.expect("bytes").len(), 1000);
 }
+
+/// Sets a node's provision state straight in the store (a conductor task caught midway).
+async fn force_state(env: &Env, id: Uuid, state: &str) {
+    let store = &env.services.store;
+    let mut n = store
+        .get_node_by_uuid(id)
+        .await
+        .expect("read")
+        .expect("node");
+    n.provision_state = state.to_owned();
+    store.update_node(&n).await.expect("write");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_before_the_wait_state_is_saved_is_kept() {
+    let env = start(manage_rules()).await;
+    let lr = env
+        .lookup(&lookup_req(&["52:54:00:ee:00:07"], "H7", "uh7"))
+        .await;
+    let (id, token) = (lr.node_uuid, lr.token);
+    env.wait_state(id, "manageable").await;
+    let (s, b) = env
+        .api(
+            Method::PUT,
+            &format!("/v1/nodes/{id}/states/provision"),
+            Some(json!({"target": "inspect"})),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let (cmd_id, cmd) = env.next_command(id, &token).await;
+    assert_eq!(cmd, Command::Inspect);
+    env.wait_state(id, "inspect wait").await;
+    // A fast agent answers while the conductor has not saved `inspect wait` yet.
+    force_state(&env, id, "inspecting").await;
+    let report = Report::Succeeded {
+        inventory: Some(Box::new(inventory(&["52:54:00:ee:00:07"], "H7"))),
+        detail: None,
+    };
+    let (status, ()) = tokio::join!(env.report(id, &token, cmd_id, report), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        force_state(&env, id, "inspect wait").await;
+    });
+    assert_eq!(status, 204);
+    let n = env.wait_state(id, "manageable").await;
+    assert!(n["inspection_finished_at"].is_string(), "{n}");
+    assert!(n["last_error"].is_null(), "{n}");
+}
