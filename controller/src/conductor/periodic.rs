@@ -12,8 +12,13 @@ use crate::machine::{Event, NodeView, ProvisionState, StateKind};
 use crate::store::{AllocationQuery, NodeQuery, StoreError};
 
 impl Conductor {
-    /// Start-up: releases locks this conductor held before a restart, fails nodes left in
-    /// transient or wait states, processes pending allocations and starts the power sync.
+    /// Start-up: releases locks this conductor held before a restart, then (in the
+    /// background, so the API answers at once) fails nodes left in transient or wait states
+    /// and processes pending allocations, and starts the power sync.
+    ///
+    /// Deferring the recovery is safe: a verb on a node still in a transient state is
+    /// refused by the machine, and an agent result that arrives first for a node in a wait
+    /// state is simply processed (the recovery then finds the node locked or moved on).
     pub async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
         let released = self
             .store
@@ -26,20 +31,12 @@ impl Conductor {
                 "released node locks left by a previous run"
             );
         }
-        self.recover_interrupted()
-            .await
-            .context("recovering interrupted node tasks")?;
-        let pending = self
-            .store
-            .list_allocations(&AllocationQuery {
-                state: Some("allocating".to_owned()),
-                ..AllocationQuery::default()
-            })
-            .await
-            .context("listing pending allocations")?;
-        for allocation in pending {
-            self.process_allocation(allocation.uuid);
-        }
+        let this = self.clone();
+        self.spawn(async move {
+            if let Err(err) = this.recover().await {
+                tracing::error!(error = %format!("{err:#}"), "start-up recovery failed");
+            }
+        });
         let interval = self.config.power_sync_interval;
         if !interval.is_zero() {
             let this = self.clone();
@@ -62,6 +59,25 @@ impl Conductor {
         Ok(())
     }
 
+    /// The deferred part of [`Conductor::start`].
+    async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
+        self.recover_interrupted()
+            .await
+            .context("recovering interrupted node tasks")?;
+        let pending = self
+            .store
+            .list_allocations(&AllocationQuery {
+                state: Some("allocating".to_owned()),
+                ..AllocationQuery::default()
+            })
+            .await
+            .context("listing pending allocations")?;
+        for allocation in pending {
+            self.process_allocation(allocation.uuid);
+        }
+        Ok(())
+    }
+
     /// Fails every unlocked node in a transient or wait state (their task died with the
     /// previous run).
     async fn recover_interrupted(self: &Arc<Self>) -> Result<(), StoreError> {
@@ -77,13 +93,19 @@ impl Conductor {
                 if node.reservation.is_some() {
                     continue;
                 }
-                self.recover_node(node.uuid, state).await;
+                self.recover_node(node.uuid, state, node.provision_updated_at)
+                    .await;
             }
         }
         Ok(())
     }
 
-    async fn recover_node(self: &Arc<Self>, uuid: Uuid, state: ProvisionState) {
+    async fn recover_node(
+        self: &Arc<Self>,
+        uuid: Uuid,
+        state: ProvisionState,
+        listed_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
         let node = match self.store.reserve_node(uuid, &self.config.name).await {
             Ok(node) => node,
             Err(err) => {
@@ -91,6 +113,12 @@ impl Conductor {
                 return;
             }
         };
+        // Recovery runs beside the API: a node this run has moved on since it was listed
+        // (an agent result came first) is live, not interrupted.
+        if node.provision_state != state.as_str() || node.provision_updated_at != listed_at {
+            self.release(uuid).await;
+            return;
+        }
         let reason = format!(
             "The conductor {} restarted while the node was in state \"{state}\"; the operation \
              was interrupted",

@@ -224,11 +224,11 @@ async fn connect_sqlite(url: &str) -> Result<Backend, StoreError> {
         .connect_with(options.clone().journal_mode(SqliteJournalMode::Wal))
         .await?;
     SQLITE_MIGRATOR.run(&write).await.map_err(migrate_error)?;
+    // Readers open on first use: start-up needs only the writer (cold start).
     let read = SqlitePoolOptions::new()
         .test_before_acquire(false)
         .max_connections(SQLITE_READERS)
-        .connect_with(options)
-        .await?;
+        .connect_lazy_with(options);
     tracing::debug!(url, "opened sqlite store");
     Ok(Backend::Sqlite { read, write })
 }

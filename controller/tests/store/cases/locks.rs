@@ -282,7 +282,11 @@ pub async fn commit_transition(db: &mut Db) {
     assert_eq!(revision, 1);
     let stored = store.get_node_by_uuid(created.uuid).await.unwrap().unwrap();
     assert_eq!(
-        (stored.provision_state.as_str(), stored.revision, stored.reservation),
+        (
+            stored.provision_state.as_str(),
+            stored.revision,
+            stored.reservation
+        ),
         ("manageable", 1, None)
     );
     assert_eq!(store.list_history(created.uuid).await.unwrap(), vec![first]);
@@ -311,7 +315,10 @@ pub async fn commit_transition(db: &mut Db) {
     assert_eq!(store.commit_transition(&copy, None, None).await.unwrap(), 3);
     let stored = store.get_node_by_uuid(created.uuid).await.unwrap().unwrap();
     assert_eq!(
-        (stored.provision_state.as_str(), stored.reservation.as_deref()),
+        (
+            stored.provision_state.as_str(),
+            stored.reservation.as_deref()
+        ),
         ("available", Some("c1"))
     );
     copy.revision = 3;
