@@ -17,28 +17,28 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Shell-glob match as `modules.alias` uses it: `*`, `?` and `[...]` classes (with `!`/`^`
-/// negation and `a-z` ranges).
+/// negation and `a-z` ranges). Works on bytes (aliases are ASCII) without allocating: the
+/// generic ramdisk matches every device against thousands of patterns.
 pub fn glob_match(pat: &str, s: &str) -> bool {
-    let p: Vec<char> = pat.chars().collect();
-    let t: Vec<char> = s.chars().collect();
+    let (p, t) = (pat.as_bytes(), s.as_bytes());
     // Iterative matcher with backtracking to the last `*`.
     let (mut pi, mut ti) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
         if pi < p.len() {
             match p[pi] {
-                '*' => {
+                b'*' => {
                     star = Some((pi, ti));
                     pi += 1;
                     continue;
                 }
-                '?' => {
+                b'?' => {
                     pi += 1;
                     ti += 1;
                     continue;
                 }
-                '[' => {
-                    if let Some((ok, next)) = class(&p, pi, t[ti])
+                b'[' => {
+                    if let Some((ok, next)) = class(p, pi, t[ti])
                         && ok
                     {
                         pi = next;
@@ -63,25 +63,25 @@ pub fn glob_match(pat: &str, s: &str) -> bool {
             None => return false,
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// Matches `c` against the class starting at `p[i] == '['`; returns (matched, index after `]`),
 /// or None when the class is not closed (then `[` is an ordinary character that did not match).
-fn class(p: &[char], i: usize, c: char) -> Option<(bool, usize)> {
+fn class(p: &[u8], i: usize, c: u8) -> Option<(bool, usize)> {
     let mut j = i + 1;
-    let negate = matches!(p.get(j), Some('!') | Some('^'));
+    let negate = matches!(p.get(j), Some(b'!') | Some(b'^'));
     if negate {
         j += 1;
     }
     let mut matched = false;
     let mut first = true;
     while j < p.len() {
-        if p[j] == ']' && !first {
+        if p[j] == b']' && !first {
             return Some((matched != negate, j + 1));
         }
         first = false;
-        if j + 2 < p.len() && p[j + 1] == '-' && p[j + 2] != ']' {
+        if j + 2 < p.len() && p[j + 1] == b'-' && p[j + 2] != b']' {
             if p[j] <= c && c <= p[j + 2] {
                 matched = true;
             }
@@ -94,6 +94,12 @@ fn class(p: &[char], i: usize, c: char) -> Option<(bool, usize)> {
         }
     }
     None
+}
+
+/// The literal start of a pattern (up to its first wildcard): a cheap first test.
+fn literal_prefix(pat: &str) -> &str {
+    let end = pat.find(['*', '?', '[']).unwrap_or(pat.len());
+    &pat[..end]
 }
 
 /// `modules.dep`, `modules.alias` and `modules.softdep` of the running kernel.
@@ -168,7 +174,10 @@ impl ModuleIndex {
     pub fn matches(&self, modalias: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for (pat, m) in &self.aliases {
-            if glob_match(pat, modalias) && !out.contains(m) {
+            if modalias.starts_with(literal_prefix(pat))
+                && glob_match(pat, modalias)
+                && !out.contains(m)
+            {
                 out.push(m.clone());
             }
         }
@@ -431,6 +440,11 @@ mod tests {
             ("a*b*c", "axxbyy", false),
             ("acpi*:PNP0A0[38]:*", "acpi:PNP0A03:", true),
             ("a[b", "a[b", false),
+            (
+                "usb:v*p*d*dc*dsc*dp*ic08isc06ip50in*",
+                "usb:v0781p5567d0100dc00dsc00dp00ic08isc06ip50in00",
+                true,
+            ),
         ];
         for (p, s, want) in cases {
             assert_eq!(glob_match(p, s), want, "{p} vs {s}");
@@ -451,6 +465,17 @@ alias virtio:d00000001v* virtio_net\n\
 alias virtio:d00000002v* virtio_blk\n\
 alias crypto-crc32c crc32c_generic\n";
     const SOFT: &str = "softdep virtio_blk pre: crc32c post: whatever\n";
+
+    #[test]
+    fn literal_prefixes() {
+        assert_eq!(
+            literal_prefix("pci:v00008086d0000100[EF]sv*"),
+            "pci:v00008086d0000100"
+        );
+        assert_eq!(literal_prefix("acpi*:PNP0A03:*"), "acpi");
+        assert_eq!(literal_prefix("fs-ext4"), "fs-ext4");
+        assert_eq!(literal_prefix("*"), "");
+    }
 
     #[test]
     fn network_aliases() {
