@@ -67,6 +67,9 @@ struct ConfigdriveArgs {
     /// network_data.json content: inline JSON, or a file path.
     #[arg(long)]
     network_data: Option<String>,
+    /// vendor_data.json content: inline JSON, or a file path.
+    #[arg(long)]
+    vendor_data: Option<String>,
     /// Output ISO file.
     #[arg(long)]
     out: PathBuf,
@@ -208,6 +211,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map(|p| std::fs::read(&p).with_context(|| format!("reading {}", p.display())))
                     .transpose()?,
                 network_data: a.network_data.as_deref().map(json_arg).transpose()?,
+                vendor_data: a.vendor_data.as_deref().map(json_arg).transpose()?,
             };
             let iso = cd.build()?;
             std::fs::write(&a.out, &iso).with_context(|| format!("writing {}", a.out.display()))?;

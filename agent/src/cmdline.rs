@@ -8,7 +8,8 @@
 //! - `ingot.ca=sha256:HEX`: pin the controller's TLS certificate by its SHA-256 fingerprint;
 //! - `BOOTIF=01-aa-bb-cc-dd-ee-ff`: the MAC the machine booted from (PXELINUX/iPXE style);
 //! - `ingot.on_fatal=reboot|poweroff` and `ingot.fatal_delay=SECS`: what to do after a fatal
-//!   error (default: reboot after 30 s).
+//!   error (default: reboot after 30 s);
+//! - `ingot.log=FILTER`: the console log filter (`debug`, `agent::init=debug`; default `info`).
 //!
 //! The file ends in a newline, which must not stick to the last argument (gotcha G1), and
 //! values may be double-quoted.
@@ -33,6 +34,8 @@ pub struct AgentConfig {
     pub boot_mac: Option<String>,
     pub on_fatal: OnFatal,
     pub fatal_delay: Duration,
+    /// Console log filter (`ingot.log=debug`, tracing's directive syntax); default `info`.
+    pub log: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -43,6 +46,7 @@ impl Default for AgentConfig {
             boot_mac: None,
             on_fatal: OnFatal::Reboot,
             fatal_delay: Duration::from_secs(30),
+            log: None,
         }
     }
 }
@@ -153,6 +157,7 @@ pub fn parse(text: &str) -> Result<AgentConfig, CmdlineError> {
                     .map_err(|_| invalid(key, value, "must be seconds"))?;
                 cfg.fatal_delay = Duration::from_secs(s);
             }
+            "ingot.log" => cfg.log = Some(value.to_owned()),
             _ => {}
         }
     }
@@ -194,12 +199,14 @@ mod tests {
                     boot_mac: Some("52:54:00:ab:cd:ef".into()),
                     on_fatal: OnFatal::Reboot,
                     fatal_delay: Duration::from_secs(5),
+                    log: None,
                 }),
             ),
             (
-                "x=\"a b\" ingot.url=\"http://10.0.0.1\"\n".into(),
+                "x=\"a b\" ingot.url=\"http://10.0.0.1\" ingot.log=agent::init=debug\n".into(),
                 Ok(AgentConfig {
                     url: Some("http://10.0.0.1".into()),
+                    log: Some("agent::init=debug".into()),
                     ..Default::default()
                 }),
             ),

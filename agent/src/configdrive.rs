@@ -2,7 +2,7 @@
 //! and Joliet names, laid out as cloud-init's ConfigDrive source reads it:
 //!
 //! ```text
-//! openstack/latest/{meta_data.json, user_data, network_data.json}
+//! openstack/latest/{meta_data.json, user_data, network_data.json, vendor_data.json}
 //! openstack/2015-10-15/{...same...}
 //! ```
 //!
@@ -31,6 +31,8 @@ pub struct ConfigDrive {
     pub user_data: Option<Vec<u8>>,
     /// `network_data.json`.
     pub network_data: Option<serde_json::Value>,
+    /// `vendor_data.json` (cloud-init reads it as vendor data).
+    pub vendor_data: Option<serde_json::Value>,
 }
 
 fn file(name: &str, contents: Vec<u8>) -> IsoFile {
@@ -55,6 +57,9 @@ impl ConfigDrive {
         }
         if let Some(n) = &self.network_data {
             v.push(file("network_data.json", serde_json::to_vec(n)?));
+        }
+        if let Some(n) = &self.vendor_data {
+            v.push(file("vendor_data.json", serde_json::to_vec(n)?));
         }
         Ok(v)
     }

@@ -85,10 +85,11 @@ impl Vm {
         let t0 = Instant::now();
         loop {
             let log = self.serial();
-            if let Some(line) = log
-                .get(from..)
-                .and_then(|tail| tail.lines().find(|l| l.contains("Booting from")))
-            {
+            if let Some(line) = log.get(from..).and_then(|tail| {
+                // Only a finished line: the firmware may be mid-write.
+                tail.split_inclusive('\n')
+                    .find(|l| l.contains("Booting from") && l.ends_with('\n'))
+            }) {
                 return line.trim().to_owned();
             }
             assert!(

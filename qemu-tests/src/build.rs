@@ -75,3 +75,20 @@ pub fn ingot_binary() -> anyhow::Result<PathBuf> {
         .clone()
         .map_err(|e| anyhow::anyhow!(e))
 }
+
+/// Builds the Debian 12 OS image (`cargo xtask image debian`, cached by its recipe); returns
+/// the raw image.
+pub fn debian_image() -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let text = locked_cargo(
+                "ingot-qemu-tests-debian-image.lock",
+                &["xtask", "image", "debian"],
+            )?;
+            println!("{text}");
+            Ok(target_dir().join("images/debian-12.raw"))
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}

@@ -39,6 +39,11 @@ pub struct VmSpec {
     pub smbios_serial: String,
     /// Boot a kernel directly instead of the firmware's network boot.
     pub direct_kernel: Option<(PathBuf, PathBuf, String)>,
+    /// Start the disk as a (sparse) copy of this raw image instead of empty; it is then
+    /// grown to `disk_bytes` when smaller.
+    pub disk_image: Option<PathBuf>,
+    /// More QEMU arguments (extra drives, for example).
+    pub extra_args: Vec<String>,
 }
 
 impl VmSpec {
@@ -55,6 +60,8 @@ impl VmSpec {
             smbios_uuid: format!("1ab0c0de-0000-4000-8000-{n:012x}"),
             smbios_serial: format!("INGOT-LAB-{n:02}"),
             direct_kernel: None,
+            disk_image: None,
+            extra_args: Vec::new(),
         }
     }
     /// The machine's tap on the lab bridge.
@@ -167,8 +174,33 @@ impl VmSpec {
                 append.clone(),
             ]);
         }
+        argv.extend(self.extra_args.iter().cloned());
         argv
     }
+}
+
+/// Creates the machine's disk: empty, or a sparse copy of `spec.disk_image`, at least
+/// `spec.disk_bytes` long.
+pub fn create_disk(spec: &VmSpec, disk: &Path) -> anyhow::Result<()> {
+    if let Some(image) = &spec.disk_image {
+        let st = std::process::Command::new("cp")
+            .arg("--sparse=always")
+            .arg(image)
+            .arg(disk)
+            .status()
+            .context("running cp")?;
+        if !st.success() {
+            anyhow::bail!("copying {} to {} failed", image.display(), disk.display());
+        }
+        let f = std::fs::OpenOptions::new().write(true).open(disk)?;
+        if f.metadata()?.len() < spec.disk_bytes {
+            f.set_len(spec.disk_bytes)?;
+        }
+    } else {
+        let f = std::fs::File::create(disk).context("creating the disk image")?;
+        f.set_len(spec.disk_bytes)?;
+    }
+    Ok(())
 }
 
 /// Which device the firmware tries first (QEMU `bootindex` of `nic0` and `disk0`).
@@ -195,8 +227,7 @@ impl Vm {
         let dir = dir.join(&spec.name);
         std::fs::create_dir_all(&dir)?;
         let disk = dir.join("disk.img");
-        let f = std::fs::File::create(&disk).context("creating the disk image")?;
-        f.set_len(spec.disk_bytes)?;
+        create_disk(&spec, &disk)?;
         lab.add_tap(&spec.tap())?;
         if spec.firmware != Firmware::Bios {
             std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", dir.join("OVMF_VARS.fd"))

@@ -88,7 +88,7 @@ async fn drive<H: PowerInterface + ManagementInterface>(
     let (first, t) = m.wait_first_boot(mark, BOOT_WAIT)?;
     assert_eq!(first, power::BootDevice::Pxe);
     println!(
-        "{}: power on -> network boot {:.1} s",
+        "{}: network boot tried {:.1} s after QEMU started",
         m.spec().name,
         t.as_secs_f64()
     );
@@ -107,7 +107,7 @@ async fn drive<H: PowerInterface + ManagementInterface>(
     let (first, t) = m.wait_first_boot(mark, BOOT_WAIT)?;
     assert_eq!(first, power::BootDevice::Disk);
     println!(
-        "{}: reset -> disk tried {:.1} s",
+        "{}: disk tried {:.1} s after the reset",
         m.spec().name,
         t.as_secs_f64()
     );

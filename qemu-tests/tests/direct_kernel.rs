@@ -153,6 +153,21 @@ fn boot(nic_model: &str, n: u8) -> anyhow::Result<()> {
         rss,
         self_rss
     );
+    // The agent's own per-stage timings (mounts, coldplug, link, DHCP, inventory, lookup).
+    for l in log.lines().filter(|l| l.contains("stage=")) {
+        println!("{nic_model}: {}", l.trim());
+    }
+    let stages = log
+        .lines()
+        .find(|l| l.contains("boot stages"))
+        .context("no boot stages line")?;
+    println!("{nic_model}: {}", stages.trim());
+    for stage in ["mounts", "coldplug", "link", "dhcp", "inventory", "lookup"] {
+        assert!(
+            stages.contains(&format!("; {stage} ")),
+            "no {stage} in {stages}"
+        );
+    }
     let events = ctl.seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     assert!(
         events.events.iter().any(|e| e.command_id.as_u128() == 1),

@@ -1,7 +1,7 @@
 //! `cargo xtask image debian [--force] [--mirror URL]`: builds a small Debian 12 disk image
 //! with cloud-init (ConfigDrive first) and openssh-server that boots under SeaBIOS and OVMF.
 //!
-//! Output in `target/images/`: `debian-12.raw` (sparse, 1 GiB virtual), `debian-12.qcow2`,
+//! Output in `target/images/`: `debian-12.raw` (sparse, 1.5 GiB virtual), `debian-12.qcow2`,
 //! and `debian-12.recipe` (the recipe hash). A second run with the same recipe and mirror
 //! does nothing; downloaded packages are kept in `target/images/cache/` between builds.
 //!
@@ -78,10 +78,12 @@ pub fn run_task(args: &[String]) -> anyhow::Result<()> {
     let qcow2 = dir.join(format!("{}.qcow2", recipe::NAME));
     let stamp = dir.join(format!("{}.recipe", recipe::NAME));
     let hash = recipe::recipe_hash(&mirror);
-    let cached = std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == hash)
-        && raw.is_file()
-        && qcow2.is_file();
-    if cached && !opts.force {
+    let cached = || {
+        std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == hash)
+            && raw.is_file()
+            && qcow2.is_file()
+    };
+    if cached() && !opts.force {
         println!(
             "image: {} is up to date (recipe {})",
             raw.display(),
@@ -92,6 +94,17 @@ pub fn run_task(args: &[String]) -> anyhow::Result<()> {
     sys::require_root()?;
     if let Some(result) = sys::reexec_in_private_mount_ns(args) {
         return result;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // One build at a time (they share the work files); a build that finished while we
+    // waited is used as it is.
+    let lock_path = dir.join(format!(".{}.lock", recipe::NAME));
+    let _lock = std::fs::File::create(&lock_path)
+        .and_then(|f| f.lock().map(|()| f))
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    if cached() && !opts.force {
+        println!("image: {} was built meanwhile", raw.display());
+        return Ok(());
     }
     sys::require_tools(&[
         ("debootstrap", "debootstrap"),

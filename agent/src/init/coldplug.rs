@@ -5,11 +5,16 @@
 //! alias), and devices they create (virtio-net, virtio-blk on the virtio bus) only appear
 //! after they probed: hence the passes (gotcha G4).
 //!
-//! The matching and the pass loop are pure over a sysfs root and a [`ModuleLoader`]; only
+//! Loads run in parallel (a module starts once its prerequisites are in), and the tree is
+//! scanned again after every load, so a slow probe (ata_piix on an empty IDE controller)
+//! does not hold back the NIC driver.
+//!
+//! The matching and the scheduling are pure over a sysfs root and a [`ModuleLoader`]; only
 //! [`FinitLoader`] calls the kernel.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Shell-glob match as `modules.alias` uses it: `*`, `?` and `[...]` classes (with `!`/`^`
 /// negation and `a-z` ranges).
@@ -200,8 +205,11 @@ impl ModuleIndex {
 }
 
 /// Loads one module file. Implementations treat "already loaded / built in" as success.
-pub trait ModuleLoader {
-    fn load(&mut self, rel_path: &str) -> std::io::Result<()>;
+/// Several loads may run at once (from different threads).
+pub trait ModuleLoader: Sync {
+    /// `urgent` loads serve a NIC (the critical path to the network); the others may yield
+    /// the CPU to them.
+    fn load(&self, rel_path: &str, urgent: bool) -> std::io::Result<()>;
 }
 
 /// The real loader: `finit_module(2)` on files under the modules directory.
@@ -211,13 +219,28 @@ pub struct FinitLoader {
 }
 
 impl ModuleLoader for FinitLoader {
-    fn load(&mut self, rel_path: &str) -> std::io::Result<()> {
+    fn load(&self, rel_path: &str, urgent: bool) -> std::io::Result<()> {
+        if !urgent {
+            // This thread only loads this module: a lower priority for it lets the NIC
+            // driver's load and probe have the CPUs first.
+            // SAFETY: plain setpriority(2) on the calling thread (who 0 = this thread).
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+        }
         let f = std::fs::File::open(self.dir.join(rel_path))?;
         match nix::kmod::finit_module(&f, c"", nix::kmod::ModuleInitFlags::empty()) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
             Err(e) => Err(std::io::Error::from(e)),
         }
     }
+}
+
+/// Whether a device alias is a network controller: PCI class 02 (`bc02`) or a virtio
+/// network device (`virtio:d00000001`). Pure.
+pub fn is_network_alias(alias: &str) -> bool {
+    if let Some(rest) = alias.strip_prefix("pci:") {
+        return rest.contains("bc02sc");
+    }
+    alias.starts_with("virtio:d00000001v")
 }
 
 /// Every modalias under `sys/bus/*/devices/*/modalias`.
@@ -245,46 +268,127 @@ pub fn modaliases(sys: &Path) -> BTreeSet<String> {
 /// What coldplug did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ColdplugReport {
-    /// Passes that found new aliases.
+    /// Scans of the sysfs tree that found new aliases.
     pub passes: u32,
-    /// Module paths loaded, in order.
+    /// Module paths loaded, in completion order.
     pub loaded: Vec<String>,
     /// (module path, error) for modules that failed to load.
     pub failed: Vec<(String, String)>,
+    /// (module path, time `load` took), slowest first.
+    pub timings: Vec<(String, Duration)>,
 }
 
-/// Runs passes until no new modalias appears (at most `max_passes`).
+/// One module to load and the module paths that must be loaded before it.
+#[derive(Debug)]
+struct Job {
+    path: String,
+    after: Vec<String>,
+    urgent: bool,
+}
+
+/// The direct prerequisites of `path` (hard dependencies and soft `pre:` ones that are
+/// modules), as paths.
+fn prerequisites(idx: &ModuleIndex, path: &str) -> Vec<String> {
+    let mut out: Vec<String> = idx.deps.get(path).cloned().unwrap_or_default();
+    for s in idx.softdeps.get(&module_name(path)).into_iter().flatten() {
+        if let Some(p) = idx.paths.get(s) {
+            out.push(p.clone());
+        }
+    }
+    out.retain(|p| p != path);
+    out
+}
+
+/// Loads the modules of every present device, in parallel: a module starts as soon as its
+/// prerequisites are loaded (or failed), and the sysfs tree is scanned again after each
+/// load, so devices a bus driver creates (virtio) are matched without waiting for the
+/// other loads. Stops when no load runs and the last scan found nothing new, or after
+/// `max_passes` scans with new aliases.
 pub fn coldplug(
     sys: &Path,
     idx: &ModuleIndex,
-    loader: &mut dyn ModuleLoader,
+    loader: &dyn ModuleLoader,
     max_passes: u32,
 ) -> ColdplugReport {
     let mut report = ColdplugReport::default();
     let mut seen: BTreeSet<String> = BTreeSet::new();
-    let mut tried: BTreeSet<String> = BTreeSet::new();
-    while report.passes < max_passes {
-        let now = modaliases(sys);
-        let new: Vec<String> = now.difference(&seen).cloned().collect();
-        if new.is_empty() {
-            break;
-        }
-        report.passes += 1;
-        for alias in &new {
-            for m in idx.matches(alias) {
-                for path in idx.load_order(&m) {
-                    if !tried.insert(path.clone()) {
-                        continue;
+    // Every path ever queued; `done` holds the finished ones.
+    let mut queued: BTreeSet<String> = BTreeSet::new();
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut waiting: Vec<Job> = Vec::new();
+    let mut running = 0usize;
+    let (tx, rx) = std::sync::mpsc::channel::<(String, std::io::Result<()>, Duration)>();
+    std::thread::scope(|scope| {
+        let mut rescan = true;
+        loop {
+            if rescan && report.passes < max_passes {
+                let now = modaliases(sys);
+                let mut new: Vec<String> = now.difference(&seen).cloned().collect();
+                // NICs first: a module shared with other devices (virtio_pci) is urgent then.
+                new.sort_by_key(|a| !is_network_alias(a));
+                if !new.is_empty() {
+                    report.passes += 1;
+                    for alias in &new {
+                        for m in idx.matches(alias) {
+                            for path in idx.load_order(&m) {
+                                if queued.insert(path.clone()) {
+                                    let after = prerequisites(idx, &path);
+                                    let urgent = is_network_alias(alias);
+                                    waiting.push(Job {
+                                        path,
+                                        after,
+                                        urgent,
+                                    });
+                                }
+                            }
+                        }
                     }
-                    match loader.load(&path) {
-                        Ok(()) => report.loaded.push(path),
-                        Err(e) => report.failed.push((path, e.to_string())),
-                    }
+                    seen.extend(new);
                 }
             }
+            // Start every job whose prerequisites are finished (or never queued: not a
+            // module of this kernel, the load will tell).
+            let (ready, rest): (Vec<Job>, Vec<Job>) =
+                std::mem::take(&mut waiting).into_iter().partition(|j| {
+                    j.after
+                        .iter()
+                        .all(|a| done.contains(a) || !queued.contains(a))
+                });
+            waiting = rest;
+            for job in ready {
+                running += 1;
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    let t = Instant::now();
+                    let r = loader.load(&job.path, job.urgent);
+                    let _ = tx.send((job.path, r, t.elapsed()));
+                });
+            }
+            if running == 0 {
+                if waiting.is_empty() {
+                    break;
+                }
+                // Unreachable with a sane modules.dep (no cycles); load the rest anyway.
+                for j in &mut waiting {
+                    j.after.clear();
+                }
+                rescan = false;
+                continue;
+            }
+            let Ok((path, r, took)) = rx.recv() else {
+                break;
+            };
+            running -= 1;
+            match r {
+                Ok(()) => report.loaded.push(path.clone()),
+                Err(e) => report.failed.push((path.clone(), e.to_string())),
+            }
+            report.timings.push((path.clone(), took));
+            done.insert(path);
+            rescan = true;
         }
-        seen.extend(new);
-    }
+    });
+    report.timings.sort_by_key(|t| std::cmp::Reverse(t.1));
     report
 }
 
@@ -349,6 +453,19 @@ alias crypto-crc32c crc32c_generic\n";
     const SOFT: &str = "softdep virtio_blk pre: crc32c post: whatever\n";
 
     #[test]
+    fn network_aliases() {
+        assert!(is_network_alias(
+            "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00"
+        ));
+        assert!(is_network_alias("virtio:d00000001v00001AF4"));
+        assert!(!is_network_alias(
+            "pci:v00008086d00007010sv00001AF4sd00001100bc01sc01i80"
+        ));
+        assert!(!is_network_alias("virtio:d00000002v00001AF4"));
+        assert!(!is_network_alias("acpi:PNP0A03:"));
+    }
+
+    #[test]
     fn load_order_puts_dependencies_first() {
         let idx = ModuleIndex::parse(DEP, ALIAS, SOFT);
         assert_eq!(
@@ -368,15 +485,47 @@ alias crypto-crc32c crc32c_generic\n";
         );
     }
 
-    /// A fake kernel: loading virtio_pci makes the virtio devices appear in the sysfs tree.
+    /// A fake kernel: loading virtio_pci makes the virtio devices appear in the sysfs tree;
+    /// `slow` takes 300 ms to "probe".
     struct FakeKernel {
         sys: PathBuf,
-        loaded: Vec<String>,
+        /// (event, path): "start" or "end" of each load, in time order.
+        log: std::sync::Mutex<Vec<(&'static str, String)>>,
+        slow: &'static str,
+    }
+
+    impl FakeKernel {
+        fn note(&self, what: &'static str, rel: &str) {
+            if let Ok(mut l) = self.log.lock() {
+                l.push((what, rel.to_owned()));
+            }
+        }
+
+        fn starts(&self) -> Vec<String> {
+            let l = self.log.lock().expect("log");
+            l.iter()
+                .filter(|(w, _)| *w == "start")
+                .map(|(_, p)| p.clone())
+                .collect()
+        }
+
+        fn position(&self, what: &str, suffix: &str) -> usize {
+            let l = self.log.lock().expect("log");
+            l.iter()
+                .position(|(w, p)| *w == what && p.ends_with(suffix))
+                .unwrap_or_else(|| panic!("no {what} of {suffix} in {l:?}"))
+        }
     }
 
     impl ModuleLoader for FakeKernel {
-        fn load(&mut self, rel: &str) -> std::io::Result<()> {
-            self.loaded.push(rel.to_owned());
+        fn load(&self, rel: &str, urgent: bool) -> std::io::Result<()> {
+            self.note("start", rel);
+            if urgent {
+                self.note("urgent", rel);
+            }
+            if rel.ends_with(self.slow) {
+                std::thread::sleep(Duration::from_millis(300));
+            }
             if rel.ends_with("virtio_pci.ko") {
                 for (n, a) in [
                     ("virtio0", "virtio:d00000001v00001AF4"),
@@ -387,6 +536,7 @@ alias crypto-crc32c crc32c_generic\n";
                     std::fs::write(d.join("modalias"), format!("{a}\n"))?;
                 }
             }
+            self.note("end", rel);
             if rel.ends_with("failover.ko") && !rel.contains("net_") {
                 return Err(std::io::Error::other("Unknown symbol in module"));
             }
@@ -394,56 +544,121 @@ alias crypto-crc32c crc32c_generic\n";
         }
     }
 
-    #[test]
-    fn coldplug_needs_a_second_pass_for_virtio_devices() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sys = dir.path().join("sys");
-        let pci = sys.join("bus/pci/devices/0000:00:03.0");
-        std::fs::create_dir_all(&pci).expect("mkdir");
-        std::fs::write(
-            pci.join("modalias"),
-            "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\n",
-        )
-        .expect("write");
-        let host = sys.join("bus/pci/devices/0000:00:00.0");
-        std::fs::create_dir_all(&host).expect("mkdir");
-        std::fs::write(
-            host.join("modalias"),
-            "pci:v00008086d00001237sv0sd0bc06sc00i00\n",
-        )
-        .expect("write");
+    fn fake_sys(dir: &Path) -> PathBuf {
+        let sys = dir.join("sys");
+        for (dev, alias) in [
+            (
+                "0000:00:03.0",
+                "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
+            ),
+            ("0000:00:00.0", "pci:v00008086d00001237sv0sd0bc06sc00i00"),
+            (
+                "0000:00:01.1",
+                "pci:v00008086d00007010sv00001AF4sd00001100bc01sc01i80",
+            ),
+        ] {
+            let d = sys.join("bus/pci/devices").join(dev);
+            std::fs::create_dir_all(&d).expect("mkdir");
+            std::fs::write(d.join("modalias"), format!("{alias}\n")).expect("write");
+        }
         std::fs::create_dir_all(sys.join("bus/cpu/devices/cpu0")).expect("no modalias");
+        sys
+    }
 
-        let idx = ModuleIndex::parse(DEP, ALIAS, SOFT);
-        let mut k = FakeKernel {
+    const IDE_ALIAS: &str = "alias pci:v00008086d00007010sv*sd*bc*sc*i* ata_piix\n";
+    const IDE_DEP: &str = "kernel/drivers/ata/ata_piix.ko: kernel/drivers/ata/libata.ko\n\
+kernel/drivers/ata/libata.ko:\n";
+
+    #[test]
+    fn coldplug_loads_dependencies_first_and_finds_virtio_devices() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sys = fake_sys(dir.path());
+        let idx = ModuleIndex::parse(
+            &format!("{DEP}{IDE_DEP}"),
+            &format!("{ALIAS}{IDE_ALIAS}"),
+            SOFT,
+        );
+        let k = FakeKernel {
             sys: sys.clone(),
-            loaded: vec![],
+            log: Default::default(),
+            slow: "ata_piix.ko",
         };
-        let r = coldplug(&sys, &idx, &mut k, 10);
-        assert_eq!(r.passes, 2);
-        assert_eq!(
-            k.loaded,
-            vec![
-                "kernel/drivers/virtio/virtio.ko",
-                "kernel/drivers/virtio/virtio_ring.ko",
-                "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
-                "kernel/drivers/virtio/virtio_pci.ko",
-                "kernel/net/core/failover.ko",
-                "kernel/drivers/net/net_failover.ko",
-                "kernel/drivers/net/virtio_net.ko",
-                "kernel/drivers/block/virtio_blk.ko",
-            ],
-            "each module once, dependencies first"
+        let r = coldplug(&sys, &idx, &k, 10);
+        let mut starts = k.starts();
+        starts.sort();
+        let mut want = vec![
+            "kernel/drivers/ata/ata_piix.ko",
+            "kernel/drivers/ata/libata.ko",
+            "kernel/drivers/block/virtio_blk.ko",
+            "kernel/drivers/net/net_failover.ko",
+            "kernel/drivers/net/virtio_net.ko",
+            "kernel/drivers/virtio/virtio.ko",
+            "kernel/drivers/virtio/virtio_pci.ko",
+            "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
+            "kernel/drivers/virtio/virtio_ring.ko",
+            "kernel/net/core/failover.ko",
+        ];
+        want.sort();
+        assert_eq!(starts, want, "each module once");
+        // Every module starts only after its prerequisites ended.
+        for (m, dep) in [
+            ("virtio_pci.ko", "virtio.ko"),
+            ("virtio_pci.ko", "virtio_ring.ko"),
+            ("virtio_pci.ko", "virtio_pci_modern_dev.ko"),
+            ("virtio_net.ko", "net_failover.ko"),
+            ("net_failover.ko", "/failover.ko"),
+            ("virtio_net.ko", "virtio_pci.ko"),
+            ("ata_piix.ko", "libata.ko"),
+        ] {
+            assert!(
+                k.position("end", dep) < k.position("start", m),
+                "{dep} before {m}"
+            );
+        }
+        // The slow IDE probe did not hold back the NIC driver.
+        assert!(
+            k.position("end", "virtio_net.ko") < k.position("end", "ata_piix.ko"),
+            "virtio_net waited for ata_piix"
+        );
+        // The NIC's chain is urgent (virtio_pci serves the NIC here), the IDE driver is not.
+        for m in ["virtio_pci.ko", "virtio.ko", "virtio_net.ko", "failover.ko"] {
+            k.position("urgent", m);
+        }
+        assert!(
+            !k.log
+                .lock()
+                .expect("log")
+                .iter()
+                .any(|(w, p)| *w == "urgent" && (p.contains("ata") || p.contains("virtio_blk"))),
+            "storage loads are not urgent"
         );
         assert_eq!(r.failed.len(), 1);
         assert_eq!(r.failed[0].0, "kernel/net/core/failover.ko");
-        // Nothing new: a further run does nothing.
-        let r2 = coldplug(&sys, &idx, &mut k, 1);
-        assert_eq!(r2.passes, 1, "every device is there already");
-        assert_eq!(
-            r2.loaded.len(),
-            7,
-            "a fresh run loads again (EEXIST is success)"
+        assert_eq!(r.loaded.len(), 9);
+        assert_eq!(r.timings.len(), 10);
+        assert!(r.timings[0].0.ends_with("ata_piix.ko"), "slowest first");
+        assert!(r.passes >= 2, "virtio devices are found by a later scan");
+
+        // Nothing new: a further run loads the same set again (EEXIST is success).
+        let r2 = coldplug(&sys, &idx, &k, 10);
+        assert_eq!(r2.loaded.len(), 9);
+    }
+
+    #[test]
+    fn coldplug_stops_after_max_passes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sys = fake_sys(dir.path());
+        let idx = ModuleIndex::parse(DEP, ALIAS, SOFT);
+        let k = FakeKernel {
+            sys: sys.clone(),
+            log: Default::default(),
+            slow: "none",
+        };
+        let r = coldplug(&sys, &idx, &k, 1);
+        assert_eq!(r.passes, 1);
+        assert!(
+            !k.starts().iter().any(|p| p.ends_with("virtio_net.ko")),
+            "the second scan was not allowed"
         );
     }
 }

@@ -253,6 +253,14 @@ fn sockaddr_ll(ifindex: i32, addr: [u8; 6]) -> libc::sockaddr_ll {
     }
 }
 
+/// How long to wait for a reply after the `attempt`-th transmission (0-based): 250 ms, then
+/// doubling up to 4 s. The first retransmission is quick because a NIC whose link just came
+/// up can drop the first frame (QEMU's e1000 while it finishes auto-negotiation), and a
+/// server answers a repeat with the same transaction id just the same.
+pub fn retransmit_wait(attempt: u32) -> Duration {
+    Duration::from_millis(250u64 << attempt.min(4))
+}
+
 fn exchange(
     sock: &PacketSocket,
     msg: &Message,
@@ -263,25 +271,37 @@ fn exchange(
 ) -> anyhow::Result<Message> {
     let payload = msg.to_vec().context("encoding DHCP")?;
     let pkt = ip_udp(&payload);
-    let mut wait = Duration::from_millis(500);
     let mut buf = vec![0u8; 2048];
-    loop {
+    let started = Instant::now();
+    for attempt in 0u32.. {
         sock.send_broadcast(&pkt)?;
-        let until = Instant::now() + wait;
+        tracing::debug!(
+            ?want,
+            attempt,
+            ms = started.elapsed().as_millis() as u64,
+            "dhcp sent"
+        );
+        let until = (Instant::now() + retransmit_wait(attempt)).min(deadline);
         while Instant::now() < until {
             let left = until.saturating_duration_since(Instant::now());
             if let Some(n) = sock.recv(&mut buf, left)?
                 && let Some(p) = dhcp_payload(&buf[..n])
                 && let Some(m) = parse_reply(p, xid, mac, want)
             {
+                tracing::debug!(
+                    ?want,
+                    attempt,
+                    ms = started.elapsed().as_millis() as u64,
+                    "dhcp reply"
+                );
                 return Ok(m);
             }
         }
         if Instant::now() >= deadline {
-            bail!("no DHCP {want:?} before the deadline");
+            break;
         }
-        wait = (wait * 2).min(Duration::from_secs(4));
     }
+    bail!("no DHCP {want:?} before the deadline")
 }
 
 /// Gets a lease on `ifindex` (MAC `mac`) within `timeout`.
@@ -317,6 +337,14 @@ pub fn obtain(ifindex: u32, mac: [u8; 6], timeout: Duration) -> anyhow::Result<L
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retransmissions_start_fast_and_back_off() {
+        let w: Vec<u64> = (0..7)
+            .map(|a| retransmit_wait(a).as_millis() as u64)
+            .collect();
+        assert_eq!(w, vec![250, 500, 1000, 2000, 4000, 4000, 4000]);
+    }
 
     #[test]
     fn discover_and_ack_round_trip() {

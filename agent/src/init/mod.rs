@@ -1,7 +1,8 @@
 //! The agent as PID 1 of the deploy ramdisk.
 //!
 //! PID 1 mounts the pseudo filesystems, reads the kernel command line and forks: the child
-//! is the agent (coldplug, network, protocol loop); PID 1 itself only reaps zombies (orphans
+//! is the agent (coldplug beside the network bring-up, then the protocol loop); each boot
+//! stage is timed ([`timeline`]); PID 1 itself only reaps zombies (orphans
 //! are re-parented to it) so that it never steals the exit status of a command the agent
 //! runs. PID 1 never returns (gotcha G5): when the agent child ends, or on any fatal error,
 //! it logs to the console, waits `ingot.fatal_delay` and reboots or powers off.
@@ -9,8 +10,11 @@
 pub mod coldplug;
 pub mod dhcp;
 pub mod net;
+pub mod timeline;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::mount::{MsFlags, mount};
@@ -135,16 +139,20 @@ pub fn fatal(cfg: &AgentConfig, msg: &str) -> ! {
 pub fn pid1_main() -> ! {
     let t0 = uptime();
     let mount_errors = mount_pseudo_filesystems();
+    let mounted = uptime();
     let (cfg, cfg_error) = match crate::cmdline::read() {
         Ok(c) => (c, None),
         Err(e) => (AgentConfig::default(), Some(format!("{e:#}"))),
     };
     console(&format!("PID 1 start at uptime {:.3} s", t0.as_secs_f64()));
+    timeline::start(t0);
     // SAFETY: no other thread exists yet (nothing above spawns one), so the child may run
     // any code.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            let code = std::panic::catch_unwind(|| agent_main(&cfg, cfg_error, mount_errors));
+            let code = std::panic::catch_unwind(|| {
+                agent_main(&cfg, cfg_error, mount_errors, (t0, mounted))
+            });
             let Err(p) = code;
             console(&format!("agent panicked: {p:?}"));
             std::process::exit(1)
@@ -154,7 +162,7 @@ pub fn pid1_main() -> ! {
             console(&format!(
                 "fork failed ({e}): running the agent in PID 1 without reaping"
             ));
-            agent_main(&cfg, cfg_error, mount_errors)
+            agent_main(&cfg, cfg_error, mount_errors, (t0, mounted))
         }
     }
 }
@@ -179,7 +187,7 @@ fn reap(cfg: &AgentConfig, agent: Pid) -> ! {
     }
 }
 
-fn init_console_logging() {
+fn init_console_logging(filter: Option<&str>) {
     struct Uptime;
     impl tracing_subscriber::fmt::time::FormatTime for Uptime {
         fn format_time(
@@ -189,23 +197,91 @@ fn init_console_logging() {
             write!(w, "[{:9.3}]", uptime().as_secs_f64())
         }
     }
+    let env = filter
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_timer(Uptime)
         .with_ansi(false)
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_env_filter(env)
         .try_init();
 }
 
+/// Loads the modules of the present devices on a thread of its own; `done` turns true
+/// when the loads are over. The report is logged and recorded as the `coldplug` stage.
+fn start_coldplug(done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let start = uptime();
+        let kver = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mdir = Path::new("/lib/modules").join(&kver);
+        match coldplug::ModuleIndex::load(&mdir) {
+            Ok(idx) => {
+                let loader = coldplug::FinitLoader { dir: mdir.clone() };
+                let mut r = coldplug::coldplug(Path::new("/sys"), &idx, &loader, 10);
+                // /dev/ipmi0 (the BMC address in the inventory) needs ipmi_devintf, which no
+                // device alias names: load it when a system interface driver came in.
+                if r.loaded
+                    .iter()
+                    .any(|p| coldplug::module_name(p) == "ipmi_si")
+                {
+                    for p in idx.load_order("ipmi_devintf") {
+                        match coldplug::ModuleLoader::load(&loader, &p, false) {
+                            Ok(()) => r.loaded.push(p),
+                            Err(e) => r.failed.push((p, e.to_string())),
+                        }
+                    }
+                }
+                for (m, e) in &r.failed {
+                    tracing::warn!(module = %m, error = %e, "module not loaded");
+                }
+                let slowest: Vec<String> = r
+                    .timings
+                    .iter()
+                    .take(3)
+                    .map(|(p, d)| format!("{}={}ms", coldplug::module_name(p), d.as_millis()))
+                    .collect();
+                let detail = format!(
+                    "{} modules loaded, {} failed, {} scans; slowest: {}",
+                    r.loaded.len(),
+                    r.failed.len(),
+                    r.passes,
+                    slowest.join(" ")
+                );
+                if let Some(tl) = timeline::boot() {
+                    tl.stage("coldplug", start, uptime(), detail);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dir = %mdir.display(), error = %e, "no module index: skipping coldplug")
+            }
+        }
+        done.store(true, Ordering::SeqCst);
+    })
+}
+
 /// The ramdisk agent: modules, network, protocol loop. Never returns.
-fn agent_main(cfg: &AgentConfig, cfg_error: Option<String>, mount_errors: Vec<String>) -> ! {
-    init_console_logging();
+fn agent_main(
+    cfg: &AgentConfig,
+    cfg_error: Option<String>,
+    mount_errors: Vec<String>,
+    (init, mounted): (Duration, Duration),
+) -> ! {
+    // The module loads go first: everything else waits for drivers. The loader thread logs
+    // only when it is done, after the console logging below is set up.
+    let loads_done = Arc::new(AtomicBool::new(false));
+    let loads = start_coldplug(loads_done.clone());
+    init_console_logging(cfg.log.as_deref());
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         uptime_ms = uptime().as_millis() as u64,
         "ingot-agent ramdisk starting"
     );
+    let tl = timeline::start(init);
+    tl.stage("mounts", init, mounted, "pseudo filesystems".into());
     for e in &mount_errors {
         tracing::warn!("{e}");
     }
@@ -216,57 +292,52 @@ fn agent_main(cfg: &AgentConfig, cfg_error: Option<String>, mount_errors: Vec<St
         fatal(cfg, "no ingot.url= on the kernel command line");
     };
 
-    let t = std::time::Instant::now();
-    let kver = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mdir = Path::new("/lib/modules").join(&kver);
-    match coldplug::ModuleIndex::load(&mdir) {
-        Ok(idx) => {
-            let mut loader = coldplug::FinitLoader { dir: mdir.clone() };
-            let r = coldplug::coldplug(Path::new("/sys"), &idx, &mut loader, 10);
-            tracing::info!(
-                passes = r.passes,
-                loaded = r.loaded.len(),
-                failed = r.failed.len(),
-                ms = t.elapsed().as_millis() as u64,
-                "coldplug done"
-            );
-            for (m, e) in &r.failed {
-                tracing::warn!(module = %m, error = %e, "module not loaded");
-            }
-        }
-        Err(e) => {
-            tracing::warn!(dir = %mdir.display(), error = %e, "no module index: skipping coldplug")
-        }
-    }
-
+    // The network bring-up runs beside the module loads: a NIC gets DHCP as soon as its
+    // driver is in and it has carrier, while storage drivers are still probing.
     let mut tries = 0;
     loop {
         tries += 1;
         let t = std::time::Instant::now();
+        let timeouts = net::NetTimeouts {
+            carrier: Duration::from_secs(10),
+            dhcp: Duration::from_secs(20),
+            settle: Duration::from_secs(2),
+        };
+        let done = || loads_done.load(Ordering::SeqCst);
         match net::bring_up(
             Path::new("/sys"),
             Path::new("/etc"),
             cfg.boot_mac.as_deref(),
-            Duration::from_secs(10),
-            Duration::from_secs(20),
+            timeouts,
+            &done,
+            Some(tl),
         ) {
             Ok(r) if !r.leases.is_empty() => {
                 tracing::info!(
                     ms = t.elapsed().as_millis() as u64,
-                    leases = r.leases.len(),
+                    nic = %r.leases[0].0,
                     "network up"
                 );
                 break;
             }
-            Ok(r) => tracing::warn!(no_carrier = ?r.no_carrier, "no DHCP lease on any NIC"),
+            Ok(r) => {
+                tracing::warn!(nics = ?r.nics, no_carrier = ?r.no_carrier, "no DHCP lease on any NIC")
+            }
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "network bring-up failed"),
         }
         if tries >= 3 {
             fatal(cfg, "no network after 3 attempts");
         }
         std::thread::sleep(Duration::from_secs(2));
+    }
+    // The lookup's inventory must see every disk: wait for the loads to end.
+    let settle = uptime();
+    if loads.join().is_err() {
+        tracing::warn!("the module loader thread panicked");
+    }
+    let settled = uptime();
+    if settled > settle + Duration::from_millis(1) {
+        tl.stage("settle", settle, settled, "waiting for module loads".into());
     }
 
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -1,18 +1,23 @@
-//! Network bring-up for the ramdisk: every physical NIC up, wait for carrier, DHCP on each
-//! NIC with carrier (in parallel), apply the leases (address, default route from the first
-//! lease, preferring the boot NIC) and write `/etc/resolv.conf` and `/etc/hosts`.
+//! Network bring-up for the ramdisk, beside the module loads: each physical NIC is brought up
+//! as soon as its driver created it, and a worker per NIC waits for carrier and runs DHCP
+//! (in parallel). The first usable lease (the boot NIC's when known, see [`choose`]) gives
+//! the default route, `/etc/resolv.conf` and `/etc/hosts`; the other NICs keep going in the
+//! background.
 //!
 //! IPv4 configuration uses the classic `SIOCSIF*`/`SIOCADDRT` ioctls, which need no netlink
 //! stack. [`resolv_conf`] and [`hosts`] are pure.
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use super::dhcp::{self, Lease};
+use super::timeline::Timeline;
+use super::uptime;
 
 /// A physical NIC.
 #[derive(Debug, Clone)]
@@ -157,6 +162,31 @@ impl Ioctl {
             .with_context(|| format!("bringing {name} up"))
     }
 
+    /// Reads MII register `reg` of the NIC's PHY (`SIOCGMIIPHY` + `SIOCGMIIREG`); works on
+    /// a NIC that is still down for drivers that implement it (e1000, e1000e, igb, ...).
+    fn mii_read(&self, name: &str, reg: u16) -> anyhow::Result<u16> {
+        /// `struct mii_ioctl_data`, which the kernel reads and writes in the ifreq union.
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct MiiData {
+            phy_id: u16,
+            reg_num: u16,
+            val_in: u16,
+            val_out: u16,
+        }
+        let mut r = ifreq(name)?;
+        self.call(libc::SIOCGMIIPHY, &mut r, "SIOCGMIIPHY")?;
+        // SAFETY: the union is 24 bytes, larger than MiiData; SIOCGMIIPHY filled phy_id.
+        let mut data: MiiData = unsafe { std::ptr::read((&raw const r.ifr_ifru).cast()) };
+        data.reg_num = reg;
+        // SAFETY: as above, writing within the union.
+        unsafe { std::ptr::write((&raw mut r.ifr_ifru).cast(), data) };
+        self.call(libc::SIOCGMIIREG, &mut r, "SIOCGMIIREG")?;
+        // SAFETY: SIOCGMIIREG filled val_out.
+        let data: MiiData = unsafe { std::ptr::read((&raw const r.ifr_ifru).cast()) };
+        Ok(data.val_out)
+    }
+
     fn set_addr(&self, name: &str, addr: Ipv4Addr, prefix: u8) -> anyhow::Result<()> {
         let mut r = ifreq(name)?;
         r.ifr_ifru.ifru_addr = sockaddr_in(addr);
@@ -205,105 +235,329 @@ fn carrier(sys: &Path, name: &str) -> bool {
         .is_ok_and(|s| s.trim() == "1")
 }
 
+fn mac_text(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// How long the bring-up waits for each step.
+#[derive(Debug, Clone, Copy)]
+pub struct NetTimeouts {
+    /// From a NIC being up to its carrier.
+    pub carrier: Duration,
+    /// From the first DISCOVER to the ACK, per NIC.
+    pub dhcp: Duration,
+    /// For the first NIC to appear once the module loads are over.
+    pub settle: Duration,
+}
+
+const BMCR_POWER_DOWN: u16 = 0x0800;
+const BMCR_AUTONEG: u16 = 0x1000;
+const BMSR_LINK: u16 = 0x0004;
+
+/// Whether to wait for the PHY before bringing a NIC up, from its MII control and status
+/// registers: yes while it is powered, negotiating and without link. A driver that checks
+/// the link once at open and then only every few seconds (e1000: 2 s) would otherwise
+/// report carrier seconds after the link came up; a powered-down PHY (brought up by open)
+/// is not waited for. Pure.
+pub fn wait_for_phy(bmcr: u16, bmsr: u16) -> bool {
+    bmcr & BMCR_AUTONEG != 0 && bmcr & BMCR_POWER_DOWN == 0 && bmsr & BMSR_LINK == 0
+}
+
+/// Waits (at most `max`) for a negotiating PHY to get link before the NIC goes up; returns
+/// how long it waited. Drivers without MII ioctls are not waited for.
+fn phy_wait(io: &Ioctl, name: &str, max: Duration) -> Duration {
+    let started = Instant::now();
+    let Ok(bmcr) = io.mii_read(name, 0) else {
+        return Duration::ZERO;
+    };
+    let mut waited = false;
+    loop {
+        // BMSR's link bit latches low: the second read tells the present state.
+        let _ = io.mii_read(name, 1);
+        let Ok(bmsr) = io.mii_read(name, 1) else {
+            break;
+        };
+        if !wait_for_phy(bmcr, bmsr) || started.elapsed() >= max {
+            break;
+        }
+        waited = true;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if waited {
+        started.elapsed()
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// What a NIC worker tells the bring-up.
+#[derive(Debug)]
+pub enum NicEvent {
+    /// Ready to send at `at`, after the NIC appeared at `appeared` and went up at `up`
+    /// (after waiting for its PHY's link when `phy_waited`).
+    Carrier {
+        nic: String,
+        appeared: Duration,
+        up: Duration,
+        at: Duration,
+        phy_waited: bool,
+    },
+    /// DHCP started at `start`; its outcome. On success the address is already set.
+    Dhcp {
+        nic: String,
+        start: Duration,
+        end: Duration,
+        result: Result<Lease, String>,
+    },
+    /// No carrier within the wait.
+    NoCarrier { nic: String },
+}
+
+/// One NIC's bring-up, on its own thread: up, wait for carrier, DHCP, set the address.
+/// Leases that come after the bring-up returned are still configured (address only).
+fn nic_worker(sys: PathBuf, nic: Nic, t: NetTimeouts, tx: mpsc::Sender<NicEvent>) {
+    let io = match Ioctl::new() {
+        Ok(io) => io,
+        Err(e) => {
+            let _ = tx.send(NicEvent::Dhcp {
+                nic: nic.name,
+                start: uptime(),
+                end: uptime(),
+                result: Err(format!("{e:#}")),
+            });
+            return;
+        }
+    };
+    let appeared = uptime();
+    let waited = phy_wait(&io, &nic.name, t.carrier.min(Duration::from_secs(3)));
+    if !waited.is_zero() {
+        tracing::debug!(nic = %nic.name, ms = waited.as_millis() as u64, "waited for the PHY");
+    }
+    if let Err(e) = io.up(&nic.name) {
+        tracing::warn!(nic = %nic.name, error = %format!("{e:#}"), "cannot bring NIC up");
+    }
+    let up = uptime();
+    let started = Instant::now();
+    while !carrier(&sys, &nic.name) {
+        if started.elapsed() >= t.carrier {
+            let _ = tx.send(NicEvent::NoCarrier { nic: nic.name });
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = tx.send(NicEvent::Carrier {
+        nic: nic.name.clone(),
+        appeared,
+        up,
+        at: uptime(),
+        phy_waited: !waited.is_zero(),
+    });
+    let start = uptime();
+    let result = dhcp::obtain(nic.ifindex, nic.mac, t.dhcp).and_then(|l| {
+        io.set_addr(&nic.name, l.addr, l.prefix)
+            .with_context(|| format!("configuring {}", nic.name))?;
+        Ok(l)
+    });
+    let result = result.map_err(|e| format!("{e:#}"));
+    match &result {
+        Ok(l) => {
+            tracing::info!(nic = %nic.name, addr = %l.addr, prefix = l.prefix, router = ?l.router, dns = ?l.dns, "dhcp lease")
+        }
+        Err(e) => tracing::warn!(nic = %nic.name, error = %e, "no DHCP lease"),
+    }
+    let _ = tx.send(NicEvent::Dhcp {
+        nic: nic.name,
+        start,
+        end: uptime(),
+        result,
+    });
+}
+
 /// What the bring-up achieved.
 #[derive(Debug, Default)]
 pub struct NetReport {
-    /// (interface, lease) for each NIC that got one.
+    /// (interface, lease) of the NIC the agent uses (default route, resolv.conf).
     pub leases: Vec<(String, Lease)>,
-    /// NICs without carrier.
+    /// NICs without carrier so far.
     pub no_carrier: Vec<String>,
+    /// NICs seen.
+    pub nics: Vec<String>,
 }
 
-/// Brings the network up; `boot_mac` (from `BOOTIF=`) is tried first for the default route.
+/// What [`choose`] decides from what is known so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// Use the lease of this NIC.
+    Use(String),
+    /// Keep waiting.
+    Wait,
+    /// Nothing more can come.
+    GiveUp,
+}
+
+/// Which lease to use: the boot NIC's as soon as it has one; any other NIC's once the boot
+/// NIC cannot give one (absent after the module loads, no carrier, DHCP failed) or when no
+/// boot MAC is known. Gives up when every NIC is finished without a lease and no new NIC can
+/// appear. Pure.
+pub fn choose(
+    nics: &[(String, String)],
+    boot_mac: Option<&str>,
+    leased: &[String],
+    finished: &[String],
+    more_nics_possible: bool,
+) -> Choice {
+    let boot = boot_mac.and_then(|b| nics.iter().find(|(_, m)| m == b).map(|(n, _)| n));
+    if let Some(b) = boot
+        && leased.contains(b)
+    {
+        return Choice::Use(b.clone());
+    }
+    let boot_hopeless = match (boot_mac, boot) {
+        (None, _) => true,
+        (Some(_), None) => !more_nics_possible,
+        (Some(_), Some(b)) => finished.contains(b),
+    };
+    if boot_hopeless && let Some((n, _)) = nics.iter().find(|(n, _)| leased.contains(n)) {
+        return Choice::Use(n.clone());
+    }
+    let all_done = nics
+        .iter()
+        .all(|(n, _)| finished.contains(n) || leased.contains(n));
+    if all_done && !more_nics_possible && leased.is_empty() {
+        return Choice::GiveUp;
+    }
+    Choice::Wait
+}
+
+/// Brings the network up while the module loads may still run (`loads_done` says when they
+/// are over): every NIC is brought up as soon as it appears and gets DHCP as soon as it has
+/// carrier; returns with the first usable lease (the boot NIC's when `boot_mac` is given,
+/// see [`choose`]), which supplies the default route and resolv.conf. Other NICs keep
+/// trying in the background.
 pub fn bring_up(
     sys: &Path,
     etc: &Path,
     boot_mac: Option<&str>,
-    carrier_wait: Duration,
-    dhcp_timeout: Duration,
+    t: NetTimeouts,
+    loads_done: &dyn Fn() -> bool,
+    timeline: Option<&Timeline>,
 ) -> anyhow::Result<NetReport> {
     let io = Ioctl::new()?;
     if let Err(e) = io.up("lo") {
         tracing::warn!(error = %format!("{e:#}"), "loopback");
     }
-    let mut nics = physical_nics(sys);
-    let fmt = |m: &[u8; 6]| {
-        m.iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    };
-    // The boot NIC first: its lease supplies the default route.
-    nics.sort_by_key(|n| Some(fmt(&n.mac).as_str()) != boot_mac);
-    for n in &nics {
-        if let Err(e) = io.up(&n.name) {
-            tracing::warn!(nic = %n.name, error = %format!("{e:#}"), "cannot bring NIC up");
-        }
-    }
-    let started = Instant::now();
+    let began = uptime();
+    let (tx, rx) = mpsc::channel::<NicEvent>();
     let mut report = NetReport::default();
-    let with_carrier: Vec<Nic> = loop {
-        let with_carrier: Vec<Nic> = nics
-            .iter()
-            .filter(|n| carrier(sys, &n.name))
-            .cloned()
-            .collect();
-        // Go once every NIC has carrier, or one has and the others had a second.
-        let waited = started.elapsed();
-        if with_carrier.len() == nics.len()
-            || (!with_carrier.is_empty() && waited >= Duration::from_secs(1))
-            || waited >= carrier_wait
-        {
-            break with_carrier;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    report.no_carrier = nics
-        .iter()
-        .filter(|n| !with_carrier.iter().any(|c| c.name == n.name))
-        .map(|n| n.name.clone())
-        .collect();
-    tracing::info!(nics = nics.len(), carrier = ?with_carrier.iter().map(|n| &n.name).collect::<Vec<_>>(), "links up");
-    let results: Vec<(Nic, anyhow::Result<Lease>)> = std::thread::scope(|s| {
-        let hs: Vec<_> = with_carrier
-            .iter()
-            .map(|n| s.spawn(move || (n.clone(), dhcp::obtain(n.ifindex, n.mac, dhcp_timeout))))
-            .collect();
-        hs.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
-    let mut have_route = false;
-    for (n, r) in results {
-        match r {
-            Ok(l) => {
-                tracing::info!(nic = %n.name, addr = %l.addr, prefix = l.prefix, router = ?l.router, dns = ?l.dns, "dhcp lease");
-                io.set_addr(&n.name, l.addr, l.prefix)
-                    .with_context(|| format!("configuring {}", n.name))?;
-                if let (Some(gw), false) = (l.router, have_route) {
-                    match io.default_route(&n.name, gw) {
-                        Ok(()) => have_route = true,
-                        Err(e) => {
-                            tracing::warn!(nic = %n.name, error = %format!("{e:#}"), "default route")
-                        }
-                    }
-                }
-                report.leases.push((n.name.clone(), l));
+    let mut nics: Vec<(String, String)> = Vec::new();
+    let mut leases: Vec<(String, Lease, Duration, Duration)> = Vec::new();
+    let mut finished: Vec<String> = Vec::new();
+    let mut carriers: Vec<(String, Duration, Duration, Duration)> = Vec::new();
+    let mut waited_phy: Vec<String> = Vec::new();
+    let mut settle_since: Option<Instant> = None;
+    let hard_deadline = Instant::now() + t.settle + t.carrier + t.dhcp + Duration::from_secs(60);
+    let chosen = loop {
+        for n in physical_nics(sys) {
+            if nics.iter().any(|(name, _)| *name == n.name) {
+                continue;
             }
-            Err(e) => tracing::warn!(nic = %n.name, error = %format!("{e:#}"), "no DHCP lease"),
+            if nics.is_empty()
+                && let Some(tl) = timeline
+            {
+                tl.stage("nic", began, uptime(), format!("first NIC {}", n.name));
+            }
+            nics.push((n.name.clone(), mac_text(&n.mac)));
+            let (sys, tx) = (sys.to_path_buf(), tx.clone());
+            std::thread::spawn(move || nic_worker(sys, n, t, tx));
         }
+        while let Ok(ev) = rx.recv_timeout(Duration::from_millis(10)) {
+            match ev {
+                NicEvent::Carrier {
+                    nic,
+                    appeared,
+                    up,
+                    at,
+                    phy_waited,
+                } => {
+                    if phy_waited {
+                        waited_phy.push(nic.clone());
+                    }
+                    carriers.push((nic, appeared, up, at))
+                }
+                NicEvent::NoCarrier { nic } => {
+                    report.no_carrier.push(nic.clone());
+                    finished.push(nic);
+                }
+                NicEvent::Dhcp {
+                    nic,
+                    start,
+                    end,
+                    result,
+                } => match result {
+                    Ok(l) => leases.push((nic, l, start, end)),
+                    Err(_) => finished.push(nic),
+                },
+            }
+        }
+        // Once the loads are over, a NIC that has not shown up within `settle` never will.
+        let loads_over = loads_done();
+        if loads_over && settle_since.is_none() {
+            settle_since = Some(Instant::now());
+        }
+        let more = !loads_over
+            || (nics.is_empty() && settle_since.is_some_and(|s| s.elapsed() < t.settle));
+        let leased: Vec<String> = leases.iter().map(|(n, ..)| n.clone()).collect();
+        match choose(&nics, boot_mac, &leased, &finished, more) {
+            Choice::Use(n) => break Some(n),
+            Choice::GiveUp => break None,
+            Choice::Wait if Instant::now() > hard_deadline => break None,
+            Choice::Wait => {}
+        }
+    };
+    report.nics = nics.iter().map(|(n, _)| n.clone()).collect();
+    let Some(chosen) = chosen else {
+        return Ok(report);
+    };
+    let Some((_, lease, dhcp_start, dhcp_end)) = leases.into_iter().find(|(n, ..)| *n == chosen)
+    else {
+        return Ok(report);
+    };
+    if let Some(tl) = timeline {
+        if let Some((_, appeared, up, at)) = carriers.iter().find(|(n, ..)| *n == chosen) {
+            if waited_phy.contains(&chosen) {
+                tl.stage("phy", *appeared, *up, format!("PHY link on {chosen}"));
+            }
+            tl.stage("link", *up, *at, format!("carrier on {chosen}"));
+        }
+        tl.stage(
+            "dhcp",
+            dhcp_start,
+            dhcp_end,
+            format!("lease {} on {chosen}", lease.addr),
+        );
     }
-    let leases: Vec<Lease> = report.leases.iter().map(|(_, l)| l.clone()).collect();
+    if let Some(gw) = lease.router
+        && let Err(e) = io.default_route(&chosen, gw)
+    {
+        tracing::warn!(nic = %chosen, error = %format!("{e:#}"), "default route");
+    }
     let _ = std::fs::create_dir_all(etc);
-    std::fs::write(etc.join("resolv.conf"), resolv_conf(&leases)).context("writing resolv.conf")?;
-    let hostname = leases
-        .iter()
-        .find_map(|l| l.hostname.clone())
-        .unwrap_or_else(|| "ingot-agent".into());
     std::fs::write(
-        etc.join("hosts"),
-        hosts(&hostname, leases.first().map(|l| l.addr)),
+        etc.join("resolv.conf"),
+        resolv_conf(std::slice::from_ref(&lease)),
     )
-    .context("writing /etc/hosts")?;
+    .context("writing resolv.conf")?;
+    let hostname = lease
+        .hostname
+        .clone()
+        .unwrap_or_else(|| "ingot-agent".into());
+    std::fs::write(etc.join("hosts"), hosts(&hostname, Some(lease.addr)))
+        .context("writing /etc/hosts")?;
     let _ = std::fs::write("/proc/sys/kernel/hostname", &hostname);
+    report.leases.push((chosen, lease));
     Ok(report)
 }
 
@@ -362,5 +616,116 @@ mod tests {
         assert_eq!(v[0].name, "eth0");
         assert_eq!(v[0].ifindex, 2);
         assert_eq!(v[0].mac, [0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+    }
+
+    #[test]
+    fn phy_wait_only_for_a_powered_negotiating_phy_without_link() {
+        // QEMU's e1000 right after the driver restarted auto-negotiation, then done.
+        assert!(wait_for_phy(0x1140, 0x7949));
+        assert!(!wait_for_phy(0x1140, 0x796d));
+        // Powered down (the driver powers it at open), or fixed speed: go at once.
+        assert!(!wait_for_phy(0x1940, 0x7949));
+        assert!(!wait_for_phy(0x0140, 0x7949));
+    }
+
+    #[test]
+    fn choose_prefers_the_boot_nic_and_gives_up_only_when_nothing_can_come() {
+        let nics = |v: &[&str]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|n| (n.to_string(), format!("mac-{n}")))
+                .collect()
+        };
+        let s = |v: &[&str]| -> Vec<String> { v.iter().map(|x| x.to_string()).collect() };
+        let use_ = |n: &str| Choice::Use(n.to_owned());
+        // (nics, boot mac, leased, finished, more NICs possible, want)
+        type Case<'a> = (
+            Vec<(String, String)>,
+            Option<&'a str>,
+            Vec<String>,
+            Vec<String>,
+            bool,
+            Choice,
+        );
+        let cases: Vec<Case<'_>> = vec![
+            (nics(&[]), None, s(&[]), s(&[]), true, Choice::Wait),
+            (nics(&[]), None, s(&[]), s(&[]), false, Choice::GiveUp),
+            (
+                nics(&["eth0", "eth1"]),
+                None,
+                s(&["eth1"]),
+                s(&[]),
+                true,
+                use_("eth1"),
+            ),
+            (
+                nics(&["eth0", "eth1"]),
+                None,
+                s(&[]),
+                s(&["eth0"]),
+                false,
+                Choice::Wait,
+            ),
+            (
+                nics(&["eth0", "eth1"]),
+                None,
+                s(&[]),
+                s(&["eth0", "eth1"]),
+                false,
+                Choice::GiveUp,
+            ),
+            (
+                nics(&["eth0", "eth1"]),
+                None,
+                s(&[]),
+                s(&["eth0", "eth1"]),
+                true,
+                Choice::Wait,
+            ),
+            // The boot NIC wins as soon as it has a lease, and is waited for while it may.
+            (
+                nics(&["eth0", "eth1"]),
+                Some("mac-eth1"),
+                s(&["eth0", "eth1"]),
+                s(&[]),
+                false,
+                use_("eth1"),
+            ),
+            (
+                nics(&["eth0", "eth1"]),
+                Some("mac-eth1"),
+                s(&["eth0"]),
+                s(&[]),
+                false,
+                Choice::Wait,
+            ),
+            (
+                nics(&["eth0", "eth1"]),
+                Some("mac-eth1"),
+                s(&["eth0"]),
+                s(&["eth1"]),
+                false,
+                use_("eth0"),
+            ),
+            // A boot NIC that has not appeared yet is waited for until the loads are over.
+            (
+                nics(&["eth0"]),
+                Some("mac-eth9"),
+                s(&["eth0"]),
+                s(&[]),
+                true,
+                Choice::Wait,
+            ),
+            (
+                nics(&["eth0"]),
+                Some("mac-eth9"),
+                s(&["eth0"]),
+                s(&[]),
+                false,
+                use_("eth0"),
+            ),
+        ];
+        for (i, (n, b, l, f, more, want)) in cases.into_iter().enumerate() {
+            assert_eq!(choose(&n, b, &l, &f, more), want, "case {i}");
+        }
     }
 }

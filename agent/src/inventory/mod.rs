@@ -1,9 +1,10 @@
 //! Hardware inventory, built by pure parsers over a root directory so that
 //! captured sysfs/procfs/SMBIOS trees in `tests/fixtures/` exercise them.
 //! [`collect`] reads a root; [`collect_live`] adds what only the running
-//! system can tell (addresses, host name).
+//! system can tell (addresses, host name, the BMC address over `/dev/ipmi0`).
 
 pub mod block;
+pub mod bmc;
 pub mod cpu;
 pub mod net;
 pub mod smbios;
@@ -67,6 +68,7 @@ pub fn collect_live() -> Inventory {
         std::env::consts::ARCH,
         &net::live_addresses(),
     );
+    inv.bmc_address = bmc::address(Path::new("/dev/ipmi0"));
     inv.hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string());

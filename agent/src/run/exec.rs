@@ -122,7 +122,8 @@ fn wipe(mode: WipeMode, devices: &[String], sink: &dyn EventSink) -> Report {
         (devices.iter().map(PathBuf::from).collect(), vec![])
     };
     tracing::info!(?mode, devices = ?list, "wiping");
-    let mut report: WipeReport = crate::wipe::wipe_all(&list, mode);
+    let mut report: WipeReport =
+        crate::wipe::wipe_all_with_progress(&list, mode, sink, Duration::from_secs(1));
     report.disks.extend(skipped);
     sink.emit(&AgentEvent::WipeDone(report.clone()));
     let detail = serde_json::to_value(&report).ok();
@@ -182,11 +183,12 @@ pub fn configdrive_bytes(cd: &ConfigDrive) -> anyhow::Result<Vec<u8>> {
             meta_data,
             user_data,
             network_data,
-            vendor_data: _,
+            vendor_data,
         } => crate::configdrive::ConfigDrive {
             meta_data: meta_data.clone(),
             user_data: user_data.as_ref().map(|u| u.as_bytes().to_vec()),
             network_data: network_data.clone(),
+            vendor_data: vendor_data.clone(),
         }
         .build()
         .context("building the config drive"),

@@ -57,12 +57,28 @@ pub fn vm_rss_kib(status_path: &str) -> Option<u64> {
         .ok()
 }
 
+/// How often the agent heartbeats while a command runs, until the controller's answer says
+/// otherwise.
+pub const BUSY_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// The next busy-heartbeat interval: the controller's `wait` seconds (1 to 60), else the
+/// current one. Pure.
+pub fn next_busy_interval(answer: &proto::protocol::Command, current: Duration) -> Duration {
+    match answer {
+        proto::protocol::Command::Wait { seconds } if (1..=60).contains(seconds) => {
+            Duration::from_secs(u64::from(*seconds))
+        }
+        _ => current,
+    }
+}
+
 async fn run_command<C: Controller, H: Host>(
     ctl: &C,
     host: &std::sync::Arc<H>,
     session: &machine::Session,
     command_id: uuid::Uuid,
     command: &proto::protocol::Command,
+    busy_interval: Duration,
 ) -> Report {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let sink = ForwardSink {
@@ -85,7 +101,32 @@ async fn run_command<C: Controller, H: Host>(
             }
         }
     };
-    let (res, ()) = tokio::join!(job, forward);
+    // Busy heartbeats while the command runs: the controller tells a live agent that is
+    // writing or wiping (progress may be rare: a secure erase has none) from a dead one.
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
+    let job = async {
+        let r = job.await;
+        let _ = done_tx.send(true);
+        r
+    };
+    let keepalive = async {
+        let mut interval = busy_interval;
+        loop {
+            tokio::select! {
+                _ = done_rx.changed() => break,
+                () = tokio::time::sleep(interval) => {}
+            }
+            let req = HeartbeatRequest {
+                node_uuid: session.node,
+                state: AgentState::Busy { command_id },
+            };
+            match ctl.heartbeat(&session.token, &req, Duration::ZERO).await {
+                Ok(hb) => interval = next_busy_interval(&hb.command, interval),
+                Err(e) => tracing::warn!(error = ?e, "busy heartbeat failed"),
+            }
+        }
+    };
+    let (res, (), ()) = tokio::join!(job, forward, keepalive);
     res.unwrap_or_else(|e| Report::Failed {
         error: proto::ErrorReport {
             phase: None,
@@ -97,6 +138,15 @@ async fn run_command<C: Controller, H: Host>(
 
 /// Runs the protocol until the controller asks to reboot or power off; returns which.
 pub async fn drive<C: Controller, H: Host>(ctl: &C, host: std::sync::Arc<H>) -> Halt {
+    drive_with(ctl, host, BUSY_HEARTBEAT).await
+}
+
+/// [`drive`] with the first busy-heartbeat interval given.
+pub async fn drive_with<C: Controller, H: Host>(
+    ctl: &C,
+    host: std::sync::Arc<H>,
+    busy_interval: Duration,
+) -> Halt {
     let mut state = State::start();
     let started = Instant::now();
     let mut looked_up = false;
@@ -105,6 +155,7 @@ pub async fn drive<C: Controller, H: Host>(ctl: &C, host: std::sync::Arc<H>) -> 
             Action::Lookup { delay } => {
                 tokio::time::sleep(delay).await;
                 let h = host.clone();
+                let inv_start = crate::init::uptime();
                 let req = match tokio::task::spawn_blocking(move || h.lookup_request()).await {
                     Ok(r) => r,
                     Err(e) => {
@@ -113,11 +164,31 @@ pub async fn drive<C: Controller, H: Host>(ctl: &C, host: std::sync::Arc<H>) -> 
                         continue;
                     }
                 };
+                let call_start = crate::init::uptime();
                 let r = ctl.lookup(&req).await;
                 match &r {
                     Ok(resp) => {
                         if !looked_up {
                             looked_up = true;
+                            if let Some(tl) = crate::init::timeline::boot() {
+                                tl.stage(
+                                    "inventory",
+                                    inv_start,
+                                    call_start,
+                                    format!(
+                                        "{} disks, {} NICs",
+                                        req.inventory.disks.len(),
+                                        req.inventory.interfaces.len()
+                                    ),
+                                );
+                                tl.stage(
+                                    "lookup",
+                                    call_start,
+                                    crate::init::uptime(),
+                                    format!("node {}", resp.node_uuid),
+                                );
+                                tracing::info!("{}", tl.summary());
+                            }
                             tracing::info!(
                                 node = %resp.node_uuid,
                                 discovered = resp.discovered,
@@ -156,7 +227,9 @@ pub async fn drive<C: Controller, H: Host>(ctl: &C, host: std::sync::Arc<H>) -> 
                 command,
             } => {
                 tracing::info!(%command_id, command = %serde_json::to_string(command).unwrap_or_default(), "running command");
-                Outcome::Ran(run_command(ctl, &host, session, command_id, command).await)
+                Outcome::Ran(
+                    run_command(ctl, &host, session, command_id, command, busy_interval).await,
+                )
             }
             Action::Report {
                 session,

@@ -17,6 +17,8 @@ struct FakeController {
     heartbeats: Mutex<VecDeque<Result<HeartbeatResponse, CallError>>>,
     tokens_seen: Mutex<Vec<String>>,
     events: Mutex<Vec<EventReport>>,
+    /// Command ids of busy heartbeats, in order.
+    busy: Mutex<Vec<Uuid>>,
 }
 
 impl Controller for FakeController {
@@ -39,9 +41,16 @@ impl Controller for FakeController {
     async fn heartbeat(
         &self,
         token: &str,
-        _req: &HeartbeatRequest,
+        req: &HeartbeatRequest,
         _wait: Duration,
     ) -> Result<HeartbeatResponse, CallError> {
+        if let AgentState::Busy { command_id } = req.state {
+            self.busy.lock().expect("lock").push(command_id);
+            return Ok(HeartbeatResponse {
+                command_id: Uuid::nil(),
+                command: Command::Wait { seconds: 0 },
+            });
+        }
         self.tokens_seen.lock().expect("lock").push(token.into());
         self.heartbeats
             .lock()
@@ -59,7 +68,11 @@ impl Controller for FakeController {
     }
 }
 
-struct FakeHost;
+#[derive(Default)]
+struct FakeHost {
+    /// How long each command takes.
+    runs_for: Duration,
+}
 
 impl Host for FakeHost {
     fn lookup_request(&self) -> LookupRequest {
@@ -67,6 +80,7 @@ impl Host for FakeHost {
     }
 
     fn execute(&self, command: &Command, sink: &dyn EventSink) -> Report {
+        std::thread::sleep(self.runs_for);
         for i in 0..3 {
             // Three progress events in a burst: throttling lets the first through.
             sink.emit(&AgentEvent::Progress(ProgressEvent {
@@ -102,7 +116,7 @@ async fn loop_runs_commands_and_relooks_up_on_401() {
         Err(CallError::Unauthorized),
         cmd(3, Command::Wait { seconds: 0 }),
     ]);
-    let halt = drive(&ctl, Arc::new(FakeHost)).await;
+    let halt = drive(&ctl, Arc::new(FakeHost::default())).await;
     assert_eq!(halt, Halt::PowerOff);
     assert_eq!(
         ctl.lookups.lock().expect("lock").len(),
@@ -132,4 +146,48 @@ async fn loop_runs_commands_and_relooks_up_on_401() {
         vec![(2, "event"), (2, "succeeded"), (99, "succeeded")],
         "progress throttled to one, result, then power_off acknowledged"
     );
+}
+
+#[tokio::test]
+async fn busy_heartbeats_while_a_command_runs() {
+    let ctl = FakeController::default();
+    ctl.heartbeats
+        .lock()
+        .expect("lock")
+        .extend([cmd(7, Command::Inspect)]);
+    let host = Arc::new(FakeHost {
+        runs_for: Duration::from_millis(550),
+    });
+    let halt = drive_with(&ctl, host, Duration::from_millis(100)).await;
+    assert_eq!(halt, Halt::PowerOff);
+    let busy = ctl.busy.lock().expect("lock").clone();
+    assert!(
+        busy.len() >= 3,
+        "about five busy heartbeats in 550 ms at 100 ms: {busy:?}"
+    );
+    assert!(
+        busy.iter()
+            .all(|id| id.as_u128() == 7 || id.as_u128() == 99)
+    );
+    assert_eq!(busy[0].as_u128(), 7, "for the running command");
+    assert_eq!(
+        *ctl.tokens_seen.lock().expect("lock"),
+        vec!["tok1", "tok1"],
+        "busy heartbeats are not idle ones"
+    );
+}
+
+#[test]
+fn busy_interval_follows_the_controller() {
+    let cur = Duration::from_secs(5);
+    assert_eq!(
+        next_busy_interval(&Command::Wait { seconds: 10 }, cur),
+        Duration::from_secs(10)
+    );
+    assert_eq!(next_busy_interval(&Command::Wait { seconds: 0 }, cur), cur);
+    assert_eq!(
+        next_busy_interval(&Command::Wait { seconds: 600 }, cur),
+        cur
+    );
+    assert_eq!(next_busy_interval(&Command::Inspect, cur), cur);
 }

@@ -1,21 +1,25 @@
 //! Disk wiping: `metadata` (every known signature, on the disk and on each
 //! partition, plus both ends), `full` (zero everything, verified by reading
 //! back) and `secure` (firmware erase, verified by a marker). Several disks
-//! are wiped in parallel; every disk gets a result and the job fails closed.
+//! are wiped in parallel; every disk gets a result and the job fails closed. Progress
+//! (bytes cleared of the total, rate) is reported like the image writer's.
 
 pub mod select;
 pub mod signatures;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use proto::{WipeDiskResult, WipeMode, WipeReport};
+use proto::{AgentEvent, Phase, ProgressEvent, WipeDiskResult, WipeMode, WipeReport};
 
+use crate::events::EventSink;
 use crate::host::aligned::AlignedBuf;
 use crate::host::blockdev::{Disk, DiskError};
 use crate::image::table;
 
 const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
 
 /// Why wiping one disk failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,14 +46,91 @@ pub enum WipeError {
     Command(#[source] anyhow::Error),
 }
 
+/// Bytes wiped so far across the disks of one job, shared by the wipe threads and the
+/// progress reporter.
+#[derive(Debug, Default)]
+pub struct WipeProgress {
+    /// Bytes the job will clear.
+    pub total: AtomicU64,
+    /// Bytes cleared so far.
+    pub done: AtomicU64,
+    /// Disks that are reading back their zeroes.
+    pub verifying: AtomicU64,
+}
+
+impl WipeProgress {
+    fn add_total(&self, n: u64) {
+        self.total.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn add_done(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The progress event for now, `elapsed` after the job started.
+    pub fn event(&self, elapsed: Duration) -> ProgressEvent {
+        progress_event(
+            self.done.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+            self.verifying.load(Ordering::Relaxed) > 0,
+            elapsed,
+        )
+    }
+}
+
+/// A wipe's progress event: bytes cleared of the total, the rate since the start, and the
+/// phase (`verify` while any disk reads back). Pure.
+pub fn progress_event(done: u64, total: u64, verifying: bool, elapsed: Duration) -> ProgressEvent {
+    let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    ProgressEvent {
+        phase: if verifying {
+            Phase::Verify
+        } else {
+            Phase::Wipe
+        },
+        bytes_fetched: 0,
+        bytes_written: done,
+        bytes_total: Some(total),
+        rate_bps: done.saturating_mul(1000).checked_div(ms).unwrap_or(0),
+        elapsed_ms: ms,
+    }
+}
+
 /// Wipe every device in parallel and report per disk.
 pub fn wipe_all(devices: &[PathBuf], mode: WipeMode) -> WipeReport {
+    wipe_all_with_progress(
+        devices,
+        mode,
+        &crate::events::CollectSink::default(),
+        Duration::MAX,
+    )
+}
+
+/// [`wipe_all`], emitting a progress event (bytes cleared, rate) to `sink` every
+/// `interval` while the disks are wiped, and a last one at the end.
+pub fn wipe_all_with_progress(
+    devices: &[PathBuf],
+    mode: WipeMode,
+    sink: &dyn EventSink,
+    interval: Duration,
+) -> WipeReport {
+    let progress = WipeProgress::default();
+    let started = Instant::now();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let disks: Vec<WipeDiskResult> = std::thread::scope(|s| {
+        let p = &progress;
+        let reporter = s.spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stop_rx.recv_timeout(interval)
+            {
+                sink.emit(&AgentEvent::Progress(p.event(started.elapsed())));
+            }
+        });
         let handles: Vec<_> = devices
             .iter()
-            .map(|d| s.spawn(move || wipe_one(d, mode)))
+            .map(|d| s.spawn(move || wipe_one_with_progress(d, mode, p)))
             .collect();
-        handles
+        let results = handles
             .into_iter()
             .zip(devices)
             .map(|(h, d)| {
@@ -64,8 +145,12 @@ pub fn wipe_all(devices: &[PathBuf], mode: WipeMode) -> WipeReport {
                     elapsed_ms: 0,
                 })
             })
-            .collect()
+            .collect();
+        drop(stop_tx);
+        let _ = reporter.join();
+        results
     });
+    sink.emit(&AgentEvent::Progress(progress.event(started.elapsed())));
     WipeReport {
         ok: disks.iter().all(|d| d.ok || d.skipped.is_some()),
         disks,
@@ -74,6 +159,10 @@ pub fn wipe_all(devices: &[PathBuf], mode: WipeMode) -> WipeReport {
 
 /// Wipe one device; never panics, always returns a result.
 pub fn wipe_one(device: &Path, mode: WipeMode) -> WipeDiskResult {
+    wipe_one_with_progress(device, mode, &WipeProgress::default())
+}
+
+fn wipe_one_with_progress(device: &Path, mode: WipeMode, p: &WipeProgress) -> WipeDiskResult {
     let t = Instant::now();
     let mut r = WipeDiskResult {
         device: device.display().to_string(),
@@ -88,9 +177,14 @@ pub fn wipe_one(device: &Path, mode: WipeMode) -> WipeDiskResult {
     let res = Disk::open_write(device, true)
         .map_err(WipeError::from)
         .and_then(|disk| match mode {
-            WipeMode::Metadata => metadata(&disk).map(|c| ("signatures", c)),
-            WipeMode::Full => full(&disk).map(|m| (m, vec![])),
-            WipeMode::Secure => secure(&disk).map(|m| (m, vec![])),
+            WipeMode::Metadata => metadata(&disk, p).map(|c| ("signatures", c)),
+            WipeMode::Full => full(&disk, p).map(|m| (m, vec![])),
+            WipeMode::Secure => {
+                p.add_total(disk.size());
+                let m = secure(&disk)?;
+                p.add_done(disk.size());
+                Ok((m, vec![]))
+            }
         });
     match res {
         Ok((method, cleared)) => {
@@ -107,6 +201,23 @@ pub fn wipe_one(device: &Path, mode: WipeMode) -> WipeDiskResult {
     r
 }
 
+/// Runs `op` over `[0, size)` in `step`-sized pieces, counting each into `p`.
+fn in_steps(
+    size: u64,
+    step: u64,
+    p: &WipeProgress,
+    mut op: impl FnMut(u64, u64) -> Result<(), DiskError>,
+) -> Result<(), DiskError> {
+    let mut off = 0;
+    while off < size {
+        let n = step.min(size - off);
+        op(off, n)?;
+        p.add_done(n);
+        off += n;
+    }
+    Ok(())
+}
+
 fn read_region(disk: &Disk, off: u64, len: u64) -> Result<AlignedBuf, DiskError> {
     let len = usize::try_from(len).unwrap_or(0);
     let mut b = AlignedBuf::new(len);
@@ -115,7 +226,7 @@ fn read_region(disk: &Disk, off: u64, len: u64) -> Result<AlignedBuf, DiskError>
 }
 
 /// Clear signatures on every partition, then on the whole disk.
-fn metadata(disk: &Disk) -> Result<Vec<String>, WipeError> {
+fn metadata(disk: &Disk, p: &WipeProgress) -> Result<Vec<String>, WipeError> {
     let size = disk.size();
     let sector = disk.logical_sector_size();
     let head_len = (8 * MIB).min(size);
@@ -150,10 +261,18 @@ fn metadata(disk: &Disk) -> Result<Vec<String>, WipeError> {
         sector as usize,
     ));
     areas.push((0, size));
-    for (start, len) in areas {
-        for (off, l) in signatures::ranges(len) {
-            disk.zero_range(start + off, l)?;
-        }
+    let work: Vec<(u64, u64)> = areas
+        .iter()
+        .flat_map(|&(start, len)| {
+            signatures::ranges(len)
+                .into_iter()
+                .map(move |(off, l)| (start + off, l))
+        })
+        .collect();
+    p.add_total(work.iter().map(|&(_, l)| l).sum());
+    for (off, l) in work {
+        disk.zero_range(off, l)?;
+        p.add_done(l);
     }
     disk.sync()?;
     disk.reread_partitions()?;
@@ -176,24 +295,39 @@ fn sysfs_queue(disk: &Disk, attr: &str) -> Option<u64> {
 
 /// Zero the whole device by the cheapest way that guarantees zeroes, then
 /// verify by reading back.
-fn full(disk: &Disk) -> Result<&'static str, WipeError> {
+fn full(disk: &Disk, p: &WipeProgress) -> Result<&'static str, WipeError> {
     let size = disk.size();
+    p.add_total(size);
+    // Offload in 1 GiB steps and overwrite in 64 MiB ones, so progress moves; an offload
+    // that fails on its first step falls back to the next way.
+    let first_ok = |f: &dyn Fn(u64, u64) -> Result<(), DiskError>| f(0, GIB.min(size)).is_ok();
     let method = if disk.is_block_device()
         && sysfs_queue(disk, "discard_zeroes_data") == Some(1)
-        && disk.discard(0, size).is_ok()
+        && first_ok(&|o, l| disk.discard(o, l))
     {
+        p.add_done(GIB.min(size));
+        in_steps(size.saturating_sub(GIB), GIB, p, |o, l| {
+            disk.discard(GIB + o, l)
+        })?;
         "discard"
     } else if disk.is_block_device()
         && sysfs_queue(disk, "write_zeroes_max_bytes").unwrap_or(0) > 0
-        && disk.zeroout(0, size).is_ok()
+        && first_ok(&|o, l| disk.zeroout(o, l))
     {
+        p.add_done(GIB.min(size));
+        in_steps(size.saturating_sub(GIB), GIB, p, |o, l| {
+            disk.zeroout(GIB + o, l)
+        })?;
         "write_zeroes"
     } else {
-        disk.zero_range(0, size)?;
+        in_steps(size, 64 * MIB, p, |o, l| disk.zero_range(o, l))?;
         "overwrite"
     };
     disk.sync()?;
-    verify_zero(disk)?;
+    p.verifying.fetch_add(1, Ordering::Relaxed);
+    let verified = verify_zero(disk);
+    p.verifying.fetch_sub(1, Ordering::Relaxed);
+    verified?;
     disk.reread_partitions()?;
     Ok(method)
 }
@@ -299,4 +433,36 @@ fn secure(disk: &Disk) -> Result<&'static str, WipeError> {
     }
     disk.reread_partitions()?;
     Ok(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_event_counts_bytes_rate_and_phase() {
+        let e = progress_event(500 * MIB, 1000 * MIB, false, Duration::from_secs(2));
+        assert_eq!(e.phase, Phase::Wipe);
+        assert_eq!(e.bytes_written, 500 * MIB);
+        assert_eq!(e.bytes_total, Some(1000 * MIB));
+        assert_eq!(e.rate_bps, 250 * MIB);
+        assert_eq!(e.elapsed_ms, 2000);
+        assert_eq!(e.bytes_fetched, 0);
+        let v = progress_event(1000 * MIB, 1000 * MIB, true, Duration::ZERO);
+        assert_eq!(v.phase, Phase::Verify);
+        assert_eq!(v.rate_bps, 0, "no division by zero");
+    }
+
+    #[test]
+    fn in_steps_covers_the_range_once() {
+        let p = WipeProgress::default();
+        let mut seen = Vec::new();
+        in_steps(10, 4, &p, |o, l| {
+            seen.push((o, l));
+            Ok(())
+        })
+        .expect("steps");
+        assert_eq!(seen, vec![(0, 4), (4, 4), (8, 2)]);
+        assert_eq!(p.done.load(Ordering::Relaxed), 10);
+    }
 }

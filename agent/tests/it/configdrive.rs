@@ -29,6 +29,8 @@ fn build_iso(dir: &Path) -> std::path::PathBuf {
             &meta,
             "--network-data",
             net,
+            "--vendor-data",
+            r##"{"cloud-init": "#cloud-config\nruncmd: [touch /vendor-marker]\n", "ingot": {"rack": "r7"}}"##,
             "--user-data",
         ])
         .arg(&ud)
@@ -86,7 +88,7 @@ fn config_drive_is_read_by_cloud_init() {
     let script = "import json, sys\n\
 from cloudinit.sources.DataSourceConfigDrive import read_config_drive\n\
 r = read_config_drive(sys.argv[1])\n\
-print(json.dumps({'md': r['metadata'], 'ud': r['userdata'].decode(), 'nd': r['networkdata']}))\n";
+print(json.dumps({'md': r['metadata'], 'ud': r['userdata'].decode(), 'nd': r['networkdata'], 'vd': r.get('vendordata')}))\n";
     let out = Command::new("/usr/bin/python3")
         .arg("-c")
         .arg(script)
@@ -110,6 +112,11 @@ print(json.dumps({'md': r['metadata'], 'ud': r['userdata'].decode(), 'nd': r['ne
     );
     assert_eq!(v["ud"], "#cloud-config\nhostname: node-7\n");
     assert_eq!(v["nd"]["networks"][0]["type"], "ipv4_dhcp");
+    assert_eq!(v["vd"]["ingot"]["rack"], "r7", "vendor data: {}", v["vd"]);
+    assert_eq!(
+        v["vd"]["cloud-init"],
+        "#cloud-config\nruncmd: [touch /vendor-marker]\n"
+    );
 }
 
 #[test]

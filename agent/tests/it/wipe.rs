@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use agent::wipe::{wipe_all, wipe_one};
+use agent::wipe::{wipe_all, wipe_all_with_progress, wipe_one};
 use proto::WipeMode;
 
 use crate::support::*;
@@ -152,8 +152,33 @@ fn full_wipe_zeroes_and_verifies_and_secure_refuses_loop_devices() {
     let b = LoopDev::new(48 * MIB, 4096, false);
     a.fill(0xee);
     b.fill(0x11);
-    let report = wipe_all(&[a.dev.clone(), b.dev.clone()], WipeMode::Full);
+    let sink = agent::events::CollectSink::default();
+    let report = wipe_all_with_progress(
+        &[a.dev.clone(), b.dev.clone()],
+        WipeMode::Full,
+        &sink,
+        std::time::Duration::from_millis(1),
+    );
     assert!(report.ok, "{report:?}");
+    // Byte progress like write-image's: it only grows, and ends at both disks' size.
+    let progress: Vec<proto::ProgressEvent> = sink
+        .events
+        .lock()
+        .expect("events")
+        .iter()
+        .filter_map(|e| match e {
+            proto::AgentEvent::Progress(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    let last = progress.last().expect("a progress event");
+    assert_eq!(last.bytes_written, 112 * MIB as u64);
+    assert_eq!(last.bytes_total, Some(112 * MIB as u64));
+    assert!(
+        progress
+            .windows(2)
+            .all(|w| w[0].bytes_written <= w[1].bytes_written)
+    );
     for d in [&a, &b] {
         assert!(
             d.read_all().iter().all(|&x| x == 0),

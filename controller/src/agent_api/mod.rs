@@ -378,6 +378,12 @@ async fn finish(st: &AgentApiState, node: Uuid, wait_state: &str, result: Result
     for _ in 0..500 {
         match st.store.get_node_by_uuid(node).await {
             Ok(Some(n)) if n.provision_state == wait_state => {}
+            // The task that sent the command has not saved the wait state yet (a fast agent
+            // answers before the conductor's transaction commits): wait for it.
+            Ok(Some(n)) if n.reservation.is_some() => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
             Ok(Some(n)) => {
                 tracing::info!(node = %node, state = %n.provision_state, "agent result outside a wait state");
                 return;

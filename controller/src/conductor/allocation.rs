@@ -72,6 +72,7 @@ impl Conductor {
                 &mut n,
                 &TaskFlags {
                     instance_changed: true,
+                    ..TaskFlags::default()
                 },
             )
             .await?;

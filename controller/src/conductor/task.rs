@@ -1,10 +1,13 @@
 //! The executor: persists transitions and carries out the machine's actions.
 //!
 //! One node task holds the node lock from the verb (or event) that started it until the node
-//! rests in a stable, wait or failed state. Each transition costs one node write and one
-//! history row; driver results come back as machine events.
+//! rests in a stable, wait or failed state. Each transition is one store transaction
+//! (`commit_transition`: the node, its history row, and, for the transition that leaves the
+//! node at rest, the lock release), so no reader ever sees a node at rest but still locked.
+//! Driver results come back as machine events.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -32,6 +35,18 @@ const CLEAN_STEP_INDEX: &str = "clean_step_index";
 pub(super) struct TaskFlags {
     /// `instance_uuid` / `allocation_uuid` were cleared by this task.
     pub instance_changed: bool,
+    /// Set once the task's last transition released the node lock (shared by clones, so
+    /// `run_guarded` sees it after the task ran elsewhere): nobody must release it again,
+    /// since the next holder has the same name.
+    pub released: Arc<AtomicBool>,
+}
+
+/// Whether a transition's remaining actions can produce no further event, so the node
+/// rests once it is saved (the task's last transition).
+fn at_rest(actions: &[Action]) -> bool {
+    actions
+        .iter()
+        .all(|a| matches!(a, Action::StartWaitTimer(_) | Action::CancelWait(_)))
 }
 
 /// A node task ready to run: the locked node and the actions left to execute.
@@ -83,11 +98,27 @@ fn step_json(interface: &str, step: &str, priority: u32) -> JsonMap {
 impl Conductor {
     /// Persists a node (merging on a concurrent change), updating `node.revision`.
     pub(super) async fn save(&self, node: &mut Node, flags: &TaskFlags) -> Result<(), StoreError> {
+        self.save_with(node, flags, None, false).await
+    }
+
+    /// Persists a node, plus `history` and (when `release`) the lock release, in one store
+    /// transaction; on a concurrent change, merges and retries the whole of it.
+    pub(super) async fn save_with(
+        &self,
+        node: &mut Node,
+        flags: &TaskFlags,
+        history: Option<&HistoryEvent>,
+        release: bool,
+    ) -> Result<(), StoreError> {
         node.updated_at = Some(Utc::now());
+        let holder = release.then_some(self.config.name.as_str());
         for _ in 0..8 {
-            match self.store.update_node(node).await {
+            match self.store.commit_transition(node, history, holder).await {
                 Ok(revision) => {
                     node.revision = revision;
+                    if release {
+                        flags.released.store(true, Ordering::Release);
+                    }
                     return Ok(());
                 }
                 Err(StoreError::Stale { uuid }) => {
@@ -105,15 +136,15 @@ impl Conductor {
         Err(StoreError::Stale { uuid: node.uuid })
     }
 
-    async fn history(
+    fn history_event(
         &self,
         node: Uuid,
         at: DateTime<Utc>,
         severity: &str,
         kind: &str,
         text: String,
-    ) {
-        let event = HistoryEvent {
+    ) -> HistoryEvent {
+        HistoryEvent {
             uuid: Uuid::new_v4(),
             node_uuid: node,
             created_at: at,
@@ -122,9 +153,6 @@ impl Conductor {
             event: text,
             conductor: Some(self.config.name.clone()),
             user: None,
-        };
-        if let Err(err) = self.store.add_history(&event).await {
-            tracing::error!(node = %node, error = %err, "recording node history failed");
         }
     }
 
@@ -210,8 +238,10 @@ impl Conductor {
         Ok(())
     }
 
-    /// Persists a transition (one node write, one history row) and returns the actions
-    /// left to execute.
+    /// Persists a transition (node and history row in one store transaction) and returns
+    /// the actions left to execute. When the transition leaves the node at rest, its timer
+    /// actions run first and the same transaction releases the lock (`flags.released`);
+    /// nothing is left to execute then.
     pub(super) async fn commit(
         &self,
         node: &mut Node,
@@ -227,7 +257,13 @@ impl Conductor {
                     event_type,
                     event,
                 } => {
-                    history = Some((severity, event_type, event));
+                    history = Some(self.history_event(
+                        node.uuid,
+                        t.at,
+                        severity.as_str(),
+                        event_type,
+                        event,
+                    ));
                 }
                 Action::ClearInstance => {
                     self.clear_instance(node).await?;
@@ -248,19 +284,37 @@ impl Conductor {
             node.deploy_step = None;
             node.clean_step = None;
         }
-        self.save(node, flags).await?;
+        let release = at_rest(&rest);
+        if release {
+            // Timers first: once the lock is gone the next task may arm or cancel its own,
+            // which a late arm of ours would replace. A timer armed for a transition that
+            // then fails to save finds another `provision_updated_at` and does nothing.
+            for action in rest.drain(..) {
+                self.execute_timer(node, action);
+            }
+        }
+        self.save_with(node, flags, history.as_ref(), release)
+            .await?;
         tracing::info!(
             node = %node.uuid,
             from = %t.from,
             to = %t.provision_state,
             target = ?t.target_provision_state.map(|s| s.as_str()),
+            released = release,
             "provision state changed"
         );
-        if let Some((severity, kind, text)) = history {
-            self.history(node.uuid, t.at, severity.as_str(), kind, text)
-                .await;
-        }
         Ok(rest)
+    }
+
+    /// Carries out a timer action (the only actions that produce no event).
+    fn execute_timer(&self, node: &Node, action: Action) {
+        match action {
+            Action::StartWaitTimer(phase) => {
+                self.arm_wait_timer(node.uuid, phase, node.provision_updated_at);
+            }
+            Action::CancelWait(_) => self.cancel_wait_timer(node.uuid, None),
+            other => tracing::error!(node = %node.uuid, action = ?other, "not a timer action"),
+        }
     }
 
     /// Undeploy: forgets the instance and deletes the node's allocation.
@@ -278,8 +332,10 @@ impl Conductor {
     }
 
     /// Runs a node task to its end and releases the lock, also after an error or a panic
-    /// (the node is then failed with a `last_error` saying so).
+    /// (the node is then failed with a `last_error` saying so). A task whose last transition
+    /// already released the lock is left alone.
     pub(super) async fn run_guarded(self: Arc<Self>, uuid: Uuid, run: Run) {
+        let released = run.flags.released.clone();
         let this = self.clone();
         let outcome = tokio::spawn(async move { this.run(run).await }).await;
         let reason = match outcome {
@@ -293,14 +349,21 @@ impl Conductor {
                 Some("Internal error: the node task crashed".to_owned())
             }
         };
-        if let Some(reason) = reason {
-            self.fail_locked(uuid, reason).await;
+        if released.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(reason) = reason
+            && self.fail_locked(uuid, reason).await
+        {
+            return;
         }
         self.release(uuid).await;
     }
 
-    /// Fails a node we hold the lock of, if it is still running an operation.
-    pub(super) async fn fail_locked(&self, uuid: Uuid, reason: String) {
+    /// Fails a node we hold the lock of, if it is still running an operation. Returns
+    /// whether that released the lock.
+    pub(super) async fn fail_locked(&self, uuid: Uuid, reason: String) -> bool {
+        let mut flags = TaskFlags::default();
         let result = async {
             let Some(mut node) = self.store.get_node_by_uuid(uuid).await? else {
                 return Ok(());
@@ -309,7 +372,6 @@ impl Conductor {
                 return Ok(());
             };
             if let Ok(t) = machine::step(&view, &Event::Failed(reason), Utc::now()) {
-                let mut flags = TaskFlags::default();
                 let rest = self.commit(&mut node, t, &mut flags).await?;
                 for action in rest {
                     if let Action::CancelWait(_) = action {
@@ -323,6 +385,7 @@ impl Conductor {
         if let Err(err) = result {
             tracing::error!(node = %uuid, error = %err, "failing node after an error failed");
         }
+        flags.released.load(Ordering::Acquire)
     }
 
     async fn run(&self, run: Run) -> Result<(), ConductorError> {
@@ -766,11 +829,14 @@ impl Conductor {
             }
         };
         node.target_power_state = None;
-        if let Err(err) = self.save(&mut node, &TaskFlags::default()).await {
+        let event = self.history_event(uuid, Utc::now(), severity, "power", text);
+        // State, history and lock release together; on failure the lock is still ours.
+        if let Err(err) = self
+            .save_with(&mut node, &TaskFlags::default(), Some(&event), true)
+            .await
+        {
             tracing::error!(node = %uuid, error = %err, "saving power state failed");
+            self.release(uuid).await;
         }
-        self.history(uuid, Utc::now(), severity, "power", text)
-            .await;
-        self.release(uuid).await;
     }
 }

@@ -142,6 +142,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `reservation` is left as stored: only `reserve_node`/`release_node`/`release_all`
     /// change it, so a copy read before a lock was taken cannot drop the lock.
     async fn update_node(&self, node: &Node) -> Result<i64, StoreError>;
+    /// One lifecycle transition in one transaction: `update_node(node)` (same revision
+    /// check, `Stale`/`NotFound`/`Duplicate` as there), plus the history event, plus
+    /// clearing the reservation when `release` holds it. On any error nothing is written.
+    /// Returns the new revision.
+    async fn commit_transition(
+        &self,
+        node: &Node,
+        history: Option<&HistoryEvent>,
+        release: Option<&str>,
+    ) -> Result<i64, StoreError>;
     /// Deletes the node with its ports, inventory and history (allocations are kept).
     async fn delete_node(&self, uuid: Uuid) -> Result<(), StoreError>;
     /// Atomically sets `reservation = holder` when it is empty and returns the updated node;

@@ -115,6 +115,7 @@ suite!(
     reopen_keeps_everything,
     two_processes,
     timing,
+    commit_transition,
     dhcp_lease_rules,
     dhcp_reservations,
     dhcp_server_restart,

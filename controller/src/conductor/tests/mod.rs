@@ -102,7 +102,11 @@ pub(super) async fn wait_power(store: &Arc<dyn Store>, uuid: Uuid, state: &str) 
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let node = get(store, uuid).await;
-        if node.power_state.as_deref() == Some(state) && node.target_power_state.is_none() {
+        // The task saves the state before it releases the lock; wait for both.
+        if node.power_state.as_deref() == Some(state)
+            && node.target_power_state.is_none()
+            && node.reservation.is_none()
+        {
             return node;
         }
         assert!(

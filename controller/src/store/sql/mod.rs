@@ -369,6 +369,15 @@ impl Store for SqlStore {
         self.node_update(node).await
     }
 
+    async fn commit_transition(
+        &self,
+        node: &Node,
+        history: Option<&HistoryEvent>,
+        release: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        self.node_commit(node, history, release).await
+    }
+
     async fn delete_node(&self, uuid: Uuid) -> Result<(), StoreError> {
         self.node_delete(uuid).await
     }

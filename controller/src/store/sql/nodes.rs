@@ -10,7 +10,7 @@ use super::{
     Arg, QueryBuilder, SqlStore, Violation, bind_args, dir_sql, limit_of, micros, opt_text,
     parse_opt_uuid, parse_uuid, to_doc, violation, with_db,
 };
-use crate::model::Node;
+use crate::model::{HistoryEvent, Node};
 use crate::store::{NodeQuery, SortDir, StoreError};
 
 /// Sort keys `list_nodes` accepts (`NodeQuery::sort_key`), as API field names.
@@ -103,6 +103,19 @@ static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
         "UPDATE nodes SET {} WHERE uuid = $1 AND revision = ${}",
         sets.join(", "),
         COLUMNS.len() + 1
+    )
+});
+
+/// [`UPDATE_SQL`] that also clears the reservation when `$27` holds it.
+static UPDATE_RELEASE_SQL: LazyLock<String> = LazyLock::new(|| {
+    UPDATE_SQL.replacen(
+        " WHERE uuid = $1",
+        &format!(
+            ", reservation = CASE WHEN reservation = ${} THEN NULL ELSE reservation END \
+             WHERE uuid = $1",
+            COLUMNS.len() + 2
+        ),
+        1,
     )
 });
 
@@ -258,6 +271,62 @@ impl SqlStore {
         match result {
             Ok(1) => Ok(revision),
             Ok(_) => match self.node_get("uuid", node.uuid.to_string()).await? {
+                Some(_) => Err(StoreError::Stale { uuid: node.uuid }),
+                None => Err(not_found(node.uuid)),
+            },
+            Err(err) => Err(node_write_error(err, node)),
+        }
+    }
+
+    /// `update_node` plus a history row plus releasing the lock, in one transaction.
+    pub(super) async fn node_commit(
+        &self,
+        node: &Node,
+        history: Option<&HistoryEvent>,
+        release: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        if history.is_none() && release.is_none() {
+            return self.node_update(node).await;
+        }
+        let doc = to_doc(node, OVERLAID)?;
+        let revision = node.revision + 1;
+        let event_doc = history.map(|event| to_doc(event, &[])).transpose()?;
+        let sql = if release.is_some() {
+            UPDATE_RELEASE_SQL.as_str()
+        } else {
+            UPDATE_SQL.as_str()
+        };
+        let result = with_db!(self, write, |pool| {
+            async {
+                let mut tx = pool.begin().await?;
+                let mut query = bind_node!(sqlx::query(sql), node, doc, revision, node.revision);
+                if let Some(holder) = release {
+                    query = query.bind(holder);
+                }
+                if query.execute(&mut *tx).await?.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok::<bool, sqlx::Error>(false);
+                }
+                if let (Some(event), Some(event_doc)) = (history, event_doc) {
+                    sqlx::query(
+                        "INSERT INTO node_history (uuid, node_uuid, created_at, doc) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(event.uuid.to_string())
+                    .bind(event.node_uuid.to_string())
+                    .bind(micros(event.created_at))
+                    .bind(event_doc)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+            .await
+        });
+        match result {
+            Ok(true) => Ok(revision),
+            Ok(false) => match self.node_get("uuid", node.uuid.to_string()).await? {
                 Some(_) => Err(StoreError::Stale { uuid: node.uuid }),
                 None => Err(not_found(node.uuid)),
             },

@@ -263,3 +263,71 @@ pub async fn release_all(db: &mut Db) {
             .is_empty()
     );
 }
+
+pub async fn commit_transition(db: &mut Db) {
+    use crate::fixtures::{event, t0};
+    let store = &db.store;
+    let created = node(1);
+    store.create_node(&created).await.unwrap();
+    let mut locked = store.reserve_node(created.uuid, "c1").await.unwrap();
+    let stale = locked.clone();
+
+    // Node, history row and release in one go.
+    locked.provision_state = "manageable".to_owned();
+    let first = event(created.uuid, t0(), "manage done");
+    let revision = store
+        .commit_transition(&locked, Some(&first), Some("c1"))
+        .await
+        .unwrap();
+    assert_eq!(revision, 1);
+    let stored = store.get_node_by_uuid(created.uuid).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.provision_state.as_str(), stored.revision, stored.reservation),
+        ("manageable", 1, None)
+    );
+    assert_eq!(store.list_history(created.uuid).await.unwrap(), vec![first]);
+
+    // A stale copy changes nothing: no node write, no history, the lock stays.
+    store.reserve_node(created.uuid, "c1").await.unwrap();
+    let lost = event(created.uuid, t0(), "lost");
+    let err = store
+        .commit_transition(&stale, Some(&lost), Some("c1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale { .. }), "{err:?}");
+    let stored = store.get_node_by_uuid(created.uuid).await.unwrap().unwrap();
+    assert_eq!(stored.reservation.as_deref(), Some("c1"));
+    assert_eq!(stored.provision_state, "manageable");
+    assert_eq!(store.list_history(created.uuid).await.unwrap().len(), 1);
+
+    // Another holder's lock is not released; without history or release it is an update.
+    let mut copy = stored.clone();
+    copy.provision_state = "cleaning".to_owned();
+    copy.revision = store
+        .commit_transition(&copy, None, Some("c2"))
+        .await
+        .unwrap();
+    copy.provision_state = "available".to_owned();
+    assert_eq!(store.commit_transition(&copy, None, None).await.unwrap(), 3);
+    let stored = store.get_node_by_uuid(created.uuid).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.provision_state.as_str(), stored.reservation.as_deref()),
+        ("available", Some("c1"))
+    );
+    copy.revision = 3;
+    store
+        .commit_transition(&copy, Some(&event(created.uuid, t0(), "x")), Some("c1"))
+        .await
+        .unwrap();
+    let stored = store.get_node_by_uuid(created.uuid).await.unwrap().unwrap();
+    assert_eq!(stored.reservation, None);
+    assert_eq!(store.list_history(created.uuid).await.unwrap().len(), 2);
+
+    // A deleted node is not found.
+    store.delete_node(created.uuid).await.unwrap();
+    let err = store
+        .commit_transition(&copy, Some(&event(created.uuid, t0(), "y")), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+}

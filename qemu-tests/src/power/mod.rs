@@ -23,7 +23,7 @@
 //! `lab-chassis SOCKET ARGS...` (`src/bin/lab-chassis.rs`) sends one request and prints
 //! the answer; ipmi_sim runs it as its chassis control program.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,114 +38,11 @@ use serde_json::{Value, json};
 use crate::netns::Lab;
 use crate::vm::{BootOrder, Firmware, VmSpec, tail};
 
-/// A boot device a lab machine can be steered to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BootDevice {
-    Pxe,
-    Disk,
-}
+mod protocol;
+mod qmp;
 
-impl BootDevice {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pxe => "pxe",
-            Self::Disk => "disk",
-        }
-    }
-
-    fn order(self) -> BootOrder {
-        match self {
-            Self::Pxe => BootOrder::NetworkFirst,
-            Self::Disk => BootOrder::DiskFirst,
-        }
-    }
-}
-
-/// One request on the power socket (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    On,
-    Off,
-    Soft,
-    Reset,
-    Status,
-    BootDev {
-        device: BootDevice,
-        once: bool,
-    },
-    /// ipmi_sim `get NAME...`: answered with `NAME:VALUE` lines.
-    Get(Vec<String>),
-    /// ipmi_sim `check ...`: accepted.
-    Check,
-}
-
-/// Parses a request line. ipmi_sim quotes values (`set power "1"`); the shell removes
-/// the quotes, but they are stripped here too.
-pub fn parse_request(line: &str) -> anyhow::Result<Request> {
-    let words: Vec<String> = line
-        .split_whitespace()
-        .map(|w| w.trim_matches('"').to_owned())
-        .collect();
-    let w: Vec<&str> = words.iter().map(String::as_str).collect();
-    Ok(match w.as_slice() {
-        ["on"] => Request::On,
-        ["off"] => Request::Off,
-        ["soft"] => Request::Soft,
-        ["reset"] => Request::Reset,
-        ["status"] => Request::Status,
-        ["bootdev", dev] => Request::BootDev {
-            device: parse_device(dev)?,
-            once: false,
-        },
-        ["bootdev", dev, "once"] => Request::BootDev {
-            device: parse_device(dev)?,
-            once: true,
-        },
-        ["get", names @ ..] => Request::Get(names.iter().map(|s| (*s).to_owned()).collect()),
-        ["check", ..] => Request::Check,
-        ["set", "power", v] => match *v {
-            "1" => Request::On,
-            "0" => Request::Off,
-            _ => bail!("bad power value {v:?}"),
-        },
-        ["set", "reset", _] => Request::Reset,
-        ["set", "shutdown", _] => Request::Soft,
-        // ipmi_sim's boot map: none, pxe, default (hard drive), cdrom, bios.
-        ["set", "boot", v] => Request::BootDev {
-            device: match *v {
-                "pxe" => BootDevice::Pxe,
-                "default" | "none" => BootDevice::Disk,
-                other => bail!("boot device {other:?} is not supported by lab machines"),
-            },
-            once: false,
-        },
-        _ => bail!("unknown request {line:?}"),
-    })
-}
-
-fn parse_device(s: &str) -> anyhow::Result<BootDevice> {
-    match s {
-        "pxe" => Ok(BootDevice::Pxe),
-        "disk" => Ok(BootDevice::Disk),
-        other => bail!("unknown boot device {other:?} (pxe or disk)"),
-    }
-}
-
-/// Which device the firmware tried first in `serial` (console output of one boot), from
-/// what SeaBIOS (`Booting from Hard Disk` / `Booting from ROM`, the iPXE ROM) and OVMF
-/// (`BdsDxe: ... "UEFI QEMU NVMe Ctrl ..."` / iPXE's banner) print; `None` before either.
-pub fn first_boot_attempt(firmware: Firmware, serial: &str) -> Option<BootDevice> {
-    let (disk, net) = match firmware {
-        Firmware::Bios => ("Booting from Hard Disk", "Booting from ROM"),
-        Firmware::Uefi | Firmware::UefiNativePxe => ("NVMe Ctrl", "iPXE"),
-    };
-    match (serial.find(disk), serial.find(net)) {
-        (Some(d), Some(n)) if n < d => Some(BootDevice::Pxe),
-        (Some(_), _) => Some(BootDevice::Disk),
-        (None, Some(_)) => Some(BootDevice::Pxe),
-        (None, None) => None,
-    }
-}
+pub use protocol::{BootDevice, Request, client_request, first_boot_attempt, parse_request};
+use qmp::{Qmp, set_bootindex};
 
 /// What happens on the machine's power, in order (for assertions and failure messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,8 +71,8 @@ struct State {
     /// An `off` is in progress: the exit is expected.
     stopping: bool,
     events: Vec<PowerEvent>,
-    /// Serial log offsets where a boot started by a power request began.
-    boot_marks: Vec<usize>,
+    /// (serial offset, time) where each boot started by a power request began.
+    boot_marks: Vec<(usize, Instant)>,
 }
 
 struct Inner {
@@ -205,8 +102,8 @@ impl std::fmt::Debug for Machine {
 }
 
 impl Machine {
-    /// Creates the machine's directory `<dir>/<name>` (disk, OVMF variables, serial log,
-    /// sockets) and its tap, and serves its power socket. The machine is off, persistent
+    /// Creates the machine's directory `<dir>/<name>` (`machine.json` with its spec and
+    /// QEMU arguments, disk, OVMF variables, serial log, sockets) and its tap, and serves its power socket. The machine is off, persistent
     /// boot device disk (an empty disk falls through to the network).
     pub fn create(lab: &mut Lab, spec: VmSpec, dir: &Path) -> anyhow::Result<Machine> {
         if spec.direct_kernel.is_some() {
@@ -214,13 +111,21 @@ impl Machine {
         }
         let dir = dir.join(&spec.name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let disk = std::fs::File::create(dir.join("disk.img")).context("creating the disk")?;
-        disk.set_len(spec.disk_bytes).context("sizing the disk")?;
+        crate::vm::create_disk(&spec, &dir.join("disk.img")).context("creating the disk")?;
         if spec.firmware != Firmware::Bios {
             std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", dir.join("OVMF_VARS.fd"))
                 .context("copying the OVMF variables")?;
         }
         std::fs::File::create(dir.join("serial.log")).context("creating the serial log")?;
+        let about = json!({
+            "name": spec.name, "firmware": format!("{:?}", spec.firmware), "mac": spec.mac,
+            "smbios_uuid": spec.smbios_uuid, "smbios_serial": spec.smbios_serial,
+            "disk_serial": spec.disk_serial, "disk_bytes": spec.disk_bytes,
+            "mem_mib": spec.mem_mib, "cpus": spec.cpus, "netns": lab.name,
+            "qemu_args": spec.qemu_args(&dir, BootOrder::NetworkFirst),
+        });
+        std::fs::write(dir.join("machine.json"), format!("{about:#}\n"))
+            .context("writing machine.json")?;
         lab.add_tap(&spec.tap())?;
         let socket = dir.join("power.sock");
         let _ = std::fs::remove_file(&socket);
@@ -260,6 +165,16 @@ impl Machine {
 
     pub fn spec(&self) -> &VmSpec {
         &self.inner.spec
+    }
+
+    /// The node's `boot_mode` capability for this machine's firmware (`bios` or `uefi`):
+    /// drivers set the boot mode along with the boot device, and the BMCs report the
+    /// firmware's.
+    pub fn boot_mode(&self) -> &'static str {
+        match self.inner.spec.firmware {
+            Firmware::Bios => "bios",
+            Firmware::Uefi | Firmware::UefiNativePxe => "uefi",
+        }
     }
 
     /// The machine's directory.
@@ -418,8 +333,9 @@ impl Machine {
 impl Machine {
     /// Waits for the first boot that a power request (on, reset, reboot) started after
     /// `mark` (a [`Machine::serial_mark`] taken before the request) and returns the
-    /// device its firmware tried first (see [`first_boot_attempt`]), with the time from
-    /// this call. Output of an earlier boot that lands after `mark` is skipped.
+    /// device its firmware tried first (see [`first_boot_attempt`]), with the time since
+    /// that boot began (QEMU start or reset). Output of an earlier boot that lands after
+    /// `mark` is skipped.
     pub fn wait_first_boot(
         &self,
         mark: usize,
@@ -433,10 +349,12 @@ impl Machine {
                 .boot_marks
                 .iter()
                 .copied()
-                .find(|b| *b >= mark);
-            let since = start.map(|b| self.serial_since(b)).unwrap_or_default();
-            if let Some(d) = first_boot_attempt(self.inner.spec.firmware, &since) {
-                return Ok((d, t0.elapsed()));
+                .find(|(b, _)| *b >= mark);
+            if let Some((offset, began)) = start
+                && let Some(d) =
+                    first_boot_attempt(self.inner.spec.firmware, &self.serial_since(offset))
+            {
+                return Ok((d, began.elapsed()));
             }
             if !self.is_on() || t0.elapsed() >= timeout {
                 bail!(
@@ -567,7 +485,7 @@ impl Inner {
             .context("starting qemu-system-x86_64")?;
         st.child = Some(child);
         st.stopping = false;
-        st.boot_marks.push(self.serial_len());
+        st.boot_marks.push((self.serial_len(), Instant::now()));
         st.events.push(PowerEvent::On(device));
         // Return once QEMU is up (as `-daemonize` would), so a status right after says on.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -631,7 +549,7 @@ impl Inner {
         // The reset is only requested; it happens (and fw_cfg's boot order is rebuilt)
         // before QEMU sends the RESET event. Output from then on is the new boot's.
         q.wait_event("RESET", Duration::from_secs(10))?;
-        st.boot_marks.push(self.serial_len());
+        st.boot_marks.push((self.serial_len(), Instant::now()));
         if st.once.take().is_some() {
             set_bootindex(&mut q, st.persistent.unwrap_or(BootDevice::Disk))?;
         }
@@ -657,27 +575,6 @@ impl Inner {
         }
         Ok(())
     }
-}
-
-/// Puts `first` at bootindex 1 and the other device at 2 (one is parked at 99 first: two
-/// devices may not share an index).
-fn set_bootindex(q: &mut Qmp, first: BootDevice) -> anyhow::Result<()> {
-    let (a, b) = match first {
-        BootDevice::Pxe => ("nic0", "disk0"),
-        BootDevice::Disk => ("disk0", "nic0"),
-    };
-    for (dev, index) in [(b, 99), (a, 1), (b, 2)] {
-        q.execute(
-            "qom-set",
-            Some(json!({
-                "path": format!("/machine/peripheral/{dev}"),
-                "property": "bootindex",
-                "value": index,
-            })),
-        )
-        .with_context(|| format!("setting bootindex of {dev}"))?;
-    }
-    Ok(())
 }
 
 fn serve(inner: &Inner, listener: &UnixListener) {
@@ -726,145 +623,5 @@ fn reap_loop(inner: &Inner) {
             h();
         }
         std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Sends one request to a power socket and returns its output (what `lab-chassis` does).
-pub fn client_request(socket: &Path, line: &str) -> anyhow::Result<String> {
-    let mut s =
-        UnixStream::connect(socket).with_context(|| format!("connecting {}", socket.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    writeln!(s, "{line}")?;
-    let mut reply = String::new();
-    s.read_to_string(&mut reply)?;
-    match reply.split_once('\n') {
-        Some(("ok", out)) => Ok(out.to_owned()),
-        _ => bail!("{}", reply.trim().trim_start_matches("error ")),
-    }
-}
-
-/// A QMP connection (capabilities negotiated); events are kept for [`Qmp::wait_event`].
-struct Qmp {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-    events: Vec<String>,
-}
-
-impl Qmp {
-    fn connect(path: &Path) -> anyhow::Result<Qmp> {
-        let stream =
-            UnixStream::connect(path).with_context(|| format!("connecting {}", path.display()))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut q = Qmp {
-            reader: BufReader::new(stream.try_clone()?),
-            writer: stream,
-            events: Vec::new(),
-        };
-        q.read()?; // greeting
-        q.execute("qmp_capabilities", None)?;
-        Ok(q)
-    }
-
-    fn read(&mut self) -> anyhow::Result<Value> {
-        let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
-            bail!("QMP socket closed");
-        }
-        serde_json::from_str(&line).context("parsing QMP")
-    }
-
-    fn execute(&mut self, command: &str, arguments: Option<Value>) -> anyhow::Result<Value> {
-        let mut msg = json!({"execute": command});
-        if let Some(a) = arguments {
-            msg["arguments"] = a;
-        }
-        writeln!(self.writer, "{msg}")?;
-        loop {
-            let v = self.read()?;
-            if let Some(e) = v.get("event").and_then(Value::as_str) {
-                self.events.push(e.to_owned());
-                continue;
-            }
-            if let Some(e) = v.get("error") {
-                bail!("QMP {command}: {e}");
-            }
-            return Ok(v.get("return").cloned().unwrap_or(Value::Null));
-        }
-    }
-
-    fn wait_event(&mut self, name: &str, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        while !self.events.iter().any(|e| e == name) {
-            if Instant::now() >= deadline {
-                bail!("no QMP {name} event within {timeout:?}");
-            }
-            let v = self.read()?;
-            if let Some(e) = v.get("event").and_then(Value::as_str) {
-                self.events.push(e.to_owned());
-            }
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn first_boot_attempt_from_firmware_output() {
-        let bios_disk = "iPXE (http://ipxe.org) 00:02.0\nBooting from Hard Disk...\n\
-                         Boot failed\nBooting from ROM...\niPXE (PCI 00:02.0) starting";
-        let bios_net = "iPXE (http://ipxe.org) 00:02.0\nBooting from ROM...\n";
-        assert_eq!(
-            first_boot_attempt(Firmware::Bios, bios_disk),
-            Some(BootDevice::Disk)
-        );
-        assert_eq!(
-            first_boot_attempt(Firmware::Bios, bios_net),
-            Some(BootDevice::Pxe)
-        );
-        assert_eq!(
-            first_boot_attempt(Firmware::Bios, "SeaBIOS\niPXE (http"),
-            None
-        );
-        let uefi_disk = "BdsDxe: failed to load Boot0001 \"UEFI QEMU NVMe Ctrl D 1\"\niPXE 1.0";
-        assert_eq!(
-            first_boot_attempt(Firmware::Uefi, uefi_disk),
-            Some(BootDevice::Disk)
-        );
-        assert_eq!(
-            first_boot_attempt(Firmware::Uefi, "iPXE 1.0.0 -- Open Source"),
-            Some(BootDevice::Pxe)
-        );
-    }
-
-    #[test]
-    fn parses_ipmi_sim_and_direct_requests() {
-        assert_eq!(parse_request("set power \"1\"").ok(), Some(Request::On));
-        assert_eq!(parse_request("set power 0").ok(), Some(Request::Off));
-        assert_eq!(parse_request("set reset \"1\"").ok(), Some(Request::Reset));
-        assert_eq!(parse_request("set shutdown 1").ok(), Some(Request::Soft));
-        assert_eq!(
-            parse_request("set boot \"default\"").ok(),
-            Some(Request::BootDev {
-                device: BootDevice::Disk,
-                once: false
-            })
-        );
-        assert_eq!(
-            parse_request("bootdev pxe once").ok(),
-            Some(Request::BootDev {
-                device: BootDevice::Pxe,
-                once: true
-            })
-        );
-        assert_eq!(
-            parse_request("get power boot").ok(),
-            Some(Request::Get(vec!["power".into(), "boot".into()]))
-        );
-        for bad in ["", "set power 2", "set boot cdrom", "bootdev floppy", "fly"] {
-            assert!(parse_request(bad).is_err(), "{bad}");
-        }
     }
 }
