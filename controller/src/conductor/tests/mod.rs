@@ -1,6 +1,7 @@
 //! Conductor tests against a real SQLite store (a file in a temporary directory).
 
 mod agent;
+mod faults;
 mod lifecycle;
 
 use std::sync::Arc;

@@ -1,0 +1,178 @@
+//! The fault paths of issue 6 at conductor level, on manual hardware (the agent's answers
+//! are `agent_finished` calls): a deploy whose agent never calls back, a conductor killed
+//! while nodes deploy and restarted on the same database, and the way back from `deploy
+//! failed` through undeploy and cleaning.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+
+/// Gives a node the image a deploy needs.
+async fn with_image(store: &Arc<dyn Store>, uuid: Uuid) {
+    let mut node = get(store, uuid).await;
+    node.instance_info
+        .insert("image_source".into(), json!("http://127.0.0.1:1/img.raw"));
+    node.instance_info
+        .insert("image_checksum".into(), json!("0".repeat(64)));
+    store.update_node(&node).await.expect("image");
+}
+
+/// Undeploy from `deploy failed`: teardown, cleaning through the agent, `available`.
+async fn undeploy_to_available(env: &Env, uuid: Uuid) {
+    provision(env, uuid, Verb::Undeploy).await;
+    let node = wait_state(&env.store, uuid, "clean wait").await;
+    assert_eq!(node.target_provision_state.as_deref(), Some("available"));
+    assert_eq!(
+        node.instance_info.get("image_source"),
+        None,
+        "instance cleared"
+    );
+    env.conductor
+        .agent_finished(uuid, Ok(()))
+        .await
+        .expect("cleaning reported");
+    let node = wait_state(&env.store, uuid, "available").await;
+    assert_eq!(node.target_provision_state, None);
+    assert_eq!(node.last_error, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_agent_times_out_and_undeploy_recovers() {
+    let env = env_with(ConductorConfig {
+        callback_timeout: Duration::from_millis(400),
+        ..config()
+    })
+    .await;
+    let uuid = enroll(&env.store, "manual", "available").await;
+    with_image(&env.store, uuid).await;
+    provision(&env, uuid, Verb::Deploy).await;
+    wait_state(&env.store, uuid, "wait call-back").await;
+
+    // The machine died while writing: nothing calls back.
+    let node = wait_state(&env.store, uuid, "deploy failed").await;
+    assert_eq!(
+        node.last_error,
+        Some(format!(
+            "Timeout reached while waiting for callback for node {uuid}"
+        ))
+    );
+    assert!(env.conductor.lock_timers().is_empty());
+
+    // A report arriving after the timeout changes nothing.
+    let late = env.conductor.agent_finished(uuid, Ok(())).await;
+    assert!(late.is_err(), "a late callback was accepted");
+    let node = get(&env.store, uuid).await;
+    assert_eq!(node.provision_state, "deploy failed");
+
+    // Deploy again is allowed from deploy failed, and so is undeploy.
+    undeploy_to_available(&env, uuid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conductor_killed_mid_deploy_restarts_into_clean_failures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(&dir).await;
+    let drivers = DriverRegistry::builtin();
+    let first = Conductor::new(store.clone(), drivers, config());
+    first.start().await.expect("start");
+
+    // One node waits for its agent's callback (no lock held), one is in the middle of
+    // its deploy task (the lock is held by the run that gets killed).
+    let waiting = enroll(&store, "manual", "available").await;
+    with_image(&store, waiting).await;
+    first
+        .provision(waiting, ProvisionRequest::new(Verb::Deploy))
+        .await
+        .expect("deploy");
+    wait_state(&store, waiting, "wait call-back").await;
+    let busy = enroll(&store, "manual", "deploying").await;
+    let mut node = get(&store, busy).await;
+    node.target_provision_state = Some("active".to_owned());
+    store.update_node(&node).await.expect("target");
+    store
+        .reserve_node(busy, "test-conductor")
+        .await
+        .expect("reserve");
+    // SIGKILL: the first run does nothing more (no shutdown, its timers never fire: the
+    // callback timeout is the 30 min default).
+
+    let drivers = DriverRegistry::builtin();
+    let fake = drivers.fake_hardware().expect("fake hardware").clone();
+    let second = Conductor::new(store.clone(), drivers, config());
+    second.start().await.expect("restart");
+    let env = Env {
+        conductor: second,
+        store: store.clone(),
+        fake,
+        _dir: dir,
+    };
+    for uuid in [waiting, busy] {
+        let node = wait_state(&env.store, uuid, "deploy failed").await;
+        assert_eq!(node.reservation, None);
+        assert_eq!(node.target_provision_state.as_deref(), Some("active"));
+        let err = node.last_error.unwrap_or_default();
+        assert!(err.contains("restarted"), "{err}");
+    }
+    // The agent of the interrupted deploy finishes its write and reports: too late, the
+    // node stays failed until the operator acts.
+    assert!(env.conductor.agent_finished(waiting, Ok(())).await.is_err());
+    assert_eq!(
+        get(&env.store, waiting).await.provision_state,
+        "deploy failed"
+    );
+
+    // Both are recoverable: one deployed again, one undeployed.
+    provision(&env, waiting, Verb::Deploy).await;
+    wait_state(&env.store, waiting, "wait call-back").await;
+    env.conductor
+        .agent_finished(waiting, Ok(()))
+        .await
+        .expect("callback");
+    let node = wait_state(&env.store, waiting, "active").await;
+    assert_eq!(node.last_error, None);
+    undeploy_to_available(&env, busy).await;
+    first.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_wipe_during_undeploy_never_reaches_available() {
+    let env = env().await;
+    let uuid = enroll(&env.store, "manual", "active").await;
+    provision(&env, uuid, Verb::Undeploy).await;
+    wait_state(&env.store, uuid, "clean wait").await;
+    env.conductor
+        .agent_finished(
+            uuid,
+            Err("wipe failed on /dev/vda: Read-only file system (os error 30)".to_owned()),
+        )
+        .await
+        .expect("report");
+    let node = wait_state(&env.store, uuid, "clean failed").await;
+    assert!(
+        node.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("Read-only file system")),
+        "{node:?}"
+    );
+    // provide is refused; manage, then provide runs cleaning again.
+    let err = env
+        .conductor
+        .provision(uuid, ProvisionRequest::new(Verb::Provide))
+        .await;
+    assert!(
+        matches!(err, Err(ConductorError::InvalidTransition(_))),
+        "{err:?}"
+    );
+    provision(&env, uuid, Verb::Manage).await;
+    wait_state(&env.store, uuid, "manageable").await;
+    provision(&env, uuid, Verb::Provide).await;
+    wait_state(&env.store, uuid, "clean wait").await;
+    env.conductor
+        .agent_finished(uuid, Ok(()))
+        .await
+        .expect("report");
+    let node = wait_state(&env.store, uuid, "available").await;
+    assert_eq!(node.last_error, None);
+}
