@@ -325,6 +325,16 @@ impl Rack {
         &mut self.lab
     }
 
+    /// The lab namespace's name (`ip netns exec NAME ...`).
+    pub fn lab_name(&self) -> &str {
+        &self.lab.name
+    }
+
+    /// A command that runs inside the lab namespace.
+    pub fn lab_command(&self, program: &str) -> Command {
+        self.lab.command(program)
+    }
+
     /// The rack's working directory (logs, database, machines, images).
     pub fn dir(&self) -> &Path {
         &self.dir.path

@@ -10,6 +10,7 @@ mod ci;
 mod image;
 mod initramfs;
 mod ironic;
+mod lab;
 mod paths;
 mod proc_stats;
 mod pyvenv;
@@ -24,6 +25,7 @@ const USAGE: &str = "usage: cargo xtask <command>
                           build target/images/debian-12.{raw,qcow2} (cloud-init, ssh; BIOS+UEFI; root)
   initramfs --profile qemu|generic [--kver K] [--agent PATH] [--level N]
                           build target/initramfs/<profile>/{initramfs.cpio.zst,vmlinuz}
+  lab [--keep]            the virtual rack (root): BMC machines discovered, deployed, released
   ironic serve [--port N] run real Ironic 39.0.0 standalone on 127.0.0.1 (fake-hardware, sqlite)
   ironic clients          run controller/tests/clients/*.py against a fresh real Ironic";
 
@@ -51,6 +53,7 @@ fn run() -> anyhow::Result<()> {
         (Some("image"), _) => image::run_task(rest(1)),
         (Some("initramfs"), _) => initramfs::run(&paths::workspace_root(), rest(1)),
         (Some("ironic"), _) => ironic::run(rest(1)),
+        (Some("lab"), _) => lab::run(rest(1)),
         (Some("-h" | "--help" | "help"), _) => {
             println!("{USAGE}");
             Ok(())

@@ -1,0 +1,307 @@
+//! `ingot-lab`: the virtual rack a newcomer runs (`cargo xtask lab`, as root).
+//!
+//! One lab network namespace with `ingot serve` in it (full DHCP, TFTP, iPXE, discovery),
+//! two machines nobody registered, each behind a real BMC simulator: a SeaBIOS machine
+//! behind `ipmi_sim` and an OVMF machine behind sushy-tools (Redfish over HTTPS). The
+//! operator powers them on at their BMCs; they PXE-boot the agent and register themselves.
+//! Then, as an operator would with the real `baremetal` CLI, each discovered node gets its
+//! BMC credentials, is managed, cleaned (`provide`), deployed with a disk image and a config
+//! drive, boots that image from its disk, and is released (undeploy: cleaning again) and
+//! powered off. Every phase is timed; a table closes the run.
+//!
+//! `--keep` leaves the rack running afterwards (until Enter is pressed) and prints how to
+//! use the `baremetal` CLI inside it.
+
+use std::io::BufRead as _;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use qemu_tests::bmc::{IpmiBmc, RedfishBmc};
+use qemu_tests::marker_disk::{self, BIOS_MARKER, UEFI_MARKER};
+use qemu_tests::power::Machine;
+use qemu_tests::rack::{Rack, RackOptions, Timeline};
+use qemu_tests::vm::{Firmware, VmSpec, tail};
+use serde_json::{Value, json};
+
+const IMAGE_MIB: u64 = 64;
+const USER_DATA: &str = "#cloud-config\nruncmd:\n  - echo INGOT-LAB-USER-DATA\n";
+
+/// One machine of the demo and what the operator knows about it (its BMC).
+struct Rackmate<'a> {
+    label: &'static str,
+    driver: &'static str,
+    driver_info: Value,
+    machine: &'a Machine,
+    marker: &'static str,
+}
+
+fn main() -> ExitCode {
+    let keep = std::env::args().skip(1).any(|a| a == "--keep");
+    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
+        println!("usage: ingot-lab [--keep]   (as root; see the README)");
+        return ExitCode::SUCCESS;
+    }
+    match run(keep) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ingot-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(keep: bool) -> anyhow::Result<()> {
+    qemu_tests::require_lab()?;
+    println!("building the agent ramdisk and the controller (first run: a few minutes)");
+    let mut rack = Rack::start(RackOptions {
+        discovery: true,
+        keep_dir: keep,
+        ..RackOptions::default()
+    })?;
+    println!(
+        "ingot serve runs in network namespace {} (API http://127.0.0.1:6385 inside it)",
+        rack.lab_name()
+    );
+    let disk = marker_disk::build(&rack.dir().join("image"), IMAGE_MIB)?;
+    let url = rack.publish(&disk.zst, "marker-disk.img.zst")?;
+    let dir = rack.dir().to_path_buf();
+    let ipmi = IpmiBmc::start(rack.lab(), VmSpec::numbered(1, Firmware::Bios), &dir)?;
+    let redfish = RedfishBmc::start(rack.lab(), VmSpec::numbered(2, Firmware::Uefi), &dir)?;
+    let mates = [
+        Rackmate {
+            label: "SeaBIOS/ipmi",
+            driver: "ipmi",
+            driver_info: ipmi.driver_info(),
+            machine: ipmi.machine(),
+            marker: BIOS_MARKER,
+        },
+        Rackmate {
+            label: "OVMF/redfish",
+            driver: "redfish",
+            driver_info: redfish.driver_info(),
+            machine: redfish.machine(),
+            marker: UEFI_MARKER,
+        },
+    ];
+
+    // The operator presses "power on" at each BMC; nobody told ingot about the machines.
+    power_on_at_bmc(&rack, &ipmi, &redfish)?;
+    let started = Instant::now();
+    let rack = &rack;
+    let (checksum, url) = (&disk.zst_sha256, &url);
+    let results: Vec<anyhow::Result<Timeline>> = std::thread::scope(|s| {
+        let handles: Vec<_> = mates
+            .iter()
+            .map(|m| s.spawn(move || lifecycle(rack, m, started, url, checksum)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the scenario panicked")))
+            })
+            .collect()
+    });
+    let mut timelines = Vec::new();
+    let mut failures = Vec::new();
+    for (r, m) in results.into_iter().zip(&mates) {
+        match r {
+            Ok(t) => timelines.push(t),
+            Err(e) => failures.push(format!(
+                "{e:#}\n--- {} serial ---\n{}",
+                m.label,
+                tail(&m.machine.serial(), 30)
+            )),
+        }
+    }
+    println!("\n{}", Timeline::table(&timelines));
+    println!("rack total: {:.1} s", rack.elapsed().as_secs_f64());
+    if !failures.is_empty() {
+        bail!(
+            "{}\n--- ingot log ---\n{}",
+            failures.join("\n\n"),
+            tail(&rack.ingot_log(), 40)
+        );
+    }
+    println!("\n{}", rack.baremetal(&["node", "list"])?);
+    if keep {
+        let ns = rack.lab_name();
+        println!(
+            "The rack stays up. In another shell:\n  \
+             ip netns exec {ns} env OS_ENDPOINT=http://127.0.0.1:6385 OS_AUTH_TYPE=none \
+             {venv}/bin/baremetal node list\n\
+             Working directory: {dir}\nPress Enter to tear it down.",
+            venv = qemu_tests::rack::clients_venv()?.display(),
+            dir = rack.dir().display(),
+        );
+        let _ = std::io::stdin().lock().lines().next();
+    }
+    Ok(())
+}
+
+/// Sets the boot device to PXE and powers each machine on through its own BMC, as an
+/// operator at the BMC's interface would (ipmitool and curl inside the lab namespace).
+fn power_on_at_bmc(rack: &Rack, ipmi: &IpmiBmc, redfish: &RedfishBmc) -> anyhow::Result<()> {
+    let info = ipmi.driver_info();
+    let user = info["ipmi_username"].as_str().unwrap_or_default();
+    let pass = info["ipmi_password"].as_str().unwrap_or_default();
+    for args in [&["chassis", "bootdev", "pxe"][..], &["power", "on"][..]] {
+        let out = rack
+            .lab_command("ipmitool")
+            .args(["-I", "lanplus", "-C", "3", "-H", ipmi.address()])
+            .args(["-U", user, "-P", pass])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running ipmitool in the lab")?;
+        ensure!(
+            out.status.success(),
+            "ipmitool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let info = redfish.driver_info();
+    let system = format!(
+        "{}{}",
+        info["redfish_address"].as_str().unwrap_or_default(),
+        info["redfish_system_id"].as_str().unwrap_or_default()
+    );
+    let auth = format!(
+        "{}:{}",
+        info["redfish_username"].as_str().unwrap_or_default(),
+        info["redfish_password"].as_str().unwrap_or_default()
+    );
+    let calls = [
+        (
+            "PATCH",
+            system.clone(),
+            json!({"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}}),
+        ),
+        (
+            "POST",
+            format!("{system}/Actions/ComputerSystem.Reset"),
+            json!({"ResetType": "On"}),
+        ),
+    ];
+    for (method, url, body) in calls {
+        let out = rack
+            .lab_command("curl")
+            .args(["-sS", "-f", "--cacert"])
+            .arg(redfish.ca_path())
+            .args(["-u", &auth, "-X", method, "-H", "Content-Type: application/json"])
+            .args(["-d", &body.to_string(), &url])
+            .stdin(Stdio::null())
+            .output()
+            .context("running curl in the lab")?;
+        ensure!(
+            out.status.success(),
+            "Redfish {method} {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    println!("both machines powered on at their BMCs (boot device: network)");
+    Ok(())
+}
+
+/// Discovery, then the operator's lifecycle for one machine.
+fn lifecycle(
+    rack: &Rack,
+    m: &Rackmate<'_>,
+    powered_on: Instant,
+    url: &str,
+    checksum: &str,
+) -> anyhow::Result<Timeline> {
+    let mut t = Timeline::new(m.label);
+    let long = Duration::from_secs(600);
+    let mac = &m.machine.spec().mac;
+    let node = t.phase("power-on to discovered", || {
+        let found = qemu_tests::wait::until(
+            Duration::from_secs(300),
+            Duration::from_millis(500),
+            &format!("{mac} to register"),
+            || {
+                let ports = rack.api_get(&format!("/v1/ports/detail?address={mac}"))?;
+                Ok(ports
+                    .and_then(|p| p["ports"].get(0).cloned())
+                    .and_then(|p| p["node_uuid"].as_str().map(str::to_owned)))
+            },
+        )?;
+        println!(
+            "  [{}] discovered as node {found} {:.1} s after power-on",
+            m.label,
+            powered_on.elapsed().as_secs_f64()
+        );
+        Ok(found)
+    })?;
+    let node = node.as_str();
+    let shown = rack.node(node)?;
+    println!(
+        "  [{}] properties: {}",
+        m.label,
+        shown["properties"].to_string()
+    );
+    t.phase("set BMC + manage", || {
+        let mut args = vec![
+            "node".to_owned(),
+            "set".to_owned(),
+            node.to_owned(),
+            "--driver".to_owned(),
+            m.driver.to_owned(),
+        ];
+        if let Some(obj) = m.driver_info.as_object() {
+            for (k, v) in obj {
+                let v = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                args.extend(["--driver-info".to_owned(), format!("{k}={v}")]);
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        rack.baremetal(&args)?;
+        rack.baremetal(&["node", "manage", node])?;
+        rack.wait_provision_state(node, "manageable", Duration::from_secs(120))
+    })?;
+    t.phase("provide (clean)", || {
+        rack.baremetal(&["node", "provide", node])?;
+        rack.wait_provision_state(node, "available", long)
+    })?;
+    rack.baremetal(&[
+        "node",
+        "set",
+        node,
+        "--instance-info",
+        &format!("image_source={url}"),
+        "--instance-info",
+        &format!("image_checksum=sha256:{checksum}"),
+    ])?;
+    let configdrive = json!({
+        "meta_data": {"uuid": node, "hostname": m.machine.spec().name},
+        "user_data": USER_DATA,
+    })
+    .to_string();
+    let mark = m.machine.serial_mark();
+    t.phase("deploy", || {
+        rack.baremetal(&["node", "deploy", node, "--config-drive", &configdrive])?;
+        rack.wait_provision_state(node, "active", long)
+    })?;
+    t.phase("boot from disk", || {
+        m.machine
+            .wait_serial(mark, m.marker, Duration::from_secs(300))
+            .map(|_| ())
+    })?;
+    println!("  [{}] booted the deployed image from its disk", m.label);
+    t.phase("undeploy (clean)", || {
+        rack.baremetal(&["node", "undeploy", node])?;
+        rack.wait_provision_state(node, "available", long)
+    })?;
+    t.phase("power off", || {
+        rack.baremetal(&["node", "power", "off", node])?;
+        rack.wait_power_state(node, "power off", Duration::from_secs(120))
+    })?;
+    let node = rack.node(node)?;
+    ensure!(
+        node["last_error"].is_null(),
+        "last_error: {}",
+        node["last_error"]
+    );
+    Ok(t)
+}

@@ -1,0 +1,31 @@
+//! `cargo xtask lab [--keep]`: builds and runs the virtual rack demo
+//! (`qemu-tests/src/bin/ingot-lab.rs`): unknown machines behind IPMI and Redfish BMCs are
+//! discovered, deployed and released by `ingot serve`. Needs root (network namespaces) and
+//! the packages `.ci/setup` installs.
+
+use anyhow::{Context as _, bail};
+
+use crate::paths::{cargo, workspace_root};
+
+/// Builds `ingot-lab` and runs it with `args`, streaming its output.
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let st = cargo()
+        .args(["build", "-p", "qemu-tests", "--bin", "ingot-lab"])
+        .status()
+        .context("building ingot-lab")?;
+    if !st.success() {
+        bail!("building ingot-lab failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let st = std::process::Command::new(target.join("debug/ingot-lab"))
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .context("running ingot-lab")?;
+    if !st.success() {
+        bail!("the virtual rack run failed ({st})");
+    }
+    Ok(())
+}
