@@ -130,9 +130,7 @@ fn efi_app(marker: &str) -> Vec<u8> {
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!(
             "{cmd:?} failed: {}",
@@ -145,7 +143,10 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
 /// Builds the image (`size_mib` >= 10 MiB in all) in `dir` as `marker-disk.img`, plus
 /// `marker-disk.img.zst`.
 pub fn build(dir: &Path, size_mib: u64) -> anyhow::Result<MarkerDisk> {
-    ensure!(size_mib >= 1 + ESP_MIB + 1, "image too small: {size_mib} MiB");
+    ensure!(
+        size_mib >= 1 + ESP_MIB + 1,
+        "image too small: {size_mib} MiB"
+    );
     std::fs::create_dir_all(dir)?;
     let raw = dir.join("marker-disk.img");
     let bytes = size_mib * MIB;
@@ -246,6 +247,9 @@ mod tests {
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .take_while(|u| *u != 0)
             .collect();
-        assert_eq!(String::from_utf16_lossy(&msg), format!("\r\n{UEFI_MARKER}\r\n"));
+        assert_eq!(
+            String::from_utf16_lossy(&msg),
+            format!("\r\n{UEFI_MARKER}\r\n")
+        );
     }
 }

@@ -398,7 +398,12 @@ impl Rack {
     pub fn baremetal(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = self
             .lab
-            .command(self.venv.join("bin/baremetal").to_str().context("venv path")?)
+            .command(
+                self.venv
+                    .join("bin/baremetal")
+                    .to_str()
+                    .context("venv path")?,
+            )
             .args(args)
             .env("OS_ENDPOINT", API)
             .env("OS_AUTH_TYPE", "none")
@@ -505,8 +510,10 @@ impl Rack {
             &format!("node {ident} power {want:?}"),
             || {
                 let node = self.node(ident)?;
-                Ok((node["power_state"] == want && node["target_power_state"].is_null())
-                    .then_some(()))
+                Ok(
+                    (node["power_state"] == want && node["target_power_state"].is_null())
+                        .then_some(()),
+                )
             },
         )
     }
@@ -535,7 +542,10 @@ pub fn clients_venv() -> anyhow::Result<PathBuf> {
     lock.lock().context("locking the venv")?;
     let want = format!("{}\n", CLIENT_REQUIREMENTS.join("\n"));
     if dir.join("bin/baremetal").exists()
-        && std::fs::read_to_string(dir.join(VENV_MARKER)).ok().as_deref() == Some(&want)
+        && std::fs::read_to_string(dir.join(VENV_MARKER))
+            .ok()
+            .as_deref()
+            == Some(&want)
     {
         return Ok(dir);
     }
@@ -558,7 +568,10 @@ pub fn clients_venv() -> anyhow::Result<PathBuf> {
         .status()
         .context("running pip")?;
     if !status.success() {
-        bail!("pip install {} failed: {status}", CLIENT_REQUIREMENTS.join(" "));
+        bail!(
+            "pip install {} failed: {status}",
+            CLIENT_REQUIREMENTS.join(" ")
+        );
     }
     std::fs::write(dir.join(VENV_MARKER), want)?;
     Ok(dir)
@@ -613,7 +626,7 @@ impl Timeline {
                 }
             }
         }
-        let mut out = format!("| phase |");
+        let mut out = String::from("| phase |");
         for t in timelines {
             out.push_str(&format!(" {} |", t.label));
         }

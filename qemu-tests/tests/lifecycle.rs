@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 
 /// Size of the deploy image (raw).
 const IMAGE_MIB: u64 = 64;
-const SSH_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIngotLifecycleTestKeyOnlyForTheLab lab@ingot";
+const SSH_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIngotLifecycleTestKeyOnlyForTheLab lab@ingot";
 const USER_DATA: &str = "#cloud-config\nruncmd:\n  - echo INGOT-USER-DATA-RAN\n";
 
 /// The image as the machines download it.
@@ -77,14 +78,20 @@ fn check_deployed_disk(m: &Machine, image: &MarkerDisk) -> anyhow::Result<u64> {
     let mut f = std::fs::File::open(&m.disk)?;
     let mut got = vec![0u8; want.len()];
     std::io::Read::read_exact(&mut f, &mut got)?;
-    ensure!(got[..446] == want[..446], "boot code differs from the image");
+    ensure!(
+        got[..446] == want[..446],
+        "boot code differs from the image"
+    );
     let first_diff = (512..want.len()).find(|&i| got[i] != want[i]);
     ensure!(
         first_diff.is_none(),
         "disk differs from the image at byte {first_diff:?}"
     );
     let parts = mbr_partitions(&got);
-    ensure!(parts.len() == 3, "want ESP, filler and config drive: {parts:?}");
+    ensure!(
+        parts.len() == 3,
+        "want ESP, filler and config drive: {parts:?}"
+    );
     let esp = probe(&m.disk, parts[0].1)?.unwrap_or_default();
     ensure!(esp.contains("TYPE=vfat"), "ESP not found: {esp}");
     let (_, cd_offset, cd_len) = parts[2];
@@ -219,10 +226,17 @@ fn lifecycle(
         rack.baremetal(&["node", "power", "off", node])?;
         rack.wait_power_state(node, "power off", Duration::from_secs(120))
     })?;
-    ensure!(m.qemu_pid().is_none(), "{label}: QEMU still runs after power off");
+    ensure!(
+        m.qemu_pid().is_none(),
+        "{label}: QEMU still runs after power off"
+    );
     check_wiped_disk(m, &[1 << 20, cd_offset])?;
     let node = rack.node(node)?;
-    ensure!(node["last_error"].is_null(), "last_error: {}", node["last_error"]);
+    ensure!(
+        node["last_error"].is_null(),
+        "last_error: {}",
+        node["last_error"]
+    );
     Ok((t, result))
 }
 
@@ -262,10 +276,7 @@ fn bios_and_uefi_machines_go_through_the_whole_lifecycle() -> anyhow::Result<()>
                         0.0
                     }
                 );
-                ensure!(
-                    written == image.disk.raw_bytes,
-                    "agent result: {result}"
-                );
+                ensure!(written == image.disk.raw_bytes, "agent result: {result}");
                 timelines.push(t);
             }
             Ok(Err(e)) => failures.push(format!(
