@@ -8,6 +8,8 @@
 //!   SMBIOS identity, a serial log and a QMP socket.
 //! - [`wait`]: polling helpers with deadlines.
 //! - [`fake_controller::FakeController`]: the agent protocol on 127.0.0.1, for boot tests.
+//! - [`site_dhcp::SiteDhcp`]: a site DHCP server (dnsmasq, addresses only) in a second
+//!   namespace on the lab bridge, for proxy-DHCP tests.
 //!
 //! Tests need root (namespaces, taps) and the lab packages (`qemu-system-x86`, `ovmf`,
 //! `ipxe`); [`require_lab`] fails with a clear message when they are missing.
@@ -15,6 +17,7 @@
 pub mod build;
 pub mod fake_controller;
 pub mod netns;
+pub mod site_dhcp;
 pub mod vm;
 pub mod wait;
 
