@@ -11,6 +11,8 @@
 //! - [`rack::Rack`]: `ingot serve` in a lab with machines it powers, an image server and
 //!   the real `baremetal` CLI; [`marker_disk`] builds a deploy image that boots on both
 //!   firmwares and prints a marker.
+//! - [`site_dhcp::SiteDhcp`]: a site DHCP server (dnsmasq, addresses only) in a second
+//!   namespace on the lab bridge, for proxy-DHCP tests.
 //!
 //! Tests need root (namespaces, taps) and the lab packages (`qemu-system-x86`, `ovmf`,
 //! `ipxe`); [`require_lab`] fails with a clear message when they are missing.
@@ -22,6 +24,7 @@ pub mod marker_disk;
 pub mod netns;
 pub mod power;
 pub mod rack;
+pub mod site_dhcp;
 pub mod vm;
 pub mod wait;
 
