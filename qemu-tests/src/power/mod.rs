@@ -70,6 +70,8 @@ struct State {
     once: Option<BootDevice>,
     /// An `off` is in progress: the exit is expected.
     stopping: bool,
+    /// QEMU exited without an `off` request and the hook has not been called yet.
+    power_lost: bool,
     events: Vec<PowerEvent>,
     /// (serial offset, time) where each boot started by a power request began.
     boot_marks: Vec<(usize, Instant)>,
@@ -394,7 +396,8 @@ impl State {
         self.reap().is_none() && self.child.is_some()
     }
 
-    /// Reaps an exited QEMU; returns its exit status when it just exited.
+    /// Reaps an exited QEMU; returns its exit status when it just exited (and records an
+    /// exit nobody asked for).
     fn reap(&mut self) -> Option<String> {
         let exited = match self.child.as_mut().map(Child::try_wait) {
             Some(Ok(Some(status))) => status.to_string(),
@@ -402,6 +405,11 @@ impl State {
             Some(Ok(None)) | None => return None,
         };
         self.child = None;
+        if !self.stopping {
+            // Whoever noticed the exit, the reaper thread reports it.
+            self.events.push(PowerEvent::Exited(exited.clone()));
+            self.power_lost = true;
+        }
         Some(exited)
     }
 
@@ -607,14 +615,8 @@ fn reap_loop(inner: &Inner) {
     while !inner.stop.load(Ordering::SeqCst) {
         let lost = {
             let mut st = inner.lock();
-            let stopping = st.stopping;
-            match st.reap() {
-                Some(status) if !stopping => {
-                    st.events.push(PowerEvent::Exited(status));
-                    true
-                }
-                _ => false,
-            }
+            st.reap();
+            std::mem::take(&mut st.power_lost)
         };
         if lost
             && let Ok(hook) = inner.power_loss_hook.lock()
