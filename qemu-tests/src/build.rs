@@ -20,6 +20,32 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
+/// Removes the variables cargo sets for the process it runs (a test, a build script's
+/// package): a child cargo that inherits them sees a different environment from a build
+/// started in a shell, and build scripts that watch them (ring watches
+/// `CARGO_MANIFEST_DIR`) run again, rebuilding half the dependency tree every time.
+pub fn scrub_cargo_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let set_by_cargo = matches!(
+            key,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+                | "CARGO_MANIFEST_LINKS"
+        ) || key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_EXE_")
+            || key.starts_with("NEXTEST");
+        if set_by_cargo {
+            cmd.env_remove(key);
+        }
+    }
+}
+
 fn locked_cargo(lock_name: &str, args: &[&str]) -> Result<String, String> {
     // The lock guards one target directory: keep it there, so that builds into other
     // target directories (other worktrees) do not wait for each other.
@@ -30,9 +56,10 @@ fn locked_cargo(lock_name: &str, args: &[&str]) -> Result<String, String> {
         .and_then(|f| f.lock().map(|()| f))
         .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args(args)
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root()).args(args);
+    scrub_cargo_env(&mut cmd);
+    let out = cmd
         .output()
         .map_err(|e| format!("running cargo {}: {e}", args.join(" ")))?;
     drop(lock);

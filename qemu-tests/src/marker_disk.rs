@@ -143,10 +143,7 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
 /// Builds the image (`size_mib` >= 10 MiB in all) in `dir` as `marker-disk.img`, plus
 /// `marker-disk.img.zst`.
 pub fn build(dir: &Path, size_mib: u64) -> anyhow::Result<MarkerDisk> {
-    ensure!(
-        size_mib >= 1 + ESP_MIB + 1,
-        "image too small: {size_mib} MiB"
-    );
+    ensure!(size_mib > ESP_MIB + 1, "image too small: {size_mib} MiB");
     std::fs::create_dir_all(dir)?;
     let raw = dir.join("marker-disk.img");
     let bytes = size_mib * MIB;

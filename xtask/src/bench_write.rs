@@ -218,8 +218,7 @@ fn agent_binary(o: &Opts) -> anyhow::Result<PathBuf> {
     if let Some(a) = &o.agent {
         return Ok(a.clone());
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    sh(Command::new(&cargo).args(["build", "--release", "-p", "agent", "--bin", "ingot-agent"]))?;
+    sh(crate::paths::cargo().args(["build", "--release", "-p", "agent", "--bin", "ingot-agent"]))?;
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));

@@ -266,11 +266,10 @@ fn install_kernel() -> anyhow::Result<()> {
 
 /// Builds the static agent and returns its path.
 pub fn build_static_agent(root: &Path) -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // Shared with the other builds (CARGO_TARGET_DIR), in its own directory because the
     // RUSTFLAGS differ.
     let target_dir = crate::paths::target_dir().join("static");
-    let status = Command::new(cargo)
+    let status = crate::paths::cargo()
         .current_dir(root)
         .args([
             "build",

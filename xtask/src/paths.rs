@@ -31,5 +31,23 @@ pub fn cargo() -> Command {
     let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(program);
     cmd.current_dir(workspace_root());
+    // `cargo xtask` runs with the variables cargo sets for a package (CARGO_MANIFEST_DIR,
+    // CARGO_PKG_*); a child cargo must not inherit them, or build scripts that watch them
+    // (ring) run again and the builds differ from one started in a shell.
+    for (key, _) in std::env::vars_os() {
+        if let Some(key) = key.to_str()
+            && (key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_")
+                || matches!(
+                    key,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                ))
+        {
+            cmd.env_remove(key);
+        }
+    }
     cmd
 }

@@ -189,7 +189,14 @@ fn power_on_at_bmc(rack: &Rack, ipmi: &IpmiBmc, redfish: &RedfishBmc) -> anyhow:
             .lab_command("curl")
             .args(["-sS", "-f", "--cacert"])
             .arg(redfish.ca_path())
-            .args(["-u", &auth, "-X", method, "-H", "Content-Type: application/json"])
+            .args([
+                "-u",
+                &auth,
+                "-X",
+                method,
+                "-H",
+                "Content-Type: application/json",
+            ])
             .args(["-d", &body.to_string(), &url])
             .stdin(Stdio::null())
             .output()
@@ -236,11 +243,7 @@ fn lifecycle(
     })?;
     let node = node.as_str();
     let shown = rack.node(node)?;
-    println!(
-        "  [{}] properties: {}",
-        m.label,
-        shown["properties"].to_string()
-    );
+    println!("  [{}] properties: {}", m.label, shown["properties"]);
     t.phase("set BMC + manage", || {
         let mut args = vec![
             "node".to_owned(),
@@ -251,7 +254,10 @@ fn lifecycle(
         ];
         if let Some(obj) = m.driver_info.as_object() {
             for (k, v) in obj {
-                let v = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                let v = v
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string());
                 args.extend(["--driver-info".to_owned(), format!("{k}={v}")]);
             }
         }
