@@ -262,14 +262,6 @@ fn start_coldplug(done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     })
 }
 
-/// Whether the URL's host is an IPv4 literal (`http://10.0.2.2:6385`). Pure.
-pub fn ipv4_literal_host(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let host_port = rest.split('/').next().unwrap_or(rest);
-    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
-    host.parse::<std::net::Ipv4Addr>().is_ok()
-}
-
 /// The ramdisk agent: modules, network, protocol loop. Never returns.
 fn agent_main(
     cfg: &AgentConfig,
@@ -300,13 +292,6 @@ fn agent_main(
         fatal(cfg, "no ingot.url= on the kernel command line");
     };
 
-    // An IPv4 controller needs no IPv6 on the NICs; without it no multicast join follows
-    // the carrier (each rewrites QEMU's e1000 RCTL, which holds received frames for 1 s).
-    if ipv4_literal_host(&url) {
-        for f in ["all", "default"] {
-            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{f}/disable_ipv6"), "1");
-        }
-    }
     // The network bring-up runs beside the module loads: a NIC gets DHCP as soon as its
     // driver is in and it has carrier, while storage drivers are still probing.
     let mut tries = 0;
@@ -371,18 +356,5 @@ fn agent_main(
     match rt.block_on(crate::run::run_agent(&opts)) {
         Ok(h) => halt(h),
         Err(e) => fatal(cfg, &format!("{e:#}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ipv4_literal_hosts() {
-        assert!(ipv4_literal_host("http://10.0.2.2:6385"));
-        assert!(ipv4_literal_host("https://192.0.2.1/x"));
-        assert!(!ipv4_literal_host("http://[fd00::1]:6385"));
-        assert!(!ipv4_literal_host("http://ingot.lab:6385"));
     }
 }
