@@ -16,6 +16,7 @@ mod periodic;
 mod task;
 #[cfg(test)]
 mod tests;
+mod timers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -19,9 +19,7 @@ use crate::drivers::{
     BootDevice, CleanStep, DriverError, NodeDrivers, PowerState, PowerTarget, StepOutcome,
     resolve_clean_step,
 };
-use crate::machine::{
-    self, Action, Event, LastError, NodeView, Phase, StateKind, Transition, Verb,
-};
+use crate::machine::{self, Action, Event, LastError, NodeView, Phase, Transition, Verb};
 use crate::model::{HistoryEvent, JsonMap, Node};
 use crate::store::StoreError;
 
@@ -698,93 +696,6 @@ impl Conductor {
             ));
         }
         Event::StepDone
-    }
-
-    fn wait_timeout(&self, phase: Phase) -> Duration {
-        match phase {
-            Phase::Inspect => self
-                .config
-                .inspect_wait_timeout
-                .unwrap_or(self.config.callback_timeout),
-            _ => self.config.callback_timeout,
-        }
-    }
-
-    /// Arms the timer that fails a wait state left unanswered. `marker` is the node's
-    /// `provision_updated_at` when it entered the wait: a timer whose marker no longer
-    /// matches does nothing.
-    fn arm_wait_timer(&self, node: Uuid, phase: Phase, marker: Option<DateTime<Utc>>) {
-        if self
-            .shutting_down
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
-            // The next start fails the node; a timer now would only delay shutdown.
-            return;
-        }
-        let timeout = self.wait_timeout(phase);
-        let this = self.arc();
-        let handle = self.spawn(async move {
-            tokio::time::sleep(timeout).await;
-            this.wait_timed_out(node, marker).await;
-        });
-        let old = self.lock_timers().insert(node, (marker, handle));
-        if let Some((_, old)) = old {
-            old.abort();
-        }
-    }
-
-    pub(super) fn lock_timers(&self) -> std::sync::MutexGuard<'_, super::WaitTimers> {
-        self.wait_timers.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Cancels a node's wait timer (only the one with `marker`, when given).
-    pub(super) fn cancel_wait_timer(&self, node: Uuid, marker: Option<Option<DateTime<Utc>>>) {
-        let mut timers = self.lock_timers();
-        let matches = timers
-            .get(&node)
-            .is_some_and(|(m, _)| marker.is_none_or(|want| *m == want));
-        if matches && let Some((_, handle)) = timers.remove(&node) {
-            handle.abort();
-        }
-    }
-
-    async fn wait_timed_out(self: Arc<Self>, uuid: Uuid, marker: Option<DateTime<Utc>>) {
-        // Forget our own entry first, so the CancelWait of the timeout does not abort us.
-        {
-            let mut timers = self.lock_timers();
-            if timers.get(&uuid).is_some_and(|(m, _)| *m == marker) {
-                timers.remove(&uuid);
-            }
-        }
-        for _ in 0..600 {
-            match self.store.reserve_node(uuid, &self.config.name).await {
-                Ok(node) => {
-                    let still_waiting = NodeView::from_node(&node)
-                        .is_ok_and(|v| v.provision_state.kind() == StateKind::Wait)
-                        && node.provision_updated_at == marker;
-                    if !still_waiting {
-                        self.release(uuid).await;
-                        return;
-                    }
-                    match self.begin_event(node, Event::Timeout).await {
-                        Ok(run) => self.clone().run_guarded(uuid, run).await,
-                        Err(err) => {
-                            tracing::error!(node = %uuid, error = %err, "timing out a wait failed");
-                            self.release(uuid).await;
-                        }
-                    }
-                    return;
-                }
-                Err(StoreError::Locked { .. }) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(StoreError::NotFound { .. }) => return,
-                Err(err) => {
-                    tracing::error!(node = %uuid, error = %err, "timing out a wait failed");
-                    return;
-                }
-            }
-        }
     }
 
     /// Completes a power change started by `set_power` (we hold the lock).
