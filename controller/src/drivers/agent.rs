@@ -16,8 +16,8 @@ use serde_json::Value;
 
 use super::manual::ManualHardware;
 use super::{
-    BootDevice, CleanStep, DeployInterface, DriverError, InspectInterface, ManagementInterface,
-    PowerInterface, PowerState, PowerTarget, StepOutcome,
+    BootDevice, CleanStep, DeployInterface, DriverError, HardwareType, InspectInterface,
+    ManagementInterface, PowerInterface, PowerState, PowerTarget, StepOutcome,
 };
 use crate::agent_api::hub::AgentHub;
 use crate::images::resolve::{ImageResolver, ResolvedImage, stored_name};
@@ -272,6 +272,33 @@ pub struct AgentInspect {
     hub: Arc<AgentHub>,
     power: Arc<dyn PowerInterface>,
     management: Arc<dyn ManagementInterface>,
+}
+
+/// A hardware type whose power and boot device come from one BMC client (`hw`) and whose
+/// deploy, clean and inspect go through the agent: `ipmi`, `redfish` and `qemu`.
+/// `properties` are the driver_info keys it documents.
+pub fn bmc_hardware_type<T>(
+    name: &str,
+    hw: Arc<T>,
+    hub: Arc<AgentHub>,
+    properties: &[(&str, &str)],
+) -> HardwareType
+where
+    T: PowerInterface + ManagementInterface + 'static,
+{
+    let mut hardware = HardwareType::new(
+        name,
+        hw.clone(),
+        hw.clone(),
+        Arc::new(AgentDeploy::new(hub.clone())),
+        Arc::new(AgentInspect::new(hub, hw.clone(), hw)),
+        &[("boot", "ipxe"), ("network", "noop"), ("storage", "noop")],
+    );
+    hardware.properties = properties
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    hardware
 }
 
 impl AgentInspect {

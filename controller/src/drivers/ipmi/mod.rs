@@ -20,7 +20,6 @@ use async_trait::async_trait;
 use self::session::{
     IpmiError, NETFN_CHASSIS, PRIV_ADMINISTRATOR, PRIV_CALLBACK, PRIV_OPERATOR, PRIV_USER, Session,
 };
-use super::agent::{AgentDeploy, AgentInspect};
 use super::{
     BootDevice, BootMode, DriverError, HardwareType, ManagementInterface, PowerInterface,
     PowerState, PowerTarget,
@@ -84,19 +83,7 @@ impl IpmiHardware {
 
 /// The `ipmi` hardware type: IPMI power and boot device, agent deploy and inspect.
 pub fn hardware_type(ipmi: Arc<IpmiHardware>, hub: Arc<AgentHub>) -> HardwareType {
-    let mut hw = HardwareType::new(
-        "ipmi",
-        ipmi.clone(),
-        ipmi.clone(),
-        Arc::new(AgentDeploy::new(hub.clone())),
-        Arc::new(AgentInspect::new(hub, ipmi.clone(), ipmi)),
-        &[("boot", "ipxe"), ("network", "noop"), ("storage", "noop")],
-    );
-    hw.properties = info::PROPERTIES
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    hw
+    super::agent::bmc_hardware_type("ipmi", ipmi, hub, info::PROPERTIES)
 }
 
 #[async_trait]

@@ -30,7 +30,6 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use self::qmp::{Qmp, QmpError};
-use super::agent::{AgentDeploy, AgentInspect};
 use super::ipmi::info::{get_str, get_u64};
 use super::{
     BootDevice, DriverError, HardwareType, ManagementInterface, PowerInterface, PowerState,
@@ -389,19 +388,7 @@ fn kill_by_pid_file(pid_file: &Path, socket: &Path) -> Result<(), DriverError> {
 
 /// The `qemu` hardware type: QMP power and boot device, agent deploy and inspect.
 pub fn hardware_type(qemu: Arc<QemuHardware>, hub: Arc<AgentHub>) -> HardwareType {
-    let mut hw = HardwareType::new(
-        "qemu",
-        qemu.clone(),
-        qemu.clone(),
-        Arc::new(AgentDeploy::new(hub.clone())),
-        Arc::new(AgentInspect::new(hub, qemu.clone(), qemu)),
-        &[("boot", "ipxe"), ("network", "noop"), ("storage", "noop")],
-    );
-    hw.properties = PROPERTIES
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    hw
+    super::agent::bmc_hardware_type("qemu", qemu, hub, PROPERTIES)
 }
 
 #[async_trait]

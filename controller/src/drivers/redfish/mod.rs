@@ -21,7 +21,6 @@ use self::info::{
     RedfishInfo, boot_device_from_target, boot_mode_from_redfish, boot_mode_redfish, boot_target,
     power_state_from_redfish, reset_fallbacks, reset_type,
 };
-use super::agent::{AgentDeploy, AgentInspect};
 use super::ipmi::node_boot_mode;
 use super::{
     BootDevice, BootMode, DriverError, HardwareType, ManagementInterface, PowerInterface,
@@ -103,19 +102,7 @@ async fn discover_system(client: &Client) -> Result<String, DriverError> {
 
 /// The `redfish` hardware type: Redfish power and boot device, agent deploy and inspect.
 pub fn hardware_type(redfish: Arc<RedfishHardware>, hub: Arc<AgentHub>) -> HardwareType {
-    let mut hw = HardwareType::new(
-        "redfish",
-        redfish.clone(),
-        redfish.clone(),
-        Arc::new(AgentDeploy::new(hub.clone())),
-        Arc::new(AgentInspect::new(hub, redfish.clone(), redfish)),
-        &[("boot", "ipxe"), ("network", "noop"), ("storage", "noop")],
-    );
-    hw.properties = info::PROPERTIES
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    hw
+    super::agent::bmc_hardware_type("redfish", redfish, hub, info::PROPERTIES)
 }
 
 fn power_of(system: &Value) -> Option<PowerState> {
