@@ -31,9 +31,10 @@ impl Conductor {
                 "released node locks left by a previous run"
             );
         }
+        let started_at = chrono::Utc::now();
         let this = self.clone();
         self.spawn(async move {
-            if let Err(err) = this.recover().await {
+            if let Err(err) = this.recover(started_at).await {
                 tracing::error!(error = %format!("{err:#}"), "start-up recovery failed");
             }
         });
@@ -60,8 +61,11 @@ impl Conductor {
     }
 
     /// The deferred part of [`Conductor::start`].
-    async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
-        self.recover_interrupted()
+    async fn recover(
+        self: &Arc<Self>,
+        started_at: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<()> {
+        self.recover_interrupted(started_at)
             .await
             .context("recovering interrupted node tasks")?;
         let pending = self
@@ -79,8 +83,12 @@ impl Conductor {
     }
 
     /// Fails every unlocked node in a transient or wait state (their task died with the
-    /// previous run).
-    async fn recover_interrupted(self: &Arc<Self>) -> Result<(), StoreError> {
+    /// previous run). A node that entered its state after `started_at` was put there by
+    /// this run (the API answers while recovery runs) and is left alone.
+    async fn recover_interrupted(
+        self: &Arc<Self>,
+        started_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
         let states = ProvisionState::ALL
             .into_iter()
             .filter(|s| matches!(s.kind(), StateKind::Transient | StateKind::Wait));
@@ -90,7 +98,9 @@ impl Conductor {
                 ..NodeQuery::default()
             };
             for node in self.store.list_nodes(&query).await? {
-                if node.reservation.is_some() {
+                if node.reservation.is_some()
+                    || node.provision_updated_at.is_some_and(|at| at >= started_at)
+                {
                     continue;
                 }
                 self.recover_node(node.uuid, state, node.provision_updated_at)

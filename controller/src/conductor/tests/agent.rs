@@ -15,6 +15,12 @@ async fn restart_fails_nodes_left_in_transient_states() {
     let deleting = enroll(&store, "fake-hardware", "deleting").await;
     let clean_wait = enroll(&store, "manual", "clean wait").await;
     let stable = enroll(&store, "fake-hardware", "active").await;
+    // A node that entered its wait state after the start was put there by the new run
+    // (the API answers while recovery runs): recovery must leave it alone.
+    let live = enroll(&store, "manual", "inspect wait").await;
+    let mut node = get(&store, live).await;
+    node.provision_updated_at = Some(Utc::now() + chrono::Duration::seconds(5));
+    store.update_node(&node).await.expect("live node");
     for (uuid, target) in [
         (deploying, "active"),
         (verifying, "manageable"),
@@ -48,6 +54,11 @@ async fn restart_fails_nodes_left_in_transient_states() {
     assert_eq!(
         (node.provision_state.as_str(), node.last_error),
         ("active", None)
+    );
+    let node = get(&store, live).await;
+    assert_eq!(
+        (node.provision_state.as_str(), node.last_error),
+        ("inspect wait", None)
     );
 }
 
