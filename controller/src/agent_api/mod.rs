@@ -4,8 +4,9 @@
 //! Lookup finds or enrolls the node and issues a fresh token (only its SHA-256 is kept, in
 //! the [`hub::AgentHub`] and in `driver_internal_info.agent_token_sha256`); heartbeats
 //! long-poll the hub for the next command; result reports complete the node's wait state
-//! through [`Conductor::agent_finished`]. Every call after lookup needs the token in
-//! [`TOKEN_HEADER`]; a missing or stale one gets 401.
+//! through [`Conductor::agent_finished`]. Every lookup, heartbeat and event is a sign of life
+//! ([`Conductor::agent_alive`]): a wait the node is in counts its timeout from then. Every
+//! call after lookup needs the token in [`TOKEN_HEADER`]; a missing or stale one gets 401.
 
 pub mod hub;
 
@@ -187,6 +188,7 @@ async fn lookup(
         );
     })
     .await?;
+    st.conductor.agent_alive(node.uuid);
     // After the token is stored: the manage task's node writes must not drop it.
     if manage_after
         && let Err(e) = st
@@ -249,6 +251,8 @@ async fn heartbeat(
 ) -> Result<Json<HeartbeatResponse>, AgentError> {
     let Json(req) = body.map_err(bad_json)?;
     authorize(&st, &headers, req.node_uuid).await?;
+    // A heartbeat is a sign of life: a wait the node is in counts from now.
+    st.conductor.agent_alive(req.node_uuid);
     if let proto::protocol::AgentState::Busy { .. } = req.state {
         // A keep-alive while a command runs: nothing new is handed out.
         st.hub.touch(req.node_uuid);
@@ -288,6 +292,7 @@ async fn events(
     let node = rep.node_uuid;
     authorize(&st, &headers, node).await?;
     st.hub.touch(node);
+    st.conductor.agent_alive(node);
     let unknown = || {
         AgentError(
             StatusCode::NOT_FOUND,

@@ -9,7 +9,8 @@
 //!
 //! Deploys and cleanings are capped per conductor ([`ConductorConfig`]); a request over the
 //! cap queues on a semaphore while the node shows its transient state. Wait states arm a
-//! timer that fails the node when the agent does not report back in time.
+//! timer that fails the node when the agent does not report back in time; every sign of
+//! life from the agent (lookup, heartbeat, event) starts that timeout again.
 
 mod allocation;
 mod periodic;
@@ -168,8 +169,19 @@ impl Drop for TaskToken {
     }
 }
 
-/// Armed wait timers: node -> (`provision_updated_at` when armed, the timer task).
-type WaitTimers = HashMap<Uuid, (Option<DateTime<Utc>>, AbortHandle)>;
+/// An armed wait timer: the node's `provision_updated_at` when it entered the wait, the
+/// wait's phase (its timeout), when it runs out (moved on by every sign of life from the
+/// agent; the timer task sleeps until then and looks again) and the timer task.
+#[derive(Debug)]
+struct WaitTimer {
+    marker: Option<DateTime<Utc>>,
+    phase: machine::Phase,
+    deadline: tokio::time::Instant,
+    handle: AbortHandle,
+}
+
+/// Armed wait timers by node.
+type WaitTimers = HashMap<Uuid, WaitTimer>;
 
 /// The conductor. Share it as `Arc<Conductor>`.
 #[derive(Debug)]
@@ -459,13 +471,13 @@ impl Conductor {
         {
             handle.abort();
         }
-        for (_, (_, handle)) in self
+        for (_, timer) in self
             .wait_timers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .drain()
         {
-            handle.abort();
+            timer.handle.abort();
         }
         let wait = async {
             loop {

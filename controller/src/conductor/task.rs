@@ -195,6 +195,9 @@ impl Conductor {
         node: &mut Node,
         req: &ProvisionRequest,
     ) -> Result<(), ConductorError> {
+        // A new operation: the agent progress of the last one must not show as this one's.
+        node.driver_internal_info
+            .remove(crate::agent_api::PROGRESS_KEY);
         match req.verb {
             Verb::Deploy | Verb::Rebuild => {
                 if let Some(configdrive) = &req.configdrive {

@@ -1,4 +1,5 @@
-//! Wait-state timers: how long each wait may last, arming and cancelling the per-node
+//! Wait-state timers: how long each wait may last, arming, re-arming (on every sign of life
+//! from the agent, so the timeout counts from its last report) and cancelling the per-node
 //! timer, and failing a node whose wait ran out (split from `task.rs`).
 
 use std::sync::Arc;
@@ -33,16 +34,65 @@ impl Conductor {
             // The next start fails the node; a timer now would only delay shutdown.
             return;
         }
-        let timeout = self.wait_timeout(phase);
+        let deadline = tokio::time::Instant::now() + self.wait_timeout(phase);
         let this = self.arc();
         let handle = self.spawn(async move {
-            tokio::time::sleep(timeout).await;
-            this.wait_timed_out(node, marker).await;
+            if this.sleep_until_timed_out(node, marker, deadline).await {
+                this.wait_timed_out(node, marker).await;
+            }
         });
-        let old = self.lock_timers().insert(node, (marker, handle));
-        if let Some((_, old)) = old {
-            old.abort();
+        let old = self.lock_timers().insert(
+            node,
+            super::WaitTimer {
+                marker,
+                phase,
+                deadline,
+                handle,
+            },
+        );
+        if let Some(old) = old {
+            old.handle.abort();
         }
+    }
+
+    /// Sleeps until the wait's deadline, following it while heartbeats move it on. True
+    /// when it ran out (the entry is then gone from the map, so nothing aborts the
+    /// time-out that follows); false when the timer was replaced or cancelled.
+    async fn sleep_until_timed_out(
+        &self,
+        node: Uuid,
+        marker: Option<DateTime<Utc>>,
+        mut deadline: tokio::time::Instant,
+    ) -> bool {
+        loop {
+            tokio::time::sleep_until(deadline).await;
+            let mut timers = self.lock_timers();
+            match timers.get(&node) {
+                Some(t) if t.marker == marker => {
+                    if t.deadline > tokio::time::Instant::now() {
+                        deadline = t.deadline;
+                        continue;
+                    }
+                    timers.remove(&node);
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// The agent of `node` showed a sign of life (lookup, heartbeat, event): a wait the
+    /// node is in starts its timeout again, so the timeout counts from the agent's last
+    /// report, as Ironic's heartbeats reset its callback timer. Returns whether a wait
+    /// timer was moved on.
+    pub fn agent_alive(&self, node: Uuid) -> bool {
+        let timeout_of = |phase| self.wait_timeout(phase);
+        let mut timers = self.lock_timers();
+        let Some(timer) = timers.get_mut(&node) else {
+            return false;
+        };
+        timer.deadline = tokio::time::Instant::now() + timeout_of(timer.phase);
+        true
     }
 
     pub(super) fn lock_timers(&self) -> std::sync::MutexGuard<'_, super::WaitTimers> {
@@ -54,20 +104,14 @@ impl Conductor {
         let mut timers = self.lock_timers();
         let matches = timers
             .get(&node)
-            .is_some_and(|(m, _)| marker.is_none_or(|want| *m == want));
-        if matches && let Some((_, handle)) = timers.remove(&node) {
-            handle.abort();
+            .is_some_and(|t| marker.is_none_or(|want| t.marker == want));
+        if matches && let Some(timer) = timers.remove(&node) {
+            timer.handle.abort();
         }
     }
 
+    /// Fails the node whose wait ran out, if it still waits in the same wait.
     pub(super) async fn wait_timed_out(self: Arc<Self>, uuid: Uuid, marker: Option<DateTime<Utc>>) {
-        // Forget our own entry first, so the CancelWait of the timeout does not abort us.
-        {
-            let mut timers = self.lock_timers();
-            if timers.get(&uuid).is_some_and(|(m, _)| *m == marker) {
-                timers.remove(&uuid);
-            }
-        }
         for _ in 0..600 {
             match self.store.reserve_node(uuid, &self.config.name).await {
                 Ok(node) => {

@@ -71,6 +71,70 @@ async fn lost_agent_times_out_and_undeploy_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_a_wait_alive_past_the_timeout_and_it_fails_when_they_stop() {
+    let timeout = Duration::from_millis(500);
+    let env = env_with(ConductorConfig {
+        callback_timeout: timeout,
+        ..config()
+    })
+    .await;
+    let alive = enroll(&env.store, "manual", "available").await;
+    let silent = enroll(&env.store, "manual", "available").await;
+    for uuid in [alive, silent] {
+        with_image(&env.store, uuid).await;
+        provision(&env, uuid, Verb::Deploy).await;
+        wait_state(&env.store, uuid, "wait call-back").await;
+    }
+    // The agent of `alive` writes a long image and heartbeats every 100 ms, for three
+    // timeouts; the agent of `silent` died.
+    let started = Instant::now();
+    let mut last = started;
+    while started.elapsed() < timeout * 3 {
+        assert!(env.conductor.agent_alive(alive), "no wait timer to move on");
+        last = Instant::now();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(&env.store, alive).await.provision_state, "wait call-back");
+    assert_eq!(get(&env.store, silent).await.provision_state, "deploy failed");
+    // Its heartbeats stop: the wait fails one timeout after the last one.
+    let node = wait_state(&env.store, alive, "deploy failed").await;
+    let after = last.elapsed();
+    assert!(
+        after >= timeout - Duration::from_millis(50) && after < timeout * 3,
+        "failed {after:?} after the last heartbeat"
+    );
+    assert_eq!(
+        node.last_error,
+        Some(format!(
+            "Timeout reached while waiting for callback for node {alive}"
+        ))
+    );
+    // A node in no wait has no timer: a heartbeat changes nothing.
+    assert!(!env.conductor.agent_alive(alive));
+    assert!(env.conductor.lock_timers().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_progress_of_one_operation_does_not_show_in_the_next() {
+    let env = env().await;
+    let uuid = enroll(&env.store, "manual", "manageable").await;
+    let mut node = get(&env.store, uuid).await;
+    node.driver_internal_info.insert(
+        crate::agent_api::PROGRESS_KEY.into(),
+        json!({"phase": "wipe", "bytes_written": 1024, "bytes_total": 1024}),
+    );
+    env.store.update_node(&node).await.expect("progress");
+    provision(&env, uuid, Verb::Provide).await;
+    let node = wait_state(&env.store, uuid, "clean wait").await;
+    assert_eq!(
+        node.driver_internal_info
+            .get(crate::agent_api::PROGRESS_KEY),
+        None,
+        "the last wipe's progress shows in the new cleaning"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conductor_killed_mid_deploy_restarts_into_clean_failures() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_store(&dir).await;
