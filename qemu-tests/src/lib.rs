@@ -10,7 +10,7 @@
 //! - [`fake_controller::FakeController`]: the agent protocol on 127.0.0.1, for boot tests.
 //! - [`rack::Rack`]: `ingot serve` in a lab with machines it powers, an image server and
 //!   the real `baremetal` CLI; [`marker_disk`] builds a deploy image that boots on both
-//!   firmwares and prints a marker.
+//!   firmwares and prints a marker; [`host_disk`] checks a machine's disk from the host.
 //! - [`site_dhcp::SiteDhcp`]: a site DHCP server (dnsmasq, addresses only) in a second
 //!   namespace on the lab bridge, for proxy-DHCP tests.
 //!
@@ -20,6 +20,7 @@
 pub mod bmc;
 pub mod build;
 pub mod fake_controller;
+pub mod host_disk;
 pub mod marker_disk;
 pub mod netns;
 pub mod power;

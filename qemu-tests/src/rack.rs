@@ -519,6 +519,135 @@ impl Rack {
     }
 }
 
+/// A static file server that sends every file at a fixed rate (`SimpleHTTPRequestHandler`
+/// with a paced `copyfile`): argv is address, port, bytes per second, directory.
+const SLOW_SERVER_PY: &str = r#"
+import functools, http.server, sys, time
+rate = int(sys.argv[3])
+class Slow(http.server.SimpleHTTPRequestHandler):
+    def copyfile(self, src, dst):
+        start, sent = time.monotonic(), 0
+        while True:
+            chunk = src.read(64 * 1024)
+            if not chunk:
+                return
+            dst.write(chunk)
+            sent += len(chunk)
+            ahead = sent / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+handler = functools.partial(Slow, directory=sys.argv[4])
+http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), handler).serve_forever()
+"#;
+
+impl Rack {
+    /// Enrolls `m` with the `qemu` hardware type through the CLI (node and port); returns
+    /// the node's UUID.
+    pub fn enroll_qemu(&self, m: &Machine) -> anyhow::Result<String> {
+        let mut args = vec!["node", "create", "--driver", "qemu", "--name", &m.spec.name];
+        let info = m.qemu_driver_info();
+        for i in &info {
+            args.extend(["--driver-info", i]);
+        }
+        let node = self.baremetal_json(&args)?;
+        let uuid = node["uuid"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no uuid in {node}"))?;
+        self.baremetal(&["port", "create", &m.spec.mac, "--node", &uuid])?;
+        Ok(uuid)
+    }
+
+    /// Serves the image directory a second time on `port`, every download paced at
+    /// `bytes_per_sec`, so that a test can act while the agent writes; returns the base URL
+    /// (`http://BRIDGE:port`).
+    pub fn start_slow_image_server(
+        &mut self,
+        port: u16,
+        bytes_per_sec: u64,
+    ) -> anyhow::Result<String> {
+        let log = std::fs::File::create(self.dir.path.join(format!("images-slow-{port}.log")))?;
+        let child = self
+            .lab
+            .command("python3")
+            .args(["-c", SLOW_SERVER_PY, BRIDGE_ADDR])
+            .arg(port.to_string())
+            .arg(bytes_per_sec.to_string())
+            .arg(&self.images)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting the slow image server")?;
+        self.lab.adopt(child);
+        let base = format!("http://{BRIDGE_ADDR}:{port}");
+        crate::wait::until(
+            Duration::from_secs(15),
+            Duration::from_millis(100),
+            "the slow image server",
+            || {
+                Ok(self
+                    .lab
+                    .command("curl")
+                    .args(["-s", "-f", "-o", "/dev/null"])
+                    .arg(format!("{base}/"))
+                    .stdin(Stdio::null())
+                    .status()
+                    .context("running curl in the lab")?
+                    .success()
+                    .then_some(()))
+            },
+        )?;
+        Ok(base)
+    }
+
+    /// The pid of the running `ingot serve`, if any.
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.ingot.as_ref().map(Child::id)
+    }
+
+    /// Kills `ingot serve` with SIGKILL (no shutdown of any kind: locks, timers and
+    /// long-polls die with it) and reaps it; returns its pid. The machines keep running.
+    pub fn kill_controller(&mut self) -> anyhow::Result<u32> {
+        let mut child = self.ingot.take().context("ingot serve is not running")?;
+        let pid = child.id();
+        // `Child::kill` is SIGKILL; `ip netns exec` execs, so the pid is ingot's own.
+        child.kill().context("killing ingot serve")?;
+        child.wait().context("reaping ingot serve")?;
+        Ok(pid)
+    }
+
+    /// Starts `ingot serve` again with the same configuration and database (its log is
+    /// appended to) and waits for the API.
+    pub fn restart_controller(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.ingot.is_none(), "ingot serve still runs");
+        let ingot = crate::build::ingot_binary()?;
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.ingot_log)
+            .context("opening the ingot log")?;
+        let server = self
+            .lab
+            .command(ingot.to_str().context("ingot path is not UTF-8")?)
+            .args(["serve", "--config"])
+            .arg(self.dir.path.join("ingot.toml"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("restarting ingot serve in the lab")?;
+        self.ingot = Some(server);
+        crate::wait::until(
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            "the API after a restart",
+            || Ok(self.api_get("/v1")?.map(|_| ())),
+        )
+        .with_context(|| format!("ingot log:\n{}", tail(&self.ingot_log(), 30)))
+    }
+}
+
 impl Drop for Rack {
     fn drop(&mut self) {
         // The controller first, so that it starts no machine while they are killed.

@@ -44,6 +44,8 @@ pub struct VmSpec {
     pub disk_image: Option<PathBuf>,
     /// More QEMU arguments (extra drives, for example).
     pub extra_args: Vec<String>,
+    /// Attach the disk read-only (`readonly=on`): the guest sees a write-protected disk.
+    pub disk_readonly: bool,
 }
 
 impl VmSpec {
@@ -62,6 +64,7 @@ impl VmSpec {
             direct_kernel: None,
             disk_image: None,
             extra_args: Vec::new(),
+            disk_readonly: false,
         }
     }
     /// The machine's tap on the lab bridge.
@@ -111,7 +114,15 @@ impl VmSpec {
             "-netdev".into(),
             format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
             "-drive".into(),
-            format!("file={},format=raw,if=none,id=d0", disk.display()),
+            format!(
+                "file={},format=raw,if=none,id=d0{}",
+                disk.display(),
+                if spec.disk_readonly {
+                    ",readonly=on"
+                } else {
+                    ""
+                }
+            ),
         ];
         match spec.firmware {
             Firmware::Bios => {

@@ -7,11 +7,11 @@
 //! while active it holds the image and the config drive, after release no partition table
 //! or filesystem signature is left.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
+use qemu_tests::host_disk::{ensure_no_signatures, mbr_partitions, probe};
 use qemu_tests::marker_disk::{self, BIOS_MARKER, MarkerDisk, UEFI_MARKER};
 use qemu_tests::rack::{Machine, Rack, RackOptions, Timeline};
 use qemu_tests::vm::{Firmware, VmSpec};
@@ -34,40 +34,6 @@ fn uuid_of(v: &Value) -> anyhow::Result<String> {
         .as_str()
         .map(str::to_owned)
         .with_context(|| format!("no uuid in {v}"))
-}
-
-/// `blkid -p` of the disk image at `offset`: `None` when nothing is recognised (exit 2).
-fn probe(disk: &Path, offset: u64) -> anyhow::Result<Option<String>> {
-    let out = Command::new("blkid")
-        .args(["-p", "-o", "export", "-O"])
-        .arg(offset.to_string())
-        .arg(disk)
-        .output()
-        .context("running blkid")?;
-    match out.status.code() {
-        Some(0) => Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned())),
-        Some(2) => Ok(None),
-        _ => bail!(
-            "blkid -p {} failed: {}",
-            disk.display(),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
-}
-
-/// The MBR entries of a disk image: (type, start byte, length in bytes).
-fn mbr_partitions(head: &[u8]) -> Vec<(u8, u64, u64)> {
-    if head.len() < 512 || head[510..512] != [0x55, 0xaa] {
-        return Vec::new();
-    }
-    (0..4)
-        .filter_map(|i| {
-            let e = &head[446 + 16 * i..446 + 16 * (i + 1)];
-            let start = u64::from(u32::from_le_bytes([e[8], e[9], e[10], e[11]]));
-            let len = u64::from(u32::from_le_bytes([e[12], e[13], e[14], e[15]]));
-            (e[4] != 0 && len != 0).then_some((e[4], start * 512, len * 512))
-        })
-        .collect()
 }
 
 /// Checks the deployed disk from the host: the image bytes (the MBR's partition table
@@ -124,28 +90,6 @@ fn check_deployed_disk(m: &Machine, image: &MarkerDisk) -> anyhow::Result<u64> {
     let user = std::fs::read_to_string(out_dir.join("user_data"))?;
     ensure!(user == USER_DATA, "user_data differs: {user:?}");
     Ok(cd_offset)
-}
-
-/// After release: nothing on the disk that blkid or wipefs recognise, at the start or where
-/// the ESP and the config drive were.
-fn check_wiped_disk(m: &Machine, old_offsets: &[u64]) -> anyhow::Result<()> {
-    for &offset in [0].iter().chain(old_offsets) {
-        if let Some(found) = probe(&m.disk, offset)? {
-            bail!("signature left at byte {offset} after cleaning: {found}");
-        }
-    }
-    let out = Command::new("wipefs")
-        .arg("-n")
-        .arg(&m.disk)
-        .output()
-        .context("running wipefs")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        out.status.success() && text.trim().is_empty(),
-        "wipefs -n finds signatures: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
 }
 
 /// One machine through the lifecycle; returns its phase timings and the agent's write result.
@@ -230,7 +174,7 @@ fn lifecycle(
         m.qemu_pid().is_none(),
         "{label}: QEMU still runs after power off"
     );
-    check_wiped_disk(m, &[1 << 20, cd_offset])?;
+    ensure_no_signatures(&m.disk, &[1 << 20, cd_offset]).context("after cleaning")?;
     let node = rack.node(node)?;
     ensure!(
         node["last_error"].is_null(),
