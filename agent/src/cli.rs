@@ -90,7 +90,7 @@ struct WipeArgs {
     /// Device to wipe (repeatable).
     #[arg(long)]
     device: Vec<PathBuf>,
-    /// Wipe every disk except read-only ones, virtual media and the boot medium.
+    /// Wipe every disk except virtual media and the boot medium (a read-only disk fails).
     #[arg(long, conflicts_with = "device")]
     all: bool,
     /// metadata (signatures and both ends), full (zero all) or secure (firmware erase).

@@ -1,5 +1,6 @@
-//! Which disks `wipe --all` touches: every disk except read-only ones,
-//! virtual media (BMC-emulated CD/USB) and the medium we booted from.
+//! Which disks `wipe --all` touches: every disk except virtual media (BMC-emulated CD/USB)
+//! and the medium we booted from. A read-only disk is not skipped: it may hold the last
+//! tenant's data, so opening it for the wipe fails and cleaning fails closed.
 
 use std::path::Path;
 
@@ -13,9 +14,7 @@ pub fn skip_reason(d: &Disk, boot_disks: &[String]) -> Option<String> {
         d.vendor.as_deref().unwrap_or("")
     )
     .to_ascii_lowercase();
-    if d.read_only {
-        Some("read-only".into())
-    } else if text.contains("virtual") || (d.removable && d.name.starts_with("/dev/sr")) {
+    if text.contains("virtual") || (d.removable && d.name.starts_with("/dev/sr")) {
         Some("virtual media".into())
     } else if boot_disks.contains(&d.name) {
         Some("boot medium".into())
@@ -73,7 +72,7 @@ mod tests {
     }
 
     #[test]
-    fn skips_read_only_virtual_and_boot_media() {
+    fn skips_virtual_and_boot_media_but_not_read_only_disks() {
         let boot = vec!["/dev/sda".to_string()];
         assert_eq!(
             skip_reason(&d("/dev/sda"), &boot).as_deref(),
@@ -88,8 +87,15 @@ mod tests {
                 &boot
             )
             .as_deref(),
-            Some("read-only")
+            None,
+            "a write-protected disk must fail the wipe, not be passed over"
         );
+        let ro_cd = Disk {
+            read_only: true,
+            removable: true,
+            ..d("/dev/sr0")
+        };
+        assert_eq!(skip_reason(&ro_cd, &boot).as_deref(), Some("virtual media"));
         let virt = Disk {
             model: Some("Virtual CDROM0".into()),
             ..d("/dev/sdc")

@@ -94,8 +94,14 @@ async fn heartbeats_keep_a_wait_alive_past_the_timeout_and_it_fails_when_they_st
         last = Instant::now();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(get(&env.store, alive).await.provision_state, "wait call-back");
-    assert_eq!(get(&env.store, silent).await.provision_state, "deploy failed");
+    assert_eq!(
+        get(&env.store, alive).await.provision_state,
+        "wait call-back"
+    );
+    assert_eq!(
+        get(&env.store, silent).await.provision_state,
+        "deploy failed"
+    );
     // Its heartbeats stop: the wait fails one timeout after the last one.
     let node = wait_state(&env.store, alive, "deploy failed").await;
     let after = last.elapsed();
