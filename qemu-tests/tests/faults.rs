@@ -11,17 +11,19 @@
 //!    database: the deploy finishes or fails cleanly, no node is left in a transient or
 //!    wait state, and the node is recoverable (undeploy -> `available`);
 //! 4. a read-only disk: `provide` ends in `clean failed` (never `available`) with the cause
-//!    in `last_error`.
+//!    in `last_error`;
+//! 5. a deploy whose image write lasts longer than the callback timeout reaches `active`
+//!    (the timeout counts from the agent's last heartbeat) and the machine boots its disk.
 //!
-//! 1, 2 and 4 run at once on three machines; 3 runs after them on the first machine, alone
-//! (the restart fails every node that waits).
+//! 1 then 5, 2 and 4 run at once on three machines; 3 runs after them on the second
+//! machine, alone (the restart fails every node that waits).
 
 use std::io::{Seek, SeekFrom, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use qemu_tests::host_disk::{ensure_no_boot_sector, ensure_no_signatures, probe};
-use qemu_tests::marker_disk::{self, MarkerDisk};
+use qemu_tests::marker_disk::{self, BIOS_MARKER, MarkerDisk};
 use qemu_tests::rack::{Machine, Rack, RackOptions, Timeline};
 use qemu_tests::vm::{Firmware, VmSpec};
 use serde_json::Value;
@@ -29,12 +31,16 @@ use serde_json::Value;
 /// Size of the deploy image (raw); about 41 MiB compressed.
 const IMAGE_MIB: u64 = 64;
 /// `[conductor] callback_timeout_secs` of the rack: it also covers power-on to the agent's
-/// first lookup, so it must be longer than an agent boot under TCG on a loaded machine.
-const CALLBACK_TIMEOUT: Duration = Duration::from_secs(40);
+/// first lookup, so it must be longer than an agent boot under TCG on a loaded machine
+/// (three machines booting at once at load 5: up to 48 s for OVMF).
+const CALLBACK_TIMEOUT: Duration = Duration::from_secs(75);
 /// The paced image server: the compressed image takes about 20 s to download, so the
 /// tests can act while the agent writes.
 const SLOW_PORT: u16 = 8082;
 const SLOW_RATE: u64 = 2 << 20;
+/// Slower still: the download takes about 95 s, longer than the callback timeout.
+const SLOWER_PORT: u16 = 8083;
+const SLOWER_RATE: u64 = 448 << 10;
 const LONG: Duration = Duration::from_secs(600);
 /// States a node rests in (no task runs on it).
 const AT_REST: &[&str] = &[
@@ -54,6 +60,7 @@ struct Images {
     disk: MarkerDisk,
     fast: String,
     slow: String,
+    slower: String,
 }
 
 /// Waits until the node rests, unlocked, in one of `want`; fails when it rests in another
@@ -205,7 +212,7 @@ fn checksum_mismatch(
 }
 
 /// 2: the machine dies while its agent writes.
-fn machine_killed(rack: &Rack, m: &Machine, images: &Images) -> anyhow::Result<Timeline> {
+fn machine_killed(rack: &Rack, m: &Machine, images: &Images) -> anyhow::Result<(Timeline, String)> {
     let mut t = Timeline::new("2 VM killed");
     let node = prepare(rack, m, &mut t)?;
     set_image(rack, &node, &images.slow, &images.disk.zst_sha256)?;
@@ -238,6 +245,35 @@ fn machine_killed(rack: &Rack, m: &Machine, images: &Images) -> anyhow::Result<T
         "failed {after:?} after the kill: before the timeout ran out"
     );
     undeploy(rack, m, &node, &mut t)?;
+    Ok((t, node))
+}
+
+/// 5: a write longer than the callback timeout: busy heartbeats keep the wait alive.
+fn long_write(rack: &Rack, m: &Machine, node: &str, images: &Images) -> anyhow::Result<Timeline> {
+    let mut t = Timeline::new("5 long write");
+    set_image(rack, node, &images.slower, &images.disk.zst_sha256)?;
+    let mark = m.serial_mark();
+    let started = Instant::now();
+    let active = t.phase("deploy (slow image) -> active", || {
+        rack.baremetal(&["node", "deploy", node])?;
+        wait_rest(rack, node, &["active"], LONG)
+    })?;
+    let took = started.elapsed();
+    let result = &active["driver_internal_info"]["agent_last_result"];
+    let write_ms = result["elapsed_ms"].as_u64().unwrap_or(0);
+    println!(
+        "[5 long write] active after {:.1} s, the agent wrote for {:.1} s (timeout {} s)",
+        took.as_secs_f64(),
+        write_ms as f64 / 1000.0,
+        CALLBACK_TIMEOUT.as_secs()
+    );
+    ensure!(
+        Duration::from_millis(write_ms) > CALLBACK_TIMEOUT,
+        "the write took {write_ms} ms, not longer than the timeout: {result}"
+    );
+    t.phase("boot from disk", || {
+        m.wait_serial_after(mark, BIOS_MARKER, Duration::from_secs(300))
+    })?;
     Ok(t)
 }
 
@@ -347,7 +383,16 @@ fn deploy_and_clean_faults_on_lab_machines() -> anyhow::Result<()> {
         "{}/marker-disk.img.zst",
         rack.start_slow_image_server(SLOW_PORT, SLOW_RATE)?
     );
-    let images = Images { disk, fast, slow };
+    let slower = format!(
+        "{}/marker-disk.img.zst",
+        rack.start_slow_image_server(SLOWER_PORT, SLOWER_RATE)?
+    );
+    let images = Images {
+        disk,
+        fast,
+        slow,
+        slower,
+    };
     let m1 = rack.add_machine(VmSpec::numbered(1, Firmware::Bios))?;
     let m2 = rack.add_machine(VmSpec::numbered(2, Firmware::Uefi))?;
     let m3 = rack.add_machine(VmSpec {
@@ -357,31 +402,42 @@ fn deploy_and_clean_faults_on_lab_machines() -> anyhow::Result<()> {
 
     let mut timelines = Vec::new();
     let mut failures = Vec::new();
-    let mut node1 = None;
+    let mut node2 = None;
     {
         let (rack, images) = (&rack, &images);
-        let (r1, r2, r4) = std::thread::scope(|s| {
-            let h1 = s.spawn(|| checksum_mismatch(rack, &m1, images));
+        let (r1, r5, r2, r4) = std::thread::scope(|s| {
+            let h1 = s.spawn(|| {
+                let (t1, node) = checksum_mismatch(rack, &m1, images)?;
+                Ok((t1, long_write(rack, &m1, &node, images)))
+            });
             let h2 = s.spawn(|| machine_killed(rack, &m2, images));
             let h4 = s.spawn(|| readonly_disk(rack, &m3));
-            (h1.join(), h2.join(), h4.join())
+            let (r1, r5) = match h1.join() {
+                Ok(Ok((t1, r5))) => (Ok(Ok(t1)), Some(r5)),
+                Ok(Err(e)) => (Ok(Err(e)), None),
+                Err(p) => (Err(p), None),
+            };
+            (r1, r5, h2.join(), h4.join())
         });
-        let r1 = r1.map(|r| {
+        let r2 = r2.map(|r| {
             r.map(|(t, node)| {
-                node1 = Some(node);
+                node2 = Some(node);
                 t
             })
         });
         report(r1, &m1, &mut timelines, &mut failures);
+        if let Some(r5) = r5 {
+            report(Ok(r5), &m1, &mut timelines, &mut failures);
+        }
         report(r2, &m2, &mut timelines, &mut failures);
         report(r4, &m3, &mut timelines, &mut failures);
     }
-    println!("load after scenarios 1, 2, 4: {}", uptime());
-    if let Some(node) = node1
+    println!("load after scenarios 1, 5, 2, 4: {}", uptime());
+    if let Some(node) = node2
         && failures.is_empty()
     {
-        let r = controller_killed(&mut rack, &m1, &node, &images);
-        report(Ok(r), &m1, &mut timelines, &mut failures);
+        let r = controller_killed(&mut rack, &m2, &node, &images);
+        report(Ok(r), &m2, &mut timelines, &mut failures);
         println!("load after scenario 3: {}", uptime());
     }
     println!("{}", Timeline::table(&timelines));
