@@ -131,7 +131,7 @@ fn sata_server() {
     assert_eq!(sr0.transport.as_deref(), Some("usb"));
     assert_eq!(
         agent::wipe::select::skip_reason(sr0, &[]).as_deref(),
-        Some("read-only")
+        Some("virtual media")
     );
     let nic = &inv.interfaces[0];
     assert_eq!(
