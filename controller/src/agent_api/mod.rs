@@ -4,7 +4,8 @@
 //! Lookup finds or enrolls the node and issues a fresh token (only its SHA-256 is kept, in
 //! the [`hub::AgentHub`] and in `driver_internal_info.agent_token_sha256`); heartbeats
 //! long-poll the hub for the next command; result reports complete the node's wait state
-//! through [`Conductor::agent_finished`]. Every lookup, heartbeat and event is a sign of life
+//! through [`Conductor::agent_finished`]. A lookup, an idle heartbeat, and a busy heartbeat
+//! or event about a command the hub handed out are signs of life
 //! ([`Conductor::agent_alive`]): a wait the node is in counts its timeout from then. Every
 //! call after lookup needs the token in [`TOKEN_HEADER`]; a missing or stale one gets 401.
 
@@ -251,16 +252,21 @@ async fn heartbeat(
 ) -> Result<Json<HeartbeatResponse>, AgentError> {
     let Json(req) = body.map_err(bad_json)?;
     authorize(&st, &headers, req.node_uuid).await?;
-    // A heartbeat is a sign of life: a wait the node is in counts from now.
-    st.conductor.agent_alive(req.node_uuid);
-    if let proto::protocol::AgentState::Busy { .. } = req.state {
-        // A keep-alive while a command runs: nothing new is handed out.
+    if let proto::protocol::AgentState::Busy { command_id } = req.state {
+        // A keep-alive while a command runs: nothing new is handed out. Only work this
+        // controller handed out keeps a wait alive: an agent still busy with a command from
+        // before a restart must not hold the node's wait open forever.
         st.hub.touch(req.node_uuid);
+        if st.hub.sent(req.node_uuid, command_id).is_some() {
+            st.conductor.agent_alive(req.node_uuid);
+        }
         return Ok(Json(HeartbeatResponse {
             command_id: Uuid::nil(),
             command: Command::Wait { seconds: 5 },
         }));
     }
+    // An idle agent is a sign of life: a wait the node is in counts from now.
+    st.conductor.agent_alive(req.node_uuid);
     // An idle agent runs nothing: what it was handed and never reported went to a dead
     // connection (a long-poll left behind by a reboot). Hand it out again.
     let lost = st.hub.requeue_sent(req.node_uuid);
@@ -292,7 +298,6 @@ async fn events(
     let node = rep.node_uuid;
     authorize(&st, &headers, node).await?;
     st.hub.touch(node);
-    st.conductor.agent_alive(node);
     let unknown = || {
         AgentError(
             StatusCode::NOT_FOUND,
@@ -304,6 +309,8 @@ async fn events(
             if st.hub.sent(node, rep.command_id).is_none() {
                 return Err(unknown());
             }
+            // Progress of work this controller handed out: the wait counts from now.
+            st.conductor.agent_alive(node);
             if let AgentEvent::Progress(p) = event {
                 let value = json!({
                     "command_id": rep.command_id,

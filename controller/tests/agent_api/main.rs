@@ -3,13 +3,14 @@
 //! store. The "agent" here is this test speaking the wire protocol.
 
 mod flows;
+mod timeouts;
 mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use controller::config::{Config, DiscoverySection, FileConfig};
+use controller::config::{ConductorSection, Config, DiscoverySection, FileConfig};
 use controller::discovery::rules::Rule;
 use controller::netboot::service::NetbootSection;
 use controller::serve::{Services, build};
@@ -30,6 +31,14 @@ pub struct Env {
 }
 
 pub fn config(dir: &std::path::Path, discovery: DiscoverySection) -> Config {
+    config_with(dir, discovery, ConductorSection::default())
+}
+
+pub fn config_with(
+    dir: &std::path::Path,
+    discovery: DiscoverySection,
+    conductor: ConductorSection,
+) -> Config {
     let kernel = dir.join("vmlinuz");
     let initramfs = dir.join("initramfs.cpio.zst");
     std::fs::write(
@@ -42,6 +51,7 @@ pub fn config(dir: &std::path::Path, discovery: DiscoverySection) -> Config {
         database: Some(format!("sqlite://{}", dir.join("ingot.db").display())),
         state_dir: Some(dir.to_path_buf()),
         conductor_name: Some("test".into()),
+        conductor,
         netboot: NetbootSection {
             agent_kernel: Some(kernel),
             agent_initramfs: Some(initramfs),
@@ -62,9 +72,13 @@ pub fn rules(json: Value) -> Vec<Rule> {
 }
 
 pub async fn start(discovery: DiscoverySection) -> Env {
+    start_with(discovery, ConductorSection::default()).await
+}
+
+pub async fn start_with(discovery: DiscoverySection, conductor: ConductorSection) -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config(dir.path(), discovery);
+    let cfg = config_with(dir.path(), discovery, conductor);
     let services = build(&cfg).await.expect("build");
     let api_l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -147,12 +161,21 @@ impl Env {
     }
 
     pub async fn heartbeat_raw(&self, node: Uuid, token: Option<&str>) -> reqwest::Response {
+        self.heartbeat_state(node, token, AgentState::Idle).await
+    }
+
+    pub async fn heartbeat_state(
+        &self,
+        node: Uuid,
+        token: Option<&str>,
+        state: AgentState,
+    ) -> reqwest::Response {
         let mut r = self
             .http
             .post(format!("{}{PATH_HEARTBEAT}", self.boot))
             .json(&HeartbeatRequest {
                 node_uuid: node,
-                state: AgentState::Idle,
+                state,
             });
         if let Some(t) = token {
             r = r.header(TOKEN_HEADER, t);
