@@ -15,6 +15,12 @@
 //! machine's pid file, after checking its command line), then `ingot serve` and the HTTP
 //! server, deletes the namespace and removes the working directory (unless kept).
 //! [`Timeline`] records and prints how long each phase of a scenario took.
+//!
+//! Submodules: [`bmc`] (machines behind ipmi_sim / sushy-tools, `ingot image import`
+//! into the rack) and [`steps`] (the operator's lifecycle steps through the CLI).
+
+pub mod bmc;
+pub mod steps;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
