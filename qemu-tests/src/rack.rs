@@ -61,6 +61,8 @@ pub struct RackOptions {
     /// Keep the working directory (logs, disks) after the rack is dropped (default: when
     /// `QEMU_TESTS_KEEP` is set).
     pub keep_dir: bool,
+    /// `RUST_LOG` of `ingot serve` (its log is `ingot.log` in the rack directory).
+    pub rust_log: String,
 }
 
 impl Default for RackOptions {
@@ -70,6 +72,7 @@ impl Default for RackOptions {
             callback_timeout: Duration::from_secs(600),
             extra_config: String::new(),
             keep_dir: std::env::var_os("QEMU_TESTS_KEEP").is_some(),
+            rust_log: "info".to_owned(),
         }
     }
 }
@@ -246,7 +249,7 @@ impl Rack {
             .command(ingot.to_str().context("ingot path is not UTF-8")?)
             .args(["serve", "--config"])
             .arg(&config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &opts.rust_log)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

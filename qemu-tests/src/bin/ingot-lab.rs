@@ -20,6 +20,7 @@ use anyhow::{Context, bail, ensure};
 use qemu_tests::bmc::{IpmiBmc, RedfishBmc};
 use qemu_tests::marker_disk::{self, BIOS_MARKER, UEFI_MARKER};
 use qemu_tests::power::Machine;
+use qemu_tests::rack::steps::driver_info_args;
 use qemu_tests::rack::{Rack, RackOptions, Timeline};
 use qemu_tests::vm::{Firmware, VmSpec, tail};
 use serde_json::{Value, json};
@@ -220,7 +221,6 @@ fn lifecycle(
     checksum: &str,
 ) -> anyhow::Result<Timeline> {
     let mut t = Timeline::new(m.label);
-    let long = Duration::from_secs(600);
     let mac = &m.machine.spec().mac;
     let node = t.phase("power-on to discovered", || {
         let found = qemu_tests::wait::until(
@@ -244,70 +244,30 @@ fn lifecycle(
     let node = node.as_str();
     let shown = rack.node(node)?;
     println!("  [{}] properties: {}", m.label, shown["properties"]);
+    let info = driver_info_args(&m.driver_info);
     t.phase("set BMC + manage", || {
-        let mut args = vec![
-            "node".to_owned(),
-            "set".to_owned(),
-            node.to_owned(),
-            "--driver".to_owned(),
-            m.driver.to_owned(),
-        ];
-        if let Some(obj) = m.driver_info.as_object() {
-            for (k, v) in obj {
-                let v = v
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| v.to_string());
-                args.extend(["--driver-info".to_owned(), format!("{k}={v}")]);
-            }
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        rack.baremetal(&args)?;
-        rack.baremetal(&["node", "manage", node])?;
-        rack.wait_provision_state(node, "manageable", Duration::from_secs(120))
+        rack.set_driver(node, m.driver, &info)?;
+        rack.manage(node)
     })?;
-    t.phase("provide (clean)", || {
-        rack.baremetal(&["node", "provide", node])?;
-        rack.wait_provision_state(node, "available", long)
-    })?;
-    rack.baremetal(&[
-        "node",
-        "set",
-        node,
-        "--instance-info",
-        &format!("image_source={url}"),
-        "--instance-info",
-        &format!("image_checksum=sha256:{checksum}"),
-    ])?;
+    t.phase("provide (clean)", || rack.provide(node))?;
+    let instance_info = [
+        format!("image_source={url}"),
+        format!("image_checksum=sha256:{checksum}"),
+    ];
     let configdrive = json!({
         "meta_data": {"uuid": node, "hostname": m.machine.spec().name},
         "user_data": USER_DATA,
-    })
-    .to_string();
+    });
     let mark = m.machine.serial_mark();
-    t.phase("deploy", || {
-        rack.baremetal(&["node", "deploy", node, "--config-drive", &configdrive])?;
-        rack.wait_provision_state(node, "active", long)
-    })?;
+    t.phase("deploy", || rack.deploy(node, &instance_info, &configdrive))?;
     t.phase("boot from disk", || {
         m.machine
             .wait_serial(mark, m.marker, Duration::from_secs(300))
             .map(|_| ())
     })?;
     println!("  [{}] booted the deployed image from its disk", m.label);
-    t.phase("undeploy (clean)", || {
-        rack.baremetal(&["node", "undeploy", node])?;
-        rack.wait_provision_state(node, "available", long)
-    })?;
-    t.phase("power off", || {
-        rack.baremetal(&["node", "power", "off", node])?;
-        rack.wait_power_state(node, "power off", Duration::from_secs(120))
-    })?;
-    let node = rack.node(node)?;
-    ensure!(
-        node["last_error"].is_null(),
-        "last_error: {}",
-        node["last_error"]
-    );
+    t.phase("undeploy (clean)", || rack.undeploy(node))?;
+    t.phase("power off", || rack.power_off(node))?;
+    rack.ensure_no_error(node)?;
     Ok(t)
 }
