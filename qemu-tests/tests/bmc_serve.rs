@@ -34,8 +34,20 @@ fn ingot_serve_manages_lab_machines_through_ipmi_and_redfish() -> anyhow::Result
                 "{}",
                 n["driver_info"]
             );
-            rack.baremetal(&["node", "boot", "device", "set", &node, "pxe", "--persistent"])?;
-            ensure!(m.boot_device().0 == BootDevice::Pxe, "{:?}", m.boot_device());
+            rack.baremetal(&[
+                "node",
+                "boot",
+                "device",
+                "set",
+                &node,
+                "pxe",
+                "--persistent",
+            ])?;
+            ensure!(
+                m.boot_device().0 == BootDevice::Pxe,
+                "{:?}",
+                m.boot_device()
+            );
             nodes.push(node);
         }
         let marks: Vec<usize> = bmcs.iter().map(|b| b.machine().serial_mark()).collect();
@@ -46,7 +58,11 @@ fn ingot_serve_manages_lab_machines_through_ipmi_and_redfish() -> anyhow::Result
             let m = b.machine();
             rack.wait_power_state(node, "power on", Duration::from_secs(60))?;
             let (first, t) = m.wait_first_boot(mark, Duration::from_secs(90))?;
-            ensure!(first == BootDevice::Pxe, "{}: first boot {first:?}", m.spec().name);
+            ensure!(
+                first == BootDevice::Pxe,
+                "{}: first boot {first:?}",
+                m.spec().name
+            );
             println!(
                 "{}: network boot tried {:.1} s after QEMU started",
                 m.spec().name,
