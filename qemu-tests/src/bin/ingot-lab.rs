@@ -17,22 +17,21 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use qemu_tests::bmc::{IpmiBmc, RedfishBmc};
 use qemu_tests::marker_disk::{self, BIOS_MARKER, UEFI_MARKER};
 use qemu_tests::power::Machine;
+use qemu_tests::rack::bmc::BmcMachine;
 use qemu_tests::rack::steps::driver_info_args;
 use qemu_tests::rack::{Rack, RackOptions, Timeline};
 use qemu_tests::vm::{Firmware, VmSpec, tail};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const IMAGE_MIB: u64 = 64;
 const USER_DATA: &str = "#cloud-config\nruncmd:\n  - echo INGOT-LAB-USER-DATA\n";
 
-/// One machine of the demo and what the operator knows about it (its BMC).
+/// One machine of the demo behind its BMC, and what its deployed image prints.
 struct Rackmate<'a> {
-    label: &'static str,
-    driver: &'static str,
-    driver_info: Value,
+    label: String,
+    bmc: &'a BmcMachine,
     machine: &'a Machine,
     marker: &'static str,
 }
@@ -66,25 +65,14 @@ fn run(keep: bool) -> anyhow::Result<()> {
     );
     let disk = marker_disk::build(&rack.dir().join("image"), IMAGE_MIB)?;
     let url = rack.publish(&disk.zst, "marker-disk.img.zst")?;
-    let dir = rack.dir().to_path_buf();
-    let ipmi = IpmiBmc::start(rack.lab(), VmSpec::numbered(1, Firmware::Bios), &dir)?;
-    let redfish = RedfishBmc::start(rack.lab(), VmSpec::numbered(2, Firmware::Uefi), &dir)?;
-    let mates = [
-        Rackmate {
-            label: "SeaBIOS/ipmi",
-            driver: "ipmi",
-            driver_info: ipmi.driver_info(),
-            machine: ipmi.machine(),
-            marker: BIOS_MARKER,
-        },
-        Rackmate {
-            label: "OVMF/redfish",
-            driver: "redfish",
-            driver_info: redfish.driver_info(),
-            machine: redfish.machine(),
-            marker: UEFI_MARKER,
-        },
-    ];
+    let ipmi = rack.add_ipmi_machine(VmSpec::numbered(1, Firmware::Bios))?;
+    let redfish = rack.add_redfish_machine(VmSpec::numbered(2, Firmware::Uefi))?;
+    let mates = [(&ipmi, BIOS_MARKER), (&redfish, UEFI_MARKER)].map(|(bmc, marker)| Rackmate {
+        label: bmc.label(),
+        bmc,
+        machine: bmc.machine(),
+        marker,
+    });
 
     // The operator presses "power on" at each BMC; nobody told ingot about the machines.
     power_on_at_bmc(&rack, &ipmi, &redfish)?;
@@ -143,7 +131,10 @@ fn run(keep: bool) -> anyhow::Result<()> {
 
 /// Sets the boot device to PXE and powers each machine on through its own BMC, as an
 /// operator at the BMC's interface would (ipmitool and curl inside the lab namespace).
-fn power_on_at_bmc(rack: &Rack, ipmi: &IpmiBmc, redfish: &RedfishBmc) -> anyhow::Result<()> {
+fn power_on_at_bmc(rack: &Rack, ipmi: &BmcMachine, redfish: &BmcMachine) -> anyhow::Result<()> {
+    let (BmcMachine::Ipmi(ipmi), BmcMachine::Redfish(redfish)) = (ipmi, redfish) else {
+        bail!("want an IPMI and a Redfish machine");
+    };
     let info = ipmi.driver_info();
     let user = info["ipmi_username"].as_str().unwrap_or_default();
     let pass = info["ipmi_password"].as_str().unwrap_or_default();
@@ -220,7 +211,7 @@ fn lifecycle(
     url: &str,
     checksum: &str,
 ) -> anyhow::Result<Timeline> {
-    let mut t = Timeline::new(m.label);
+    let mut t = Timeline::new(&m.label);
     let mac = &m.machine.spec().mac;
     let node = t.phase("power-on to discovered", || {
         let found = qemu_tests::wait::until(
@@ -244,9 +235,9 @@ fn lifecycle(
     let node = node.as_str();
     let shown = rack.node(node)?;
     println!("  [{}] properties: {}", m.label, shown["properties"]);
-    let info = driver_info_args(&m.driver_info);
+    let info = driver_info_args(&m.bmc.driver_info());
     t.phase("set BMC + manage", || {
-        rack.set_driver(node, m.driver, &info)?;
+        rack.set_driver(node, m.bmc.driver(), &info)?;
         rack.manage(node)
     })?;
     t.phase("provide (clean)", || rack.provide(node))?;
