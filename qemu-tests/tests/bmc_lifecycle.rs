@@ -97,15 +97,40 @@ fn lifecycle(
     );
     t.phase("provide (clean)", || rack.provide(node))?;
     let cd = config_drive(case, node, key);
-    let active = t.phase("deploy", || {
-        rack.deploy(node, &[format!("image_source={}", image.source())], &cd)
+    let source = [format!("image_source={}", image.source())];
+    let (active, progress) = t.phase("deploy", || {
+        let (active, progress) = rack.watching_progress(node, || rack.deploy(node, &source, &cd));
+        Ok((active?, progress))
     })?;
+    // The write was visible in the API while it ran.
+    let writing: Vec<&serde_json::Value> = progress
+        .iter()
+        .filter(|p| {
+            p["bytes_written"]
+                .as_u64()
+                .is_some_and(|b| b > 0 && b < image.size)
+        })
+        .collect();
+    ensure!(
+        !writing.is_empty(),
+        "no partial write progress in the node while deploying: {progress:?}"
+    );
+    println!(
+        "[{}] {} progress reports in the API during the deploy, e.g. {}",
+        t.label,
+        writing.len(),
+        writing[writing.len() / 2]
+    );
     let figures = WriteFigures::from_node(&active)?;
     ensure!(
         figures.bytes_written == image.size,
         "agent wrote {} bytes of a {}-byte image",
         figures.bytes_written,
         image.size
+    );
+    println!(
+        "[{}] agent write phases (ms): {}",
+        t.label, active["driver_internal_info"]["agent_last_result"]["timings"]
     );
     // The deploy's last act was boot device disk + reboot: Debian comes up from the disk.
     let booted = Instant::now();

@@ -2,6 +2,7 @@
 //! then a wait for the state the step ends in: shared by the lifecycle tests and
 //! `ingot-lab`, so every proof drives the controller the same way.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
@@ -163,6 +164,35 @@ impl Rack {
         let cd = configdrive.to_string();
         self.baremetal(&["node", "deploy", node, "--config-drive", &cd])?;
         self.wait_provision_state(node, "active", AGENT_STEP_TIMEOUT)
+    }
+
+    /// Runs `step` while sampling the node's `driver_internal_info.agent_progress` every
+    /// half second; returns the step's result and every distinct report seen (the progress
+    /// an operator watches in `GET /v1/nodes/{id}` and `ingot node watch`).
+    pub fn watching_progress<T>(
+        &self,
+        node: &str,
+        step: impl FnOnce() -> anyhow::Result<T>,
+    ) -> (anyhow::Result<T>, Vec<Value>) {
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let watcher = s.spawn(|| {
+                let mut seen: Vec<Value> = Vec::new();
+                while !done.load(Ordering::SeqCst) {
+                    if let Ok(n) = self.node(node) {
+                        let p = &n["driver_internal_info"]["agent_progress"];
+                        if p.is_object() && seen.last() != Some(p) {
+                            seen.push(p.clone());
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                seen
+            });
+            let r = step();
+            done.store(true, Ordering::SeqCst);
+            (r, watcher.join().unwrap_or_default())
+        })
     }
 
     /// `baremetal node undeploy` (cleaning) -> `available`.
