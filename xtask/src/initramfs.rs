@@ -565,17 +565,17 @@ kernel/fs/ext4/ext4.ko:\n";
             &read("modules.alias"),
             &read("modules.softdep"),
         );
-        let builtin: BTreeSet<String> = read("modules.builtin")
-            .lines()
-            .map(module_name)
-            .collect();
+        let builtin: BTreeSet<String> = read("modules.builtin").lines().map(module_name).collect();
         for (name, profile) in &profiles {
             let (_, missing) = idx.closure(&profile.modules);
             let unknown: Vec<&String> = missing
                 .iter()
                 .filter(|m| !builtin.contains(&module_name(m)))
                 .collect();
-            assert!(unknown.is_empty(), "profile {name}: no such module {unknown:?}");
+            assert!(
+                unknown.is_empty(),
+                "profile {name}: no such module {unknown:?}"
+            );
             for d in &profile.dirs {
                 assert!(mdir.join(d).is_dir(), "profile {name}: no directory {d}");
             }
