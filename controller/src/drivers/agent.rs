@@ -237,6 +237,7 @@ impl DeployInterface for AgentDeploy {
             Some(s) if !s.is_empty() => {
                 // A stored image that does not exist is refused before the deploy starts.
                 stored_image(s, self.hub.image_resolver().map(|r| r.as_ref()))?;
+                root_gb(node)?;
                 Ok(())
             }
             _ => Err(missing("image_source")),
