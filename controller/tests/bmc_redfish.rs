@@ -1,6 +1,6 @@
 //! The `redfish` driver against a stateful Redfish fake served by axum on 127.0.0.1
 //! (sessions, basic auth, several systems, restricted reset types).
-//! The tests against the real sushy-tools emulator are in `bmc_sushy.rs`.
+//! The tests against the real sushy-tools emulator are in `qemu-tests/tests/bmc_sushy.rs`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -126,6 +126,9 @@ pub struct DeployCommand {
     /// The config drive to append, if any.
     #[serde(default)]
     pub configdrive: Option<ConfigDrive>,
+    /// The smallest disk the instance accepts, in bytes (`instance_info.root_gb`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_disk_bytes: Option<u64>,
 }
 
 /// A config drive, either built by the agent from its parts or given as an image.

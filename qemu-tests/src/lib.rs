@@ -10,7 +10,9 @@
 //! - [`fake_controller::FakeController`]: the agent protocol on 127.0.0.1, for boot tests.
 //! - [`rack::Rack`]: `ingot serve` in a lab with machines it powers, an image server and
 //!   the real `baremetal` CLI; [`marker_disk`] builds a deploy image that boots on both
-//!   firmwares and prints a marker; [`host_disk`] checks a machine's disk from the host.
+//!   firmwares and prints a marker.
+//! - [`disk_check`]: a disk image's partitions, `blkid`/`wipefs` probes and config drive,
+//!   read from the host; [`ssh`]: a test key pair and logins inside the lab.
 //! - [`site_dhcp::SiteDhcp`]: a site DHCP server (dnsmasq, addresses only) in a second
 //!   namespace on the lab bridge, for proxy-DHCP tests.
 //!
@@ -19,13 +21,14 @@
 
 pub mod bmc;
 pub mod build;
+pub mod disk_check;
 pub mod fake_controller;
-pub mod host_disk;
 pub mod marker_disk;
 pub mod netns;
 pub mod power;
 pub mod rack;
 pub mod site_dhcp;
+pub mod ssh;
 pub mod vm;
 pub mod wait;
 

@@ -15,6 +15,12 @@
 //! machine's pid file, after checking its command line), then `ingot serve` and the HTTP
 //! server, deletes the namespace and removes the working directory (unless kept).
 //! [`Timeline`] records and prints how long each phase of a scenario took.
+//!
+//! Submodules: [`bmc`] (machines behind ipmi_sim / sushy-tools, `ingot image import`
+//! into the rack) and [`steps`] (the operator's lifecycle steps through the CLI).
+
+pub mod bmc;
+pub mod steps;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -55,6 +61,8 @@ pub struct RackOptions {
     /// Keep the working directory (logs, disks) after the rack is dropped (default: when
     /// `QEMU_TESTS_KEEP` is set).
     pub keep_dir: bool,
+    /// `RUST_LOG` of `ingot serve` (its log is `ingot.log` in the rack directory).
+    pub rust_log: String,
 }
 
 impl Default for RackOptions {
@@ -64,6 +72,7 @@ impl Default for RackOptions {
             callback_timeout: Duration::from_secs(600),
             extra_config: String::new(),
             keep_dir: std::env::var_os("QEMU_TESTS_KEEP").is_some(),
+            rust_log: "info".to_owned(),
         }
     }
 }
@@ -177,6 +186,8 @@ pub struct Rack {
     venv: PathBuf,
     home: PathBuf,
     started: Instant,
+    /// `RUST_LOG` of `ingot serve`, also after a restart.
+    rust_log: String,
     // Declared last: removed after the lab is gone.
     dir: DirGuard,
 }
@@ -220,6 +231,7 @@ impl Rack {
         }
         let mut rack = Rack {
             ingot: None,
+            rust_log: opts.rust_log.clone(),
             machines: Vec::new(),
             lab,
             ingot_log: dir.join("ingot.log"),
@@ -240,7 +252,7 @@ impl Rack {
             .command(ingot.to_str().context("ingot path is not UTF-8")?)
             .args(["serve", "--config"])
             .arg(&config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &opts.rust_log)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -541,23 +553,6 @@ http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), handler).serve_
 "#;
 
 impl Rack {
-    /// Enrolls `m` with the `qemu` hardware type through the CLI (node and port); returns
-    /// the node's UUID.
-    pub fn enroll_qemu(&self, m: &Machine) -> anyhow::Result<String> {
-        let mut args = vec!["node", "create", "--driver", "qemu", "--name", &m.spec.name];
-        let info = m.qemu_driver_info();
-        for i in &info {
-            args.extend(["--driver-info", i]);
-        }
-        let node = self.baremetal_json(&args)?;
-        let uuid = node["uuid"]
-            .as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("no uuid in {node}"))?;
-        self.baremetal(&["port", "create", &m.spec.mac, "--node", &uuid])?;
-        Ok(uuid)
-    }
-
     /// Serves the image directory a second time on `port`, every download paced at
     /// `bytes_per_sec`, so that a test can act while the agent writes; returns the base URL
     /// (`http://BRIDGE:port`).
@@ -631,7 +626,7 @@ impl Rack {
             .command(ingot.to_str().context("ingot path is not UTF-8")?)
             .args(["serve", "--config"])
             .arg(self.dir.path.join("ingot.toml"))
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.rust_log)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -22,7 +22,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use qemu_tests::host_disk::{ensure_no_boot_sector, ensure_no_signatures, probe};
+use qemu_tests::disk_check::{check_wiped, ensure_no_boot_sector, probe};
 use qemu_tests::marker_disk::{self, BIOS_MARKER, MarkerDisk};
 use qemu_tests::rack::{Machine, Rack, RackOptions, Timeline};
 use qemu_tests::vm::{Firmware, VmSpec};
@@ -108,16 +108,21 @@ fn wait_rest(rack: &Rack, node: &str, want: &[&str], timeout: Duration) -> anyho
 
 /// Enroll, manage, provide (cleaning through the agent) -> `available`.
 fn prepare(rack: &Rack, m: &Machine, t: &mut Timeline) -> anyhow::Result<String> {
-    let node = t.phase("enroll + manage", || {
-        let node = rack.enroll_qemu(m)?;
-        rack.baremetal(&["node", "manage", &node])?;
-        rack.wait_provision_state(&node, "manageable", Duration::from_secs(60))?;
-        Ok(node)
-    })?;
-    t.phase("provide (clean)", || {
-        rack.baremetal(&["node", "provide", &node])?;
-        rack.wait_provision_state(&node, "available", LONG)
-    })?;
+    let node = t.phase("enroll + manage", || enroll_and_manage(rack, m))?;
+    t.phase("provide (clean)", || rack.provide(&node))?;
+    Ok(node)
+}
+
+/// Enroll (`qemu` type, node and port through the CLI) and manage.
+fn enroll_and_manage(rack: &Rack, m: &Machine) -> anyhow::Result<String> {
+    let node = rack.enroll(
+        &m.spec.name,
+        "qemu",
+        &m.qemu_driver_info(),
+        &[],
+        &m.spec.mac,
+    )?;
+    rack.manage(&node)?;
     Ok(node)
 }
 
@@ -165,7 +170,7 @@ fn undeploy(rack: &Rack, m: &Machine, node: &str, t: &mut Timeline) -> anyhow::R
     })?;
     let n = rack.node(node)?;
     ensure!(n["last_error"].is_null(), "last_error: {}", n["last_error"]);
-    ensure_no_signatures(&m.disk, &[1 << 20]).context("after cleaning")
+    check_wiped(&m.disk, &[1 << 20])
 }
 
 /// 1: a wrong sha256. The disk holds a bootable image when the deploy starts.
@@ -280,12 +285,7 @@ fn long_write(rack: &Rack, m: &Machine, node: &str, images: &Images) -> anyhow::
 /// 4: cleaning on a write-protected disk.
 fn readonly_disk(rack: &Rack, m: &Machine) -> anyhow::Result<Timeline> {
     let mut t = Timeline::new("4 read-only");
-    let node = t.phase("enroll + manage", || {
-        let node = rack.enroll_qemu(m)?;
-        rack.baremetal(&["node", "manage", &node])?;
-        rack.wait_provision_state(&node, "manageable", Duration::from_secs(60))?;
-        Ok(node)
-    })?;
+    let node = t.phase("enroll + manage", || enroll_and_manage(rack, m))?;
     let failed = t.phase("provide -> clean failed", || {
         rack.baremetal(&["node", "provide", &node])?;
         wait_rest(rack, &node, &["clean failed"], LONG)

@@ -545,6 +545,43 @@ kernel/fs/ext4/ext4.ko:\n";
         assert_eq!(seen[2].0, "init");
     }
 
+    /// Every module a profile names exists in this machine's kernel (as a module or built
+    /// in), so a typo in profiles.toml fails here instead of being skipped at build time.
+    #[test]
+    fn profile_modules_exist_in_the_host_kernel() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let profiles: BTreeMap<String, Profile> = toml::from_str(
+            &std::fs::read_to_string(root.join("initramfs/profiles.toml")).expect("profiles"),
+        )
+        .expect("profiles.toml parses");
+        assert!(profiles.contains_key("qemu") && profiles.contains_key("generic"));
+        let kver = newest_kernel()
+            .expect("list kernels")
+            .expect("a kernel in /boot and /lib/modules (installed by .ci/setup)");
+        let mdir = PathBuf::from(format!("/lib/modules/{kver}"));
+        let read = |f: &str| std::fs::read_to_string(mdir.join(f)).unwrap_or_default();
+        let idx = ModuleIndex::parse(
+            &read("modules.dep"),
+            &read("modules.alias"),
+            &read("modules.softdep"),
+        );
+        let builtin: BTreeSet<String> = read("modules.builtin").lines().map(module_name).collect();
+        for (name, profile) in &profiles {
+            let (_, missing) = idx.closure(&profile.modules);
+            let unknown: Vec<&String> = missing
+                .iter()
+                .filter(|m| !builtin.contains(&module_name(m)))
+                .collect();
+            assert!(
+                unknown.is_empty(),
+                "profile {name}: no such module {unknown:?}"
+            );
+            for d in &profile.dirs {
+                assert!(mdir.join(d).is_dir(), "profile {name}: no directory {d}");
+            }
+        }
+    }
+
     #[test]
     fn module_names_normalise() {
         assert_eq!(module_name("kernel/x/crc-t10dif.ko.xz"), "crc_t10dif");

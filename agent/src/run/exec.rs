@@ -202,22 +202,7 @@ fn deploy(d: &DeployCommand, scratch: &Path, sink: &dyn EventSink) -> anyhow::Re
     let checksum = d.checksum.parse().context("parsing the checksum")?;
     let disks = crate::inventory::block::disks(Path::new("/")).context("listing disks")?;
     let boot = crate::wipe::select::boot_disks(Path::new("/"));
-    let mut candidates: Vec<&proto::Disk> = disks
-        .iter()
-        .filter(|x| crate::wipe::select::skip_reason(x, &boot).is_none())
-        .filter(|x| crate::hints::matches(&d.root_device_hints, x))
-        .collect();
-    // Empty hints: the smallest disk, as Ironic does.
-    candidates.sort_by_key(|x| x.size);
-    let device = candidates
-        .first()
-        .map(|x| PathBuf::from(&x.name))
-        .with_context(|| {
-            format!(
-                "no disk matches the root device hints among {}",
-                disks.len()
-            )
-        })?;
+    let device = choose_target(&disks, &boot, d)?;
     let configdrive = match &d.configdrive {
         Some(cd) => {
             std::fs::create_dir_all(scratch).ok();
@@ -255,9 +240,90 @@ fn deploy(d: &DeployCommand, scratch: &Path, sink: &dyn EventSink) -> anyhow::Re
     })
 }
 
+/// The deploy's target disk: not a boot/virtual medium, matching the root device hints and
+/// at least `min_disk_bytes`; the smallest such disk, as Ironic picks.
+fn choose_target(
+    disks: &[proto::Disk],
+    boot: &[String],
+    d: &DeployCommand,
+) -> anyhow::Result<PathBuf> {
+    let matching: Vec<&proto::Disk> = disks
+        .iter()
+        .filter(|x| crate::wipe::select::skip_reason(x, boot).is_none())
+        .filter(|x| crate::hints::matches(&d.root_device_hints, x))
+        .collect();
+    let min = d.min_disk_bytes.unwrap_or(0);
+    matching
+        .iter()
+        .filter(|x| x.size >= min)
+        .min_by_key(|x| x.size)
+        .map(|x| PathBuf::from(&x.name))
+        .with_context(|| match d.min_disk_bytes {
+            Some(min) if !matching.is_empty() => format!(
+                "none of the {} disks matching the root device hints has the {} GiB root_gb \
+                 asks for",
+                matching.len(),
+                min >> 30
+            ),
+            _ => format!(
+                "no disk matches the root device hints among {}",
+                disks.len()
+            ),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_is_the_smallest_matching_disk_that_fits() {
+        let disk = |name: &str, gib: u64, serial: &str| proto::Disk {
+            name: name.into(),
+            size: gib << 30,
+            serial: Some(serial.into()),
+            ..Default::default()
+        };
+        let disks = vec![
+            disk("/dev/vda", 8, "A"),
+            disk("/dev/vdb", 2, "B"),
+            disk("/dev/vdc", 4, "C"),
+        ];
+        let cmd = |hints: serde_json::Value, min_gib: Option<u64>| DeployCommand {
+            image_url: "http://127.0.0.1/x".into(),
+            checksum: format!("sha256:{}", "0".repeat(64)),
+            root_device_hints: serde_json::from_value(hints).expect("hints"),
+            configdrive: None,
+            min_disk_bytes: min_gib.map(|g| g << 30),
+        };
+        let cases: Vec<(serde_json::Value, Option<u64>, Result<&str, &str>)> = vec![
+            (serde_json::json!({}), None, Ok("/dev/vdb")),
+            (serde_json::json!({}), Some(3), Ok("/dev/vdc")),
+            (serde_json::json!({}), Some(5), Ok("/dev/vda")),
+            (serde_json::json!({}), Some(9), Err("has the 9 GiB root_gb")),
+            (serde_json::json!({"serial": "A"}), Some(4), Ok("/dev/vda")),
+            (
+                serde_json::json!({"serial": "B"}),
+                Some(4),
+                Err("none of the 1 disks"),
+            ),
+            (
+                serde_json::json!({"serial": "Z"}),
+                None,
+                Err("no disk matches"),
+            ),
+        ];
+        for (hints, min, want) in cases {
+            let got = choose_target(&disks, &[], &cmd(hints.clone(), min));
+            match want {
+                Ok(dev) => assert_eq!(got.expect("chosen"), PathBuf::from(dev), "{hints} {min:?}"),
+                Err(part) => {
+                    let err = format!("{:#}", got.expect_err("refused"));
+                    assert!(err.contains(part), "{hints} {min:?}: {err}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn base64_round_trip() {

@@ -105,7 +105,39 @@ pub fn deploy_command(
         checksum,
         root_device_hints,
         configdrive,
+        min_disk_bytes: root_gb(node)?.map(|gb| gb << 30),
     })
+}
+
+/// `instance_info.root_gb` (a whole number of GiB, as a number or a string, as Ironic
+/// takes it): for a whole-disk image, the smallest target disk. Refused when the node's
+/// `properties.local_gb` is known and smaller.
+fn root_gb(node: &Node) -> Result<Option<u64>, DriverError> {
+    let gb = match node.instance_info.get("root_gb") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+        Some(_) => None,
+    };
+    let gb = gb.filter(|gb| (1..=1 << 20).contains(gb)).ok_or_else(|| {
+        DriverError::InvalidParameter(format!(
+            "instance_info.root_gb must be a whole number of GiB from 1, got {}",
+            node.instance_info["root_gb"]
+        ))
+    })?;
+    let local_gb = match node.properties.get("local_gb") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    if let Some(local) = local_gb.filter(|l| *l > 0)
+        && gb > local
+    {
+        return Err(DriverError::InvalidParameter(format!(
+            "instance_info.root_gb {gb} is larger than the node's disk (properties.local_gb {local})"
+        )));
+    }
+    Ok(Some(gb))
 }
 
 /// The stored image `source` names, resolved; `None` for an external URL.
@@ -205,6 +237,7 @@ impl DeployInterface for AgentDeploy {
             Some(s) if !s.is_empty() => {
                 // A stored image that does not exist is refused before the deploy starts.
                 stored_image(s, self.hub.image_resolver().map(|r| r.as_ref()))?;
+                root_gb(node)?;
                 Ok(())
             }
             _ => Err(missing("image_source")),
@@ -405,6 +438,52 @@ mod tests {
                 data: "H4sIAAAA".into()
             })
         );
+        assert_eq!(cmd.min_disk_bytes, None);
+    }
+
+    #[test]
+    fn root_gb_sets_the_smallest_disk() {
+        let mut node = Node::new(Uuid::new_v4(), "manual", Utc::now());
+        node.instance_info
+            .insert("image_source".into(), json!("http://127.0.0.1/i.zst"));
+        node.instance_info
+            .insert("image_checksum".into(), json!("d".repeat(64)));
+        // (root_gb, local_gb, Ok(min bytes) or Err(substring))
+        let cases: Vec<(Value, Option<Value>, Result<u64, &str>)> = vec![
+            (json!(10), None, Ok(10 << 30)),
+            (json!("4"), Some(json!(9)), Ok(4 << 30)),
+            (json!(9), Some(json!("9")), Ok(9 << 30)),
+            (
+                json!(10),
+                Some(json!(9)),
+                Err("larger than the node's disk"),
+            ),
+            (json!(0), None, Err("whole number")),
+            (json!(-1), None, Err("whole number")),
+            (json!(1.5), None, Err("whole number")),
+            (json!("ten"), None, Err("whole number")),
+            (json!([1]), None, Err("whole number")),
+            (json!(3), Some(json!(0)), Ok(3 << 30)),
+        ];
+        for (root, local, want) in cases {
+            node.instance_info.insert("root_gb".into(), root.clone());
+            match &local {
+                Some(l) => node.properties.insert("local_gb".into(), l.clone()),
+                None => node.properties.remove("local_gb"),
+            };
+            let got = deploy_command(&node, None);
+            match want {
+                Ok(bytes) => assert_eq!(
+                    got.expect("accepted").min_disk_bytes,
+                    Some(bytes),
+                    "{root} {local:?}"
+                ),
+                Err(part) => {
+                    let err = got.expect_err("refused").to_string();
+                    assert!(err.contains(part), "{root} {local:?}: {err}");
+                }
+            }
+        }
     }
 
     /// A resolver that knows one image.

@@ -17,21 +17,21 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use qemu_tests::bmc::{IpmiBmc, RedfishBmc};
 use qemu_tests::marker_disk::{self, BIOS_MARKER, UEFI_MARKER};
 use qemu_tests::power::Machine;
+use qemu_tests::rack::bmc::BmcMachine;
+use qemu_tests::rack::steps::driver_info_args;
 use qemu_tests::rack::{Rack, RackOptions, Timeline};
 use qemu_tests::vm::{Firmware, VmSpec, tail};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const IMAGE_MIB: u64 = 64;
 const USER_DATA: &str = "#cloud-config\nruncmd:\n  - echo INGOT-LAB-USER-DATA\n";
 
-/// One machine of the demo and what the operator knows about it (its BMC).
+/// One machine of the demo behind its BMC, and what its deployed image prints.
 struct Rackmate<'a> {
-    label: &'static str,
-    driver: &'static str,
-    driver_info: Value,
+    label: String,
+    bmc: &'a BmcMachine,
     machine: &'a Machine,
     marker: &'static str,
 }
@@ -65,25 +65,14 @@ fn run(keep: bool) -> anyhow::Result<()> {
     );
     let disk = marker_disk::build(&rack.dir().join("image"), IMAGE_MIB)?;
     let url = rack.publish(&disk.zst, "marker-disk.img.zst")?;
-    let dir = rack.dir().to_path_buf();
-    let ipmi = IpmiBmc::start(rack.lab(), VmSpec::numbered(1, Firmware::Bios), &dir)?;
-    let redfish = RedfishBmc::start(rack.lab(), VmSpec::numbered(2, Firmware::Uefi), &dir)?;
-    let mates = [
-        Rackmate {
-            label: "SeaBIOS/ipmi",
-            driver: "ipmi",
-            driver_info: ipmi.driver_info(),
-            machine: ipmi.machine(),
-            marker: BIOS_MARKER,
-        },
-        Rackmate {
-            label: "OVMF/redfish",
-            driver: "redfish",
-            driver_info: redfish.driver_info(),
-            machine: redfish.machine(),
-            marker: UEFI_MARKER,
-        },
-    ];
+    let ipmi = rack.add_ipmi_machine(VmSpec::numbered(1, Firmware::Bios))?;
+    let redfish = rack.add_redfish_machine(VmSpec::numbered(2, Firmware::Uefi))?;
+    let mates = [(&ipmi, BIOS_MARKER), (&redfish, UEFI_MARKER)].map(|(bmc, marker)| Rackmate {
+        label: bmc.label(),
+        bmc,
+        machine: bmc.machine(),
+        marker,
+    });
 
     // The operator presses "power on" at each BMC; nobody told ingot about the machines.
     power_on_at_bmc(&rack, &ipmi, &redfish)?;
@@ -142,7 +131,10 @@ fn run(keep: bool) -> anyhow::Result<()> {
 
 /// Sets the boot device to PXE and powers each machine on through its own BMC, as an
 /// operator at the BMC's interface would (ipmitool and curl inside the lab namespace).
-fn power_on_at_bmc(rack: &Rack, ipmi: &IpmiBmc, redfish: &RedfishBmc) -> anyhow::Result<()> {
+fn power_on_at_bmc(rack: &Rack, ipmi: &BmcMachine, redfish: &BmcMachine) -> anyhow::Result<()> {
+    let (BmcMachine::Ipmi(ipmi), BmcMachine::Redfish(redfish)) = (ipmi, redfish) else {
+        bail!("want an IPMI and a Redfish machine");
+    };
     let info = ipmi.driver_info();
     let user = info["ipmi_username"].as_str().unwrap_or_default();
     let pass = info["ipmi_password"].as_str().unwrap_or_default();
@@ -219,8 +211,7 @@ fn lifecycle(
     url: &str,
     checksum: &str,
 ) -> anyhow::Result<Timeline> {
-    let mut t = Timeline::new(m.label);
-    let long = Duration::from_secs(600);
+    let mut t = Timeline::new(&m.label);
     let mac = &m.machine.spec().mac;
     let node = t.phase("power-on to discovered", || {
         let found = qemu_tests::wait::until(
@@ -244,70 +235,30 @@ fn lifecycle(
     let node = node.as_str();
     let shown = rack.node(node)?;
     println!("  [{}] properties: {}", m.label, shown["properties"]);
+    let info = driver_info_args(&m.bmc.driver_info());
     t.phase("set BMC + manage", || {
-        let mut args = vec![
-            "node".to_owned(),
-            "set".to_owned(),
-            node.to_owned(),
-            "--driver".to_owned(),
-            m.driver.to_owned(),
-        ];
-        if let Some(obj) = m.driver_info.as_object() {
-            for (k, v) in obj {
-                let v = v
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| v.to_string());
-                args.extend(["--driver-info".to_owned(), format!("{k}={v}")]);
-            }
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        rack.baremetal(&args)?;
-        rack.baremetal(&["node", "manage", node])?;
-        rack.wait_provision_state(node, "manageable", Duration::from_secs(120))
+        rack.set_driver(node, m.bmc.driver(), &info)?;
+        rack.manage(node)
     })?;
-    t.phase("provide (clean)", || {
-        rack.baremetal(&["node", "provide", node])?;
-        rack.wait_provision_state(node, "available", long)
-    })?;
-    rack.baremetal(&[
-        "node",
-        "set",
-        node,
-        "--instance-info",
-        &format!("image_source={url}"),
-        "--instance-info",
-        &format!("image_checksum=sha256:{checksum}"),
-    ])?;
+    t.phase("provide (clean)", || rack.provide(node))?;
+    let instance_info = [
+        format!("image_source={url}"),
+        format!("image_checksum=sha256:{checksum}"),
+    ];
     let configdrive = json!({
         "meta_data": {"uuid": node, "hostname": m.machine.spec().name},
         "user_data": USER_DATA,
-    })
-    .to_string();
+    });
     let mark = m.machine.serial_mark();
-    t.phase("deploy", || {
-        rack.baremetal(&["node", "deploy", node, "--config-drive", &configdrive])?;
-        rack.wait_provision_state(node, "active", long)
-    })?;
+    t.phase("deploy", || rack.deploy(node, &instance_info, &configdrive))?;
     t.phase("boot from disk", || {
         m.machine
             .wait_serial(mark, m.marker, Duration::from_secs(300))
             .map(|_| ())
     })?;
     println!("  [{}] booted the deployed image from its disk", m.label);
-    t.phase("undeploy (clean)", || {
-        rack.baremetal(&["node", "undeploy", node])?;
-        rack.wait_provision_state(node, "available", long)
-    })?;
-    t.phase("power off", || {
-        rack.baremetal(&["node", "power", "off", node])?;
-        rack.wait_power_state(node, "power off", Duration::from_secs(120))
-    })?;
-    let node = rack.node(node)?;
-    ensure!(
-        node["last_error"].is_null(),
-        "last_error: {}",
-        node["last_error"]
-    );
+    t.phase("undeploy (clean)", || rack.undeploy(node))?;
+    t.phase("power off", || rack.power_off(node))?;
+    rack.ensure_no_error(node)?;
     Ok(t)
 }

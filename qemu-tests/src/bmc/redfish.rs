@@ -441,8 +441,9 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A throwaway CA (`ca.pem`) and a server certificate for `address` signed by it.
-fn make_certs(dir: &Path, address: &str) -> anyhow::Result<()> {
+/// A throwaway CA (`ca.pem`) and a server certificate for `address` signed by it
+/// (`srv.pem`, `srv.key`) in `dir`.
+pub fn make_certs(dir: &Path, address: &str) -> anyhow::Result<()> {
     let ec = [
         "-newkey",
         "ec",

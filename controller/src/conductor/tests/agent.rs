@@ -88,7 +88,21 @@ async fn manual_hardware_waits_for_the_agent_and_times_out() {
         .insert("image_source".into(), json!("http://127.0.0.1:1/img.raw"));
     node.instance_info
         .insert("image_checksum".into(), json!("0".repeat(64)));
+    // A root_gb the node's disk cannot hold is refused up front.
+    node.properties.insert("local_gb".into(), json!(20));
+    node.instance_info.insert("root_gb".into(), json!(40));
     env.store.update_node(&node).await.expect("image");
+    let err = env
+        .conductor
+        .provision(uuid, ProvisionRequest::new(Verb::Deploy))
+        .await;
+    assert!(
+        matches!(err, Err(ConductorError::BadRequest(ref m)) if m.contains("root_gb 40")),
+        "{err:?}"
+    );
+    let mut node = get(&env.store, uuid).await;
+    node.instance_info.insert("root_gb".into(), json!(10));
+    env.store.update_node(&node).await.expect("root_gb");
 
     provision(&env, uuid, Verb::Deploy).await;
     let node = wait_state(&env.store, uuid, "wait call-back").await;

@@ -2,11 +2,9 @@
 //! over HTTPS with a test CA and bcrypt basic auth, on 127.0.0.1.
 //!
 //! sushy-tools is installed from PyPI into a venv under the target directory the first
-//! time (`<target>/sushy-venv`, pinned version); later runs reuse it.
+//! time (`qemu_tests::bmc::redfish::sushy_venv`, pinned version); later runs reuse it.
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -15,10 +13,10 @@ use controller::drivers::{
     BootDevice, BootMode, DriverError, ManagementInterface, PowerInterface, PowerState, PowerTarget,
 };
 use controller::model::Node;
+use qemu_tests::bmc::redfish::{make_certs, sushy_venv};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-const SUSHY_VERSION: &str = "2.2.0";
 const PASSWORD: &str = "Sushy-s3cret";
 const SYSTEM: &str = "1ab0c0de-0000-4000-8000-000000000077";
 
@@ -31,121 +29,6 @@ impl Drop for Proc {
     }
 }
 
-fn target_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    // .../target/debug/deps/bmc_sushy-HASH
-    let exe = std::env::current_exe().expect("exe");
-    exe.ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .expect("target dir")
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The venv's bin directory, installing sushy-tools on first use.
-fn venv() -> &'static Path {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let dir = target_dir().join("sushy-venv");
-        let marker = dir.join(format!(".ingot-sushy-{SUSHY_VERSION}"));
-        // nextest runs every test in its own process: serialize the venv build across them.
-        let lock = std::fs::File::create(dir.with_extension("lock")).expect("venv lock file");
-        lock.lock().expect("venv lock");
-        if !marker.exists() {
-            run(Command::new("python3").args(["-m", "venv"]).arg(&dir));
-            run(Command::new(dir.join("bin/pip")).args([
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                &format!("sushy-tools=={SUSHY_VERSION}"),
-            ]));
-            std::fs::write(&marker, b"").expect("marker");
-        }
-        drop(lock);
-        dir.join("bin")
-    })
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    run(Command::new("openssl").current_dir(dir).args(args));
-}
-
-/// A throwaway CA and a server certificate for 127.0.0.1 signed by it.
-fn make_certs(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut args = vec!["req", "-x509"];
-    args.extend(ec);
-    args.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Ingot Test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(dir, &args);
-    let mut args = vec!["req"];
-    args.extend(ec);
-    args.extend([
-        "-keyout",
-        "srv.key",
-        "-out",
-        "srv.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    openssl(dir, &args);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "srv.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-}
-
 struct Sushy {
     _proc: Proc,
     port: u16,
@@ -155,9 +38,9 @@ struct Sushy {
 impl Sushy {
     /// Starts sushy-emulator with fake systems of the given initial power states.
     fn start(power_states: &[&str]) -> Sushy {
-        let bin = venv();
+        let bin = sushy_venv().expect("sushy-tools venv");
         let dir = tempfile::tempdir().expect("tempdir");
-        make_certs(dir.path());
+        make_certs(dir.path(), "127.0.0.1").expect("certificates");
         let hash = Command::new(bin.join("python"))
             .args([
                 "-c",
