@@ -76,7 +76,9 @@ impl Conductor {
             })
             .await
             .context("listing pending allocations")?;
-        for allocation in pending {
+        // An allocation created after the start was handed to `process_allocation` by the
+        // API already; processing it twice would let the loser overwrite the winner's claim.
+        for allocation in pending.into_iter().filter(|a| a.created_at < started_at) {
             self.process_allocation(allocation.uuid);
         }
         Ok(())

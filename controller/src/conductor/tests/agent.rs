@@ -31,6 +31,12 @@ async fn restart_fails_nodes_left_in_transient_states() {
         node.target_provision_state = Some(target.to_owned());
         store.update_node(&node).await.expect("target");
     }
+    // An allocation the previous run never processed, and a node it can take.
+    let free = enroll(&store, "fake-hardware", "available").await;
+    let mut node = get(&store, free).await;
+    node.power_state = Some("power off".to_owned());
+    store.update_node(&node).await.expect("power state");
+    let pending = new_allocation(&store, None, &[]).await;
     // The previous run held a lock on one of them.
     store
         .reserve_node(deploying, "test-conductor")
@@ -59,6 +65,11 @@ async fn restart_fails_nodes_left_in_transient_states() {
     assert_eq!(
         (node.provision_state.as_str(), node.last_error),
         ("inspect wait", None)
+    );
+    let allocation = wait_allocation(&store, pending).await;
+    assert_eq!(
+        (allocation.state.as_str(), allocation.node_uuid),
+        ("active", Some(free))
     );
 }
 
