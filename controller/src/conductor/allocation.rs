@@ -31,6 +31,16 @@ impl Conductor {
             return Ok(());
         }
         let picked = self.pick_and_claim(&allocation).await?;
+        if picked.is_err()
+            && self
+                .store
+                .get_allocation(&uuid.to_string())
+                .await?
+                .is_none_or(|a| a.state != "allocating")
+        {
+            // Processed (or deleted) meanwhile by someone else: their result stands.
+            return Ok(());
+        }
         match &picked {
             Ok(node) => {
                 allocation.state = "active".to_owned();
