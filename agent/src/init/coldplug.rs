@@ -308,17 +308,28 @@ fn prerequisites(idx: &ModuleIndex, path: &str) -> Vec<String> {
     out
 }
 
+/// How long the loads for non-network devices wait at most for the NIC drivers' loads.
+pub const NIC_FIRST_MAX: Duration = Duration::from_millis(1500);
+
 /// Loads the modules of every present device, in parallel: a module starts as soon as its
 /// prerequisites are loaded (or failed), and the sysfs tree is scanned again after each
 /// load, so devices a bus driver creates (virtio) are matched without waiting for the
 /// other loads. Stops when no load runs and the last scan found nothing new, or after
 /// `max_passes` scans with new aliases.
+///
+/// The loads that serve a NIC (urgent) go first: the others start once no urgent load is
+/// queued or running, or after `nic_first` at the latest. A PCI driver's probe enables its
+/// device, which evaluates the firmware's ACPI `_PRT` method under the kernel's one ACPI
+/// interpreter lock (QEMU's builds its table in an AML loop: 0.1-1 s under TCG), and the
+/// NIC driver's probe would otherwise queue behind the storage drivers' ones.
 pub fn coldplug(
     sys: &Path,
     idx: &ModuleIndex,
     loader: &dyn ModuleLoader,
     max_passes: u32,
+    nic_first: Duration,
 ) -> ColdplugReport {
+    let began = Instant::now();
     let mut report = ColdplugReport::default();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     // Every path ever queued; `done` holds the finished ones.
@@ -326,7 +337,8 @@ pub fn coldplug(
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut waiting: Vec<Job> = Vec::new();
     let mut running = 0usize;
-    let (tx, rx) = std::sync::mpsc::channel::<(String, std::io::Result<()>, Duration)>();
+    let mut urgent_running = 0usize;
+    let (tx, rx) = std::sync::mpsc::channel::<(String, bool, std::io::Result<()>, Duration)>();
     std::thread::scope(|scope| {
         let mut rescan = true;
         loop {
@@ -356,21 +368,38 @@ pub fn coldplug(
                 }
             }
             // Start every job whose prerequisites are finished (or never queued: not a
-            // module of this kernel, the load will tell).
+            // module of this kernel, the load will tell); non-urgent ones only once the
+            // urgent ones are over (or `nic_first` has passed).
+            // A module an urgent one needs is urgent too (libata queued for the IDE
+            // controller before a NIC driver that needs it).
+            let needed: BTreeSet<String> = waiting
+                .iter()
+                .filter(|j| j.urgent)
+                .flat_map(|j| j.after.iter().cloned())
+                .collect();
+            for j in waiting.iter_mut() {
+                j.urgent |= needed.contains(&j.path);
+            }
+            let urgent_open = waiting.iter().any(|j| j.urgent) || urgent_running > 0;
+            let hold = urgent_open && began.elapsed() < nic_first;
             let (ready, rest): (Vec<Job>, Vec<Job>) =
                 std::mem::take(&mut waiting).into_iter().partition(|j| {
-                    j.after
-                        .iter()
-                        .all(|a| done.contains(a) || !queued.contains(a))
+                    (j.urgent || !hold)
+                        && j.after
+                            .iter()
+                            .all(|a| done.contains(a) || !queued.contains(a))
                 });
             waiting = rest;
             for job in ready {
                 running += 1;
+                if job.urgent {
+                    urgent_running += 1;
+                }
                 let tx = tx.clone();
                 scope.spawn(move || {
                     let t = Instant::now();
                     let r = loader.load(&job.path, job.urgent);
-                    let _ = tx.send((job.path, r, t.elapsed()));
+                    let _ = tx.send((job.path, job.urgent, r, t.elapsed()));
                 });
             }
             if running == 0 {
@@ -384,10 +413,27 @@ pub fn coldplug(
                 rescan = false;
                 continue;
             }
-            let Ok((path, r, took)) = rx.recv() else {
-                break;
+            let got = if hold && !waiting.is_empty() {
+                // Held jobs start when the urgent loads end or when `nic_first` is over.
+                match rx.recv_timeout(nic_first.saturating_sub(began.elapsed())) {
+                    Ok(m) => m,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        rescan = false;
+                        continue;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                let Ok(m) = rx.recv() else {
+                    break;
+                };
+                m
             };
+            let (path, was_urgent, r, took) = got;
             running -= 1;
+            if was_urgent {
+                urgent_running -= 1;
+            }
             match r {
                 Ok(()) => report.loaded.push(path.clone()),
                 Err(e) => report.failed.push((path.clone(), e.to_string())),
@@ -608,7 +654,7 @@ kernel/drivers/ata/libata.ko:\n";
             log: Default::default(),
             slow: "ata_piix.ko",
         };
-        let r = coldplug(&sys, &idx, &k, 10);
+        let r = coldplug(&sys, &idx, &k, 10, NIC_FIRST_MAX);
         let mut starts = k.starts();
         starts.sort();
         let mut want = vec![
@@ -645,6 +691,14 @@ kernel/drivers/ata/libata.ko:\n";
             k.position("end", "virtio_net.ko") < k.position("end", "ata_piix.ko"),
             "virtio_net waited for ata_piix"
         );
+        // The storage loads waited for the NIC's: no storage load starts before the NIC
+        // driver is in.
+        for m in ["libata.ko", "ata_piix.ko", "virtio_blk.ko"] {
+            assert!(
+                k.position("end", "virtio_net.ko") < k.position("start", m),
+                "{m} started before the NIC driver was in"
+            );
+        }
         // The NIC's chain is urgent (virtio_pci serves the NIC here), the IDE driver is not.
         for m in ["virtio_pci.ko", "virtio.ko", "virtio_net.ko", "failover.ko"] {
             k.position("urgent", m);
@@ -665,8 +719,30 @@ kernel/drivers/ata/libata.ko:\n";
         assert!(r.passes >= 2, "virtio devices are found by a later scan");
 
         // Nothing new: a further run loads the same set again (EEXIST is success).
-        let r2 = coldplug(&sys, &idx, &k, 10);
+        let r2 = coldplug(&sys, &idx, &k, 10, NIC_FIRST_MAX);
         assert_eq!(r2.loaded.len(), 9);
+    }
+
+    #[test]
+    fn storage_loads_wait_for_a_slow_nic_driver_only_so_long() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sys = fake_sys(dir.path());
+        let idx = ModuleIndex::parse(
+            &format!("{DEP}{IDE_DEP}"),
+            &format!("{ALIAS}{IDE_ALIAS}"),
+            SOFT,
+        );
+        let k = FakeKernel {
+            sys: sys.clone(),
+            log: Default::default(),
+            slow: "virtio_pci.ko",
+        };
+        let r = coldplug(&sys, &idx, &k, 10, Duration::from_millis(50));
+        assert!(
+            k.position("start", "libata.ko") < k.position("end", "virtio_pci.ko"),
+            "the IDE driver's load waited past the limit"
+        );
+        assert_eq!(r.loaded.len(), 9);
     }
 
     #[test]
@@ -679,7 +755,7 @@ kernel/drivers/ata/libata.ko:\n";
             log: Default::default(),
             slow: "none",
         };
-        let r = coldplug(&sys, &idx, &k, 1);
+        let r = coldplug(&sys, &idx, &k, 1, NIC_FIRST_MAX);
         assert_eq!(r.passes, 1);
         assert!(
             !k.starts().iter().any(|p| p.ends_with("virtio_net.ko")),
