@@ -324,6 +324,14 @@ fn agent_main(
             .context("starting the async runtime")?;
         Ok((rt, crate::run::client::HttpController::new(&u, pin)?))
     });
+    // The inventory (all but the addresses) is collected as soon as the loads are over,
+    // while DHCP may still wait for its answer.
+    let early = std::thread::spawn(move || {
+        if loads.join().is_err() {
+            tracing::warn!("the module loader thread panicked");
+        }
+        Some(crate::inventory::collect_live())
+    });
 
     // The network bring-up runs beside the module loads: a NIC gets DHCP as soon as its
     // driver is in and it has carrier, while storage drivers are still probing.
@@ -363,14 +371,21 @@ fn agent_main(
         }
         std::thread::sleep(Duration::from_secs(2));
     }
-    // The lookup's inventory must see every disk: wait for the loads to end.
+    // The lookup's inventory must see every disk: wait for the loads (and the inventory
+    // collected after them) to end.
     let settle = uptime();
-    if loads.join().is_err() {
-        tracing::warn!("the module loader thread panicked");
-    }
+    let early = early.join().unwrap_or_else(|_| {
+        tracing::warn!("the module loader or inventory thread panicked");
+        None
+    });
     let settled = uptime();
     if settled > settle + Duration::from_millis(1) {
-        tl.stage("settle", settle, settled, "waiting for module loads".into());
+        tl.stage(
+            "settle",
+            settle,
+            settled,
+            "waiting for module loads and the inventory".into(),
+        );
     }
 
     let (rt, ctl) = match client.join() {
@@ -378,7 +393,7 @@ fn agent_main(
         Ok(Err(e)) => fatal(cfg, &format!("{e:#}")),
         Err(_) => fatal(cfg, "the thread building the HTTP client panicked"),
     };
-    let h = rt.block_on(crate::run::run_with(&ctl, &opts));
+    let h = rt.block_on(crate::run::run_with(&ctl, &opts, early));
     halt(h)
 }
 
