@@ -214,6 +214,12 @@ fn init_console_logging(filter: Option<&str>) {
 fn start_coldplug(done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let start = uptime();
+        // The NICs' PCI enabling (ACPI _PRT) runs beside the NIC driver's load.
+        let enabling = std::thread::spawn(|| {
+            let t = uptime();
+            let n = coldplug::enable_nics(Path::new("/sys"));
+            (n, t, uptime())
+        });
         let kver = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -264,6 +270,12 @@ fn start_coldplug(done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
             Err(e) => {
                 tracing::warn!(dir = %mdir.display(), error = %e, "no module index: skipping coldplug")
             }
+        }
+        if let Ok((n, t, end)) = enabling.join()
+            && n > 0
+            && let Some(tl) = timeline::boot()
+        {
+            tl.stage("enable", t, end, format!("{n} PCI NICs enabled"));
         }
         done.store(true, Ordering::SeqCst);
     })
