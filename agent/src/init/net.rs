@@ -478,7 +478,13 @@ pub fn bring_up(
             let (sys, tx) = (sys.to_path_buf(), tx.clone());
             std::thread::spawn(move || nic_worker(sys, n, t, tx));
         }
-        while let Ok(ev) = rx.recv_timeout(Duration::from_millis(10)) {
+        // Up to 10 ms for an event, then whatever else is already there: a lease is acted
+        // on at once.
+        let first = rx.recv_timeout(Duration::from_millis(10)).ok();
+        for ev in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+        {
             match ev {
                 NicEvent::Carrier {
                     nic,
