@@ -276,6 +276,19 @@ pub fn enable_nics(sys: &Path) -> usize {
     n
 }
 
+/// Whether a PCI network controller (class 02) is not enabled yet: the firmware's ACPI
+/// `_PRT` for it is still to be evaluated (see [`enable_nics`]) under the kernel's one ACPI
+/// interpreter lock, which a storage driver's probe would contend for.
+pub fn nic_enable_pending(sys: &Path) -> bool {
+    let Ok(devs) = std::fs::read_dir(sys.join("bus/pci/devices")) else {
+        return false;
+    };
+    devs.flatten().any(|d| {
+        let read = |f: &str| std::fs::read_to_string(d.path().join(f)).unwrap_or_default();
+        read("class").trim().starts_with("0x02") && read("enable").trim() == "0"
+    })
+}
+
 /// Every modalias under `sys/bus/*/devices/*/modalias`.
 pub fn modaliases(sys: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -342,7 +355,8 @@ pub const NIC_FIRST_MAX: Duration = Duration::from_millis(1500);
 /// `max_passes` scans with new aliases.
 ///
 /// The loads that serve a NIC (urgent) go first: the others start once no urgent load is
-/// queued or running, or after `nic_first` at the latest. A PCI driver's probe enables its
+/// queued or running or every PCI NIC is enabled ([`nic_enable_pending`]), or after
+/// `nic_first` at the latest. A PCI driver's probe enables its
 /// device, which evaluates the firmware's ACPI `_PRT` method under the kernel's one ACPI
 /// interpreter lock (QEMU's builds its table in an AML loop: 0.1-1 s under TCG), and the
 /// NIC driver's probe would otherwise queue behind the storage drivers' ones.
@@ -405,7 +419,7 @@ pub fn coldplug(
                 j.urgent |= needed.contains(&j.path);
             }
             let urgent_open = waiting.iter().any(|j| j.urgent) || urgent_running > 0;
-            let hold = urgent_open && began.elapsed() < nic_first;
+            let hold = urgent_open && began.elapsed() < nic_first && nic_enable_pending(sys);
             let (ready, rest): (Vec<Job>, Vec<Job>) =
                 std::mem::take(&mut waiting).into_iter().partition(|j| {
                     (j.urgent || !hold)
@@ -438,8 +452,10 @@ pub fn coldplug(
                 continue;
             }
             let got = if hold && !waiting.is_empty() {
-                // Held jobs start when the urgent loads end or when `nic_first` is over.
-                match rx.recv_timeout(nic_first.saturating_sub(began.elapsed())) {
+                // Held jobs start when the urgent loads end, when the NICs are enabled or
+                // when `nic_first` is over: look again every 10 ms.
+                let left = nic_first.saturating_sub(began.elapsed());
+                match rx.recv_timeout(left.min(Duration::from_millis(10))) {
                     Ok(m) => m,
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         rescan = false;
@@ -587,6 +603,9 @@ alias crypto-crc32c crc32c_generic\n";
         /// (event, path): "start" or "end" of each load, in time order.
         log: std::sync::Mutex<Vec<(&'static str, String)>>,
         slow: &'static str,
+        /// The NIC driver (virtio_pci) enables the NIC's PCI device when its load starts
+        /// (the slow part of its probe comes after) rather than when it ends.
+        enable_early: bool,
     }
 
     impl FakeKernel {
@@ -618,10 +637,15 @@ alias crypto-crc32c crc32c_generic\n";
             if urgent {
                 self.note("urgent", rel);
             }
+            let nic_enable = self.sys.join("bus/pci/devices/0000:00:03.0/enable");
+            if self.enable_early && rel.ends_with("virtio_pci.ko") {
+                std::fs::write(&nic_enable, "1\n")?;
+            }
             if rel.ends_with(self.slow) {
                 std::thread::sleep(Duration::from_millis(300));
             }
             if rel.ends_with("virtio_pci.ko") {
+                std::fs::write(&nic_enable, "1\n")?;
                 for (n, a) in [
                     ("virtio0", "virtio:d00000001v00001AF4"),
                     ("virtio1", "virtio:d00000002v00001AF4"),
@@ -641,20 +665,28 @@ alias crypto-crc32c crc32c_generic\n";
 
     fn fake_sys(dir: &Path) -> PathBuf {
         let sys = dir.join("sys");
-        for (dev, alias) in [
+        for (dev, alias, class) in [
             (
                 "0000:00:03.0",
                 "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
+                "0x020000",
             ),
-            ("0000:00:00.0", "pci:v00008086d00001237sv0sd0bc06sc00i00"),
+            (
+                "0000:00:00.0",
+                "pci:v00008086d00001237sv0sd0bc06sc00i00",
+                "0x060000",
+            ),
             (
                 "0000:00:01.1",
                 "pci:v00008086d00007010sv00001AF4sd00001100bc01sc01i80",
+                "0x010180",
             ),
         ] {
             let d = sys.join("bus/pci/devices").join(dev);
             std::fs::create_dir_all(&d).expect("mkdir");
             std::fs::write(d.join("modalias"), format!("{alias}\n")).expect("write");
+            std::fs::write(d.join("class"), format!("{class}\n")).expect("write");
+            std::fs::write(d.join("enable"), "0\n").expect("write");
         }
         std::fs::create_dir_all(sys.join("bus/cpu/devices/cpu0")).expect("no modalias");
         sys
@@ -677,6 +709,7 @@ kernel/drivers/ata/libata.ko:\n";
             sys: sys.clone(),
             log: Default::default(),
             slow: "ata_piix.ko",
+            enable_early: false,
         };
         let r = coldplug(&sys, &idx, &k, 10, NIC_FIRST_MAX);
         let mut starts = k.starts();
@@ -715,12 +748,12 @@ kernel/drivers/ata/libata.ko:\n";
             k.position("end", "virtio_net.ko") < k.position("end", "ata_piix.ko"),
             "virtio_net waited for ata_piix"
         );
-        // The storage loads waited for the NIC's: no storage load starts before the NIC
-        // driver is in.
+        // The storage loads waited for the NIC driver: none starts before the NIC's PCI
+        // device is enabled (the end of virtio_pci's load here).
         for m in ["libata.ko", "ata_piix.ko", "virtio_blk.ko"] {
             assert!(
-                k.position("end", "virtio_net.ko") < k.position("start", m),
-                "{m} started before the NIC driver was in"
+                k.position("end", "virtio_pci.ko") < k.position("start", m),
+                "{m} started before the NIC was enabled"
             );
         }
         // The NIC's chain is urgent (virtio_pci serves the NIC here), the IDE driver is not.
@@ -760,12 +793,39 @@ kernel/drivers/ata/libata.ko:\n";
             sys: sys.clone(),
             log: Default::default(),
             slow: "virtio_pci.ko",
+            enable_early: false,
         };
         let r = coldplug(&sys, &idx, &k, 10, Duration::from_millis(50));
         assert!(
             k.position("start", "libata.ko") < k.position("end", "virtio_pci.ko"),
             "the IDE driver's load waited past the limit"
         );
+        assert_eq!(r.loaded.len(), 9);
+    }
+
+    #[test]
+    fn storage_loads_start_once_the_nic_is_enabled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sys = fake_sys(dir.path());
+        let idx = ModuleIndex::parse(
+            &format!("{DEP}{IDE_DEP}"),
+            &format!("{ALIAS}{IDE_ALIAS}"),
+            SOFT,
+        );
+        assert!(nic_enable_pending(&sys));
+        let k = FakeKernel {
+            sys: sys.clone(),
+            log: Default::default(),
+            slow: "virtio_pci.ko",
+            enable_early: true,
+        };
+        let r = coldplug(&sys, &idx, &k, 10, NIC_FIRST_MAX);
+        // The NIC was enabled at once; its driver's slow rest did not hold the IDE driver.
+        assert!(
+            k.position("start", "libata.ko") < k.position("end", "virtio_pci.ko"),
+            "the IDE driver waited for the whole NIC driver load"
+        );
+        assert!(!nic_enable_pending(&sys));
         assert_eq!(r.loaded.len(), 9);
     }
 
@@ -806,6 +866,7 @@ kernel/drivers/ata/libata.ko:\n";
             sys: sys.clone(),
             log: Default::default(),
             slow: "none",
+            enable_early: false,
         };
         let r = coldplug(&sys, &idx, &k, 1, NIC_FIRST_MAX);
         assert_eq!(r.passes, 1);
