@@ -252,6 +252,43 @@ pub fn is_network_alias(alias: &str) -> bool {
     alias.starts_with("virtio:d00000001v")
 }
 
+/// Enables every PCI network controller (class 02) that has no driver yet, through
+/// `sys/bus/pci/devices/*/enable`; returns how many. Enabling evaluates the firmware's ACPI
+/// `_PRT` for the device's interrupt (QEMU's builds its table in an AML loop: 0.1-1 s under
+/// TCG); done here, beside the NIC driver's load, the driver's own `pci_enable_device`
+/// finds the device enabled and returns at once.
+pub fn enable_nics(sys: &Path) -> usize {
+    let Ok(devs) = std::fs::read_dir(sys.join("bus/pci/devices")) else {
+        return 0;
+    };
+    let mut n = 0;
+    for d in devs.flatten() {
+        let p = d.path();
+        let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
+        if read("class").trim().starts_with("0x02")
+            && read("enable").trim() == "0"
+            && !p.join("driver").exists()
+            && std::fs::write(p.join("enable"), "1").is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Whether a PCI network controller (class 02) is not enabled yet: the firmware's ACPI
+/// `_PRT` for it is still to be evaluated (see [`enable_nics`]) under the kernel's one ACPI
+/// interpreter lock, which a storage driver's probe would contend for.
+pub fn nic_enable_pending(sys: &Path) -> bool {
+    let Ok(devs) = std::fs::read_dir(sys.join("bus/pci/devices")) else {
+        return false;
+    };
+    devs.flatten().any(|d| {
+        let read = |f: &str| std::fs::read_to_string(d.path().join(f)).unwrap_or_default();
+        read("class").trim().starts_with("0x02") && read("enable").trim() == "0"
+    })
+}
+
 /// Every modalias under `sys/bus/*/devices/*/modalias`.
 pub fn modaliases(sys: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -308,17 +345,29 @@ fn prerequisites(idx: &ModuleIndex, path: &str) -> Vec<String> {
     out
 }
 
+/// How long the loads for non-network devices wait at most for the NIC drivers' loads.
+pub const NIC_FIRST_MAX: Duration = Duration::from_millis(1500);
+
 /// Loads the modules of every present device, in parallel: a module starts as soon as its
 /// prerequisites are loaded (or failed), and the sysfs tree is scanned again after each
 /// load, so devices a bus driver creates (virtio) are matched without waiting for the
 /// other loads. Stops when no load runs and the last scan found nothing new, or after
 /// `max_passes` scans with new aliases.
+///
+/// The loads that serve a NIC (urgent) go first: the others start once no urgent load is
+/// queued or running or every PCI NIC is enabled ([`nic_enable_pending`]), or after
+/// `nic_first` at the latest. A PCI driver's probe enables its
+/// device, which evaluates the firmware's ACPI `_PRT` method under the kernel's one ACPI
+/// interpreter lock (QEMU's builds its table in an AML loop: 0.1-1 s under TCG), and the
+/// NIC driver's probe would otherwise queue behind the storage drivers' ones.
 pub fn coldplug(
     sys: &Path,
     idx: &ModuleIndex,
     loader: &dyn ModuleLoader,
     max_passes: u32,
+    nic_first: Duration,
 ) -> ColdplugReport {
+    let began = Instant::now();
     let mut report = ColdplugReport::default();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     // Every path ever queued; `done` holds the finished ones.
@@ -326,7 +375,8 @@ pub fn coldplug(
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut waiting: Vec<Job> = Vec::new();
     let mut running = 0usize;
-    let (tx, rx) = std::sync::mpsc::channel::<(String, std::io::Result<()>, Duration)>();
+    let mut urgent_running = 0usize;
+    let (tx, rx) = std::sync::mpsc::channel::<(String, bool, std::io::Result<()>, Duration)>();
     std::thread::scope(|scope| {
         let mut rescan = true;
         loop {
@@ -356,21 +406,38 @@ pub fn coldplug(
                 }
             }
             // Start every job whose prerequisites are finished (or never queued: not a
-            // module of this kernel, the load will tell).
+            // module of this kernel, the load will tell); non-urgent ones only once the
+            // urgent ones are over (or `nic_first` has passed).
+            // A module an urgent one needs is urgent too (libata queued for the IDE
+            // controller before a NIC driver that needs it).
+            let needed: BTreeSet<String> = waiting
+                .iter()
+                .filter(|j| j.urgent)
+                .flat_map(|j| j.after.iter().cloned())
+                .collect();
+            for j in waiting.iter_mut() {
+                j.urgent |= needed.contains(&j.path);
+            }
+            let urgent_open = waiting.iter().any(|j| j.urgent) || urgent_running > 0;
+            let hold = urgent_open && began.elapsed() < nic_first && nic_enable_pending(sys);
             let (ready, rest): (Vec<Job>, Vec<Job>) =
                 std::mem::take(&mut waiting).into_iter().partition(|j| {
-                    j.after
-                        .iter()
-                        .all(|a| done.contains(a) || !queued.contains(a))
+                    (j.urgent || !hold)
+                        && j.after
+                            .iter()
+                            .all(|a| done.contains(a) || !queued.contains(a))
                 });
             waiting = rest;
             for job in ready {
                 running += 1;
+                if job.urgent {
+                    urgent_running += 1;
+                }
                 let tx = tx.clone();
                 scope.spawn(move || {
                     let t = Instant::now();
                     let r = loader.load(&job.path, job.urgent);
-                    let _ = tx.send((job.path, r, t.elapsed()));
+                    let _ = tx.send((job.path, job.urgent, r, t.elapsed()));
                 });
             }
             if running == 0 {
@@ -384,10 +451,29 @@ pub fn coldplug(
                 rescan = false;
                 continue;
             }
-            let Ok((path, r, took)) = rx.recv() else {
-                break;
+            let got = if hold && !waiting.is_empty() {
+                // Held jobs start when the urgent loads end, when the NICs are enabled or
+                // when `nic_first` is over: look again every 10 ms.
+                let left = nic_first.saturating_sub(began.elapsed());
+                match rx.recv_timeout(left.min(Duration::from_millis(10))) {
+                    Ok(m) => m,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        rescan = false;
+                        continue;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                let Ok(m) = rx.recv() else {
+                    break;
+                };
+                m
             };
+            let (path, was_urgent, r, took) = got;
             running -= 1;
+            if was_urgent {
+                urgent_running -= 1;
+            }
             match r {
                 Ok(()) => report.loaded.push(path.clone()),
                 Err(e) => report.failed.push((path.clone(), e.to_string())),
@@ -517,6 +603,9 @@ alias crypto-crc32c crc32c_generic\n";
         /// (event, path): "start" or "end" of each load, in time order.
         log: std::sync::Mutex<Vec<(&'static str, String)>>,
         slow: &'static str,
+        /// The NIC driver (virtio_pci) enables the NIC's PCI device when its load starts
+        /// (the slow part of its probe comes after) rather than when it ends.
+        enable_early: bool,
     }
 
     impl FakeKernel {
@@ -548,10 +637,15 @@ alias crypto-crc32c crc32c_generic\n";
             if urgent {
                 self.note("urgent", rel);
             }
+            let nic_enable = self.sys.join("bus/pci/devices/0000:00:03.0/enable");
+            if self.enable_early && rel.ends_with("virtio_pci.ko") {
+                std::fs::write(&nic_enable, "1\n")?;
+            }
             if rel.ends_with(self.slow) {
                 std::thread::sleep(Duration::from_millis(300));
             }
             if rel.ends_with("virtio_pci.ko") {
+                std::fs::write(&nic_enable, "1\n")?;
                 for (n, a) in [
                     ("virtio0", "virtio:d00000001v00001AF4"),
                     ("virtio1", "virtio:d00000002v00001AF4"),
@@ -571,20 +665,28 @@ alias crypto-crc32c crc32c_generic\n";
 
     fn fake_sys(dir: &Path) -> PathBuf {
         let sys = dir.join("sys");
-        for (dev, alias) in [
+        for (dev, alias, class) in [
             (
                 "0000:00:03.0",
                 "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
+                "0x020000",
             ),
-            ("0000:00:00.0", "pci:v00008086d00001237sv0sd0bc06sc00i00"),
+            (
+                "0000:00:00.0",
+                "pci:v00008086d00001237sv0sd0bc06sc00i00",
+                "0x060000",
+            ),
             (
                 "0000:00:01.1",
                 "pci:v00008086d00007010sv00001AF4sd00001100bc01sc01i80",
+                "0x010180",
             ),
         ] {
             let d = sys.join("bus/pci/devices").join(dev);
             std::fs::create_dir_all(&d).expect("mkdir");
             std::fs::write(d.join("modalias"), format!("{alias}\n")).expect("write");
+            std::fs::write(d.join("class"), format!("{class}\n")).expect("write");
+            std::fs::write(d.join("enable"), "0\n").expect("write");
         }
         std::fs::create_dir_all(sys.join("bus/cpu/devices/cpu0")).expect("no modalias");
         sys
@@ -607,8 +709,9 @@ kernel/drivers/ata/libata.ko:\n";
             sys: sys.clone(),
             log: Default::default(),
             slow: "ata_piix.ko",
+            enable_early: false,
         };
-        let r = coldplug(&sys, &idx, &k, 10);
+        let r = coldplug(&sys, &idx, &k, 10, NIC_FIRST_MAX);
         let mut starts = k.starts();
         starts.sort();
         let mut want = vec![
@@ -645,6 +748,14 @@ kernel/drivers/ata/libata.ko:\n";
             k.position("end", "virtio_net.ko") < k.position("end", "ata_piix.ko"),
             "virtio_net waited for ata_piix"
         );
+        // The storage loads waited for the NIC driver: none starts before the NIC's PCI
+        // device is enabled (the end of virtio_pci's load here).
+        for m in ["libata.ko", "ata_piix.ko", "virtio_blk.ko"] {
+            assert!(
+                k.position("end", "virtio_pci.ko") < k.position("start", m),
+                "{m} started before the NIC was enabled"
+            );
+        }
         // The NIC's chain is urgent (virtio_pci serves the NIC here), the IDE driver is not.
         for m in ["virtio_pci.ko", "virtio.ko", "virtio_net.ko", "failover.ko"] {
             k.position("urgent", m);
@@ -665,8 +776,85 @@ kernel/drivers/ata/libata.ko:\n";
         assert!(r.passes >= 2, "virtio devices are found by a later scan");
 
         // Nothing new: a further run loads the same set again (EEXIST is success).
-        let r2 = coldplug(&sys, &idx, &k, 10);
+        let r2 = coldplug(&sys, &idx, &k, 10, NIC_FIRST_MAX);
         assert_eq!(r2.loaded.len(), 9);
+    }
+
+    #[test]
+    fn storage_loads_wait_for_a_slow_nic_driver_only_so_long() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sys = fake_sys(dir.path());
+        let idx = ModuleIndex::parse(
+            &format!("{DEP}{IDE_DEP}"),
+            &format!("{ALIAS}{IDE_ALIAS}"),
+            SOFT,
+        );
+        let k = FakeKernel {
+            sys: sys.clone(),
+            log: Default::default(),
+            slow: "virtio_pci.ko",
+            enable_early: false,
+        };
+        let r = coldplug(&sys, &idx, &k, 10, Duration::from_millis(50));
+        assert!(
+            k.position("start", "libata.ko") < k.position("end", "virtio_pci.ko"),
+            "the IDE driver's load waited past the limit"
+        );
+        assert_eq!(r.loaded.len(), 9);
+    }
+
+    #[test]
+    fn storage_loads_start_once_the_nic_is_enabled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sys = fake_sys(dir.path());
+        let idx = ModuleIndex::parse(
+            &format!("{DEP}{IDE_DEP}"),
+            &format!("{ALIAS}{IDE_ALIAS}"),
+            SOFT,
+        );
+        assert!(nic_enable_pending(&sys));
+        let k = FakeKernel {
+            sys: sys.clone(),
+            log: Default::default(),
+            slow: "virtio_pci.ko",
+            enable_early: true,
+        };
+        let r = coldplug(&sys, &idx, &k, 10, NIC_FIRST_MAX);
+        // The NIC was enabled at once; its driver's slow rest did not hold the IDE driver.
+        assert!(
+            k.position("start", "libata.ko") < k.position("end", "virtio_pci.ko"),
+            "the IDE driver waited for the whole NIC driver load"
+        );
+        assert!(!nic_enable_pending(&sys));
+        assert_eq!(r.loaded.len(), 9);
+    }
+
+    #[test]
+    fn only_driverless_disabled_nics_are_enabled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pci = dir.path().join("bus/pci/devices");
+        // (device, class, enable, has a driver, enabled afterwards)
+        let devs = [
+            ("0000:00:02.0", "0x020000", "0", false, "1"),
+            ("0000:00:03.0", "0x020000", "1", false, "1"),
+            ("0000:00:04.0", "0x020000", "0", true, "0"),
+            ("0000:00:05.0", "0x010601", "0", false, "0"),
+        ];
+        for (d, class, enable, driver, _) in devs {
+            let p = pci.join(d);
+            std::fs::create_dir_all(&p).expect("mkdir");
+            std::fs::write(p.join("class"), format!("{class}\n")).expect("w");
+            std::fs::write(p.join("enable"), format!("{enable}\n")).expect("w");
+            if driver {
+                std::fs::create_dir_all(p.join("driver")).expect("mkdir");
+            }
+        }
+        assert_eq!(enable_nics(dir.path()), 1);
+        for (d, _, _, _, want) in devs {
+            let got = std::fs::read_to_string(pci.join(d).join("enable")).expect("r");
+            assert_eq!(got.trim(), want, "{d}");
+        }
+        assert_eq!(enable_nics(&dir.path().join("nothing")), 0);
     }
 
     #[test]
@@ -678,8 +866,9 @@ kernel/drivers/ata/libata.ko:\n";
             sys: sys.clone(),
             log: Default::default(),
             slow: "none",
+            enable_early: false,
         };
-        let r = coldplug(&sys, &idx, &k, 1);
+        let r = coldplug(&sys, &idx, &k, 1, NIC_FIRST_MAX);
         assert_eq!(r.passes, 1);
         assert!(
             !k.starts().iter().any(|p| p.ends_with("virtio_net.ko")),

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use anyhow::Context;
 use nix::mount::{MsFlags, mount};
 use nix::sys::reboot::{RebootMode, reboot};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -213,6 +214,12 @@ fn init_console_logging(filter: Option<&str>) {
 fn start_coldplug(done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let start = uptime();
+        // The NICs' PCI enabling (ACPI _PRT) runs beside the NIC driver's load.
+        let enabling = std::thread::spawn(|| {
+            let t = uptime();
+            let n = coldplug::enable_nics(Path::new("/sys"));
+            (n, t, uptime())
+        });
         let kver = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -220,7 +227,13 @@ fn start_coldplug(done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
         match coldplug::ModuleIndex::load(&mdir) {
             Ok(idx) => {
                 let loader = coldplug::FinitLoader { dir: mdir.clone() };
-                let mut r = coldplug::coldplug(Path::new("/sys"), &idx, &loader, 10);
+                let mut r = coldplug::coldplug(
+                    Path::new("/sys"),
+                    &idx,
+                    &loader,
+                    10,
+                    coldplug::NIC_FIRST_MAX,
+                );
                 // /dev/ipmi0 (the BMC address in the inventory) needs ipmi_devintf, which no
                 // device alias names: load it when a system interface driver came in.
                 if r.loaded
@@ -258,6 +271,12 @@ fn start_coldplug(done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
                 tracing::warn!(dir = %mdir.display(), error = %e, "no module index: skipping coldplug")
             }
         }
+        if let Ok((n, t, end)) = enabling.join()
+            && n > 0
+            && let Some(tl) = timeline::boot()
+        {
+            tl.stage("enable", t, end, format!("{n} PCI NICs enabled"));
+        }
         done.store(true, Ordering::SeqCst);
     })
 }
@@ -291,6 +310,40 @@ fn agent_main(
     let Some(url) = cfg.url.clone() else {
         fatal(cfg, "no ingot.url= on the kernel command line");
     };
+
+    // An IPv4 controller needs no IPv6 on the NICs. Without it no IPv6 multicast join
+    // follows the carrier: each join rewrites the NIC's receive filter, and QEMU's e1000
+    // holds received frames for 1 s after every RCTL write (a join that comes late, with
+    // the storage probes busy, delayed the DHCP offer by 0.5 s).
+    if ipv4_literal_host(&url) {
+        for f in ["all", "default"] {
+            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{f}/disable_ipv6"), "1");
+        }
+    }
+    // The runtime and the HTTP client are built on a thread of their own while the NIC
+    // comes up: off the path from the lease to the lookup.
+    let opts = crate::run::RunOptions {
+        url,
+        ca_sha256: cfg.ca_sha256,
+        boot_mac: cfg.boot_mac.clone(),
+    };
+    let (u, pin) = (opts.url.clone(), opts.ca_sha256);
+    let client = std::thread::spawn(move || -> anyhow::Result<_> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        Ok((rt, crate::run::client::HttpController::new(&u, pin)?))
+    });
+    // The inventory (all but the addresses) is collected as soon as the loads are over,
+    // while DHCP may still wait for its answer.
+    let early = std::thread::spawn(move || {
+        if loads.join().is_err() {
+            tracing::warn!("the module loader thread panicked");
+        }
+        Some(crate::inventory::collect_live())
+    });
 
     // The network bring-up runs beside the module loads: a NIC gets DHCP as soon as its
     // driver is in and it has carrier, while storage drivers are still probing.
@@ -330,31 +383,51 @@ fn agent_main(
         }
         std::thread::sleep(Duration::from_secs(2));
     }
-    // The lookup's inventory must see every disk: wait for the loads to end.
+    // The lookup's inventory must see every disk: wait for the loads (and the inventory
+    // collected after them) to end.
     let settle = uptime();
-    if loads.join().is_err() {
-        tracing::warn!("the module loader thread panicked");
-    }
+    let early = early.join().unwrap_or_else(|_| {
+        tracing::warn!("the module loader or inventory thread panicked");
+        None
+    });
     let settled = uptime();
     if settled > settle + Duration::from_millis(1) {
-        tl.stage("settle", settle, settled, "waiting for module loads".into());
+        tl.stage(
+            "settle",
+            settle,
+            settled,
+            "waiting for module loads and the inventory".into(),
+        );
     }
 
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => fatal(cfg, &format!("starting the async runtime: {e}")),
+    let (rt, ctl) = match client.join() {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => fatal(cfg, &format!("{e:#}")),
+        Err(_) => fatal(cfg, "the thread building the HTTP client panicked"),
     };
-    let opts = crate::run::RunOptions {
-        url,
-        ca_sha256: cfg.ca_sha256,
-        boot_mac: cfg.boot_mac.clone(),
-    };
-    match rt.block_on(crate::run::run_agent(&opts)) {
-        Ok(h) => halt(h),
-        Err(e) => fatal(cfg, &format!("{e:#}")),
+    let h = rt.block_on(crate::run::run_with(&ctl, &opts, early));
+    halt(h)
+}
+
+/// Whether the URL's host is an IPv4 literal (`http://10.0.2.2:6385`). Pure.
+pub fn ipv4_literal_host(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    host.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_literal_hosts() {
+        assert!(ipv4_literal_host("http://10.0.2.2:6385"));
+        assert!(ipv4_literal_host("https://192.0.2.1/x"));
+        assert!(ipv4_literal_host("http://192.0.2.1"));
+        assert!(!ipv4_literal_host("http://[fd00::1]:6385"));
+        assert!(!ipv4_literal_host("http://ingot.lab:6385"));
+        assert!(!ipv4_literal_host("http://10.0.2.2.example:80"));
     }
 }

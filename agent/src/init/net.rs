@@ -253,6 +253,9 @@ pub struct NetTimeouts {
     pub settle: Duration,
 }
 
+/// How often the PHY link and the carrier are polled.
+const POLL: Duration = Duration::from_millis(3);
+
 const BMCR_POWER_DOWN: u16 = 0x0800;
 const BMCR_AUTONEG: u16 = 0x1000;
 const BMSR_LINK: u16 = 0x0004;
@@ -284,7 +287,9 @@ fn phy_wait(io: &Ioctl, name: &str, max: Duration) -> Duration {
             break;
         }
         waited = true;
-        std::thread::sleep(Duration::from_millis(10));
+        // The link-up moment starts the receive hold of QEMU's e1000 (see `nic_worker`):
+        // look often.
+        std::thread::sleep(POLL);
     }
     if waited {
         started.elapsed()
@@ -346,7 +351,7 @@ fn nic_worker(sys: PathBuf, nic: Nic, t: NetTimeouts, tx: mpsc::Sender<NicEvent>
             let _ = tx.send(NicEvent::NoCarrier { nic: nic.name });
             return;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(POLL);
     }
     let _ = tx.send(NicEvent::Carrier {
         nic: nic.name.clone(),
@@ -473,7 +478,13 @@ pub fn bring_up(
             let (sys, tx) = (sys.to_path_buf(), tx.clone());
             std::thread::spawn(move || nic_worker(sys, n, t, tx));
         }
-        while let Ok(ev) = rx.recv_timeout(Duration::from_millis(10)) {
+        // Up to 10 ms for an event, then whatever else is already there: a lease is acted
+        // on at once.
+        let first = rx.recv_timeout(Duration::from_millis(10)).ok();
+        for ev in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+        {
             match ev {
                 NicEvent::Carrier {
                     nic,

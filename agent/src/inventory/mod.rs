@@ -69,8 +69,15 @@ pub fn collect_live() -> Inventory {
         &net::live_addresses(),
     );
     inv.bmc_address = bmc::address(Path::new("/dev/ipmi0"));
+    refresh_live(&mut inv);
+    inv
+}
+
+/// Re-reads what changes once the network is up (interface addresses, host name) in an
+/// inventory collected before: PID 1 collects the rest while DHCP runs.
+pub fn refresh_live(inv: &mut Inventory) {
+    inv.interfaces = net::interfaces(Path::new("/"), &net::live_addresses());
     inv.hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string());
-    inv
 }

@@ -28,6 +28,9 @@ pub struct LiveHost {
     pub boot_mac: Option<String>,
     /// Where config drives are staged.
     pub scratch: PathBuf,
+    /// An inventory collected ahead (by PID 1 while DHCP runs); the first lookup uses it
+    /// with fresh addresses.
+    pub early: std::sync::Arc<std::sync::Mutex<Option<Inventory>>>,
 }
 
 /// The lookup request for an inventory.
@@ -63,7 +66,15 @@ fn failed(e: &anyhow::Error, phase: Option<proto::Phase>) -> Report {
 
 impl Host for LiveHost {
     fn lookup_request(&self) -> LookupRequest {
-        lookup_request(crate::inventory::collect_live(), self.boot_mac.clone())
+        let early = self.early.lock().ok().and_then(|mut e| e.take());
+        let inv = match early {
+            Some(mut inv) => {
+                crate::inventory::refresh_live(&mut inv);
+                inv
+            }
+            None => crate::inventory::collect_live(),
+        };
+        lookup_request(inv, self.boot_mac.clone())
     }
 
     fn execute(&self, command: &Command, sink: &dyn EventSink) -> Report {

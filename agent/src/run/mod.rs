@@ -270,12 +270,23 @@ pub struct RunOptions {
 /// Runs the loop on the live machine until a reboot or power-off is asked for.
 pub async fn run_agent(opts: &RunOptions) -> anyhow::Result<Halt> {
     let ctl = client::HttpController::new(&opts.url, opts.ca_sha256)?;
+    Ok(run_with(&ctl, opts, None).await)
+}
+
+/// [`run_agent`] with a client built beforehand and maybe an inventory collected ahead
+/// (PID 1 prepares both while the network comes up).
+pub async fn run_with(
+    ctl: &client::HttpController,
+    opts: &RunOptions,
+    early: Option<proto::Inventory>,
+) -> Halt {
     let host = std::sync::Arc::new(exec::LiveHost {
         boot_mac: opts.boot_mac.clone(),
         scratch: std::env::temp_dir().join("ingot-agent"),
+        early: std::sync::Arc::new(Mutex::new(early)),
     });
     tracing::info!(url = %opts.url, pinned = opts.ca_sha256.is_some(), "contacting the controller");
-    Ok(drive(&ctl, host).await)
+    drive(ctl, host).await
 }
 
 #[cfg(test)]
