@@ -357,6 +357,21 @@ impl Rack {
         self.started.elapsed()
     }
 
+    /// The end of a run over several machines: prints the phase table and the rack's total
+    /// time, then fails with every machine's failure and the tail of the controller's log.
+    pub fn conclude(&self, timelines: &[Timeline], failures: &[String]) -> anyhow::Result<()> {
+        println!("\n{}", Timeline::table(timelines));
+        println!("rack total: {:.1} s", self.elapsed().as_secs_f64());
+        if !failures.is_empty() {
+            bail!(
+                "{}\n--- ingot log ---\n{}",
+                failures.join("\n\n"),
+                tail(&self.ingot_log(), 60)
+            );
+        }
+        Ok(())
+    }
+
     /// The controller's log so far.
     pub fn ingot_log(&self) -> String {
         std::fs::read_to_string(&self.ingot_log).unwrap_or_default()

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use qemu_tests::disk_check::{check_wiped, partitions, read_config_drive};
 use qemu_tests::power::{BootDevice, PowerEvent};
 use qemu_tests::rack::bmc::{BmcMachine, StoredImage};
@@ -241,22 +241,13 @@ fn ipmi_and_redfish_machines_deploy_debian_and_cloud_init_lets_ssh_in() -> anyho
             )),
         }
     }
-    println!("{}", Timeline::table(&timelines));
     println!(
-        "image {} MiB raw, {} MiB stored; rack total {:.1} s; load average {}",
+        "image {} MiB raw, {} MiB stored; load average {}",
         image.size >> 20,
         image.stored_size >> 20,
-        rack.elapsed().as_secs_f64(),
         std::fs::read_to_string("/proc/loadavg")
             .context("reading the load average")?
             .trim()
     );
-    if !failures.is_empty() {
-        bail!(
-            "{}\n--- ingot log ---\n{}",
-            failures.join("\n\n"),
-            tail(&rack.ingot_log(), 60)
-        );
-    }
-    Ok(())
+    rack.conclude(&timelines, &failures)
 }

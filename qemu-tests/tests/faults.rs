@@ -440,16 +440,7 @@ fn deploy_and_clean_faults_on_lab_machines() -> anyhow::Result<()> {
         report(Ok(r), &m2, &mut timelines, &mut failures);
         println!("load after scenario 3: {}", uptime());
     }
-    println!("{}", Timeline::table(&timelines));
-    println!("rack total: {:.1} s", rack.elapsed().as_secs_f64());
-    if !failures.is_empty() {
-        bail!(
-            "{}\n--- ingot log ---\n{}",
-            failures.join("\n\n"),
-            qemu_tests::vm::tail(&rack.ingot_log(), 60)
-        );
-    }
-    Ok(())
+    rack.conclude(&timelines, &failures)
 }
 
 fn uptime() -> String {

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, ensure};
+use anyhow::ensure;
 use qemu_tests::disk_check::{check_wiped, mbr_partitions, probe, read_config_drive};
 use qemu_tests::marker_disk::{self, BIOS_MARKER, MarkerDisk, UEFI_MARKER};
 use qemu_tests::rack::steps::WriteFigures;
@@ -147,14 +147,5 @@ fn bios_and_uefi_machines_go_through_the_whole_lifecycle() -> anyhow::Result<()>
             Err(_) => failures.push(format!("{}: the scenario panicked", m.spec.name)),
         }
     }
-    println!("{}", Timeline::table(&timelines));
-    println!("rack total: {:.1} s", rack.elapsed().as_secs_f64());
-    if !failures.is_empty() {
-        bail!(
-            "{}\n--- ingot log ---\n{}",
-            failures.join("\n\n"),
-            qemu_tests::vm::tail(&rack.ingot_log(), 60)
-        );
-    }
-    Ok(())
+    rack.conclude(&timelines, &failures)
 }

@@ -104,15 +104,7 @@ fn run(keep: bool) -> anyhow::Result<()> {
             )),
         }
     }
-    println!("\n{}", Timeline::table(&timelines));
-    println!("rack total: {:.1} s", rack.elapsed().as_secs_f64());
-    if !failures.is_empty() {
-        bail!(
-            "{}\n--- ingot log ---\n{}",
-            failures.join("\n\n"),
-            tail(&rack.ingot_log(), 40)
-        );
-    }
+    rack.conclude(&timelines, &failures)?;
     println!("\n{}", rack.baremetal(&["node", "list"])?);
     if keep {
         let ns = rack.lab_name();
