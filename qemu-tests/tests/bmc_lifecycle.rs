@@ -18,7 +18,7 @@ use anyhow::{Context, ensure};
 use qemu_tests::disk_check::{check_wiped, partitions, read_config_drive};
 use qemu_tests::power::{BootDevice, PowerEvent};
 use qemu_tests::rack::bmc::{BmcMachine, StoredImage};
-use qemu_tests::rack::steps::{WriteFigures, driver_info_args};
+use qemu_tests::rack::steps::{self, WriteFigures, driver_info_args};
 use qemu_tests::rack::{Rack, RackOptions, Timeline};
 use qemu_tests::ssh::SshKey;
 use qemu_tests::vm::{Firmware, VmSpec, tail};
@@ -212,19 +212,7 @@ fn ipmi_and_redfish_machines_deploy_debian_and_cloud_init_lets_ssh_in() -> anyho
         .collect();
 
     let (rack, image, key) = (&rack, &image, &key);
-    let results: Vec<anyhow::Result<(Timeline, WriteFigures)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = cases
-            .iter()
-            .map(|c| s.spawn(move || lifecycle(rack, c, image, key)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the scenario panicked")))
-            })
-            .collect()
-    });
+    let results = steps::side_by_side(&cases, |c| lifecycle(rack, c, image, key));
     let mut timelines = Vec::new();
     let mut failures = Vec::new();
     for (r, c) in results.into_iter().zip(&cases) {

@@ -20,7 +20,7 @@ use anyhow::{Context, bail, ensure};
 use qemu_tests::marker_disk::{self, BIOS_MARKER, UEFI_MARKER};
 use qemu_tests::power::Machine;
 use qemu_tests::rack::bmc::BmcMachine;
-use qemu_tests::rack::steps::driver_info_args;
+use qemu_tests::rack::steps::{self, driver_info_args};
 use qemu_tests::rack::{Rack, RackOptions, Timeline};
 use qemu_tests::vm::{Firmware, VmSpec, tail};
 use serde_json::json;
@@ -79,19 +79,7 @@ fn run(keep: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let rack = &rack;
     let (checksum, url) = (&disk.zst_sha256, &url);
-    let results: Vec<anyhow::Result<Timeline>> = std::thread::scope(|s| {
-        let handles: Vec<_> = mates
-            .iter()
-            .map(|m| s.spawn(move || lifecycle(rack, m, started, url, checksum)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the scenario panicked")))
-            })
-            .collect()
-    });
+    let results = steps::side_by_side(&mates, |m| lifecycle(rack, m, started, url, checksum));
     let mut timelines = Vec::new();
     let mut failures = Vec::new();
     for (r, m) in results.into_iter().zip(&mates) {

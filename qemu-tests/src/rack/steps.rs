@@ -15,6 +15,29 @@ pub const AGENT_STEP_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest wait for a step that only talks to a BMC.
 pub const BMC_STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Runs `scenario` for every item on a thread of its own (the machines of a rack go through
+/// their steps side by side) and returns the results in the items' order; a panicking
+/// scenario becomes an error.
+pub fn side_by_side<I: Sync, T: Send>(
+    items: &[I],
+    scenario: impl Fn(&I) -> anyhow::Result<T> + Sync,
+) -> Vec<anyhow::Result<T>> {
+    let scenario = &scenario;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .iter()
+            .map(|item| s.spawn(move || scenario(item)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the scenario panicked")))
+            })
+            .collect()
+    })
+}
+
 /// `key=value` strings for `--driver-info` from a `driver_info` object (strings unquoted,
 /// other values as JSON).
 pub fn driver_info_args(info: &Value) -> Vec<String> {
