@@ -128,6 +128,25 @@ fn default_conductor_name() -> String {
         .unwrap_or_else(|| "ingot".to_owned())
 }
 
+/// The top-level keys of the configuration file (`api_listen`, `conductor`, ...), read off
+/// [`FileConfig`] itself so the list cannot drift from the struct.
+fn file_keys() -> Vec<String> {
+    match serde_json::to_value(FileConfig::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// PURE: whether an `INGOT_*` environment variable (prefix stripped, lower case, `__` turned
+/// into `.`) is configuration: its first key is one of the file's top-level keys. Other
+/// `INGOT_*` variables (`INGOT_URL` of the operator CLI, `INGOT_PYTHON` of the tests,
+/// `INGOT_LOG`, `INGOT_CONFIG`) belong to something else and must not break the server,
+/// while a misspelt key inside a known table still fails as in the file.
+pub fn is_config_env_key(key: &str, known: &[String]) -> bool {
+    let first = key.split('.').next().unwrap_or(key);
+    known.iter().any(|k| k.eq_ignore_ascii_case(first))
+}
+
 /// Builds the sqlite URL for a database file in the state directory.
 pub fn default_database_url(state_dir: &Path) -> String {
     format!("sqlite://{}", state_dir.join("ingot.db").display())
@@ -151,10 +170,11 @@ impl FileConfig {
                 }
             }
         }
+        let known = file_keys();
         fig = fig.merge(
             Env::prefixed("INGOT_")
                 .split("__")
-                .ignore(&["config", "log"]),
+                .filter(move |key| is_config_env_key(key.as_str(), &known)),
         );
         fig.extract().context("reading configuration")
     }
@@ -343,6 +363,40 @@ mod tests {
         std::fs::write(&p, "bogus = 1\n").expect("write");
         let err = FileConfig::load(Some(&p)).expect_err("unknown key");
         assert!(format!("{err:#}").contains("bogus"), "{err:#}");
+    }
+
+    #[test]
+    fn only_configuration_variables_are_read_from_the_environment() {
+        let known = file_keys();
+        for k in [
+            "api_listen",
+            "database",
+            "state_dir",
+            "conductor_name",
+            "max_body_bytes",
+            "conductor",
+            "netboot",
+            "discovery",
+        ] {
+            assert!(known.iter().any(|x| x == k), "{k} missing from {known:?}");
+        }
+        let cases = [
+            ("api_listen", true),
+            ("API_LISTEN", true),
+            ("conductor.max_concurrent_deploys", true),
+            ("conductor.typo", true),
+            ("netboot.mode", true),
+            ("url", false),
+            ("python", false),
+            ("log", false),
+            ("config", false),
+            ("clients_endpoint", false),
+            ("lab_chassis", false),
+            ("conductor_typo", false),
+        ];
+        for (key, want) in cases {
+            assert_eq!(is_config_env_key(key, &known), want, "{key}");
+        }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The real OpenStack clients against a running `ingot serve` (DESIGN.md §9).
 //!
-//! Creates (once, cached under the target directory) a Python venv with the pinned
-//! python-ironicclient and openstacksdk that `ironic-api-contract.md` was captured with, starts
-//! the `ingot` binary on a free 127.0.0.1 port with a fresh SQLite database, and runs
+//! Gets (built once by `python/venv`, cached under the target directory) the Python venv with
+//! the pinned python-ironicclient and openstacksdk that `ironic-api-contract.md` was captured
+//! with, starts the `ingot` binary on a free 127.0.0.1 port with a fresh SQLite database, and runs
 //! `tests/clients/cli_session.py` (the `baremetal` CLI) and `tests/clients/sdk_session.py`
 //! (openstacksdk). Each script asserts every step and ends with `N passed, M failed`.
 //!
@@ -18,50 +18,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// Pinned like the contract; keep in step with `xtask/src/pyvenv.rs` (same venv, same marker).
-const REQUIREMENTS: &[&str] = &["python-ironicclient==6.3.0", "openstacksdk==4.22.0"];
-const MARKER: &str = "ingot-requirements.txt";
-
-/// Returns the cached client venv, building it under a file lock if missing or outdated.
+/// The venv of the pinned clients (`python/clients.txt`, every package pinned in
+/// `python/clients.constraints.txt`), built once by the workspace's venv builder
+/// `python/venv` under its lock.
 fn clients_venv() -> PathBuf {
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    fs::create_dir_all(&tmp).expect("target tmp dir is creatable");
-    let dir = tmp.join("pyvenv-clients");
-    let lock = fs::File::create(dir.with_extension("lock")).expect("venv lock file is creatable");
-    lock.lock().expect("venv lock can be taken");
-    let want = format!("{}\n", REQUIREMENTS.join("\n"));
-    let python = dir.join("bin").join("python");
-    if python.exists() && fs::read_to_string(dir.join(MARKER)).ok().as_deref() == Some(&want) {
-        return dir;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = root.join("python/venv");
+    let mut cmd = Command::new(&script);
+    cmd.arg("clients").stderr(Stdio::inherit());
+    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+        // The target directory this test was built into (`<target>/tmp`'s parent).
+        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        if let Some(target) = tmp.parent() {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
     }
-    if dir.exists() {
-        fs::remove_dir_all(&dir).expect("stale venv is removable");
-    }
-    let interpreter = std::env::var("INGOT_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let status = Command::new(&interpreter)
-        .arg("-m")
-        .arg("venv")
-        .arg(&dir)
-        .status()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {interpreter} (install python3 and python3-venv): {e}")
-        });
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     assert!(
-        status.success(),
-        "{interpreter} -m venv failed: {status} (Debian: apt-get install python3-venv)"
+        out.status.success(),
+        "{} clients failed: {} (needs python3 and python3-venv)",
+        script.display(),
+        out.status
     );
-    let status = Command::new(dir.join("bin").join("pip"))
-        .args(["install", "--disable-pip-version-check", "--quiet"])
-        .args(REQUIREMENTS)
-        .status()
-        .expect("pip in the new venv runs");
-    assert!(
-        status.success(),
-        "pip install {} failed: {status}",
-        REQUIREMENTS.join(" ")
-    );
-    fs::write(dir.join(MARKER), want).expect("venv marker is writable");
-    dir
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim_end())
 }
 
 fn free_port() -> u16 {

@@ -35,6 +35,10 @@ impl Server {
             .arg("--state-dir")
             .arg(dir)
             .env("INGOT_LOG", "warn")
+            // Variables of the operator CLI and of the tests are not configuration: they
+            // must not break the server ("unknown field url").
+            .env("INGOT_URL", "http://127.0.0.1:1")
+            .env("INGOT_PYTHON", "/nonexistent/python3")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -200,6 +204,19 @@ async fn restart_keeps_nodes_and_cli_reads_them() {
         "{shown}"
     );
     assert!(!shown.contains("s3cret"), "{shown}");
+    // `ingot image` reads the same configuration: the CLI's variable does not break it.
+    let out = Command::new(INGOT)
+        .args(["image", "list", "--state-dir"])
+        .arg(dir.path())
+        .env("INGOT_URL", &url)
+        .env("INGOT_PYTHON", "/nonexistent/python3")
+        .output()
+        .expect("cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(INGOT)
         .args(["node", "show", "nope", "--url", &url])
         .output()

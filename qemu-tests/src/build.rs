@@ -1,4 +1,5 @@
-//! Builds what the tests boot or run: the agent initramfs and the `ingot` binary.
+//! Builds what the tests boot or run: the agent initramfs, the `ingot` binary, the Debian
+//! image and the Python venvs (through the workspace's one builder, `python/venv`).
 //!
 //! nextest runs every test in its own process, so each build runs under a cross-process file
 //! lock and at most once per process.
@@ -122,4 +123,23 @@ pub fn debian_image() -> anyhow::Result<PathBuf> {
         })
         .clone()
         .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// The Python venv `name` (`clients`, `sushy`): `python/NAME.txt` installed under the pins of
+/// `python/NAME.constraints.txt` into `<target>/pyvenv/NAME` by `python/venv`, which builds
+/// it once under its own lock. Returns the venv's directory.
+pub fn python_venv(name: &str) -> anyhow::Result<PathBuf> {
+    let script = workspace_root().join("python/venv");
+    let out = Command::new(&script)
+        .arg(name)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| anyhow::anyhow!("running {}: {e}", script.display()))?;
+    if !out.status.success() {
+        anyhow::bail!("{} {name} failed: {}", script.display(), out.status);
+    }
+    let dir = String::from_utf8(out.stdout)
+        .map_err(|_| anyhow::anyhow!("{} {name}: path is not UTF-8", script.display()))?;
+    Ok(PathBuf::from(dir.trim_end()))
 }

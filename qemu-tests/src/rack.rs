@@ -36,10 +36,6 @@ use crate::vm::{BootOrder, Firmware, VmSpec, tail};
 pub const API: &str = "http://127.0.0.1:6385";
 /// Port of the image HTTP server on the bridge.
 pub const IMAGE_PORT: u16 = 8081;
-/// The python-ironicclient the API contract was captured with; the same venv (path, pins,
-/// marker) as `controller/tests/ironic_clients.rs` and `xtask/src/pyvenv.rs`.
-const CLIENT_REQUIREMENTS: &[&str] = &["python-ironicclient==6.3.0", "openstacksdk==4.22.0"];
-const VENV_MARKER: &str = "ingot-requirements.txt";
 /// Provision states a wait never recovers from on its own.
 const FAILED_STATES: &[&str] = &[
     "deploy failed",
@@ -672,48 +668,10 @@ impl Drop for Rack {
     }
 }
 
-/// Returns the cached client venv, building it under a file lock if missing or outdated.
+/// The venv of the pinned OpenStack clients (`python/clients.txt`: the `baremetal` CLI the API
+/// contract was captured with), built once by `python/venv`.
 pub fn clients_venv() -> anyhow::Result<PathBuf> {
-    let tmp = crate::build::target_dir().join("tmp");
-    std::fs::create_dir_all(&tmp)?;
-    let dir = tmp.join("pyvenv-clients");
-    let lock = std::fs::File::create(dir.with_extension("lock"))?;
-    lock.lock().context("locking the venv")?;
-    let want = format!("{}\n", CLIENT_REQUIREMENTS.join("\n"));
-    if dir.join("bin/baremetal").exists()
-        && std::fs::read_to_string(dir.join(VENV_MARKER))
-            .ok()
-            .as_deref()
-            == Some(&want)
-    {
-        return Ok(dir);
-    }
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
-    }
-    let python = std::env::var("INGOT_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let status = Command::new(&python)
-        .arg("-m")
-        .arg("venv")
-        .arg(&dir)
-        .status()
-        .with_context(|| format!("running {python} -m venv (Debian: python3-venv)"))?;
-    if !status.success() {
-        bail!("{python} -m venv failed: {status}");
-    }
-    let status = Command::new(dir.join("bin/pip"))
-        .args(["install", "--disable-pip-version-check", "--quiet"])
-        .args(CLIENT_REQUIREMENTS)
-        .status()
-        .context("running pip")?;
-    if !status.success() {
-        bail!(
-            "pip install {} failed: {status}",
-            CLIENT_REQUIREMENTS.join(" ")
-        );
-    }
-    std::fs::write(dir.join(VENV_MARKER), want)?;
-    Ok(dir)
+    crate::build::python_venv("clients")
 }
 
 /// Durations of the phases of one scenario (one machine), printed as they end.

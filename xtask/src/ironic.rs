@@ -14,23 +14,18 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use crate::paths::{target_dir, workspace_root};
-use crate::pyvenv::{CLIENT_REQUIREMENTS, Venv};
+use crate::pyvenv::Venv;
 use crate::server::{ServerProcess, free_port};
 
-/// The peer version DESIGN.md §7 compares against.
-pub const IRONIC_REQUIREMENT: &str = "ironic==39.0.0";
-
-/// The cached venv holding Ironic.
+/// The cached venv holding Ironic (the peer version DESIGN.md §7 compares against, pinned in
+/// `python/ironic.txt`).
 pub fn venv() -> anyhow::Result<Venv> {
-    Venv::ensure(&target_dir().join("pyvenv-ironic"), &[IRONIC_REQUIREMENT])
+    Venv::ensure("ironic")
 }
 
-/// The cached venv holding the pinned clients (shared with the controller's integration test).
+/// The cached venv holding the pinned clients (shared with the tests).
 pub fn clients_venv() -> anyhow::Result<Venv> {
-    Venv::ensure(
-        &target_dir().join("tmp").join("pyvenv-clients"),
-        CLIENT_REQUIREMENTS,
-    )
+    Venv::ensure("clients")
 }
 
 fn config(dir: &Path, port: u16) -> String {

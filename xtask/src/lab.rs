@@ -7,14 +7,18 @@ use anyhow::{Context as _, bail};
 
 use crate::paths::{cargo, workspace_root};
 
-/// Builds `ingot-lab` and runs it with `args`, streaming its output.
+/// Builds every binary the rack runs and runs `ingot-lab` with `args`, streaming its output.
+///
+/// `ingot-lab` runs `lab-chassis` (each `ipmi_sim`'s chassis control program) from the same
+/// directory, so all of `qemu-tests`' binaries are built here; `ingot-lab` builds `ingot`
+/// and the agent ramdisk itself. A fresh clone therefore needs nothing built beforehand.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let st = cargo()
-        .args(["build", "-p", "qemu-tests", "--bin", "ingot-lab"])
+        .args(["build", "-p", "qemu-tests", "--bins"])
         .status()
-        .context("building ingot-lab")?;
+        .context("building the lab binaries (ingot-lab, lab-chassis)")?;
     if !st.success() {
-        bail!("building ingot-lab failed");
+        bail!("building the lab binaries (cargo build -p qemu-tests --bins) failed");
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)

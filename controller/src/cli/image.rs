@@ -3,15 +3,20 @@
 //! `--state-dir`). These commands work on the files directly; a running `ingot serve`
 //! sees the change at the next request.
 
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::table;
+use super::watch::{Progress, bar, human_bytes as human, progress_text};
 use crate::config::FileConfig;
-use crate::images::{CompressOptions, ImageRecord, ImageStore, ImportOptions};
+use crate::images::{
+    CompressOptions, ImageRecord, ImageStore, ImportOptions, ImportProgress, ProgressSink,
+};
 
 /// Where the image store is: the state dir of the controller's configuration.
 #[derive(Debug, Args)]
@@ -90,9 +95,15 @@ fn execute(store: &ImageStore, command: ImageCommand) -> anyhow::Result<String> 
             let started = Instant::now();
             let opts = ImportOptions {
                 compress,
+                progress: progress_drawer(std::io::stderr().is_terminal()),
                 ..Default::default()
             };
-            let r = store.import(&file, name.as_deref(), &opts)?;
+            let r = store.import(&file, name.as_deref(), &opts);
+            if std::io::stderr().is_terminal() {
+                // Leave the redrawn progress line.
+                eprintln!();
+            }
+            let r = r?;
             let secs = started.elapsed().as_secs_f64();
             format!(
                 "imported {} ({}): {} raw -> {} stored ({:.1}%) in {secs:.1} s, {:.0} MB/s\n\
@@ -161,25 +172,136 @@ fn row(r: &ImageRecord) -> Vec<String> {
     ]
 }
 
-/// Bytes in binary units with one decimal.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < UNITS.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes} B")
+/// PURE: the progress line of an import at `now`: `convert qcow2 45%`, or
+/// `compress 50% 1.0 GiB/2.0 GiB 350.2 MB/s ETA 0:03` (the bar in front on a terminal).
+pub fn import_line(p: &ImportProgress, now: Instant, tty: bool) -> String {
+    let (pct, text) = match *p {
+        ImportProgress::Convert {
+            format,
+            percent,
+            started,
+        } => {
+            let secs = now.saturating_duration_since(started).as_secs();
+            (
+                percent as u64,
+                format!("convert {format} to raw {percent:.0}% ({secs} s)"),
+            )
+        }
+        ImportProgress::Compress {
+            done,
+            total,
+            started,
+        } => {
+            let elapsed = now.saturating_duration_since(started);
+            let rate = (done as f64 / elapsed.as_secs_f64().max(1e-3)) as u64;
+            let p = Progress {
+                phase: "compress".into(),
+                bytes_fetched: done,
+                bytes_written: done,
+                bytes_total: Some(total),
+                rate_bps: rate,
+                elapsed_ms: elapsed.as_millis() as u64,
+            };
+            (p.percent().unwrap_or(0), progress_text(&p))
+        }
+    };
+    if tty {
+        format!("{} {text}", bar(pct, 20))
     } else {
-        format!("{v:.1} {}", UNITS[i])
+        text
     }
+}
+
+/// PURE: whether a report is drawn: always when it starts a new phase or tenth (`step`), and
+/// on a terminal also when the line is 100 ms old.
+fn should_draw(tty: bool, last: Option<(Instant, u64)>, now: Instant, step: u64) -> bool {
+    match last {
+        None => true,
+        Some((at, last_step)) => {
+            step != last_step || (tty && now.saturating_duration_since(at) >= DRAW_EVERY)
+        }
+    }
+}
+
+const DRAW_EVERY: Duration = Duration::from_millis(100);
+
+/// A sink that draws on stderr: one line redrawn in place on a terminal, plain lines
+/// otherwise.
+fn progress_drawer(tty: bool) -> ProgressSink {
+    let last: Mutex<Option<(Instant, u64)>> = Mutex::new(None);
+    ProgressSink::new(move |p| {
+        let now = Instant::now();
+        // A step: the phase and the tenth it is in (0-10 convert, 20-30 compress).
+        let step = match *p {
+            ImportProgress::Convert { percent, .. } => (percent as u64) / 10,
+            ImportProgress::Compress { done, total, .. } => {
+                20 + (u128::from(done) * 10 / u128::from(total.max(1))) as u64
+            }
+        };
+        let Ok(mut last) = last.lock() else {
+            return;
+        };
+        if !should_draw(tty, *last, now, step) {
+            return;
+        }
+        *last = Some((now, step));
+        let line = import_line(p, now, tty);
+        let mut err = std::io::stderr().lock();
+        let _ = if tty {
+            write!(err, "\r\x1b[2K{line}")
+        } else {
+            writeln!(err, "{line}")
+        };
+        let _ = err.flush();
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::human;
+    use super::*;
+
+    #[test]
+    fn import_lines() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(2);
+        let c = ImportProgress::Compress {
+            done: 512 << 20,
+            total: 1 << 30,
+            started: t0,
+        };
+        assert_eq!(
+            import_line(&c, later, false),
+            "compress 50% 512.0 MiB/1.0 GiB 268.4 MB/s ETA 0:02"
+        );
+        assert_eq!(
+            import_line(&c, later, true),
+            "[##########----------] compress 50% 512.0 MiB/1.0 GiB 268.4 MB/s ETA 0:02"
+        );
+        let v = ImportProgress::Convert {
+            format: "qcow2",
+            percent: 45.0,
+            started: t0,
+        };
+        assert_eq!(
+            import_line(&v, later, false),
+            "convert qcow2 to raw 45% (2 s)"
+        );
+    }
+
+    #[test]
+    fn draws_sparingly() {
+        let t0 = Instant::now();
+        let soon = t0 + Duration::from_millis(10);
+        let later = t0 + Duration::from_millis(150);
+        // First report always; in a log only when the tenth changes.
+        assert!(should_draw(false, None, t0, 20));
+        assert!(!should_draw(false, Some((t0, 20)), later, 20));
+        assert!(should_draw(false, Some((t0, 20)), soon, 21));
+        // On a terminal also every 100 ms.
+        assert!(!should_draw(true, Some((t0, 21)), soon, 21));
+        assert!(should_draw(true, Some((t0, 21)), later, 21));
+        assert!(should_draw(true, Some((t0, 28)), soon, 29));
+    }
 
     #[test]
     fn sizes() {

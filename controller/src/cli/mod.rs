@@ -21,7 +21,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the controller: API, conductor (and later DHCP, TFTP, HTTP boot).
+    /// Run the controller: operator API, conductor, agent API and, with `[netboot]`, DHCP,
+    /// TFTP and the HTTP boot listener.
     Serve(ServeArgs),
     /// Inspect nodes through the API.
     Node {

@@ -69,8 +69,14 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Compresses `src` into a new file `dst` (which must not exist) and fsyncs it.
-pub fn compress_file(src: &Path, dst: &Path, opts: CompressOptions) -> io::Result<Compressed> {
+/// Compresses `src` into a new file `dst` (which must not exist) and fsyncs it; calls
+/// `progress(raw bytes read, raw size)` after each block.
+pub fn compress_file(
+    src: &Path,
+    dst: &Path,
+    opts: CompressOptions,
+    progress: &dyn Fn(u64, u64),
+) -> io::Result<Compressed> {
     let mut input = File::open(src)?;
     let size_hint = input.metadata()?.len();
     let out = File::options().write(true).create_new(true).open(dst)?;
@@ -110,6 +116,7 @@ pub fn compress_file(src: &Path, dst: &Path, opts: CompressOptions) -> io::Resul
             if tx.send(Arc::new(block)).is_err() {
                 return Err(io::Error::other("raw hashing thread stopped"));
             }
+            progress(raw_size, size_hint);
         }
     })();
     drop(tx);
@@ -173,6 +180,7 @@ mod tests {
         }
         std::fs::write(&src, &data).expect("write");
         let dst = dir.path().join("disk.raw.zst");
+        let seen = std::sync::Mutex::new(Vec::new());
         let got = compress_file(
             &src,
             &dst,
@@ -180,8 +188,16 @@ mod tests {
                 level: 3,
                 threads: 2,
             },
+            &|done, total| seen.lock().expect("lock").push((done, total)),
         )
         .expect("compress");
+        // One report per block, the last one at the end of the disk.
+        let len = data.len() as u64;
+        let b = BLOCK as u64;
+        assert_eq!(
+            seen.into_inner().expect("lock"),
+            vec![(b, len), (2 * b, len), (3 * b, len), (len, len)]
+        );
         let stored = std::fs::read(&dst).expect("read");
         assert_eq!(got.raw_size, data.len() as u64);
         assert_eq!(got.stored_size, stored.len() as u64);
@@ -189,6 +205,6 @@ mod tests {
         assert_eq!(got.stored_sha256, hex_lower(&Sha256::digest(&stored)));
         assert_eq!(zstd::decode_all(stored.as_slice()).expect("decode"), data);
         // The destination is never overwritten.
-        assert!(compress_file(&src, &dst, CompressOptions::default()).is_err());
+        assert!(compress_file(&src, &dst, CompressOptions::default(), &|_, _| {}).is_err());
     }
 }

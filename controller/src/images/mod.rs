@@ -11,10 +11,11 @@
 pub mod compress;
 pub mod format;
 pub mod http;
+pub mod progress;
 pub mod resolve;
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, BufRead as _, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use compress::CompressOptions;
 use format::{FormatError, SourceFormat};
+pub use progress::{ImportProgress, ProgressSink};
 
 /// File name of the stored (compressed) disk in an image directory.
 pub const DATA_FILE: &str = "image.raw.zst";
@@ -101,6 +103,8 @@ pub struct ImportOptions {
     pub compress: CompressOptions,
     /// The `qemu-img` program.
     pub qemu_img: PathBuf,
+    /// Where progress goes (nowhere by default).
+    pub progress: ProgressSink,
 }
 
 impl Default for ImportOptions {
@@ -108,6 +112,7 @@ impl Default for ImportOptions {
         ImportOptions {
             compress: CompressOptions::default(),
             qemu_img: PathBuf::from("qemu-img"),
+            progress: ProgressSink::default(),
         }
     }
 }
@@ -273,13 +278,21 @@ impl ImageStore {
             SourceFormat::Raw => src.to_path_buf(),
             SourceFormat::Convert(f) => {
                 let out = work.path.join("converted.raw");
-                convert(&opts.qemu_img, f, src, &out)?;
+                convert(&opts.qemu_img, f, src, &out, &opts.progress)?;
                 out
             }
         };
         let data = work.path.join(DATA_FILE);
-        let c = compress::compress_file(&raw, &data, opts.compress)
-            .map_err(io_err(format!("compressing {}", raw.display())))?;
+        let started = std::time::Instant::now();
+        let sink = &opts.progress;
+        let c = compress::compress_file(&raw, &data, opts.compress, &|done, total| {
+            sink.report(&ImportProgress::Compress {
+                done,
+                total,
+                started,
+            })
+        })
+        .map_err(io_err(format!("compressing {}", raw.display())))?;
         if raw != src {
             std::fs::remove_file(&raw).map_err(io_err("removing the converted raw disk"))?;
         }
@@ -381,24 +394,57 @@ fn convert(
     format: &'static str,
     src: &Path,
     out: &Path,
+    progress: &ProgressSink,
 ) -> Result<(), ImageError> {
-    let result = Command::new(qemu_img)
-        .args(["convert", "-q", "-f", format, "-O", "raw"])
+    let spawned = Command::new(qemu_img)
+        .args(["convert", "-p", "-f", format, "-O", "raw"])
         .arg(src)
         .arg(out)
         .stdin(Stdio::null())
-        .output();
-    let output = match result {
-        Ok(o) => o,
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(ImageError::QemuImgMissing { format });
         }
         Err(e) => return Err(io_err(format!("running {}", qemu_img.display()))(e)),
     };
-    if !output.status.success() {
+    // stderr is read on its own thread so neither pipe can fill up and stall qemu-img.
+    let stderr = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = e.read_to_string(&mut text);
+            text
+        })
+    });
+    let started = std::time::Instant::now();
+    progress.report(&ImportProgress::Convert {
+        format,
+        percent: 0.0,
+        started,
+    });
+    if let Some(stdout) = child.stdout.take() {
+        // `-p` redraws one line with carriage returns.
+        for chunk in BufReader::new(stdout).split(b'\r').map_while(Result::ok) {
+            if let Some(percent) = progress::qemu_img_percent(&String::from_utf8_lossy(&chunk)) {
+                progress.report(&ImportProgress::Convert {
+                    format,
+                    percent,
+                    started,
+                });
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(io_err(format!("waiting for {}", qemu_img.display())))?;
+    let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+    if !status.success() {
         return Err(ImageError::Convert {
             format,
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            stderr: stderr.trim().to_owned(),
         });
     }
     Ok(())

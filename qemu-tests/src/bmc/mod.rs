@@ -3,7 +3,7 @@
 //! - [`IpmiBmc`]: OpenIPMI's `ipmi_sim` (IPMI 2.0 lanplus, cipher suite 3; ipmi_sim has no
 //!   suite 17) whose chassis control program is `lab-chassis`, which asks the machine's
 //!   power socket ([`crate::power`]).
-//! - [`RedfishBmc`]: sushy-tools' emulator (pinned [`redfish::SUSHY_VERSION`], installed
+//! - [`RedfishBmc`]: sushy-tools' emulator (pinned in `python/sushy.txt`, installed
 //!   into a venv under the target directory) with its fake systems driver; its external
 //!   notifier tells a small HTTP endpoint in the test process about every power and boot
 //!   change, which switches the machine. HTTPS with a throwaway CA.

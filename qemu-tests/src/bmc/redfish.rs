@@ -38,8 +38,6 @@ use crate::netns::Lab;
 use crate::power::{BootDevice, Machine, Request};
 use crate::vm::{Firmware, VmSpec};
 
-/// The sushy-tools release the lab uses (the same venv as the controller's tests).
-pub const SUSHY_VERSION: &str = "2.2.0";
 /// The HTTPS port every lab Redfish BMC listens on (each has its own address).
 pub const PORT: u16 = 443;
 
@@ -63,7 +61,7 @@ impl std::fmt::Debug for RedfishBmc {
 
 impl RedfishBmc {
     /// Creates the machine (powered off) in `<dir>/<name>` and starts its BMC; installs
-    /// sushy-tools into `<target>/sushy-venv` on first use (PyPI).
+    /// sushy-tools (`python/sushy.txt`, pinned) into `<target>/pyvenv/sushy` on first use.
     pub fn start(lab: &mut Lab, spec: VmSpec, dir: &Path) -> anyhow::Result<RedfishBmc> {
         let bin = sushy_venv()?;
         let machine = Arc::new(Machine::create(lab, spec, dir)?);
@@ -402,31 +400,17 @@ fn notification(
     result
 }
 
-/// The venv's bin directory, installing sushy-tools on first use (serialized across test
-/// processes by a lock file next to it).
+/// The sushy-tools venv's bin directory, built on first use by `python/venv` (which
+/// serialises test processes with its lock file).
 pub fn sushy_venv() -> anyhow::Result<PathBuf> {
     static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    VENV.get_or_init(|| install_venv().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow::anyhow!(e))
-}
-
-fn install_venv() -> anyhow::Result<PathBuf> {
-    let dir = crate::build::target_dir().join("sushy-venv");
-    let marker = dir.join(format!(".ingot-sushy-{SUSHY_VERSION}"));
-    let lock = std::fs::File::create(dir.with_extension("lock")).context("venv lock file")?;
-    lock.lock().context("locking the venv")?;
-    if !marker.exists() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
-        run(Command::new(dir.join("bin/pip")).args([
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            &format!("sushy-tools=={SUSHY_VERSION}"),
-        ]))?;
-        std::fs::write(&marker, b"").context("writing the venv marker")?;
-    }
-    Ok(dir.join("bin"))
+    VENV.get_or_init(|| {
+        crate::build::python_venv("sushy")
+            .map(|dir| dir.join("bin"))
+            .map_err(|e| format!("{e:#}"))
+    })
+    .clone()
+    .map_err(|e| anyhow::anyhow!(e))
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
