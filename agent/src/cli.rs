@@ -294,31 +294,12 @@ fn wipe_cmd(a: WipeArgs) -> anyhow::Result<ExitCode> {
         WipeModeArg::Full => proto::WipeMode::Full,
         WipeModeArg::Secure => proto::WipeMode::Secure,
     };
-    let mut skipped = Vec::new();
-    let devices: Vec<PathBuf> = if a.all {
-        let root = std::path::Path::new("/");
-        let boot = select::boot_disks(root);
-        let mut v = Vec::new();
-        for d in crate::inventory::block::disks(root).context("listing disks")? {
-            match select::skip_reason(&d, &boot) {
-                Some(why) => skipped.push(proto::WipeDiskResult {
-                    device: d.name.clone(),
-                    mode,
-                    ok: false,
-                    method: None,
-                    cleared: vec![],
-                    skipped: Some(why),
-                    error: None,
-                    elapsed_ms: 0,
-                }),
-                None => v.push(PathBuf::from(d.name)),
-            }
-        }
-        v
+    let (devices, skipped) = if a.all {
+        select::plan(std::path::Path::new("/"), mode)?
     } else {
-        a.device
+        (a.device, vec![])
     };
-    if devices.is_empty() && skipped.is_empty() {
+    if devices.is_empty() {
         anyhow::bail!("no device given: use --device PATH (repeatable) or --all");
     }
     let mut report = crate::wipe::wipe_all(&devices, mode);

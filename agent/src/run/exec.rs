@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use proto::protocol::{Command, ConfigDrive, DeployCommand, LookupRequest, Report};
-use proto::{AgentEvent, ErrorReport, Inventory, WipeDiskResult, WipeMode, WipeReport};
+use proto::{AgentEvent, ErrorReport, Inventory, WipeMode, WipeReport};
 
 use crate::events::EventSink;
 use crate::image::fetch::FetchOptions;
@@ -96,36 +96,9 @@ impl Host for LiveHost {
     }
 }
 
-/// Every disk `wipe` with no device list touches, and the skipped ones with their reason.
-pub fn eligible_disks(
-    root: &Path,
-    mode: WipeMode,
-) -> anyhow::Result<(Vec<PathBuf>, Vec<WipeDiskResult>)> {
-    use crate::wipe::select;
-    let boot = select::boot_disks(root);
-    let mut go = Vec::new();
-    let mut skipped = Vec::new();
-    for d in crate::inventory::block::disks(root).context("listing disks")? {
-        match select::skip_reason(&d, &boot) {
-            Some(why) => skipped.push(WipeDiskResult {
-                device: d.name.clone(),
-                mode,
-                ok: false,
-                method: None,
-                cleared: vec![],
-                skipped: Some(why),
-                error: None,
-                elapsed_ms: 0,
-            }),
-            None => go.push(PathBuf::from(d.name)),
-        }
-    }
-    Ok((go, skipped))
-}
-
 fn wipe(mode: WipeMode, devices: &[String], sink: &dyn EventSink) -> Report {
     let (list, skipped) = if devices.is_empty() {
-        match eligible_disks(Path::new("/"), mode) {
+        match crate::wipe::select::plan(Path::new("/"), mode) {
             Ok(v) => v,
             Err(e) => return failed(&e, Some(proto::Phase::Wipe)),
         }

@@ -1,10 +1,69 @@
 //! Which disks `wipe --all` touches: every disk except virtual media (BMC-emulated CD/USB)
 //! and the medium we booted from. A read-only disk is not skipped: it may hold the last
-//! tenant's data, so opening it for the wipe fails and cleaning fails closed.
+//! tenant's data, so opening it for the wipe fails and cleaning fails closed. Finding no
+//! disk to wipe is a failure too: a wipe that touched nothing proves nothing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use proto::Disk;
+use anyhow::Context as _;
+use proto::{Disk, WipeDiskResult, WipeMode};
+
+/// The disks `wipe --all` (and the controller's `wipe` with no device list) wipes, found
+/// under `root`, and the ones it passes over with the reason. Fails when nothing is left to
+/// wipe.
+pub fn plan(root: &Path, mode: WipeMode) -> anyhow::Result<(Vec<PathBuf>, Vec<WipeDiskResult>)> {
+    let boot = boot_disks(root);
+    let disks = crate::inventory::block::disks(root).context("listing disks")?;
+    let (go, skipped) = split(&disks, &boot, mode);
+    if go.is_empty() {
+        anyhow::bail!("{}", nothing_to_wipe(&skipped));
+    }
+    Ok((go, skipped))
+}
+
+/// PURE: the disks to wipe and the skipped ones (as failed-to-nothing results with the reason).
+pub fn split(
+    disks: &[Disk],
+    boot_disks: &[String],
+    mode: WipeMode,
+) -> (Vec<PathBuf>, Vec<WipeDiskResult>) {
+    let mut go = Vec::new();
+    let mut skipped = Vec::new();
+    for d in disks {
+        match skip_reason(d, boot_disks) {
+            Some(why) => skipped.push(WipeDiskResult {
+                device: d.name.clone(),
+                mode,
+                ok: false,
+                method: None,
+                cleared: vec![],
+                skipped: Some(why),
+                error: None,
+                elapsed_ms: 0,
+            }),
+            None => go.push(PathBuf::from(&d.name)),
+        }
+    }
+    (go, skipped)
+}
+
+/// PURE: why a wipe with nothing to wipe fails, naming what was passed over.
+pub fn nothing_to_wipe(skipped: &[WipeDiskResult]) -> String {
+    if skipped.is_empty() {
+        return "no disk found to wipe".into();
+    }
+    let list: Vec<String> = skipped
+        .iter()
+        .map(|d| {
+            format!(
+                "{} ({})",
+                d.device,
+                d.skipped.as_deref().unwrap_or("skipped")
+            )
+        })
+        .collect();
+    format!("no disk found to wipe (passed over: {})", list.join(", "))
+}
 
 /// Why a disk is skipped, or None to wipe it.
 pub fn skip_reason(d: &Disk, boot_disks: &[String]) -> Option<String> {
@@ -69,6 +128,31 @@ mod tests {
             name: name.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_wipe_with_nothing_to_wipe_fails() {
+        let boot = vec!["/dev/sda".to_string()];
+        let (go, skipped) = split(&[], &boot, WipeMode::Metadata);
+        assert!(go.is_empty() && skipped.is_empty());
+        assert_eq!(nothing_to_wipe(&skipped), "no disk found to wipe");
+        let (go, skipped) = split(
+            &[d("/dev/sda"), d("/dev/sr0")].map(|x| Disk {
+                removable: x.name.starts_with("/dev/sr"),
+                ..x
+            }),
+            &boot,
+            WipeMode::Full,
+        );
+        assert!(go.is_empty());
+        assert_eq!(
+            nothing_to_wipe(&skipped),
+            "no disk found to wipe (passed over: /dev/sda (boot medium), /dev/sr0 (virtual media))"
+        );
+        let (go, skipped) = split(&[d("/dev/sda"), d("/dev/vda")], &boot, WipeMode::Full);
+        assert_eq!(go, vec![PathBuf::from("/dev/vda")]);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].mode, WipeMode::Full);
     }
 
     #[test]
