@@ -304,6 +304,9 @@ fn wipe_cmd(a: WipeArgs) -> anyhow::Result<ExitCode> {
     }
     let mut report = crate::wipe::wipe_all(&devices, mode);
     report.disks.extend(skipped);
+    if let Ok(disks) = crate::inventory::block::disks(std::path::Path::new("/")) {
+        select::identify(&mut report, &disks);
+    }
     let ok = report.ok;
     let sink = ConsoleSink { json: false };
     sink.emit(&AgentEvent::WipeDone(report.clone()));

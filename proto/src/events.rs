@@ -121,6 +121,78 @@ pub struct WipeDiskResult {
     pub error: Option<String>,
     /// Milliseconds spent.
     pub elapsed_ms: u64,
+    /// Which disk this is, beyond its name (the controller matches it with the inventory).
+    #[serde(default, flatten)]
+    pub id: DiskId,
+}
+
+/// What identifies a disk across boots and renames: its serial, WWN and `/dev/disk/by-path`
+/// name (from the inventory's [`crate::Disk`]), and its size in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskId {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wwn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+impl DiskId {
+    /// The identity of an inventory disk.
+    pub fn of(d: &crate::Disk) -> Self {
+        DiskId {
+            serial: d.serial.clone().filter(|s| !s.is_empty()),
+            wwn: d.wwn.clone().filter(|s| !s.is_empty()),
+            by_path: d.by_path.clone().filter(|s| !s.is_empty()),
+            size: Some(d.size),
+        }
+    }
+
+    /// Whether nothing identifies the disk (no serial, WWN or by-path name).
+    pub fn is_anonymous(&self) -> bool {
+        self.serial.is_none() && self.wwn.is_none() && self.by_path.is_none()
+    }
+
+    /// PURE: whether `self` and `other` are the same disk: the WWN decides when both have
+    /// one, else the serial, else the by-path name; never the device name, which can change
+    /// between boots.
+    pub fn same_disk(&self, other: &DiskId) -> bool {
+        fn pick<'a>(a: &'a Option<String>, b: &'a Option<String>) -> Option<(&'a str, &'a str)> {
+            Some((a.as_deref()?, b.as_deref()?))
+        }
+        if let Some((a, b)) = pick(&self.wwn, &other.wwn) {
+            return a.eq_ignore_ascii_case(b);
+        }
+        if let Some((a, b)) = pick(&self.serial, &other.serial) {
+            return a == b;
+        }
+        if let Some((a, b)) = pick(&self.by_path, &other.by_path) {
+            return a == b;
+        }
+        false
+    }
+
+    /// `serial S` / `wwn W` / `by-path P` for messages, or `no identity`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = &self.serial {
+            parts.push(format!("serial {s}"));
+        }
+        if let Some(w) = &self.wwn {
+            parts.push(format!("wwn {w}"));
+        }
+        if let Some(p) = &self.by_path {
+            parts.push(format!("by-path {p}"));
+        }
+        if parts.is_empty() {
+            "no serial, WWN or by-path".into()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 /// Per-disk results of a wipe job.

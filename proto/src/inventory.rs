@@ -140,6 +140,20 @@ pub struct Disk {
     pub removable: bool,
 }
 
+impl Disk {
+    /// Whether the disk is virtual media (a BMC's emulated CD or USB stick), told by its
+    /// driver and transport, never by a word in the model string: an optical drive (the `sr`
+    /// driver, `/dev/srN`) on any transport, or a removable disk on USB. A wipe passes over
+    /// it and the controller does not expect it to be wiped.
+    pub fn is_virtual_media(&self) -> bool {
+        let optical = self
+            .name
+            .strip_prefix("/dev/sr")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        optical || (self.removable && self.transport.as_deref() == Some("usb"))
+    }
+}
+
 /// SMBIOS system information (type 1) plus firmware (type 0).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SystemVendor {

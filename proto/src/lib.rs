@@ -10,7 +10,7 @@ pub mod inventory;
 pub mod protocol;
 
 pub use events::{
-    AgentEvent, ErrorReport, Phase, PhaseTiming, ProgressEvent, WipeDiskResult, WipeMode,
+    AgentEvent, DiskId, ErrorReport, Phase, PhaseTiming, ProgressEvent, WipeDiskResult, WipeMode,
     WipeReport, WriteImageResult,
 };
 pub use hints::{RootDeviceHints, SizeHint, SizeHintError, SizeOp};

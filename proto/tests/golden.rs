@@ -174,6 +174,12 @@ fn events_golden() {
                     skipped: None,
                     error: None,
                     elapsed_ms: 12,
+                    id: DiskId {
+                        serial: Some("S3EVNX0K123456".into()),
+                        wwn: None,
+                        by_path: Some("pci-0000:00:1f.2-ata-1".into()),
+                        size: Some(480_103_981_056),
+                    },
                 },
                 WipeDiskResult {
                     device: "/dev/sdb".into(),
@@ -184,6 +190,7 @@ fn events_golden() {
                     skipped: None,
                     error: Some("device is read-only".into()),
                     elapsed_ms: 0,
+                    id: Default::default(),
                 },
             ],
         }),
@@ -199,4 +206,75 @@ fn events_golden() {
 #[test]
 fn protocol_version_is_one() {
     assert_eq!(PROTOCOL_VERSION, 1);
+}
+
+#[test]
+fn disks_are_matched_by_identity_not_name() {
+    let id = |serial: Option<&str>, wwn: Option<&str>, path: Option<&str>| DiskId {
+        serial: serial.map(Into::into),
+        wwn: wwn.map(Into::into),
+        by_path: path.map(Into::into),
+        size: None,
+    };
+    let cases = [
+        // WWN decides when both have one, even if the serials differ.
+        (
+            id(Some("A"), Some("0x5000"), None),
+            id(Some("B"), Some("0X5000"), None),
+            true,
+        ),
+        (
+            id(Some("A"), Some("0x5000"), None),
+            id(Some("A"), Some("0x5001"), None),
+            false,
+        ),
+        // Else the serial, else the by-path name.
+        (
+            id(Some("A"), None, Some("p1")),
+            id(Some("A"), Some("0x1"), Some("p2")),
+            true,
+        ),
+        (id(Some("A"), None, None), id(Some("B"), None, None), false),
+        (
+            id(None, None, Some("p1")),
+            id(Some("A"), None, Some("p1")),
+            true,
+        ),
+        // Nothing in common: never the same disk.
+        (id(Some("A"), None, None), id(None, None, Some("p1")), false),
+        (id(None, None, None), id(None, None, None), false),
+    ];
+    for (a, b, want) in cases {
+        assert_eq!(a.same_disk(&b), want, "{a:?} vs {b:?}");
+        assert_eq!(b.same_disk(&a), want, "{b:?} vs {a:?}");
+    }
+    assert!(id(None, None, None).is_anonymous());
+    assert_eq!(
+        id(Some("A"), None, Some("p1")).describe(),
+        "serial A, by-path p1"
+    );
+}
+
+#[test]
+fn virtual_media_is_told_by_driver_and_transport() {
+    let disk = |name: &str, transport: Option<&str>, removable: bool, model: &str| Disk {
+        name: name.into(),
+        transport: transport.map(Into::into),
+        removable,
+        model: Some(model.into()),
+        ..Default::default()
+    };
+    let cases = [
+        (disk("/dev/sr0", Some("usb"), true, "Virtual CDROM"), true),
+        (disk("/dev/sr1", Some("sata"), true, "DVD-ROM"), true),
+        (disk("/dev/sdb", Some("usb"), true, "Virtual Floppy"), true),
+        // A word in the model string is not enough.
+        (disk("/dev/sda", Some("sata"), false, "Virtual Disk"), false),
+        (disk("/dev/sdc", Some("usb"), false, "USB SSD"), false),
+        (disk("/dev/srx", None, true, ""), false),
+        (disk("/dev/nvme0n1", Some("nvme"), false, "Samsung"), false),
+    ];
+    for (d, want) in cases {
+        assert_eq!(d.is_virtual_media(), want, "{}", d.name);
+    }
 }

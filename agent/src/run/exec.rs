@@ -109,6 +109,12 @@ fn wipe(mode: WipeMode, devices: &[String], sink: &dyn EventSink) -> Report {
     let mut report: WipeReport =
         crate::wipe::wipe_all_with_progress(&list, mode, sink, Duration::from_secs(1));
     report.disks.extend(skipped);
+    match crate::inventory::block::disks(Path::new("/")) {
+        Ok(disks) => crate::wipe::select::identify(&mut report, &disks),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "no disk identities for the wipe report")
+        }
+    }
     sink.emit(&AgentEvent::WipeDone(report.clone()));
     let detail = serde_json::to_value(&report).ok();
     if report.ok {

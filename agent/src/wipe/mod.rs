@@ -143,6 +143,7 @@ pub fn wipe_all_with_progress(
                     skipped: None,
                     error: Some("wipe thread panicked".into()),
                     elapsed_ms: 0,
+                    id: Default::default(),
                 })
             })
             .collect();
@@ -173,6 +174,7 @@ fn wipe_one_with_progress(device: &Path, mode: WipeMode, p: &WipeProgress) -> Wi
         skipped: None,
         error: None,
         elapsed_ms: 0,
+        id: Default::default(),
     };
     let res = Disk::open_write(device, true)
         .map_err(WipeError::from)

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use proto::{Disk, WipeDiskResult, WipeMode};
+use proto::{Disk, DiskId, WipeDiskResult, WipeMode, WipeReport};
 
 /// The disks `wipe --all` (and the controller's `wipe` with no device list) wipes, found
 /// under `root`, and the ones it passes over with the reason. Fails when nothing is left to
@@ -40,11 +40,23 @@ pub fn split(
                 skipped: Some(why),
                 error: None,
                 elapsed_ms: 0,
+                id: DiskId::of(d),
             }),
             None => go.push(PathBuf::from(&d.name)),
         }
     }
     (go, skipped)
+}
+
+/// PURE: fills in each result's disk identity (serial, WWN, by-path, size) from the
+/// inventory's disks, matched by device name, so the controller can match the report with
+/// the node's inventory without trusting names.
+pub fn identify(report: &mut WipeReport, disks: &[Disk]) {
+    for r in &mut report.disks {
+        if let Some(d) = disks.iter().find(|d| d.name == r.device) {
+            r.id = DiskId::of(d);
+        }
+    }
 }
 
 /// PURE: why a wipe with nothing to wipe fails, naming what was passed over.
@@ -65,15 +77,10 @@ pub fn nothing_to_wipe(skipped: &[WipeDiskResult]) -> String {
     format!("no disk found to wipe (passed over: {})", list.join(", "))
 }
 
-/// Why a disk is skipped, or None to wipe it.
+/// Why a disk is skipped, or None to wipe it. Virtual media is told by driver and transport
+/// ([`Disk::is_virtual_media`], shared with the controller's check), never by the model.
 pub fn skip_reason(d: &Disk, boot_disks: &[String]) -> Option<String> {
-    let text = format!(
-        "{} {}",
-        d.model.as_deref().unwrap_or(""),
-        d.vendor.as_deref().unwrap_or("")
-    )
-    .to_ascii_lowercase();
-    if text.contains("virtual") || (d.removable && d.name.starts_with("/dev/sr")) {
+    if d.is_virtual_media() {
         Some("virtual media".into())
     } else if boot_disks.contains(&d.name) {
         Some("boot medium".into())
@@ -156,6 +163,33 @@ mod tests {
     }
 
     #[test]
+    fn results_carry_the_disk_identity() {
+        let disks = [Disk {
+            serial: Some("S1".into()),
+            by_path: Some("pci-0000:00:04.0".into()),
+            size: 1 << 30,
+            ..d("/dev/vda")
+        }];
+        let mut report = WipeReport {
+            ok: true,
+            disks: vec![WipeDiskResult {
+                device: "/dev/vda".into(),
+                mode: WipeMode::Metadata,
+                ok: true,
+                method: None,
+                cleared: vec![],
+                skipped: None,
+                error: None,
+                elapsed_ms: 1,
+                id: DiskId::default(),
+            }],
+        };
+        identify(&mut report, &disks);
+        assert_eq!(report.disks[0].id.serial.as_deref(), Some("S1"));
+        assert_eq!(report.disks[0].id.size, Some(1 << 30));
+    }
+
+    #[test]
     fn skips_virtual_and_boot_media_but_not_read_only_disks() {
         let boot = vec!["/dev/sda".to_string()];
         assert_eq!(
@@ -180,11 +214,25 @@ mod tests {
             ..d("/dev/sr0")
         };
         assert_eq!(skip_reason(&ro_cd, &boot).as_deref(), Some("virtual media"));
-        let virt = Disk {
-            model: Some("Virtual CDROM0".into()),
+        let usb_vmedia = Disk {
+            removable: true,
+            transport: Some("usb".into()),
             ..d("/dev/sdc")
         };
-        assert_eq!(skip_reason(&virt, &boot).as_deref(), Some("virtual media"));
+        assert_eq!(
+            skip_reason(&usb_vmedia, &boot).as_deref(),
+            Some("virtual media")
+        );
+        let named_virtual = Disk {
+            model: Some("Virtual Disk".into()),
+            transport: Some("sata".into()),
+            ..d("/dev/sdd")
+        };
+        assert_eq!(
+            skip_reason(&named_virtual, &boot),
+            None,
+            "a disk that calls itself virtual is still wiped"
+        );
         assert_eq!(skip_reason(&d("/dev/nvme0n1"), &boot), None);
     }
 }

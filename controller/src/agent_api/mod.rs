@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 use crate::conductor::{Conductor, ConductorError, ProvisionRequest};
 use crate::discovery::{Discovery, EnrollError};
+use crate::drivers::wipe_proof;
 use crate::machine::Verb;
 use crate::model::Node;
 use crate::store::{Store, StoreError};
@@ -331,7 +332,7 @@ async fn events(
         }
         Report::Succeeded { inventory, detail } => {
             let command = st.hub.take_sent(node, rep.command_id).ok_or_else(unknown)?;
-            if let Some(detail) = detail {
+            if let Some(detail) = &detail {
                 edit_node(st.store.as_ref(), node, |n| {
                     n.driver_internal_info
                         .insert("agent_last_result".into(), detail.clone());
@@ -353,7 +354,23 @@ async fn events(
                     st.discovery.refresh(st.store.as_ref(), node, &inv).await?;
                     "inspect wait"
                 }
-                Command::Wipe { .. } => "clean wait",
+                Command::Wipe { devices, .. } => {
+                    // A whole-machine wipe must prove it covered every inventoried disk.
+                    if devices.is_empty()
+                        && let Err(reason) = wipe_proof::check(
+                            st.store.as_ref(),
+                            st.conductor.name(),
+                            node,
+                            detail.as_ref(),
+                        )
+                        .await?
+                    {
+                        tracing::warn!(node = %node, error = %reason, "cleaning refused");
+                        finish(&st, node, "clean wait", Err(reason)).await;
+                        return Ok(StatusCode::NO_CONTENT);
+                    }
+                    "clean wait"
+                }
                 Command::Deploy(_) => {
                     // The conductor now reboots the machine into its instance.
                     st.hub.gone(node);

@@ -361,6 +361,12 @@ fn stored_inventory(inv: &Value) -> Value {
     json!({ "inventory": inv, "plugin_data": {} })
 }
 
+/// The agent inventory inside a stored inventory document (the shape `stored_inventory`
+/// writes, Ironic's `{"inventory": ..., "plugin_data": ...}`), if it reads as one.
+pub fn inventory_of(stored: &Value) -> Option<proto::Inventory> {
+    serde_json::from_value(stored.get("inventory")?.clone()).ok()
+}
+
 /// Creates a port per MAC not yet known; MACs owned by another node are left alone.
 async fn add_ports(
     store: &dyn Store,

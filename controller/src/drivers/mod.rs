@@ -24,6 +24,7 @@ pub mod manual;
 pub mod qemu;
 pub mod redfish;
 pub mod registry;
+pub mod wipe_proof;
 
 use std::fmt;
 use std::str::FromStr;

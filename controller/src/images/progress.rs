@@ -25,9 +25,12 @@ pub enum ImportProgress {
     },
 }
 
+/// What a [`ProgressSink`] calls.
+type ReportFn = dyn Fn(&ImportProgress) + Send + Sync;
+
 /// Receives an import's reports; cheap to clone.
 #[derive(Clone, Default)]
-pub struct ProgressSink(Option<Arc<dyn Fn(&ImportProgress) + Send + Sync>>);
+pub struct ProgressSink(Option<Arc<ReportFn>>);
 
 impl ProgressSink {
     /// A sink that calls `f` with every report.

@@ -36,6 +36,32 @@ pub fn ok() -> Report {
     }
 }
 
+/// The result of a whole-machine wipe that wiped the one disk of [`inventory`] (matched by
+/// its serial, as a real agent reports it).
+pub fn wiped() -> Report {
+    let report = proto::WipeReport {
+        ok: true,
+        disks: vec![proto::WipeDiskResult {
+            device: "/dev/vda".into(),
+            mode: WipeMode::Metadata,
+            ok: true,
+            method: Some("signatures".into()),
+            cleared: vec![],
+            skipped: None,
+            error: None,
+            elapsed_ms: 5,
+            id: proto::DiskId {
+                serial: Some(DISK_SERIAL.into()),
+                ..Default::default()
+            },
+        }],
+    };
+    Report::Succeeded {
+        inventory: None,
+        detail: serde_json::to_value(report).ok(),
+    }
+}
+
 pub fn failed(msg: &str, cause: &str) -> Report {
     Report::Failed {
         error: ErrorReport {
@@ -253,7 +279,7 @@ async fn fast_track_clean_deploy_and_failures() {
         }
     );
     env.wait_state(id, "clean wait").await;
-    assert_eq!(env.report(id, &token, cmd_id, ok()).await, 204);
+    assert_eq!(env.report(id, &token, cmd_id, wiped()).await, 204);
     env.wait_state(id, "available").await;
     // Fast track: no PXE boot, reboot or power-off around the cleaning.
     let manual = env
@@ -410,7 +436,7 @@ async fn manual_clean_full_erase_and_deploy_checksum_failure() {
             devices: vec![]
         }
     );
-    assert_eq!(env.report(id, &token, cmd_id, ok()).await, 204);
+    assert_eq!(env.report(id, &token, cmd_id, wiped()).await, 204);
     env.wait_state(id, "manageable").await;
 
     let (s, _) = env
@@ -422,7 +448,7 @@ async fn manual_clean_full_erase_and_deploy_checksum_failure() {
         .await;
     assert_eq!(s, 202);
     let (cmd_id, _) = env.next_command(id, &token).await;
-    assert_eq!(env.report(id, &token, cmd_id, ok()).await, 204);
+    assert_eq!(env.report(id, &token, cmd_id, wiped()).await, 204);
     env.wait_state(id, "available").await;
     let (s, _) = env
         .api(

@@ -2,6 +2,7 @@
 //! against `ingot serve`'s routers (operator API + provisioning router) on a real SQLite
 //! store. The "agent" here is this test speaking the wire protocol.
 
+mod cleaning;
 mod flows;
 mod timeouts;
 mod watch;
@@ -104,6 +105,9 @@ pub async fn start_with(discovery: DiscoverySection, conductor: ConductorSection
     }
 }
 
+/// Serial of the one disk of [`inventory`].
+pub const DISK_SERIAL: &str = "VDA-SERIAL-1";
+
 pub fn inventory(macs: &[&str], serial: &str) -> Inventory {
     let mut inv = Inventory {
         interfaces: macs
@@ -125,6 +129,7 @@ pub fn inventory(macs: &[&str], serial: &str) -> Inventory {
     inv.disks = vec![Disk {
         name: "/dev/vda".into(),
         size: 20 * 1024 * 1024 * 1024,
+        serial: Some(DISK_SERIAL.into()),
         ..Default::default()
     }];
     inv.system_vendor.manufacturer = Some("QEMU".into());

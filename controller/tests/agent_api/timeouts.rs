@@ -9,7 +9,7 @@ use proto::protocol::AgentState;
 use reqwest::Method;
 use serde_json::json;
 
-use super::flows::{manage_rules, ok};
+use super::flows::{manage_rules, wiped};
 use super::*;
 
 const TIMEOUT_SECS: u64 = 2;
@@ -50,7 +50,7 @@ async fn busy_heartbeats_about_the_handed_command_keep_the_wait_alive() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     env.wait_state(live, "clean wait").await;
-    assert_eq!(env.report(live, &token, cmd_id, ok()).await, 204);
+    assert_eq!(env.report(live, &token, cmd_id, wiped()).await, 204);
     env.wait_state(live, "available").await;
 
     // An agent busy with a command this controller never handed out: the wait runs out.

@@ -11,7 +11,7 @@ use proto::{AgentEvent, Phase, ProgressEvent};
 use reqwest::Method;
 use serde_json::json;
 
-use super::flows::{failed, manage_rules, ok};
+use super::flows::{failed, manage_rules, ok, wiped};
 use super::*;
 
 const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
@@ -206,6 +206,6 @@ async fn provide_and_clean(
     provide.await;
     let (cmd_id, _) = env.next_command(id, token).await;
     env.wait_state(id, "clean wait").await;
-    assert_eq!(env.report(id, token, cmd_id, ok()).await, 204);
+    assert_eq!(env.report(id, token, cmd_id, wiped()).await, 204);
     env.wait_state(id, "available").await;
 }
