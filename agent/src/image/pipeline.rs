@@ -9,7 +9,9 @@
 //! ```
 //!
 //! The first MiB is never written here: the writer keeps it in memory and hands
-//! it back, so the caller writes it only after the checksum matched.
+//! it back, so the caller writes it only after the checksum matched. Once the
+//! head is decoded, the writer refuses an image that does not start with a
+//! partition table the disk can read (`table::check`), before writing anything.
 
 use std::io::{self, BufRead, Read};
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use bytes::{Buf, Bytes};
 use super::checksum::{Algo, Hasher};
 use super::fetch::{self, FetchError, FetchOptions, FetchSummary};
 use super::format::{self, DecodeError, Format, Peek, Sink};
-use super::{HEAD_LEN, ImageWriteError};
+use super::{HEAD_LEN, ImageWriteError, table};
 use crate::host::aligned::AlignedBuf;
 use crate::host::blockdev::Disk;
 
@@ -181,6 +183,13 @@ fn write_loop(
     let sector = u64::from(disk.logical_sector_size());
     let mut head = AlignedBuf::new(HEAD_LEN);
     let mut end = 0u64;
+    let mut checked = false;
+    // Refuse an image that is not a disk for this disk as soon as its head is
+    // decoded, before any of it reaches the disk; `table::finish` checks again
+    // before the head is written.
+    let check = |head: &[u8]| {
+        table::check::check(head, disk.logical_sector_size()).map_err(ImageWriteError::Refused)
+    };
     loop {
         let Ok(msg) = rx.recv() else {
             return Err(ImageWriteError::Cancelled);
@@ -191,6 +200,9 @@ fn write_loop(
             len,
         } = msg
         else {
+            if !checked {
+                check(&head)?;
+            }
             return Ok((head, end));
         };
         end = offset + len as u64;
@@ -212,6 +224,10 @@ fn write_loop(
             head[o..o + n].copy_from_slice(&buf[..n]);
             // A buffer that ends inside the head is not written at all here.
             from = if n == len { padded } else { n };
+        }
+        if !checked && end >= HEAD_LEN as u64 {
+            check(&head)?;
+            checked = true;
         }
         if from < padded {
             disk.write_aligned(&buf[from..padded], offset + from as u64)?;
