@@ -174,6 +174,61 @@ impl Sink for PoolSink {
     }
 }
 
+/// Refuses an image that cannot boot from this disk before any of it is
+/// written: its table is checked as soon as the head is decoded
+/// (`table::check::check`, again in `table::finish` before the head is
+/// written), and when the GPT is rewritten for larger disk sectors, the first
+/// sector of each partition as it streams by (`table::check::filesystem_fits`).
+struct TableGate {
+    disk_sector: u32,
+    image_sector: u32,
+    checked: bool,
+    /// `(partition index, byte offset)` of boot sectors not seen yet.
+    pending: Vec<(usize, u64)>,
+}
+
+impl TableGate {
+    fn new(disk_sector: u32) -> TableGate {
+        TableGate {
+            disk_sector,
+            image_sector: disk_sector,
+            checked: false,
+            pending: Vec::new(),
+        }
+    }
+
+    fn head_decoded(&mut self, head: &[u8]) -> Result<(), ImageWriteError> {
+        let t = table::check::check(head, self.disk_sector).map_err(ImageWriteError::Refused)?;
+        if let table::check::ImageTable::Gpt { sector } = t {
+            self.image_sector = sector;
+        }
+        self.pending = table::check::starts_to_check(head, t, self.disk_sector);
+        self.checked = true;
+        Ok(())
+    }
+
+    /// Look at the boot sectors that lie in `data`, which starts at `offset`.
+    fn scan(&mut self, data: &[u8], offset: u64) -> Result<(), ImageWriteError> {
+        let (image, disk) = (self.image_sector, self.disk_sector);
+        let mut result = Ok(());
+        self.pending.retain(|&(index, start)| {
+            let Some(rel) = start
+                .checked_sub(offset)
+                .and_then(|r| usize::try_from(r).ok())
+                .filter(|&r| r + 512 <= data.len())
+            else {
+                return true;
+            };
+            if result.is_ok() {
+                result = table::check::filesystem_fits(index, &data[rel..rel + 512], image, disk)
+                    .map_err(ImageWriteError::Refused);
+            }
+            false
+        });
+        result
+    }
+}
+
 fn write_loop(
     disk: &Disk,
     rx: Receiver<WriteMsg>,
@@ -183,13 +238,7 @@ fn write_loop(
     let sector = u64::from(disk.logical_sector_size());
     let mut head = AlignedBuf::new(HEAD_LEN);
     let mut end = 0u64;
-    let mut checked = false;
-    // Refuse an image that is not a disk for this disk as soon as its head is
-    // decoded, before any of it reaches the disk; `table::finish` checks again
-    // before the head is written.
-    let check = |head: &[u8]| {
-        table::check::check(head, disk.logical_sector_size()).map_err(ImageWriteError::Refused)
-    };
+    let mut gate = TableGate::new(disk.logical_sector_size());
     loop {
         let Ok(msg) = rx.recv() else {
             return Err(ImageWriteError::Cancelled);
@@ -200,8 +249,12 @@ fn write_loop(
             len,
         } = msg
         else {
-            if !checked {
-                check(&head)?;
+            if !gate.checked {
+                gate.head_decoded(&head)?;
+                gate.scan(
+                    &head[..usize::try_from(end).unwrap_or(HEAD_LEN).min(HEAD_LEN)],
+                    0,
+                )?;
             }
             return Ok((head, end));
         };
@@ -225,9 +278,11 @@ fn write_loop(
             // A buffer that ends inside the head is not written at all here.
             from = if n == len { padded } else { n };
         }
-        if !checked && end >= HEAD_LEN as u64 {
-            check(&head)?;
-            checked = true;
+        if !gate.checked && end >= HEAD_LEN as u64 {
+            gate.head_decoded(&head)?;
+        }
+        if gate.checked {
+            gate.scan(&buf[..len], offset)?;
         }
         if from < padded {
             disk.write_aligned(&buf[from..padded], offset + from as u64)?;

@@ -197,3 +197,63 @@ fn tables_that_cannot_be_read_on_a_4kn_disk_are_refused() {
         );
     }
 }
+
+/// A 16 MiB GPT image for 512-byte sectors (sfdisk on a file) whose 4 MiB EFI
+/// system partition at 1 MiB holds a FAT made with `mkfs.vfat -S fat_sector`.
+fn esp_image(fat_sector: u32) -> Vec<u8> {
+    let mut img = image_from_script(
+        16 * MIB,
+        "label: gpt\nstart=2048, size=8192, type=U, name=esp\n",
+    );
+    let fs = tempfile::NamedTempFile::new_in("/var/tmp").expect("tempfile");
+    fs.as_file().set_len(4 * MIB as u64).expect("size");
+    sh(Command::new("mkfs.vfat")
+        .args(["-S", &fat_sector.to_string(), "-n", "ESP"])
+        .arg(fs.path()));
+    let data = std::fs::read(fs.path()).expect("read fs");
+    img[MIB..MIB + data.len()].copy_from_slice(&data);
+    img
+}
+
+#[test]
+fn esp_with_512_byte_fat_sectors_is_refused_on_a_4kn_disk() {
+    let _l = lock();
+    let server = Server::start();
+    let lo = LoopDev::new(64 * MIB, 4096, false);
+
+    // mkfs.vfat's default for a file: 512-byte sectors, unreadable for Linux
+    // from a 4Kn disk.
+    let img = esp_image(512);
+    let url = server.add("/esp-512.raw", route(img.clone()));
+    let e = expect_failure(&lo, &opts(&url, &sha256(&img), &lo.dev));
+    assert!(
+        matches!(
+            e,
+            ImageWriteError::Refused(TableError::SectorMismatch {
+                image: 512,
+                disk: 4096,
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    let msg = agent::error_chain(&e);
+    assert!(
+        msg.contains("FAT filesystem with 512-byte sectors"),
+        "{msg}"
+    );
+
+    // The same image with a FAT for 4096-byte sectors converts.
+    let img = esp_image(4096);
+    let url = server.add("/esp-4096.raw", route(img.clone()));
+    write_image(&opts(&url, &sha256(&img), &lo.dev), &CollectSink::default())
+        .unwrap_or_else(|(p, e)| panic!("{p:?}: {}", agent::error_chain(&e)));
+    let dump = sh(Command::new("sfdisk").arg("-d").arg(&lo.dev));
+    assert!(
+        dump.contains("sector-size: 4096")
+            && dump.contains("start=         256, size=        1024"),
+        "{dump}"
+    );
+    let disk = lo.read_all();
+    assert!(disk[MIB..5 * MIB] == img[MIB..5 * MIB], "ESP bytes differ");
+}

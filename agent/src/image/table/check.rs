@@ -138,6 +138,77 @@ pub fn check(head: &[u8], disk_sector: u32) -> Result<ImageTable, TableError> {
     }
 }
 
+/// Byte offsets `(partition index, start)` of the partitions whose first
+/// sector must be looked at as it streams by ([`filesystem_fits`]): those of a
+/// GPT that is rewritten for larger disk sectors. Empty otherwise.
+pub fn starts_to_check(head: &[u8], table: ImageTable, disk_sector: u32) -> Vec<(usize, u64)> {
+    let ImageTable::Gpt { sector } = table else {
+        return vec![];
+    };
+    if sector >= disk_sector {
+        return vec![];
+    }
+    let s = sector as usize;
+    let h = &head[s..2 * s];
+    let (entry_lba, count, esize) = (
+        u64_at(h, 72),
+        u32_at(h, 80) as usize,
+        u32_at(h, 84) as usize,
+    );
+    let Some(table) = entry_lba
+        .checked_mul(u64::from(sector))
+        .and_then(|b| usize::try_from(b).ok())
+        .and_then(|start| head.get(start..start + count * esize))
+    else {
+        return vec![];
+    };
+    table
+        .chunks_exact(esize.max(1))
+        .enumerate()
+        .filter(|(_, e)| e[..16].iter().any(|&b| b != 0))
+        .map(|(i, e)| (i, u64_at(e, 32).saturating_mul(u64::from(sector))))
+        .collect()
+}
+
+/// The logical sector size of the FAT filesystem whose boot sector is `boot`,
+/// or `None` when it is not one.
+fn fat_sector(boot: &[u8]) -> Option<u16> {
+    if boot.len() < 512 || boot[510..512] != [0x55, 0xaa] || !matches!(boot[0], 0xeb | 0xe9) {
+        return None;
+    }
+    let size = u16::from_le_bytes([boot[11], boot[12]]);
+    let fat = &boot[0x36..0x39] == b"FAT" || &boot[0x52..0x55] == b"FAT";
+    (fat && size.is_power_of_two() && (512..=4096).contains(&size)).then_some(size)
+}
+
+/// Whether the filesystem starting with `boot` (partition `index`, of a GPT
+/// rewritten from `image_sector` for `disk_sector`) can be read on the disk.
+/// A FAT (the EFI system partition) counts in its own logical sectors, which
+/// Linux refuses when they are smaller than the device's ("logical sector size
+/// too small for device", fs/fat/inode.c): the machine would boot and then fail
+/// to mount `/boot/efi`. Other filesystems (ext4, xfs with 4 KiB blocks) work.
+pub fn filesystem_fits(
+    index: usize,
+    boot: &[u8],
+    image_sector: u32,
+    disk_sector: u32,
+) -> Result<(), TableError> {
+    match fat_sector(boot) {
+        Some(fat) if u32::from(fat) < disk_sector => Err(TableError::SectorMismatch {
+            table: "GPT",
+            image: image_sector,
+            disk: disk_sector,
+            why: format!(
+                "partition {} holds a FAT filesystem with {fat}-byte sectors, which Linux \
+                 cannot mount from this disk (format it with mkfs.vfat -S {disk_sector}, \
+                 or use an image built for {disk_sector}-byte sectors)",
+                index + 1
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{gpt_head, mbr_head};
@@ -264,6 +335,39 @@ mod tests {
             let r = check(&head, disk);
             assert!(expect(&r), "{name}: {r:?}");
         }
+    }
+
+    #[test]
+    fn fat_with_sectors_smaller_than_the_disk_does_not_fit() {
+        let fat = |size: u16, label_at: usize| {
+            let mut b = vec![0u8; 512];
+            b[..3].copy_from_slice(&[0xeb, 0x3c, 0x90]);
+            b[11..13].copy_from_slice(&size.to_le_bytes());
+            b[label_at..label_at + 5].copy_from_slice(b"FAT16");
+            b[510] = 0x55;
+            b[511] = 0xaa;
+            b
+        };
+        let ext4 = vec![0u8; 512];
+        let cases: [(&str, Vec<u8>, u32, bool); 6] = [
+            ("fat16 512 on 4096", fat(512, 0x36), 4096, false),
+            ("fat32 512 on 4096", fat(512, 0x52), 4096, false),
+            ("fat 4096 on 4096", fat(4096, 0x52), 4096, true),
+            ("fat 512 on 512", fat(512, 0x36), 512, true),
+            ("not fat", ext4, 4096, true),
+            ("bad sector size", fat(1000, 0x36), 4096, true),
+        ];
+        for (name, boot, disk, fits) in cases {
+            let r = filesystem_fits(0, &boot, 512, disk);
+            assert_eq!(r.is_ok(), fits, "{name}: {r:?}");
+        }
+        let head = gpt_head(512, &[(2048, 10239), (10240, 20479)]);
+        let t = ImageTable::Gpt { sector: 512 };
+        assert_eq!(
+            starts_to_check(&head, t, 4096),
+            vec![(0, 1 << 20), (1, 10240 * 512)]
+        );
+        assert_eq!(starts_to_check(&head, t, 512), vec![]);
     }
 
     #[test]
