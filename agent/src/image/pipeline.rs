@@ -204,7 +204,8 @@ impl TableGate {
         }
         self.pending = table::check::starts_to_check(head, t, self.disk_sector);
         self.checked = true;
-        Ok(())
+        // Partitions that start in the head (zero padded past a short image).
+        self.scan(head, 0)
     }
 
     /// Look at the boot sectors that lie in `data`, which starts at `offset`.
@@ -251,10 +252,6 @@ fn write_loop(
         else {
             if !gate.checked {
                 gate.head_decoded(&head)?;
-                gate.scan(
-                    &head[..usize::try_from(end).unwrap_or(HEAD_LEN).min(HEAD_LEN)],
-                    0,
-                )?;
             }
             return Ok((head, end));
         };
