@@ -5,10 +5,13 @@
 //! 2. destroy the old partition table (first and last MiB) and sync, so a
 //!    failure from here on leaves a disk that does not boot;
 //! 3. stream: download, hash, decode and write everything but the first MiB
-//!    ([`pipeline`]);
+//!    ([`pipeline`]); once the head is decoded, refuse an image that does not
+//!    start with a partition table readable with the disk's sector size
+//!    ([`table::check`]) before anything of it is written;
 //! 4. compare the checksum of the bytes as served;
-//! 5. fix up the partition table in the held-back head ([`table`]): backup GPT
-//!    to the real end of the disk, config drive partition; write those blocks;
+//! 5. fix up the partition table in the held-back head ([`table`]): a GPT for
+//!    512-byte sectors rewritten for a 4Kn disk, backup GPT to the real end of
+//!    the disk, config drive partition; write those blocks;
 //! 6. write the head last, fsync, re-read partitions.
 //!
 //! Any failure after step 1 wipes the first and last MiB again (and the end of
@@ -69,6 +72,10 @@ pub enum ImageWriteError {
         /// Image bytes seen so far.
         image_at_least: u64,
     },
+    /// The decoded image does not start with a partition table the disk can
+    /// read (noise, a partition image, a table for other sector sizes).
+    #[error("refusing the image")]
+    Refused(#[source] TableError),
     /// Editing the partition table failed.
     #[error("updating the partition table")]
     Table(#[from] TableError),

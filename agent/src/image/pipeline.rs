@@ -9,7 +9,9 @@
 //! ```
 //!
 //! The first MiB is never written here: the writer keeps it in memory and hands
-//! it back, so the caller writes it only after the checksum matched.
+//! it back, so the caller writes it only after the checksum matched. Once the
+//! head is decoded, the writer refuses an image that does not start with a
+//! partition table the disk can read (`table::check`), before writing anything.
 
 use std::io::{self, BufRead, Read};
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use bytes::{Buf, Bytes};
 use super::checksum::{Algo, Hasher};
 use super::fetch::{self, FetchError, FetchOptions, FetchSummary};
 use super::format::{self, DecodeError, Format, Peek, Sink};
-use super::{HEAD_LEN, ImageWriteError};
+use super::{HEAD_LEN, ImageWriteError, table};
 use crate::host::aligned::AlignedBuf;
 use crate::host::blockdev::Disk;
 
@@ -172,6 +174,62 @@ impl Sink for PoolSink {
     }
 }
 
+/// Refuses an image that cannot boot from this disk before any of it is
+/// written: its table is checked as soon as the head is decoded
+/// (`table::check::check`, again in `table::finish` before the head is
+/// written), and when the GPT is rewritten for larger disk sectors, the first
+/// sector of each partition as it streams by (`table::check::filesystem_fits`).
+struct TableGate {
+    disk_sector: u32,
+    image_sector: u32,
+    checked: bool,
+    /// `(partition index, byte offset)` of boot sectors not seen yet.
+    pending: Vec<(usize, u64)>,
+}
+
+impl TableGate {
+    fn new(disk_sector: u32) -> TableGate {
+        TableGate {
+            disk_sector,
+            image_sector: disk_sector,
+            checked: false,
+            pending: Vec::new(),
+        }
+    }
+
+    fn head_decoded(&mut self, head: &[u8]) -> Result<(), ImageWriteError> {
+        let t = table::check::check(head, self.disk_sector).map_err(ImageWriteError::Refused)?;
+        if let table::check::ImageTable::Gpt { sector } = t {
+            self.image_sector = sector;
+        }
+        self.pending = table::check::starts_to_check(head, t, self.disk_sector);
+        self.checked = true;
+        // Partitions that start in the head (zero padded past a short image).
+        self.scan(head, 0)
+    }
+
+    /// Look at the boot sectors that lie in `data`, which starts at `offset`.
+    fn scan(&mut self, data: &[u8], offset: u64) -> Result<(), ImageWriteError> {
+        let (image, disk) = (self.image_sector, self.disk_sector);
+        let mut result = Ok(());
+        self.pending.retain(|&(index, start)| {
+            let Some(rel) = start
+                .checked_sub(offset)
+                .and_then(|r| usize::try_from(r).ok())
+                .filter(|&r| r + 512 <= data.len())
+            else {
+                return true;
+            };
+            if result.is_ok() {
+                result = table::check::filesystem_fits(index, &data[rel..rel + 512], image, disk)
+                    .map_err(ImageWriteError::Refused);
+            }
+            false
+        });
+        result
+    }
+}
+
 fn write_loop(
     disk: &Disk,
     rx: Receiver<WriteMsg>,
@@ -181,6 +239,7 @@ fn write_loop(
     let sector = u64::from(disk.logical_sector_size());
     let mut head = AlignedBuf::new(HEAD_LEN);
     let mut end = 0u64;
+    let mut gate = TableGate::new(disk.logical_sector_size());
     loop {
         let Ok(msg) = rx.recv() else {
             return Err(ImageWriteError::Cancelled);
@@ -191,6 +250,9 @@ fn write_loop(
             len,
         } = msg
         else {
+            if !gate.checked {
+                gate.head_decoded(&head)?;
+            }
             return Ok((head, end));
         };
         end = offset + len as u64;
@@ -212,6 +274,12 @@ fn write_loop(
             head[o..o + n].copy_from_slice(&buf[..n]);
             // A buffer that ends inside the head is not written at all here.
             from = if n == len { padded } else { n };
+        }
+        if !gate.checked && end >= HEAD_LEN as u64 {
+            gate.head_decoded(&head)?;
+        }
+        if gate.checked {
+            gate.scan(&buf[..len], offset)?;
         }
         if from < padded {
             disk.write_aligned(&buf[from..padded], offset + from as u64)?;

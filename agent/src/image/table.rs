@@ -1,9 +1,15 @@
-//! Pure partition-table edits on the held-back head of an image: move the
-//! backup GPT to the real end of a larger disk, and add the config drive
-//! partition (GPT or MBR). Nothing here does I/O; the caller writes the
-//! returned blocks and then the head.
+//! Pure partition-table rules on the held-back head of an image: whether it is
+//! a disk that can boot from the target ([`check`]), the GPT rewritten for a
+//! 4Kn disk ([`convert`]), the backup GPT moved to the real end of a larger
+//! disk, and the config drive partition added (GPT or MBR). Nothing here does
+//! I/O; the caller writes the returned blocks and then the head.
+
+pub mod check;
+mod convert;
 
 use uuid::Uuid;
+
+use check::ImageTable;
 
 const GPT_SIG: &[u8; 8] = b"EFI PART";
 const MIB: u64 = 1 << 20;
@@ -13,9 +19,29 @@ const LINUX_DATA: Uuid = Uuid::from_u128(0x0FC63DAF_8483_4772_8E79_3D69D8477DE4)
 /// Why the table could not be edited.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TableError {
-    /// The image has neither a GPT nor an MBR.
-    #[error("image has no partition table to add the config drive to")]
-    NoTable,
+    /// The decoded image does not start with a partition table: it is not a
+    /// whole-disk image (or it is noise), and nothing could boot from it.
+    #[error(
+        "image is not a whole-disk image: no partition table (no MBR boot signature \
+         0x55AA at byte 510, no GPT header at LBA 1 for 512- or 4096-byte sectors)"
+    )]
+    NotADiskImage,
+    /// The image's table counts sectors of another size than the disk's and
+    /// cannot be rewritten for it.
+    #[error(
+        "{table} image made for {image}-byte sectors cannot boot from a disk with \
+         {disk}-byte logical sectors: {why}"
+    )]
+    SectorMismatch {
+        /// `GPT` or `MBR`.
+        table: &'static str,
+        /// Sector size the image's table counts in.
+        image: u32,
+        /// The disk's logical sector size.
+        disk: u32,
+        /// Detail.
+        why: String,
+    },
     /// The GPT header or its entry array is not where we can edit it.
     #[error("GPT header is malformed: {0}")]
     BadGpt(&'static str),
@@ -71,8 +97,11 @@ fn header_crc(h: &mut [u8]) {
 }
 
 /// Edit `head` (the first MiB of the image) for a disk of `disk_size` bytes and
-/// return what else must be written. `configdrive_len` adds a partition of at
-/// least that many bytes at the end of the disk.
+/// `sector`-byte logical sectors, and return what else must be written.
+/// `configdrive_len` adds a partition of at least that many bytes at the end of
+/// the disk. An image without a table, or whose table cannot be read with the
+/// disk's sector size, is refused ([`check::check`]); a GPT for 512-byte
+/// sectors on a 4Kn disk is rewritten first ([`convert`]).
 pub fn finish(
     head: &mut [u8],
     sector: u32,
@@ -80,16 +109,17 @@ pub fn finish(
     configdrive_len: Option<u64>,
 ) -> Result<TablePlan, TableError> {
     let s = sector as usize;
-    if has_gpt(head, s) {
-        finish_gpt(head, s, disk_size, configdrive_len)
-    } else if configdrive_len.is_some() {
-        if head.len() >= 512 && head[510] == 0x55 && head[511] == 0xaa {
-            finish_mbr(head, sector, disk_size, configdrive_len.unwrap_or(0))
-        } else {
-            Err(TableError::NoTable)
+    match check::check(head, sector)? {
+        ImageTable::Gpt { sector: image } => {
+            if image != sector {
+                convert::regpt(head, image as usize, s)?;
+            }
+            finish_gpt(head, s, disk_size, configdrive_len)
         }
-    } else {
-        Ok(TablePlan::default())
+        ImageTable::Mbr => match configdrive_len {
+            Some(len) => finish_mbr(head, sector, disk_size, len),
+            None => Ok(TablePlan::default()),
+        },
     }
 }
 

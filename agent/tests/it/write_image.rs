@@ -15,7 +15,7 @@ use proto::{AgentEvent, Phase};
 use crate::server::{Route, Server};
 use crate::support::*;
 
-fn opts(url: &str, checksum: &str, dev: &Path) -> WriteImageOptions {
+pub(crate) fn opts(url: &str, checksum: &str, dev: &Path) -> WriteImageOptions {
     WriteImageOptions {
         url: url.to_string(),
         checksum: checksum.parse().expect("checksum"),
@@ -32,7 +32,7 @@ fn opts(url: &str, checksum: &str, dev: &Path) -> WriteImageOptions {
     }
 }
 
-fn route(data: Vec<u8>) -> Route {
+pub(crate) fn route(data: Vec<u8>) -> Route {
     Route {
         data: data.into(),
         range: true,
@@ -111,7 +111,7 @@ fn raw_image_that_fills_the_disk_is_byte_identical() {
     }
 }
 
-fn expect_failure(lo: &LoopDev, o: &WriteImageOptions) -> ImageWriteError {
+pub(crate) fn expect_failure(lo: &LoopDev, o: &WriteImageOptions) -> ImageWriteError {
     lo.fill(0x5a);
     // Put a valid table on the disk first, to prove the failure removes it.
     sh_stdin(
