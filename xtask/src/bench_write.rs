@@ -131,6 +131,28 @@ fn make_image(path: &Path, size: u64) -> anyhow::Result<()> {
         f.write_all(&block)?;
     }
     f.flush()?;
+    drop(f);
+    write_mbr(path, size)
+}
+
+/// Puts an MBR with one Linux partition (1 MiB to the end) on the image: the agent only
+/// writes whole-disk images, which start with a partition table.
+fn write_mbr(path: &Path, size: u64) -> anyhow::Result<()> {
+    use std::io::{Seek as _, SeekFrom};
+    let mut mbr = [0u8; 512];
+    let start: u32 = 2048;
+    let sectors = u32::try_from(size / 512)
+        .unwrap_or(u32::MAX)
+        .saturating_sub(start);
+    let entry = &mut mbr[446..462];
+    entry[4] = 0x83;
+    entry[8..12].copy_from_slice(&start.to_le_bytes());
+    entry[12..16].copy_from_slice(&sectors.to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xaa;
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.seek(SeekFrom::Start(0))?;
+    f.write_all(&mbr)?;
     Ok(())
 }
 
