@@ -30,6 +30,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A body that is not declared as JSON (a browser form, `text/plain`: the CSRF shape).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("{0}")]
     ServiceUnavailable(String),
     /// A failure the client cannot fix but should see (a BMC that did not answer).
@@ -76,6 +79,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ServerError(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

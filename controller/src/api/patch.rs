@@ -5,7 +5,12 @@
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use super::render::{self, MASK};
 use super::schema::{py_repr, py_str};
+
+/// Most operations one PATCH may carry. Ironic sets no cap; a client changing a node sends a
+/// handful, and the cap bounds the work a single request can ask for.
+pub const MAX_OPS: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -34,14 +39,26 @@ impl PatchOp {
 /// Validates a patch document: a JSON array of `{op, path[, value]}` objects.
 pub fn parse(body: &Value) -> Result<Vec<PatchOp>, ApiError> {
     let err = |reason: String| ApiError::schema("patch", reason);
-    let items = body
-        .as_array()
-        .ok_or_else(|| err(format!("{} is not of type 'array'", py_repr(body))))?;
+    let items = body.as_array().ok_or_else(|| {
+        err(format!(
+            "{} is not of type 'array'",
+            py_repr(&masked_patch(body))
+        ))
+    })?;
+    if items.len() > MAX_OPS {
+        return Err(err(format!(
+            "a patch may have at most {MAX_OPS} operations, this one has {}",
+            items.len()
+        )));
+    }
     let mut ops = Vec::with_capacity(items.len());
     for item in items {
-        let obj = item
-            .as_object()
-            .ok_or_else(|| err(format!("{} is not of type 'object'", py_repr(item))))?;
+        let obj = item.as_object().ok_or_else(|| {
+            err(format!(
+                "{} is not of type 'object'",
+                py_repr(&masked_patch(item))
+            ))
+        })?;
         for key in obj.keys() {
             if !matches!(key.as_str(), "op" | "path" | "value") {
                 return Err(err(format!(
@@ -117,28 +134,53 @@ fn apply_one(doc: &mut Map<String, Value>, op: &PatchOp) -> Result<(), String> {
         None => return apply_to_object(doc, last, op),
         Some(first) => doc
             .get_mut(first.as_str())
-            .ok_or_else(|| format!("member {} not found in document", py_str(first)))?,
+            .ok_or_else(|| format!("member {} not found in the document", py_str(first)))?,
     };
-    for token in &parents[1..] {
-        target = step(target, token)?;
+    for (i, token) in parents.iter().enumerate().skip(1) {
+        target = step(target, token, || pointer(&parents[..i]))?;
     }
     match target {
         Value::Object(map) => apply_to_object(map, last, op),
         Value::Array(items) => apply_to_array(items, last, op),
-        other => Err(format!(
-            "Document '{}' does not support indexing, only dictionaries and lists are supported.",
-            py_repr(other)
-        )),
+        other => Err(not_indexable(other, &pointer(parents))),
     }
 }
 
-fn step<'a>(v: &'a mut Value, token: &str) -> Result<&'a mut Value, String> {
+/// `/a/b` from decoded tokens (for error texts; built only when an error is returned).
+fn pointer(tokens: &[String]) -> String {
+    tokens
+        .iter()
+        .map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1")))
+        .collect()
+}
+
+/// The error for indexing into a scalar: names where and what type it is, never its value
+/// (which may be a password).
+fn not_indexable(v: &Value, at: &str) -> String {
+    let kind = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a dictionary",
+    };
+    format!(
+        "{at} is {kind}, which does not support indexing, only dictionaries and lists are supported."
+    )
+}
+
+/// One step down the document. `at` names the parent, for the error only: nothing about the
+/// document's content goes into a message, and no work is done unless one is returned.
+fn step<'a>(
+    v: &'a mut Value,
+    token: &str,
+    at: impl Fn() -> String,
+) -> Result<&'a mut Value, String> {
     match v {
-        Value::Object(map) => {
-            let repr = py_repr(&Value::Object(map.clone()));
-            map.get_mut(token)
-                .ok_or_else(|| format!("member {} not found in {repr}", py_str(token)))
-        }
+        Value::Object(map) => map
+            .get_mut(token)
+            .ok_or_else(|| format!("member {} not found in {}", py_str(token), at())),
         Value::Array(items) => {
             let len = items.len();
             let idx = index(token)?;
@@ -146,10 +188,7 @@ fn step<'a>(v: &'a mut Value, token: &str) -> Result<&'a mut Value, String> {
                 .get_mut(idx)
                 .ok_or_else(|| format!("index '{idx}' is out of bounds (list of length {len})"))
         }
-        other => Err(format!(
-            "Document '{}' does not support indexing, only dictionaries and lists are supported.",
-            py_repr(other)
-        )),
+        other => Err(not_indexable(other, &at())),
     }
 }
 
@@ -212,12 +251,38 @@ fn apply_to_array(items: &mut Vec<Value>, token: &str, op: &PatchOp) -> Result<(
     }
 }
 
-/// Ironic's `Couldn't apply patch '<patch>'. Reason: <reason>` (the patch as Python prints it).
+/// Ironic's `Couldn't apply patch '<patch>'. Reason: <reason>` (the patch as Python prints
+/// it), with every value that is, or is inside, a secret masked: an operation whose path
+/// names a secret key (`/driver_info/ipmi_password`) shows `'value': '******'`, and secret
+/// keys inside any value are masked too.
 pub fn apply_error(body: &Value, reason: &str) -> ApiError {
     ApiError::bad_request(format!(
         "Couldn't apply patch '{}'. Reason: {reason}",
-        py_repr(body)
+        py_repr(&masked_patch(body))
     ))
+}
+
+/// PURE: a patch document safe to print (see [`apply_error`]).
+pub fn masked_patch(body: &Value) -> Value {
+    let Value::Array(ops) = body else {
+        return render::masked(body);
+    };
+    Value::Array(
+        ops.iter()
+            .map(|op| {
+                let secret_path = op
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .is_some_and(|p| p.split('/').any(render::is_secret_key));
+                let mut op = render::masked(op);
+                if secret_path && let Some(v) = op.as_object_mut().and_then(|o| o.get_mut("value"))
+                {
+                    *v = Value::String(MASK.to_owned());
+                }
+                op
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -280,8 +345,63 @@ mod tests {
                 doc,
                 json!([{"op": "add", "path": "/extra/a/b", "value": 1}])
             ),
-            Err("member 'a' not found in {}".to_owned())
+            Err("member 'a' not found in /extra".to_owned())
         );
+    }
+
+    /// The errors of patches that walk into secrets name paths and types, never values.
+    #[test]
+    fn errors_never_show_values() {
+        let doc = json!({
+            "driver_info": {"ipmi_password": "S3cretPW", "ipmi_address": "10.0.0.9"},
+            "instance_info": {"configdrive": "#cloud-config password: U5erData"},
+        });
+        let cases = [
+            (
+                "/driver_info/ipmi_password/x",
+                "/driver_info/ipmi_password is a string, which does not support indexing, only dictionaries and lists are supported.",
+            ),
+            (
+                "/driver_info/nope/x",
+                "member 'nope' not found in /driver_info",
+            ),
+            (
+                "/instance_info/configdrive/nope/x",
+                "/instance_info/configdrive is a string, which does not support indexing, only dictionaries and lists are supported.",
+            ),
+        ];
+        for (path, want) in cases {
+            let patch = json!([{"op": "add", "path": path, "value": 1}]);
+            let got = run(doc.clone(), patch.clone()).expect_err("fails");
+            assert_eq!(got, want, "{path}");
+            let full = apply_error(&patch, &got).to_string();
+            for secret in ["S3cretPW", "U5erData", "10.0.0.9"] {
+                assert!(!full.contains(secret), "{secret} in {full}");
+            }
+        }
+        // A value sent for a secret path, or with secret keys inside, is masked when the
+        // patch is printed back.
+        let patch = json!([
+            {"op": "add", "path": "/driver_info/ipmi_password", "value": "N3wPW"},
+            {"op": "add", "path": "/extra/bmc", "value": {"redfish_password": "Rf", "user": "u"}},
+            {"op": "remove", "path": "/extra/nonexist"}
+        ]);
+        let text = apply_error(&patch, "can't remove a non-existent object 'nonexist'").to_string();
+        assert!(!text.contains("N3wPW") && !text.contains("'Rf'"), "{text}");
+        assert!(
+            text.contains("'value': '******'") && text.contains("'user': 'u'"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_patch_has_a_bounded_number_of_operations() {
+        let op = json!({"op": "add", "path": "/extra/a", "value": 1});
+        let ok = Value::Array(vec![op.clone(); MAX_OPS]);
+        assert_eq!(parse(&ok).expect("at the cap").len(), MAX_OPS);
+        let over = Value::Array(vec![op; MAX_OPS + 1]);
+        let err = parse(&over).expect_err("over the cap").to_string();
+        assert!(err.contains("at most 64 operations"), "{err}");
     }
 
     #[test]

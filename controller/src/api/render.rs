@@ -157,11 +157,14 @@ pub const ALLOCATION_FIELDS: [&str; 13] = [
     "node_uuid",
 ];
 
-const MASK: &str = "******";
+/// What a secret shows as.
+pub const MASK: &str = "******";
 
-/// Whether a key names a secret (substring match, like oslo's `mask_dict_password`).
+/// Whether a key names a secret: a substring match like oslo's `mask_dict_password`
+/// (`password`, `secret`, `token`, `configdrive`, ...), plus every key ending in `_key`
+/// (`ipmi_hex_kg_key`, `ssh_private_key`), as Ironic's list has `*_key` and `*kg_key*`.
 pub fn is_secret_key(key: &str) -> bool {
-    const SECRET: [&str; 14] = [
+    const SECRET: [&str; 15] = [
         "password",
         "passwd",
         "pswd",
@@ -173,18 +176,17 @@ pub fn is_secret_key(key: &str) -> bool {
         "encryption_key",
         "cert_key",
         "auth_key",
+        "kg_key",
         "adminpass",
         "admin_pass",
         "new_pass",
     ];
-    let key = key.as_bytes();
-    SECRET.iter().any(|s| {
-        key.windows(s.len())
-            .any(|w| w.eq_ignore_ascii_case(s.as_bytes()))
-    })
+    let lower = key.to_ascii_lowercase();
+    lower.ends_with("_key") || SECRET.iter().any(|s| lower.contains(s))
 }
 
-/// A JSON object serialized with secret keys masked, recursively.
+/// A JSON object serialized with secret keys masked, recursively (inside nested objects
+/// and arrays alike).
 pub struct Masked<'a>(pub &'a JsonMap);
 
 impl Serialize for Masked<'_> {
@@ -193,14 +195,30 @@ impl Serialize for Masked<'_> {
         for (k, v) in self.0 {
             if is_secret_key(k) {
                 map.serialize_entry(k, MASK)?;
-            } else if let Value::Object(inner) = v {
-                map.serialize_entry(k, &Masked(inner))?;
             } else {
-                map.serialize_entry(k, v)?;
+                map.serialize_entry(k, &MaskedValue(v))?;
             }
         }
         map.end()
     }
+}
+
+/// Any JSON value serialized with the secret keys of every object in it masked.
+pub struct MaskedValue<'a>(pub &'a Value);
+
+impl Serialize for MaskedValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(map) => Masked(map).serialize(s),
+            Value::Array(items) => s.collect_seq(items.iter().map(MaskedValue)),
+            other => other.serialize(s),
+        }
+    }
+}
+
+/// A copy of `v` with the secret keys of every object in it masked (for error texts).
+pub fn masked(v: &Value) -> Value {
+    serde_json::to_value(MaskedValue(v)).unwrap_or(Value::Null)
 }
 
 /// Ironic's timestamp form: `2026-11-24T16:13:50.866090+00:00`.
@@ -644,7 +662,10 @@ mod tests {
         }
         assert_eq!(v["driver_info"]["ipmi_password"], "******");
         assert!(is_secret_key("IPMI_Password") && is_secret_key("redfish_auth_token"));
+        assert!(is_secret_key("ipmi_hex_kg_key") && is_secret_key("IPMI_KG_KEY"));
+        assert!(is_secret_key("ssh_private_key") && is_secret_key("my_api_key"));
         assert!(!is_secret_key("ipmi_address") && !is_secret_key("ipmi_port"));
+        assert!(!is_secret_key("keyboard") && !is_secret_key("key_layout"));
         assert_eq!(v["driver_info"]["ipmi_address"], "10.0.0.1");
         assert_eq!(v["driver_internal_info"]["agent_secret_token"], "******");
         assert_eq!(v["instance_info"]["configdrive"], "******");
@@ -662,6 +683,26 @@ mod tests {
             v["ports"][0]["href"],
             format!("http://h:1/v1/nodes/{}/ports", node.uuid)
         );
+    }
+
+    #[test]
+    fn secrets_are_masked_at_any_depth_and_inside_arrays() {
+        let v = json!({
+            "ipmi_hex_kg_key": "00112233",
+            "nested": {"deeper": {"redfish_password": "p1"}},
+            "bmcs": [{"ipmi_password": "p2", "address": "10.0.0.2"}, [{"auth_token": "t"}], "plain"],
+        });
+        let m = masked(&v);
+        assert_eq!(m["ipmi_hex_kg_key"], MASK);
+        assert_eq!(m["nested"]["deeper"]["redfish_password"], MASK);
+        assert_eq!(m["bmcs"][0]["ipmi_password"], MASK);
+        assert_eq!(m["bmcs"][0]["address"], "10.0.0.2");
+        assert_eq!(m["bmcs"][1][0]["auth_token"], MASK);
+        assert_eq!(m["bmcs"][2], "plain");
+        let text = m.to_string();
+        for secret in ["00112233", "p1", "p2", "\"t\""] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
     }
 
     #[test]

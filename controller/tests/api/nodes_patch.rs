@@ -185,3 +185,46 @@ async fn parent_node_is_resolved_and_children_hidden() {
     .await
     .expect_fault(StatusCode::BAD_REQUEST, "Node ghost could not be found.");
 }
+
+/// A PATCH that walks into a secret gets an error naming the path, never the stored value
+/// (issue 12: "Document ''S3cretPW'' does not support indexing").
+#[tokio::test]
+async fn patch_errors_never_show_stored_secrets() {
+    let api = Api::new().await;
+    api.node("n1").await;
+    api.patch(
+        "/v1/nodes/n1",
+        json!([
+            {"op": "add", "path": "/instance_info/configdrive", "value": "#cloud-config\npassword: U5erData"},
+            {"op": "add", "path": "/driver_info/ipmi_hex_kg_key", "value": "0011223344"}
+        ]),
+    )
+    .await
+    .expect(StatusCode::OK);
+    for path in [
+        "/driver_info/ipmi_password/x",
+        "/driver_info/nope/x",
+        "/instance_info/configdrive/nope/x",
+        "/driver_info/ipmi_hex_kg_key/x",
+    ] {
+        let r = api
+            .patch(
+                "/v1/nodes/n1",
+                json!([{"op": "add", "path": path, "value": "N3wS3cret"}]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");
+        let text = String::from_utf8_lossy(&r.raw).to_string();
+        for secret in [
+            "secret\\\"",
+            "'secret'",
+            "U5erData",
+            "0011223344",
+            "10.0.0.1",
+        ] {
+            assert!(!text.contains(secret), "{path}: {secret} in {text}");
+        }
+    }
+    let shown = api.get("/v1/nodes/n1").await.body;
+    assert_eq!(shown["driver_info"]["ipmi_hex_kg_key"], "******");
+}

@@ -126,3 +126,65 @@ async fn cli_requests_over_a_real_socket() {
     );
     server.abort();
 }
+
+/// A web page can send a cross-site POST as `text/plain` or a form without a preflight: the
+/// API takes JSON bodies only as JSON, so such a request is 415 and creates nothing.
+#[tokio::test]
+async fn bodies_not_declared_as_json_are_refused() {
+    let api = Api::new().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = api.router.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let body = r#"{"driver": "fake-hardware", "name": "csrf"}"#;
+    for ct in [
+        Some("text/plain"),
+        Some("text/plain;charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        let ct_line = ct
+            .map(|c| format!("Content-Type: {c}\r\n"))
+            .unwrap_or_default();
+        let (status, head, text) = roundtrip(
+            &mut conn,
+            &format!(
+                "POST /v1/nodes HTTP/1.1\r\nHost: {addr}\r\n{ct_line}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .await;
+        assert_eq!(status, 415, "{ct:?}: {head}\n{text}");
+        assert!(text.contains("must be JSON"), "{text}");
+    }
+    // JSON-patch clients may send a +json type; PATCH with text/plain is refused too.
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let patch = r#"[{"op": "add", "path": "/extra/a", "value": 1}]"#;
+    let (status, _, _) = roundtrip(
+        &mut conn,
+        &format!(
+            "PATCH /v1/nodes/csrf HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{patch}",
+            patch.len()
+        ),
+    )
+    .await;
+    assert_eq!(status, 415);
+    assert_eq!(
+        api.get("/v1/nodes").await.body["nodes"],
+        serde_json::json!([])
+    );
+    let body = r#"{"driver": "fake-hardware", "name": "ok"}"#;
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let (status, _, text) = roundtrip(
+        &mut conn,
+        &format!(
+            "POST /v1/nodes HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{text}");
+    server.abort();
+}
