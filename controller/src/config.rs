@@ -31,6 +31,12 @@ pub struct FileConfig {
     pub conductor_name: Option<String>,
     /// Largest request body the API accepts, in bytes.
     pub max_body_bytes: Option<usize>,
+    /// `noauth` (default) or `http_basic`, Ironic's names.
+    pub auth_strategy: Option<String>,
+    /// The htpasswd file (bcrypt entries) of `http_basic`.
+    pub http_basic_auth_user_file: Option<PathBuf>,
+    /// Allow `noauth` on an API address that is not loopback (default false).
+    pub allow_insecure_noauth: Option<bool>,
     #[serde(default)]
     pub conductor: ConductorSection,
     /// `[netboot]`: DHCP/TFTP/RA and the provisioning-side HTTP listener.
@@ -71,10 +77,19 @@ pub struct ConductorSection {
     pub callback_timeout_secs: Option<u64>,
 }
 
+/// How the operator API authenticates (validated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthConfig {
+    NoAuth,
+    /// `http_basic` with this htpasswd file.
+    HttpBasic(PathBuf),
+}
+
 /// Validated configuration used by `ingot serve`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub api_listen: SocketAddr,
+    pub auth: AuthConfig,
     pub database: String,
     pub state_dir: PathBuf,
     pub conductor_name: String,
@@ -147,6 +162,34 @@ pub fn is_config_env_key(key: &str, known: &[String]) -> bool {
     known.iter().any(|k| k.eq_ignore_ascii_case(first))
 }
 
+/// PURE: the API's authentication from its settings. `noauth` on an address that is not
+/// loopback is refused unless `allow_insecure_noauth` says so: anyone who can reach the
+/// listener would control every machine.
+pub fn auth_config(
+    strategy: Option<&str>,
+    user_file: Option<PathBuf>,
+    allow_insecure_noauth: bool,
+    api_listen: SocketAddr,
+) -> anyhow::Result<AuthConfig> {
+    match strategy.unwrap_or("noauth") {
+        "noauth" => {
+            if !api_listen.ip().is_loopback() && !allow_insecure_noauth {
+                bail!(
+                    "auth_strategy = \"noauth\" on {api_listen}, which is not a loopback address: \
+                     anyone who reaches it controls every machine. Use auth_strategy = \"http_basic\" \
+                     with http_basic_auth_user_file, or set allow_insecure_noauth = true"
+                );
+            }
+            Ok(AuthConfig::NoAuth)
+        }
+        "http_basic" => match user_file {
+            Some(f) => Ok(AuthConfig::HttpBasic(f)),
+            None => bail!("auth_strategy = \"http_basic\" needs http_basic_auth_user_file"),
+        },
+        other => bail!("auth_strategy {other:?} is not one of noauth, http_basic"),
+    }
+}
+
 /// Builds the sqlite URL for a database file in the state directory.
 pub fn default_database_url(state_dir: &Path) -> String {
     format!("sqlite://{}", state_dir.join("ingot.db").display())
@@ -191,6 +234,12 @@ impl FileConfig {
         pick(&mut self.state_dir, flags.state_dir);
         pick(&mut self.conductor_name, flags.conductor_name);
         pick(&mut self.max_body_bytes, flags.max_body_bytes);
+        pick(&mut self.auth_strategy, flags.auth_strategy);
+        pick(
+            &mut self.http_basic_auth_user_file,
+            flags.http_basic_auth_user_file,
+        );
+        pick(&mut self.allow_insecure_noauth, flags.allow_insecure_noauth);
         let (c, f) = (&mut self.conductor, flags.conductor);
         pick(&mut c.max_concurrent_deploys, f.max_concurrent_deploys);
         pick(&mut c.max_concurrent_cleanings, f.max_concurrent_cleanings);
@@ -211,6 +260,12 @@ impl FileConfig {
         let api_listen: SocketAddr = api_listen
             .parse()
             .with_context(|| format!("api_listen {api_listen:?} is not an ADDR:PORT"))?;
+        let auth = auth_config(
+            self.auth_strategy.as_deref(),
+            self.http_basic_auth_user_file,
+            self.allow_insecure_noauth.unwrap_or(false),
+            api_listen,
+        )?;
         let state_dir = self.state_dir.unwrap_or_else(default_state_dir);
         let database = self
             .database
@@ -264,6 +319,7 @@ impl FileConfig {
         };
         Ok(Config {
             api_listen,
+            auth,
             database,
             state_dir,
             conductor_name: self.conductor_name.unwrap_or_else(default_conductor_name),
@@ -396,6 +452,51 @@ mod tests {
         ];
         for (key, want) in cases {
             assert_eq!(is_config_env_key(key, &known), want, "{key}");
+        }
+    }
+
+    #[test]
+    fn auth_settings() {
+        let lo: SocketAddr = "127.0.0.1:6385".parse().expect("addr");
+        let any: SocketAddr = "0.0.0.0:6385".parse().expect("addr");
+        let v6lo: SocketAddr = "[::1]:6385".parse().expect("addr");
+        assert_eq!(
+            auth_config(None, None, false, lo).expect("ok"),
+            AuthConfig::NoAuth
+        );
+        assert_eq!(
+            auth_config(None, None, false, v6lo).expect("ok"),
+            AuthConfig::NoAuth
+        );
+        let err = format!(
+            "{:#}",
+            auth_config(None, None, false, any).expect_err("open")
+        );
+        assert!(err.contains("not a loopback address"), "{err}");
+        assert_eq!(
+            auth_config(Some("noauth"), None, true, any).expect("allowed"),
+            AuthConfig::NoAuth
+        );
+        assert_eq!(
+            auth_config(
+                Some("http_basic"),
+                Some("/etc/ingot/htpasswd".into()),
+                false,
+                any
+            )
+            .expect("basic"),
+            AuthConfig::HttpBasic("/etc/ingot/htpasswd".into())
+        );
+        assert!(auth_config(Some("http_basic"), None, false, lo).is_err());
+        assert!(auth_config(Some("keystone"), None, false, lo).is_err());
+        // Through the environment-free file path: the keys are top-level.
+        let known = file_keys();
+        for k in [
+            "auth_strategy",
+            "http_basic_auth_user_file",
+            "allow_insecure_noauth",
+        ] {
+            assert!(known.iter().any(|x| x == k), "{k}");
         }
     }
 

@@ -38,7 +38,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Node { api, command } => {
-            let api = client::ApiClient::new(&api.url)?;
+            let api = client::ApiClient::with_credentials(&api.url, api.credentials())?;
             let out = match command {
                 NodeCommand::List {
                     long,
@@ -89,8 +89,11 @@ async fn node_watch(
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("INGOT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or journal gets plain `key=value` text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }

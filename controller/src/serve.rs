@@ -15,10 +15,11 @@ use tracing::info;
 
 use crate::agent_api::hub::AgentHub;
 use crate::agent_api::{self, AgentApiState};
+use crate::api::auth::{AuthStrategy, HtpasswdUsers};
 use crate::api::{self, ApiSettings, ApiState};
 use crate::boot_http::{self, BootHttpConfig, BootHttpState, StoreBootPolicy, StoreLeaseStore};
 use crate::conductor::{Conductor, ConductorConfig};
-use crate::config::Config;
+use crate::config::{AuthConfig, Config};
 use crate::discovery::Discovery;
 use crate::drivers::DriverRegistry;
 use crate::images::{self, ImageStore, resolve::LocalImages};
@@ -44,6 +45,15 @@ pub struct Services {
 
 /// Opens the store, starts the conductor and builds the routers.
 pub async fn build(config: &Config) -> anyhow::Result<Services> {
+    // Read before anything starts: a bad user file must stop the server at once.
+    let auth = match &config.auth {
+        AuthConfig::NoAuth => AuthStrategy::NoAuth,
+        AuthConfig::HttpBasic(file) => {
+            let users = HtpasswdUsers::load(file)?;
+            info!(users = users.len(), file = %file.display(), "API authentication: http_basic");
+            AuthStrategy::HttpBasic(Arc::new(users))
+        }
+    };
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(
@@ -69,6 +79,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
     let settings = ApiSettings {
         provision_body_limit: config.max_body_bytes,
         default_host: config.api_listen.to_string(),
+        auth,
         ..ApiSettings::default()
     };
     let api = api::router(ApiState::new(store.clone(), conductor.clone(), settings));

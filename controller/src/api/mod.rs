@@ -6,9 +6,13 @@
 //!
 //! A middleware wraps every request: it trims a trailing slash, negotiates the microversion
 //! (406 on a bad one), records the public base URL from `Host`, and stamps the version and
-//! request-id headers on every response, including errors.
+//! request-id headers on every response, including errors. It authenticates the caller
+//! ([`auth`]: `noauth` or `http_basic`; `/` and `/v1` are public) and writes one access log
+//! line per request (target `ingot::access`: request id, user, method, path, status,
+//! duration).
 
 pub mod allocations;
+pub mod auth;
 pub mod context;
 pub mod drivers;
 pub mod edit;
@@ -54,6 +58,8 @@ pub struct ApiSettings {
     pub public_scheme: String,
     /// Host used for absolute URLs when a request carries no usable `Host`.
     pub default_host: String,
+    /// How callers are authenticated.
+    pub auth: auth::AuthStrategy,
 }
 
 impl Default for ApiSettings {
@@ -64,6 +70,7 @@ impl Default for ApiSettings {
             provision_body_limit: 16 * 1024 * 1024,
             public_scheme: "http".to_owned(),
             default_host: "localhost:6385".to_owned(),
+            auth: auth::AuthStrategy::NoAuth,
         }
     }
 }
@@ -218,10 +225,69 @@ async fn api_middleware(
     mut req: Request,
     next: Next,
 ) -> Response {
+    let started = std::time::Instant::now();
     let request_id = format!("req-{}", Uuid::new_v4());
     if let Some(uri) = trim_trailing_slash(req.uri()) {
         *req.uri_mut() = uri;
     }
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let caller = if auth::is_public(&method, &path) {
+        Ok(auth::Caller { user: None })
+    } else {
+        auth::authenticate(&settings.auth, req.headers()).await
+    };
+    let mut resp = match caller {
+        Ok(caller) => {
+            let user = caller.user.clone();
+            req.extensions_mut().insert(caller);
+            let resp = versioned(&settings, req, next).await;
+            access_log(&request_id, user.as_deref(), &method, &path, &resp, started);
+            resp
+        }
+        Err(auth::Unauthorized(why)) => {
+            let mut resp = error::json_response(
+                StatusCode::UNAUTHORIZED,
+                error::fault_body(StatusCode::UNAUTHORIZED, why),
+            );
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Ingot\""),
+            );
+            access_log(&request_id, None, &method, &path, &resp, started);
+            resp
+        }
+    };
+    let rid = header_value(&request_id);
+    let headers = resp.headers_mut();
+    headers.insert("x-openstack-request-id", rid.clone());
+    headers.insert("openstack-request-id", rid);
+    resp
+}
+
+/// One line per request: who did what and how it ended (never a body or a credential).
+fn access_log(
+    request_id: &str,
+    user: Option<&str>,
+    method: &axum::http::Method,
+    path: &str,
+    resp: &Response,
+    started: std::time::Instant,
+) {
+    tracing::info!(
+        target: "ingot::access",
+        request_id,
+        user = user.unwrap_or("-"),
+        %method,
+        path,
+        status = resp.status().as_u16(),
+        ms = %format_args!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+        "api request"
+    );
+}
+
+/// Negotiates the microversion and runs the handler; stamps the version headers.
+async fn versioned(settings: &ApiSettings, mut req: Request, next: Next) -> Response {
     let is_root = req.uri().path() == "/";
     let negotiated = match version::negotiate(req.headers()) {
         Err(_) if is_root => Ok(Version::MIN),
@@ -229,7 +295,7 @@ async fn api_middleware(
     };
     let (mut resp, range_headers, version) = match negotiated {
         Ok(version) => {
-            let base = base_url(&settings, req.uri(), req.headers());
+            let base = base_url(settings, req.uri(), req.headers());
             req.extensions_mut().insert(ReqCtx { version, base });
             let resp = ironic_shaped(next.run(req).await).await;
             (resp, true, Some(version))
@@ -250,9 +316,6 @@ async fn api_middleware(
     if let Some(v) = version {
         headers.insert(version::LEGACY_HEADER, header_value(&v.to_string()));
     }
-    let rid = header_value(&request_id);
-    headers.insert("x-openstack-request-id", rid.clone());
-    headers.insert("openstack-request-id", rid);
     resp
 }
 

@@ -13,9 +13,21 @@ const API_VERSION: &str = "1.115";
 pub struct ApiClient {
     base: String,
     http: reqwest::Client,
+    /// User and password for an API with http_basic authentication.
+    credentials: Option<(String, String)>,
 }
 
 impl ApiClient {
+    /// A client that sends `credentials` (HTTP basic) with every request, if given.
+    pub fn with_credentials(
+        base: &str,
+        credentials: Option<(String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut c = Self::new(base)?;
+        c.credentials = credentials;
+        Ok(c)
+    }
+
     pub fn new(base: &str) -> anyhow::Result<Self> {
         // reqwest is built without a default TLS provider; pick ring for https endpoints.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -29,16 +41,21 @@ impl ApiClient {
                 .trim_end_matches("/v1")
                 .to_owned(),
             http,
+            credentials: None,
         })
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{}", self.base, path);
-        let resp = self
+        let mut req = self
             .http
             .get(&url)
             .header("X-OpenStack-Ironic-API-Version", API_VERSION)
-            .header("Accept", "application/json")
+            .header("Accept", "application/json");
+        if let Some((user, password)) = &self.credentials {
+            req = req.basic_auth(user, Some(password));
+        }
+        let resp = req
             .send()
             .await
             .with_context(|| format!("requesting {url}"))?;

@@ -64,6 +64,12 @@ pub struct ServeArgs {
     /// Cap on cleanings running at once; more wait in a queue.
     #[arg(long)]
     pub max_concurrent_cleanings: Option<usize>,
+    /// API authentication: noauth (default; loopback only) or http_basic.
+    #[arg(long)]
+    pub auth_strategy: Option<String>,
+    /// htpasswd file (bcrypt entries, `htpasswd -B`) for http_basic.
+    #[arg(long)]
+    pub http_basic_auth_user_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -75,6 +81,8 @@ impl ServeArgs {
             state_dir: self.state_dir.clone(),
             conductor_name: self.conductor_name.clone(),
             max_body_bytes: None,
+            auth_strategy: self.auth_strategy.clone(),
+            http_basic_auth_user_file: self.http_basic_auth_user_file.clone(),
             conductor: ConductorSection {
                 max_concurrent_deploys: self.max_concurrent_deploys,
                 max_concurrent_cleanings: self.max_concurrent_cleanings,
@@ -96,6 +104,29 @@ pub struct ApiArgs {
         default_value = "http://127.0.0.1:6385"
     )]
     pub url: String,
+    /// User for an API with http_basic authentication (else `OS_USERNAME`).
+    #[arg(long, global = true, env = "INGOT_USERNAME")]
+    pub username: Option<String>,
+    /// Password for an API with http_basic authentication (else `OS_PASSWORD`).
+    #[arg(long, global = true, env = "INGOT_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+}
+
+impl ApiArgs {
+    /// The credentials to send: the flags / `INGOT_*`, else the `OS_*` variables the
+    /// `baremetal` CLI reads.
+    pub fn credentials(&self) -> Option<(String, String)> {
+        let user = self
+            .username
+            .clone()
+            .or_else(|| std::env::var("OS_USERNAME").ok())?;
+        let password = self
+            .password
+            .clone()
+            .or_else(|| std::env::var("OS_PASSWORD").ok())
+            .unwrap_or_default();
+        Some((user, password))
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,0 +1,176 @@
+//! `ingot serve` with `auth_strategy = http_basic` (an htpasswd file with bcrypt entries, as
+//! Ironic's standalone mode): `/` and `/v1` stay public, everything else needs the right
+//! user and password, the operator CLI sends them, the access log names the user but never
+//! the password, and `noauth` on an address that is not loopback refuses to start.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
+const PASSWORD: &str = "Pa55-w0rd-unique-7781";
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path, port: u16, log: &Path) -> Server {
+    let htpasswd = dir.join("htpasswd");
+    let hash = bcrypt::hash(PASSWORD, 5).expect("hash");
+    std::fs::write(&htpasswd, format!("# operators\nop:{hash}\n")).expect("htpasswd");
+    let child = Command::new(INGOT)
+        .args(["serve", "--api-listen", &format!("127.0.0.1:{port}")])
+        .arg("--state-dir")
+        .arg(dir)
+        .args([
+            "--auth-strategy",
+            "http_basic",
+            "--http-basic-auth-user-file",
+        ])
+        .arg(&htpasswd)
+        .env("INGOT_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("spawn ingot serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "ingot serve did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server(child)
+}
+
+async fn status(req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, String) {
+    let resp = req
+        .header("X-OpenStack-Ironic-API-Version", "1.115")
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.expect("body"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_basic_guards_everything_but_the_version_documents() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let log = dir.path().join("serve.log");
+    let server = start(dir.path(), port, &log);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let c = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+
+    for public in ["/", "/v1"] {
+        let (s, _, body) = status(c.get(format!("{url}{public}"))).await;
+        assert_eq!(s, 200, "{public}: {body}");
+    }
+    let (s, headers, body) = status(c.get(format!("{url}/v1/nodes"))).await;
+    assert_eq!(s, 401, "{body}");
+    assert!(
+        headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Basic")),
+        "{headers:?}"
+    );
+    assert!(
+        body.contains("error_message") && body.contains("Authentication required"),
+        "{body}"
+    );
+    for (user, password) in [("op", "wrong"), ("nobody", PASSWORD)] {
+        let (s, _, body) = status(
+            c.get(format!("{url}/v1/nodes"))
+                .basic_auth(user, Some(password)),
+        )
+        .await;
+        assert_eq!(s, 401, "{user}: {body}");
+        assert!(body.contains("Incorrect username or password"), "{body}");
+    }
+    // A write without credentials changes nothing.
+    let (s, _, _) = status(
+        c.post(format!("{url}/v1/nodes"))
+            .json(&serde_json::json!({"driver": "fake-hardware", "name": "x"})),
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (s, _, body) = status(
+        c.post(format!("{url}/v1/nodes"))
+            .basic_auth("op", Some(PASSWORD))
+            .json(&serde_json::json!({"driver": "fake-hardware", "name": "n1"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+
+    // Ingot's CLI takes the same credentials, from its flags or the baremetal CLI's OS_*.
+    let out = Command::new(INGOT)
+        .args(["node", "list", "--url", &url])
+        .env_remove("OS_USERNAME")
+        .env_remove("OS_PASSWORD")
+        .output()
+        .expect("cli");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HTTP 401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for env in [
+        [("INGOT_USERNAME", "op"), ("INGOT_PASSWORD", PASSWORD)],
+        [("OS_USERNAME", "op"), ("OS_PASSWORD", PASSWORD)],
+    ] {
+        let out = Command::new(INGOT)
+            .args(["node", "list", "--url", &url])
+            .envs(env)
+            .output()
+            .expect("cli");
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("n1"),
+            "{env:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    drop(server);
+
+    // One access line per request, with the user; the password appears nowhere.
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        text.lines().any(|l| l.contains("api request")
+            && l.contains("user=\"op\"")
+            && l.contains("status=201")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("api request") && l.contains("status=401")),
+        "{text}"
+    );
+    assert!(!text.contains(PASSWORD), "the password leaked into the log");
+}
+
+#[test]
+fn noauth_on_an_open_address_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(INGOT)
+        .args(["serve", "--api-listen", &format!("0.0.0.0:{}", free_port())])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .output()
+        .expect("ingot serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a loopback address"), "{err}");
+    assert!(!dir.path().join("ingot.db").exists(), "nothing was created");
+}
