@@ -73,12 +73,18 @@ struct Ingot {
     _dir: tempfile::TempDir,
 }
 
+/// The user of the http_basic sessions.
+const USER: &str = "operator";
+const PASSWORD: &str = "S3ss10n-Pa55";
+
 impl Ingot {
-    fn start() -> Self {
+    /// `ingot serve` with `noauth`, or with `http_basic` and an htpasswd file holding
+    /// [`USER`] when `http_basic` is set.
+    fn start(http_basic: bool) -> Self {
         let mut failures = Vec::new();
         // The free port can be taken between probing and binding, so try a few times.
         for _ in 0..3 {
-            match Self::try_start() {
+            match Self::try_start(http_basic) {
                 Ok(server) => return server,
                 Err(why) => failures.push(why),
             }
@@ -86,13 +92,25 @@ impl Ingot {
         panic!("ingot serve failed to start:\n{}", failures.join("\n---\n"));
     }
 
-    fn try_start() -> Result<Self, String> {
+    fn try_start(http_basic: bool) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("ingot.log");
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log_file = fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ingot"))
-            .arg("serve")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingot"));
+        cmd.arg("serve");
+        if http_basic {
+            let file = dir.path().join("htpasswd");
+            let hash = bcrypt::hash(PASSWORD, 6).expect("bcrypt");
+            fs::write(&file, format!("{USER}:{hash}\n")).expect("htpasswd");
+            cmd.args([
+                "--auth-strategy",
+                "http_basic",
+                "--http-basic-auth-user-file",
+            ])
+            .arg(&file);
+        }
+        let child = cmd
             .arg("--api-listen")
             .arg(addr.to_string())
             .arg("--database")
@@ -175,16 +193,31 @@ impl Drop for Ingot {
 }
 
 /// Runs a session script; panics with its whole output unless every check passed.
-fn run_session(script: &str, endpoint: &str, peer: &str, server_log: &dyn Fn() -> String) {
+fn run_session(
+    script: &str,
+    endpoint: &str,
+    peer: &str,
+    http_basic: bool,
+    server_log: &dyn Fn() -> String,
+) {
     let venv = clients_venv();
     let home = tempfile::tempdir().expect("temp HOME");
     let script_path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/clients")
         .join(script);
-    let out = Command::new(venv.join("bin").join("python"))
+    let mut cmd = Command::new(venv.join("bin").join("python"));
+    if http_basic {
+        cmd.env("OS_AUTH_TYPE", "http_basic")
+            .env("OS_USERNAME", USER)
+            .env("OS_PASSWORD", PASSWORD);
+    } else {
+        cmd.env("OS_AUTH_TYPE", "none")
+            .env_remove("OS_USERNAME")
+            .env_remove("OS_PASSWORD");
+    }
+    let out = cmd
         .arg(&script_path)
         .env("OS_ENDPOINT", endpoint)
-        .env("OS_AUTH_TYPE", "none")
         .env("CLIENTS_PEER", peer)
         // The CLI writes a version cache under ~/.cache; keep it out of the real home.
         .env("HOME", home.path())
@@ -217,18 +250,23 @@ fn run_session(script: &str, endpoint: &str, peer: &str, server_log: &dyn Fn() -
     println!("{script}: {}", summary.unwrap_or_default());
 }
 
-/// Runs `script` against `INGOT_CLIENTS_ENDPOINT` if set, else against a fresh `ingot serve`.
-fn session_against_server(script: &str) {
+/// Runs `script` against `INGOT_CLIENTS_ENDPOINT` if set (noauth), else against a fresh
+/// `ingot serve` (with `http_basic` when asked).
+fn session_against_server(script: &str, http_basic: bool) {
     if let Ok(endpoint) = std::env::var("INGOT_CLIENTS_ENDPOINT") {
+        if http_basic {
+            println!("{script} with http_basic: skipped against an external server");
+            return;
+        }
         let peer = std::env::var("CLIENTS_PEER").unwrap_or_else(|_| "ingot".to_owned());
-        run_session(script, &endpoint, &peer, &|| {
+        run_session(script, &endpoint, &peer, false, &|| {
             String::from("(external server)")
         });
         return;
     }
-    let server = Ingot::start();
+    let server = Ingot::start(http_basic);
     let base = server.base_url.clone();
-    run_session(script, &base, "ingot", &|| server.log_text());
+    run_session(script, &base, "ingot", http_basic, &|| server.log_text());
     let log = server.log_text();
     let status = server.stop();
     assert!(
@@ -239,10 +277,22 @@ fn session_against_server(script: &str) {
 
 #[test]
 fn baremetal_cli_session_passes() {
-    session_against_server("cli_session.py");
+    session_against_server("cli_session.py", false);
 }
 
 #[test]
 fn openstacksdk_session_passes() {
-    session_against_server("sdk_session.py");
+    session_against_server("sdk_session.py", false);
+}
+
+/// The same sessions against `ingot serve` with `auth_strategy = http_basic`, the clients
+/// logging in as `baremetal --os-auth-type http_basic` does.
+#[test]
+fn baremetal_cli_session_passes_with_http_basic() {
+    session_against_server("cli_session.py", true);
+}
+
+#[test]
+fn openstacksdk_session_passes_with_http_basic() {
+    session_against_server("sdk_session.py", true);
 }

@@ -5,6 +5,7 @@ for validation) with the real python-ironicclient CLI and openstacksdk.
 Every check is counted; the last line printed is `N passed, M failed`.
 """
 
+import base64
 import json
 import os
 import sys
@@ -86,11 +87,22 @@ def peer_is_ironic():
     return os.environ.get("CLIENTS_PEER", "ingot") == "ironic"
 
 
+def http_basic():
+    """(user, password) when the session runs with OS_AUTH_TYPE=http_basic, else None."""
+    if os.environ.get("OS_AUTH_TYPE") != "http_basic":
+        return None
+    return os.environ.get("OS_USERNAME", ""), os.environ.get("OS_PASSWORD", "")
+
+
 def raw_request(method, path, body=None, headers=None, timeout=30):
     """Sends one HTTP request without a client library; returns (status, headers, text)."""
     url = endpoint() + path
     data = body.encode() if isinstance(body, str) else body
     req = urllib.request.Request(url, data=data, method=method)
+    creds = http_basic()
+    if creds is not None:
+        token = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
     for key, value in (headers or {}).items():
         req.add_header(key, value)
     try:

@@ -12,7 +12,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Checker, endpoint, peer_is_ironic, wait_until  # noqa: E402
+from harness import Checker, endpoint, http_basic, peer_is_ironic, wait_until  # noqa: E402
 
 import openstack  # noqa: E402
 from openstack import exceptions  # noqa: E402
@@ -31,7 +31,15 @@ def main():
     print(f"openstacksdk {importlib.metadata.version('openstacksdk')}; endpoint {endpoint()}; "
           f"peer {'ironic' if peer_is_ironic() else 'ingot'}")
     started = time.monotonic()
-    conn = openstack.connect(auth_type="none", baremetal_endpoint_override=endpoint())
+    creds = http_basic()
+    if creds is None:
+        conn = openstack.connect(auth_type="none", baremetal_endpoint_override=endpoint())
+    else:
+        conn = openstack.connect(
+            auth_type="http_basic",
+            auth={"username": creds[0], "password": creds[1], "endpoint": endpoint()},
+            baremetal_endpoint_override=endpoint(),
+        )
     bm = conn.baremetal
     ids = {}
 
