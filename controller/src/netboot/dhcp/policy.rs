@@ -389,7 +389,18 @@ fn decide_full(
                 .requested_holder
                 .as_ref()
                 .or(leases.by_mac.as_ref().filter(|l| l.ip == ip));
-            if may_hold(cfg, pool, info, reserved, holder, ip, now) {
+            // RFC 2131 §4.3.2: a REQUEST for an address that is not the client's gets a NAK.
+            // The client's own live binding (or the offer it is answering) at another
+            // address says so, whatever the state: a renewal or rebinding of a stale
+            // address, an INIT-REBOOT with an old one, or a SELECTING REQUEST for an address
+            // we did not offer.
+            let own_elsewhere = leases.by_mac.as_ref().is_some_and(|l| {
+                l.mac == info.mac
+                    && l.ip != ip
+                    && matches!(l.state, LeaseState::Bound | LeaseState::Offered)
+                    && l.is_active(now)
+            });
+            if !own_elsewhere && may_hold(cfg, pool, info, reserved, holder, ip, now) {
                 let mut r = reply_base(cfg, msg, MessageType::Ack);
                 r.set_ciaddr(msg.ciaddr());
                 add_address(&mut r, pool, ip);

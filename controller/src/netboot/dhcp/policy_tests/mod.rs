@@ -472,6 +472,63 @@ fn request_ack_nak_and_destinations() {
             bound(FREE),
         ),
         (
+            "renewing an address that is not the client's",
+            req().ciaddr(Ipv4Addr::new(10, 9, 0, 101)),
+            LeaseContext {
+                by_mac: Some(lease(FREE, MAC, LeaseState::Bound, 100)),
+                ..Default::default()
+            },
+            MessageType::Nak,
+            BCAST68,
+            None,
+        ),
+        (
+            "rebinding (broadcast) an address another client holds",
+            req().ciaddr(FREE).broadcast(),
+            LeaseContext {
+                requested_holder: Some(lease(FREE, OTHER, LeaseState::Bound, 100)),
+                ..Default::default()
+            },
+            MessageType::Nak,
+            BCAST68,
+            None,
+        ),
+        (
+            "init-reboot with an old address while bound to another",
+            req().requested(Ipv4Addr::new(10, 9, 0, 101)),
+            LeaseContext {
+                by_mac: Some(lease(FREE, MAC, LeaseState::Bound, 100)),
+                ..Default::default()
+            },
+            MessageType::Nak,
+            BCAST68,
+            None,
+        ),
+        (
+            "selecting an address that was not offered",
+            req()
+                .server_id(SERVER)
+                .requested(Ipv4Addr::new(10, 9, 0, 101)),
+            LeaseContext {
+                by_mac: Some(lease(FREE, MAC, LeaseState::Offered, 20)),
+                ..Default::default()
+            },
+            MessageType::Nak,
+            BCAST68,
+            None,
+        ),
+        (
+            "renewing after the own binding expired: a free address is granted",
+            req().ciaddr(Ipv4Addr::new(10, 9, 0, 101)),
+            LeaseContext {
+                by_mac: Some(lease(FREE, MAC, LeaseState::Bound, -10)),
+                ..Default::default()
+            },
+            MessageType::Ack,
+            Destination::Unicast(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 101), 68)),
+            bound(Ipv4Addr::new(10, 9, 0, 101)),
+        ),
+        (
             "relayed",
             req().requested(FREE).giaddr(Ipv4Addr::new(10, 9, 0, 254)),
             offered.clone(),
