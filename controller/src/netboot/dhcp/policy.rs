@@ -238,7 +238,10 @@ fn add_address(r: &mut Message, pool: &Pool, ip: Ipv4Addr) {
     o.insert(DhcpOption::SubnetMask(pool.netmask));
     o.insert(DhcpOption::AddressLeaseTime(lease));
     o.insert(DhcpOption::Renewal(lease / 2));
-    o.insert(DhcpOption::Rebinding(lease / 8 * 7));
+    // 7/8 of the lease, rounded down once (lease / 8 * 7 gave T2 = 0 below 8 s).
+    o.insert(DhcpOption::Rebinding(
+        u32::try_from(u64::from(lease) * 7 / 8).unwrap_or(u32::MAX),
+    ));
     // No router and no DNS unless configured: the provisioning network goes nowhere.
     if !pool.routers.is_empty() {
         o.insert(DhcpOption::Router(pool.routers.clone()));

@@ -561,6 +561,35 @@ fn request_ack_nak_and_destinations() {
 }
 
 #[test]
+fn t1_and_t2_are_half_and_seven_eighths_of_the_lease() {
+    // (lease seconds, T1, T2)
+    let cases = [
+        (600, 300, 525),
+        (86_400, 43_200, 75_600),
+        (8, 4, 7),
+        (4, 2, 3),
+        (1, 0, 0),
+    ];
+    for (secs, t1, t2) in cases {
+        let mut c = cfg(DhcpMode::Full);
+        if let Some(p) = c.pool.as_mut() {
+            p.lease_time = Duration::from_secs(secs);
+        }
+        let d = run(
+            &c,
+            RequestBuilder::new(MessageType::Discover, MAC, 1),
+            &free_ctx(),
+        );
+        let o = reply_of(&d).0.opts();
+        let got = match (o.get(OptionCode::Renewal), o.get(OptionCode::Rebinding)) {
+            (Some(DhcpOption::Renewal(a)), Some(DhcpOption::Rebinding(b))) => (*a, *b),
+            other => panic!("no T1/T2: {other:?}"),
+        };
+        assert_eq!(got, (t1, t2), "lease {secs} s");
+    }
+}
+
+#[test]
 fn request_edge_cases() {
     let c = cfg(DhcpMode::Full);
     let d = run(
