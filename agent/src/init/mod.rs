@@ -9,6 +9,8 @@
 
 pub mod coldplug;
 pub mod dhcp;
+pub mod ifconfig;
+pub mod lease;
 pub mod net;
 pub mod timeline;
 

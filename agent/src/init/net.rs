@@ -4,18 +4,21 @@
 //! the default route, `/etc/resolv.conf` and `/etc/hosts`; the other NICs keep going in the
 //! background.
 //!
-//! IPv4 configuration uses the classic `SIOCSIF*`/`SIOCADDRT` ioctls, which need no netlink
-//! stack. [`resolv_conf`] and [`hosts`] are pure.
+//! Each NIC's worker keeps its lease afterwards ([`super::lease`]). IPv4 configuration goes
+//! through [`super::ifconfig`]. [`resolv_conf`] and [`hosts`] are pure.
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::dhcp::{self, Lease};
+use super::dhcp::Lease;
+use super::dhcp::edge::Port;
+use super::ifconfig::Ioctl;
+use super::lease;
 use super::timeline::Timeline;
 use super::uptime;
 
@@ -87,147 +90,6 @@ pub fn hosts(hostname: &str, addr: Option<Ipv4Addr>) -> String {
         s.push_str(&format!("{a}\t{hostname}\n"));
     }
     s
-}
-
-struct Ioctl(OwnedFd);
-
-fn ifreq(name: &str) -> anyhow::Result<libc::ifreq> {
-    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
-    let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
-    anyhow::ensure!(name.len() < r.ifr_name.len(), "interface name too long");
-    for (d, s) in r.ifr_name.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
-    Ok(r)
-}
-
-fn sockaddr_in(a: Ipv4Addr) -> libc::sockaddr {
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(a).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: sockaddr_in and sockaddr have the same size (16 bytes) on Linux.
-    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
-}
-
-/// `struct rtentry` of glibc (the libc crate has it only for musl).
-#[repr(C)]
-struct RtEntry {
-    rt_pad1: libc::c_ulong,
-    rt_dst: libc::sockaddr,
-    rt_gateway: libc::sockaddr,
-    rt_genmask: libc::sockaddr,
-    rt_flags: libc::c_ushort,
-    rt_pad2: libc::c_short,
-    rt_pad3: libc::c_ulong,
-    rt_pad4: *mut libc::c_void,
-    rt_metric: libc::c_short,
-    rt_dev: *mut libc::c_char,
-    rt_mtu: libc::c_ulong,
-    rt_window: libc::c_ulong,
-    rt_irtt: libc::c_ushort,
-}
-
-impl Ioctl {
-    fn new() -> anyhow::Result<Self> {
-        // SAFETY: plain socket(2) call, checked below.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("opening an AF_INET socket");
-        }
-        // SAFETY: fd is fresh and owned by nobody else.
-        Ok(Ioctl(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn call<T>(&self, req: libc::c_ulong, arg: &mut T, what: &str) -> anyhow::Result<()> {
-        // SAFETY: every caller passes the struct type the request expects.
-        let r = unsafe { libc::ioctl(self.0.as_raw_fd(), req, arg as *mut T) };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error()).context(what.to_owned());
-        }
-        Ok(())
-    }
-
-    fn up(&self, name: &str) -> anyhow::Result<()> {
-        let mut r = ifreq(name)?;
-        self.call(libc::SIOCGIFFLAGS, &mut r, "reading interface flags")?;
-        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-        let flags = unsafe { r.ifr_ifru.ifru_flags };
-        r.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
-        self.call(libc::SIOCSIFFLAGS, &mut r, "setting the interface up")
-            .with_context(|| format!("bringing {name} up"))
-    }
-
-    /// Reads MII register `reg` of the NIC's PHY (`SIOCGMIIPHY` + `SIOCGMIIREG`); works on
-    /// a NIC that is still down for drivers that implement it (e1000, e1000e, igb, ...).
-    fn mii_read(&self, name: &str, reg: u16) -> anyhow::Result<u16> {
-        /// `struct mii_ioctl_data`, which the kernel reads and writes in the ifreq union.
-        #[repr(C)]
-        #[derive(Clone, Copy)]
-        struct MiiData {
-            phy_id: u16,
-            reg_num: u16,
-            val_in: u16,
-            val_out: u16,
-        }
-        let mut r = ifreq(name)?;
-        self.call(libc::SIOCGMIIPHY, &mut r, "SIOCGMIIPHY")?;
-        // SAFETY: the union is 24 bytes, larger than MiiData; SIOCGMIIPHY filled phy_id.
-        let mut data: MiiData = unsafe { std::ptr::read((&raw const r.ifr_ifru).cast()) };
-        data.reg_num = reg;
-        // SAFETY: as above, writing within the union.
-        unsafe { std::ptr::write((&raw mut r.ifr_ifru).cast(), data) };
-        self.call(libc::SIOCGMIIREG, &mut r, "SIOCGMIIREG")?;
-        // SAFETY: SIOCGMIIREG filled val_out.
-        let data: MiiData = unsafe { std::ptr::read((&raw const r.ifr_ifru).cast()) };
-        Ok(data.val_out)
-    }
-
-    fn set_addr(&self, name: &str, addr: Ipv4Addr, prefix: u8) -> anyhow::Result<()> {
-        let mut r = ifreq(name)?;
-        r.ifr_ifru.ifru_addr = sockaddr_in(addr);
-        self.call(libc::SIOCSIFADDR, &mut r, "setting the address")?;
-        let mask = if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(prefix.min(32)))
-        };
-        let mut r = ifreq(name)?;
-        r.ifr_ifru.ifru_netmask = sockaddr_in(Ipv4Addr::from(mask));
-        self.call(libc::SIOCSIFNETMASK, &mut r, "setting the netmask")?;
-        let mut r = ifreq(name)?;
-        r.ifr_ifru.ifru_broadaddr = sockaddr_in(Ipv4Addr::from(u32::from(addr) | !mask));
-        self.call(
-            libc::SIOCSIFBRDADDR,
-            &mut r,
-            "setting the broadcast address",
-        )
-    }
-
-    fn default_route(&self, name: &str, gw: Ipv4Addr) -> anyhow::Result<()> {
-        let mut dev: Vec<libc::c_char> = name.bytes().map(|b| b as libc::c_char).collect();
-        dev.push(0);
-        let mut rt = RtEntry {
-            rt_pad1: 0,
-            rt_dst: sockaddr_in(Ipv4Addr::UNSPECIFIED),
-            rt_gateway: sockaddr_in(gw),
-            rt_genmask: sockaddr_in(Ipv4Addr::UNSPECIFIED),
-            rt_flags: (libc::RTF_UP | libc::RTF_GATEWAY),
-            rt_pad2: 0,
-            rt_pad3: 0,
-            rt_pad4: std::ptr::null_mut(),
-            rt_metric: 0,
-            rt_dev: dev.as_mut_ptr(),
-            rt_mtu: 0,
-            rt_window: 0,
-            rt_irtt: 0,
-        };
-        self.call(libc::SIOCADDRT, &mut rt, "adding the default route")
-    }
 }
 
 fn carrier(sys: &Path, name: &str) -> bool {
@@ -321,8 +183,9 @@ pub enum NicEvent {
     NoCarrier { nic: String },
 }
 
-/// One NIC's bring-up, on its own thread: up, wait for carrier, DHCP, set the address.
-/// Leases that come after the bring-up returned are still configured (address only).
+/// One NIC's bring-up, on its own thread: up, wait for carrier, DHCP, set the address, then
+/// keep the lease for the life of the agent. Leases that come after the bring-up returned
+/// are still configured (address only).
 fn nic_worker(sys: PathBuf, nic: Nic, t: NetTimeouts, tx: mpsc::Sender<NicEvent>) {
     let io = match Ioctl::new() {
         Ok(io) => io,
@@ -361,24 +224,34 @@ fn nic_worker(sys: PathBuf, nic: Nic, t: NetTimeouts, tx: mpsc::Sender<NicEvent>
         phy_waited: !waited.is_zero(),
     });
     let start = uptime();
-    let result = dhcp::obtain(nic.ifindex, nic.mac, t.dhcp).and_then(|l| {
-        io.set_addr(&nic.name, l.addr, l.prefix)
-            .with_context(|| format!("configuring {}", nic.name))?;
-        Ok(l)
-    });
-    let result = result.map_err(|e| format!("{e:#}"));
-    match &result {
-        Ok(l) => {
-            tracing::info!(nic = %nic.name, addr = %l.addr, prefix = l.prefix, router = ?l.router, dns = ?l.dns, "dhcp lease")
+    let port = Port {
+        name: nic.name.clone(),
+        ifindex: nic.ifindex,
+    };
+    let result = lease::obtain(&port, nic.mac, t.dhcp);
+    let (client, result) = match result {
+        Ok((c, l)) => {
+            tracing::info!(nic = %nic.name, addr = %l.addr, prefix = l.prefix, router = ?l.router, dns = ?l.dns, lease_secs = ?l.lease_secs, "dhcp lease");
+            (Some(c), Ok(l))
         }
-        Err(e) => tracing::warn!(nic = %nic.name, error = %e, "no DHCP lease"),
-    }
+        Err(e) => {
+            let e = format!("{e:#}");
+            tracing::warn!(nic = %nic.name, error = %e, "no DHCP lease");
+            (None, Err(e))
+        }
+    };
     let _ = tx.send(NicEvent::Dhcp {
-        nic: nic.name,
+        nic: nic.name.clone(),
         start,
         end: uptime(),
         result,
     });
+    // The lease is kept for the life of the agent, on this thread (RFC 2131 §4.4.5).
+    if let Some(mut client) = client
+        && let Err(e) = lease::keep(&port, &mut client, &mut |_, _| ControlFlow::Continue(()))
+    {
+        tracing::warn!(nic = %nic.name, error = %format!("{e:#}"), "DHCP lease keeping stopped");
+    }
 }
 
 /// What the bring-up achieved.
@@ -550,6 +423,7 @@ pub fn bring_up(
             format!("lease {} on {chosen}", lease.addr),
         );
     }
+    lease::set_route_nic(&chosen);
     if let Some(gw) = lease.router
         && let Err(e) = io.default_route(&chosen, gw)
     {
@@ -586,6 +460,8 @@ mod tests {
             hostname: None,
             server: None,
             lease_secs: None,
+            renewal_secs: None,
+            rebinding_secs: None,
         }
     }
 

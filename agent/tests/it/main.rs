@@ -3,6 +3,7 @@
 //! the `LOOP` lock so they run one at a time.
 
 mod configdrive;
+mod dhcp_lease;
 mod image_tables;
 mod inventory;
 mod run;

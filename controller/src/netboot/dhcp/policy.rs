@@ -238,7 +238,10 @@ fn add_address(r: &mut Message, pool: &Pool, ip: Ipv4Addr) {
     o.insert(DhcpOption::SubnetMask(pool.netmask));
     o.insert(DhcpOption::AddressLeaseTime(lease));
     o.insert(DhcpOption::Renewal(lease / 2));
-    o.insert(DhcpOption::Rebinding(lease / 8 * 7));
+    // 7/8 of the lease, rounded down once (lease / 8 * 7 gave T2 = 0 below 8 s).
+    o.insert(DhcpOption::Rebinding(
+        u32::try_from(u64::from(lease) * 7 / 8).unwrap_or(u32::MAX),
+    ));
     // No router and no DNS unless configured: the provisioning network goes nowhere.
     if !pool.routers.is_empty() {
         o.insert(DhcpOption::Router(pool.routers.clone()));
@@ -389,7 +392,18 @@ fn decide_full(
                 .requested_holder
                 .as_ref()
                 .or(leases.by_mac.as_ref().filter(|l| l.ip == ip));
-            if may_hold(cfg, pool, info, reserved, holder, ip, now) {
+            // RFC 2131 §4.3.2: a REQUEST for an address that is not the client's gets a NAK.
+            // The client's own live binding (or the offer it is answering) at another
+            // address says so, whatever the state: a renewal or rebinding of a stale
+            // address, an INIT-REBOOT with an old one, or a SELECTING REQUEST for an address
+            // we did not offer.
+            let own_elsewhere = leases.by_mac.as_ref().is_some_and(|l| {
+                l.mac == info.mac
+                    && l.ip != ip
+                    && matches!(l.state, LeaseState::Bound | LeaseState::Offered)
+                    && l.is_active(now)
+            });
+            if !own_elsewhere && may_hold(cfg, pool, info, reserved, holder, ip, now) {
                 let mut r = reply_base(cfg, msg, MessageType::Ack);
                 r.set_ciaddr(msg.ciaddr());
                 add_address(&mut r, pool, ip);

@@ -472,6 +472,63 @@ fn request_ack_nak_and_destinations() {
             bound(FREE),
         ),
         (
+            "renewing an address that is not the client's",
+            req().ciaddr(Ipv4Addr::new(10, 9, 0, 101)),
+            LeaseContext {
+                by_mac: Some(lease(FREE, MAC, LeaseState::Bound, 100)),
+                ..Default::default()
+            },
+            MessageType::Nak,
+            BCAST68,
+            None,
+        ),
+        (
+            "rebinding (broadcast) an address another client holds",
+            req().ciaddr(FREE).broadcast(),
+            LeaseContext {
+                requested_holder: Some(lease(FREE, OTHER, LeaseState::Bound, 100)),
+                ..Default::default()
+            },
+            MessageType::Nak,
+            BCAST68,
+            None,
+        ),
+        (
+            "init-reboot with an old address while bound to another",
+            req().requested(Ipv4Addr::new(10, 9, 0, 101)),
+            LeaseContext {
+                by_mac: Some(lease(FREE, MAC, LeaseState::Bound, 100)),
+                ..Default::default()
+            },
+            MessageType::Nak,
+            BCAST68,
+            None,
+        ),
+        (
+            "selecting an address that was not offered",
+            req()
+                .server_id(SERVER)
+                .requested(Ipv4Addr::new(10, 9, 0, 101)),
+            LeaseContext {
+                by_mac: Some(lease(FREE, MAC, LeaseState::Offered, 20)),
+                ..Default::default()
+            },
+            MessageType::Nak,
+            BCAST68,
+            None,
+        ),
+        (
+            "renewing after the own binding expired: a free address is granted",
+            req().ciaddr(Ipv4Addr::new(10, 9, 0, 101)),
+            LeaseContext {
+                by_mac: Some(lease(FREE, MAC, LeaseState::Bound, -10)),
+                ..Default::default()
+            },
+            MessageType::Ack,
+            Destination::Unicast(SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 101), 68)),
+            bound(Ipv4Addr::new(10, 9, 0, 101)),
+        ),
+        (
             "relayed",
             req().requested(FREE).giaddr(Ipv4Addr::new(10, 9, 0, 254)),
             offered.clone(),
@@ -501,6 +558,35 @@ fn request_ack_nak_and_destinations() {
     // The ACK carries the boot file too (iPXE reads it from the ACK).
     let d = run(&c, req().pxe(7).server_id(SERVER).requested(FREE), &offered);
     assert_eq!(file(reply_of(&d).0).as_deref(), Some("snponly.efi"));
+}
+
+#[test]
+fn t1_and_t2_are_half_and_seven_eighths_of_the_lease() {
+    // (lease seconds, T1, T2)
+    let cases = [
+        (600, 300, 525),
+        (86_400, 43_200, 75_600),
+        (8, 4, 7),
+        (4, 2, 3),
+        (1, 0, 0),
+    ];
+    for (secs, t1, t2) in cases {
+        let mut c = cfg(DhcpMode::Full);
+        if let Some(p) = c.pool.as_mut() {
+            p.lease_time = Duration::from_secs(secs);
+        }
+        let d = run(
+            &c,
+            RequestBuilder::new(MessageType::Discover, MAC, 1),
+            &free_ctx(),
+        );
+        let o = reply_of(&d).0.opts();
+        let got = match (o.get(OptionCode::Renewal), o.get(OptionCode::Rebinding)) {
+            (Some(DhcpOption::Renewal(a)), Some(DhcpOption::Rebinding(b))) => (*a, *b),
+            other => panic!("no T1/T2: {other:?}"),
+        };
+        assert_eq!(got, (t1, t2), "lease {secs} s");
+    }
 }
 
 #[test]

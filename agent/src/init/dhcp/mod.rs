@@ -1,16 +1,21 @@
-//! A small DHCPv4 client for the ramdisk: DISCOVER, OFFER, REQUEST, ACK over an `AF_PACKET`
-//! socket bound to one interface, so it works before the interface has any address (the
-//! kernel's IP stack would drop the unicast OFFER to an address it does not own).
+//! A small DHCPv4 client for the ramdisk. Without an address it talks through an `AF_PACKET`
+//! socket bound to one interface (the kernel's IP stack would drop a unicast OFFER to an
+//! address it does not own); with one (renewing, rebinding) through a UDP socket on port 68
+//! bound to the interface. The client itself is the pure state machine of [`machine`];
+//! [`edge`] runs it over the sockets.
 //!
-//! Packet building and lease parsing are pure; [`PacketSocket`] is the only IO.
+//! Packet framing and lease parsing here are pure; [`PacketSocket`] and [`UdpPort`] are the IO.
+
+pub mod edge;
+pub mod machine;
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
-use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, OptionCode};
-use dhcproto::{Decodable, Decoder, Encodable};
+use anyhow::Context;
+use dhcproto::v4::{DhcpOption, Message, OptionCode};
+use dhcproto::{Decodable, Decoder};
 
 const ETH_P_IP: u16 = 0x0800;
 
@@ -25,36 +30,33 @@ pub struct Lease {
     pub hostname: Option<String>,
     pub server: Option<Ipv4Addr>,
     pub lease_secs: Option<u32>,
+    /// T1 (option 58), if the server sent it.
+    pub renewal_secs: Option<u32>,
+    /// T2 (option 59), if the server sent it.
+    pub rebinding_secs: Option<u32>,
 }
 
-/// A DHCP request message (DISCOVER, or REQUEST for `offer` from `server`).
-pub fn request(
-    xid: u32,
-    mac: [u8; 6],
-    kind: MessageType,
-    offer: Option<(Ipv4Addr, Ipv4Addr)>,
-) -> Message {
-    let z = Ipv4Addr::UNSPECIFIED;
-    let mut m = Message::new_with_id(xid, z, z, z, z, &mac);
-    // Ask for broadcast replies: we have no address to receive a unicast on.
-    m.set_flags(Flags::default().set_broadcast());
-    let o = m.opts_mut();
-    o.insert(DhcpOption::MessageType(kind));
-    let mut id = vec![1u8];
-    id.extend_from_slice(&mac);
-    o.insert(DhcpOption::ClientIdentifier(id));
-    o.insert(DhcpOption::ParameterRequestList(vec![
-        OptionCode::SubnetMask,
-        OptionCode::Router,
-        OptionCode::DomainNameServer,
-        OptionCode::DomainName,
-        OptionCode::Hostname,
-    ]));
-    if let Some((addr, server)) = offer {
-        o.insert(DhcpOption::RequestedIpAddress(addr));
-        o.insert(DhcpOption::ServerIdentifier(server));
-    }
-    m
+/// An empty BOOTREQUEST from `mac` with transaction id `xid`, made by decoding a fixed
+/// header. dhcproto's constructors (`Message::new`, `new_with_id`, `default`) all call
+/// `rand::random()`, whose thread RNG is seeded by a blocking getrandom(2): in a ramdisk on
+/// a CPU without RDRAND (QEMU's default `qemu64` under TCG) and without a virtio-rng, the
+/// kernel's CRNG is not ready until enough interrupts came in, and on a network where
+/// nobody speaks first that is never: the DHCP client blocked before its first DISCOVER.
+/// Decoding builds the message field by field and draws no randomness.
+pub fn blank_message(xid: u32, mac: [u8; 6]) -> Message {
+    let mut b = [0u8; 241];
+    // op BOOTREQUEST, htype Ethernet, hlen 6, hops 0.
+    b[..4].copy_from_slice(&[1, 1, 6, 0]);
+    b[4..8].copy_from_slice(&xid.to_be_bytes());
+    b[28..34].copy_from_slice(&mac);
+    b[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    b[240] = 255;
+    // The header above is well formed (a unit test decodes it), so the fallback, which
+    // would draw randomness, is never taken.
+    Message::decode(&mut Decoder::new(&b)).unwrap_or_else(|_| {
+        let z = Ipv4Addr::UNSPECIFIED;
+        Message::new_with_id(xid, z, z, z, z, &mac)
+    })
 }
 
 /// The lease in an OFFER or ACK.
@@ -89,6 +91,14 @@ pub fn lease_of(m: &Message) -> Lease {
         },
         lease_secs: match o.get(OptionCode::AddressLeaseTime) {
             Some(DhcpOption::AddressLeaseTime(t)) => Some(*t),
+            _ => None,
+        },
+        renewal_secs: match o.get(OptionCode::Renewal) {
+            Some(DhcpOption::Renewal(t)) => Some(*t),
+            _ => None,
+        },
+        rebinding_secs: match o.get(OptionCode::Rebinding) {
+            Some(DhcpOption::Rebinding(t)) => Some(*t),
             _ => None,
         },
     }
@@ -144,17 +154,9 @@ pub fn dhcp_payload(pkt: &[u8]) -> Option<&[u8]> {
     udp.get(8..len.min(udp.len()))
 }
 
-/// A reply for us: our xid and MAC, of the wanted type.
-pub fn parse_reply(payload: &[u8], xid: u32, mac: [u8; 6], want: MessageType) -> Option<Message> {
-    let m = Message::decode(&mut Decoder::new(payload)).ok()?;
-    if m.xid() != xid || m.chaddr().get(..6) != Some(&mac[..]) {
-        return None;
-    }
-    if m.opts().msg_type() == Some(want) {
-        Some(m)
-    } else {
-        None
-    }
+/// A DHCP message from its payload bytes, if it decodes.
+pub fn decode(payload: &[u8]) -> Option<Message> {
+    Message::decode(&mut Decoder::new(payload)).ok()
 }
 
 /// An `AF_PACKET` datagram socket for IPv4 on one interface.
@@ -212,22 +214,7 @@ impl PacketSocket {
 
     /// Receives one packet, or None after `timeout`.
     pub fn recv(&self, buf: &mut [u8], timeout: Duration) -> anyhow::Result<Option<usize>> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&raw mut pfd, 1, ms) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                return Ok(None);
-            }
-            return Err(e).context("polling the DHCP socket");
-        }
-        if r == 0 {
+        if !readable(&self.fd, timeout)? {
             return Ok(None);
         }
         // SAFETY: buf is valid for writes of its length.
@@ -236,6 +223,121 @@ impl PacketSocket {
             return Err(std::io::Error::last_os_error()).context("receiving a DHCP packet");
         }
         Ok(Some(n as usize))
+    }
+}
+
+/// Waits up to `timeout` for `fd` to be readable.
+fn readable(fd: impl AsFd, timeout: Duration) -> anyhow::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_fd().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // Round up: a wait of 0.4 ms must not become a busy loop of zero-timeout polls.
+    let ms = i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd, and the count says one.
+    let r = unsafe { libc::poll(&raw mut pfd, 1, ms) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(e).context("polling the DHCP socket");
+    }
+    Ok(r > 0)
+}
+
+/// A UDP socket on port 68 bound to one interface (`SO_BINDTODEVICE`), for the client
+/// once it has an address: the kernel picks the source address, routes, and resolves the
+/// server's MAC, and a unicast ACK finds a socket on port 68.
+#[derive(Debug)]
+pub struct UdpPort {
+    sock: std::net::UdpSocket,
+}
+
+impl UdpPort {
+    pub fn open(ifname: &str) -> anyhow::Result<Self> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error()).context("opening a UDP socket");
+        }
+        // SAFETY: raw is a fresh, valid descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let one: libc::c_int = 1;
+        for (opt, what) in [
+            (libc::SO_REUSEADDR, "SO_REUSEADDR"),
+            (libc::SO_BROADCAST, "SO_BROADCAST"),
+        ] {
+            // SAFETY: the option value is a c_int of the given size.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&raw const one).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                )
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error()).context(what);
+            }
+        }
+        let name = ifname.as_bytes();
+        // SAFETY: name is valid for reads of its length; the kernel copies at most that.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                name.as_ptr().cast(),
+                u32::try_from(name.len()).context("interface name length")?,
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("binding the DHCP socket to {ifname}"));
+        }
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 68u16.to_be(),
+            sin_addr: libc::in_addr { s_addr: 0 },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sin is a valid sockaddr_in and the length matches it.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const sin).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error()).context("binding UDP port 68");
+        }
+        Ok(UdpPort {
+            sock: std::net::UdpSocket::from(fd),
+        })
+    }
+
+    /// Sends a DHCP payload to `to` port 67.
+    pub fn send(&self, payload: &[u8], to: Ipv4Addr) -> anyhow::Result<()> {
+        self.sock
+            .send_to(payload, (to, 67))
+            .with_context(|| format!("sending a DHCP message to {to}"))?;
+        Ok(())
+    }
+
+    /// Receives one DHCP payload, or None after `timeout`.
+    pub fn recv(&self, buf: &mut [u8], timeout: Duration) -> anyhow::Result<Option<usize>> {
+        if !readable(&self.sock, timeout)? {
+            return Ok(None);
+        }
+        let (n, _) = self
+            .sock
+            .recv_from(buf)
+            .context("receiving a DHCP message")?;
+        Ok(Some(n))
     }
 }
 
@@ -261,82 +363,35 @@ pub fn retransmit_wait(attempt: u32) -> Duration {
     Duration::from_millis(250u64 << attempt.min(4))
 }
 
-fn exchange(
-    sock: &PacketSocket,
-    msg: &Message,
-    xid: u32,
-    mac: [u8; 6],
-    want: MessageType,
-    deadline: Instant,
-) -> anyhow::Result<Message> {
-    let payload = msg.to_vec().context("encoding DHCP")?;
-    let pkt = ip_udp(&payload);
-    let mut buf = vec![0u8; 2048];
-    let started = Instant::now();
-    for attempt in 0u32.. {
-        sock.send_broadcast(&pkt)?;
-        tracing::debug!(
-            ?want,
-            attempt,
-            ms = started.elapsed().as_millis() as u64,
-            "dhcp sent"
-        );
-        let until = (Instant::now() + retransmit_wait(attempt)).min(deadline);
-        while Instant::now() < until {
-            let left = until.saturating_duration_since(Instant::now());
-            if let Some(n) = sock.recv(&mut buf, left)?
-                && let Some(p) = dhcp_payload(&buf[..n])
-                && let Some(m) = parse_reply(p, xid, mac, want)
-            {
-                tracing::debug!(
-                    ?want,
-                    attempt,
-                    ms = started.elapsed().as_millis() as u64,
-                    "dhcp reply"
-                );
-                return Ok(m);
-            }
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-    }
-    bail!("no DHCP {want:?} before the deadline")
-}
-
-/// Gets a lease on `ifindex` (MAC `mac`) within `timeout`.
-pub fn obtain(ifindex: u32, mac: [u8; 6], timeout: Duration) -> anyhow::Result<Lease> {
-    let sock = PacketSocket::open(ifindex)?;
-    let deadline = Instant::now() + timeout;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let xid = nanos ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]);
-    let offer = exchange(
-        &sock,
-        &request(xid, mac, MessageType::Discover, None),
-        xid,
-        mac,
-        MessageType::Offer,
-        deadline,
-    )?;
-    let l = lease_of(&offer);
-    let server = l.server.unwrap_or(offer.siaddr());
-    let ack = exchange(
-        &sock,
-        &request(xid, mac, MessageType::Request, Some((l.addr, server))),
-        xid,
-        mac,
-        MessageType::Ack,
-        deadline,
-    )?;
-    Ok(lease_of(&ack))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dhcproto::Encodable;
+    use dhcproto::v4::MessageType;
+
+    #[test]
+    fn blank_message_is_decoded_from_its_header() {
+        let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+        let b = [0u8; 241];
+        let m = blank_message(0xdead_beef, mac);
+        assert_eq!(m.xid(), 0xdead_beef);
+        assert_eq!(m.chaddr().get(..6), Some(&mac[..]));
+        assert_eq!(m.opcode(), dhcproto::v4::Opcode::BootRequest);
+        assert!(m.opts().is_empty());
+        // The same header decodes on its own: the fallback is dead code.
+        let mut h = b;
+        h[..4].copy_from_slice(&[1, 1, 6, 0]);
+        h[236..240].copy_from_slice(&[99, 130, 83, 99]);
+        h[240] = 255;
+        assert!(Message::decode(&mut Decoder::new(&h)).is_ok());
+        // It encodes like a message from dhcproto's constructor.
+        let z = Ipv4Addr::UNSPECIFIED;
+        let reference = Message::new_with_id(0xdead_beef, z, z, z, z, &mac);
+        assert_eq!(
+            m.to_vec().expect("encode"),
+            reference.to_vec().expect("encode")
+        );
+    }
 
     #[test]
     fn retransmissions_start_fast_and_back_off() {
@@ -349,7 +404,14 @@ mod tests {
     #[test]
     fn discover_and_ack_round_trip() {
         let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
-        let d = request(7, mac, MessageType::Discover, None);
+        let d = machine::client_message(
+            7,
+            mac,
+            MessageType::Discover,
+            Ipv4Addr::UNSPECIFIED,
+            None,
+            None,
+        );
         let pkt = ip_udp(&d.to_vec().expect("encode"));
         assert_eq!(checksum(&pkt[..20]), 0, "IP header checksum verifies");
         // A reply built as a server would: swap in yiaddr and options.
@@ -374,15 +436,8 @@ mod tests {
         let mut raw = ip_udp(&ack.to_vec().expect("encode"));
         raw[22..24].copy_from_slice(&68u16.to_be_bytes()); // to the client port
         let p = dhcp_payload(&raw).expect("dhcp payload");
-        assert!(
-            parse_reply(p, 8, mac, MessageType::Ack).is_none(),
-            "other xid"
-        );
-        assert!(
-            parse_reply(p, 7, mac, MessageType::Offer).is_none(),
-            "other type"
-        );
-        let m = parse_reply(p, 7, mac, MessageType::Ack).expect("ours");
+        let m = decode(p).expect("decodes");
+        assert_eq!(m.opts().msg_type(), Some(MessageType::Ack));
         let l = lease_of(&m);
         assert_eq!(l.addr, Ipv4Addr::new(10, 0, 2, 15));
         assert_eq!(l.prefix, 24);
