@@ -37,6 +37,9 @@ pub struct FileConfig {
     pub http_basic_auth_user_file: Option<PathBuf>,
     /// Allow `noauth` on an API address that is not loopback (default false).
     pub allow_insecure_noauth: Option<bool>,
+    /// `[auth.users.NAME]`: roles and projects of http_basic users.
+    #[serde(default)]
+    pub auth: AuthSection,
     #[serde(default)]
     pub conductor: ConductorSection,
     /// `[netboot]`: DHCP/TFTP/RA and the provisioning-side HTTP listener.
@@ -45,6 +48,16 @@ pub struct FileConfig {
     /// `[discovery]`: enrolling unknown machines and the inspection rules.
     #[serde(default)]
     pub discovery: DiscoverySection,
+}
+
+/// `[auth]` table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// `[auth.users.NAME]` with `role` (`admin`, `member`, `reader`) and `project`; a user
+    /// with no entry is an admin.
+    #[serde(default)]
+    pub users: crate::api::policy::Policies,
 }
 
 /// `[discovery]` table.
@@ -90,6 +103,8 @@ pub enum AuthConfig {
 pub struct Config {
     pub api_listen: SocketAddr,
     pub auth: AuthConfig,
+    /// Roles and projects of the users that have one.
+    pub users: crate::api::policy::Policies,
     pub database: String,
     pub state_dir: PathBuf,
     pub conductor_name: String,
@@ -251,6 +266,9 @@ impl FileConfig {
         if flags.discovery != DiscoverySection::default() {
             self.discovery = flags.discovery;
         }
+        if flags.auth != AuthSection::default() {
+            self.auth = flags.auth;
+        }
         self
     }
 
@@ -317,9 +335,13 @@ impl FileConfig {
                 None => Ok(default),
             }
         };
+        if !self.auth.users.is_empty() && auth == AuthConfig::NoAuth {
+            bail!("[auth.users] gives users roles, which needs auth_strategy = \"http_basic\"");
+        }
         Ok(Config {
             api_listen,
             auth,
+            users: self.auth.users,
             database,
             state_dir,
             conductor_name: self.conductor_name.unwrap_or_else(default_conductor_name),

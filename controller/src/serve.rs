@@ -80,6 +80,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         provision_body_limit: config.max_body_bytes,
         default_host: config.api_listen.to_string(),
         auth,
+        policies: config.users.clone(),
         ..ApiSettings::default()
     };
     let api = api::router(ApiState::new(store.clone(), conductor.clone(), settings));

@@ -174,3 +174,164 @@ fn noauth_on_an_open_address_refuses_to_start() {
     assert!(err.contains("not a loopback address"), "{err}");
     assert!(!dir.path().join("ingot.db").exists(), "nothing was created");
 }
+
+/// `[auth.users]`: a reader only reads, a member neither creates nor deletes nodes nor
+/// changes `driver_info`, and a project user sees and acts only on its nodes (owner or
+/// lessee) and their ports; others are 404.
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_and_projects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let hash = bcrypt::hash(PASSWORD, 4).expect("hash");
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("op:{hash}\nro:{hash}\nmem:{hash}\n")).expect("htpasswd");
+    let config = dir.path().join("ingot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "api_listen = \"127.0.0.1:{port}\"\nauth_strategy = \"http_basic\"\n\
+             http_basic_auth_user_file = \"{}\"\nstate_dir = \"{}\"\n\
+             [auth.users.ro]\nrole = \"reader\"\n\
+             [auth.users.mem]\nrole = \"member\"\nproject = \"p1\"\n",
+            htpasswd.display(),
+            dir.path().display()
+        ),
+    )
+    .expect("config");
+    let child = Command::new(INGOT)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("INGOT_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let _server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "ingot serve did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let c = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let as_user = |user: &str, req: reqwest::RequestBuilder| req.basic_auth(user, Some(PASSWORD));
+    let json = |t: &str| serde_json::from_str::<serde_json::Value>(t).expect("json");
+
+    // The admin makes a node of p1, a node leased to p1 and one of p2, each with a port.
+    let mut uuids = Vec::new();
+    for (name, field, project, mac) in [
+        ("mine", "owner", "p1", "52:54:00:aa:00:01"),
+        ("leased", "lessee", "p1", "52:54:00:aa:00:02"),
+        ("theirs", "owner", "p2", "52:54:00:aa:00:03"),
+    ] {
+        let (s, _, body) = status(as_user(
+            "op",
+            c.post(format!("{url}/v1/nodes")).json(&serde_json::json!({
+                "driver": "fake-hardware", "name": name, field: project,
+                "driver_info": {"ipmi_password": "x"}})),
+        ))
+        .await;
+        assert_eq!(s, 201, "{body}");
+        let uuid = json(&body)["uuid"].as_str().expect("uuid").to_owned();
+        let (s, _, body) = status(as_user(
+            "op",
+            c.post(format!("{url}/v1/ports"))
+                .json(&serde_json::json!({"address": mac, "node_uuid": uuid})),
+        ))
+        .await;
+        assert_eq!(s, 201, "{body}");
+        uuids.push((uuid, json(&body)["uuid"].as_str().expect("port").to_owned()));
+    }
+
+    // The reader reads everything and changes nothing.
+    let (s, _, body) = status(as_user("ro", c.get(format!("{url}/v1/nodes")))).await;
+    assert_eq!(s, 200);
+    assert_eq!(json(&body)["nodes"].as_array().map(Vec::len), Some(3));
+    for req in [
+        c.patch(format!("{url}/v1/nodes/mine"))
+            .json(&serde_json::json!([{"op": "add", "path": "/extra/a", "value": 1}])),
+        c.post(format!("{url}/v1/nodes"))
+            .json(&serde_json::json!({"driver": "fake-hardware"})),
+        c.put(format!("{url}/v1/nodes/mine/states/power"))
+            .json(&serde_json::json!({"target": "power on"})),
+        c.delete(format!("{url}/v1/nodes/theirs")),
+    ] {
+        let (s, _, body) = status(as_user("ro", req)).await;
+        assert_eq!(s, 403, "{body}");
+        assert!(body.contains("reader role"), "{body}");
+    }
+
+    // The member of p1 sees its two nodes and their ports, not p2's.
+    let (s, _, body) = status(as_user("mem", c.get(format!("{url}/v1/nodes")))).await;
+    assert_eq!(s, 200);
+    let mut names: Vec<String> = json(&body)["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["leased", "mine"]);
+    let (s, _, _) = status(as_user("mem", c.get(format!("{url}/v1/nodes/theirs")))).await;
+    assert_eq!(s, 404);
+    let (s, _, _) = status(as_user(
+        "mem",
+        c.get(format!("{url}/v1/nodes/{}", uuids[2].0)),
+    ))
+    .await;
+    assert_eq!(s, 404);
+    let (s, _, _) = status(as_user(
+        "mem",
+        c.get(format!("{url}/v1/ports/{}", uuids[2].1)),
+    ))
+    .await;
+    assert_eq!(s, 404);
+    let (s, _, body) = status(as_user("mem", c.get(format!("{url}/v1/ports")))).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        json(&body)["ports"].as_array().map(Vec::len),
+        Some(2),
+        "{body}"
+    );
+    let (s, _, body) = status(as_user(
+        "mem",
+        c.patch(format!("{url}/v1/nodes/mine"))
+            .json(&serde_json::json!([{"op": "add", "path": "/extra/a", "value": 1}])),
+    ))
+    .await;
+    assert_eq!(s, 200, "{body}");
+    for (req, what) in [
+        (
+            c.patch(format!("{url}/v1/nodes/mine")).json(
+                &serde_json::json!([{"op": "add", "path": "/driver_info/ipmi_password", "value": "y"}]),
+            ),
+            "BMC settings",
+        ),
+        (
+            c.post(format!("{url}/v1/nodes")).json(&serde_json::json!({"driver": "fake-hardware"})),
+            "cannot create or delete",
+        ),
+        (c.delete(format!("{url}/v1/nodes/mine")), "cannot create or delete"),
+        (
+            c.patch(format!("{url}/v1/nodes/leased"))
+                .json(&serde_json::json!([{"op": "add", "path": "/owner", "value": "p9"}])),
+            "give a node away",
+        ),
+    ] {
+        let (s, _, body) = status(as_user("mem", req)).await;
+        assert_eq!(s, 403, "{what}: {body}");
+        assert!(body.contains(what), "{body}");
+    }
+    let (s, _, _) = status(as_user(
+        "mem",
+        c.patch(format!("{url}/v1/nodes/theirs"))
+            .json(&serde_json::json!([{"op": "add", "path": "/extra/a", "value": 1}])),
+    ))
+    .await;
+    assert_eq!(
+        s, 404,
+        "another project's node does not exist for the member"
+    );
+}

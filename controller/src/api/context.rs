@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use serde_json::Value;
 
 use super::error::ApiError;
+use super::policy::Grant;
 use super::version::Version;
 
 /// What the API middleware learned about the request; handlers extract it directly.
@@ -17,6 +18,8 @@ pub struct ReqCtx {
     /// `http://HOST` (no trailing slash), from the request's `Host` header: every absolute
     /// URL Ironic emits is built from it.
     pub base: String,
+    /// The caller's role and project.
+    pub grant: Grant,
 }
 
 impl ReqCtx {

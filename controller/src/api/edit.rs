@@ -25,7 +25,10 @@ pub async fn find_node(state: &ApiState, ctx: &ReqCtx, ident: &str) -> ApiResult
             "Expected a logical name or UUID but received {ident}."
         )));
     };
-    found.ok_or_else(|| ApiError::node_not_found(ident))
+    // A node outside the caller's project does not exist for it (Ironic's owner/lessee).
+    found
+        .filter(|n| ctx.grant.sees(n))
+        .ok_or_else(|| ApiError::node_not_found(ident))
 }
 
 /// How many times a write that lost an optimistic-concurrency race is retried.

@@ -22,6 +22,7 @@ pub mod node_misc;
 pub mod node_states;
 pub mod nodes;
 pub mod patch;
+pub mod policy;
 pub mod ports;
 pub mod query;
 pub mod render;
@@ -60,6 +61,8 @@ pub struct ApiSettings {
     pub default_host: String,
     /// How callers are authenticated.
     pub auth: auth::AuthStrategy,
+    /// Roles and projects of the users that have one (`[auth.users]`).
+    pub policies: policy::Policies,
 }
 
 impl Default for ApiSettings {
@@ -71,6 +74,7 @@ impl Default for ApiSettings {
             public_scheme: "http".to_owned(),
             default_host: "localhost:6385".to_owned(),
             auth: auth::AuthStrategy::NoAuth,
+            policies: policy::Policies::new(),
         }
     }
 }
@@ -240,8 +244,18 @@ async fn api_middleware(
     let mut resp = match caller {
         Ok(caller) => {
             let user = caller.user.clone();
-            req.extensions_mut().insert(caller);
-            let resp = versioned(&settings, req, next).await;
+            let grant = policy::Grant::of(user.as_deref(), &settings.policies);
+            let resp = match grant.allows(&method, &path) {
+                Ok(()) => {
+                    req.extensions_mut().insert(grant);
+                    req.extensions_mut().insert(caller);
+                    versioned(&settings, req, next).await
+                }
+                Err(why) => error::json_response(
+                    StatusCode::FORBIDDEN,
+                    error::fault_body(StatusCode::FORBIDDEN, &why),
+                ),
+            };
             access_log(&request_id, user.as_deref(), &method, &path, &resp, started);
             resp
         }
@@ -296,7 +310,16 @@ async fn versioned(settings: &ApiSettings, mut req: Request, next: Next) -> Resp
     let (mut resp, range_headers, version) = match negotiated {
         Ok(version) => {
             let base = base_url(settings, req.uri(), req.headers());
-            req.extensions_mut().insert(ReqCtx { version, base });
+            let grant = req
+                .extensions()
+                .get::<policy::Grant>()
+                .cloned()
+                .unwrap_or_default();
+            req.extensions_mut().insert(ReqCtx {
+                version,
+                base,
+                grant,
+            });
             let resp = ironic_shaped(next.run(req).await).await;
             (resp, true, Some(version))
         }

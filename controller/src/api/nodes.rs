@@ -233,6 +233,7 @@ async fn list_nodes(
     query.driver = text("driver", &mut echo);
     query.owner = text("owner", &mut echo);
     query.lessee = text("lessee", &mut echo);
+    query.project = ctx.grant.project.clone();
     query.fault = text("fault", &mut echo);
     query.conductor_group = text("conductor_group", &mut echo).map(|g| g.to_ascii_lowercase());
     query.description_contains = text("description_contains", &mut echo);
@@ -415,6 +416,11 @@ async fn update(
         }
     }
     let node = find_node(&state, &ctx, &ident).await?;
+    for op in &ops {
+        ctx.grant
+            .may_patch(op.field())
+            .map_err(ApiError::Forbidden)?;
+    }
     // A parent given by name is resolved before the node is locked (it needs the store).
     let mut parent: Option<Value> = None;
     if ops.iter().any(|op| op.field() == "parent_node") {

@@ -154,13 +154,25 @@ fn set_field(port: &mut Port, name: &str, value: Value) -> ApiResult<()> {
     Ok(())
 }
 
-async fn require_node(state: &ApiState, uuid: Uuid) -> ApiResult<()> {
+async fn require_node(state: &ApiState, ctx: &ReqCtx, uuid: Uuid) -> ApiResult<()> {
     match state.store.get_node_by_uuid(uuid).await? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::bad_request(format!(
+        Some(n) if ctx.grant.sees(&n) => Ok(()),
+        _ => Err(ApiError::bad_request(format!(
             "Node {uuid} could not be found."
         ))),
     }
+}
+
+/// Whether the caller sees the port's node (always, without a project).
+async fn sees_node(state: &ApiState, ctx: &ReqCtx, node: Uuid) -> ApiResult<bool> {
+    if ctx.grant.project.is_none() {
+        return Ok(true);
+    }
+    Ok(state
+        .store
+        .get_node_by_uuid(node)
+        .await?
+        .is_some_and(|n| ctx.grant.sees(&n)))
 }
 
 async fn create(
@@ -216,7 +228,7 @@ async fn create(
             set_field(&mut port, key, value.clone())?;
         }
     }
-    require_node(&state, node_uuid).await?;
+    require_node(&state, &ctx, node_uuid).await?;
     state.store.create_port(&port).await?;
     let resp = render::json(
         StatusCode::CREATED,
@@ -293,7 +305,12 @@ async fn list_ports(
     };
     if let Some(n) = params.uuid("node_uuid")? {
         echo.push(("node_uuid", n.to_string()));
-        if state.store.get_node_by_uuid(n).await?.is_none() {
+        if !state
+            .store
+            .get_node_by_uuid(n)
+            .await?
+            .is_some_and(|node| ctx.grant.sees(&node))
+        {
             return Err(ApiError::node_not_found(n));
         }
         query.node_uuid = Some(n);
@@ -334,8 +351,25 @@ async fn list_ports(
         }
         _ => None,
     };
-    let views: Vec<PortView<'_>> = ports
-        .iter()
+    // A project caller sees the ports of its nodes only; paging follows the unfiltered
+    // list, so a page may be short but the `next` link still walks every port.
+    let mut visible = Vec::with_capacity(ports.len());
+    let mut seen: std::collections::HashMap<Uuid, bool> = std::collections::HashMap::new();
+    for port in &ports {
+        let ok = match seen.get(&port.node_uuid) {
+            Some(ok) => *ok,
+            None => {
+                let ok = sees_node(state, ctx, port.node_uuid).await?;
+                seen.insert(port.node_uuid, ok);
+                ok
+            }
+        };
+        if ok {
+            visible.push(port);
+        }
+    }
+    let views: Vec<PortView<'_>> = visible
+        .into_iter()
         .map(|port| PortView {
             port,
             base: &ctx.base,
@@ -356,13 +390,15 @@ fn parse_port_id(id: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(id).map_err(|_| ApiError::NotFound(format!("Port {id} could not be found.")))
 }
 
-async fn find_port(state: &ApiState, id: &str) -> ApiResult<Port> {
+/// A port by UUID; a port whose node the caller does not see does not exist for it.
+async fn find_port(state: &ApiState, ctx: &ReqCtx, id: &str) -> ApiResult<Port> {
     let uuid = parse_port_id(id)?;
-    state
-        .store
-        .get_port(uuid)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("Port {id} could not be found.")))
+    let not_found = || ApiError::NotFound(format!("Port {id} could not be found."));
+    let port = state.store.get_port(uuid).await?.ok_or_else(not_found)?;
+    if !sees_node(state, ctx, port.node_uuid).await? {
+        return Err(not_found());
+    }
+    Ok(port)
 }
 
 async fn show(
@@ -376,7 +412,7 @@ async fn show(
     if fields.is_some() {
         ctx.require_feature(8)?;
     }
-    let port = find_port(&state, &id).await?;
+    let port = find_port(&state, &ctx, &id).await?;
     render::json(
         StatusCode::OK,
         &PortView {
@@ -403,7 +439,7 @@ async fn update(
             )));
         }
     }
-    let mut port = find_port(&state, &id).await?;
+    let mut port = find_port(&state, &ctx, &id).await?;
     let mut doc: Map<String, Value> = PATCHABLE
         .iter()
         .map(|f| ((*f).to_owned(), get_field(&port, f)))
@@ -417,7 +453,7 @@ async fn update(
         }
     }
     if port.node_uuid != old_node {
-        require_node(&state, port.node_uuid).await?;
+        require_node(&state, &ctx, port.node_uuid).await?;
     }
     port.updated_at = Some(Utc::now());
     state.store.update_port(&port).await?;
@@ -431,8 +467,12 @@ async fn update(
     )
 }
 
-async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let port = find_port(&state, &id).await?;
+async fn delete(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let port = find_port(&state, &ctx, &id).await?;
     state.store.delete_port(port.uuid).await?;
     Ok(render::empty(StatusCode::NO_CONTENT, None))
 }

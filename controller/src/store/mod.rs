@@ -59,6 +59,8 @@ pub struct NodeQuery {
     pub driver: Option<String>,
     pub owner: Option<String>,
     pub lessee: Option<String>,
+    /// Only nodes this project owns or leases (`owner = P OR lessee = P`).
+    pub project: Option<String>,
     pub fault: Option<String>,
     pub retired: Option<bool>,
     pub conductor_group: Option<String>,

@@ -513,6 +513,11 @@ fn build_list(query: &NodeQuery) -> Result<QueryBuilder, StoreError> {
             eq(&mut sql, column, value);
         }
     }
+    if let Some(project) = &query.project {
+        let a = sql.arg(Arg::Text(project.clone()));
+        let b = sql.arg(Arg::Text(project.clone()));
+        conds.push(format!("(n.owner = {a} OR n.lessee = {b})"));
+    }
     match query.associated {
         Some(true) => conds.push("n.instance_uuid IS NOT NULL".to_owned()),
         Some(false) => conds.push("n.instance_uuid IS NULL".to_owned()),
