@@ -12,5 +12,6 @@ pub mod images;
 pub mod machine;
 pub mod model;
 pub mod netboot;
+pub mod secrets;
 pub mod serve;
 pub mod store;

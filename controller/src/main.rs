@@ -57,6 +57,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", controller::cli::image::run(store, command).await?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Secrets { store, command } => {
+            print!("{}", controller::cli::secrets::run(store, command).await?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

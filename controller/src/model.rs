@@ -273,3 +273,28 @@ pub fn port_dhcp_address(port: &Port) -> Option<std::net::Ipv4Addr> {
         .and_then(Value::as_str)
         .and_then(|text| text.trim().parse().ok())
 }
+
+/// Whether a key names a secret: a substring match like oslo's `mask_dict_password`
+/// (`password`, `secret`, `token`, `configdrive`, ...), plus every key ending in `_key`
+/// (`ipmi_hex_kg_key`, `ssh_private_key`), as Ironic's list has `*_key` and `*kg_key*`.
+pub fn is_secret_key(key: &str) -> bool {
+    const SECRET: [&str; 15] = [
+        "password",
+        "passwd",
+        "pswd",
+        "secret",
+        "token",
+        "passphrase",
+        "configdrive",
+        "private_key",
+        "encryption_key",
+        "cert_key",
+        "auth_key",
+        "kg_key",
+        "adminpass",
+        "admin_pass",
+        "new_pass",
+    ];
+    let lower = key.to_ascii_lowercase();
+    lower.ends_with("_key") || SECRET.iter().any(|s| lower.contains(s))
+}

@@ -56,10 +56,14 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
     };
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+    let secrets = crate::secrets::SecretBox::open_or_create(
+        &config.state_dir.join(crate::secrets::KEY_FILE),
+    )?;
     let store: Arc<dyn Store> = Arc::new(
         SqlStore::connect(&config.database)
             .await
-            .with_context(|| format!("opening store {}", redact_url(&config.database)))?,
+            .with_context(|| format!("opening store {}", redact_url(&config.database)))?
+            .with_secrets(Arc::new(secrets)),
     );
     let hub = AgentHub::new();
     let images = Arc::new(ImageStore::new(&config.state_dir));

@@ -160,30 +160,7 @@ pub const ALLOCATION_FIELDS: [&str; 13] = [
 /// What a secret shows as.
 pub const MASK: &str = "******";
 
-/// Whether a key names a secret: a substring match like oslo's `mask_dict_password`
-/// (`password`, `secret`, `token`, `configdrive`, ...), plus every key ending in `_key`
-/// (`ipmi_hex_kg_key`, `ssh_private_key`), as Ironic's list has `*_key` and `*kg_key*`.
-pub fn is_secret_key(key: &str) -> bool {
-    const SECRET: [&str; 15] = [
-        "password",
-        "passwd",
-        "pswd",
-        "secret",
-        "token",
-        "passphrase",
-        "configdrive",
-        "private_key",
-        "encryption_key",
-        "cert_key",
-        "auth_key",
-        "kg_key",
-        "adminpass",
-        "admin_pass",
-        "new_pass",
-    ];
-    let lower = key.to_ascii_lowercase();
-    lower.ends_with("_key") || SECRET.iter().any(|s| lower.contains(s))
-}
+pub use crate::model::is_secret_key;
 
 /// A JSON object serialized with secret keys masked, recursively (inside nested objects
 /// and arrays alike).

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod image;
+pub mod secrets;
 pub mod table;
 pub mod watch;
 
@@ -37,6 +38,13 @@ pub enum Command {
         store: image::StoreArgs,
         #[command(subcommand)]
         command: image::ImageCommand,
+    },
+    /// The key of the BMC secrets at rest (stored under the state dir).
+    Secrets {
+        #[command(flatten)]
+        store: image::StoreArgs,
+        #[command(subcommand)]
+        command: secrets::SecretsCommand,
     },
 }
 

@@ -138,9 +138,17 @@ impl QueryBuilder {
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     backend: Backend,
+    /// Encrypts the BMC secrets of nodes at rest (`None`: stored as given).
+    secrets: Option<std::sync::Arc<crate::secrets::SecretBox>>,
 }
 
 impl SqlStore {
+    /// Encrypts nodes' BMC secrets with `secrets` from now on (and decrypts them on read).
+    pub fn with_secrets(mut self, secrets: std::sync::Arc<crate::secrets::SecretBox>) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
     /// Opens (creating if needed) the database at `url` and applies pending migrations.
     ///
     /// Accepts `sqlite:///abs/path/ingot.db` (parent directory and file are created),
@@ -159,7 +167,10 @@ impl SqlStore {
                 .into(),
             ));
         };
-        Ok(SqlStore { backend })
+        Ok(SqlStore {
+            backend,
+            secrets: None,
+        })
     }
 
     /// `"sqlite"` or `"postgres"`.

@@ -131,9 +131,16 @@ const OVERLAID: &[&str] = &[
 const SELECT: &str = "n.doc, n.revision, n.reservation, n.instance_uuid, n.allocation_uuid";
 type NodeRow = (String, i64, Option<String>, Option<String>, Option<String>);
 
-fn node_from_row(row: NodeRow) -> Result<Node, StoreError> {
+fn node_from_row(
+    secrets: Option<&crate::secrets::SecretBox>,
+    row: NodeRow,
+) -> Result<Node, StoreError> {
     let (doc, revision, reservation, instance_uuid, allocation_uuid) = row;
     let mut node: Node = serde_json::from_str(&doc)?;
+    if let Some(b) = secrets {
+        b.open_node(&mut node)
+            .map_err(|e| StoreError::Database(format!("node {}: {e}", node.uuid).into()))?;
+    }
     node.revision = revision;
     node.reservation = reservation;
     node.instance_uuid = parse_opt_uuid(instance_uuid.as_deref())?;
@@ -205,8 +212,24 @@ fn not_found(uuid: Uuid) -> StoreError {
 }
 
 impl SqlStore {
+    /// The node's stored document, its BMC secrets sealed when encryption is on.
+    fn node_doc(&self, node: &Node) -> Result<String, StoreError> {
+        match &self.secrets {
+            Some(b) => {
+                let mut sealed = node.clone();
+                b.seal_node(&mut sealed);
+                to_doc(&sealed, OVERLAID)
+            }
+            None => to_doc(node, OVERLAID),
+        }
+    }
+
+    fn node_of(&self, row: NodeRow) -> Result<Node, StoreError> {
+        node_from_row(self.secrets.as_deref(), row)
+    }
+
     pub(super) async fn node_create(&self, node: &Node) -> Result<(), StoreError> {
-        let doc = to_doc(node, OVERLAID)?;
+        let doc = self.node_doc(node)?;
         let result = with_db!(self, write, |pool| {
             bind_node!(
                 sqlx::query(INSERT_SQL.as_str()),
@@ -234,7 +257,7 @@ impl SqlStore {
         let row: Option<NodeRow> = with_db!(self, read, |pool| {
             sqlx::query_as(sql).bind(value).fetch_optional(pool).await?
         });
-        row.map(node_from_row).transpose()
+        row.map(|r| self.node_of(r)).transpose()
     }
 
     pub(super) async fn node_list(&self, query: &NodeQuery) -> Result<Vec<Node>, StoreError> {
@@ -250,11 +273,11 @@ impl SqlStore {
         {
             return Err(not_found(marker));
         }
-        rows.into_iter().map(node_from_row).collect()
+        rows.into_iter().map(|r| self.node_of(r)).collect()
     }
 
     pub(super) async fn node_update(&self, node: &Node) -> Result<i64, StoreError> {
-        let doc = to_doc(node, OVERLAID)?;
+        let doc = self.node_doc(node)?;
         let revision = node.revision + 1;
         let result = with_db!(self, write, |pool| {
             bind_node!(
@@ -288,7 +311,7 @@ impl SqlStore {
         if history.is_none() && release.is_none() {
             return self.node_update(node).await;
         }
-        let doc = to_doc(node, OVERLAID)?;
+        let doc = self.node_doc(node)?;
         let revision = node.revision + 1;
         let event_doc = history.map(|event| to_doc(event, &[])).transpose()?;
         let sql = if release.is_some() {
@@ -362,7 +385,7 @@ impl SqlStore {
                     .await?
             });
             if let Some(row) = row {
-                return node_from_row(row);
+                return self.node_of(row);
             }
             match self.node_get("uuid", uuid.to_string()).await? {
                 None => return Err(not_found(uuid)),
