@@ -22,7 +22,9 @@ fn all_bytes(dir: &Path) -> String {
     for entry in std::fs::read_dir(dir).expect("dir") {
         let path = entry.expect("entry").path();
         if path.is_file() {
-            text.push_str(&String::from_utf8_lossy(&std::fs::read(&path).expect("read")));
+            text.push_str(&String::from_utf8_lossy(
+                &std::fs::read(&path).expect("read"),
+            ));
         }
     }
     text
@@ -69,11 +71,18 @@ async fn bmc_secrets_are_encrypted_at_rest_and_rotate() {
 
     use std::os::unix::fs::PermissionsExt as _;
     let key_path = state.join(KEY_FILE);
-    let mode = std::fs::metadata(&key_path).expect("key file").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&key_path)
+        .expect("key file")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     let stored = all_bytes(state);
     assert!(stored.contains("10.9.9.9"), "the node is in the database");
-    assert!(!stored.contains(PASSWORD), "the BMC password is stored in clear");
+    assert!(
+        !stored.contains(PASSWORD),
+        "the BMC password is stored in clear"
+    );
     let first_id = SecretBox::open(&key_path).expect("key").key_ids()[0].clone();
     assert!(stored.contains(&format!("enc:v1:{first_id}:")));
 
@@ -81,12 +90,18 @@ async fn bmc_secrets_are_encrypted_at_rest_and_rotate() {
     let read = |b: SecretBox| {
         let db = db.clone();
         async move {
-            let store = SqlStore::connect(&db).await.expect("store").with_secrets(Arc::new(b));
+            let store = SqlStore::connect(&db)
+                .await
+                .expect("store")
+                .with_secrets(Arc::new(b));
             let n: Node = store.get_node("n1").await.expect("get").expect("node");
             n.driver_info["ipmi_password"].clone()
         }
     };
-    assert_eq!(read(SecretBox::open(&key_path).expect("key")).await, PASSWORD);
+    assert_eq!(
+        read(SecretBox::open(&key_path).expect("key")).await,
+        PASSWORD
+    );
 
     // Rotation: a new key encrypts everything, the old one is gone from the file.
     let out = Command::new(INGOT)
@@ -100,7 +115,10 @@ async fn bmc_secrets_are_encrypted_at_rest_and_rotate() {
         String::from_utf8_lossy(&out.stderr)
     );
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("1 node(s)") && said.contains(&first_id), "{said}");
+    assert!(
+        said.contains("1 node(s)") && said.contains(&first_id),
+        "{said}"
+    );
     let rotated = SecretBox::open(&key_path).expect("key");
     assert_eq!(rotated.key_ids().len(), 1);
     let new_id = rotated.key_ids()[0].clone();
@@ -111,6 +129,9 @@ async fn bmc_secrets_are_encrypted_at_rest_and_rotate() {
     // Every live copy is under the new key (a WAL may still hold superseded pages).
     let store = SqlStore::connect(&db).await.expect("store");
     let raw: Node = store.get_node("n1").await.expect("get").expect("node");
-    let value = raw.driver_info["ipmi_password"].as_str().unwrap_or_default().to_owned();
+    let value = raw.driver_info["ipmi_password"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(value.starts_with(&format!("enc:v1:{new_id}:")), "{value}");
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use axum::http::{HeaderMap, header};
+use base64::Engine as _;
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use sha2::Sha256;
 
@@ -107,38 +108,12 @@ pub fn basic_credentials(headers: &HeaderMap) -> Result<(String, String), Unauth
     if !scheme.eq_ignore_ascii_case("basic") || encoded.len() > 4 * MAX_CREDENTIAL_BYTES {
         return Err(missing);
     }
-    let decoded = base64_decode(encoded.trim()).ok_or(missing.clone())?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| missing.clone())?;
     let text = String::from_utf8(decoded).map_err(|_| missing.clone())?;
     let (user, password) = text.split_once(':').ok_or(missing)?;
     Ok((user.to_owned(), password.to_owned()))
-}
-
-/// Standard base64 with padding (what HTTP basic uses); `None` when malformed.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    let body = s.trim_end_matches('=');
-    if s.len() - body.len() > 2 {
-        return None;
-    }
-    for c in body.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
 
 impl HtpasswdUsers {
@@ -279,31 +254,13 @@ mod tests {
 
     fn basic(user: &str, password: &str) -> HeaderMap {
         let raw = format!("{user}:{password}");
-        let enc = base64_encode(raw.as_bytes());
+        let enc = base64::engine::general_purpose::STANDARD.encode(raw.as_bytes());
         let mut h = HeaderMap::new();
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_str(&format!("Basic {enc}")).expect("header"),
         );
         h
-    }
-
-    fn base64_encode(b: &[u8]) -> String {
-        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for c in b.chunks(3) {
-            let n = (u32::from(c[0]) << 16)
-                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-                | u32::from(*c.get(2).unwrap_or(&0));
-            for i in 0..4 {
-                if i <= c.len() {
-                    out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
     }
 
     #[test]
