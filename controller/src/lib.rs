@@ -9,6 +9,7 @@ pub mod config;
 pub mod discovery;
 pub mod drivers;
 pub mod images;
+pub mod instance;
 pub mod machine;
 pub mod model;
 pub mod netboot;

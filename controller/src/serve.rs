@@ -21,7 +21,9 @@ use crate::conductor::{Conductor, ConductorConfig};
 use crate::config::Config;
 use crate::discovery::Discovery;
 use crate::drivers::DriverRegistry;
+use crate::drivers::qemu::QemuSettings;
 use crate::images::{self, ImageStore, resolve::LocalImages};
+use crate::instance::{self, InstanceLock};
 use crate::netboot::{self, service::NetbootConfig};
 use crate::store::{Store, sql::SqlStore};
 
@@ -29,6 +31,9 @@ use crate::store::{Store, sql::SqlStore};
 /// themselves).
 #[derive(Debug)]
 pub struct Services {
+    /// The lock that keeps a second `ingot serve` off this SQLite database (held while
+    /// this value lives).
+    pub instance_lock: Option<InstanceLock>,
     pub store: Arc<dyn Store>,
     pub conductor: Arc<Conductor>,
     pub hub: Arc<AgentHub>,
@@ -44,18 +49,18 @@ pub struct Services {
 
 /// Opens the store, starts the conductor and builds the routers.
 pub async fn build(config: &Config) -> anyhow::Result<Services> {
-    std::fs::create_dir_all(&config.state_dir)
-        .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+    let hub = AgentHub::new();
+    let drivers = hardware_types(config, &hub)?;
+    let instance_lock = lock_instance(config)?;
     let store: Arc<dyn Store> = Arc::new(
         SqlStore::connect(&config.database)
             .await
             .with_context(|| format!("opening store {}", redact_url(&config.database)))?,
     );
-    let hub = AgentHub::new();
     let images = Arc::new(ImageStore::new(&config.state_dir));
     let conductor = Conductor::new(
         store.clone(),
-        DriverRegistry::builtin_with_hub(hub.clone()),
+        drivers,
         ConductorConfig {
             name: config.conductor_name.clone(),
             max_concurrent_deploys: config.max_concurrent_deploys,
@@ -103,6 +108,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
     }))
     .merge(images::http::router(images.clone()));
     Ok(Services {
+        instance_lock,
         store,
         conductor,
         hub,
@@ -111,6 +117,33 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         api,
         boot,
     })
+}
+
+/// Creates the state dir (0700) and, for SQLite, locks the database (one `ingot serve` per
+/// file) and creates it 0600, before anything reads or writes it.
+fn lock_instance(config: &Config) -> anyhow::Result<Option<InstanceLock>> {
+    instance::create_private_dir(&config.state_dir)?;
+    let Some(db) = instance::sqlite_file(&config.database)? else {
+        return Ok(None);
+    };
+    if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
+        instance::create_private_dir(parent)?;
+    }
+    let lock = InstanceLock::acquire(&db)?;
+    instance::create_private_db(&db)?;
+    Ok(Some(lock))
+}
+
+/// The registry of `enabled_hardware_types` (with `[qemu] allowed_dir` resolved).
+fn hardware_types(config: &Config, hub: &Arc<AgentHub>) -> anyhow::Result<DriverRegistry> {
+    let qemu = config
+        .qemu_allowed_dir
+        .as_deref()
+        .filter(|_| config.enabled_hardware_types.iter().any(|t| t == "qemu"))
+        .map(QemuSettings::new)
+        .transpose()?;
+    DriverRegistry::with_types(hub.clone(), &config.enabled_hardware_types, qemu)
+        .map_err(anyhow::Error::msg)
 }
 
 /// Runs the controller until a shutdown signal.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ConductorSection, FileConfig};
+use crate::config::{ConductorSection, FileConfig, QemuSection};
 
 /// Ingot bare-metal provisioning controller.
 #[derive(Debug, Parser)]
@@ -64,6 +64,13 @@ pub struct ServeArgs {
     /// Cap on cleanings running at once; more wait in a queue.
     #[arg(long)]
     pub max_concurrent_cleanings: Option<usize>,
+    /// Hardware types to offer, comma-separated (default ipmi,redfish,manual,fake-hardware;
+    /// qemu also needs --qemu-allowed-dir).
+    #[arg(long, value_delimiter = ',')]
+    pub enabled_hardware_types: Option<Vec<String>>,
+    /// `[qemu] allowed_dir`: the directory every qemu VM's files lie in.
+    #[arg(long)]
+    pub qemu_allowed_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -79,6 +86,10 @@ impl ServeArgs {
                 max_concurrent_deploys: self.max_concurrent_deploys,
                 max_concurrent_cleanings: self.max_concurrent_cleanings,
                 ..Default::default()
+            },
+            enabled_hardware_types: self.enabled_hardware_types.clone(),
+            qemu: QemuSection {
+                allowed_dir: self.qemu_allowed_dir.clone(),
             },
             ..Default::default()
         }
