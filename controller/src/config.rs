@@ -46,6 +46,8 @@ pub struct FileConfig {
     /// `[qemu]`: the directory the `qemu` hardware type's files must lie in.
     #[serde(default)]
     pub qemu: QemuSection,
+    /// Largest virtual disk size `ingot image import` accepts, in bytes (default 2 TiB).
+    pub max_image_virtual_size: Option<u64>,
 }
 
 /// `[qemu]` table.
@@ -111,6 +113,8 @@ pub struct Config {
     pub enabled_hardware_types: Vec<String>,
     /// `[qemu] allowed_dir` (required when `qemu` is enabled; resolved by `serve`).
     pub qemu_allowed_dir: Option<PathBuf>,
+    /// `max_image_virtual_size`.
+    pub max_image_virtual_size: u64,
 }
 
 /// The state directory used when none is configured: `/var/lib/ingot` for root, else
@@ -227,6 +231,10 @@ impl FileConfig {
             flags.enabled_hardware_types,
         );
         pick(&mut self.qemu.allowed_dir, flags.qemu.allowed_dir);
+        pick(
+            &mut self.max_image_virtual_size,
+            flags.max_image_virtual_size,
+        );
         self
     }
 
@@ -315,6 +323,11 @@ impl FileConfig {
             agent_heartbeat_timeout: Duration::from_secs(d.heartbeat_timeout_secs.unwrap_or(30)),
             enabled_hardware_types,
             qemu_allowed_dir,
+            max_image_virtual_size: match self.max_image_virtual_size {
+                Some(0) => bail!("max_image_virtual_size must be at least 1 byte"),
+                Some(n) => n,
+                None => crate::images::inspect::DEFAULT_MAX_VIRTUAL_SIZE,
+            },
         })
     }
 }
@@ -449,6 +462,7 @@ mod tests {
             "discovery",
             "enabled_hardware_types",
             "qemu",
+            "max_image_virtual_size",
         ] {
             assert!(known.iter().any(|x| x == k), "{k} missing from {known:?}");
         }
