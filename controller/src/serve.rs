@@ -9,7 +9,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -26,6 +25,7 @@ use crate::images::{self, ImageStore, resolve::LocalImages};
 use crate::instance::{self, InstanceLock};
 use crate::netboot::{self, service::NetbootConfig};
 use crate::store::{Store, sql::SqlStore};
+use crate::supervise::FatalTasks;
 
 /// Everything `ingot serve` runs, built but not yet listening (tests bind the routers
 /// themselves).
@@ -155,7 +155,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding API address {}", config.api_listen))?;
     let cancel = CancellationToken::new();
-    let mut background = JoinSet::new();
+    // Fatal tasks (crate::supervise): a failure stops everything and exits non-zero.
+    let mut background = FatalTasks::new(cancel.clone());
     if let Some(addr) = config.boot_http_listen {
         let boot_listener = TcpListener::bind(addr)
             .await
@@ -165,7 +166,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .clone()
             .into_make_service_with_connect_info::<SocketAddr>();
         let c = cancel.clone();
-        background.spawn(async move {
+        background.spawn("provisioning HTTP", async move {
             axum::serve(boot_listener, app)
                 .with_graceful_shutdown(async move { c.cancelled().await })
                 .await
@@ -187,7 +188,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             cancel.clone(),
         )
         .context("starting netboot services")?;
-        background.spawn(async move { netboot.wait().await });
+        background.spawn("netboot (DHCP, TFTP)", async move { netboot.wait().await });
     }
     info!(
         api = %config.api_listen,
@@ -206,17 +207,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("serving API")?;
     info!("shutting down");
-    cancel.cancel();
-    while let Some(joined) = background.join_next().await {
-        if let Err(e) = joined
-            .context("background service panicked")
-            .and_then(|r| r)
-        {
-            tracing::error!(error = %format!("{e:#}"), "background service failed");
-        }
-    }
+    let failed = background.finish().await;
     conductor.shutdown().await;
-    Ok(())
+    failed.context("a fatal service failed")
 }
 
 /// Hides the password of a database URL in logs and errors.
