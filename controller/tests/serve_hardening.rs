@@ -279,8 +279,75 @@ async fn qemu_type_enabled_cannot_leave_its_directory() {
     let err = power_on_error(&c, &url, &node).await;
     assert!(err.contains("no qemu.json"), "{err}");
     assert!(!pwned.exists());
+
+    // The operator's qemu.json (as qemu-tests' racks write it): the VM powers on and off.
+    write_vm_argv(&vms.join("vm1"));
+    let _vm = KillVm(vms.join("vm1"));
+    for (target, want) in [("power on", "power on"), ("power off", "power off")] {
+        let (s, b) = call(
+            &c,
+            reqwest::Method::PUT,
+            format!("{url}/v1/nodes/{node}/states/power"),
+            Some(json!({"target": target})),
+        )
+        .await;
+        assert_eq!(s, 202, "{b}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, n) = call(
+                &c,
+                reqwest::Method::GET,
+                format!("{url}/v1/nodes/{node}"),
+                None,
+            )
+            .await;
+            if n["target_power_state"].is_null() && n["power_state"] == want {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{target}: {n}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     // Exactly the enabled types are offered.
     assert_eq!(driver_names(&c, &url).await, vec!["fake-hardware", "qemu"]);
+}
+
+/// Kills the VM of a directory (by its pid file, if that process is ours) when dropped,
+/// whatever a failed assertion left running.
+struct KillVm(std::path::PathBuf);
+
+impl Drop for KillVm {
+    fn drop(&mut self) {
+        let Some(pid) = std::fs::read_to_string(self.0.join("qemu.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        else {
+            return;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let needle = self.0.as_os_str().as_encoded_bytes();
+        if cmdline.windows(needle.len()).any(|w| w == needle) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// A small TCG VM's argv in `dir/qemu.json` (the boot devices the driver orders: `nic0`,
+/// `disk0`); QEMU's pid file is in `dir` too.
+fn write_vm_argv(dir: &Path) {
+    let p = |n: &str| dir.join(n).display().to_string();
+    std::fs::write(dir.join("disk.img"), vec![0u8; 1 << 20]).expect("disk");
+    let argv = json!({"argv": [
+        "qemu-system-x86_64", "-accel", "tcg", "-machine", "pc,graphics=off", "-m", "64",
+        "-nodefaults", "-no-user-config", "-display", "none",
+        "-qmp", format!("unix:{},server=on,wait=off", p("qmp.sock")),
+        "-pidfile", p("qemu.pid"),
+        "-drive", format!("file={},format=raw,if=none,id=d0", p("disk.img")),
+        "-device", "virtio-blk-pci,drive=d0,id=disk0,bootindex=1",
+        "-netdev", "hubport,id=n0,hubid=0",
+        "-device", "e1000,netdev=n0,id=nic0,bootindex=2"
+    ]});
+    std::fs::write(dir.join("qemu.json"), argv.to_string()).expect("argv");
 }
 
 #[test]
