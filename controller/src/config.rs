@@ -297,6 +297,12 @@ impl FileConfig {
         };
         let (enabled_hardware_types, qemu_allowed_dir) =
             hardware_types(self.enabled_hardware_types, self.qemu)?;
+        if discovery.enabled && !enabled_hardware_types.contains(&discovery.default_driver) {
+            bail!(
+                "discovery.default_driver {:?} is not in enabled_hardware_types",
+                discovery.default_driver
+            );
+        }
         Ok(Config {
             api_listen,
             database,
@@ -540,6 +546,10 @@ mod tests {
         );
         assert!(err.contains("unknown hardware type \"ilo\""), "{err}");
         assert!(with(&[], None).validate().is_err());
+        let mut discovering = with(&["ipmi"], None);
+        discovering.discovery.enabled = Some(true);
+        let err = format!("{:#}", discovering.validate().expect_err("manual is off"));
+        assert!(err.contains("default_driver \"manual\""), "{err}");
         let c = with(&["qemu", "ipmi"], Some("/srv/vms"))
             .validate()
             .expect("valid");

@@ -163,4 +163,11 @@ fn images_that_reference_host_files_are_refused_and_nothing_is_stored() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("imported plain (qcow2)"));
     assert!(state.join("images/plain/image.raw.zst").is_file());
+    // The state dir an import creates is as private as the one `ingot serve` creates.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&state)
+        .expect("state")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
 }

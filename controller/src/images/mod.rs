@@ -17,6 +17,7 @@ pub mod resolve;
 
 use std::fs::File;
 use std::io::{self, BufRead as _, BufReader, Read};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -305,7 +306,11 @@ impl ImageStore {
         if self.dir.join(&name).exists() {
             return Err(ImageError::NameTaken(name));
         }
-        std::fs::create_dir_all(&self.dir)
+        // 0700 like the state dir `ingot serve` creates, should an import come first.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(crate::instance::DIR_MODE)
+            .create(&self.dir)
             .map_err(io_err(format!("creating {}", self.dir.display())))?;
         self.sweep_stale();
         let work = TempDir::create(self.dir.join(format!(
