@@ -185,6 +185,24 @@ mod tests {
     }
 
     #[test]
+    fn children_do_not_inherit_the_lock() {
+        // QEMU processes the controller starts outlive a killed controller: they must not
+        // keep its database locked.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("ingot.db");
+        let lock = InstanceLock::acquire(&db).expect("lock");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        drop(lock);
+        let again = InstanceLock::acquire(&db);
+        let _ = child.kill();
+        let _ = child.wait();
+        again.expect("free while the child runs");
+    }
+
+    #[test]
     fn state_dir_and_database_are_private() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("a/state");
