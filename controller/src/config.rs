@@ -42,6 +42,8 @@ pub struct FileConfig {
     pub discovery: DiscoverySection,
     /// Hardware types this conductor offers (Ironic's `enabled_hardware_types`); default
     /// `ipmi`, `redfish`, `manual`, `fake-hardware`. `qemu` also needs `[qemu] allowed_dir`.
+    /// A list, or one comma-separated string (`INGOT_ENABLED_HARDWARE_TYPES=ipmi,manual`).
+    #[serde(default, deserialize_with = "list_or_comma_separated")]
     pub enabled_hardware_types: Option<Vec<String>>,
     /// `[qemu]`: the directory the `qemu` hardware type's files must lie in.
     #[serde(default)]
@@ -338,6 +340,28 @@ impl FileConfig {
     }
 }
 
+/// A list of strings, or one string of comma-separated items (as Ironic's option and an
+/// environment variable are usually written).
+fn list_or_comma_separated<'de, D>(d: D) -> Result<Option<Vec<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(Some(match ListOrString::deserialize(d)? {
+        ListOrString::List(v) => v,
+        ListOrString::Csv(s) => s
+            .split(',')
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect(),
+    }))
+}
+
 /// `enabled_hardware_types` (default [`DEFAULT_HARDWARE_TYPES`]) checked against the known
 /// types, and `[qemu] allowed_dir`, required (absolute) when `qemu` is enabled.
 fn hardware_types(
@@ -569,6 +593,12 @@ mod tests {
             .validate()
             .expect("valid");
         assert_eq!(c.enabled_hardware_types, vec!["manual"]);
+        std::fs::write(&p, "enabled_hardware_types = \"ipmi, manual\"\n").expect("write");
+        let c = FileConfig::load(Some(&p))
+            .expect("load")
+            .validate()
+            .expect("valid");
+        assert_eq!(c.enabled_hardware_types, vec!["ipmi", "manual"]);
     }
 
     #[test]

@@ -204,7 +204,7 @@ async fn qemu_type_enabled_cannot_leave_its_directory() {
 
     let port = free_port();
     let mut cmd = serve_command(&tmp.path().join("s2"), port);
-    cmd.env("INGOT_ENABLED_HARDWARE_TYPES", "[qemu,fake-hardware]")
+    cmd.env("INGOT_ENABLED_HARDWARE_TYPES", "qemu,fake-hardware")
         .env("INGOT_QEMU__ALLOWED_DIR", &vms);
     let server = Server::start(cmd, port);
     let url = server.url.clone();
