@@ -69,7 +69,10 @@ const REFUSED_KEYS: [&str; 3] = ["qemu_command_file", "qemu_boot_file", "qemu_pi
 /// Parsed `driver_info`, with every path inside the VM directory.
 #[derive(Debug, Clone)]
 pub struct QemuInfo {
+    /// The socket in the canonical VM directory.
     pub socket: PathBuf,
+    /// The socket as `driver_info` names it (as the operator's argv likely does too).
+    pub socket_given: PathBuf,
     /// The operator's argv file ([`COMMAND_FILE`] in the VM directory).
     pub command_file: PathBuf,
     pub boot_file: PathBuf,
@@ -105,7 +108,8 @@ impl QemuInfo {
                 )));
             }
         };
-        let (dir, socket) = files::resolve_socket(settings, &socket)?;
+        let socket_given = socket;
+        let (dir, socket) = files::resolve_socket(settings, &socket_given)?;
         let id = |key: &str, default: &str| -> Result<String, DriverError> {
             let v = get_str(info, key)?.unwrap_or_else(|| default.to_owned());
             if v.is_empty()
@@ -121,6 +125,7 @@ impl QemuInfo {
         };
         Ok(Self {
             socket,
+            socket_given,
             command_file: dir.join(COMMAND_FILE),
             boot_file: dir.join(BOOT_FILE),
             nic_id: id("qemu_nic_id", "nic0")?,
@@ -341,7 +346,7 @@ impl QemuHardware {
                 timeout: info.timeout,
             });
         };
-        kill_by_pid_file(&pid_file, &info.socket)?;
+        kill_by_pid_file(&pid_file, &[&info.socket, &info.socket_given])?;
         self.wait_power(info, PowerState::Off, Instant::now() + info.timeout)
             .await
     }
@@ -374,8 +379,9 @@ impl QemuHardware {
     }
 }
 
-/// SIGKILLs the pid in `pid_file`, if that process is the QEMU of `socket`.
-fn kill_by_pid_file(pid_file: &Path, socket: &Path) -> Result<(), DriverError> {
+/// SIGKILLs the pid in `pid_file`, if that process is the QEMU of one of `sockets` (the
+/// same socket, canonical and as given).
+fn kill_by_pid_file(pid_file: &Path, sockets: &[&Path]) -> Result<(), DriverError> {
     let Some(pid) = std::fs::read_to_string(pid_file)
         .ok()
         .and_then(|t| t.trim().parse::<i32>().ok())
@@ -384,8 +390,11 @@ fn kill_by_pid_file(pid_file: &Path, socket: &Path) -> Result<(), DriverError> {
         return Ok(());
     };
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let needle = socket.as_os_str().as_encoded_bytes();
-    if !cmdline.windows(needle.len()).any(|w| w == needle) {
+    let ours = sockets.iter().any(|socket| {
+        let needle = socket.as_os_str().as_encoded_bytes();
+        cmdline.windows(needle.len()).any(|w| w == needle)
+    });
+    if !ours {
         // Not (or no longer) our QEMU: never signal a stranger.
         return Ok(());
     }
