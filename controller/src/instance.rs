@@ -39,16 +39,22 @@ pub fn sqlite_file(url: &str) -> anyhow::Result<Option<PathBuf>> {
     Ok(Some(options.get_filename().to_path_buf()))
 }
 
-/// Creates `dir` (and missing parents) with mode 0700; warns when an existing one is open
-/// to group or others.
+/// Creates `dir` (and missing parents) with mode 0700 unless it exists.
 pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(DIR_MODE)
             .create(dir)
-            .with_context(|| format!("creating state dir {}", dir.display()))?;
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
+    Ok(())
+}
+
+/// The state dir: created 0700, or a warning when an existing one is open to group or
+/// others (it is left as the operator made it).
+pub fn create_state_dir(dir: &Path) -> anyhow::Result<()> {
+    create_private_dir(dir).context("creating the state dir")?;
     warn_if_open(dir);
     Ok(())
 }
@@ -63,6 +69,7 @@ pub fn create_private_db(db: &Path) -> anyhow::Result<()> {
         .open(db)
     {
         Ok(_) => Ok(()),
+        // Left as it is: an operator may have chosen its mode; a warning says if it is open.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             warn_if_open(db);
             Ok(())
@@ -206,7 +213,7 @@ mod tests {
     fn state_dir_and_database_are_private() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("a/state");
-        create_private_dir(&state).expect("dir");
+        create_state_dir(&state).expect("dir");
         let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&state), DIR_MODE);
         let db = state.join("ingot.db");

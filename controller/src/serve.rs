@@ -122,7 +122,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
 /// Creates the state dir (0700) and, for SQLite, locks the database (one `ingot serve` per
 /// file) and creates it 0600, before anything reads or writes it.
 fn lock_instance(config: &Config) -> anyhow::Result<Option<InstanceLock>> {
-    instance::create_private_dir(&config.state_dir)?;
+    instance::create_state_dir(&config.state_dir)?;
     let Some(db) = instance::sqlite_file(&config.database)? else {
         return Ok(None);
     };
