@@ -163,6 +163,25 @@ fn images_that_reference_host_files_are_refused_and_nothing_is_stored() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("imported plain (qcow2)"));
     assert!(state.join("images/plain/image.raw.zst").is_file());
+    // So is a self-contained VMDK (its one extent is the file itself).
+    let vmdk = d.join("sparse.vmdk");
+    qemu_img(&[
+        "convert",
+        "-q",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        s(&host),
+        s(&vmdk),
+    ]);
+    let out = ingot(&state, &["import", s(&vmdk)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported sparse (vmdk)"));
     // The state dir an import creates is as private as the one `ingot serve` creates.
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(&state)

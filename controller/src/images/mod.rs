@@ -321,10 +321,11 @@ impl ImageStore {
         let raw = match format {
             SourceFormat::Raw => src.to_path_buf(),
             SourceFormat::Convert(f) => {
-                let src = inspect_source(src, f, opts)?;
+                let private = inspect_source(src, f, &work.path, opts)?;
                 let out = work.path.join("converted.raw");
-                convert(&opts.qemu_img, f, &src, &out, &opts.progress)?;
-                check_converted(&out, &src, f)?;
+                convert(&opts.qemu_img, f, &private, &out, &opts.progress)?;
+                std::fs::remove_file(&private).map_err(io_err("removing the source copy"))?;
+                check_converted(&out, src, f)?;
                 out
             }
         };
@@ -434,11 +435,14 @@ fn sniff(src: &Path) -> Result<SourceFormat, ImageError> {
     })
 }
 
-/// Runs `qemu-img info` on `src` (its canonical path, which the conversion then uses) and
-/// refuses anything [`inspect::check`] refuses.
+/// Copies `src` into the private work directory, runs `qemu-img info` on the copy and
+/// refuses anything [`inspect::check`] refuses; returns the copy's path, which the
+/// conversion then uses. The copy is what makes the check hold: whoever can write `src`
+/// or its directory cannot swap the file between the inspection and the conversion.
 fn inspect_source(
     src: &Path,
     format: &'static str,
+    work: &Path,
     opts: &ImportOptions,
 ) -> Result<PathBuf, ImageError> {
     let unsafe_err = |source| ImageError::Unsafe {
@@ -454,8 +458,13 @@ fn inspect_source(
     if !program_exists(&opts.qemu_img) {
         return Err(ImageError::QemuImgMissing { format });
     }
+    let copy = work.join(format!("source.{format}"));
+    std::fs::copy(src, &copy).map_err(io_err(format!(
+        "copying {} into the import directory",
+        src.display()
+    )))?;
     let canonical =
-        std::fs::canonicalize(src).map_err(io_err(format!("resolving {}", src.display())))?;
+        std::fs::canonicalize(&copy).map_err(io_err(format!("resolving {}", copy.display())))?;
     let json = match inspect::qemu_img_info(&opts.prlimit, &opts.qemu_img, format, &canonical) {
         Ok(Ok(json)) => json,
         Ok(Err(detail)) => {
