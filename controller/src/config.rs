@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::discovery::rules::Rule;
 use crate::discovery::{Cidr, DiscoveryConfig};
+use crate::drivers::registry::{DEFAULT_HARDWARE_TYPES, KNOWN_HARDWARE_TYPES};
 use crate::netboot::service::NetbootSection;
 
 /// Where the config file is looked for when `--config` is not given.
@@ -48,6 +49,25 @@ pub struct FileConfig {
     /// `[discovery]`: enrolling unknown machines and the inspection rules.
     #[serde(default)]
     pub discovery: DiscoverySection,
+    /// Hardware types this conductor offers (Ironic's `enabled_hardware_types`); default
+    /// `ipmi`, `redfish`, `manual`, `fake-hardware`. `qemu` also needs `[qemu] allowed_dir`.
+    /// A list, or one comma-separated string (`INGOT_ENABLED_HARDWARE_TYPES=ipmi,manual`).
+    #[serde(default, deserialize_with = "list_or_comma_separated")]
+    pub enabled_hardware_types: Option<Vec<String>>,
+    /// `[qemu]`: the directory the `qemu` hardware type's files must lie in.
+    #[serde(default)]
+    pub qemu: QemuSection,
+    /// Largest virtual disk size `ingot image import` accepts, in bytes (default 2 TiB).
+    pub max_image_virtual_size: Option<u64>,
+}
+
+/// `[qemu]` table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QemuSection {
+    /// Every VM directory (QMP socket, the operator's `qemu.json` argv, `bootdev`) lies
+    /// under it; the `qemu` type touches no file elsewhere.
+    pub allowed_dir: Option<PathBuf>,
 }
 
 /// `[auth]` table.
@@ -121,6 +141,12 @@ pub struct Config {
     pub agent_initramfs: PathBuf,
     pub discovery: DiscoveryConfig,
     pub agent_heartbeat_timeout: Duration,
+    /// `enabled_hardware_types`, checked against the known types.
+    pub enabled_hardware_types: Vec<String>,
+    /// `[qemu] allowed_dir` (required when `qemu` is enabled; resolved by `serve`).
+    pub qemu_allowed_dir: Option<PathBuf>,
+    /// `max_image_virtual_size`.
+    pub max_image_virtual_size: u64,
 }
 
 /// The state directory used when none is configured: `/var/lib/ingot` for root, else
@@ -269,6 +295,15 @@ impl FileConfig {
         if flags.auth != AuthSection::default() {
             self.auth = flags.auth;
         }
+        pick(
+            &mut self.enabled_hardware_types,
+            flags.enabled_hardware_types,
+        );
+        pick(&mut self.qemu.allowed_dir, flags.qemu.allowed_dir);
+        pick(
+            &mut self.max_image_virtual_size,
+            flags.max_image_virtual_size,
+        );
         self
     }
 
@@ -338,6 +373,14 @@ impl FileConfig {
         if !self.auth.users.is_empty() && auth == AuthConfig::NoAuth {
             bail!("[auth.users] gives users roles, which needs auth_strategy = \"http_basic\"");
         }
+        let (enabled_hardware_types, qemu_allowed_dir) =
+            hardware_types(self.enabled_hardware_types, self.qemu)?;
+        if discovery.enabled && !enabled_hardware_types.contains(&discovery.default_driver) {
+            bail!(
+                "discovery.default_driver {:?} is not in enabled_hardware_types",
+                discovery.default_driver
+            );
+        }
         Ok(Config {
             api_listen,
             auth,
@@ -364,8 +407,78 @@ impl FileConfig {
             agent_initramfs,
             discovery,
             agent_heartbeat_timeout: Duration::from_secs(d.heartbeat_timeout_secs.unwrap_or(30)),
+            enabled_hardware_types,
+            qemu_allowed_dir,
+            max_image_virtual_size: match self.max_image_virtual_size {
+                Some(0) => bail!("max_image_virtual_size must be at least 1 byte"),
+                Some(n) => n,
+                None => crate::images::inspect::DEFAULT_MAX_VIRTUAL_SIZE,
+            },
         })
     }
+}
+
+/// A list of strings, or one string of comma-separated items (as Ironic's option and an
+/// environment variable are usually written).
+fn list_or_comma_separated<'de, D>(d: D) -> Result<Option<Vec<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(Some(match ListOrString::deserialize(d)? {
+        ListOrString::List(v) => v,
+        ListOrString::Csv(s) => s
+            .split(',')
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect(),
+    }))
+}
+
+/// `enabled_hardware_types` (default [`DEFAULT_HARDWARE_TYPES`]) checked against the known
+/// types, and `[qemu] allowed_dir`, required (absolute) when `qemu` is enabled.
+fn hardware_types(
+    enabled: Option<Vec<String>>,
+    qemu: QemuSection,
+) -> anyhow::Result<(Vec<String>, Option<PathBuf>)> {
+    let enabled = enabled
+        .unwrap_or_else(|| DEFAULT_HARDWARE_TYPES.map(str::to_owned).to_vec())
+        .into_iter()
+        .map(|t| t.trim().to_owned())
+        .collect::<Vec<_>>();
+    if enabled.is_empty() {
+        bail!("enabled_hardware_types is empty: enable at least one hardware type");
+    }
+    for t in &enabled {
+        if !KNOWN_HARDWARE_TYPES.contains(&t.as_str()) {
+            bail!(
+                "enabled_hardware_types: unknown hardware type {t:?} (known: {})",
+                KNOWN_HARDWARE_TYPES.join(", ")
+            );
+        }
+    }
+    let dir = qemu.allowed_dir;
+    if enabled.iter().any(|t| t == "qemu") {
+        match &dir {
+            None => bail!(
+                "enabled_hardware_types has qemu but [qemu] allowed_dir is not set: the qemu \
+                 type only works on VM directories under it"
+            ),
+            Some(d) if !d.is_absolute() => {
+                bail!(
+                    "[qemu] allowed_dir {} must be an absolute path",
+                    d.display()
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    Ok((enabled, dir))
 }
 
 #[cfg(test)]
@@ -455,6 +568,9 @@ mod tests {
             "conductor",
             "netboot",
             "discovery",
+            "enabled_hardware_types",
+            "qemu",
+            "max_image_virtual_size",
         ] {
             assert!(known.iter().any(|x| x == k), "{k} missing from {known:?}");
         }
@@ -544,6 +660,68 @@ mod tests {
         assert!(bad.validate().is_err());
         let missing = FileConfig::load(Some(Path::new("/nonexistent/ingot.toml")));
         assert!(missing.is_err());
+    }
+
+    #[test]
+    fn hardware_types_default_without_qemu_and_qemu_needs_its_directory() {
+        let c = FileConfig::default().validate().expect("valid");
+        assert_eq!(
+            c.enabled_hardware_types,
+            vec!["ipmi", "redfish", "manual", "fake-hardware"]
+        );
+        assert_eq!(c.qemu_allowed_dir, None);
+        let with = |types: &[&str], dir: Option<&str>| FileConfig {
+            enabled_hardware_types: Some(types.iter().map(|t| (*t).to_owned()).collect()),
+            qemu: QemuSection {
+                allowed_dir: dir.map(PathBuf::from),
+            },
+            ..Default::default()
+        };
+        let err = format!(
+            "{:#}",
+            with(&["qemu"], None).validate().expect_err("no dir")
+        );
+        assert!(err.contains("[qemu] allowed_dir"), "{err}");
+        let err = format!(
+            "{:#}",
+            with(&["qemu"], Some("vms")).validate().expect_err("rel")
+        );
+        assert!(err.contains("absolute"), "{err}");
+        let err = format!(
+            "{:#}",
+            with(&["ilo"], None).validate().expect_err("unknown")
+        );
+        assert!(err.contains("unknown hardware type \"ilo\""), "{err}");
+        assert!(with(&[], None).validate().is_err());
+        let mut discovering = with(&["ipmi"], None);
+        discovering.discovery.enabled = Some(true);
+        let err = format!("{:#}", discovering.validate().expect_err("manual is off"));
+        assert!(err.contains("default_driver \"manual\""), "{err}");
+        let c = with(&["qemu", "ipmi"], Some("/srv/vms"))
+            .validate()
+            .expect("valid");
+        assert_eq!(c.enabled_hardware_types, vec!["qemu", "ipmi"]);
+        assert_eq!(c.qemu_allowed_dir, Some(PathBuf::from("/srv/vms")));
+
+        // From the file (the environment and flags: tests/serve_hardening.rs).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("ingot.toml");
+        std::fs::write(
+            &p,
+            "enabled_hardware_types = [\"manual\"]\n[qemu]\nallowed_dir = \"/srv/vms\"\n",
+        )
+        .expect("write");
+        let c = FileConfig::load(Some(&p))
+            .expect("load")
+            .validate()
+            .expect("valid");
+        assert_eq!(c.enabled_hardware_types, vec!["manual"]);
+        std::fs::write(&p, "enabled_hardware_types = \"ipmi, manual\"\n").expect("write");
+        let c = FileConfig::load(Some(&p))
+            .expect("load")
+            .validate()
+            .expect("valid");
+        assert_eq!(c.enabled_hardware_types, vec!["ipmi", "manual"]);
     }
 
     #[test]

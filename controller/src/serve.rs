@@ -9,7 +9,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -22,14 +21,20 @@ use crate::conductor::{Conductor, ConductorConfig};
 use crate::config::{AuthConfig, Config};
 use crate::discovery::Discovery;
 use crate::drivers::DriverRegistry;
+use crate::drivers::qemu::QemuSettings;
 use crate::images::{self, ImageStore, resolve::LocalImages};
+use crate::instance::{self, InstanceLock};
 use crate::netboot::{self, service::NetbootConfig};
 use crate::store::{Store, sql::SqlStore};
+use crate::supervise::FatalTasks;
 
 /// Everything `ingot serve` runs, built but not yet listening (tests bind the routers
 /// themselves).
 #[derive(Debug)]
 pub struct Services {
+    /// The lock that keeps a second `ingot serve` off this SQLite database (held while
+    /// this value lives).
+    pub instance_lock: Option<InstanceLock>,
     pub store: Arc<dyn Store>,
     pub conductor: Arc<Conductor>,
     pub hub: Arc<AgentHub>,
@@ -54,8 +59,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             AuthStrategy::HttpBasic(Arc::new(users))
         }
     };
-    std::fs::create_dir_all(&config.state_dir)
-        .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+    let hub = AgentHub::new();
+    let drivers = hardware_types(config, &hub)?;
+    let instance_lock = lock_instance(config)?;
+    // After the state dir exists (0700): the key file of the BMC secrets at rest.
     let secrets = crate::secrets::SecretBox::open_or_create(
         &config.state_dir.join(crate::secrets::KEY_FILE),
     )?;
@@ -65,11 +72,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             .with_context(|| format!("opening store {}", redact_url(&config.database)))?
             .with_secrets(Arc::new(secrets)),
     );
-    let hub = AgentHub::new();
     let images = Arc::new(ImageStore::new(&config.state_dir));
     let conductor = Conductor::new(
         store.clone(),
-        DriverRegistry::builtin_with_hub(hub.clone()),
+        drivers,
         ConductorConfig {
             name: config.conductor_name.clone(),
             max_concurrent_deploys: config.max_concurrent_deploys,
@@ -119,6 +125,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
     }))
     .merge(images::http::router(images.clone()));
     Ok(Services {
+        instance_lock,
         store,
         conductor,
         hub,
@@ -127,6 +134,33 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         api,
         boot,
     })
+}
+
+/// Creates the state dir (0700) and, for SQLite, locks the database (one `ingot serve` per
+/// file) and creates it 0600, before anything reads or writes it.
+fn lock_instance(config: &Config) -> anyhow::Result<Option<InstanceLock>> {
+    instance::create_state_dir(&config.state_dir)?;
+    let Some(db) = instance::sqlite_file(&config.database)? else {
+        return Ok(None);
+    };
+    if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
+        instance::create_private_dir(parent)?;
+    }
+    let lock = InstanceLock::acquire(&db)?;
+    instance::create_private_db(&db)?;
+    Ok(Some(lock))
+}
+
+/// The registry of `enabled_hardware_types` (with `[qemu] allowed_dir` resolved).
+fn hardware_types(config: &Config, hub: &Arc<AgentHub>) -> anyhow::Result<DriverRegistry> {
+    let qemu = config
+        .qemu_allowed_dir
+        .as_deref()
+        .filter(|_| config.enabled_hardware_types.iter().any(|t| t == "qemu"))
+        .map(QemuSettings::new)
+        .transpose()?;
+    DriverRegistry::with_types(hub.clone(), &config.enabled_hardware_types, qemu)
+        .map_err(anyhow::Error::msg)
 }
 
 /// Runs the controller until a shutdown signal.
@@ -138,7 +172,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding API address {}", config.api_listen))?;
     let cancel = CancellationToken::new();
-    let mut background = JoinSet::new();
+    // Fatal tasks (crate::supervise): a failure stops everything and exits non-zero.
+    let mut background = FatalTasks::new(cancel.clone());
     if let Some(addr) = config.boot_http_listen {
         let boot_listener = TcpListener::bind(addr)
             .await
@@ -148,7 +183,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .clone()
             .into_make_service_with_connect_info::<SocketAddr>();
         let c = cancel.clone();
-        background.spawn(async move {
+        background.spawn("provisioning HTTP", async move {
             axum::serve(boot_listener, app)
                 .with_graceful_shutdown(async move { c.cancelled().await })
                 .await
@@ -170,7 +205,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             cancel.clone(),
         )
         .context("starting netboot services")?;
-        background.spawn(async move { netboot.wait().await });
+        background.spawn("netboot (DHCP, TFTP)", async move { netboot.wait().await });
     }
     info!(
         api = %config.api_listen,
@@ -189,17 +224,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("serving API")?;
     info!("shutting down");
-    cancel.cancel();
-    while let Some(joined) = background.join_next().await {
-        if let Err(e) = joined
-            .context("background service panicked")
-            .and_then(|r| r)
-        {
-            tracing::error!(error = %format!("{e:#}"), "background service failed");
-        }
-    }
+    let failed = background.finish().await;
     conductor.shutdown().await;
-    Ok(())
+    failed.context("a fatal service failed")
 }
 
 /// Hides the password of a database URL in logs and errors.

@@ -3,10 +3,11 @@
 //! the SeaBIOS serial log as the independent witness of which device booted first.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use controller::drivers::qemu::QemuHardware;
+use controller::drivers::qemu::{QemuHardware, QemuSettings};
 use controller::drivers::{
     BootDevice, DriverError, ManagementInterface, PowerInterface, PowerState, PowerTarget,
 };
@@ -54,8 +55,17 @@ impl Vm {
             "-device",
             "e1000,netdev=n0,id=nic0,mac=52:54:00:fa:00:77,bootindex=2"
         ]);
-        std::fs::write(dir.path().join("vm.argv.json"), argv.to_string()).expect("argv");
+        std::fs::write(dir.path().join("qemu.json"), argv.to_string()).expect("argv");
         Vm { dir }
+    }
+
+    /// The `qemu` type confined to this VM's directory.
+    fn hardware(&self) -> Arc<QemuHardware> {
+        QemuHardware::with_poll_interval(self.settings(), Duration::from_millis(100))
+    }
+
+    fn settings(&self) -> QemuSettings {
+        QemuSettings::new(self.dir.path()).expect("settings")
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -66,7 +76,6 @@ impl Vm {
         let mut n = Node::new(Uuid::new_v4(), "qemu", Utc::now());
         n.driver_info = json!({
             "qemu_qmp_socket": self.path("qmp.sock"),
-            "qemu_command_file": self.path("vm.argv.json"),
             "qemu_timeout": 5,
         })
         .as_object()
@@ -136,7 +145,7 @@ impl Drop for Vm {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_and_boot_order_of_a_real_vm() {
     let vm = Vm::new();
-    let hw = QemuHardware::with_poll_interval(Duration::from_millis(100));
+    let hw = vm.hardware();
     let node = vm.node();
     PowerInterface::validate(hw.as_ref(), &node).expect("validate");
 
@@ -207,15 +216,15 @@ async fn power_and_boot_order_of_a_real_vm() {
 #[tokio::test]
 async fn errors_name_the_problem() {
     let vm = Vm::new();
-    let hw = QemuHardware::new();
+    let hw = QemuHardware::new(vm.settings());
     let mut node = vm.node();
-    node.driver_info.remove("qemu_command_file");
+    std::fs::remove_file(vm.path("qemu.json")).expect("rm argv");
     let err = hw
         .set_power_state(&node, PowerTarget::On, None)
         .await
         .expect_err("no argv");
     assert!(matches!(err, DriverError::Unsupported(_)));
-    assert!(err.to_string().contains("qemu_command_file"), "{err}");
+    assert!(err.to_string().contains("qemu.json"), "{err}");
 
     node.driver_info
         .insert("qemu_qmp_socket".into(), json!("relative.sock"));
@@ -230,7 +239,7 @@ async fn errors_name_the_problem() {
 
     // A broken argv: QEMU's own message comes back.
     std::fs::write(
-        vm.path("vm.argv.json"),
+        vm.path("qemu.json"),
         json!(["qemu-system-x86_64", "-no-such-option"]).to_string(),
     )
     .expect("argv");

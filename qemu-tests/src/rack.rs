@@ -81,7 +81,8 @@ pub struct Machine {
     pub disk: PathBuf,
     pub serial_log: PathBuf,
     pub qmp_socket: PathBuf,
-    /// JSON argv (`{"argv": [...]}`) that starts the machine (`qemu_command_file`).
+    /// JSON argv (`{"argv": [...]}`) that starts the machine: `qemu.json` in the machine's
+    /// directory, under the rack's `[qemu] allowed_dir` (`machines/`).
     pub command_file: PathBuf,
     pub pid_file: PathBuf,
 }
@@ -120,12 +121,12 @@ impl Machine {
         })
     }
 
-    /// `driver_info` of the `qemu` hardware type for this machine, as `--driver-info` args.
+    /// `driver_info` of the `qemu` hardware type for this machine, as `--driver-info` args:
+    /// the socket names the machine's directory, where the controller finds `qemu.json`
+    /// (the argv, with its `-pidfile`) and keeps `bootdev`.
     pub fn qemu_driver_info(&self) -> Vec<String> {
         vec![
             format!("qemu_qmp_socket={}", self.qmp_socket.display()),
-            format!("qemu_command_file={}", self.command_file.display()),
-            format!("qemu_pid_file={}", self.pid_file.display()),
             "qemu_timeout=30".to_owned(),
         ]
     }
@@ -240,6 +241,8 @@ impl Rack {
             home,
             started,
         };
+        // The qemu type's `allowed_dir` must exist when `ingot serve` starts.
+        std::fs::create_dir_all(rack.machines_dir())?;
         let config = rack.dir.path.join("ingot.toml");
         std::fs::write(&config, rack.config_toml(&opts, &kernel, &initrd))?;
         let log = std::fs::File::create(&rack.ingot_log)?;
@@ -302,6 +305,9 @@ impl Rack {
             "api_listen = \"127.0.0.1:6385\"\n\
              database = \"sqlite://{db}\"\n\
              state_dir = \"{state}\"\n\
+             enabled_hardware_types = [\"qemu\", \"ipmi\", \"redfish\", \"manual\", \"fake-hardware\"]\n\
+             [qemu]\n\
+             allowed_dir = \"{machines}\"\n\
              [conductor]\n\
              callback_timeout_secs = {callback}\n\
              [netboot]\n\
@@ -320,12 +326,18 @@ impl Rack {
              {extra}\n",
             db = self.dir.path.join("ingot.db").display(),
             state = self.dir.path.display(),
+            machines = self.machines_dir().display(),
             callback = opts.callback_timeout.as_secs().max(1),
             kernel = kernel.display(),
             initrd = initrd.display(),
             discovery = opts.discovery,
             extra = opts.extra_config,
         )
+    }
+
+    /// Where machines live (`[qemu] allowed_dir` of the rack's controller).
+    pub fn machines_dir(&self) -> PathBuf {
+        self.dir.path.join("machines")
     }
 
     /// The lab namespace (to start more processes in it).
@@ -376,7 +388,7 @@ impl Rack {
     /// Prepares a machine (directory, empty disk, tap, the argv file with a `-pidfile`) and
     /// leaves it powered off: the controller starts it.
     pub fn add_machine(&mut self, spec: VmSpec) -> anyhow::Result<Machine> {
-        let dir = self.dir.path.join("machines").join(&spec.name);
+        let dir = self.machines_dir().join(&spec.name);
         std::fs::create_dir_all(&dir)?;
         crate::vm::create_disk(&spec, &dir.join("disk.img"))?;
         self.lab.add_tap(&spec.tap())?;

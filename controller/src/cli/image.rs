@@ -45,6 +45,10 @@ pub enum ImageCommand {
         /// zstd worker threads (default: one per core).
         #[arg(long)]
         threads: Option<u32>,
+        /// Largest virtual disk size accepted, in bytes (config `max_image_virtual_size`,
+        /// default 2 TiB).
+        #[arg(long)]
+        max_image_virtual_size: Option<u64>,
     },
     /// List stored images.
     List {
@@ -65,25 +69,39 @@ pub enum ImageCommand {
 
 /// Runs an image command; returns what to print.
 pub async fn run(args: StoreArgs, command: ImageCommand) -> anyhow::Result<String> {
+    let max_image_virtual_size = match &command {
+        ImageCommand::Import {
+            max_image_virtual_size,
+            ..
+        } => *max_image_virtual_size,
+        _ => None,
+    };
     let config = FileConfig::load(args.config.as_deref())?
         .overlay(FileConfig {
             state_dir: args.state_dir,
+            max_image_virtual_size,
             ..Default::default()
         })
         .validate()?;
     let store = ImageStore::new(&config.state_dir);
-    tokio::task::spawn_blocking(move || execute(&store, command))
+    let max = config.max_image_virtual_size;
+    tokio::task::spawn_blocking(move || execute(&store, command, max))
         .await
         .context("image command panicked")?
 }
 
-fn execute(store: &ImageStore, command: ImageCommand) -> anyhow::Result<String> {
+fn execute(
+    store: &ImageStore,
+    command: ImageCommand,
+    max_virtual_size: u64,
+) -> anyhow::Result<String> {
     Ok(match command {
         ImageCommand::Import {
             file,
             name,
             level,
             threads,
+            max_image_virtual_size: _,
         } => {
             let mut compress = CompressOptions {
                 level,
@@ -96,6 +114,7 @@ fn execute(store: &ImageStore, command: ImageCommand) -> anyhow::Result<String> 
             let opts = ImportOptions {
                 compress,
                 progress: progress_drawer(std::io::stderr().is_terminal()),
+                max_virtual_size,
                 ..Default::default()
             };
             let r = store.import(&file, name.as_deref(), &opts);

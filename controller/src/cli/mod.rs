@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ConductorSection, FileConfig};
+use crate::config::{ConductorSection, FileConfig, QemuSection};
 
 /// Ingot bare-metal provisioning controller.
 #[derive(Debug, Parser)]
@@ -78,6 +78,13 @@ pub struct ServeArgs {
     /// htpasswd file (bcrypt entries, `htpasswd -B`) for http_basic.
     #[arg(long)]
     pub http_basic_auth_user_file: Option<PathBuf>,
+    /// Hardware types to offer, comma-separated (default ipmi,redfish,manual,fake-hardware;
+    /// qemu also needs --qemu-allowed-dir).
+    #[arg(long, value_delimiter = ',')]
+    pub enabled_hardware_types: Option<Vec<String>>,
+    /// `[qemu] allowed_dir`: the directory every qemu VM's files lie in.
+    #[arg(long)]
+    pub qemu_allowed_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -95,6 +102,10 @@ impl ServeArgs {
                 max_concurrent_deploys: self.max_concurrent_deploys,
                 max_concurrent_cleanings: self.max_concurrent_cleanings,
                 ..Default::default()
+            },
+            enabled_hardware_types: self.enabled_hardware_types.clone(),
+            qemu: QemuSection {
+                allowed_dir: self.qemu_allowed_dir.clone(),
             },
             ..Default::default()
         }

@@ -12,9 +12,17 @@ use serde::Serialize;
 use super::agent::{AgentDeploy, AgentInspect};
 use super::fake::FakeHardware;
 use super::manual::ManualHardware;
+use super::qemu::QemuSettings;
 use super::{DeployInterface, DriverError, InspectInterface, ManagementInterface, PowerInterface};
 use crate::agent_api::hub::AgentHub;
 use crate::model::Node;
+
+/// Every hardware type Ingot implements.
+pub const KNOWN_HARDWARE_TYPES: [&str; 5] = ["fake-hardware", "ipmi", "manual", "qemu", "redfish"];
+
+/// `enabled_hardware_types` when the configuration does not say. Never `qemu`: it starts
+/// processes as the controller's user and must be turned on with its `[qemu] allowed_dir`.
+pub const DEFAULT_HARDWARE_TYPES: [&str; 4] = ["ipmi", "redfish", "manual", "fake-hardware"];
 
 /// Every interface kind Ironic knows, in the order the API lists them.
 pub const INTERFACE_KINDS: [&str; 13] = [
@@ -231,36 +239,84 @@ impl DriverRegistry {
         Self::default()
     }
 
-    /// `fake-hardware`, `manual` and the BMC types `ipmi`, `redfish` and `qemu` (their deploy
-    /// and inspect go through the agent), with a fresh agent hub.
+    /// The default hardware types ([`DEFAULT_HARDWARE_TYPES`]: `fake-hardware`, `manual`
+    /// and the BMC types `ipmi` and `redfish`, whose deploy and inspect go through the
+    /// agent), with a fresh agent hub.
     pub fn builtin() -> Self {
         Self::builtin_with_hub(AgentHub::new())
     }
 
-    /// `fake-hardware` and `manual`; the agent interfaces queue commands in `hub` (the one
+    /// The default hardware types; the agent interfaces queue commands in `hub` (the one
     /// the agent API serves).
     pub fn builtin_with_hub(hub: Arc<AgentHub>) -> Self {
-        let fake = FakeHardware::new();
-        let manual = ManualHardware::new();
         let mut registry = Self::new();
-        registry.register(HardwareType::fake(fake.clone()));
-        registry.register(HardwareType::manual(manual.clone(), hub.clone()));
-        registry.register(super::ipmi::hardware_type(
-            super::ipmi::IpmiHardware::new(),
-            hub.clone(),
-        ));
-        registry.register(super::redfish::hardware_type(
-            super::redfish::RedfishHardware::new(),
-            hub.clone(),
-        ));
-        registry.register(super::qemu::hardware_type(
-            super::qemu::QemuHardware::new(),
-            hub.clone(),
-        ));
-        registry.fake = Some(fake);
-        registry.manual = Some(manual);
+        for name in DEFAULT_HARDWARE_TYPES {
+            // Never fails: only `qemu` needs settings.
+            let _ = registry.enable(name, &hub, None);
+        }
         registry.hub = Some(hub);
         registry
+    }
+
+    /// Exactly the hardware types in `enabled` (`enabled_hardware_types`); `qemu` needs its
+    /// settings. A type not enabled is not listed and nodes of it are refused.
+    pub fn with_types(
+        hub: Arc<AgentHub>,
+        enabled: &[String],
+        qemu: Option<QemuSettings>,
+    ) -> Result<Self, String> {
+        let mut registry = Self::new();
+        for name in enabled {
+            registry.enable(name, &hub, qemu.clone())?;
+        }
+        registry.hub = Some(hub);
+        Ok(registry)
+    }
+
+    fn enable(
+        &mut self,
+        name: &str,
+        hub: &Arc<AgentHub>,
+        qemu: Option<QemuSettings>,
+    ) -> Result<(), String> {
+        match name {
+            "fake-hardware" => {
+                let fake = FakeHardware::new();
+                self.register(HardwareType::fake(fake.clone()));
+                self.fake = Some(fake);
+            }
+            "manual" => {
+                let manual = ManualHardware::new();
+                self.register(HardwareType::manual(manual.clone(), hub.clone()));
+                self.manual = Some(manual);
+            }
+            "ipmi" => self.register(super::ipmi::hardware_type(
+                super::ipmi::IpmiHardware::new(),
+                hub.clone(),
+            )),
+            "redfish" => self.register(super::redfish::hardware_type(
+                super::redfish::RedfishHardware::new(),
+                hub.clone(),
+            )),
+            "qemu" => {
+                let settings = qemu.ok_or_else(|| {
+                    "the qemu hardware type needs [qemu] allowed_dir (the directory its VMs' \
+                     files lie in)"
+                        .to_owned()
+                })?;
+                self.register(super::qemu::hardware_type(
+                    super::qemu::QemuHardware::new(settings),
+                    hub.clone(),
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "unknown hardware type {other:?} in enabled_hardware_types (known: {})",
+                    KNOWN_HARDWARE_TYPES.join(", ")
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The agent command hub the built-in agent interfaces use.
@@ -346,10 +402,7 @@ mod tests {
     fn builtin_types_list_default_and_enabled_interfaces() {
         let registry = DriverRegistry::builtin();
         let names: Vec<_> = registry.list().map(|h| h.name.as_str()).collect();
-        assert_eq!(
-            names,
-            vec!["fake-hardware", "ipmi", "manual", "qemu", "redfish"]
-        );
+        assert_eq!(names, vec!["fake-hardware", "ipmi", "manual", "redfish"]);
         let ipmi = registry.get("ipmi").expect("ipmi");
         assert_eq!(ipmi.interfaces["power"].default, "ipmitool");
         assert!(ipmi.properties.contains_key("ipmi_cipher_suite"));
@@ -365,6 +418,28 @@ mod tests {
         assert_eq!(manual.interfaces["deploy"].default, "direct");
         assert_eq!(manual.interfaces["inspect"].default, "agent");
         assert_eq!(manual.interfaces["console"].default, "no-console");
+    }
+
+    #[test]
+    fn only_enabled_types_are_registered_and_qemu_needs_its_directory() {
+        let hub = AgentHub::new();
+        let names = |r: &DriverRegistry| r.list().map(|h| h.name.clone()).collect::<Vec<_>>();
+        let r = DriverRegistry::with_types(hub.clone(), &["ipmi".to_owned()], None)
+            .expect("ipmi alone");
+        assert_eq!(names(&r), vec!["ipmi"]);
+        let node = Node::new(Uuid::new_v4(), "fake-hardware", Utc::now());
+        assert!(r.resolve(&node).is_err());
+        let err = DriverRegistry::with_types(hub.clone(), &["qemu".to_owned()], None)
+            .expect_err("qemu without a directory");
+        assert!(err.contains("[qemu] allowed_dir"), "{err}");
+        let err = DriverRegistry::with_types(hub.clone(), &["ilo".to_owned()], None)
+            .expect_err("unknown");
+        assert!(err.contains("unknown hardware type \"ilo\""), "{err}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let qemu = QemuSettings::new(dir.path()).expect("settings");
+        let r = DriverRegistry::with_types(hub, &["qemu".to_owned()], Some(qemu))
+            .expect("qemu with its directory");
+        assert_eq!(names(&r), vec!["qemu"]);
     }
 
     #[test]

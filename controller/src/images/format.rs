@@ -37,6 +37,11 @@ pub enum FormatError {
     #[error("{0}-compressed file: decompress it first (the import compresses the raw disk itself)")]
     Compressed(&'static str),
     #[error(
+        "a text VMDK descriptor keeps the disk in other files: import a self-contained \
+         (monolithicSparse or streamOptimized) VMDK instead"
+    )]
+    VmdkDescriptor,
+    #[error(
         "unknown format: no qcow2 (or other qemu-img) header, and no partition table \
          (MBR or GPT boot signature) in the first sector"
     )]
@@ -62,7 +67,10 @@ pub fn detect(head: &[u8], len: u64) -> Result<SourceFormat, FormatError> {
     if starts(b"QED\0") {
         return Ok(SourceFormat::Convert("qed"));
     }
-    if starts(b"KDMV") || starts(b"# Disk DescriptorFile") {
+    if starts(b"# Disk DescriptorFile") {
+        return Err(FormatError::VmdkDescriptor);
+    }
+    if starts(b"KDMV") {
         return Ok(SourceFormat::Convert("vmdk"));
     }
     if starts(b"vhdxfile") {
@@ -140,6 +148,10 @@ mod tests {
         assert_eq!(
             detect(b"\x1f\x8b\x08", 1 << 20),
             Err(FormatError::Compressed("gzip"))
+        );
+        assert_eq!(
+            detect(b"# Disk DescriptorFile\nversion=1\n", 1 << 20),
+            Err(FormatError::VmdkDescriptor)
         );
         assert!(
             FormatError::Unknown

@@ -11,11 +11,13 @@
 pub mod compress;
 pub mod format;
 pub mod http;
+pub mod inspect;
 pub mod progress;
 pub mod resolve;
 
 use std::fs::File;
 use std::io::{self, BufRead as _, BufReader, Read};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use compress::CompressOptions;
 use format::{FormatError, SourceFormat};
+use inspect::InspectError;
 pub use progress::{ImportProgress, ProgressSink};
 
 /// File name of the stored (compressed) disk in an image directory.
@@ -77,6 +80,23 @@ pub enum ImageError {
         "{format} images are converted with qemu-img, which is not installed (apt-get install qemu-utils)"
     )]
     QemuImgMissing { format: &'static str },
+    #[error("{path}: refused before conversion: {source}")]
+    Unsafe {
+        path: PathBuf,
+        #[source]
+        source: InspectError,
+    },
+    #[error("{path}: qemu-img info -f {format} (under prlimit) failed: {detail}")]
+    Inspect {
+        path: PathBuf,
+        format: &'static str,
+        detail: String,
+    },
+    #[error(
+        "{path}: the converted {format} disk has no partition table (MBR or GPT boot signature) \
+         in its first sector"
+    )]
+    NoPartitionTable { path: PathBuf, format: &'static str },
     #[error("qemu-img convert -f {format} failed: {stderr}")]
     Convert {
         format: &'static str,
@@ -103,6 +123,10 @@ pub struct ImportOptions {
     pub compress: CompressOptions,
     /// The `qemu-img` program.
     pub qemu_img: PathBuf,
+    /// The `prlimit` program the inspection runs under.
+    pub prlimit: PathBuf,
+    /// Largest virtual disk size accepted (`max_image_virtual_size`).
+    pub max_virtual_size: u64,
     /// Where progress goes (nowhere by default).
     pub progress: ProgressSink,
 }
@@ -112,6 +136,8 @@ impl Default for ImportOptions {
         ImportOptions {
             compress: CompressOptions::default(),
             qemu_img: PathBuf::from("qemu-img"),
+            prlimit: PathBuf::from("prlimit"),
+            max_virtual_size: inspect::DEFAULT_MAX_VIRTUAL_SIZE,
             progress: ProgressSink::default(),
         }
     }
@@ -263,10 +289,28 @@ impl ImageStore {
         };
         validate_name(&name)?;
         let format = sniff(src)?;
+        if format == SourceFormat::Raw {
+            let size = std::fs::metadata(src)
+                .map_err(io_err(format!("reading {}", src.display())))?
+                .len();
+            if size > opts.max_virtual_size {
+                return Err(ImageError::Unsafe {
+                    path: src.to_path_buf(),
+                    source: InspectError::TooLarge {
+                        size,
+                        max: opts.max_virtual_size,
+                    },
+                });
+            }
+        }
         if self.dir.join(&name).exists() {
             return Err(ImageError::NameTaken(name));
         }
-        std::fs::create_dir_all(&self.dir)
+        // 0700 like the state dir `ingot serve` creates, should an import come first.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(crate::instance::DIR_MODE)
+            .create(&self.dir)
             .map_err(io_err(format!("creating {}", self.dir.display())))?;
         self.sweep_stale();
         let work = TempDir::create(self.dir.join(format!(
@@ -277,8 +321,11 @@ impl ImageStore {
         let raw = match format {
             SourceFormat::Raw => src.to_path_buf(),
             SourceFormat::Convert(f) => {
+                let private = inspect_source(src, f, &work.path, opts)?;
                 let out = work.path.join("converted.raw");
-                convert(&opts.qemu_img, f, src, &out, &opts.progress)?;
+                convert(&opts.qemu_img, f, &private, &out, &opts.progress)?;
+                std::fs::remove_file(&private).map_err(io_err("removing the source copy"))?;
+                check_converted(&out, src, f)?;
                 out
             }
         };
@@ -386,6 +433,85 @@ fn sniff(src: &Path) -> Result<SourceFormat, ImageError> {
         path: src.to_path_buf(),
         source,
     })
+}
+
+/// Copies `src` into the private work directory, runs `qemu-img info` on the copy and
+/// refuses anything [`inspect::check`] refuses; returns the copy's path, which the
+/// conversion then uses. The copy is what makes the check hold: whoever can write `src`
+/// or its directory cannot swap the file between the inspection and the conversion.
+fn inspect_source(
+    src: &Path,
+    format: &'static str,
+    work: &Path,
+    opts: &ImportOptions,
+) -> Result<PathBuf, ImageError> {
+    let unsafe_err = |source| ImageError::Unsafe {
+        path: src.to_path_buf(),
+        source,
+    };
+    if !inspect::ALLOWED_FORMATS.contains(&format) {
+        return Err(unsafe_err(InspectError::FormatNotAllowed {
+            expected: format.to_owned(),
+            found: format.to_owned(),
+        }));
+    }
+    if !program_exists(&opts.qemu_img) {
+        return Err(ImageError::QemuImgMissing { format });
+    }
+    let copy = work.join(format!("source.{format}"));
+    std::fs::copy(src, &copy).map_err(io_err(format!(
+        "copying {} into the import directory",
+        src.display()
+    )))?;
+    let canonical =
+        std::fs::canonicalize(&copy).map_err(io_err(format!("resolving {}", copy.display())))?;
+    let json = match inspect::qemu_img_info(&opts.prlimit, &opts.qemu_img, format, &canonical) {
+        Ok(Ok(json)) => json,
+        Ok(Err(detail)) => {
+            return Err(ImageError::Inspect {
+                path: src.to_path_buf(),
+                format,
+                detail,
+            });
+        }
+        Err(e) => {
+            return Err(io_err(format!(
+                "running {} (util-linux) for qemu-img info",
+                opts.prlimit.display()
+            ))(e));
+        }
+    };
+    let image = canonical.to_string_lossy();
+    inspect::check(&json, format, &image, opts.max_virtual_size).map_err(unsafe_err)?;
+    Ok(canonical)
+}
+
+/// Whether `program` (a path, or a name looked up in `PATH`) is an existing file.
+fn program_exists(program: &Path) -> bool {
+    if program.components().count() > 1 {
+        return program.is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+}
+
+/// The converted disk must start with a partition table, as a raw import must.
+fn check_converted(out: &Path, src: &Path, format: &'static str) -> Result<(), ImageError> {
+    let mut head = Vec::with_capacity(format::HEAD_LEN);
+    let len = File::open(out)
+        .and_then(|f| {
+            let len = f.metadata()?.len();
+            f.take(format::HEAD_LEN as u64).read_to_end(&mut head)?;
+            Ok(len)
+        })
+        .map_err(io_err(format!("reading {}", out.display())))?;
+    match format::detect(&head, len) {
+        Ok(SourceFormat::Raw) => Ok(()),
+        _ => Err(ImageError::NoPartitionTable {
+            path: src.to_path_buf(),
+            format,
+        }),
+    }
 }
 
 /// `qemu-img convert -f FORMAT -O raw SRC OUT`.

@@ -152,7 +152,8 @@ fn clear_errors_and_nothing_left_behind() {
     ));
     assert!(err.to_string().contains("qemu-utils"), "{err}");
 
-    // A qcow2 with an impossible cluster size: qemu-img fails, the import leaves nothing.
+    // A qcow2 with an impossible cluster size: qemu-img (info, before any conversion)
+    // fails, the import leaves nothing.
     let mut bad = std::fs::read(&q).expect("read");
     bad[20..24].copy_from_slice(&99u32.to_be_bytes());
     let broken = dir.path().join("broken.qcow2");
@@ -160,7 +161,7 @@ fn clear_errors_and_nothing_left_behind() {
     let err = store
         .import(&broken, None, &opts)
         .expect_err("convert fails");
-    assert!(matches!(err, ImageError::Convert { .. }), "{err}");
+    assert!(matches!(err, ImageError::Inspect { .. }), "{err}");
     assert_eq!(store.list().expect("list"), vec![]);
     assert!(leftovers(&store).is_empty(), "{:?}", leftovers(&store));
     assert!(!store.dir().join("broken").exists());

@@ -23,6 +23,7 @@ use super::dhcp::ra::{self, RaConfig};
 use super::dhcp::server::{self, DhcpCounters, DhcpServer};
 use super::dhcp::{BootFiles, BootPolicy, DhcpConfig, DhcpMode, Pool};
 use super::tftp::{self, TftpFiles};
+use crate::supervise::{Backoff, restart_with_backoff};
 
 /// `[netboot]` as written in the configuration file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -233,17 +234,23 @@ pub fn start(
         let sock = tftp::bind_socket(addr, device)?;
         tasks.spawn(tftp::serve(sock, files, cancel.clone()));
     }
+    // Not fatal: without RAs iPXE boots, only about 15 s slower. A socket that cannot be
+    // bound or a send loop that fails is logged and tried again with backoff.
     for ra_cfg in cfg.ra {
-        match ra::bind_socket(&ra_cfg.interface) {
-            Ok(sock) => {
-                let c = cancel.clone();
-                tasks.spawn(async move { ra::run(sock, ra_cfg, c).await.map(|_| ()) });
-            }
-            // Not fatal: without RAs iPXE boots, only about 15 s slower.
-            Err(e) => {
-                tracing::warn!(interface = %ra_cfg.interface, error = %format!("{e:#}"), "router advertisements unavailable")
-            }
-        }
+        let mut first = Some(ra::bind_socket(&ra_cfg.interface));
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            let name = format!("router advertisements on {}", ra_cfg.interface);
+            restart_with_backoff(&name, Backoff::default(), c.clone(), move || {
+                let socket = first
+                    .take()
+                    .unwrap_or_else(|| ra::bind_socket(&ra_cfg.interface));
+                let (cfg, c) = (ra_cfg.clone(), c.clone());
+                async move { ra::run(socket?, cfg, c).await.map(|_| ()) }
+            })
+            .await;
+            Ok(())
+        });
     }
     Ok(Netboot {
         dhcp_counters,

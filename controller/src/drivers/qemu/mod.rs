@@ -1,22 +1,31 @@
 //! The `qemu` hardware type: a lab VM without a BMC, driven over its QMP unix socket.
 //!
+//! Never enabled by default (`enabled_hardware_types`). When it is, every file it touches
+//! lies in one VM directory under the operator's `[qemu] allowed_dir` ([`QemuSettings`]):
+//! the directory of `qemu_qmp_socket`, canonicalised (no `..`, no symlink out of it). In
+//! that directory:
+//! - [`COMMAND_FILE`] (`qemu.json`): the VM's argv (an array, or `{"argv": [...]}`), written
+//!   by the operator, run to power a stopped VM on. The driver appends `-S`, sets the boot
+//!   order over QMP, then continues the VM. It is never named by `driver_info`: whoever can
+//!   edit a node must not choose what runs as the controller's user;
+//! - [`BOOT_FILE`] (`bootdev`): where the boot device is kept (the lab's `qemu_power.py`
+//!   convention), the only file the driver writes (never through a symlink);
+//! - QEMU's pid file is the argv's `-pidfile`, to kill a VM that ignores `quit`.
+//!
 //! `driver_info`:
 //! - `qemu_qmp_socket` (required): the VM's QMP socket (`-qmp unix:PATH,server=on,wait=off`);
-//! - `qemu_command_file`: a JSON file with the VM's argv (an array, or `{"argv": [...]}`),
-//!   run to power a stopped VM on. The driver appends `-S`, sets the boot order over QMP,
-//!   then continues the VM;
-//! - `qemu_pid_file`: QEMU's pid file (default: the argv's `-pidfile`), to kill a VM that
-//!   ignores `quit`;
-//! - `qemu_boot_file`: where the boot device is kept (default: `bootdev` beside the
-//!   socket, the lab's `qemu_power.py` convention);
 //! - `qemu_nic_id` / `qemu_disk_id`: the `id=` of the NIC and disk devices (`nic0`,
 //!   `disk0`), whose `bootindex` QOM property selects the boot device;
 //! - `qemu_timeout`: seconds for QMP answers and for QEMU to come up or go away (10).
+//!
+//! `qemu_command_file`, `qemu_boot_file` and `qemu_pid_file` (paths an API user chose) are
+//! refused.
 //!
 //! Power: on = start the argv, off = `quit`, reboot = `system_reset` (the new boot order
 //! applies), soft off = `system_powerdown` (ACPI). A boot device is always persistent
 //! here: QEMU keeps `bootindex` until it is changed.
 
+mod files;
 pub mod qmp;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +38,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
+pub use self::files::{BOOT_FILE, COMMAND_FILE, QemuSettings};
 use self::qmp::{Qmp, QmpError};
 use super::ipmi::info::{get_str, get_u64};
 use super::{
@@ -42,19 +52,8 @@ use crate::model::Node;
 pub const PROPERTIES: &[(&str, &str)] = &[
     (
         "qemu_qmp_socket",
-        "Path of the VM's QMP unix socket. Required.",
-    ),
-    (
-        "qemu_command_file",
-        "JSON file with the argv that starts the VM. Needed to power a stopped VM on.",
-    ),
-    (
-        "qemu_pid_file",
-        "QEMU's pid file. Optional (default: the argv's -pidfile).",
-    ),
-    (
-        "qemu_boot_file",
-        "File keeping the boot device. Optional (default: bootdev beside the socket).",
+        "Path of the VM's QMP unix socket, in the VM's directory under [qemu] allowed_dir \
+         (which holds the operator's qemu.json argv). Required.",
     ),
     ("qemu_nic_id", "Device id of the boot NIC. Default nic0."),
     ("qemu_disk_id", "Device id of the boot disk. Default disk0."),
@@ -64,12 +63,18 @@ pub const PROPERTIES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Parsed `driver_info`.
+/// `driver_info` keys that once named files and are refused now.
+const REFUSED_KEYS: [&str; 3] = ["qemu_command_file", "qemu_boot_file", "qemu_pid_file"];
+
+/// Parsed `driver_info`, with every path inside the VM directory.
 #[derive(Debug, Clone)]
 pub struct QemuInfo {
+    /// The socket in the canonical VM directory.
     pub socket: PathBuf,
-    pub command_file: Option<PathBuf>,
-    pub pid_file: Option<PathBuf>,
+    /// The socket as `driver_info` names it (as the operator's argv likely does too).
+    pub socket_given: PathBuf,
+    /// The operator's argv file ([`COMMAND_FILE`] in the VM directory).
+    pub command_file: PathBuf,
     pub boot_file: PathBuf,
     pub nic_id: String,
     pub disk_id: String,
@@ -77,31 +82,34 @@ pub struct QemuInfo {
 }
 
 impl QemuInfo {
-    pub fn parse(node: &Node) -> Result<Self, DriverError> {
+    pub fn parse(node: &Node, settings: &QemuSettings) -> Result<Self, DriverError> {
         let info = &node.driver_info;
-        let path = |key: &str| -> Result<Option<PathBuf>, DriverError> {
-            match get_str(info, key)?.filter(|s| !s.trim().is_empty()) {
-                None => Ok(None),
-                Some(p) if Path::new(p.trim()).is_absolute() => Ok(Some(PathBuf::from(p.trim()))),
-                Some(p) => Err(DriverError::InvalidParameter(format!(
-                    "{key} must be an absolute path, not \"{p}\""
-                ))),
+        for key in REFUSED_KEYS {
+            if info.contains_key(key) {
+                return Err(DriverError::InvalidParameter(format!(
+                    "driver_info {key} is not accepted: the qemu hardware type only uses the \
+                     VM directory of qemu_qmp_socket under [qemu] allowed_dir, where the \
+                     operator writes {COMMAND_FILE}"
+                )));
+            }
+        }
+        let socket = match get_str(info, "qemu_qmp_socket")?.filter(|s| !s.trim().is_empty()) {
+            None => {
+                return Err(DriverError::InvalidParameter(
+                    "Missing the following QEMU properties in node's driver_info: \
+                     ['qemu_qmp_socket']"
+                        .to_owned(),
+                ));
+            }
+            Some(p) if Path::new(p.trim()).is_absolute() => PathBuf::from(p.trim()),
+            Some(p) => {
+                return Err(DriverError::InvalidParameter(format!(
+                    "qemu_qmp_socket must be an absolute path, not \"{p}\""
+                )));
             }
         };
-        let socket = path("qemu_qmp_socket")?.ok_or_else(|| {
-            DriverError::InvalidParameter(
-                "Missing the following QEMU properties in node's driver_info: \
-                 ['qemu_qmp_socket']"
-                    .to_owned(),
-            )
-        })?;
-        let boot_file = match path("qemu_boot_file")? {
-            Some(p) => p,
-            None => socket
-                .parent()
-                .map(|d| d.join("bootdev"))
-                .unwrap_or_else(|| PathBuf::from("/bootdev")),
-        };
+        let socket_given = socket;
+        let (dir, socket) = files::resolve_socket(settings, &socket_given)?;
         let id = |key: &str, default: &str| -> Result<String, DriverError> {
             let v = get_str(info, key)?.unwrap_or_else(|| default.to_owned());
             if v.is_empty()
@@ -117,34 +125,35 @@ impl QemuInfo {
         };
         Ok(Self {
             socket,
-            command_file: path("qemu_command_file")?,
-            pid_file: path("qemu_pid_file")?,
-            boot_file,
+            socket_given,
+            command_file: dir.join(COMMAND_FILE),
+            boot_file: dir.join(BOOT_FILE),
             nic_id: id("qemu_nic_id", "nic0")?,
             disk_id: id("qemu_disk_id", "disk0")?,
             timeout: Duration::from_secs(get_u64(info, "qemu_timeout")?.unwrap_or(10).max(1)),
         })
     }
 
-    /// The argv from `qemu_command_file`.
+    /// The argv from the VM directory's [`COMMAND_FILE`].
     fn argv(&self) -> Result<Vec<String>, DriverError> {
-        let file = self.command_file.as_ref().ok_or_else(|| {
-            DriverError::Unsupported(format!(
-                "the VM behind {} is off and driver_info has no qemu_command_file to start it",
-                self.socket.display()
-            ))
-        })?;
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            DriverError::Failed(format!(
-                "cannot read qemu_command_file {}: {e}",
-                file.display()
-            ))
-        })?;
+        let file = &self.command_file;
+        let text = match files::read_regular(file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(DriverError::Unsupported(format!(
+                    "the VM behind {} is off and its directory has no {COMMAND_FILE} to start it",
+                    self.socket.display()
+                )));
+            }
+            Err(e) => {
+                return Err(DriverError::Failed(format!(
+                    "cannot read {}: {e}",
+                    file.display()
+                )));
+            }
+        };
         let value: Value = serde_json::from_str(&text).map_err(|e| {
-            DriverError::InvalidParameter(format!(
-                "qemu_command_file {} is not JSON: {e}",
-                file.display()
-            ))
+            DriverError::InvalidParameter(format!("{} is not JSON: {e}", file.display()))
         })?;
         let list = value.get("argv").unwrap_or(&value);
         let argv: Option<Vec<String>> = list
@@ -154,25 +163,23 @@ impl QemuInfo {
         match argv {
             Some(a) if !a.is_empty() => Ok(a),
             _ => Err(DriverError::InvalidParameter(format!(
-                "qemu_command_file {} must hold a non-empty JSON array of strings (or \
-                 {{\"argv\": [...]}})",
+                "{} must hold a non-empty JSON array of strings (or {{\"argv\": [...]}})",
                 file.display()
             ))),
         }
     }
 
-    fn pid_file_from(&self, argv: &[String]) -> Option<PathBuf> {
-        self.pid_file.clone().or_else(|| {
-            argv.iter()
-                .position(|a| a == "-pidfile")
-                .and_then(|i| argv.get(i + 1))
-                .map(PathBuf::from)
-        })
+    /// QEMU's pid file: the argv's `-pidfile` (the operator's argv).
+    fn pid_file_from(argv: &[String]) -> Option<PathBuf> {
+        argv.iter()
+            .position(|a| a == "-pidfile")
+            .and_then(|i| argv.get(i + 1))
+            .map(PathBuf::from)
     }
 
     /// The stored boot device (`pxe` or `disk`).
     fn stored_boot(&self) -> Option<BootDevice> {
-        match std::fs::read_to_string(&self.boot_file).ok()?.trim() {
+        match files::read_regular(&self.boot_file).ok()?.trim() {
             "pxe" => Some(BootDevice::Pxe),
             "disk" => Some(BootDevice::Disk),
             _ => None,
@@ -225,20 +232,29 @@ async fn apply_boot(q: &mut Qmp, info: &QemuInfo, device: BootDevice) -> Result<
 }
 
 /// The `qemu` power and management interfaces.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct QemuHardware {
+    settings: QemuSettings,
     poll_interval: Option<Duration>,
 }
 
 impl QemuHardware {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    pub fn new(settings: QemuSettings) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            poll_interval: None,
+        })
     }
 
-    pub fn with_poll_interval(interval: Duration) -> Arc<Self> {
+    pub fn with_poll_interval(settings: QemuSettings, interval: Duration) -> Arc<Self> {
         Arc::new(Self {
+            settings,
             poll_interval: Some(interval),
         })
+    }
+
+    fn info(&self, node: &Node) -> Result<QemuInfo, DriverError> {
+        QemuInfo::parse(node, &self.settings)
     }
 
     fn poll(&self) -> Duration {
@@ -324,13 +340,13 @@ impl QemuHardware {
             return Ok(());
         }
         let argv = info.argv().unwrap_or_default();
-        let Some(pid_file) = info.pid_file_from(&argv) else {
+        let Some(pid_file) = QemuInfo::pid_file_from(&argv) else {
             return Err(DriverError::Timeout {
                 operation: format!("QEMU quit ({})", info.socket.display()),
                 timeout: info.timeout,
             });
         };
-        kill_by_pid_file(&pid_file, &info.socket)?;
+        kill_by_pid_file(&pid_file, &[&info.socket, &info.socket_given])?;
         self.wait_power(info, PowerState::Off, Instant::now() + info.timeout)
             .await
     }
@@ -363,8 +379,9 @@ impl QemuHardware {
     }
 }
 
-/// SIGKILLs the pid in `pid_file`, if that process is the QEMU of `socket`.
-fn kill_by_pid_file(pid_file: &Path, socket: &Path) -> Result<(), DriverError> {
+/// SIGKILLs the pid in `pid_file`, if that process is the QEMU of one of `sockets` (the
+/// same socket, canonical and as given).
+fn kill_by_pid_file(pid_file: &Path, sockets: &[&Path]) -> Result<(), DriverError> {
     let Some(pid) = std::fs::read_to_string(pid_file)
         .ok()
         .and_then(|t| t.trim().parse::<i32>().ok())
@@ -373,8 +390,11 @@ fn kill_by_pid_file(pid_file: &Path, socket: &Path) -> Result<(), DriverError> {
         return Ok(());
     };
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let needle = socket.as_os_str().as_encoded_bytes();
-    if !cmdline.windows(needle.len()).any(|w| w == needle) {
+    let ours = sockets.iter().any(|socket| {
+        let needle = socket.as_os_str().as_encoded_bytes();
+        cmdline.windows(needle.len()).any(|w| w == needle)
+    });
+    if !ours {
         // Not (or no longer) our QEMU: never signal a stranger.
         return Ok(());
     }
@@ -398,11 +418,11 @@ impl PowerInterface for QemuHardware {
     }
 
     fn validate(&self, node: &Node) -> Result<(), DriverError> {
-        QemuInfo::parse(node).map(|_| ())
+        self.info(node).map(|_| ())
     }
 
     async fn get_power_state(&self, node: &Node) -> Result<Option<PowerState>, DriverError> {
-        let info = QemuInfo::parse(node)?;
+        let info = self.info(node)?;
         Ok(Some(power_from_status(vm_status(&info).await?.as_deref())))
     }
 
@@ -412,7 +432,7 @@ impl PowerInterface for QemuHardware {
         target: PowerTarget,
         timeout: Option<Duration>,
     ) -> Result<(), DriverError> {
-        let info = QemuInfo::parse(node)?;
+        let info = self.info(node)?;
         let deadline = Instant::now() + timeout.unwrap_or(Duration::from_secs(60));
         let status = vm_status(&info).await?;
         let on = power_from_status(status.as_deref()) == PowerState::On;
@@ -474,7 +494,7 @@ impl ManagementInterface for QemuHardware {
     }
 
     fn validate(&self, node: &Node) -> Result<(), DriverError> {
-        QemuInfo::parse(node).map(|_| ())
+        self.info(node).map(|_| ())
     }
 
     fn supported_boot_devices(&self, _node: &Node) -> Vec<BootDevice> {
@@ -487,13 +507,13 @@ impl ManagementInterface for QemuHardware {
         device: BootDevice,
         _persistent: bool,
     ) -> Result<(), DriverError> {
-        let info = QemuInfo::parse(node)?;
+        let info = self.info(node)?;
         if !matches!(device, BootDevice::Pxe | BootDevice::Disk) {
             return Err(DriverError::InvalidParameter(format!(
                 "Invalid boot device {device} specified."
             )));
         }
-        std::fs::write(&info.boot_file, format!("{device}\n")).map_err(|e| {
+        files::write_regular(&info.boot_file, &format!("{device}\n")).map_err(|e| {
             DriverError::Failed(format!(
                 "cannot write the boot device to {}: {e}",
                 info.boot_file.display()
@@ -511,7 +531,7 @@ impl ManagementInterface for QemuHardware {
         &self,
         node: &Node,
     ) -> Result<(Option<BootDevice>, bool), DriverError> {
-        let info = QemuInfo::parse(node)?;
+        let info = self.info(node)?;
         if let Some(d) = info.stored_boot() {
             return Ok((Some(d), true));
         }
