@@ -39,6 +39,20 @@ pub struct FileConfig {
     /// `[discovery]`: enrolling unknown machines and the inspection rules.
     #[serde(default)]
     pub discovery: DiscoverySection,
+    /// `[deploy]`: fast track (Ironic's `[deploy] fast_track`).
+    #[serde(default)]
+    pub deploy: DeploySection,
+}
+
+/// `[deploy]` table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySection {
+    /// Hand work to an agent that is already running instead of booting it again
+    /// (default false, as Ironic).
+    pub fast_track: Option<bool>,
+    /// How recent the agent's last heartbeat must be for fast track, seconds (default 300).
+    pub fast_track_timeout_secs: Option<u64>,
 }
 
 /// `[discovery]` table.
@@ -91,6 +105,9 @@ pub struct Config {
     pub agent_initramfs: PathBuf,
     pub discovery: DiscoveryConfig,
     pub agent_heartbeat_timeout: Duration,
+    /// `[deploy] fast_track`: the agent's fast-track window (its last heartbeat must be this
+    /// recent), or `None` when fast track is off.
+    pub fast_track: Option<Duration>,
 }
 
 /// The state directory used when none is configured: `/var/lib/ingot` for root, else
@@ -202,6 +219,11 @@ impl FileConfig {
         if flags.discovery != DiscoverySection::default() {
             self.discovery = flags.discovery;
         }
+        pick(&mut self.deploy.fast_track, flags.deploy.fast_track);
+        pick(
+            &mut self.deploy.fast_track_timeout_secs,
+            flags.deploy.fast_track_timeout_secs,
+        );
         self
     }
 
@@ -225,6 +247,16 @@ impl FileConfig {
         }
         let c = self.conductor;
         let d = self.discovery;
+        let fast_track_timeout = match self.deploy.fast_track_timeout_secs {
+            Some(0) => bail!("deploy.fast_track_timeout_secs must be at least 1"),
+            Some(n) => Duration::from_secs(n),
+            None => Duration::from_secs(300),
+        };
+        let fast_track = self
+            .deploy
+            .fast_track
+            .unwrap_or(false)
+            .then_some(fast_track_timeout);
         let allowed_subnets = d
             .allowed_subnets
             .unwrap_or_default()
@@ -286,6 +318,7 @@ impl FileConfig {
             agent_initramfs,
             discovery,
             agent_heartbeat_timeout: Duration::from_secs(d.heartbeat_timeout_secs.unwrap_or(30)),
+            fast_track,
         })
     }
 }
@@ -377,6 +410,7 @@ mod tests {
             "conductor",
             "netboot",
             "discovery",
+            "deploy",
         ] {
             assert!(known.iter().any(|x| x == k), "{k} missing from {known:?}");
         }
@@ -386,6 +420,7 @@ mod tests {
             ("conductor.max_concurrent_deploys", true),
             ("conductor.typo", true),
             ("netboot.mode", true),
+            ("deploy.fast_track", true),
             ("url", false),
             ("python", false),
             ("log", false),
@@ -421,6 +456,50 @@ mod tests {
         assert!(bad.validate().is_err());
         let missing = FileConfig::load(Some(Path::new("/nonexistent/ingot.toml")));
         assert!(missing.is_err());
+    }
+
+    /// Fast track is off unless asked for, in the file or a flag (flags win; the environment
+    /// is the same layer as the file, `INGOT_DEPLOY__FAST_TRACK`, see the test above).
+    #[test]
+    fn fast_track_is_opt_in() {
+        assert_eq!(
+            FileConfig::default().validate().expect("valid").fast_track,
+            None
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("ingot.toml");
+        std::fs::write(&p, "[deploy]\nfast_track = true\n").expect("write");
+        let file = FileConfig::load(Some(&p)).expect("load");
+        let on = file.clone().validate().expect("valid");
+        assert_eq!(on.fast_track, Some(Duration::from_secs(300)));
+        let flags = FileConfig {
+            deploy: DeploySection {
+                fast_track: None,
+                fast_track_timeout_secs: Some(20),
+            },
+            ..Default::default()
+        };
+        let c = file.clone().overlay(flags).validate().expect("valid");
+        assert_eq!(c.fast_track, Some(Duration::from_secs(20)));
+        let flags = FileConfig {
+            deploy: DeploySection {
+                fast_track: Some(false),
+                fast_track_timeout_secs: None,
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            file.overlay(flags).validate().expect("valid").fast_track,
+            None
+        );
+        let bad = FileConfig {
+            deploy: DeploySection {
+                fast_track: Some(true),
+                fast_track_timeout_secs: Some(0),
+            },
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]

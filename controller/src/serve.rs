@@ -51,7 +51,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             .await
             .with_context(|| format!("opening store {}", redact_url(&config.database)))?,
     );
-    let hub = AgentHub::new();
+    let hub = AgentHub::with_fast_track(config.fast_track);
     let images = Arc::new(ImageStore::new(&config.state_dir));
     let conductor = Conductor::new(
         store.clone(),
@@ -100,6 +100,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         hub: hub.clone(),
         discovery: discovery.clone(),
         heartbeat_timeout: config.agent_heartbeat_timeout,
+        lookup_limit: Arc::default(),
     }))
     .merge(images::http::router(images.clone()));
     Ok(Services {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ConductorSection, FileConfig};
+use crate::config::{ConductorSection, DeploySection, FileConfig};
 
 /// Ingot bare-metal provisioning controller.
 #[derive(Debug, Parser)]
@@ -64,6 +64,12 @@ pub struct ServeArgs {
     /// Cap on cleanings running at once; more wait in a queue.
     #[arg(long)]
     pub max_concurrent_cleanings: Option<usize>,
+    /// Hand work to an agent already running on the node (`[deploy] fast_track`).
+    #[arg(long)]
+    pub fast_track: Option<bool>,
+    /// How recent the agent's last heartbeat must be for fast track, seconds.
+    #[arg(long)]
+    pub fast_track_timeout_secs: Option<u64>,
 }
 
 impl ServeArgs {
@@ -79,6 +85,10 @@ impl ServeArgs {
                 max_concurrent_deploys: self.max_concurrent_deploys,
                 max_concurrent_cleanings: self.max_concurrent_cleanings,
                 ..Default::default()
+            },
+            deploy: DeploySection {
+                fast_track: self.fast_track,
+                fast_track_timeout_secs: self.fast_track_timeout_secs,
             },
             ..Default::default()
         }
