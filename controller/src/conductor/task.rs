@@ -568,7 +568,13 @@ impl Conductor {
                 .set_boot_device(node, BootDevice::Pxe, false)
                 .await?;
         }
-        let on = node.power_state.as_deref() == Some(PowerState::On.as_str());
+        // The machine's power as the BMC says (the stored one may be older than an agent
+        // boot by inspection): a running machine must be rebooted, or the agent of its old
+        // boot would stay and no new session could begin.
+        let on = match drivers.power.get_power_state(node).await {
+            Ok(Some(state)) => state == PowerState::On,
+            _ => node.power_state.as_deref() == Some(PowerState::On.as_str()),
+        };
         self.end_agent_session(node.uuid, true);
         self.drive_power(
             node,
