@@ -143,8 +143,13 @@ async fn unknown_machine(
         Err(EnrollError::Store(e)) => return Err(e.into()),
     };
     let token = new_token();
-    st.hub.discovered(node.uuid, hash_token(&token));
-    persist_session(st, node.uuid, &req.agent_version).await?;
+    let fresh = hash_token(&token);
+    st.hub.discovered(node.uuid, fresh);
+    if let Err(e) = persist_session(st, node.uuid, &req.agent_version).await {
+        // Nobody got this token: the agent's retry may start the session.
+        st.hub.undo_issue(node.uuid, &fresh);
+        return Err(e.into());
+    }
     st.conductor.agent_alive(node.uuid);
     // After the token is stored: the manage task's node writes must not drop it.
     if manage_after
