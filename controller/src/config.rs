@@ -59,6 +59,9 @@ pub struct FileConfig {
     pub qemu: QemuSection,
     /// Largest virtual disk size `ingot image import` accepts, in bytes (default 2 TiB).
     pub max_image_virtual_size: Option<u64>,
+    /// `[deploy]`: fast track (Ironic's `[deploy] fast_track`).
+    #[serde(default)]
+    pub deploy: DeploySection,
 }
 
 /// `[qemu]` table.
@@ -78,6 +81,17 @@ pub struct AuthSection {
     /// with no entry is an admin.
     #[serde(default)]
     pub users: crate::api::policy::Policies,
+}
+
+/// `[deploy]` table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySection {
+    /// Hand work to an agent that is already running instead of booting it again
+    /// (default false, as Ironic).
+    pub fast_track: Option<bool>,
+    /// How recent the agent's last heartbeat must be for fast track, seconds (default 300).
+    pub fast_track_timeout_secs: Option<u64>,
 }
 
 /// `[discovery]` table.
@@ -147,6 +161,9 @@ pub struct Config {
     pub qemu_allowed_dir: Option<PathBuf>,
     /// `max_image_virtual_size`.
     pub max_image_virtual_size: u64,
+    /// `[deploy] fast_track`: the agent's fast-track window (its last heartbeat must be this
+    /// recent), or `None` when fast track is off.
+    pub fast_track: Option<Duration>,
 }
 
 /// The state directory used when none is configured: `/var/lib/ingot` for root, else
@@ -304,6 +321,11 @@ impl FileConfig {
             &mut self.max_image_virtual_size,
             flags.max_image_virtual_size,
         );
+        pick(&mut self.deploy.fast_track, flags.deploy.fast_track);
+        pick(
+            &mut self.deploy.fast_track_timeout_secs,
+            flags.deploy.fast_track_timeout_secs,
+        );
         self
     }
 
@@ -333,6 +355,16 @@ impl FileConfig {
         }
         let c = self.conductor;
         let d = self.discovery;
+        let fast_track_timeout = match self.deploy.fast_track_timeout_secs {
+            Some(0) => bail!("deploy.fast_track_timeout_secs must be at least 1"),
+            Some(n) => Duration::from_secs(n),
+            None => Duration::from_secs(300),
+        };
+        let fast_track = self
+            .deploy
+            .fast_track
+            .unwrap_or(false)
+            .then_some(fast_track_timeout);
         let allowed_subnets = d
             .allowed_subnets
             .unwrap_or_default()
@@ -414,6 +446,7 @@ impl FileConfig {
                 Some(n) => n,
                 None => crate::images::inspect::DEFAULT_MAX_VIRTUAL_SIZE,
             },
+            fast_track,
         })
     }
 }
@@ -571,6 +604,7 @@ mod tests {
             "enabled_hardware_types",
             "qemu",
             "max_image_virtual_size",
+            "deploy",
         ] {
             assert!(known.iter().any(|x| x == k), "{k} missing from {known:?}");
         }
@@ -580,6 +614,7 @@ mod tests {
             ("conductor.max_concurrent_deploys", true),
             ("conductor.typo", true),
             ("netboot.mode", true),
+            ("deploy.fast_track", true),
             ("url", false),
             ("python", false),
             ("log", false),
@@ -660,6 +695,50 @@ mod tests {
         assert!(bad.validate().is_err());
         let missing = FileConfig::load(Some(Path::new("/nonexistent/ingot.toml")));
         assert!(missing.is_err());
+    }
+
+    /// Fast track is off unless asked for, in the file or a flag (flags win; the environment
+    /// is the same layer as the file, `INGOT_DEPLOY__FAST_TRACK`, see the test above).
+    #[test]
+    fn fast_track_is_opt_in() {
+        assert_eq!(
+            FileConfig::default().validate().expect("valid").fast_track,
+            None
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("ingot.toml");
+        std::fs::write(&p, "[deploy]\nfast_track = true\n").expect("write");
+        let file = FileConfig::load(Some(&p)).expect("load");
+        let on = file.clone().validate().expect("valid");
+        assert_eq!(on.fast_track, Some(Duration::from_secs(300)));
+        let flags = FileConfig {
+            deploy: DeploySection {
+                fast_track: None,
+                fast_track_timeout_secs: Some(20),
+            },
+            ..Default::default()
+        };
+        let c = file.clone().overlay(flags).validate().expect("valid");
+        assert_eq!(c.fast_track, Some(Duration::from_secs(20)));
+        let flags = FileConfig {
+            deploy: DeploySection {
+                fast_track: Some(false),
+                fast_track_timeout_secs: None,
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            file.overlay(flags).validate().expect("valid").fast_track,
+            None
+        );
+        let bad = FileConfig {
+            deploy: DeploySection {
+                fast_track: Some(true),
+                fast_track_timeout_secs: Some(0),
+            },
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]

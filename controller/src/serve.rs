@@ -59,7 +59,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             AuthStrategy::HttpBasic(Arc::new(users))
         }
     };
-    let hub = AgentHub::new();
+    let hub = AgentHub::with_fast_track(config.fast_track);
     let drivers = hardware_types(config, &hub)?;
     let instance_lock = lock_instance(config)?;
     // After the state dir exists (0700): the key file of the BMC secrets at rest.
@@ -122,6 +122,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         hub: hub.clone(),
         discovery: discovery.clone(),
         heartbeat_timeout: config.agent_heartbeat_timeout,
+        lookup_limit: Arc::default(),
     }))
     .merge(images::http::router(images.clone()));
     Ok(Services {

@@ -2,8 +2,9 @@
 //!
 //! 1. `POST /agent/v1/lookup` with a [`LookupRequest`] (MACs, SMBIOS identity, inventory).
 //!    The controller finds the node by MAC or system UUID, or enrolls an unknown machine
-//!    when discovery is on, and answers a [`LookupResponse`] with the node UUID and a fresh
-//!    agent token.
+//!    when discovery is on, and answers a [`LookupResponse`] with the node UUID and, at the
+//!    first lookup after the controller booted the agent, the agent token (none later: the
+//!    agent keeps the one it has and sends it in [`TOKEN_HEADER`] on its lookups too).
 //! 2. `POST /agent/v1/heartbeat` ([`HeartbeatRequest`]) long-polls for the next command;
 //!    the answer is a [`HeartbeatResponse`] carrying one [`Command`] (`wait` when there is
 //!    nothing to do).
@@ -11,7 +12,10 @@
 //!    final result.
 //!
 //! Every call after lookup carries the token in the [`TOKEN_HEADER`] header; a missing or
-//! stale token (one lookup replaces the previous token) is refused with 401.
+//! stale token (the controller rebooted or powered the machine off) is refused with 401.
+//! A lookup while another agent holds the node's session is refused with 409. A result
+//! report answered 503 is sent again with the same command id; the controller applies it
+//! once.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -57,8 +61,11 @@ pub struct LookupRequest {
 pub struct LookupResponse {
     /// The node this machine is.
     pub node_uuid: Uuid,
-    /// Token for every further call; a new lookup replaces it.
-    pub token: String,
+    /// Token for every further call, handed out once per agent boot: at the first lookup
+    /// after the controller booted the machine into the agent (or enrolled it). `None` on
+    /// any later lookup of the same boot: the agent keeps the token it has (Ironic answers
+    /// `******` there).
+    pub token: Option<String>,
     /// True when this lookup enrolled the machine (zero-touch discovery).
     pub discovered: bool,
     /// How long the controller may hold a heartbeat before answering `wait`.

@@ -203,6 +203,31 @@ fn events_golden() {
     check("events", &events);
 }
 
+/// The token is handed out once per agent boot: the first lookup carries it, a later one
+/// says `null` (the agent keeps its token).
+#[test]
+fn lookup_responses_golden() {
+    use proto::protocol::LookupResponse;
+    let node_uuid = uuid::Uuid::from_u128(0x6a3f_0c1e_2b4d_4e5f_8a9b_0c1d_2e3f_4a5b);
+    let answers = vec![
+        LookupResponse {
+            node_uuid,
+            token: Some("4f1c".repeat(16)),
+            discovered: false,
+            heartbeat_timeout_secs: 30,
+        },
+        LookupResponse {
+            node_uuid,
+            token: None,
+            discovered: false,
+            heartbeat_timeout_secs: 30,
+        },
+    ];
+    check("lookup_responses", &answers);
+    let later: serde_json::Value = serde_json::to_value(&answers[1]).expect("json");
+    assert_eq!(later["token"], serde_json::Value::Null);
+}
+
 #[test]
 fn protocol_version_is_one() {
     assert_eq!(PROTOCOL_VERSION, 1);

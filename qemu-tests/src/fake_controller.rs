@@ -89,7 +89,7 @@ fn serve(c: TcpStream, seen: &Mutex<Seen>) -> anyhow::Result<()> {
                 s.lookups.push((now, req));
                 Some(serde_json::to_string(&LookupResponse {
                     node_uuid: uuid::Uuid::from_u128(0x1a),
-                    token: format!("t{}", s.lookups.len()),
+                    token: Some(format!("t{}", s.lookups.len())),
                     discovered: true,
                     heartbeat_timeout_secs: 5,
                 })?)

@@ -52,6 +52,9 @@ pub struct RackOptions {
     pub discovery: bool,
     /// `[conductor] callback_timeout_secs`: how long a wait state may last.
     pub callback_timeout: Duration,
+    /// `[deploy] fast_track` (default on, as the lab: an agent already running takes the
+    /// next step without a reboot; off, every step boots the agent through the BMC).
+    pub fast_track: bool,
     /// Extra TOML appended to the generated `ingot.toml` (top-level keys must not repeat).
     pub extra_config: String,
     /// Keep the working directory (logs, disks) after the rack is dropped (default: when
@@ -66,6 +69,7 @@ impl Default for RackOptions {
         Self {
             discovery: false,
             callback_timeout: Duration::from_secs(600),
+            fast_track: true,
             extra_config: String::new(),
             keep_dir: std::env::var_os("QEMU_TESTS_KEEP").is_some(),
             rust_log: "info".to_owned(),
@@ -323,6 +327,8 @@ impl Rack {
              [discovery]\n\
              enabled = {discovery}\n\
              allowed_subnets = [\"172.31.250.0/24\"]\n\
+             [deploy]\n\
+             fast_track = {fast_track}\n\
              {extra}\n",
             db = self.dir.path.join("ingot.db").display(),
             state = self.dir.path.display(),
@@ -331,6 +337,7 @@ impl Rack {
             kernel = kernel.display(),
             initrd = initrd.display(),
             discovery = opts.discovery,
+            fast_track = opts.fast_track,
             extra = opts.extra_config,
         )
     }

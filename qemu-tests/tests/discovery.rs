@@ -106,7 +106,9 @@ fn start_ingot(lab: &mut Lab, dir: &Path, netboot: &str) -> anyhow::Result<PathB
              agent_initramfs = \"{initrd}\"\n\
              [discovery]\n\
              enabled = true\n\
-             allowed_subnets = [\"172.31.250.0/24\"]\n",
+             allowed_subnets = [\"172.31.250.0/24\"]\n\
+             [deploy]\n\
+             fast_track = true\n",
             db = dir.join("ingot.db").display(),
             state = dir.display(),
             kernel = kernel.display(),

@@ -6,6 +6,11 @@
 //! undeploy -> cleaning -> `available` -> power off, and the disk is checked from the host:
 //! while active it holds the image and the config drive, after release no partition table
 //! or filesystem signature is left.
+//!
+//! The lab runs with fast track on (`[deploy] fast_track`, in the rack's config): the agent
+//! that inspected the machine also cleans and deploys it. The second test runs one machine
+//! with fast track off: every step boots the agent through the controller's power driver,
+//! and each boot's agent gets a token of its own.
 
 use std::time::Duration;
 
@@ -146,6 +151,40 @@ fn bios_and_uefi_machines_go_through_the_whole_lifecycle() -> anyhow::Result<()>
             )),
             Err(_) => failures.push(format!("{}: the scenario panicked", m.spec.name)),
         }
+    }
+    rack.conclude(&timelines, &failures)
+}
+
+#[test]
+fn without_fast_track_every_step_boots_the_agent() -> anyhow::Result<()> {
+    qemu_tests::require_lab()?;
+    let mut rack = Rack::start(RackOptions {
+        fast_track: false,
+        ..RackOptions::default()
+    })?;
+    let disk = marker_disk::build(&rack.dir().join("image"), IMAGE_MIB)?;
+    let url = rack.publish(&disk.zst, "marker-disk.img.zst")?;
+    let image = Published { disk, url };
+    let bios = rack.add_machine(VmSpec::numbered(1, Firmware::Bios))?;
+    let mut timelines = Vec::new();
+    let mut failures = Vec::new();
+    match lifecycle(
+        &rack,
+        &bios,
+        "SeaBIOS/qemu, fast track off",
+        BIOS_MARKER,
+        &image,
+    ) {
+        Ok((t, figures)) => {
+            println!("{}", figures.summary(&t.label));
+            timelines.push(t);
+        }
+        Err(e) => failures.push(format!(
+            "{:#}\n--- {} serial ---\n{}",
+            e,
+            bios.spec.name,
+            qemu_tests::vm::tail(&bios.serial(), 40)
+        )),
     }
     rack.conclude(&timelines, &failures)
 }

@@ -17,9 +17,11 @@ use super::machine::CallError;
 
 /// Calls the controller makes available to the agent. Every call may be retried.
 pub trait Controller: Send + Sync {
+    /// `token`: the token the agent holds from an earlier lookup of this boot, if any.
     fn lookup(
         &self,
         req: &LookupRequest,
+        token: Option<&str>,
     ) -> impl Future<Output = Result<LookupResponse, CallError>> + Send;
     /// Long-polls; `wait` is how long the controller may hold the call.
     fn heartbeat(
@@ -192,9 +194,13 @@ fn required<R>(r: Option<R>, what: &str) -> Result<R, CallError> {
 }
 
 impl Controller for HttpController {
-    async fn lookup(&self, req: &LookupRequest) -> Result<LookupResponse, CallError> {
+    async fn lookup(
+        &self,
+        req: &LookupRequest,
+        token: Option<&str>,
+    ) -> Result<LookupResponse, CallError> {
         let r = self
-            .post(PATH_LOOKUP, None, req, Duration::from_secs(30))
+            .post(PATH_LOOKUP, token, req, Duration::from_secs(30))
             .await?;
         required(r, "lookup")
     }

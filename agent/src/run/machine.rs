@@ -11,6 +11,12 @@
 //!                     401 while reporting: lookup again, then send the report
 //! ```
 //!
+//! The controller hands a token out once per boot of the agent: a later lookup answers
+//! `token: null`, and the agent goes on with the token it holds (sent with every lookup, so
+//! the controller knows the live session's own agent). A lookup that brings no token while
+//! the agent holds none is a failure, retried with backoff; so are 409 (another session is
+//! live) and 404 (no agent is expected for this machine now).
+//!
 //! [`action`] says what to do in a state; the driver performs it and feeds the [`Outcome`]
 //! to [`step`], which returns the next state.
 
@@ -56,6 +62,8 @@ pub enum State {
         delay: Duration,
         failures: u32,
         pending: Option<Pending>,
+        /// The token this agent holds from an earlier lookup of the same boot.
+        token: Option<String>,
     },
     /// Ask for work (after `delay`).
     Heartbeat {
@@ -87,6 +95,7 @@ impl State {
             delay: Duration::ZERO,
             failures: 0,
             pending: None,
+            token: None,
         }
     }
 }
@@ -118,6 +127,8 @@ pub enum Outcome {
 pub enum Action<'a> {
     Lookup {
         delay: Duration,
+        /// The token held, sent along so the controller knows this agent.
+        token: Option<&'a str>,
     },
     Heartbeat {
         session: &'a Session,
@@ -147,7 +158,10 @@ pub fn backoff(failures: u32) -> Duration {
 
 pub fn action(s: &State) -> Action<'_> {
     match s {
-        State::Lookup { delay, .. } => Action::Lookup { delay: *delay },
+        State::Lookup { delay, token, .. } => Action::Lookup {
+            delay: *delay,
+            token: token.as_deref(),
+        },
         State::Heartbeat { session, delay, .. } => Action::Heartbeat {
             session,
             delay: *delay,
@@ -182,20 +196,37 @@ fn retry_delay(e: &CallError, failures: u32) -> Duration {
     }
 }
 
-fn session_of(r: LookupResponse) -> Session {
-    Session {
+/// The session a lookup answer gives: its token, else the one held. `None` when neither.
+fn session_of(r: LookupResponse, held: Option<String>) -> Option<Session> {
+    Some(Session {
         node: r.node_uuid,
-        token: r.token,
+        token: r.token.or(held)?,
         heartbeat_timeout_secs: r.heartbeat_timeout_secs,
-    }
+    })
 }
 
 /// The next state. An outcome that does not belong to the state (a driver bug) restarts
 /// with a lookup.
 pub fn step(s: State, o: Outcome) -> State {
     match (s, o) {
-        (State::Lookup { pending, .. }, Outcome::Lookup(Ok(r))) => {
-            let session = session_of(r);
+        (
+            State::Lookup {
+                pending,
+                token,
+                failures,
+                ..
+            },
+            Outcome::Lookup(Ok(r)),
+        ) => {
+            let Some(session) = session_of(r, token) else {
+                // Not this agent's session: wait for the controller to boot us again.
+                return State::Lookup {
+                    delay: backoff(failures + 1),
+                    failures: failures + 1,
+                    pending,
+                    token: None,
+                };
+            };
             match pending {
                 Some(pending) => State::Report {
                     session,
@@ -212,13 +243,17 @@ pub fn step(s: State, o: Outcome) -> State {
         }
         (
             State::Lookup {
-                failures, pending, ..
+                failures,
+                pending,
+                token,
+                ..
             },
             Outcome::Lookup(Err(e)),
         ) => State::Lookup {
             delay: retry_delay(&e, failures + 1),
             failures: failures + 1,
             pending,
+            token,
         },
         (State::Heartbeat { session, .. }, Outcome::Heartbeat(Ok(hb))) => match hb.command {
             Command::Wait { seconds } => State::Heartbeat {
@@ -252,11 +287,12 @@ pub fn step(s: State, o: Outcome) -> State {
                 command,
             },
         },
-        (State::Heartbeat { .. }, Outcome::Heartbeat(Err(CallError::Unauthorized))) => {
+        (State::Heartbeat { session, .. }, Outcome::Heartbeat(Err(CallError::Unauthorized))) => {
             State::Lookup {
                 delay: Duration::ZERO,
                 failures: 0,
                 pending: None,
+                token: Some(session.token),
             }
         }
         (
@@ -299,13 +335,17 @@ pub fn step(s: State, o: Outcome) -> State {
             },
             After::Halt(h) => State::Halt(h),
         },
-        (State::Report { pending, .. }, Outcome::Reported(Err(CallError::Unauthorized))) => {
-            State::Lookup {
-                delay: Duration::ZERO,
-                failures: 0,
-                pending: Some(pending),
-            }
-        }
+        (
+            State::Report {
+                session, pending, ..
+            },
+            Outcome::Reported(Err(CallError::Unauthorized)),
+        ) => State::Lookup {
+            delay: Duration::ZERO,
+            failures: 0,
+            pending: Some(pending),
+            token: Some(session.token),
+        },
         (
             State::Report {
                 session,

@@ -152,7 +152,7 @@ pub async fn drive_with<C: Controller, H: Host>(
     let mut looked_up = false;
     loop {
         let outcome = match machine::action(&state) {
-            Action::Lookup { delay } => {
+            Action::Lookup { delay, token } => {
                 tokio::time::sleep(delay).await;
                 let h = host.clone();
                 let inv_start = crate::init::uptime();
@@ -165,7 +165,7 @@ pub async fn drive_with<C: Controller, H: Host>(
                     }
                 };
                 let call_start = crate::init::uptime();
-                let r = ctl.lookup(&req).await;
+                let r = ctl.lookup(&req, token).await;
                 match &r {
                     Ok(resp) => {
                         if !looked_up {

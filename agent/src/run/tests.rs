@@ -22,7 +22,11 @@ struct FakeController {
 }
 
 impl Controller for FakeController {
-    async fn lookup(&self, req: &LookupRequest) -> Result<LookupResponse, CallError> {
+    async fn lookup(
+        &self,
+        req: &LookupRequest,
+        _token: Option<&str>,
+    ) -> Result<LookupResponse, CallError> {
         let mut f = self.lookup_failures.lock().expect("lock");
         if *f > 0 {
             *f -= 1;
@@ -32,7 +36,7 @@ impl Controller for FakeController {
         l.push(req.clone());
         Ok(LookupResponse {
             node_uuid: Uuid::from_u128(1),
-            token: format!("tok{}", l.len()),
+            token: Some(format!("tok{}", l.len())),
             discovered: true,
             heartbeat_timeout_secs: 1,
         })

@@ -39,7 +39,7 @@ async fn lookup(State(s): State<S>, Json(req): Json<LookupRequest>) -> Json<Look
     f.token = format!("token-{}", f.lookups.len());
     Json(LookupResponse {
         node_uuid: Uuid::from_u128(0x42),
-        token: f.token.clone(),
+        token: Some(f.token.clone()),
         discovered: true,
         heartbeat_timeout_secs: 2,
     })

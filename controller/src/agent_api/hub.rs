@@ -1,14 +1,20 @@
-//! The in-memory command hub between the conductor's `agent` interfaces and the agent API.
+//! The in-memory command hub between the conductor's `agent` interfaces and the agent API,
+//! and the agent sessions it hands commands to.
 //!
 //! Drivers enqueue [`Command`]s per node; a heartbeat takes the next one, waiting on a
-//! [`Notify`] for at most the long-poll timeout. Commands handed out are remembered by id
-//! until the agent reports their result. The hub also keeps the hash of each node's current
-//! agent token (persisted in `driver_internal_info` too) and when the agent was last heard.
+//! [`Notify`] for at most the long-poll timeout. Commands handed out are remembered by id,
+//! with the session (token hash) they went to, until the agent reports their result.
 //!
-//! A machine that reboots leaves its agent's long-poll behind: the server cannot tell that
-//! the connection is dead, and a command handed to it is lost. So a lookup (a new agent
-//! session) ends the long-polls of the old session, and a heartbeat that says the agent is
-//! idle gets back every command handed out earlier and never reported ([`AgentHub::requeue_sent`]).
+//! **One token per ramdisk boot.** A node has at most one live agent session. A token is
+//! issued only when the conductor (re)booted the machine into the agent
+//! ([`AgentHub::boot_requested`] opens a *boot window*, closed by the first lookup) or when
+//! discovery enrolled it; any other power change ends the session
+//! ([`AgentHub::session_ended`]). A later lookup gets no token ([`session::Decision`]).
+//! A command handed to one session is never handed to another: the requeue of commands lost
+//! with a dead connection stays within the session that had them, and a long-poll of a
+//! session that is no longer live ends empty. The hash of the live token is also kept in
+//! `driver_internal_info` (the conductor writes the hub's view at each task save), so a
+//! restarted controller restores the session on first use ([`AgentHub::restore`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -19,53 +25,114 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::session::{self, Decision, SessionView};
 use crate::images::resolve::ImageResolver;
 
 /// `driver_internal_info` key holding the hex SHA-256 of the current agent token.
 pub const TOKEN_HASH_KEY: &str = "agent_token_sha256";
 
+/// Reported command ids remembered per hub, so a repeated report is answered without being
+/// applied twice.
+const DONE_KEPT: usize = 4096;
+
+/// A token's SHA-256.
+pub type TokenHash = [u8; 32];
+
 #[derive(Debug, Default)]
 struct Slot {
-    token_hash: Option<[u8; 32]>,
+    /// Whether `token_hash` is this run's knowledge (false after a restart until
+    /// [`AgentHub::restore`] read the stored hash).
+    known: bool,
+    token_hash: Option<TokenHash>,
+    /// The token of the session the last boot ended (refused in the next window).
+    previous_hash: Option<TokenHash>,
+    /// The conductor booted the machine into the agent and no lookup took a token yet.
+    boot_window: bool,
     queue: VecDeque<(Uuid, Command)>,
+    /// Last heartbeat, lookup or event of the live session (fast track).
     last_seen: Option<Instant>,
     notify: Arc<Notify>,
-    /// Bumped by every lookup; a long-poll of an older session returns empty.
-    session: u64,
-    /// Hand-out order of the commands in `Inner::sent` (id -> sequence number).
-    handed: HashMap<Uuid, u64>,
+    /// Bumped whenever the live session changes; a long-poll of an older one returns empty.
+    generation: u64,
     handed_seq: u64,
+}
+
+#[derive(Debug)]
+struct Sent {
+    node: Uuid,
+    session: TokenHash,
+    command: Command,
+    seq: u64,
+    /// A result report for it is being stored.
+    reporting: bool,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     nodes: HashMap<Uuid, Slot>,
-    /// Commands handed to an agent and not yet reported: id -> (node, command).
-    sent: HashMap<Uuid, (Uuid, Command)>,
+    /// Commands handed to an agent and not yet reported.
+    sent: HashMap<Uuid, Sent>,
+    /// Commands whose result was stored: id -> (node, session), oldest first in `done_order`.
+    done: HashMap<Uuid, (Uuid, TokenHash)>,
+    done_order: VecDeque<Uuid>,
 }
 
-/// Shared per-node command queues. Share as `Arc<AgentHub>`.
+/// What a result report may do with a command ([`AgentHub::claim_result`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// Store this command's result, then [`AgentHub::result_stored`] or
+    /// [`AgentHub::result_not_stored`].
+    Apply(Command),
+    /// Its result was stored already: answer success, change nothing.
+    Duplicate,
+    /// Another report of it is being stored right now.
+    InProgress,
+    /// Not handed to this session.
+    Unknown,
+}
+
+/// Shared per-node command queues and agent sessions. Share as `Arc<AgentHub>`.
 #[derive(Debug, Default)]
 pub struct AgentHub {
     inner: Mutex<Inner>,
+    /// `[deploy] fast_track`: how recent the agent's last sign of life must be, or `None`.
+    fast_track: Option<Duration>,
     /// How `ingot://NAME` image sources resolve (set once by `ingot serve`); the agent
     /// deploy interfaces of every hardware type share the hub, so it carries this too.
     images: OnceLock<Arc<dyn ImageResolver>>,
 }
 
 /// SHA-256 of a token.
-pub fn hash_token(token: &str) -> [u8; 32] {
+pub fn hash_token(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
 /// Compares two hashes in constant time.
-pub fn hashes_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+pub fn hashes_equal(a: &TokenHash, b: &TokenHash) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+fn same(a: Option<&TokenHash>, b: &TokenHash) -> bool {
+    a.is_some_and(|a| hashes_equal(a, b))
+}
+
 impl AgentHub {
+    /// A hub with fast track off.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Self::with_fast_track(None)
+    }
+
+    /// A hub that allows fast track for an agent heard from within `window` (`None`: off).
+    pub fn with_fast_track(window: Option<Duration>) -> Arc<Self> {
+        Arc::new(Self {
+            fast_track: window,
+            ..Self::default()
+        })
+    }
+
+    /// Whether fast track is enabled at all.
+    pub fn fast_track_enabled(&self) -> bool {
+        self.fast_track.is_some()
     }
 
     /// Sets the stored-image resolver (first call wins).
@@ -102,34 +169,168 @@ impl AgentHub {
             .unwrap_or_default()
     }
 
-    /// Drops every queued command of a node (for example when it is deleted).
+    /// Forgets everything about a node (for example when it is deleted or torn down): its
+    /// queue, what it was handed, and its session.
     pub fn clear(&self, node: Uuid) {
         let mut inner = self.lock();
         if let Some(slot) = inner.nodes.get_mut(&node) {
             slot.queue.clear();
-            slot.handed.clear();
         }
-        inner.sent.retain(|_, (n, _)| *n != node);
+        inner.sent.retain(|_, s| s.node != node);
+        drop(inner);
+        self.end(node, false);
     }
 
-    /// Takes the next command for `node`, waiting up to `timeout` for one to arrive.
-    pub async fn next(&self, node: Uuid, timeout: Duration) -> Option<(Uuid, Command)> {
+    /// Ends the live session: its token is refused from now on, its long-polls end, and
+    /// what it was handed is dropped (it can never report it).
+    fn end(&self, node: Uuid, open_window: bool) {
+        let mut inner = self.lock();
+        inner.sent.retain(|_, s| s.node != node);
+        let slot = inner.nodes.entry(node).or_default();
+        if slot.token_hash.is_some() {
+            slot.previous_hash = slot.token_hash.take();
+        }
+        slot.known = true;
+        slot.boot_window = open_window;
+        slot.last_seen = None;
+        slot.generation += 1;
+        slot.notify.notify_waiters();
+    }
+
+    /// The conductor is about to boot the machine into the agent: the current session
+    /// ends, nothing queued for it survives, and the next lookup gets a fresh token.
+    pub fn boot_requested(&self, node: Uuid) {
+        if let Some(slot) = self.lock().nodes.get_mut(&node) {
+            slot.queue.clear();
+        }
+        self.end(node, true);
+    }
+
+    /// The machine left the agent (powered off, rebooted into its instance, or power
+    /// changed by the operator): the token is dead and no new one is handed out until the
+    /// conductor boots the agent again.
+    pub fn session_ended(&self, node: Uuid) {
+        self.end(node, false);
+    }
+
+    /// Whether the hub knows the node's session this run (else [`Self::restore`] first).
+    pub fn knows(&self, node: Uuid) -> bool {
+        self.lock().nodes.get(&node).is_some_and(|s| s.known)
+    }
+
+    /// After a restart: the session as stored (`driver_internal_info`), unless this run
+    /// already knows better.
+    pub fn restore(&self, node: Uuid, stored: Option<TokenHash>) {
+        let mut inner = self.lock();
+        let slot = inner.nodes.entry(node).or_default();
+        if !slot.known {
+            slot.known = true;
+            slot.token_hash = stored;
+        }
+    }
+
+    /// The live token's hash as this run knows it (`None` inside: no live session;
+    /// outer `None`: not known yet, see [`Self::restore`]).
+    pub fn session_hash(&self, node: Uuid) -> Option<Option<TokenHash>> {
+        self.lock()
+            .nodes
+            .get(&node)
+            .filter(|s| s.known)
+            .map(|s| s.token_hash)
+    }
+
+    /// True when `hash` is the node's live token (the node must be known).
+    pub fn is_live(&self, node: Uuid, hash: &TokenHash) -> bool {
+        self.lock()
+            .nodes
+            .get(&node)
+            .is_some_and(|s| same(s.token_hash.as_ref(), hash))
+    }
+
+    /// A lookup for a known node: decides (and records) whether a token is issued. `fresh`
+    /// is the hash of the token to issue; `presented` the hash of a token the caller sent.
+    pub fn lookup(&self, node: Uuid, presented: Option<&TokenHash>, fresh: TokenHash) -> Decision {
+        let mut inner = self.lock();
+        let slot = inner.nodes.entry(node).or_default();
+        let view = SessionView {
+            boot_window: slot.boot_window,
+            live: slot.token_hash.is_some(),
+            presented_live: presented.is_some_and(|p| same(slot.token_hash.as_ref(), p)),
+            presented_previous: presented.is_some_and(|p| same(slot.previous_hash.as_ref(), p)),
+        };
+        let decision = session::decide(&view);
+        match decision {
+            Decision::Issue => {
+                slot.known = true;
+                slot.boot_window = false;
+                slot.token_hash = Some(fresh);
+                slot.last_seen = Some(Instant::now());
+                slot.generation += 1;
+                slot.notify.notify_waiters();
+            }
+            Decision::Continue => slot.last_seen = Some(Instant::now()),
+            Decision::Conflict | Decision::NoBoot => {}
+        }
+        decision
+    }
+
+    /// Discovery enrolled the machine just now: its agent's session begins with this token.
+    pub fn discovered(&self, node: Uuid, fresh: TokenHash) {
+        let mut inner = self.lock();
+        let slot = inner.nodes.entry(node).or_default();
+        slot.known = true;
+        slot.boot_window = false;
+        slot.token_hash = Some(fresh);
+        slot.last_seen = Some(Instant::now());
+        slot.generation += 1;
+        slot.notify.notify_waiters();
+    }
+
+    /// The token issued by [`Self::lookup`] could not be stored: take it back and reopen
+    /// the window, unless the session moved on meanwhile.
+    pub fn undo_issue(&self, node: Uuid, fresh: &TokenHash) {
+        let mut inner = self.lock();
+        if let Some(slot) = inner.nodes.get_mut(&node)
+            && same(slot.token_hash.as_ref(), fresh)
+        {
+            slot.token_hash = None;
+            slot.boot_window = true;
+            slot.generation += 1;
+        }
+    }
+
+    /// Takes the next command for the session `session` of `node`, waiting up to
+    /// `timeout` for one; empty as soon as that session is no longer the live one.
+    pub async fn next(
+        &self,
+        node: Uuid,
+        session: &TokenHash,
+        timeout: Duration,
+    ) -> Option<(Uuid, Command)> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let session = self.lock().nodes.entry(node).or_default().session;
+        let generation = self.lock().nodes.entry(node).or_default().generation;
         loop {
             let notify = {
                 let mut inner = self.lock();
+                let inner = &mut *inner;
                 let slot = inner.nodes.entry(node).or_default();
-                if slot.session != session {
-                    // A new agent looked up: this poll belongs to one that is gone.
+                if slot.generation != generation || !same(slot.token_hash.as_ref(), session) {
                     return None;
                 }
                 slot.last_seen = Some(Instant::now());
-                if let Some((id, cmd)) = slot.queue.pop_front() {
+                if let Some((id, command)) = slot.queue.pop_front() {
                     slot.handed_seq += 1;
-                    slot.handed.insert(id, slot.handed_seq);
-                    inner.sent.insert(id, (node, cmd.clone()));
-                    return Some((id, cmd));
+                    inner.sent.insert(
+                        id,
+                        Sent {
+                            node,
+                            session: *session,
+                            command: command.clone(),
+                            seq: slot.handed_seq,
+                            reporting: false,
+                        },
+                    );
+                    return Some((id, command));
                 }
                 slot.notify.clone()
             };
@@ -141,7 +342,7 @@ impl AgentHub {
                 .lock()
                 .nodes
                 .get(&node)
-                .is_none_or(|s| s.queue.is_empty() && s.session == session)
+                .is_none_or(|s| s.queue.is_empty() && s.generation == generation)
             {
                 continue;
             }
@@ -151,16 +352,16 @@ impl AgentHub {
         }
     }
 
-    /// Puts every command handed out to `node`'s agent and not reported back at the front of
-    /// its queue, in the order they were queued. Called when the agent says it is idle:
-    /// those commands went to a connection that died (a rebooted machine's long-poll).
-    /// Returns how many were requeued.
-    pub fn requeue_sent(&self, node: Uuid) -> usize {
+    /// Puts every command handed to `session` and not reported at the front of the node's
+    /// queue, in hand-out order. Called when that session's agent says it is idle: those
+    /// commands went to a connection that died. Commands of other sessions stay where they
+    /// are: a command is never handed to a token it was not handed to. Returns how many.
+    pub fn requeue_sent(&self, node: Uuid, session: &TokenHash) -> usize {
         let mut inner = self.lock();
         let mut lost: Vec<(u64, Uuid, Command)> = Vec::new();
-        inner.sent.retain(|id, (n, c)| {
-            if *n == node {
-                lost.push((0, *id, c.clone()));
+        inner.sent.retain(|id, s| {
+            if s.node == node && hashes_equal(&s.session, session) && !s.reporting {
+                lost.push((s.seq, *id, s.command.clone()));
                 false
             } else {
                 true
@@ -170,10 +371,6 @@ impl AgentHub {
             return 0;
         }
         let slot = inner.nodes.entry(node).or_default();
-        // Command ids are random: order by when they were handed out.
-        for entry in &mut lost {
-            entry.0 = slot.handed.remove(&entry.1).unwrap_or(0);
-        }
         lost.sort_by_key(|e| std::cmp::Reverse(e.0));
         for (_, id, cmd) in &lost {
             slot.queue.push_front((*id, cmd.clone()));
@@ -182,149 +379,79 @@ impl AgentHub {
         lost.len()
     }
 
-    /// Forgets a handed-out command and returns it, when it belongs to `node`.
-    pub fn take_sent(&self, node: Uuid, command_id: Uuid) -> Option<Command> {
-        let mut inner = self.lock();
-        match inner.sent.get(&command_id) {
-            Some((n, _)) if *n == node => {
-                if let Some(slot) = inner.nodes.get_mut(&node) {
-                    slot.handed.remove(&command_id);
-                }
-                inner.sent.remove(&command_id).map(|(_, c)| c)
+    /// A handed-out command of `session`, still running (for progress reports).
+    pub fn sent(&self, node: Uuid, session: &TokenHash, command_id: Uuid) -> Option<Command> {
+        match self.lock().sent.get(&command_id) {
+            Some(s) if s.node == node && hashes_equal(&s.session, session) => {
+                Some(s.command.clone())
             }
             _ => None,
         }
     }
 
-    /// A handed-out command, still running (for progress reports).
-    pub fn sent(&self, node: Uuid, command_id: Uuid) -> Option<Command> {
-        match self.lock().sent.get(&command_id) {
-            Some((n, c)) if *n == node => Some(c.clone()),
-            _ => None,
-        }
-    }
-
-    /// Records a node's current token hash (a lookup replaces the previous one).
-    pub fn set_token_hash(&self, node: Uuid, hash: [u8; 32]) {
+    /// A result report for `command_id` arrived from `session`: what to do with it.
+    pub fn claim_result(&self, node: Uuid, session: &TokenHash, command_id: Uuid) -> Claim {
         let mut inner = self.lock();
-        let slot = inner.nodes.entry(node).or_default();
-        if slot.token_hash != Some(hash) {
-            slot.session += 1;
-            slot.notify.notify_waiters();
+        if let Some((n, s)) = inner.done.get(&command_id) {
+            return if *n == node && hashes_equal(s, session) {
+                Claim::Duplicate
+            } else {
+                Claim::Unknown
+            };
         }
-        slot.token_hash = Some(hash);
-        slot.last_seen = Some(Instant::now());
+        match inner.sent.get_mut(&command_id) {
+            Some(s) if s.node == node && hashes_equal(&s.session, session) => {
+                if s.reporting {
+                    Claim::InProgress
+                } else {
+                    s.reporting = true;
+                    Claim::Apply(s.command.clone())
+                }
+            }
+            _ => Claim::Unknown,
+        }
     }
 
-    /// The token hash the hub knows for a node (none after a restart).
-    pub fn token_hash(&self, node: Uuid) -> Option<[u8; 32]> {
-        self.lock().nodes.get(&node).and_then(|s| s.token_hash)
+    /// The claimed result is stored: the command is done, a repeated report is a duplicate.
+    pub fn result_stored(&self, command_id: Uuid) {
+        let mut inner = self.lock();
+        if let Some(s) = inner.sent.remove(&command_id) {
+            inner.done.insert(command_id, (s.node, s.session));
+            inner.done_order.push_back(command_id);
+            while inner.done_order.len() > DONE_KEPT {
+                if let Some(old) = inner.done_order.pop_front() {
+                    inner.done.remove(&old);
+                }
+            }
+        }
     }
 
-    /// Marks the agent as heard from now.
+    /// The claimed result could not be stored: the agent will send it again.
+    pub fn result_not_stored(&self, command_id: Uuid) {
+        if let Some(s) = self.lock().sent.get_mut(&command_id) {
+            s.reporting = false;
+        }
+    }
+
+    /// Marks the live session as heard from now.
     pub fn touch(&self, node: Uuid) {
-        self.lock().nodes.entry(node).or_default().last_seen = Some(Instant::now());
-    }
-
-    /// Marks the agent as gone (it was told to reboot into the instance, or powered off).
-    pub fn gone(&self, node: Uuid) {
         if let Some(slot) = self.lock().nodes.get_mut(&node) {
-            slot.last_seen = None;
+            slot.last_seen = Some(Instant::now());
         }
     }
 
-    /// True when the node's agent looked up or heartbeated within `within` (fast track).
-    pub fn alive(&self, node: Uuid, within: Duration) -> bool {
-        self.lock()
-            .nodes
-            .get(&node)
-            .and_then(|s| s.last_seen)
-            .is_some_and(|t| t.elapsed() <= within)
+    /// Fast track: fast track is on, the node has a live session (which began with a boot
+    /// the conductor asked for or with discovery, as every session does) and its agent was
+    /// heard within the fast-track timeout.
+    pub fn fast_track_ready(&self, node: Uuid) -> bool {
+        let Some(window) = self.fast_track else {
+            return false;
+        };
+        self.lock().nodes.get(&node).is_some_and(|s| {
+            s.token_hash.is_some() && s.last_seen.is_some_and(|t| t.elapsed() <= window)
+        })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn heartbeat_waits_for_a_command_and_times_out() {
-        let hub = AgentHub::new();
-        let node = Uuid::new_v4();
-        assert!(hub.next(node, Duration::from_millis(20)).await.is_none());
-        assert!(hub.alive(node, Duration::from_secs(5)));
-        let h2 = hub.clone();
-        let waiter = tokio::spawn(async move { h2.next(node, Duration::from_secs(5)).await });
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        let id = hub.enqueue(node, Command::Inspect);
-        let (got, cmd) = waiter.await.expect("join").expect("command");
-        assert_eq!((got, cmd), (id, Command::Inspect));
-        assert_eq!(hub.take_sent(Uuid::new_v4(), id), None);
-        assert_eq!(hub.take_sent(node, id), Some(Command::Inspect));
-        assert_eq!(hub.take_sent(node, id), None);
-    }
-
-    #[tokio::test]
-    async fn a_lookup_ends_the_long_poll_of_the_previous_agent() {
-        let hub = AgentHub::new();
-        let node = Uuid::new_v4();
-        hub.set_token_hash(node, hash_token("first"));
-        let h2 = hub.clone();
-        let old_poll = tokio::spawn(async move { h2.next(node, Duration::from_secs(5)).await });
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        // The machine rebooted and its new agent looked up: the old poll ends empty.
-        hub.set_token_hash(node, hash_token("second"));
-        let ended = tokio::time::timeout(Duration::from_secs(1), old_poll)
-            .await
-            .expect("the old poll ends at once")
-            .expect("join");
-        assert_eq!(ended, None);
-        // The same token again is the same session: nothing ends.
-        hub.set_token_hash(node, hash_token("second"));
-        let id = hub.enqueue(node, Command::Inspect);
-        assert_eq!(
-            hub.next(node, Duration::from_millis(50)).await,
-            Some((id, Command::Inspect))
-        );
-    }
-
-    #[tokio::test]
-    async fn commands_lost_with_a_dead_connection_are_handed_out_again_in_order() {
-        let hub = AgentHub::new();
-        let node = Uuid::new_v4();
-        let other = Uuid::new_v4();
-        let wipe = Command::Wipe {
-            mode: proto::WipeMode::Metadata,
-            devices: vec![],
-        };
-        let a = hub.enqueue(node, Command::Inspect);
-        let b = hub.enqueue(node, wipe.clone());
-        let c = hub.enqueue(other, Command::Inspect);
-        let queued = hub.enqueue(node, Command::Inspect);
-        // Handed to polls whose answers never arrived.
-        for _ in 0..2 {
-            assert!(hub.next(node, Duration::from_millis(10)).await.is_some());
-        }
-        assert!(hub.next(other, Duration::from_millis(10)).await.is_some());
-        assert_eq!(hub.requeue_sent(node), 2);
-        assert_eq!(hub.requeue_sent(node), 0);
-        let mut order = Vec::new();
-        while let Some((id, _)) = hub.next(node, Duration::from_millis(10)).await {
-            order.push(id);
-        }
-        assert_eq!(order, vec![a, b, queued]);
-        assert_eq!(hub.sent(node, b), Some(wipe));
-        // The other node's command is still out, and a reported command is never requeued.
-        assert_eq!(hub.take_sent(other, c), Some(Command::Inspect));
-        assert_eq!(hub.take_sent(node, a), Some(Command::Inspect));
-        assert_eq!(hub.requeue_sent(node), 2);
-        assert_eq!(hub.pending(node).len(), 2);
-    }
-
-    #[test]
-    fn token_hashes_compare() {
-        let a = hash_token("abc");
-        assert!(hashes_equal(&a, &hash_token("abc")));
-        assert!(!hashes_equal(&a, &hash_token("abd")));
-    }
-}
+mod tests;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ConductorSection, FileConfig, QemuSection};
+use crate::config::{ConductorSection, DeploySection, FileConfig, QemuSection};
 
 /// Ingot bare-metal provisioning controller.
 #[derive(Debug, Parser)]
@@ -85,6 +85,12 @@ pub struct ServeArgs {
     /// `[qemu] allowed_dir`: the directory every qemu VM's files lie in.
     #[arg(long)]
     pub qemu_allowed_dir: Option<PathBuf>,
+    /// Hand work to an agent already running on the node (`[deploy] fast_track`).
+    #[arg(long)]
+    pub fast_track: Option<bool>,
+    /// How recent the agent's last heartbeat must be for fast track, seconds.
+    #[arg(long)]
+    pub fast_track_timeout_secs: Option<u64>,
 }
 
 impl ServeArgs {
@@ -106,6 +112,10 @@ impl ServeArgs {
             enabled_hardware_types: self.enabled_hardware_types.clone(),
             qemu: QemuSection {
                 allowed_dir: self.qemu_allowed_dir.clone(),
+            },
+            deploy: DeploySection {
+                fast_track: self.fast_track,
+                fast_track_timeout_secs: self.fast_track_timeout_secs,
             },
             ..Default::default()
         }

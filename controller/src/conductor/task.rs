@@ -111,6 +111,11 @@ impl Conductor {
         node.updated_at = Some(Utc::now());
         let holder = release.then_some(self.config.name.as_str());
         for _ in 0..8 {
+            // The agent API may have started or ended a session since this copy was read:
+            // the hub's view is what is stored.
+            if let Some(hub) = self.drivers.agent_hub() {
+                crate::agent_api::sync_token_hash(hub, node);
+            }
             match self.store.commit_transition(node, history, holder).await {
                 Ok(revision) => {
                     node.revision = revision;
@@ -512,8 +517,19 @@ impl Conductor {
         Ok(event)
     }
 
-    /// Changes power through the driver and records the new state on the node.
+    /// Changes power through the driver and records the new state on the node. The agent
+    /// session on the machine (if any) ends: its token is refused from now on.
     async fn power(
+        &self,
+        node: &mut Node,
+        drivers: &NodeDrivers,
+        target: PowerTarget,
+    ) -> Result<(), DriverError> {
+        self.end_agent_session(node.uuid, false);
+        self.drive_power(node, drivers, target).await
+    }
+
+    async fn drive_power(
         &self,
         node: &mut Node,
         drivers: &NodeDrivers,
@@ -522,6 +538,18 @@ impl Conductor {
         drivers.power.set_power_state(node, target, None).await?;
         node.power_state = Some(target.resulting_state().as_str().to_owned());
         Ok(())
+    }
+
+    /// The machine leaves its agent session: a power change ends it; a boot into the agent
+    /// (`booting_agent`) also opens the window in which the next lookup gets a token.
+    pub(super) fn end_agent_session(&self, node: Uuid, booting_agent: bool) {
+        if let Some(hub) = self.drivers.agent_hub() {
+            if booting_agent {
+                hub.boot_requested(node);
+            } else {
+                hub.session_ended(node);
+            }
+        }
     }
 
     /// Boots the agent ramdisk: one-time PXE, then power on (or reboot when running).
@@ -540,8 +568,15 @@ impl Conductor {
                 .set_boot_device(node, BootDevice::Pxe, false)
                 .await?;
         }
-        let on = node.power_state.as_deref() == Some(PowerState::On.as_str());
-        self.power(
+        // The machine's power as the BMC says (the stored one may be older than an agent
+        // boot by inspection): a running machine must be rebooted, or the agent of its old
+        // boot would stay and no new session could begin.
+        let on = match drivers.power.get_power_state(node).await {
+            Ok(Some(state)) => state == PowerState::On,
+            _ => node.power_state.as_deref() == Some(PowerState::On.as_str()),
+        };
+        self.end_agent_session(node.uuid, true);
+        self.drive_power(
             node,
             drivers,
             if on {
@@ -709,6 +744,7 @@ impl Conductor {
         timeout: Option<Duration>,
     ) {
         let uuid = node.uuid;
+        self.end_agent_session(uuid, false);
         let result =
             async {
                 let drivers = self.drivers.resolve(&node)?;

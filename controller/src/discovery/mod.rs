@@ -202,7 +202,8 @@ impl Discovery {
         Self { config, bucket }
     }
 
-    /// Finds the node of a machine: by any of its MACs, else by SMBIOS system UUID.
+    /// Finds the node of a machine: by any of its MACs, else by SMBIOS system UUID. The
+    /// caller bounds the MACs ([`crate::agent_api::limits::check_macs`]).
     pub async fn find(
         &self,
         store: &dyn Store,
@@ -221,19 +222,23 @@ impl Discovery {
                 return Ok(Some(node));
             }
         }
-        let Some(sys) = req.system_uuid.as_deref().map(str::to_ascii_lowercase) else {
+        let Some(sys) = req
+            .system_uuid
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        else {
             return Ok(None);
         };
-        let nodes = store.list_nodes(&NodeQuery::default()).await?;
-        Ok(nodes.into_iter().find(|n| {
-            [
-                n.properties.get(SYSTEM_UUID_KEY),
-                n.extra.get(SYSTEM_UUID_KEY),
-            ]
-            .into_iter()
-            .flatten()
-            .any(|v| v.as_str().is_some_and(|s| s.eq_ignore_ascii_case(&sys)))
-        }))
+        // Through the indexed `system_uuid` column: a lookup never scans the node table.
+        let nodes = store
+            .list_nodes(&NodeQuery {
+                system_uuid: Some(sys.to_ascii_lowercase()),
+                limit: Some(1),
+                ..Default::default()
+            })
+            .await?;
+        Ok(nodes.into_iter().next())
     }
 
     /// Enrolls an unknown machine; returns the node and whether a rule asked to manage it.

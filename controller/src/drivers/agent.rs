@@ -7,7 +7,6 @@
 //! boot the agent when none is heartbeating).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use proto::protocol::{Command, ConfigDrive, DeployCommand};
@@ -22,9 +21,6 @@ use super::{
 use crate::agent_api::hub::AgentHub;
 use crate::images::resolve::{ImageResolver, ResolvedImage, stored_name};
 use crate::model::Node;
-
-/// How recently an agent must have been heard to count as running (fast track).
-pub const FAST_TRACK_WINDOW: Duration = Duration::from_secs(90);
 
 /// Builds the deploy command from `instance_info` (and `properties.root_device`).
 ///
@@ -249,7 +245,7 @@ impl DeployInterface for AgentDeploy {
     }
 
     fn fast_track(&self, node: &Node) -> bool {
-        self.hub.alive(node.uuid, FAST_TRACK_WINDOW)
+        self.hub.fast_track_ready(node.uuid)
     }
 
     async fn deploy(&self, node: &Node) -> Result<StepOutcome, DriverError> {
@@ -261,7 +257,6 @@ impl DeployInterface for AgentDeploy {
 
     async fn tear_down(&self, node: &Node) -> Result<(), DriverError> {
         self.hub.clear(node.uuid);
-        self.hub.gone(node.uuid);
         Ok(())
     }
 
@@ -298,8 +293,8 @@ impl DeployInterface for AgentDeploy {
     }
 }
 
-/// Agent-driven inspection: boots the agent (PXE + power on or reboot) unless one is
-/// already heartbeating, and asks it for a fresh inventory.
+/// Agent-driven inspection: boots the agent (PXE + power on or reboot) unless fast track
+/// finds one running, and asks it for a fresh inventory.
 #[derive(Debug)]
 pub struct AgentInspect {
     hub: Arc<AgentHub>,
@@ -359,8 +354,7 @@ impl InspectInterface for AgentInspect {
     }
 
     async fn inspect(&self, node: &Node) -> Result<StepOutcome, DriverError> {
-        self.hub.enqueue(node.uuid, Command::Inspect);
-        if !self.hub.alive(node.uuid, FAST_TRACK_WINDOW) {
+        if !self.hub.fast_track_ready(node.uuid) {
             if self
                 .management
                 .supported_boot_devices(node)
@@ -376,8 +370,11 @@ impl InspectInterface for AgentInspect {
             } else {
                 PowerTarget::On
             };
+            // A new boot: the old session ends and the next lookup starts the new one.
+            self.hub.boot_requested(node.uuid);
             self.power.set_power_state(node, target, None).await?;
         }
+        self.hub.enqueue(node.uuid, Command::Inspect);
         Ok(StepOutcome::Wait)
     }
 }

@@ -22,7 +22,7 @@ mod tests;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub use state::{ParseStateError, Phase, ProvisionState, StateKind, Verb};
+pub use state::{AgentLookup, ParseStateError, Phase, ProvisionState, StateKind, Verb};
 
 use crate::model::Node;
 

@@ -168,6 +168,43 @@ impl ProvisionState {
     }
 }
 
+/// Whether a lookup from the agent is answered for a node in a state, as Ironic's
+/// `LOOKUP_ALLOWED_STATES`: where the conductor waits for an agent it booted, plus the
+/// resting states where an agent may idle when fast track is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentLookup {
+    /// An agent is expected: lookup is answered.
+    Expected,
+    /// Answered only when fast track is enabled.
+    FastTrackOnly,
+    /// No agent belongs here: lookup is refused (404, as Ironic).
+    Refused,
+}
+
+impl ProvisionState {
+    /// Where an agent lookup is answered (see [`AgentLookup`]).
+    pub fn agent_lookup(self) -> AgentLookup {
+        use ProvisionState::*;
+        match self {
+            Deploying | DeployWait | Cleaning | CleanWait | Inspecting | InspectWait | Rescuing
+            | RescueWait | Servicing | ServiceWait => AgentLookup::Expected,
+            Enroll | Manageable | Available => AgentLookup::FastTrackOnly,
+            Verifying | Active | DeployFailed | DeployHold | Deleting | CleanFailed | CleanHold
+            | Error | InspectFailed | Adopting | AdoptFailed | Rescue | RescueFailed
+            | Unrescuing | UnrescueFailed | ServiceFailed | ServiceHold => AgentLookup::Refused,
+        }
+    }
+
+    /// True when a lookup for a node in this state is answered.
+    pub fn allows_agent_lookup(self, fast_track: bool) -> bool {
+        match self.agent_lookup() {
+            AgentLookup::Expected => true,
+            AgentLookup::FastTrackOnly => fast_track,
+            AgentLookup::Refused => false,
+        }
+    }
+}
+
 impl fmt::Display for ProvisionState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

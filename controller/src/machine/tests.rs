@@ -467,3 +467,56 @@ proptest! {
         }
     }
 }
+
+/// Every state with whether a lookup is answered with fast track off and on (Ironic's
+/// `LOOKUP_ALLOWED_STATES`; `enroll`, `manageable`, `available` only on the fast track).
+#[test]
+fn agent_lookup_is_answered_only_where_an_agent_is_expected() {
+    use ProvisionState as S;
+    let table: [(S, bool, bool); 30] = [
+        (S::Enroll, false, true),
+        (S::Verifying, false, false),
+        (S::Manageable, false, true),
+        (S::Available, false, true),
+        (S::Active, false, false),
+        (S::Deploying, true, true),
+        (S::DeployWait, true, true),
+        (S::DeployFailed, false, false),
+        (S::DeployHold, false, false),
+        (S::Deleting, false, false),
+        (S::Cleaning, true, true),
+        (S::CleanWait, true, true),
+        (S::CleanFailed, false, false),
+        (S::CleanHold, false, false),
+        (S::Error, false, false),
+        (S::Inspecting, true, true),
+        (S::InspectWait, true, true),
+        (S::InspectFailed, false, false),
+        (S::Adopting, false, false),
+        (S::AdoptFailed, false, false),
+        (S::Rescue, false, false),
+        (S::Rescuing, true, true),
+        (S::RescueWait, true, true),
+        (S::RescueFailed, false, false),
+        (S::Unrescuing, false, false),
+        (S::UnrescueFailed, false, false),
+        (S::Servicing, true, true),
+        (S::ServiceWait, true, true),
+        (S::ServiceFailed, false, false),
+        (S::ServiceHold, false, false),
+    ];
+    let listed: Vec<S> = table.iter().map(|row| row.0).collect();
+    assert_eq!(listed, S::ALL.to_vec(), "one row per state, in order");
+    for (state, off, on) in table {
+        assert_eq!(
+            state.allows_agent_lookup(false),
+            off,
+            "{state} without fast track"
+        );
+        assert_eq!(
+            state.allows_agent_lookup(true),
+            on,
+            "{state} with fast track"
+        );
+    }
+}

@@ -70,6 +70,9 @@ pub struct NodeQuery {
     pub description_contains: Option<String>,
     pub instance_name: Option<String>,
     pub instance_uuid: Option<Uuid>,
+    /// SMBIOS system UUID (`properties.system_uuid`, else `extra.system_uuid`; any case),
+    /// through an index.
+    pub system_uuid: Option<String>,
     /// Sort key: `id` (creation order, default) or a node field name such as `name`,
     /// `uuid`, `provision_state`, `created_at`, `updated_at`.
     pub sort_key: Option<String>,

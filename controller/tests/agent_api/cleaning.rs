@@ -40,7 +40,7 @@ fn report(disks: Vec<WipeDiskResult>) -> Report {
 /// command's id.
 async fn cleaning(env: &Env, mac: &str, serial: &str) -> (Uuid, String, Uuid) {
     let lr = env.lookup(&lookup_req(&[mac], serial, serial)).await;
-    let (id, token) = (lr.node_uuid, lr.token);
+    let (id, token) = (lr.node_uuid, lr.token.expect("token"));
     env.wait_state(id, "manageable").await;
     let (s, b) = env
         .api(

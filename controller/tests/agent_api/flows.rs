@@ -82,6 +82,10 @@ async fn unknown_machine_is_enrolled_and_known_one_found_again() {
     );
     let first = env.lookup(&req).await;
     assert!(first.discovered);
+    let first_token = first
+        .token
+        .clone()
+        .expect("a discovered machine's session begins");
     assert_eq!(first.heartbeat_timeout_secs, 1);
     let id = first.node_uuid;
 
@@ -114,7 +118,7 @@ async fn unknown_machine_is_enrolled_and_known_one_found_again() {
     assert!(
         !serde_json::to_string(&stored.driver_internal_info)
             .expect("json")
-            .contains(&first.token),
+            .contains(&first_token),
         "the token itself is never stored"
     );
     let ports = env
@@ -141,45 +145,46 @@ async fn unknown_machine_is_enrolled_and_known_one_found_again() {
     );
     assert_eq!(inv["plugin_data"], json!({}));
 
-    // Token checks: missing, garbage; then a new lookup makes the first token stale.
+    // Token checks: missing, garbage; a later lookup brings no token: the agent of the live
+    // session keeps its own, anyone else is refused.
     assert_eq!(env.heartbeat_raw(id, None).await.status(), 401);
     assert_eq!(env.heartbeat_raw(id, Some("nope")).await.status(), 401);
     assert_eq!(
-        env.heartbeat_raw(id, Some(&first.token)).await.status(),
+        env.heartbeat_raw(id, Some(&first_token)).await.status(),
         200
     );
-    let again = env
-        .lookup(&lookup_req(&["52:54:00:aa:00:02"], "SER 1", "x"))
-        .await;
+    let second = lookup_req(&["52:54:00:aa:00:02"], "SER 1", "x");
+    assert_eq!(env.lookup_raw(&second).await.status(), 409);
+    let r = env.lookup_as(&second, Some(&first_token)).await;
+    assert_eq!(r.status(), 200);
+    let again: LookupResponse = r.json().await.expect("json");
     assert_eq!(again.node_uuid, id);
     assert!(!again.discovered);
-    assert_ne!(again.token, first.token);
+    assert_eq!(again.token, None);
     assert_eq!(
-        env.heartbeat_raw(id, Some(&first.token)).await.status(),
-        401
-    );
-    assert_eq!(
-        env.report(id, &first.token, Uuid::new_v4(), ok()).await,
-        401
-    );
-    assert_eq!(
-        env.heartbeat_raw(id, Some(&again.token)).await.status(),
+        env.heartbeat_raw(id, Some(&first_token)).await.status(),
         200
     );
     // By SMBIOS UUID alone (a NIC we never saw).
-    let by_uuid = env
-        .lookup(&lookup_req(
-            &["52:54:00:aa:00:09"],
-            "",
-            "4c4c4544-0000-1111-2222-333344445555",
-        ))
+    let r = env
+        .lookup_as(
+            &lookup_req(
+                &["52:54:00:aa:00:09"],
+                "",
+                "4c4c4544-0000-1111-2222-333344445555",
+            ),
+            Some(&first_token),
+        )
         .await;
+    assert_eq!(r.status(), 200);
+    let by_uuid: LookupResponse = r.json().await.expect("json");
     assert_eq!(by_uuid.node_uuid, id);
+    assert_eq!(by_uuid.token, None);
     // A busy agent's heartbeat is a keep-alive answered at once.
     let busy = env
         .http
         .post(format!("{}{}", env.boot, proto::protocol::PATH_HEARTBEAT))
-        .header(proto::protocol::TOKEN_HEADER, &by_uuid.token)
+        .header(proto::protocol::TOKEN_HEADER, &first_token)
         .json(&proto::protocol::HeartbeatRequest {
             node_uuid: id,
             state: proto::protocol::AgentState::Busy {
@@ -193,7 +198,7 @@ async fn unknown_machine_is_enrolled_and_known_one_found_again() {
     assert_eq!(hb.command, Command::Wait { seconds: 5 });
     // A report for a command never handed out.
     assert_eq!(
-        env.report(id, &by_uuid.token, Uuid::new_v4(), ok()).await,
+        env.report(id, &first_token, Uuid::new_v4(), ok()).await,
         404
     );
 }
@@ -236,10 +241,15 @@ async fn subnets_rate_limit_and_disabled_discovery() {
         .await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
-    // A known machine is not rate limited.
-    let known = env
-        .lookup(&lookup_req(&["52:54:00:bb:00:02"], "B", "u2"))
+    // A known machine is not held by discovery's rate limit.
+    let r = env
+        .lookup_as(
+            &lookup_req(&["52:54:00:bb:00:02"], "B", "u2"),
+            first.token.as_deref(),
+        )
         .await;
+    assert_eq!(r.status(), 200);
+    let known: LookupResponse = r.json().await.expect("json");
     assert_eq!(known.node_uuid, first.node_uuid);
 
     let env = start(DiscoverySection::default()).await;
@@ -258,7 +268,7 @@ async fn fast_track_clean_deploy_and_failures() {
     let lr = env
         .lookup(&lookup_req(&["52:54:00:cc:00:01"], "F1", "uf1"))
         .await;
-    let (id, token) = (lr.node_uuid, lr.token);
+    let (id, token) = (lr.node_uuid, lr.token.expect("token"));
     env.wait_state(id, "manageable").await;
 
     // provide -> cleaning hands `wipe metadata` to the heartbeating agent.
@@ -388,6 +398,13 @@ async fn fast_track_clean_deploy_and_failures() {
         )
         .await;
     assert_eq!(s, 202);
+    // The machine rebooted into its instance, so cleaning boots the agent again: the old
+    // token is dead and the agent of the new boot gets a new one.
+    env.wait_state(id, "clean wait").await;
+    assert_eq!(env.heartbeat_raw(id, Some(&token)).await.status(), 401);
+    let (_, token) = env
+        .session(&lookup_req(&["52:54:00:cc:00:01"], "F1", "uf1"))
+        .await;
     let (cmd_id, cmd) = env.next_command(id, &token).await;
     assert!(
         matches!(
@@ -399,7 +416,6 @@ async fn fast_track_clean_deploy_and_failures() {
         ),
         "{cmd:?}"
     );
-    env.wait_state(id, "clean wait").await;
     assert_eq!(
         env.report(id, &token, cmd_id, failed("wipe failed on /dev/vda", "EIO"))
             .await,
@@ -418,7 +434,7 @@ async fn manual_clean_full_erase_and_deploy_checksum_failure() {
     let lr = env
         .lookup(&lookup_req(&["52:54:00:dd:00:01"], "G1", "ug1"))
         .await;
-    let (id, token) = (lr.node_uuid, lr.token);
+    let (id, token) = (lr.node_uuid, lr.token.expect("token"));
     env.wait_state(id, "manageable").await;
     let (s, b) = env
         .api(
@@ -497,7 +513,7 @@ async fn inspect_refreshes_inventory_and_adds_ports() {
     let lr = env
         .lookup(&lookup_req(&["52:54:00:ee:00:01"], "H1", "uh1"))
         .await;
-    let (id, token) = (lr.node_uuid, lr.token);
+    let (id, token) = (lr.node_uuid, lr.token.expect("token"));
     env.wait_state(id, "manageable").await;
     let (s, b) = env
         .api(
@@ -631,7 +647,7 @@ async fn a_result_before_the_wait_state_is_saved_is_kept() {
     let lr = env
         .lookup(&lookup_req(&["52:54:00:ee:00:07"], "H7", "uh7"))
         .await;
-    let (id, token) = (lr.node_uuid, lr.token);
+    let (id, token) = (lr.node_uuid, lr.token.expect("token"));
     env.wait_state(id, "manageable").await;
     let (s, b) = env
         .api(

@@ -1,9 +1,15 @@
 //! The agent protocol, discovery and fast-track flows, played over real HTTP on 127.0.0.1
 //! against `ingot serve`'s routers (operator API + provisioning router) on a real SQLite
 //! store. The "agent" here is this test speaking the wire protocol.
+//!
+//! The flows of `flows`, `watch` and `timeouts` play the fast track (the agent of a
+//! discovered machine takes every command without a reboot), so their config turns
+//! `[deploy] fast_track` on; `sessions` plays the attacks on agent sessions with it on and
+//! off.
 
 mod cleaning;
 mod flows;
+mod sessions;
 mod timeouts;
 mod watch;
 
@@ -11,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use controller::config::{ConductorSection, Config, DiscoverySection, FileConfig};
+use controller::config::{ConductorSection, Config, DeploySection, DiscoverySection, FileConfig};
 use controller::discovery::rules::Rule;
 use controller::netboot::service::NetbootSection;
 use controller::serve::{Services, build};
@@ -32,13 +38,14 @@ pub struct Env {
 }
 
 pub fn config(dir: &std::path::Path, discovery: DiscoverySection) -> Config {
-    config_with(dir, discovery, ConductorSection::default())
+    config_with(dir, discovery, ConductorSection::default(), true)
 }
 
 pub fn config_with(
     dir: &std::path::Path,
     discovery: DiscoverySection,
     conductor: ConductorSection,
+    fast_track: bool,
 ) -> Config {
     let kernel = dir.join("vmlinuz");
     let initramfs = dir.join("initramfs.cpio.zst");
@@ -62,6 +69,10 @@ pub fn config_with(
             heartbeat_timeout_secs: Some(1),
             ..discovery
         },
+        deploy: DeploySection {
+            fast_track: Some(fast_track),
+            fast_track_timeout_secs: None,
+        },
         ..Default::default()
     }
     .validate()
@@ -77,9 +88,18 @@ pub async fn start(discovery: DiscoverySection) -> Env {
 }
 
 pub async fn start_with(discovery: DiscoverySection, conductor: ConductorSection) -> Env {
+    start_full(discovery, conductor, true).await
+}
+
+/// A controller with fast track on or off.
+pub async fn start_full(
+    discovery: DiscoverySection,
+    conductor: ConductorSection,
+    fast_track: bool,
+) -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config_with(dir.path(), discovery, conductor);
+    let cfg = config_with(dir.path(), discovery, conductor, fast_track);
     let services = build(&cfg).await.expect("build");
     let api_l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -151,18 +171,34 @@ pub fn lookup_req(macs: &[&str], serial: &str, system_uuid: &str) -> LookupReque
 
 impl Env {
     pub async fn lookup_raw(&self, req: &LookupRequest) -> reqwest::Response {
-        self.http
+        self.lookup_as(req, None).await
+    }
+
+    /// A lookup sending `token` (the one an agent holds) in the token header.
+    pub async fn lookup_as(&self, req: &LookupRequest, token: Option<&str>) -> reqwest::Response {
+        let mut r = self
+            .http
             .post(format!("{}{PATH_LOOKUP}", self.boot))
-            .json(req)
-            .send()
-            .await
-            .expect("lookup")
+            .json(req);
+        if let Some(t) = token {
+            r = r.header(TOKEN_HEADER, t);
+        }
+        r.send().await.expect("lookup")
     }
 
     pub async fn lookup(&self, req: &LookupRequest) -> LookupResponse {
         let r = self.lookup_raw(req).await;
         assert_eq!(r.status(), 200);
         r.json().await.expect("lookup json")
+    }
+
+    /// A lookup that must start a session: its token.
+    pub async fn session(&self, req: &LookupRequest) -> (Uuid, String) {
+        let r = self.lookup(req).await;
+        (
+            r.node_uuid,
+            r.token.expect("a new session brings its token"),
+        )
     }
 
     pub async fn heartbeat_raw(&self, node: Uuid, token: Option<&str>) -> reqwest::Response {

@@ -31,7 +31,7 @@ async fn busy_heartbeats_about_the_handed_command_keep_the_wait_alive() {
     let lr = env
         .lookup(&lookup_req(&["52:54:00:cc:00:31"], "T1", "ut1"))
         .await;
-    let (live, token) = (lr.node_uuid, lr.token);
+    let (live, token) = (lr.node_uuid, lr.token.expect("token"));
     env.wait_state(live, "manageable").await;
     let (s, b) = env
         .api(
@@ -57,7 +57,7 @@ async fn busy_heartbeats_about_the_handed_command_keep_the_wait_alive() {
     let lr = env
         .lookup(&lookup_req(&["52:54:00:cc:00:32"], "T2", "ut2"))
         .await;
-    let (stale, token) = (lr.node_uuid, lr.token);
+    let (stale, token) = (lr.node_uuid, lr.token.expect("token"));
     env.wait_state(stale, "manageable").await;
     let (s, b) = env
         .api(

@@ -108,7 +108,7 @@ async fn node_show_and_watch_follow_agent_progress() {
     let lr = env
         .lookup(&lookup_req(&["52:54:00:dd:00:01"], "W1", "uw1"))
         .await;
-    let (id, token) = (lr.node_uuid, lr.token);
+    let (id, token) = (lr.node_uuid, lr.token.expect("token"));
     env.wait_state(id, "manageable").await;
     let provision = |target: &'static str| {
         let env = &env;
@@ -178,8 +178,12 @@ async fn node_show_and_watch_follow_agent_progress() {
 
     // Undeploy with a failing wipe: watch ends non-zero and says why.
     provision("deleted").await;
-    let (cmd_id, _) = env.next_command(id, &token).await;
     env.wait_state(id, "clean wait").await;
+    // Cleaning booted the agent again: its new session has a new token.
+    let (_, token) = env
+        .session(&lookup_req(&["52:54:00:dd:00:01"], "W1", "uw1"))
+        .await;
+    let (cmd_id, _) = env.next_command(id, &token).await;
     let mut watch = Watch::start(&env.api, id);
     watch.expect_line("clean wait -> available");
     assert_eq!(

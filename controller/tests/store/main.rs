@@ -98,6 +98,7 @@ suite!(
     node_get_by_ident,
     node_duplicates,
     node_filters,
+    node_by_system_uuid,
     node_sorting,
     node_paging,
     stale_update,

@@ -15,7 +15,7 @@ fn sess() -> Session {
 fn lookup_ok(token: &str) -> Outcome {
     Outcome::Lookup(Ok(LookupResponse {
         node_uuid: Uuid::from_u128(1),
-        token: token.into(),
+        token: Some(token.into()),
         discovered: true,
         heartbeat_timeout_secs: 30,
     }))
@@ -65,7 +65,27 @@ fn lookup(delay_ms: u64, failures: u32, p: Option<Pending>) -> State {
         delay: Duration::from_millis(delay_ms),
         failures,
         pending: p,
+        token: None,
     }
+}
+
+/// A lookup by an agent that holds token `t1`.
+fn relookup(delay_ms: u64, failures: u32, p: Option<Pending>) -> State {
+    State::Lookup {
+        delay: Duration::from_millis(delay_ms),
+        failures,
+        pending: p,
+        token: Some("t1".into()),
+    }
+}
+
+fn lookup_without_token() -> Outcome {
+    Outcome::Lookup(Ok(LookupResponse {
+        node_uuid: Uuid::from_u128(1),
+        token: None,
+        discovered: false,
+        heartbeat_timeout_secs: 30,
+    }))
 }
 
 #[test]
@@ -154,10 +174,41 @@ fn transitions() {
             reporting(After::Halt(Halt::PowerOff), 0),
         ),
         (
-            "heartbeat 401 -> lookup",
+            "heartbeat 401 -> lookup, holding the token",
             heartbeat(Duration::ZERO, 0),
             Outcome::Heartbeat(Err(CallError::Unauthorized)),
+            relookup(0, 0, None),
+        ),
+        (
+            "a later lookup brings no token: the agent keeps its own",
+            relookup(0, 0, None),
+            lookup_without_token(),
+            heartbeat(Duration::ZERO, 0),
+        ),
+        (
+            "no token brought and none held: look up again later",
             State::start(),
+            lookup_without_token(),
+            lookup(500, 1, None),
+        ),
+        (
+            "409 (another session is live) backs off, keeping the token",
+            relookup(0, 1, None),
+            Outcome::Lookup(Err(CallError::Status(409, "live".into()))),
+            relookup(1000, 2, None),
+        ),
+        (
+            "a new token replaces the held one",
+            relookup(0, 0, None),
+            lookup_ok("t2"),
+            State::Heartbeat {
+                session: Session {
+                    token: "t2".into(),
+                    ..sess()
+                },
+                delay: Duration::ZERO,
+                failures: 0,
+            },
         ),
         (
             "heartbeat error -> backoff",
@@ -197,6 +248,17 @@ fn transitions() {
             State::Halt(Halt::PowerOff),
         ),
         (
+            "report 503 -> the same report again",
+            reporting(After::Continue, 0),
+            Outcome::Reported(Err(CallError::Status(503, "store".into()))),
+            State::Report {
+                session: sess(),
+                pending: pending(After::Continue),
+                delay: Duration::from_millis(500),
+                failures: 1,
+            },
+        ),
+        (
             "report error -> retry",
             reporting(After::Continue, 0),
             Outcome::Reported(Err(transport())),
@@ -217,7 +279,7 @@ fn transitions() {
             "report 401 -> lookup keeping the report",
             reporting(After::Continue, 0),
             Outcome::Reported(Err(CallError::Unauthorized)),
-            lookup(0, 0, Some(pending(After::Continue))),
+            relookup(0, 0, Some(pending(After::Continue))),
         ),
         (
             "lookup with a pending report -> report with the new token",
@@ -256,7 +318,8 @@ fn actions_follow_states() {
     assert_eq!(
         action(&State::start()),
         Action::Lookup {
-            delay: Duration::ZERO
+            delay: Duration::ZERO,
+            token: None,
         }
     );
     let s = heartbeat(Duration::from_secs(3), 0);

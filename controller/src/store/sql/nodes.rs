@@ -51,9 +51,9 @@ pub fn node_sort_column(key: &str) -> Option<&'static str> {
         .find(|candidate| *candidate == key)
 }
 
-/// Columns written from the record on insert and update, in bind order (`$1`..`$25`).
+/// Columns written from the record on insert and update, in bind order (`$1`..`$26`).
 /// `reservation` is not among them: only the reservation calls change it.
-const COLUMNS: [&str; 25] = [
+const COLUMNS: [&str; 26] = [
     "uuid",
     "name",
     "description",
@@ -79,9 +79,10 @@ const COLUMNS: [&str; 25] = [
     "provision_updated_at",
     "revision",
     "doc",
+    "system_uuid",
 ];
 
-/// `$26` is the initial reservation.
+/// `$27` is the initial reservation.
 static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
     let placeholders: Vec<String> = (1..=COLUMNS.len() + 1).map(|i| format!("${i}")).collect();
     format!(
@@ -91,7 +92,7 @@ static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// `$24` is the new revision and `$26` the expected (current) one.
+/// `$24` is the new revision and `$27` the expected (current) one.
 static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
     let sets: Vec<String> = COLUMNS
         .iter()
@@ -106,7 +107,7 @@ static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// [`UPDATE_SQL`] that also clears the reservation when `$27` holds it.
+/// [`UPDATE_SQL`] that also clears the reservation when `$28` holds it.
 static UPDATE_RELEASE_SQL: LazyLock<String> = LazyLock::new(|| {
     UPDATE_SQL.replacen(
         " WHERE uuid = $1",
@@ -148,7 +149,7 @@ fn node_from_row(
     Ok(node)
 }
 
-/// Binds `COLUMNS` from `$node` with revision `$revision`, then `$extra` as `$26`.
+/// Binds `COLUMNS` from `$node` with revision `$revision`, then `$extra` as `$27`.
 macro_rules! bind_node {
     ($query:expr, $node:expr, $doc:expr, $revision:expr, $extra:expr) => {{
         let node: &Node = $node;
@@ -178,8 +179,18 @@ macro_rules! bind_node {
             .bind(node.provision_updated_at.map(micros))
             .bind($revision)
             .bind($doc)
+            .bind(system_uuid_of(node))
             .bind($extra)
     }};
+}
+
+/// The SMBIOS system UUID a lookup finds the node by (`properties.system_uuid`, else
+/// `extra.system_uuid`), lower case; kept in the indexed `system_uuid` column.
+fn system_uuid_of(node: &Node) -> Option<String> {
+    [&node.properties, &node.extra]
+        .into_iter()
+        .find_map(|m| m.get(crate::discovery::SYSTEM_UUID_KEY)?.as_str())
+        .map(str::to_ascii_lowercase)
 }
 
 /// Maps a failed node write to `Duplicate` when a unique column clashed.
@@ -526,6 +537,13 @@ fn build_list(query: &NodeQuery) -> Result<QueryBuilder, StoreError> {
         ),
         ("parent_node", text(&query.parent_node)),
         ("instance_name", text(&query.instance_name)),
+        (
+            "system_uuid",
+            query
+                .system_uuid
+                .as_deref()
+                .map(|s| Arg::Text(s.to_ascii_lowercase())),
+        ),
         (
             "instance_uuid",
             query.instance_uuid.map(|uuid| Arg::Text(uuid.to_string())),

@@ -652,3 +652,42 @@ pub async fn node_paging(db: &mut Db) {
         .unwrap();
     assert!(zero.is_empty());
 }
+
+/// A lookup's system UUID is found through the indexed column: from `properties` or
+/// `extra`, any case, kept in step by updates.
+pub async fn node_by_system_uuid(db: &mut Db) {
+    let store: &dyn Store = &db.store;
+    let sys = "4C4C4544-0000-1111-2222-333344445555";
+    let mut a = node(1);
+    a.properties
+        .insert("system_uuid".into(), serde_json::json!(sys.to_lowercase()));
+    let mut b = node(2);
+    b.extra
+        .insert("system_uuid".into(), serde_json::json!("ABCD-0002"));
+    let c = node(3);
+    for n in [&a, &b, &c] {
+        store.create_node(n).await.unwrap();
+    }
+    let find = |s: &str| NodeQuery {
+        system_uuid: Some(s.to_owned()),
+        ..NodeQuery::default()
+    };
+    let uuids = |nodes: Vec<Node>| nodes.iter().map(|n| n.uuid).collect::<Vec<_>>();
+    assert_eq!(uuids(store.list_nodes(&find(sys)).await.unwrap()), [a.uuid]);
+    assert_eq!(
+        uuids(store.list_nodes(&find("abcd-0002")).await.unwrap()),
+        [b.uuid]
+    );
+    assert!(store.list_nodes(&find("nope")).await.unwrap().is_empty());
+    // The column follows the document.
+    let mut a = store.get_node_by_uuid(a.uuid).await.unwrap().unwrap();
+    a.properties.remove("system_uuid");
+    a.extra
+        .insert("system_uuid".into(), serde_json::json!("new-uuid"));
+    store.update_node(&a).await.unwrap();
+    assert!(store.list_nodes(&find(sys)).await.unwrap().is_empty());
+    assert_eq!(
+        uuids(store.list_nodes(&find("NEW-UUID")).await.unwrap()),
+        [a.uuid]
+    );
+}

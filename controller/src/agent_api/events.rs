@@ -1,0 +1,287 @@
+//! `POST /agent/v1/heartbeat` and `/events`: the long-poll of a session for its next
+//! command, and the progress and results of the commands it was handed.
+//!
+//! A result is stored (the node's wait completed through [`Conductor::agent_finished`],
+//! inventory and detail written) before it is answered 2xx; when the store fails, the
+//! answer is 503 and the command stays the session's, so the agent's retry (same command
+//! id) applies it once; a report of a result already stored is answered 204 and changes
+//! nothing.
+//!
+//! [`Conductor::agent_finished`]: crate::conductor::Conductor::agent_finished
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderMap, StatusCode};
+use proto::AgentEvent;
+use proto::protocol::{
+    AgentState, Command, EventReport, HeartbeatRequest, HeartbeatResponse, Report,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::hub::Claim;
+use super::{AgentApiState, AgentError, PROGRESS_KEY, authorize, bad_json, edit_node};
+use crate::conductor::ConductorError;
+use crate::drivers::wipe_proof;
+use crate::store::StoreError;
+
+pub(super) async fn heartbeat(
+    State(st): State<AgentApiState>,
+    headers: HeaderMap,
+    body: Result<Json<HeartbeatRequest>, JsonRejection>,
+) -> Result<Json<HeartbeatResponse>, AgentError> {
+    let Json(req) = body.map_err(bad_json)?;
+    let node = req.node_uuid;
+    let session = authorize(&st, &headers, node).await?;
+    if let AgentState::Busy { command_id } = req.state {
+        // A keep-alive while a command runs: nothing new is handed out. Only work this
+        // controller handed to this session keeps a wait alive: an agent still busy with a
+        // command from before a restart must not hold the node's wait open forever.
+        st.hub.touch(node);
+        if st.hub.sent(node, &session, command_id).is_some() {
+            st.conductor.agent_alive(node);
+        }
+        return Ok(Json(HeartbeatResponse {
+            command_id: Uuid::nil(),
+            command: Command::Wait { seconds: 5 },
+        }));
+    }
+    // An idle agent is a sign of life: a wait the node is in counts from now.
+    st.conductor.agent_alive(node);
+    // An idle agent runs nothing: what this session was handed and never reported went to
+    // a dead connection. Hand it out again, to this session only.
+    let lost = st.hub.requeue_sent(node, &session);
+    if lost > 0 {
+        tracing::warn!(node = %node, lost, "agent is idle: handing its lost commands out again");
+    }
+    let answer = match st.hub.next(node, &session, st.heartbeat_timeout).await {
+        Some((command_id, command)) => {
+            tracing::info!(node = %node, command_id = %command_id, "command handed to the agent");
+            HeartbeatResponse {
+                command_id,
+                command,
+            }
+        }
+        None => HeartbeatResponse {
+            command_id: Uuid::nil(),
+            command: Command::Wait { seconds: 1 },
+        },
+    };
+    Ok(Json(answer))
+}
+
+pub(super) async fn events(
+    State(st): State<AgentApiState>,
+    headers: HeaderMap,
+    body: Result<Json<EventReport>, JsonRejection>,
+) -> Result<StatusCode, AgentError> {
+    let Json(rep) = body.map_err(bad_json)?;
+    let node = rep.node_uuid;
+    let session = authorize(&st, &headers, node).await?;
+    st.hub.touch(node);
+    let unknown = || {
+        AgentError::new(
+            StatusCode::NOT_FOUND,
+            format!("command {} is not running on node {node}", rep.command_id),
+        )
+    };
+    let event = match rep.report {
+        Report::Event { event } => {
+            if st.hub.sent(node, &session, rep.command_id).is_none() {
+                return Err(unknown());
+            }
+            // Progress of work this controller handed out: the wait counts from now.
+            st.conductor.agent_alive(node);
+            if let AgentEvent::Progress(p) = event {
+                let value = json!({
+                    "command_id": rep.command_id,
+                    "phase": p.phase,
+                    "bytes_fetched": p.bytes_fetched,
+                    "bytes_written": p.bytes_written,
+                    "bytes_total": p.bytes_total,
+                    "rate_bps": p.rate_bps,
+                    "elapsed_ms": p.elapsed_ms,
+                });
+                edit_node(st.store.as_ref(), node, |n| {
+                    n.driver_internal_info
+                        .insert(PROGRESS_KEY.into(), value.clone());
+                })
+                .await?;
+            }
+            return Ok(StatusCode::NO_CONTENT);
+        }
+        result => result,
+    };
+    let command = match st.hub.claim_result(node, &session, rep.command_id) {
+        Claim::Apply(command) => command,
+        Claim::Duplicate => {
+            tracing::info!(node = %node, command_id = %rep.command_id, "result reported again; it is stored already");
+            return Ok(StatusCode::NO_CONTENT);
+        }
+        Claim::InProgress => {
+            return Err(AgentError {
+                retry_after_secs: 1,
+                ..AgentError::unavailable()
+            });
+        }
+        Claim::Unknown => return Err(unknown()),
+    };
+    match store_result(&st, node, &command, event).await {
+        Ok(()) => {
+            st.hub.result_stored(rep.command_id);
+            if matches!(command, Command::Reboot | Command::PowerOff) {
+                st.hub.session_ended(node);
+            }
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(e) => {
+            st.hub.result_not_stored(rep.command_id);
+            Err(e)
+        }
+    }
+}
+
+/// Stores a command's result: its detail or inventory, then the node's wait completed.
+async fn store_result(
+    st: &AgentApiState,
+    node: Uuid,
+    command: &Command,
+    report: Report,
+) -> Result<(), AgentError> {
+    match report {
+        Report::Succeeded { inventory, detail } => {
+            if let Some(detail) = &detail {
+                edit_node(st.store.as_ref(), node, |n| {
+                    n.driver_internal_info
+                        .insert("agent_last_result".into(), detail.clone());
+                })
+                .await?;
+            }
+            let wait_state = match command {
+                Command::Inspect => {
+                    let Some(inv) = inventory else {
+                        return finish(
+                            st,
+                            node,
+                            "inspect wait",
+                            Err("the agent reported no inventory".into()),
+                        )
+                        .await;
+                    };
+                    st.discovery.refresh(st.store.as_ref(), node, &inv).await?;
+                    "inspect wait"
+                }
+                Command::Wipe { devices, .. } => {
+                    // A whole-machine wipe must prove it covered every inventoried disk.
+                    if devices.is_empty()
+                        && let Err(reason) = wipe_proof::check(
+                            st.store.as_ref(),
+                            st.conductor.name(),
+                            node,
+                            detail.as_ref(),
+                        )
+                        .await?
+                    {
+                        tracing::warn!(node = %node, error = %reason, "cleaning refused");
+                        return finish(st, node, "clean wait", Err(reason)).await;
+                    }
+                    "clean wait"
+                }
+                Command::Deploy(_) => "wait call-back",
+                _ => return Ok(()),
+            };
+            finish(st, node, wait_state, Ok(())).await
+        }
+        Report::Failed { error } => {
+            let mut text = error.message.clone();
+            for cause in &error.causes {
+                text.push_str(": ");
+                text.push_str(cause);
+            }
+            let wait_state = match command {
+                Command::Inspect => "inspect wait",
+                Command::Wipe { .. } => "clean wait",
+                Command::Deploy(_) => "wait call-back",
+                _ => {
+                    tracing::warn!(node = %node, error = %text, "agent command failed");
+                    return Ok(());
+                }
+            };
+            finish(st, node, wait_state, Err(text)).await
+        }
+        Report::Event { .. } => Ok(()),
+    }
+}
+
+/// The state a node is in between the conductor handing a command to the hub and saving
+/// `wait_state`: a fast agent can report in that gap, so its result must wait, not be
+/// dropped.
+fn entering_state(wait_state: &str) -> Option<&'static str> {
+    match wait_state {
+        "inspect wait" => Some("inspecting"),
+        "clean wait" => Some("cleaning"),
+        "wait call-back" => Some("deploying"),
+        _ => None,
+    }
+}
+
+/// Completes the node's wait when it is in `wait_state`; retries while the conductor task
+/// that hands out the command has not saved the wait state yet, or still holds the lock.
+/// `Ok` once the result is stored, or when it no longer applies (the node left the wait:
+/// abort, timeout); 503 when it could not be stored.
+async fn finish(
+    st: &AgentApiState,
+    node: Uuid,
+    wait_state: &str,
+    result: Result<(), String>,
+) -> Result<(), AgentError> {
+    for _ in 0..500 {
+        match st.store.get_node_by_uuid(node).await? {
+            Some(n) if n.provision_state == wait_state => {}
+            // The task that sent the command has not saved the wait state yet (a fast agent
+            // answers before the conductor's transaction commits): wait for it.
+            Some(n)
+                if n.reservation.is_some()
+                    || entering_state(wait_state) == Some(n.provision_state.as_str()) =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            Some(n) => {
+                tracing::info!(node = %node, state = %n.provision_state, "agent result outside a wait state");
+                return Ok(());
+            }
+            None => return Ok(()),
+        }
+        match st.conductor.agent_finished(node, result.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(ConductorError::Locked { .. }) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(ConductorError::Store(e)) => return Err(e.into()),
+            Err(ConductorError::ShuttingDown(_)) => return Err(AgentError::unavailable()),
+            Err(e) => {
+                tracing::warn!(node = %node, error = %e, "agent result not accepted");
+                return Ok(());
+            }
+        }
+    }
+    tracing::error!(node = %node, "node stayed locked; agent result not stored");
+    Err(StoreError::Stale { uuid: node }.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_wait_for_the_state_before_each_wait() {
+        assert_eq!(entering_state("inspect wait"), Some("inspecting"));
+        assert_eq!(entering_state("clean wait"), Some("cleaning"));
+        assert_eq!(entering_state("wait call-back"), Some("deploying"));
+        assert_eq!(entering_state("manageable"), None);
+    }
+}
