@@ -8,6 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use proto::{AgentEvent, ErrorReport};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::events::{ConsoleSink, EventSink};
 use crate::image::checksum::Checksum;
@@ -144,13 +147,16 @@ struct WriteImageArgs {
 
 /// Entry point used by `main.rs`.
 pub fn main() -> ExitCode {
+    let filter = std::env::var("RUST_LOG").ok();
+    let (targets, bad) = log_targets(filter.as_deref());
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .finish()
+        .with(targets)
         .try_init();
+    if let Some(bad) = bad {
+        tracing::warn!("RUST_LOG: {bad}; logging at info");
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match run(cli) {
@@ -159,6 +165,21 @@ pub fn main() -> ExitCode {
             eprintln!("ingot-agent: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The log filter from `RUST_LOG` or `ingot.log=`: `tracing_subscriber`'s `Targets` syntax
+/// (`info`, `info,agent::init=debug`; no span or field filters, which would pull the regex
+/// engine into the static binary). An empty or missing filter means `info`; an invalid one
+/// means `info` and the parse error, for the caller to log once logging is up.
+pub fn log_targets(filter: Option<&str>) -> (Targets, Option<String>) {
+    let info = || Targets::new().with_default(LevelFilter::INFO);
+    match filter.map(str::trim).filter(|f| !f.is_empty()) {
+        None => (info(), None),
+        Some(f) => match f.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (info(), Some(format!("invalid filter {f:?}: {e}"))),
+        },
     }
 }
 
@@ -316,4 +337,35 @@ fn wipe_cmd(a: WipeArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::log_targets;
+
+    #[test]
+    fn log_filter_takes_targets_syntax() {
+        let (t, bad) = log_targets(Some("info,agent::init=debug"));
+        assert_eq!(bad, None);
+        assert!(t.would_enable("agent::init::dhcp", &Level::DEBUG));
+        assert!(!t.would_enable("agent::run", &Level::DEBUG));
+        assert!(t.would_enable("agent::run", &Level::INFO));
+        assert!(!t.would_enable("hyper", &Level::DEBUG));
+    }
+
+    #[test]
+    fn missing_or_bad_filter_means_info() {
+        for f in [None, Some(""), Some("  ")] {
+            let (t, bad) = log_targets(f);
+            assert_eq!(bad, None);
+            assert!(t.would_enable("agent", &Level::INFO));
+            assert!(!t.would_enable("agent", &Level::DEBUG));
+        }
+        let (t, bad) = log_targets(Some("agent=loud"));
+        assert!(bad.is_some_and(|e| e.contains("agent=loud")));
+        assert!(t.would_enable("agent", &Level::INFO));
+        assert!(!t.would_enable("agent", &Level::DEBUG));
+    }
 }

@@ -34,7 +34,7 @@ pub struct AgentConfig {
     pub boot_mac: Option<String>,
     pub on_fatal: OnFatal,
     pub fatal_delay: Duration,
-    /// Console log filter (`ingot.log=debug`, tracing's directive syntax); default `info`.
+    /// Console log filter (`ingot.log=`, `Targets` syntax: `info,agent::init=debug`), default `info`.
     pub log: Option<String>,
 }
 

@@ -90,14 +90,31 @@ async fn node_watch(
     Ok(ExitCode::FAILURE)
 }
 
+/// Logging to stderr, filtered by `INGOT_LOG` in `tracing_subscriber`'s `Targets` syntax
+/// (`info`, `info,controller::netboot=debug`); unset or empty means `info`, and an invalid
+/// filter is reported and replaced by `info`.
 fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("INGOT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let info = || Targets::new().with_default(LevelFilter::INFO);
+    let raw = std::env::var("INGOT_LOG").unwrap_or_default();
+    let (targets, bad) = match raw.trim() {
+        "" => (info(), None),
+        f => match f.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (info(), Some(format!("invalid INGOT_LOG {f:?}: {e}"))),
+        },
+    };
     // Colours only on a terminal: a log file or journal gets plain `key=value` text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
+        .finish()
+        .with(targets)
         .init();
+    if let Some(bad) = bad {
+        tracing::warn!("{bad}; logging at info");
+    }
 }

@@ -1,4 +1,5 @@
-//! `cargo xtask ci`: formatting, clippy and every test, reporting all failures at the end.
+//! `cargo xtask ci`: formatting, clippy, `cargo deny` and every test, reporting all failures
+//! at the end.
 //! Clippy runs with `--keep-going` so one broken crate does not hide lints in the others.
 //!
 //! Each step runs even if an earlier one failed. Output is streamed as it comes (so the test
@@ -100,6 +101,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     ]);
     results.push(step("clippy", clippy)?);
 
+    results.push(deny_step()?);
+
     let mut tests = cargo();
     if has_nextest() {
         tests.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
@@ -154,6 +157,34 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// `cargo deny check bans licenses sources` (deny.toml). Advisories are left out: CI cannot
+/// fetch the RustSec database (see deny.toml for running them with one). A missing cargo-deny
+/// fails the step with what to run instead.
+fn deny_step() -> anyhow::Result<StepResult> {
+    let installed = cargo()
+        .args(["deny", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !installed {
+        let msg = "cargo-deny is not installed: run .ci/setup (it installs the pinned version)";
+        println!();
+        println!("=== xtask ci: cargo deny: {msg}");
+        return Ok(StepResult {
+            name: "cargo deny",
+            ok: false,
+            secs: 0.0,
+            failures: vec![msg.to_owned()],
+            summaries: Vec::new(),
+        });
+    }
+    let mut deny = cargo();
+    deny.args(["deny", "check", "bans", "licenses", "sources"]);
+    step("cargo deny", deny)
 }
 
 fn has_nextest() -> bool {

@@ -3,7 +3,11 @@
 //! Steps: build the static agent (dist profile, `+crt-static`), find (or install) Debian's
 //! kernel and modules, take the profile's modules with their dependency closure, write a
 //! cpio newc archive (device nodes included, no root needed), compress it with zstd, copy the
-//! kernel beside it, print every part's size and check the profile's budget.
+//! kernel beside it, print every part's size and check the profile's budget and the agent
+//! binary's own budget. A module the profile names that the kernel has neither as a module
+//! nor built in fails the task. The third-party notice (`notice`) goes into the archive.
+
+mod notice;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -12,6 +16,25 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+
+/// `initramfs/profiles.toml`: the agent binary's budget and the profiles by name.
+#[derive(Debug, Deserialize)]
+pub struct Recipe {
+    /// The largest static agent binary (`/init`) the task accepts, in KiB.
+    pub agent_budget_kib: u64,
+    #[serde(flatten)]
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+impl Recipe {
+    pub fn load(root: &Path) -> anyhow::Result<Self> {
+        toml::from_str(
+            &std::fs::read_to_string(root.join("initramfs/profiles.toml"))
+                .context("reading initramfs/profiles.toml")?,
+        )
+        .context("parsing initramfs/profiles.toml")
+    }
+}
 
 /// One profile of `initramfs/profiles.toml`.
 #[derive(Debug, Deserialize)]
@@ -176,6 +199,31 @@ impl ModuleIndex {
     }
 }
 
+/// Splits the names a profile gives that [`ModuleIndex::closure`] could not resolve into
+/// those built into the kernel (`modules.builtin`, returned) and the rest, which fail: a
+/// module the kernel lacks is a typo or the wrong kernel, and a ramdisk without it would boot
+/// and then miss its disks or NICs.
+pub fn check_unresolved(
+    unresolved: &[String],
+    modules_builtin: &str,
+    kver: &str,
+    profile: &str,
+) -> anyhow::Result<Vec<String>> {
+    let builtin: BTreeSet<String> = modules_builtin.lines().map(module_name).collect();
+    let (built_in, absent): (Vec<String>, Vec<String>) = unresolved
+        .iter()
+        .cloned()
+        .partition(|m| builtin.contains(&module_name(m)));
+    if !absent.is_empty() {
+        bail!(
+            "profile {profile} names {} that kernel {kver} has neither as a module nor built in \
+             (/lib/modules/{kver}): fix initramfs/profiles.toml or build for another kernel (--kver)",
+            absent.join(", ")
+        );
+    }
+    Ok(built_in)
+}
+
 /// A cpio newc archive being written in memory.
 struct Archive {
     w: Vec<u8>,
@@ -298,16 +346,12 @@ fn mib(n: u64) -> String {
 /// Runs the task from the workspace root.
 pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let opts = Options::parse(args)?;
-    let profiles: BTreeMap<String, Profile> = toml::from_str(
-        &std::fs::read_to_string(root.join("initramfs/profiles.toml"))
-            .context("reading initramfs/profiles.toml")?,
-    )
-    .context("parsing initramfs/profiles.toml")?;
-    let profile = profiles.get(&opts.profile).with_context(|| {
+    let recipe = Recipe::load(root)?;
+    let profile = recipe.profiles.get(&opts.profile).with_context(|| {
         format!(
             "no profile {:?} in initramfs/profiles.toml (have: {:?})",
             opts.profile,
-            profiles.keys().collect::<Vec<_>>()
+            recipe.profiles.keys().collect::<Vec<_>>()
         )
     })?;
 
@@ -349,13 +393,30 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
                 .map(|(n, _)| n.clone()),
         );
     }
-    let (shipped, missing) = idx.closure(&roots);
-    if !missing.is_empty() {
+    let (shipped, unresolved) = idx.closure(&roots);
+    let built_in = check_unresolved(
+        &unresolved,
+        &read("modules.builtin").unwrap_or_default(),
+        &kver,
+        &opts.profile,
+    )?;
+    if !built_in.is_empty() {
         eprintln!(
-            "initramfs: built into the kernel or absent (skipped): {}",
-            missing.join(" ")
+            "initramfs: built into kernel {kver}: {}",
+            built_in.join(" ")
         );
     }
+    let shipped_notice = notice::Shipped {
+        kver: kver.clone(),
+        kernel: notice::deb_package_of(Path::new(&format!("/boot/vmlinuz-{kver}"))),
+        libc: notice::deb_package_of(Path::new("/usr/lib/x86_64-linux-gnu/libc.a")),
+        crates: notice::agent_crates(root)?,
+    };
+    let notice_text = notice::render(
+        &std::fs::read_to_string(root.join("THIRD-PARTY-NOTICES"))
+            .context("reading THIRD-PARTY-NOTICES")?,
+        &shipped_notice,
+    );
 
     let mut ar = Archive::new();
     for d in [
@@ -368,9 +429,14 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         "mnt",
         "lib",
         "lib/modules",
+        "usr",
+        "usr/share",
+        "usr/share/doc",
+        "usr/share/doc/ingot",
     ] {
         ar.dir(d)?;
     }
+    ar.entry(notice::PATH, 0o100644, notice_text.as_bytes(), None)?;
     ar.entry("dev/console", 0o020600, &[], Some((5, 1)))?;
     ar.entry("dev/null", 0o020666, &[], Some((1, 3)))?;
     ar.entry("init", 0o100755, &agent_bytes, None)?;
@@ -437,7 +503,11 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let kernel_len = std::fs::metadata(&kernel_dst)?.len();
 
     println!("initramfs profile {} (kernel {kver})", opts.profile);
-    println!("  agent /init        {:>12}", mib(agent_bytes.len() as u64));
+    let agent_len = agent_bytes.len() as u64;
+    println!(
+        "  agent /init        {:>12}  ({agent_len} bytes)",
+        mib(agent_len)
+    );
     println!(
         "  modules            {:>12}  ({} files)",
         mib(module_bytes),
@@ -456,20 +526,61 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         mib(kernel_len),
         kernel_dst.display()
     );
-    let budget = profile.budget_mib * 1024 * 1024;
-    if packed.len() as u64 > budget {
-        bail!(
-            "initramfs is {} but the {} profile's budget is {} MiB",
-            mib(packed.len() as u64),
-            opts.profile,
-            profile.budget_mib
-        );
-    }
-    println!(
-        "  budget             {:>12}  ok",
-        format!("{} MiB", profile.budget_mib)
+    let over = over_budget(
+        agent_len,
+        recipe.agent_budget_kib,
+        packed.len() as u64,
+        profile.budget_mib,
+        &opts.profile,
     );
+    println!(
+        "  agent budget       {:>12}  {}",
+        format!("{} KiB", recipe.agent_budget_kib),
+        if agent_len > recipe.agent_budget_kib * 1024 {
+            "OVER"
+        } else {
+            "ok"
+        }
+    );
+    println!(
+        "  budget             {:>12}  {}",
+        format!("{} MiB", profile.budget_mib),
+        if packed.len() as u64 > profile.budget_mib * 1024 * 1024 {
+            "OVER"
+        } else {
+            "ok"
+        }
+    );
+    if !over.is_empty() {
+        bail!("{}", over.join("; "));
+    }
     Ok(())
+}
+
+/// The budgets exceeded, as messages: the agent binary against `agent_budget_kib`, the
+/// compressed initramfs against the profile's `budget_mib`.
+fn over_budget(
+    agent_len: u64,
+    agent_budget_kib: u64,
+    initramfs_len: u64,
+    budget_mib: u64,
+    profile: &str,
+) -> Vec<String> {
+    let mut over = Vec::new();
+    if agent_len > agent_budget_kib * 1024 {
+        over.push(format!(
+            "the agent binary is {agent_len} bytes ({:.0} KiB) but its budget is {agent_budget_kib} KiB \
+             (agent_budget_kib in initramfs/profiles.toml)",
+            agent_len as f64 / 1024.0
+        ));
+    }
+    if initramfs_len > budget_mib * 1024 * 1024 {
+        over.push(format!(
+            "initramfs is {} but the {profile} profile's budget is {budget_mib} MiB",
+            mib(initramfs_len)
+        ));
+    }
+    over
 }
 
 #[cfg(test)]
@@ -546,40 +657,72 @@ kernel/fs/ext4/ext4.ko:\n";
     }
 
     /// Every module a profile names exists in this machine's kernel (as a module or built
-    /// in), so a typo in profiles.toml fails here instead of being skipped at build time.
+    /// in), so a typo in profiles.toml fails here as it fails `cargo xtask initramfs`.
     #[test]
     fn profile_modules_exist_in_the_host_kernel() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let profiles: BTreeMap<String, Profile> = toml::from_str(
-            &std::fs::read_to_string(root.join("initramfs/profiles.toml")).expect("profiles"),
-        )
-        .expect("profiles.toml parses");
-        assert!(profiles.contains_key("qemu") && profiles.contains_key("generic"));
+        let recipe = Recipe::load(&root).expect("profiles.toml parses");
+        assert!(recipe.profiles.contains_key("qemu") && recipe.profiles.contains_key("generic"));
+        assert!(recipe.agent_budget_kib > 0);
         let kver = newest_kernel()
             .expect("list kernels")
             .expect("a kernel in /boot and /lib/modules (installed by .ci/setup)");
         let mdir = PathBuf::from(format!("/lib/modules/{kver}"));
-        let read = |f: &str| std::fs::read_to_string(mdir.join(f)).unwrap_or_default();
+        let read = |f: &str| std::fs::read_to_string(mdir.join(f)).expect("modules.* file");
         let idx = ModuleIndex::parse(
             &read("modules.dep"),
             &read("modules.alias"),
             &read("modules.softdep"),
         );
-        let builtin: BTreeSet<String> = read("modules.builtin").lines().map(module_name).collect();
-        for (name, profile) in &profiles {
-            let (_, missing) = idx.closure(&profile.modules);
-            let unknown: Vec<&String> = missing
-                .iter()
-                .filter(|m| !builtin.contains(&module_name(m)))
-                .collect();
-            assert!(
-                unknown.is_empty(),
-                "profile {name}: no such module {unknown:?}"
-            );
+        for (name, profile) in &recipe.profiles {
+            let (_, unresolved) = idx.closure(&profile.modules);
+            if let Err(e) = check_unresolved(&unresolved, &read("modules.builtin"), &kver, name) {
+                panic!("{e:#}");
+            }
             for d in &profile.dirs {
                 assert!(mdir.join(d).is_dir(), "profile {name}: no directory {d}");
             }
         }
+    }
+
+    #[test]
+    fn a_missing_module_fails_and_a_built_in_one_does_not() {
+        let builtin =
+            "kernel/drivers/tty/serial/8250/8250.ko\nkernel/drivers/block/virtio-blk.ko\n";
+        let got = check_unresolved(
+            &["8250".into(), "virtio_blk".into()],
+            builtin,
+            "6.1.0-57-amd64",
+            "qemu",
+        )
+        .expect("built-in names pass");
+        assert_eq!(got, vec!["8250".to_string(), "virtio_blk".to_string()]);
+        let err = check_unresolved(
+            &["8250".into(), "e1000x".into()],
+            builtin,
+            "6.1.0-57-amd64",
+            "qemu",
+        )
+        .expect_err("an unknown module fails");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("e1000x"), "{msg}");
+        assert!(msg.contains("kernel 6.1.0-57-amd64"), "{msg}");
+        assert!(!msg.contains("8250"), "{msg}");
+    }
+
+    #[test]
+    fn budgets_name_what_is_over() {
+        assert!(over_budget(1024 * 1024, 1024, 6 * 1024 * 1024, 6, "qemu").is_empty());
+        let over = over_budget(1024 * 1024 + 1, 1024, 6 * 1024 * 1024 + 1, 6, "qemu");
+        assert_eq!(over.len(), 2);
+        assert!(
+            over[0].contains("agent binary is 1048577 bytes"),
+            "{over:?}"
+        );
+        assert!(
+            over[1].contains("qemu profile's budget is 6 MiB"),
+            "{over:?}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod pyvenv;
 mod server;
 
 const USAGE: &str = "usage: cargo xtask <command>
-  ci                      cargo fmt --check, clippy -D warnings, all tests; reports every failure
+  ci                      cargo fmt --check, clippy -D warnings, cargo deny, all tests; reports every failure
   bench api [--peer ironic] [--skip-ingot] [--nodes N] [--lifecycle N] ...
                           operator API bench (release build), optionally beside real Ironic 39.0.0
   bench write [...]       image write bench

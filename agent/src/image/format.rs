@@ -213,17 +213,17 @@ pub fn decode<R: Peek>(
     }
 }
 
-/// One xz stream that stops at its end (xz2's reader keeps going and calls
+/// One xz stream that stops at its end (liblzma's `XzDecoder` keeps going and calls
 /// whatever follows corrupt, which would hide trailing data and concatenation).
 struct XzStream<'a, R> {
     src: &'a mut R,
-    stream: xz2::stream::Stream,
+    stream: liblzma::stream::Stream,
     done: bool,
 }
 
 impl<'a, R: BufRead> XzStream<'a, R> {
     fn new(src: &'a mut R) -> Result<Self, DecodeError> {
-        let stream = xz2::stream::Stream::new_stream_decoder(u64::MAX, 0).map_err(|e| {
+        let stream = liblzma::stream::Stream::new_stream_decoder(u64::MAX, 0).map_err(|e| {
             DecodeError::Corrupt {
                 format: "xz",
                 source: io::Error::other(e),
@@ -247,16 +247,16 @@ impl<R: BufRead> Read for XzStream<'_, R> {
             let eof = input.is_empty();
             let (in0, out0) = (self.stream.total_in(), self.stream.total_out());
             let action = if eof {
-                xz2::stream::Action::Finish
+                liblzma::stream::Action::Finish
             } else {
-                xz2::stream::Action::Run
+                liblzma::stream::Action::Run
             };
             let status = self.stream.process(input, buf, action);
             let consumed = usize::try_from(self.stream.total_in() - in0).unwrap_or(0);
             let read = usize::try_from(self.stream.total_out() - out0).unwrap_or(0);
             self.src.consume(consumed);
             let status = status.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            if status == xz2::stream::Status::StreamEnd {
+            if status == liblzma::stream::Status::StreamEnd {
                 self.done = true;
                 return Ok(read);
             }
@@ -400,7 +400,7 @@ mod tests {
                 e.finish().expect("gzip")
             }
             Format::Xz => {
-                let mut e = xz2::write::XzEncoder::new(Vec::new(), 1);
+                let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
                 e.write_all(data).expect("xz");
                 e.finish().expect("xz")
             }

@@ -24,6 +24,8 @@ use nix::mount::{MsFlags, mount};
 use nix::sys::reboot::{RebootMode, reboot};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::cmdline::{AgentConfig, OnFatal};
 use crate::run::machine::Halt;
@@ -200,15 +202,17 @@ fn init_console_logging(filter: Option<&str>) {
             write!(w, "[{:9.3}]", uptime().as_secs_f64())
         }
     }
-    let env = filter
-        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let (targets, bad) = crate::cli::log_targets(filter);
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_timer(Uptime)
         .with_ansi(false)
-        .with_env_filter(env)
+        .finish()
+        .with(targets)
         .try_init();
+    if let Some(bad) = bad {
+        tracing::warn!("ingot.log: {bad}; logging at info");
+    }
 }
 
 /// Loads the modules of the present devices on a thread of its own; `done` turns true

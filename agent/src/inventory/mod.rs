@@ -69,6 +69,7 @@ pub fn collect_live() -> Inventory {
         &net::live_addresses(),
     );
     inv.bmc_address = bmc::address(Path::new("/dev/ipmi0"));
+    cpu::refresh_live(&mut inv.cpu, &mut inv.memory);
     refresh_live(&mut inv);
     inv
 }

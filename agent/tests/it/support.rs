@@ -164,7 +164,7 @@ pub fn compress(format: &str, data: &[u8]) -> Vec<u8> {
             e.finish().expect("gzip")
         }
         "xz" => {
-            let mut e = xz2::write::XzEncoder::new(Vec::new(), 1);
+            let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
             e.write_all(data).expect("xz");
             e.finish().expect("xz")
         }
