@@ -151,6 +151,8 @@ pub fn main() -> ExitCode {
     let (targets, bad) = log_targets(filter.as_deref());
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // The builder's own default is INFO; the targets decide.
+        .with_max_level(LevelFilter::TRACE)
         .finish()
         .with(targets)
         .try_init();
@@ -353,6 +355,24 @@ mod tests {
         assert!(!t.would_enable("agent::run", &Level::DEBUG));
         assert!(t.would_enable("agent::run", &Level::INFO));
         assert!(!t.would_enable("hyper", &Level::DEBUG));
+    }
+
+    /// The filter decides alone: a debug directive reaches debug events (the fmt builder's
+    /// own INFO default once dropped them).
+    #[test]
+    fn debug_directives_are_honoured_by_the_whole_subscriber() {
+        use tracing_subscriber::filter::LevelFilter;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let (targets, _) = log_targets(Some("info,agent::init=debug"));
+        let sub = tracing_subscriber::fmt()
+            .with_writer(std::io::sink)
+            .with_max_level(LevelFilter::TRACE)
+            .finish()
+            .with(targets);
+        tracing::subscriber::with_default(sub, || {
+            assert!(tracing::enabled!(target: "agent::init::dhcp", Level::DEBUG));
+            assert!(!tracing::enabled!(target: "agent::run", Level::DEBUG));
+        });
     }
 
     #[test]

@@ -111,6 +111,8 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
+        // The builder's own default is INFO; the targets decide.
+        .with_max_level(LevelFilter::TRACE)
         .finish()
         .with(targets)
         .init();

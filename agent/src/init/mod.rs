@@ -207,6 +207,8 @@ fn init_console_logging(filter: Option<&str>) {
         .with_writer(std::io::stderr)
         .with_timer(Uptime)
         .with_ansi(false)
+        // The builder's own default is INFO; the targets decide.
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
         .finish()
         .with(targets)
         .try_init();
