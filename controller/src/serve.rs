@@ -21,9 +21,12 @@ use crate::conductor::{Conductor, ConductorConfig};
 use crate::config::Config;
 use crate::discovery::Discovery;
 use crate::drivers::DriverRegistry;
-use crate::images::{self, ImageStore, resolve::LocalImages};
+use crate::images::{self, ImageStore, resolve::LocalImages, signing::UrlSigner};
 use crate::netboot::{self, service::NetbootConfig};
 use crate::store::{Store, sql::SqlStore};
+
+/// How long a signed image URL outlives the callback timeout.
+pub const IMAGE_URL_MARGIN: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Everything `ingot serve` runs, built but not yet listening (tests bind the routers
 /// themselves).
@@ -79,9 +82,16 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         .clone()
         .or_else(|| config.boot_http_listen.map(|a| format!("http://{a}")))
         .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+    // Stored images go only to the node being deployed: its deploy command carries a URL
+    // signed for it, valid for the callback timeout (the agent's boot) plus an hour of
+    // writing and resuming (the default: 1800 s + 3600 s = 90 min).
+    let signer =
+        Arc::new(UrlSigner::load_or_create(&config.state_dir).context("loading image URL key")?);
     hub.set_image_resolver(Arc::new(LocalImages {
         store: images.clone(),
         base_url: base_url.clone(),
+        signer: signer.clone(),
+        url_ttl: config.callback_timeout + IMAGE_URL_MARGIN,
     }));
     let boot = boot_http::router(BootHttpState {
         store: store.clone(),
@@ -101,7 +111,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         discovery: discovery.clone(),
         heartbeat_timeout: config.agent_heartbeat_timeout,
     }))
-    .merge(images::http::router(images.clone()));
+    .merge(images::http::router(images.clone(), signer, store.clone()));
     Ok(Services {
         store,
         conductor,

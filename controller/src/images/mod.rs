@@ -13,6 +13,7 @@ pub mod format;
 pub mod http;
 pub mod progress;
 pub mod resolve;
+pub mod signing;
 
 use std::fs::File;
 use std::io::{self, BufRead as _, BufReader, Read};
