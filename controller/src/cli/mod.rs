@@ -38,6 +38,43 @@ pub enum Command {
         #[command(subcommand)]
         command: image::ImageCommand,
     },
+    /// TLS certificates for the provisioning listener.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create a private CA and a server certificate for the provisioning listener's
+    /// addresses; prints the CA fingerprint agents pin and the `[tls]` lines to paste.
+    Init {
+        /// Directory for ca.pem, ca.key, server.pem, server.key (keys 0600).
+        #[arg(long, default_value = "/var/lib/ingot/tls")]
+        dir: PathBuf,
+        /// An address of the listener (repeatable), e.g. the `[netboot] server_ip`.
+        #[arg(long = "ip")]
+        ips: Vec<std::net::IpAddr>,
+        /// A DNS name of the listener (repeatable).
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+    },
+}
+
+/// `ingot certs init`: what it prints.
+pub fn certs_init(
+    dir: &std::path::Path,
+    ips: &[std::net::IpAddr],
+    dns: &[String],
+) -> anyhow::Result<String> {
+    let issued = crate::certs::init(dir, ips, dns)?;
+    Ok(format!(
+        "CA certificate: {}\nCA fingerprint: {}\n\nAdd to the config file:\n\n{}",
+        issued.ca_cert.display(),
+        issued.ca_fingerprint,
+        crate::certs::config_lines(&issued)
+    ))
 }
 
 /// Flags of `ingot serve`; each overrides the config file key of the same name.
