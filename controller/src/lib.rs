@@ -15,3 +15,4 @@ pub mod model;
 pub mod netboot;
 pub mod serve;
 pub mod store;
+pub mod tls;

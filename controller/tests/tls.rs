@@ -1,0 +1,106 @@
+//! The provisioning listener over HTTPS with `ingot certs init`'s certificates, and the
+//! agent's client pinning the CA by `ingot.ca=sha256:HEX` (SHA-256 of the CA's DER): the
+//! real agent API answers through our CA; a server whose certificate comes from another CA
+//! is refused, and so is our server when the agent pins another CA.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use agent::run::client::{Controller, HttpController};
+use agent::run::machine::CallError;
+use controller::certs;
+use controller::config::FileConfig;
+use proto::protocol::{AgentState, HeartbeatRequest};
+use uuid::Uuid;
+
+fn pin(fp: &str) -> [u8; 32] {
+    let hex = fp.strip_prefix("sha256:").expect("sha256:");
+    let bytes: Vec<u8> = (0..64)
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    bytes.try_into().expect("32 bytes")
+}
+
+/// `ingot serve`'s provisioning router behind a TLS listener on 127.0.0.1 with `dir`'s
+/// server certificate; returns its https base URL.
+async fn https_listener(state: &Path, tls: &certs::Issued) -> String {
+    let config = FileConfig {
+        database: Some(format!("sqlite://{}", state.join("ingot.db").display())),
+        state_dir: Some(state.to_path_buf()),
+        ..Default::default()
+    }
+    .validate()
+    .expect("config");
+    let services = controller::serve::build(&config).await.expect("build");
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let server =
+        controller::tls::server_config(&tls.server_cert, &tls.server_key).expect("server config");
+    let listener = controller::tls::listener(tcp, server).expect("tls listener");
+    let base = format!(
+        "https://{}",
+        axum::serve::Listener::local_addr(&listener).expect("addr")
+    );
+    let app = services
+        .boot
+        .clone()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+async fn heartbeat(base: &str, ca: &str) -> Result<(), CallError> {
+    let client = HttpController::new(base, Some(pin(ca))).expect("client");
+    let req = HeartbeatRequest {
+        node_uuid: Uuid::new_v4(),
+        state: AgentState::Idle,
+    };
+    client
+        .heartbeat("not-a-token", &req, Duration::from_millis(100))
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_pins_the_ca_of_the_https_listener() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lo = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    let ours = certs::init(&dir.path().join("ours"), &lo, &[]).expect("our certs");
+    let rogue = certs::init(&dir.path().join("rogue"), &lo, &[]).expect("rogue certs");
+    std::fs::create_dir_all(dir.path().join("s1")).expect("dir");
+    std::fs::create_dir_all(dir.path().join("s2")).expect("dir");
+    let good = https_listener(&dir.path().join("s1"), &ours).await;
+    let evil = https_listener(&dir.path().join("s2"), &rogue).await;
+
+    // Through our CA the TLS session holds and the real agent API answers (401: no token).
+    match heartbeat(&good, &ours.ca_fingerprint).await {
+        Err(CallError::Unauthorized) => {}
+        other => panic!("expected the agent API's 401 over TLS, got {other:?}"),
+    }
+    // A server with another CA's certificate, and our server under another pin: refused in
+    // the handshake.
+    for (base, ca, what) in [
+        (&evil, &ours.ca_fingerprint, "server of another CA"),
+        (&good, &rogue.ca_fingerprint, "agent pinning another CA"),
+    ] {
+        match heartbeat(base, ca).await {
+            Err(CallError::Transport(e)) => {
+                assert!(e.contains("pinned"), "{what}: {e}");
+            }
+            other => panic!("{what}: expected a TLS failure, got {other:?}"),
+        }
+    }
+    // Plain HTTP to the TLS port gets no answer from the agent API.
+    let plain = good.replace("https://", "http://");
+    assert!(
+        matches!(
+            heartbeat(&plain, &ours.ca_fingerprint).await,
+            Err(CallError::Transport(_))
+        ),
+        "plain HTTP on the TLS port"
+    );
+}
