@@ -39,6 +39,28 @@ pub struct FileConfig {
     /// `[discovery]`: enrolling unknown machines and the inspection rules.
     #[serde(default)]
     pub discovery: DiscoverySection,
+    /// `[tls]`: HTTPS for `/agent/v1/*` and `/images/*` on the provisioning side.
+    #[serde(default)]
+    pub tls: TlsSection,
+}
+
+/// `[tls]` table (`ingot certs init` prints it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Server certificate and its chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<PathBuf>,
+}
+
+/// HTTPS of the provisioning side, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// `[netboot] https_listen`, default `<server_ip>:8443`.
+    pub listen: SocketAddr,
 }
 
 /// `[discovery]` table.
@@ -91,6 +113,9 @@ pub struct Config {
     pub agent_initramfs: PathBuf,
     pub discovery: DiscoveryConfig,
     pub agent_heartbeat_timeout: Duration,
+    /// HTTPS listener for the agent API and images; when set, the plain listener serves
+    /// `/boot/*` only.
+    pub tls: Option<TlsConfig>,
 }
 
 /// The state directory used when none is configured: `/var/lib/ingot` for root, else
@@ -202,6 +227,8 @@ impl FileConfig {
         if flags.discovery != DiscoverySection::default() {
             self.discovery = flags.discovery;
         }
+        pick(&mut self.tls.cert_file, flags.tls.cert_file);
+        pick(&mut self.tls.key_file, flags.tls.key_file);
         self
     }
 
@@ -247,6 +274,25 @@ impl FileConfig {
             (None, Some(ip)) if dhcp_on => Some(SocketAddr::new(ip.into(), 8080)),
             _ => None,
         };
+        let tls = match (self.tls.cert_file, self.tls.key_file) {
+            (None, None) => None,
+            (Some(cert_file), Some(key_file)) => {
+                let listen = match (netboot.https_listen, netboot.server_ip, boot_http_listen) {
+                    (Some(a), _, _) => a,
+                    (None, Some(ip), _) => SocketAddr::new(ip.into(), 8443),
+                    (None, None, Some(plain)) => SocketAddr::new(plain.ip(), 8443),
+                    _ => bail!(
+                        "[tls] needs [netboot] https_listen, server_ip or http_listen (where to serve HTTPS)"
+                    ),
+                };
+                Some(TlsConfig {
+                    cert_file,
+                    key_file,
+                    listen,
+                })
+            }
+            _ => bail!("[tls] needs both cert_file and key_file"),
+        };
         let agent_kernel = netboot
             .agent_kernel
             .clone()
@@ -286,6 +332,7 @@ impl FileConfig {
             agent_initramfs,
             discovery,
             agent_heartbeat_timeout: Duration::from_secs(d.heartbeat_timeout_secs.unwrap_or(30)),
+            tls,
         })
     }
 }

@@ -40,9 +40,51 @@ pub struct Services {
     pub api: Router,
     /// The images `ingot image import` stored (served under `/images/`).
     pub images: Arc<ImageStore>,
-    /// The provisioning-side router: `/boot/*`, `/agent/v1/*` and `/images/*`. Serve it with
+    /// The provisioning-side router: `/boot/*`, `/agent/v1/*` and `/images/*` (with `[tls]`:
+    /// `/boot/*` only, the others refused). Serve it with
     /// `into_make_service_with_connect_info::<SocketAddr>()`.
     pub boot: Router,
+    /// With `[tls]`: the agent API and images router and the server config to serve it with
+    /// (`crate::tls::listener`).
+    pub https: Option<(Router, Arc<rustls::ServerConfig>)>,
+}
+
+/// The HTTPS side of the provisioning listener, when `[tls]` is set.
+struct HttpsSide {
+    server: Arc<rustls::ServerConfig>,
+    ca_sha256: String,
+    url: String,
+}
+
+/// HEX of the SHA-256 of the last certificate of `cert_file`'s chain (the CA that `ingot
+/// certs init` appends; the server certificate itself when it is alone).
+fn chain_ca_sha256(cert_file: &std::path::Path) -> anyhow::Result<String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .with_context(|| format!("reading certificates from {}", cert_file.display()))?;
+    let last = chain
+        .last()
+        .with_context(|| format!("no certificate in {}", cert_file.display()))?;
+    let fp = crate::certs::fingerprint(last.as_ref());
+    Ok(fp.trim_start_matches("sha256:").to_owned())
+}
+
+/// `/agent/v1/*` and `/images/*` on the plain listener when TLS is on: 403 naming the
+/// HTTPS URL.
+fn plain_refusals(https_url: &str) -> Router {
+    use axum::http::StatusCode;
+    use axum::routing::any;
+    let msg = format!(
+        "this listener is plain HTTP; the agent API and images are served at {https_url}\n"
+    );
+    let refuse = move || {
+        let msg = msg.clone();
+        async move { (StatusCode::FORBIDDEN, msg) }
+    };
+    Router::new()
+        .route("/agent/v1/{*rest}", any(refuse.clone()))
+        .route("/images/{*rest}", any(refuse))
 }
 
 /// Opens the store, starts the conductor and builds the routers.
@@ -87,9 +129,21 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
     // writing and resuming (the default: 1800 s + 3600 s = 90 min).
     let signer =
         Arc::new(UrlSigner::load_or_create(&config.state_dir).context("loading image URL key")?);
+    // With `[tls]`, the agent and the images are on the HTTPS listener, and the iPXE script
+    // tells the agent which CA to pin.
+    let https = match &config.tls {
+        Some(t) => Some(HttpsSide {
+            server: crate::tls::server_config(&t.cert_file, &t.key_file)
+                .context("[tls] certificate")?,
+            ca_sha256: chain_ca_sha256(&t.cert_file)?,
+            url: format!("https://{}", t.listen),
+        }),
+        None => None,
+    };
+    let agent_base = https.as_ref().map_or(base_url.clone(), |h| h.url.clone());
     hub.set_image_resolver(Arc::new(LocalImages {
         store: images.clone(),
-        base_url: base_url.clone(),
+        base_url: agent_base,
         signer: signer.clone(),
         url_ttl: config.callback_timeout + IMAGE_URL_MARGIN,
     }));
@@ -102,16 +156,26 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             initramfs: config.agent_initramfs.clone(),
             console: None,
             extra_args: Vec::new(),
+            agent_url: https.as_ref().map(|h| h.url.clone()),
+            ca_sha256: https.as_ref().map(|h| h.ca_sha256.clone()),
         }),
-    })
-    .merge(agent_api::router(AgentApiState {
+    });
+    let agent_side = agent_api::router(AgentApiState {
         store: store.clone(),
         conductor: conductor.clone(),
         hub: hub.clone(),
         discovery: discovery.clone(),
         heartbeat_timeout: config.agent_heartbeat_timeout,
-    }))
+    })
     .merge(images::http::router(images.clone(), signer, store.clone()));
+    let (boot, https) = match https {
+        // Nothing secret on plain HTTP: the agent API and images are refused there.
+        Some(h) => (
+            boot.merge(plain_refusals(&h.url)),
+            Some((agent_side, h.server)),
+        ),
+        None => (boot.merge(agent_side), None),
+    };
     Ok(Services {
         store,
         conductor,
@@ -120,6 +184,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         images,
         api,
         boot,
+        https,
     })
 }
 
@@ -148,7 +213,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .await
                 .context("serving provisioning HTTP")
         });
-        info!(boot_http = %addr, "provisioning HTTP (boot, agent API, images) listening");
+        info!(boot_http = %addr, tls = config.tls.is_some(), "provisioning HTTP listening");
+    }
+    if let (Some((router, server)), Some(t)) = (services.https.clone(), &config.tls) {
+        let tcp = TcpListener::bind(t.listen)
+            .await
+            .with_context(|| format!("binding provisioning HTTPS address {}", t.listen))?;
+        let listener = crate::tls::listener(tcp, server)
+            .with_context(|| format!("provisioning HTTPS on {}", t.listen))?;
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
+        let c = cancel.clone();
+        background.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { c.cancelled().await })
+                .await
+                .context("serving provisioning HTTPS")
+        });
+        info!(https = %t.listen, "provisioning HTTPS (agent API, images) listening");
     }
     let netboot_on = config.netboot.mode.as_deref().is_some_and(|m| m != "off");
     if netboot_on {

@@ -104,3 +104,106 @@ async fn agent_pins_the_ca_of_the_https_listener() {
         "plain HTTP on the TLS port"
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Kills the `ingot serve` this test started (by its PID) when the test ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `ingot serve` with `[tls]` from `ingot certs init`: the plain listener serves the iPXE
+/// script (with an `https://` `ingot.url` and the CA's `ingot.ca=`) and refuses the agent
+/// API and images; the HTTPS listener serves the agent API to a client pinning that CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_tls_keeps_the_agent_api_and_images_off_plain_http() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lo = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    let tls = certs::init(&dir.path().join("tls"), &lo, &[]).expect("certs");
+    let (api, plain, secure) = (free_port(), free_port(), free_port());
+    let config = dir.path().join("ingot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "api_listen = \"127.0.0.1:{api}\"\nstate_dir = \"{state}\"\n\n\
+             [netboot]\nhttp_listen = \"127.0.0.1:{plain}\"\nhttps_listen = \"127.0.0.1:{secure}\"\n\n\
+             [discovery]\nenabled = true\nallowed_subnets = [\"127.0.0.0/8\"]\n\n{tls_lines}",
+            state = dir.path().join("state").display(),
+            tls_lines = certs::config_lines(&tls),
+        ),
+    )
+    .expect("config");
+    let _serve = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_ingot"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("INGOT_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start ingot serve"),
+    );
+    let http = reqwest::Client::new();
+    let plain_base = format!("http://127.0.0.1:{plain}");
+    let mut script = None;
+    for _ in 0..100 {
+        if let Ok(r) = http
+            .get(format!("{plain_base}/boot/ipxe?mac=52:54:00:aa:bb:cc"))
+            .send()
+            .await
+        {
+            script = Some(r.text().await.expect("script"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let script = script.expect("ingot serve answered on the plain listener");
+    assert!(
+        script.contains(&format!("ingot.url=https://127.0.0.1:{secure} ")),
+        "{script}"
+    );
+    assert!(
+        script.contains(&format!("ingot.ca={} ", tls.ca_fingerprint)),
+        "{script}"
+    );
+    assert!(
+        script.contains(&format!("kernel {plain_base}/boot/")),
+        "{script}"
+    );
+
+    for path in [
+        "/agent/v1/lookup",
+        "/agent/v1/heartbeat",
+        "/images/os.raw.zst",
+        "/images/os.sha256",
+    ] {
+        let r = http
+            .post(format!("{plain_base}{path}"))
+            .body("{}")
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(r.status(), 403, "{path} on plain HTTP");
+        let r = http
+            .get(format!("{plain_base}{path}"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), 403, "{path} on plain HTTP");
+        assert!(r.text().await.expect("body").contains("https://"), "{path}");
+    }
+    match heartbeat(&format!("https://127.0.0.1:{secure}"), &tls.ca_fingerprint).await {
+        Err(CallError::Unauthorized) => {}
+        other => panic!("expected the agent API's 401 over TLS, got {other:?}"),
+    }
+}

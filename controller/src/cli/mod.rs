@@ -101,6 +101,12 @@ pub struct ServeArgs {
     /// Cap on cleanings running at once; more wait in a queue.
     #[arg(long)]
     pub max_concurrent_cleanings: Option<usize>,
+    /// `[tls] cert_file`: serve the agent API and images over HTTPS with this certificate.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// `[tls] key_file`: the certificate's private key.
+    #[arg(long)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -116,6 +122,10 @@ impl ServeArgs {
                 max_concurrent_deploys: self.max_concurrent_deploys,
                 max_concurrent_cleanings: self.max_concurrent_cleanings,
                 ..Default::default()
+            },
+            tls: crate::config::TlsSection {
+                cert_file: self.tls_cert_file.clone(),
+                key_file: self.tls_key_file.clone(),
             },
             ..Default::default()
         }
