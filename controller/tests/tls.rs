@@ -94,6 +94,78 @@ async fn agent_pins_the_ca_of_the_https_listener() {
             other => panic!("{what}: expected a TLS failure, got {other:?}"),
         }
     }
+    // The agent's image writer pins the same CA: a signed image URL on the HTTPS side is
+    // fetched and written; under another pin it is refused.
+    let state = dir.path().join("s1");
+    let raw: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let mut raw = raw;
+    raw[510] = 0x55;
+    raw[511] = 0xaa;
+    std::fs::write(state.join("disk.raw"), &raw).expect("raw");
+    controller::images::ImageStore::new(&state)
+        .import(&state.join("disk.raw"), Some("os"), &Default::default())
+        .expect("import");
+    let signer = controller::images::signing::UrlSigner::load_or_create(&state).expect("key");
+    let services_store = controller::serve::build(
+        &FileConfig {
+            database: Some(format!("sqlite://{}", state.join("ingot.db").display())),
+            state_dir: Some(state.clone()),
+            ..Default::default()
+        }
+        .validate()
+        .expect("config"),
+    )
+    .await
+    .expect("store");
+    let mut node = controller::model::Node::new(Uuid::new_v4(), "manual", chrono::Utc::now());
+    node.provision_state = "wait call-back".into();
+    node.provision_updated_at = Some(chrono::Utc::now());
+    node.instance_info
+        .insert("image_source".into(), serde_json::json!("ingot://os"));
+    services_store.store.create_node(&node).await.expect("node");
+    let record = controller::images::ImageStore::new(&state)
+        .get("os")
+        .expect("record");
+    let url = format!(
+        "{good}/images/os.raw.zst?{}",
+        signer.query(node.uuid, "os", chrono::Utc::now().timestamp() + 600)
+    );
+    for (ca, ok) in [(&ours.ca_fingerprint, true), (&rogue.ca_fingerprint, false)] {
+        let disk = dir.path().join("disk");
+        std::fs::File::create(&disk)
+            .and_then(|f| f.set_len(raw.len() as u64))
+            .expect("disk");
+        let opts = agent::image::WriteImageOptions {
+            url: url.clone(),
+            checksum: format!("sha256:{}", record.sha256)
+                .parse()
+                .expect("checksum"),
+            device: disk.clone(),
+            configdrive: None,
+            fetch: agent::image::fetch::FetchOptions {
+                pin_sha256: Some(pin(ca)),
+                max_retries: 0,
+                ..Default::default()
+            },
+            direct: false,
+            progress_interval: Duration::from_secs(1),
+        };
+        let got = std::thread::spawn(move || {
+            agent::image::write_image(&opts, &agent::events::CollectSink::default())
+        })
+        .join()
+        .expect("writer thread");
+        assert_eq!(
+            got.is_ok(),
+            ok,
+            "pin {ca}: {:?}",
+            got.err().map(|e| format!("{:#}", e.1))
+        );
+        if ok {
+            assert_eq!(std::fs::read(&disk).expect("disk"), raw);
+        }
+    }
+
     // Plain HTTP to the TLS port gets no answer from the agent API.
     let plain = good.replace("https://", "http://");
     assert!(

@@ -117,6 +117,19 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
+/// A rustls client config that trusts only the pinned CA (or certificate): the controller
+/// client and the image fetcher share it.
+pub fn pinned_tls_config(sha256: [u8; 32]) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned { sha256, provider }))
+            .with_no_client_auth(),
+    )
+}
+
 /// [`Controller`] over reqwest.
 #[derive(Debug, Clone)]
 pub struct HttpController {
