@@ -3,6 +3,7 @@
 pub mod agent_api;
 pub mod api;
 pub mod boot_http;
+pub mod certs;
 pub mod cli;
 pub mod conductor;
 pub mod config;
@@ -17,3 +18,4 @@ pub mod secrets;
 pub mod serve;
 pub mod store;
 pub mod supervise;
+pub mod tls;

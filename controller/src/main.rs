@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use controller::cli::{Cli, Command, NodeCommand, client, watch};
+use controller::cli::{CertsCommand, Cli, Command, NodeCommand, client, watch};
 use controller::config::FileConfig;
 
 fn main() -> ExitCode {
@@ -51,6 +51,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs {
+            command: CertsCommand::Init { dir, ips, dns },
+        } => {
+            print!("{}", controller::cli::certs_init(&dir, &ips, &dns)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Image { store, command } => {

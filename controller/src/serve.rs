@@ -22,11 +22,14 @@ use crate::config::{AuthConfig, Config};
 use crate::discovery::Discovery;
 use crate::drivers::DriverRegistry;
 use crate::drivers::qemu::QemuSettings;
-use crate::images::{self, ImageStore, resolve::LocalImages};
+use crate::images::{self, ImageStore, resolve::LocalImages, signing::UrlSigner};
 use crate::instance::{self, InstanceLock};
 use crate::netboot::{self, service::NetbootConfig};
 use crate::store::{Store, sql::SqlStore};
 use crate::supervise::FatalTasks;
+
+/// How long a signed image URL outlives the callback timeout.
+pub const IMAGE_URL_MARGIN: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Everything `ingot serve` runs, built but not yet listening (tests bind the routers
 /// themselves).
@@ -43,9 +46,51 @@ pub struct Services {
     pub api: Router,
     /// The images `ingot image import` stored (served under `/images/`).
     pub images: Arc<ImageStore>,
-    /// The provisioning-side router: `/boot/*`, `/agent/v1/*` and `/images/*`. Serve it with
+    /// The provisioning-side router: `/boot/*`, `/agent/v1/*` and `/images/*` (with `[tls]`:
+    /// `/boot/*` only, the others refused). Serve it with
     /// `into_make_service_with_connect_info::<SocketAddr>()`.
     pub boot: Router,
+    /// With `[tls]`: the agent API and images router and the server config to serve it with
+    /// (`crate::tls::listener`).
+    pub https: Option<(Router, Arc<rustls::ServerConfig>)>,
+}
+
+/// The HTTPS side of the provisioning listener, when `[tls]` is set.
+struct HttpsSide {
+    server: Arc<rustls::ServerConfig>,
+    ca_sha256: String,
+    url: String,
+}
+
+/// HEX of the SHA-256 of the last certificate of `cert_file`'s chain (the CA that `ingot
+/// certs init` appends; the server certificate itself when it is alone).
+fn chain_ca_sha256(cert_file: &std::path::Path) -> anyhow::Result<String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .with_context(|| format!("reading certificates from {}", cert_file.display()))?;
+    let last = chain
+        .last()
+        .with_context(|| format!("no certificate in {}", cert_file.display()))?;
+    let fp = crate::certs::fingerprint(last.as_ref());
+    Ok(fp.trim_start_matches("sha256:").to_owned())
+}
+
+/// `/agent/v1/*` and `/images/*` on the plain listener when TLS is on: 403 naming the
+/// HTTPS URL.
+fn plain_refusals(https_url: &str) -> Router {
+    use axum::http::StatusCode;
+    use axum::routing::any;
+    let msg = format!(
+        "this listener is plain HTTP; the agent API and images are served at {https_url}\n"
+    );
+    let refuse = move || {
+        let msg = msg.clone();
+        async move { (StatusCode::FORBIDDEN, msg) }
+    };
+    Router::new()
+        .route("/agent/v1/{*rest}", any(refuse.clone()))
+        .route("/images/{*rest}", any(refuse))
 }
 
 /// Opens the store, starts the conductor and builds the routers.
@@ -101,9 +146,28 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         .clone()
         .or_else(|| config.boot_http_listen.map(|a| format!("http://{a}")))
         .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+    // Stored images go only to the node being deployed: its deploy command carries a URL
+    // signed for it, valid for the callback timeout (the agent's boot) plus an hour of
+    // writing and resuming (the default: 1800 s + 3600 s = 90 min).
+    let signer =
+        Arc::new(UrlSigner::load_or_create(&config.state_dir).context("loading image URL key")?);
+    // With `[tls]`, the agent and the images are on the HTTPS listener, and the iPXE script
+    // tells the agent which CA to pin.
+    let https = match &config.tls {
+        Some(t) => Some(HttpsSide {
+            server: crate::tls::server_config(&t.cert_file, &t.key_file)
+                .context("[tls] certificate")?,
+            ca_sha256: chain_ca_sha256(&t.cert_file)?,
+            url: format!("https://{}", t.listen),
+        }),
+        None => None,
+    };
+    let agent_base = https.as_ref().map_or(base_url.clone(), |h| h.url.clone());
     hub.set_image_resolver(Arc::new(LocalImages {
         store: images.clone(),
-        base_url: base_url.clone(),
+        base_url: agent_base,
+        signer: signer.clone(),
+        url_ttl: config.callback_timeout + IMAGE_URL_MARGIN,
     }));
     let boot = boot_http::router(BootHttpState {
         store: store.clone(),
@@ -114,17 +178,27 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             initramfs: config.agent_initramfs.clone(),
             console: None,
             extra_args: Vec::new(),
+            agent_url: https.as_ref().map(|h| h.url.clone()),
+            ca_sha256: https.as_ref().map(|h| h.ca_sha256.clone()),
         }),
-    })
-    .merge(agent_api::router(AgentApiState {
+    });
+    let agent_side = agent_api::router(AgentApiState {
         store: store.clone(),
         conductor: conductor.clone(),
         hub: hub.clone(),
         discovery: discovery.clone(),
         heartbeat_timeout: config.agent_heartbeat_timeout,
         lookup_limit: Arc::default(),
-    }))
-    .merge(images::http::router(images.clone()));
+    })
+    .merge(images::http::router(images.clone(), signer, store.clone()));
+    let (boot, https) = match https {
+        // Nothing secret on plain HTTP: the agent API and images are refused there.
+        Some(h) => (
+            boot.merge(plain_refusals(&h.url)),
+            Some((agent_side, h.server)),
+        ),
+        None => (boot.merge(agent_side), None),
+    };
     Ok(Services {
         instance_lock,
         store,
@@ -134,6 +208,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         images,
         api,
         boot,
+        https,
     })
 }
 
@@ -190,7 +265,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .await
                 .context("serving provisioning HTTP")
         });
-        info!(boot_http = %addr, "provisioning HTTP (boot, agent API, images) listening");
+        info!(boot_http = %addr, tls = config.tls.is_some(), "provisioning HTTP listening");
+    }
+    if let (Some((router, server)), Some(t)) = (services.https.clone(), &config.tls) {
+        let tcp = TcpListener::bind(t.listen)
+            .await
+            .with_context(|| format!("binding provisioning HTTPS address {}", t.listen))?;
+        let listener = crate::tls::listener(tcp, server)
+            .with_context(|| format!("provisioning HTTPS on {}", t.listen))?;
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
+        let c = cancel.clone();
+        background.spawn("provisioning HTTPS", async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { c.cancelled().await })
+                .await
+                .context("serving provisioning HTTPS")
+        });
+        info!(https = %t.listen, "provisioning HTTPS (agent API, images) listening");
     }
     let netboot_on = config.netboot.mode.as_deref().is_some_and(|m| m != "off");
     if netboot_on {

@@ -5,6 +5,7 @@
 //! fetching, verifying and writing it to a disk file.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -14,6 +15,7 @@ use agent::image::{WriteImageOptions, write_image};
 use chrono::Utc;
 use controller::config::FileConfig;
 use controller::drivers::agent::deploy_command;
+use controller::images::signing::{self, UrlSigner};
 use controller::images::{ImageStore, ImportOptions};
 use controller::model::Node;
 use controller::netboot::service::NetbootSection;
@@ -180,13 +182,25 @@ async fn stored_image_is_served_with_range_and_written_by_the_agent() {
     let mut node = Node::new(Uuid::new_v4(), "manual", Utc::now());
     node.instance_info
         .insert("image_source".into(), json!("ingot://os"));
+    // Only a node being deployed with the image gets it.
+    node.provision_state = "wait call-back".into();
+    // Entered after the conductor started, so restart recovery leaves it alone.
+    node.provision_updated_at = Some(Utc::now());
+    services.store.create_node(&node).await.expect("node");
     let resolver = services.hub.image_resolver().map(|r| r.as_ref());
     let cmd = deploy_command(&node, resolver).expect("deploy command");
-    assert_eq!(cmd.image_url, format!("{base}/images/os.raw.zst"));
+    let (path, query) = cmd.image_url.split_once('?').expect("signed URL");
+    assert_eq!(path, format!("{base}/images/os.raw.zst"));
+    assert!(
+        query.starts_with(&format!("node={}&expires=", node.uuid)),
+        "{query}"
+    );
     assert_eq!(cmd.checksum, format!("sha256:{}", record.sha256));
     node.instance_info
         .insert("image_source".into(), json!("os"));
-    assert_eq!(deploy_command(&node, resolver).expect("bare name"), cmd);
+    let bare = deploy_command(&node, resolver).expect("bare name");
+    assert_eq!(bare.image_url.split_once('?').map(|p| p.0), Some(path));
+    assert_eq!(bare.checksum, cmd.checksum);
     node.instance_info
         .insert("image_source".into(), json!("ingot://gone"));
     let err = deploy_command(&node, resolver).expect_err("unknown image");
@@ -227,7 +241,7 @@ async fn stored_image_is_served_with_range_and_written_by_the_agent() {
     );
 
     let sum = http
-        .get(format!("{base}/images/os.sha256"))
+        .get(format!("{base}/images/os.sha256?{query}"))
         .send()
         .await
         .expect("GET sha256");
@@ -241,8 +255,12 @@ async fn stored_image_is_served_with_range_and_written_by_the_agent() {
         "/images/os.raw",
         "/images/.hidden.raw.zst",
     ] {
-        let r = http.get(format!("{base}{path}")).send().await.expect("GET");
-        assert_eq!(r.status(), 404, "{path}");
+        let r = http
+            .get(format!("{base}{path}?{query}"))
+            .send()
+            .await
+            .expect("GET");
+        assert!([403, 404].contains(&r.status().as_u16()), "{path}");
     }
 
     // The agent's writer fetches the URL, verifies the checksum and writes the raw disk.
@@ -267,4 +285,152 @@ async fn stored_image_is_served_with_range_and_written_by_the_agent() {
     assert_eq!(result.format, "zstd");
     assert_eq!(result.bytes_written, raw.len() as u64);
     assert_eq!(std::fs::read(&disk).expect("read disk"), raw);
+}
+
+/// Issue 11: `/images/*` serves a stored image only with a URL signed for that image, that
+/// node and a time not yet passed; the signed URL keeps working with `Range` (resumes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_urls_without_a_valid_signature_are_refused() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw_path = dir.path().join("disk.raw");
+    raw_disk(&raw_path, 4 << 20);
+    let store = ImageStore::new(dir.path());
+    for name in ["os", "other"] {
+        store
+            .import(&raw_path, Some(name), &ImportOptions::default())
+            .expect("import");
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let config = FileConfig {
+        database: Some(format!(
+            "sqlite://{}",
+            dir.path().join("ingot.db").display()
+        )),
+        state_dir: Some(dir.path().to_path_buf()),
+        netboot: NetbootSection {
+            http_base: Some(base.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .validate()
+    .expect("config");
+    let services = controller::serve::build(&config).await.expect("build");
+    let app = services
+        .boot
+        .clone()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // The key is created 0600 in the state dir on first start.
+    let key = signing::key_path(dir.path());
+    let mode = std::fs::metadata(&key)
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // The victim is being deployed with `os`; a bystander is available, an attacker's UUID
+    // is unknown.
+    let mut victim_node = Node::new(Uuid::new_v4(), "manual", Utc::now());
+    victim_node.provision_state = "wait call-back".into();
+    // Entered after the conductor started, so restart recovery leaves it alone.
+    victim_node.provision_updated_at = Some(Utc::now());
+    victim_node
+        .instance_info
+        .insert("image_source".into(), json!("ingot://os"));
+    services
+        .store
+        .create_node(&victim_node)
+        .await
+        .expect("node");
+    let victim = victim_node.uuid;
+    let mut bystander = Node::new(Uuid::new_v4(), "manual", Utc::now());
+    bystander.provision_state = "available".into();
+    bystander
+        .instance_info
+        .insert("image_source".into(), json!("ingot://os"));
+    services.store.create_node(&bystander).await.expect("node");
+
+    let resolver = services.hub.image_resolver().expect("resolver");
+    let url = resolver.resolve("os", victim).expect("os").url;
+    let other_image = resolver.resolve("other", victim).expect("other").url;
+    let other_node = resolver.resolve("os", bystander.uuid).expect("os").url;
+    let unknown_node = resolver.resolve("os", Uuid::new_v4()).expect("os").url;
+    let (_, unknown_node_q) = unknown_node.split_once('?').expect("signed");
+    let (_, query) = url.split_once('?').expect("signed");
+    let (_, other_image_q) = other_image.split_once('?').expect("signed");
+    let (_, other_node_q) = other_node.split_once('?').expect("signed");
+    // The same key (read back from the file) signing an expiry in the past.
+    let signer = UrlSigner::load_or_create(dir.path()).expect("key");
+    let expired_q = signer.query(victim, "os", Utc::now().timestamp() - 10);
+    let forged_q = query.replace(&victim.to_string(), &Uuid::new_v4().to_string());
+
+    let http = reqwest::Client::new();
+    let os = format!("{base}/images/os.raw.zst");
+    let sum = format!("{base}/images/os.sha256");
+    for (what, u) in [
+        ("no signature", os.clone()),
+        ("no signature (sha256)", sum.clone()),
+        ("signed for another image", format!("{os}?{other_image_q}")),
+        (
+            "signed for a node not deploying",
+            format!("{os}?{other_node_q}"),
+        ),
+        (
+            "signed for an unknown node",
+            format!("{os}?{unknown_node_q}"),
+        ),
+        ("node swapped", format!("{os}?{forged_q}")),
+        ("expired", format!("{os}?{expired_q}")),
+        ("expired (sha256)", format!("{sum}?{expired_q}")),
+        (
+            "bad sig",
+            format!("{os}?node={victim}&expires=9999999999&sig=00"),
+        ),
+    ] {
+        let r = http.get(&u).send().await.expect("GET");
+        assert_eq!(r.status(), 403, "{what}");
+        let r = http
+            .get(&u)
+            .header("Range", "bytes=0-99")
+            .send()
+            .await
+            .expect("GET range");
+        assert_eq!(r.status(), 403, "{what} with Range");
+    }
+
+    let full = http.get(&url).send().await.expect("GET");
+    assert_eq!(full.status(), 200, "{:?}", full.text().await);
+    let body = full.bytes().await.expect("body");
+    let part = http
+        .get(&url)
+        .header("Range", "bytes=10-19")
+        .send()
+        .await
+        .expect("GET range");
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.expect("body"), body[10..20]);
+    let r = http
+        .get(format!("{sum}?{query}"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+
+    // Once the node is active, its URL is refused although it has not expired.
+    let mut current = services
+        .store
+        .get_node_by_uuid(victim)
+        .await
+        .expect("get")
+        .expect("node");
+    current.provision_state = "active".into();
+    services.store.update_node(&current).await.expect("update");
+    let r = http.get(&url).send().await.expect("GET");
+    assert_eq!(r.status(), 403, "node no longer deploying");
 }

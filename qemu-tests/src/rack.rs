@@ -248,7 +248,24 @@ impl Rack {
         // The qemu type's `allowed_dir` must exist when `ingot serve` starts.
         std::fs::create_dir_all(rack.machines_dir())?;
         let config = rack.dir.path.join("ingot.toml");
-        std::fs::write(&config, rack.config_toml(&opts, &kernel, &initrd))?;
+        // TLS on, as on a real network: the agent API and images go over HTTPS with the CA
+        // the agent pins; `ingot certs init` makes the certificates.
+        let tls_dir = rack.dir.path.join("tls");
+        let out = std::process::Command::new(&ingot)
+            .args(["certs", "init", "--ip", BRIDGE_ADDR, "--dir"])
+            .arg(&tls_dir)
+            .output()
+            .context("running ingot certs init")?;
+        if !out.status.success() {
+            anyhow::bail!("ingot certs init: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let toml = format!(
+            "{}[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            rack.config_toml(&opts, &kernel, &initrd),
+            tls_dir.join("server.pem").display(),
+            tls_dir.join("server.key").display(),
+        );
+        std::fs::write(&config, toml)?;
         let log = std::fs::File::create(&rack.ingot_log)?;
         let server = rack
             .lab

@@ -26,6 +26,9 @@ pub struct FetchOptions {
     pub connect_timeout: Duration,
     /// Extra CA certificate (PEM) to trust for HTTPS, instead of none.
     pub ca_cert: Option<PathBuf>,
+    /// `ingot.ca=`: trust only the CA (or certificate) with this SHA-256 of its DER, as the
+    /// controller client does (the ramdisk's deploys of `ingot://` images over HTTPS).
+    pub pin_sha256: Option<[u8; 32]>,
 }
 
 impl Default for FetchOptions {
@@ -37,6 +40,7 @@ impl Default for FetchOptions {
             stall_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             ca_cert: None,
+            pin_sha256: None,
         }
     }
 }
@@ -131,6 +135,13 @@ fn client(opts: &FetchOptions) -> Result<reqwest::Client, FetchError> {
     let b = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(opts.connect_timeout);
+    if let Some(pin) = opts.pin_sha256 {
+        let cfg = crate::run::client::pinned_tls_config(pin).map_err(FetchError::Client)?;
+        return b
+            .tls_backend_preconfigured(cfg)
+            .build()
+            .map_err(|e| FetchError::Client(e.into()));
+    }
     if let Some(ca) = &opts.ca_cert {
         let pem = std::fs::read(ca).map_err(|e| {
             FetchError::Client(anyhow::Error::new(e).context(format!("reading {}", ca.display())))

@@ -37,7 +37,10 @@ pub trait Controller: Send + Sync {
     ) -> impl Future<Output = Result<(), CallError>> + Send;
 }
 
-/// Accepts exactly the server certificate whose DER has the pinned SHA-256.
+/// Accepts the server certificate when the pinned SHA-256 is that of the DER of the CA in
+/// the chain the server sent (what `ingot certs init` prints and the iPXE script passes; the
+/// chain is then verified against that CA alone: signature, validity, the name or address
+/// dialled), or of the server certificate itself.
 #[derive(Debug)]
 struct Pinned {
     sha256: [u8; 32],
@@ -48,21 +51,37 @@ impl ServerCertVerifier for Pinned {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let got: [u8; 32] = sha2::Sha256::digest(end_entity.as_ref()).into();
+        let hash = |c: &CertificateDer<'_>| -> [u8; 32] { sha2::Sha256::digest(c.as_ref()).into() };
+        let got = hash(end_entity);
         if got == self.sha256 {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "controller certificate sha256:{} is not the pinned sha256:{}",
+            return Ok(ServerCertVerified::assertion());
+        }
+        let Some(ca) = intermediates.iter().find(|c| hash(c) == self.sha256) else {
+            return Err(rustls::Error::General(format!(
+                "controller certificate sha256:{} (and its chain) is not the pinned sha256:{}",
                 hex::encode(got),
                 hex::encode(self.sha256)
-            )))
-        }
+            )));
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let others: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .filter(|c| c.as_ref() != ca.as_ref())
+            .cloned()
+            .collect();
+        rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(format!("pinned CA unusable: {e}")))?
+        .verify_server_cert(end_entity, &others, server_name, ocsp, now)
     }
 
     fn verify_tls12_signature(
@@ -98,6 +117,19 @@ impl ServerCertVerifier for Pinned {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// A rustls client config that trusts only the pinned CA (or certificate): the controller
+/// client and the image fetcher share it.
+pub fn pinned_tls_config(sha256: [u8; 32]) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned { sha256, provider }))
+            .with_no_client_auth(),
+    )
 }
 
 /// [`Controller`] over reqwest.

@@ -31,6 +31,8 @@ pub struct LiveHost {
     /// An inventory collected ahead (by PID 1 while DHCP runs); the first lookup uses it
     /// with fresh addresses.
     pub early: std::sync::Arc<std::sync::Mutex<Option<Inventory>>>,
+    /// `ingot.ca=`: the image fetcher pins the same CA as the controller client.
+    pub ca_sha256: Option<[u8; 32]>,
 }
 
 /// The lookup request for an inventory.
@@ -84,7 +86,7 @@ impl Host for LiveHost {
                 detail: None,
             },
             Command::Wipe { mode, devices } => wipe(*mode, devices, sink),
-            Command::Deploy(d) => match deploy(d, &self.scratch, sink) {
+            Command::Deploy(d) => match deploy(d, &self.scratch, self.ca_sha256, sink) {
                 Ok(r) => r,
                 Err(e) => failed(&e, Some(proto::Phase::Prepare)),
             },
@@ -188,7 +190,12 @@ pub fn configdrive_bytes(cd: &ConfigDrive) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-fn deploy(d: &DeployCommand, scratch: &Path, sink: &dyn EventSink) -> anyhow::Result<Report> {
+fn deploy(
+    d: &DeployCommand,
+    scratch: &Path,
+    pin_sha256: Option<[u8; 32]>,
+    sink: &dyn EventSink,
+) -> anyhow::Result<Report> {
     let checksum = d.checksum.parse().context("parsing the checksum")?;
     let disks = crate::inventory::block::disks(Path::new("/")).context("listing disks")?;
     let boot = crate::wipe::select::boot_disks(Path::new("/"));
@@ -208,7 +215,10 @@ fn deploy(d: &DeployCommand, scratch: &Path, sink: &dyn EventSink) -> anyhow::Re
         checksum,
         device,
         configdrive,
-        fetch: FetchOptions::default(),
+        fetch: FetchOptions {
+            pin_sha256,
+            ..FetchOptions::default()
+        },
         direct: true,
         progress_interval: Duration::from_secs(1),
     };

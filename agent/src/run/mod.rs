@@ -284,6 +284,7 @@ pub async fn run_with(
         boot_mac: opts.boot_mac.clone(),
         scratch: std::env::temp_dir().join("ingot-agent"),
         early: std::sync::Arc::new(Mutex::new(early)),
+        ca_sha256: opts.ca_sha256,
     });
     tracing::info!(url = %opts.url, pinned = opts.ca_sha256.is_some(), "contacting the controller");
     drive(ctl, host).await

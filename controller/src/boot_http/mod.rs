@@ -67,6 +67,11 @@ pub struct BootHttpConfig {
     /// `console=` value.
     pub console: Option<String>,
     pub extra_args: Vec<String>,
+    /// The agent's `ingot.url` when it is not `base_url`: the HTTPS listener when `[tls]`
+    /// is on (iPXE fetches kernel and initramfs over plain HTTP, the agent talks HTTPS).
+    pub agent_url: Option<String>,
+    /// HEX of `ingot.ca=sha256:HEX`: the CA (SHA-256 of its DER) the agent pins.
+    pub ca_sha256: Option<String>,
 }
 
 /// State of the boot endpoints.
@@ -121,11 +126,15 @@ fn plan_for(
     Ok(match boot {
         Boot::Agent => {
             let base = cfg.base_url.trim_end_matches('/');
+            let agent = cfg
+                .agent_url
+                .as_deref()
+                .map_or(base, |u| u.trim_end_matches('/'));
             let mut a = AgentBoot::new(
                 &format!("{base}{PATH_KERNEL}"),
                 &format!("{base}{PATH_INITRAMFS}"),
-                base,
-                None,
+                agent,
+                cfg.ca_sha256.as_deref(),
             )
             .map_err(|e| e.to_string())?;
             if let Some(c) = &cfg.console {

@@ -46,6 +46,43 @@ pub enum Command {
         #[command(subcommand)]
         command: secrets::SecretsCommand,
     },
+    /// TLS certificates for the provisioning listener.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create a private CA and a server certificate for the provisioning listener's
+    /// addresses; prints the CA fingerprint agents pin and the `[tls]` lines to paste.
+    Init {
+        /// Directory for ca.pem, ca.key, server.pem, server.key (keys 0600).
+        #[arg(long, default_value = "/var/lib/ingot/tls")]
+        dir: PathBuf,
+        /// An address of the listener (repeatable), e.g. the `[netboot] server_ip`.
+        #[arg(long = "ip")]
+        ips: Vec<std::net::IpAddr>,
+        /// A DNS name of the listener (repeatable).
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+    },
+}
+
+/// `ingot certs init`: what it prints.
+pub fn certs_init(
+    dir: &std::path::Path,
+    ips: &[std::net::IpAddr],
+    dns: &[String],
+) -> anyhow::Result<String> {
+    let issued = crate::certs::init(dir, ips, dns)?;
+    Ok(format!(
+        "CA certificate: {}\nCA fingerprint: {}\n\nAdd to the config file:\n\n{}",
+        issued.ca_cert.display(),
+        issued.ca_fingerprint,
+        crate::certs::config_lines(&issued)
+    ))
 }
 
 /// Flags of `ingot serve`; each overrides the config file key of the same name.
@@ -91,6 +128,12 @@ pub struct ServeArgs {
     /// How recent the agent's last heartbeat must be for fast track, seconds.
     #[arg(long)]
     pub fast_track_timeout_secs: Option<u64>,
+    /// `[tls] cert_file`: serve the agent API and images over HTTPS with this certificate.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// `[tls] key_file`: the certificate's private key.
+    #[arg(long)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -116,6 +159,10 @@ impl ServeArgs {
             deploy: DeploySection {
                 fast_track: self.fast_track,
                 fast_track_timeout_secs: self.fast_track_timeout_secs,
+            },
+            tls: crate::config::TlsSection {
+                cert_file: self.tls_cert_file.clone(),
+                key_file: self.tls_key_file.clone(),
             },
             ..Default::default()
         }

@@ -62,6 +62,9 @@ pub struct FileConfig {
     /// `[deploy]`: fast track (Ironic's `[deploy] fast_track`).
     #[serde(default)]
     pub deploy: DeploySection,
+    /// `[tls]`: HTTPS for `/agent/v1/*` and `/images/*` on the provisioning side.
+    #[serde(default)]
+    pub tls: TlsSection,
 }
 
 /// `[qemu]` table.
@@ -92,6 +95,25 @@ pub struct DeploySection {
     pub fast_track: Option<bool>,
     /// How recent the agent's last heartbeat must be for fast track, seconds (default 300).
     pub fast_track_timeout_secs: Option<u64>,
+}
+
+/// `[tls]` table (`ingot certs init` prints it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Server certificate and its chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<PathBuf>,
+}
+
+/// HTTPS of the provisioning side, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// `[netboot] https_listen`, default `<server_ip>:8443`.
+    pub listen: SocketAddr,
 }
 
 /// `[discovery]` table.
@@ -164,6 +186,9 @@ pub struct Config {
     /// `[deploy] fast_track`: the agent's fast-track window (its last heartbeat must be this
     /// recent), or `None` when fast track is off.
     pub fast_track: Option<Duration>,
+    /// HTTPS listener for the agent API and images; when set, the plain listener serves
+    /// `/boot/*` only.
+    pub tls: Option<TlsConfig>,
 }
 
 /// The state directory used when none is configured: `/var/lib/ingot` for root, else
@@ -326,6 +351,8 @@ impl FileConfig {
             &mut self.deploy.fast_track_timeout_secs,
             flags.deploy.fast_track_timeout_secs,
         );
+        pick(&mut self.tls.cert_file, flags.tls.cert_file);
+        pick(&mut self.tls.key_file, flags.tls.key_file);
         self
     }
 
@@ -387,6 +414,25 @@ impl FileConfig {
             (None, Some(ip)) if dhcp_on => Some(SocketAddr::new(ip.into(), 8080)),
             _ => None,
         };
+        let tls = match (self.tls.cert_file, self.tls.key_file) {
+            (None, None) => None,
+            (Some(cert_file), Some(key_file)) => {
+                let listen = match (netboot.https_listen, netboot.server_ip, boot_http_listen) {
+                    (Some(a), _, _) => a,
+                    (None, Some(ip), _) => SocketAddr::new(ip.into(), 8443),
+                    (None, None, Some(plain)) => SocketAddr::new(plain.ip(), 8443),
+                    _ => bail!(
+                        "[tls] needs [netboot] https_listen, server_ip or http_listen (where to serve HTTPS)"
+                    ),
+                };
+                Some(TlsConfig {
+                    cert_file,
+                    key_file,
+                    listen,
+                })
+            }
+            _ => bail!("[tls] needs both cert_file and key_file"),
+        };
         let agent_kernel = netboot
             .agent_kernel
             .clone()
@@ -447,6 +493,7 @@ impl FileConfig {
                 None => crate::images::inspect::DEFAULT_MAX_VIRTUAL_SIZE,
             },
             fast_track,
+            tls,
         })
     }
 }

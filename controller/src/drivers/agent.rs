@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use proto::protocol::{Command, ConfigDrive, DeployCommand};
 use proto::{RootDeviceHints, WipeMode};
 use serde_json::Value;
+use uuid::Uuid;
 
 use super::manual::ManualHardware;
 use super::{
@@ -41,7 +42,7 @@ pub fn deploy_command(
         .get("image_checksum")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty());
-    let (image_url, checksum) = match stored_image(source, images)? {
+    let (image_url, checksum) = match stored_image(source, node.uuid, images)? {
         Some(resolved) => {
             if let Some(raw) = given_checksum
                 && normalize_checksum(raw)? != resolved.checksum
@@ -139,6 +140,7 @@ fn root_gb(node: &Node) -> Result<Option<u64>, DriverError> {
 /// The stored image `source` names, resolved; `None` for an external URL.
 fn stored_image(
     source: &str,
+    node: Uuid,
     images: Option<&dyn ImageResolver>,
 ) -> Result<Option<ResolvedImage>, DriverError> {
     let name = match stored_name(source) {
@@ -152,7 +154,7 @@ fn stored_image(
         )));
     };
     images
-        .resolve(name)
+        .resolve(name, node)
         .map(Some)
         .map_err(|e| DriverError::InvalidParameter(format!("image_source {source}: {e}")))
 }
@@ -232,7 +234,7 @@ impl DeployInterface for AgentDeploy {
         {
             Some(s) if !s.is_empty() => {
                 // A stored image that does not exist is refused before the deploy starts.
-                stored_image(s, self.hub.image_resolver().map(|r| r.as_ref()))?;
+                stored_image(s, node.uuid, self.hub.image_resolver().map(|r| r.as_ref()))?;
                 root_gb(node)?;
                 Ok(())
             }
@@ -383,7 +385,6 @@ impl InspectInterface for AgentInspect {
 mod tests {
     use chrono::Utc;
     use serde_json::json;
-    use uuid::Uuid;
 
     use super::*;
 
@@ -488,7 +489,11 @@ mod tests {
     struct OneImage;
 
     impl ImageResolver for OneImage {
-        fn resolve(&self, name: &str) -> Result<ResolvedImage, crate::images::ImageError> {
+        fn resolve(
+            &self,
+            name: &str,
+            _node: Uuid,
+        ) -> Result<ResolvedImage, crate::images::ImageError> {
             if name == "debian-12" {
                 Ok(ResolvedImage {
                     url: "http://192.0.2.1:8080/images/debian-12.raw.zst".into(),

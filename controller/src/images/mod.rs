@@ -14,6 +14,7 @@ pub mod http;
 pub mod inspect;
 pub mod progress;
 pub mod resolve;
+pub mod signing;
 
 use std::fs::File;
 use std::io::{self, BufRead as _, BufReader, Read};

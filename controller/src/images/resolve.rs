@@ -6,7 +6,11 @@
 //! sha256 recorded at import, so the operator gives no checksum.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use uuid::Uuid;
+
+use super::signing::UrlSigner;
 use super::{ImageError, ImageStore, validate_name};
 
 /// Scheme of a stored-image reference.
@@ -38,8 +42,8 @@ pub struct ResolvedImage {
 
 /// Resolves stored-image names (the agent deploy interface asks it).
 pub trait ImageResolver: Send + Sync + std::fmt::Debug {
-    /// The URL and checksum of the stored image `name`.
-    fn resolve(&self, name: &str) -> Result<ResolvedImage, ImageError>;
+    /// The URL (signed for `node` alone) and checksum of the stored image `name`.
+    fn resolve(&self, name: &str, node: Uuid) -> Result<ResolvedImage, ImageError>;
 }
 
 /// The controller's own [`ImageStore`], served by [`super::http`] under `base_url`.
@@ -49,16 +53,23 @@ pub struct LocalImages {
     /// Base URL of the provisioning listener as machines reach it, e.g.
     /// `http://172.31.250.1:8080`.
     pub base_url: String,
+    /// Signs each URL for the node it is resolved for.
+    pub signer: Arc<UrlSigner>,
+    /// How long a signed URL stays valid (`ingot serve`: the callback timeout plus an hour).
+    pub url_ttl: Duration,
 }
 
 impl ImageResolver for LocalImages {
-    fn resolve(&self, name: &str) -> Result<ResolvedImage, ImageError> {
+    fn resolve(&self, name: &str, node: Uuid) -> Result<ResolvedImage, ImageError> {
         let record = self.store.get(name)?;
+        let ttl = i64::try_from(self.url_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        let expires = chrono::Utc::now().timestamp().saturating_add(ttl);
         Ok(ResolvedImage {
             url: format!(
-                "{}{}",
+                "{}{}?{}",
                 self.base_url.trim_end_matches('/'),
-                super::http::data_path(&record.name)
+                super::http::data_path(&record.name),
+                self.signer.query(node, &record.name, expires)
             ),
             checksum: format!("sha256:{}", record.sha256),
         })

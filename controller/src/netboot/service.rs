@@ -60,6 +60,9 @@ pub struct NetbootSection {
     /// Listen address of the provisioning-side HTTP server (boot script, agent kernel and
     /// initramfs, agent API); default `<server_ip>:8080` when DHCP runs. Read by `serve`.
     pub http_listen: Option<SocketAddr>,
+    /// Listen address of the HTTPS side (agent API, images) when `[tls]` is set; default
+    /// `<server_ip>:8443`. Read by `serve`.
+    pub https_listen: Option<SocketAddr>,
     /// Agent kernel file (default `target/initramfs/qemu/vmlinuz`). Read by `serve`.
     pub agent_kernel: Option<PathBuf>,
     /// Agent initramfs file (default `target/initramfs/qemu/initramfs.cpio.zst`).
