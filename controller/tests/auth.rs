@@ -334,4 +334,129 @@ async fn roles_and_projects() {
         s, 404,
         "another project's node does not exist for the member"
     );
+
+    // Allocations: a project user allocates only for its project, and only among the nodes
+    // it owns or leases; it sees only its project's allocations.
+    for node in ["mine", "leased", "theirs"] {
+        let (s, _, body) = status(as_user(
+            "op",
+            c.patch(format!("{url}/v1/nodes/{node}")).json(
+                &serde_json::json!([{"op": "add", "path": "/resource_class", "value": "rc1"}]),
+            ),
+        ))
+        .await;
+        assert_eq!(s, 200, "{body}");
+        let (s, _, body) = status(as_user(
+            "op",
+            c.put(format!("{url}/v1/nodes/{node}/states/power"))
+                .json(&serde_json::json!({"target": "power off"})),
+        ))
+        .await;
+        assert_eq!(s, 202, "{body}");
+        for target in ["manage", "provide"] {
+            let (s, _, body) = status(as_user(
+                "op",
+                c.put(format!("{url}/v1/nodes/{node}/states/provision"))
+                    .json(&serde_json::json!({ "target": target })),
+            ))
+            .await;
+            assert_eq!(s, 202, "{node} {target}: {body}");
+            let want = if target == "manage" {
+                "manageable"
+            } else {
+                "available"
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let (_, _, body) =
+                    status(as_user("op", c.get(format!("{url}/v1/nodes/{node}")))).await;
+                if json(&body)["provision_state"] == want {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{node} never {want}: {body}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let (s, _, body) = status(as_user(
+        "mem",
+        c.post(format!("{url}/v1/allocations"))
+            .json(&serde_json::json!({"resource_class": "rc1", "owner": "p2"})),
+    ))
+    .await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("own project"), "{body}");
+    let (s, _, body) = status(as_user(
+        "op",
+        c.post(format!("{url}/v1/allocations"))
+            .json(&serde_json::json!({"resource_class": "rc1", "owner": "p2", "name": "for-p2"})),
+    ))
+    .await;
+    assert_eq!(s, 201, "{body}");
+    // Two allocations of p1: they can only get p1's two nodes, never p2's.
+    let mut got = Vec::new();
+    for name in ["p1-a", "p1-b", "p1-c"] {
+        let (s, _, body) = status(as_user(
+            "mem",
+            c.post(format!("{url}/v1/allocations"))
+                .json(&serde_json::json!({"resource_class": "rc1", "name": name})),
+        ))
+        .await;
+        assert_eq!(s, 201, "{body}");
+        assert_eq!(json(&body)["owner"], "p1", "{body}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (s, _, body) = status(as_user(
+                "mem",
+                c.get(format!("{url}/v1/allocations/{name}")),
+            ))
+            .await;
+            assert_eq!(s, 200, "{body}");
+            let a = json(&body);
+            if a["state"] != "allocating" {
+                got.push((a["state"].clone(), a["node_uuid"].clone()));
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name} still allocating");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut claimed: Vec<String> = got
+        .iter()
+        .filter(|(st, _)| st == "active")
+        .filter_map(|(_, n)| n.as_str().map(str::to_owned))
+        .collect();
+    claimed.sort();
+    let mut p1_nodes = vec![uuids[0].0.clone(), uuids[1].0.clone()];
+    p1_nodes.sort();
+    assert_eq!(
+        claimed, p1_nodes,
+        "p1 got exactly its own two nodes: {got:?}"
+    );
+    assert_eq!(
+        got[2].0, "error",
+        "no third node for p1 (p2's is not a candidate)"
+    );
+    let (s, _, body) = status(as_user("mem", c.get(format!("{url}/v1/allocations")))).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        json(&body)["allocations"].as_array().map(Vec::len),
+        Some(3),
+        "{body}"
+    );
+    let (s, _, _) = status(as_user(
+        "mem",
+        c.get(format!("{url}/v1/allocations?owner=p2")),
+    ))
+    .await;
+    assert_eq!(s, 403);
+    for req in [
+        c.get(format!("{url}/v1/allocations/for-p2")),
+        c.delete(format!("{url}/v1/allocations/for-p2")),
+    ] {
+        let (s, _, body) = status(as_user("mem", req)).await;
+        assert_eq!(s, 404, "{body}");
+    }
+    let (s, _, body) = status(as_user("op", c.get(format!("{url}/v1/allocations/for-p2")))).await;
+    assert_eq!(s, 200, "{body}");
 }

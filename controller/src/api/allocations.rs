@@ -143,6 +143,10 @@ async fn create(
             v.as_str().map(str::to_owned)
         }
     };
+    let owner = ctx
+        .grant
+        .allocation_owner(owner)
+        .map_err(ApiError::Forbidden)?;
     let mut candidate_nodes = Vec::new();
     if let Some(v) = obj.get("candidate_nodes") {
         check_type("allocation", v, Ty::Arr, true)?;
@@ -224,6 +228,10 @@ async fn list(State(state): State<ApiState>, ctx: ReqCtx, uri: Uri) -> ApiResult
             echo.push((name, v.clone()));
         }
     }
+    query.owner = ctx
+        .grant
+        .allocation_owner(query.owner.take())
+        .map_err(ApiError::Forbidden)?;
     let allocations = state
         .store
         .list_allocations(&query)
@@ -259,11 +267,14 @@ async fn list(State(state): State<ApiState>, ctx: ReqCtx, uri: Uri) -> ApiResult
     )
 }
 
-async fn find_allocation(state: &ApiState, ident: &str) -> ApiResult<Allocation> {
+/// The allocation `ident` names, if the caller may see it (another project's is 404, as if
+/// it did not exist).
+async fn find_allocation(state: &ApiState, ctx: &ReqCtx, ident: &str) -> ApiResult<Allocation> {
     state
         .store
         .get_allocation(ident)
         .await?
+        .filter(|a| ctx.grant.sees_allocation(a))
         .ok_or_else(|| ApiError::NotFound(format!("Allocation {ident} could not be found.")))
 }
 
@@ -275,7 +286,7 @@ async fn show(
 ) -> ApiResult<Response> {
     ctx.require(MIN_MINOR)?;
     let fields = Params::parse(uri.query()).fields(&ALLOCATION_FIELDS)?;
-    let allocation = find_allocation(&state, &ident).await?;
+    let allocation = find_allocation(&state, &ctx, &ident).await?;
     render::json(
         StatusCode::OK,
         &AllocationView {
@@ -292,7 +303,7 @@ async fn delete(
     Path(ident): Path<String>,
 ) -> ApiResult<Response> {
     ctx.require(MIN_MINOR)?;
-    let allocation = find_allocation(&state, &ident).await?;
+    let allocation = find_allocation(&state, &ctx, &ident).await?;
     // An allocation still being processed may go too: the conductor gives back a node it
     // claims for an allocation that no longer exists.
     if let Some(node_uuid) = allocation.node_uuid {

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use axum::http::Method;
 use serde::{Deserialize, Serialize};
 
-use crate::model::Node;
+use crate::model::{Allocation, Node};
 
 /// A user's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -91,6 +91,30 @@ impl Grant {
                     Ok(())
                 }
             }
+        }
+    }
+
+    /// Whether the caller sees `allocation`: a project user only its project's (Ironic's
+    /// owner rule for allocations).
+    pub fn sees_allocation(&self, allocation: &Allocation) -> bool {
+        match &self.project {
+            None => true,
+            Some(p) => allocation.owner.as_deref() == Some(p),
+        }
+    }
+
+    /// The owner of an allocation the caller creates, or the owner filter of its list: a
+    /// project user allocates and lists only for its own project (the owner defaults to it),
+    /// so the conductor picks only nodes that project owns or leases.
+    pub fn allocation_owner(&self, requested: Option<String>) -> Result<Option<String>, String> {
+        match (&self.project, requested) {
+            (None, requested) => Ok(requested),
+            (Some(p), None) => Ok(Some(p.clone())),
+            (Some(p), Some(r)) if *p == r => Ok(Some(r)),
+            (Some(_), Some(_)) => Err(
+                "Access was denied to owner: a project user allocates and lists only for its own project."
+                    .into(),
+            ),
         }
     }
 
@@ -173,6 +197,49 @@ mod tests {
         node.lessee = Some("p1".into());
         assert!(p1.sees(&node));
         assert!(!grant(Role::Reader, Some("p3")).sees(&node));
+    }
+
+    #[test]
+    fn project_users_allocate_and_see_only_for_their_project() {
+        let p1 = grant(Role::Member, Some("p1"));
+        let admin = grant(Role::Admin, None);
+        type Row<'a> = (&'a Grant, Option<&'a str>, Result<Option<&'a str>, ()>);
+        let rows: [Row<'_>; 6] = [
+            (&admin, None, Ok(None)),
+            (&admin, Some("p2"), Ok(Some("p2"))),
+            (&p1, None, Ok(Some("p1"))),
+            (&p1, Some("p1"), Ok(Some("p1"))),
+            (&p1, Some("p2"), Err(())),
+            (&grant(Role::Reader, Some("p3")), None, Ok(Some("p3"))),
+        ];
+        for (g, requested, want) in rows {
+            let got = g.allocation_owner(requested.map(Into::into));
+            assert_eq!(
+                got.map_err(|_| ()),
+                want.map(|o| o.map(str::to_owned)),
+                "{g:?} {requested:?}"
+            );
+        }
+        let mut a = Allocation {
+            uuid: Uuid::new_v4(),
+            name: None,
+            resource_class: Some("rc".into()),
+            traits: vec![],
+            candidate_nodes: vec![],
+            extra: Default::default(),
+            owner: None,
+            state: "allocating".into(),
+            node_uuid: None,
+            last_error: None,
+            created_at: Utc::now(),
+            updated_at: None,
+        };
+        assert!(admin.sees_allocation(&a));
+        assert!(!p1.sees_allocation(&a));
+        a.owner = Some("p1".into());
+        assert!(p1.sees_allocation(&a));
+        a.owner = Some("p2".into());
+        assert!(!p1.sees_allocation(&a));
     }
 
     #[test]
