@@ -244,9 +244,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let services = build(&config).await?;
     let conductor = services.conductor.clone();
-    let listener = TcpListener::bind(config.api_listen)
-        .await
-        .with_context(|| format!("binding API address {}", config.api_listen))?;
+    // The operator API runs on a runtime of its own: a burst of heavy operator requests
+    // (16 MiB bodies to parse, large documents to patch and render) can then keep only the
+    // API's threads busy, never the ones that answer agents, run the conductor and DHCP.
+    let api_runtime = ApiRuntime::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(API_WORKER_THREADS)
+            .thread_name("ingot-api")
+            .enable_all()
+            .build()
+            .context("starting the operator API's runtime")?,
+    );
+    let listener = {
+        let _in_api_runtime = api_runtime.handle.enter();
+        let std_listener = std::net::TcpListener::bind(config.api_listen)
+            .with_context(|| format!("binding API address {}", config.api_listen))?;
+        std_listener
+            .set_nonblocking(true)
+            .context("API socket non-blocking")?;
+        TcpListener::from_std(std_listener).context("API socket")?
+    };
     let cancel = CancellationToken::new();
     // Fatal tasks (crate::supervise): a failure stops everything and exits non-zero.
     let mut background = FatalTasks::new(cancel.clone());
@@ -306,19 +323,54 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "ingot serving"
     );
     let c = cancel.clone();
-    axum::serve(listener, services.api)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                () = shutdown_signal() => {},
-                () = c.cancelled() => {},
-            }
-        })
-        .await
-        .context("serving API")?;
+    let api = services.api.clone();
+    let served = api_runtime.handle.spawn(async move {
+        axum::serve(listener, api)
+            .with_graceful_shutdown(async move { c.cancelled().await })
+            .await
+    });
+    tokio::select! {
+        () = shutdown_signal() => {},
+        () = cancel.cancelled() => {},
+    }
+    cancel.cancel();
+    let served = served.await;
     info!("shutting down");
     let failed = background.finish().await;
     conductor.shutdown().await;
+    drop(api_runtime);
+    served
+        .context("the operator API's task")?
+        .context("serving API")?;
     failed.context("a fatal service failed")
+}
+
+/// Worker threads of the operator API's runtime.
+const API_WORKER_THREADS: usize = 2;
+
+/// The operator API's runtime, shut down without waiting when dropped (also on an early
+/// error return): a runtime cannot be dropped the blocking way inside another one, and tasks
+/// still on it (a request cut short) are to be dropped, not waited for.
+struct ApiRuntime {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl ApiRuntime {
+    fn new(runtime: tokio::runtime::Runtime) -> Self {
+        Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        }
+    }
+}
+
+impl Drop for ApiRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Hides the password of a database URL in logs and errors.

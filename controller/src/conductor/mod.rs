@@ -198,6 +198,9 @@ pub struct Conductor {
     wait_timers: Mutex<WaitTimers>,
     /// Periodic tasks started by `start`.
     periodic: Mutex<Vec<AbortHandle>>,
+    /// The runtime the conductor was made on: its tasks run there even when an operator API
+    /// request on the API's own runtime starts them (`serve` keeps the two apart).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Conductor {
@@ -208,6 +211,7 @@ impl Conductor {
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
             store,
             drivers,
             deploy_slots: Arc::new(Semaphore::new(config.max_concurrent_deploys.max(1))),
@@ -253,11 +257,14 @@ impl Conductor {
     {
         self.tasks.running.fetch_add(1, Ordering::AcqRel);
         let token = TaskToken(self.tasks.clone());
-        tokio::spawn(async move {
+        let task = async move {
             let _token = token;
             fut.await;
-        })
-        .abort_handle()
+        };
+        match &self.runtime {
+            Some(rt) => rt.spawn(task).abort_handle(),
+            None => tokio::spawn(task).abort_handle(),
+        }
     }
 
     async fn load(&self, uuid: Uuid) -> Result<Node, ConductorError> {
