@@ -20,4 +20,8 @@ pub use inventory::{
 };
 
 /// Version of the agent/controller protocol; the controller rejects a mismatch.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: agent sessions (issue 11): a lookup answers a token only to the first lookup of a
+/// ramdisk boot (`token` may be absent), a second session is 409, a wipe result carries each
+/// disk's identity ([`DiskId`]), and images come through signed URLs over HTTPS.
+pub const PROTOCOL_VERSION: u32 = 2;
