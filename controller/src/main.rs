@@ -30,6 +30,15 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Completions { shell } => {
+            controller::cli::docs::completions(shell, &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpages { dir } => {
+            let n = controller::cli::docs::manpages(&dir)?;
+            println!("{n} man pages in {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve(args) => {
             let config = FileConfig::load(args.config.as_deref())?
                 .overlay(args.as_layer())

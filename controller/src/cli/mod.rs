@@ -1,6 +1,7 @@
 //! The `ingot` command line: `ingot serve` and the operator commands that talk to the API.
 
 pub mod client;
+pub mod docs;
 pub mod image;
 pub mod secrets;
 pub mod table;
@@ -22,6 +23,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (`ingot.1` and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
     /// Run the controller: operator API, conductor, agent API and, with `[netboot]`, DHCP,
     /// TFTP and the HTTP boot listener.
     Serve(ServeArgs),

@@ -433,14 +433,12 @@ impl FileConfig {
             }
             _ => bail!("[tls] needs both cert_file and key_file"),
         };
-        let agent_kernel = netboot
-            .agent_kernel
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("target/initramfs/qemu/vmlinuz"));
-        let agent_initramfs = netboot
-            .agent_initramfs
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("target/initramfs/qemu/initramfs.cpio.zst"));
+        let (default_kernel, default_initramfs) =
+            default_agent_files(std::env::current_exe().ok().as_deref(), &|p: &Path| {
+                p.is_file()
+            });
+        let agent_kernel = netboot.agent_kernel.clone().unwrap_or(default_kernel);
+        let agent_initramfs = netboot.agent_initramfs.clone().unwrap_or(default_initramfs);
         let positive = |v: Option<usize>, name: &str, default: usize| -> anyhow::Result<usize> {
             match v {
                 Some(0) => bail!("conductor.{name} must be at least 1"),
@@ -497,6 +495,29 @@ impl FileConfig {
         })
     }
 }
+
+/// Where the agent kernel and initramfs are when `[netboot] agent_kernel`/`agent_initramfs`
+/// are not set: beside an installed `ingot` (`<prefix>/lib/ingot/agent/` for
+/// `<prefix>/bin/ingot`: the Debian package's `/usr/lib/ingot/agent/`) when the kernel is
+/// there, else the development build's `target/initramfs/qemu/` (relative to the working
+/// directory, where `cargo xtask initramfs` puts them).
+pub fn default_agent_files(
+    exe: Option<&Path>,
+    exists: &dyn Fn(&Path) -> bool,
+) -> (PathBuf, PathBuf) {
+    let installed = exe
+        .and_then(Path::parent)
+        .filter(|bin| bin.file_name().is_some_and(|n| n == "bin"))
+        .and_then(Path::parent)
+        .map(|prefix| prefix.join("lib/ingot/agent"))
+        .filter(|dir| exists(&dir.join(AGENT_KERNEL_FILE)));
+    let dir = installed.unwrap_or_else(|| PathBuf::from("target/initramfs/qemu"));
+    (dir.join(AGENT_KERNEL_FILE), dir.join(AGENT_INITRAMFS_FILE))
+}
+
+/// File names of the agent kernel and initramfs (`cargo xtask initramfs`, the package).
+pub const AGENT_KERNEL_FILE: &str = "vmlinuz";
+pub const AGENT_INITRAMFS_FILE: &str = "initramfs.cpio.zst";
 
 /// A list of strings, or one string of comma-separated items (as Ironic's option and an
 /// environment variable are usually written).

@@ -328,3 +328,37 @@ actions = [{ action = "add_trait", value = "CUSTOM_X" }, { action = "manage" }]
     };
     assert!(bad.validate().is_err());
 }
+
+#[test]
+fn agent_files_default_beside_an_installed_ingot() {
+    let installed = |p: &Path| p == Path::new("/usr/lib/ingot/agent/vmlinuz");
+    let nothing = |_: &Path| false;
+    let dev = (
+        PathBuf::from("target/initramfs/qemu/vmlinuz"),
+        PathBuf::from("target/initramfs/qemu/initramfs.cpio.zst"),
+    );
+    type Row<'a> = (Option<&'a str>, &'a dyn Fn(&Path) -> bool, (PathBuf, PathBuf));
+    let rows: [Row<'_>; 5] = [
+        (
+            Some("/usr/bin/ingot"),
+            &installed,
+            (
+                PathBuf::from("/usr/lib/ingot/agent/vmlinuz"),
+                PathBuf::from("/usr/lib/ingot/agent/initramfs.cpio.zst"),
+            ),
+        ),
+        // Installed binary, files missing: the development default (and a clear error later).
+        (Some("/usr/bin/ingot"), &nothing, dev.clone()),
+        // A development build is not under a `bin` directory.
+        (Some("/work/target/debug/ingot"), &installed, dev.clone()),
+        (Some("/opt/ingot/bin/ingot"), &installed, dev.clone()),
+        (None, &installed, dev.clone()),
+    ];
+    for (exe, exists, want) in rows {
+        assert_eq!(
+            default_agent_files(exe.map(Path::new), exists),
+            want,
+            "{exe:?}"
+        );
+    }
+}
