@@ -337,7 +337,11 @@ fn agent_files_default_beside_an_installed_ingot() {
         PathBuf::from("target/initramfs/qemu/vmlinuz"),
         PathBuf::from("target/initramfs/qemu/initramfs.cpio.zst"),
     );
-    type Row<'a> = (Option<&'a str>, &'a dyn Fn(&Path) -> bool, (PathBuf, PathBuf));
+    type Row<'a> = (
+        Option<&'a str>,
+        &'a dyn Fn(&Path) -> bool,
+        (PathBuf, PathBuf),
+    );
     let rows: [Row<'_>; 5] = [
         (
             Some("/usr/bin/ingot"),
@@ -361,4 +365,71 @@ fn agent_files_default_beside_an_installed_ingot() {
             "{exe:?}"
         );
     }
+}
+
+/// The Debian package's example config (`packaging/ingot.toml`): as shipped it validates,
+/// and with every setting line uncommented it still parses (so every key it shows is real)
+/// and sets every key `FileConfig` has (so none is missing from it).
+#[test]
+fn packaged_example_config_lists_every_setting() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/ingot.toml");
+    let text = std::fs::read_to_string(&path).expect("packaging/ingot.toml");
+    let parse = |t: &str| -> FileConfig {
+        use figment::providers::Format as _;
+        Figment::new()
+            .merge(figment::providers::Toml::string(t))
+            .extract()
+            .unwrap_or_else(|e| panic!("{e}\n{t}"))
+    };
+    let shipped = parse(&text);
+    assert_eq!(
+        shipped.state_dir.as_deref(),
+        Some(Path::new("/var/lib/ingot"))
+    );
+    shipped.validate().expect("the shipped example validates");
+
+    let all: String = text
+        .lines()
+        .map(|l| {
+            l.strip_prefix("# ")
+                .filter(|_| !l.starts_with("##"))
+                .unwrap_or(l)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let every = serde_json::to_value(parse(&all)).expect("json");
+    let defaults = serde_json::to_value(FileConfig::default()).expect("json");
+    fn missing(
+        default: &serde_json::Value,
+        got: &serde_json::Value,
+        at: &str,
+        out: &mut Vec<String>,
+    ) {
+        match default.as_object() {
+            Some(keys) if !keys.is_empty() => {
+                for (k, d) in keys {
+                    let path = if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    };
+                    missing(d, &got[k.as_str()], &path, out);
+                }
+            }
+            _ => {
+                let empty = got.is_null()
+                    || got.as_array().is_some_and(Vec::is_empty)
+                    || got.as_object().is_some_and(serde_json::Map::is_empty);
+                if empty {
+                    out.push(at.to_owned());
+                }
+            }
+        }
+    }
+    let mut absent = Vec::new();
+    missing(&defaults, &every, "", &mut absent);
+    assert!(
+        absent.is_empty(),
+        "packaging/ingot.toml does not show these settings: {absent:?}"
+    );
 }
