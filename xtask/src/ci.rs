@@ -77,7 +77,7 @@ fn total_counts(summaries: &[String]) -> Option<Counts> {
     }))
 }
 
-/// Runs the CI steps. No arguments are accepted. Exits the process with status 1 on failure
+/// Runs the CI steps: fmt, clippy, cargo deny, the tests, the Debian package check. No arguments are accepted. Exits the process with status 1 on failure
 /// so that the last line printed stays the plain `tests: N passed, M failed` count.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     if let Some(arg) = args.first() {
@@ -112,6 +112,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         tests.args(["test", "--workspace", "--no-fail-fast"]);
         results.push(step("cargo test", tests)?);
     }
+
+    // The Debian package, built from the dev profile (a release build would add minutes;
+    // `cargo xtask package` alone builds release) and installed into a private root.
+    let mut package = cargo();
+    package.args(["xtask", "package", "--profile", "dev", "--check"]);
+    results.push(step("package", package)?);
 
     println!();
     println!("xtask ci summary:");

@@ -1,8 +1,9 @@
 //! `cargo xtask`: project automation for Ingot.
 //!
-//! Subcommands, one file each: `ci` (fmt, clippy, all tests), `bench api [--peer ironic]`,
-//! `bench write`, and `ironic serve|clients` (the real Ironic peer used by the API bench and
-//! to validate the client session scripts). Keep dependencies minimal.
+//! Subcommands, one file each: `ci` (fmt, clippy, all tests, the package check), `bench api
+//! [--peer ironic]`, `bench write`, `image`, `initramfs`, `lab`, `package` (the Debian
+//! package), and `ironic serve|clients` (the real Ironic peer used by the API bench and to
+//! validate the client session scripts). Keep dependencies minimal.
 
 mod bench_api;
 mod bench_write;
@@ -11,6 +12,7 @@ mod image;
 mod initramfs;
 mod ironic;
 mod lab;
+mod package;
 mod paths;
 mod proc_stats;
 mod pyvenv;
@@ -26,6 +28,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   initramfs --profile qemu|generic [--kver K] [--agent PATH] [--level N]
                           build target/initramfs/<profile>/{initramfs.cpio.zst,vmlinuz}
   lab [--keep]            the virtual rack (root): BMC machines discovered, deployed, released
+  package [--profile release|dev] [--check]
+                          target/package/ingot_<version>_amd64.deb; --check installs it in a private root
   ironic serve [--port N] run real Ironic 39.0.0 standalone on 127.0.0.1 (fake-hardware, sqlite)
   ironic clients          run controller/tests/clients/*.py against a fresh real Ironic";
 
@@ -54,6 +58,7 @@ fn run() -> anyhow::Result<()> {
         (Some("initramfs"), _) => initramfs::run(&paths::workspace_root(), rest(1)),
         (Some("ironic"), _) => ironic::run(rest(1)),
         (Some("lab"), _) => lab::run(rest(1)),
+        (Some("package"), _) => package::run(rest(1)),
         (Some("-h" | "--help" | "help"), _) => {
             println!("{USAGE}");
             Ok(())
