@@ -4,11 +4,19 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use controller::cli::{CertsCommand, Cli, Command, NodeCommand, client, watch};
-use controller::config::FileConfig;
+use controller::config::{FileConfig, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // `ingot serve` reads its config before anything logs, for `log_format`; a config that
+    // cannot be read fails the same way again in `run`, with its message.
+    let format = match &cli.command {
+        Command::Serve(args) => FileConfig::load(args.config.as_deref())
+            .map(|f| f.overlay(args.as_layer()).log_format.unwrap_or_default())
+            .unwrap_or_default(),
+        _ => LogFormat::Text,
+    };
+    init_tracing(format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -108,7 +116,7 @@ async fn node_watch(
 /// Logging to stderr, filtered by `INGOT_LOG` in `tracing_subscriber`'s `Targets` syntax
 /// (`info`, `info,controller::netboot=debug`); unset or empty means `info`, and an invalid
 /// filter is reported and replaced by `info`.
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -121,16 +129,31 @@ fn init_tracing() {
             Err(e) => (info(), Some(format!("invalid INGOT_LOG {f:?}: {e}"))),
         },
     };
-    // Colours only on a terminal: a log file or journal gets plain `key=value` text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        // The builder's own default is INFO; the targets decide.
-        .with_max_level(LevelFilter::TRACE)
-        .finish()
-        .with(targets)
-        .init();
+    match format {
+        LogFormat::Text => {
+            // Colours only on a terminal: a log file or journal gets plain `key=value` text.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi)
+                // The builder's own default is INFO; the targets decide.
+                .with_max_level(LevelFilter::TRACE)
+                .finish()
+                .with(targets)
+                .init();
+        }
+        // One JSON object per line: timestamp, level, target, the event's fields, and the
+        // spans it is in (a node task's `node`) with theirs.
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_max_level(LevelFilter::TRACE)
+            .finish()
+            .with(targets)
+            .init(),
+    }
     if let Some(bad) = bad {
         tracing::warn!("{bad}; logging at info");
     }

@@ -4,7 +4,9 @@
 //! passwords and keys, a secret inside an array, a secret set by an inspection rule from the
 //! config file, a config drive's user data, the agent token), drives a machine through
 //! discovery, cleaning, deploy, failed PATCHes and the CLI, then greps every answer, every
-//! header, every CLI output and the whole controller log for each of them.
+//! header, every CLI output and the whole controller log for each of them. The controller
+//! logs in JSON (`log_format = "json"`) here, and the log is also checked to be one JSON
+//! object per line with the node's UUID on every line about the node.
 //!
 //! Only two answers may carry a secret, because they exist to hand it over: the lookup that
 //! gives the agent its token, and the heartbeat that gives the agent its deploy command with
@@ -279,6 +281,7 @@ fn write_config(dir: &Path, api_port: u16, boot_port: u16) -> std::path::PathBuf
 auth_strategy = "http_basic"
 http_basic_auth_user_file = "{htpasswd}"
 state_dir = "{state}"
+log_format = "json"
 
 [netboot]
 mode = "off"
@@ -542,9 +545,10 @@ async fn no_secret_reaches_any_answer_cli_output_or_log_line() {
     }
     let log_text = std::fs::read_to_string(&log_path).expect("log");
     assert!(
-        log_text.contains("api request"),
+        log_text.contains("\"api request\""),
         "the log was captured: {log_text}"
     );
+    json_log_lines_name_their_node(&log_text, &id);
     s.seen.add("controller log", log_text);
 
     let basic = |p: &str| base64::engine::general_purpose::STANDARD.encode(format!("op:{p}"));
@@ -580,4 +584,43 @@ async fn no_secret_reaches_any_answer_cli_output_or_log_line() {
         leaks.join("\n")
     );
     assert!(s.seen.outputs.len() > 30, "the session covered little");
+}
+
+/// `log_format = "json"`: every line is one JSON object, and every line the conductor, the
+/// agent API, the drivers or discovery write while this one machine goes through its
+/// lifecycle names the node (in its fields or in a span's), so one filter on the UUID
+/// finds a machine's whole story.
+fn json_log_lines_name_their_node(log: &str, node: &str) {
+    let mut about_nodes = 0;
+    let mut unnamed = Vec::new();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        let target = v["target"].as_str().unwrap_or_default();
+        let per_node = [
+            "controller::conductor",
+            "controller::agent_api",
+            "controller::drivers",
+            "controller::discovery",
+        ]
+        .iter()
+        .any(|t| target.starts_with(t));
+        if !per_node {
+            continue;
+        }
+        about_nodes += 1;
+        if !line.contains(node) {
+            unnamed.push(line.to_owned());
+        }
+    }
+    assert!(
+        about_nodes > 5,
+        "only {about_nodes} lines about the node:\n{log}"
+    );
+    assert!(
+        unnamed.is_empty(),
+        "{} lines about the node without its UUID:\n{}",
+        unnamed.len(),
+        unnamed.join("\n")
+    );
 }

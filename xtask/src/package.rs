@@ -114,7 +114,15 @@ fn build(root: &Path, profile: &str) -> anyhow::Result<PathBuf> {
     let version = version(root)?;
     println!("package: building ingot ({profile} profile)");
     run_ok(
-        cargo().args(["build", "-p", "controller", "--bin", "ingot", "--profile", profile]),
+        cargo().args([
+            "build",
+            "-p",
+            "controller",
+            "--bin",
+            "ingot",
+            "--profile",
+            profile,
+        ]),
         "cargo build -p controller",
     )?;
     let bin_dir = target_dir().join(if profile == "dev" { "debug" } else { profile });
@@ -282,7 +290,8 @@ fn copyright(root: &Path) -> anyhow::Result<String> {
     if !apache {
         bail!("LICENSE is not the Apache License 2.0: update xtask/src/package.rs");
     }
-    Ok("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+    Ok(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: ingot
 
 Files: *
@@ -294,7 +303,8 @@ Comment: The bundled crates and the agent ramdisk's Linux kernel and modules are
  listed with their licenses in /usr/share/doc/ingot/THIRD-PARTY-NOTICES and, inside
  the ramdisk, /usr/share/doc/ingot/NOTICE.
 "
-    .to_owned())
+        .to_owned(),
+    )
 }
 
 /// Installs the package into a copy-on-write view of this machine's root, in its own mount,

@@ -137,6 +137,9 @@ pub struct ServeArgs {
     /// How recent the agent's last heartbeat must be for fast track, seconds.
     #[arg(long)]
     pub fast_track_timeout_secs: Option<u64>,
+    /// Log lines as `text` (default) or `json` (one object per line).
+    #[arg(long, value_enum)]
+    pub log_format: Option<crate::config::LogFormat>,
     /// `[tls] cert_file`: serve the agent API and images over HTTPS with this certificate.
     #[arg(long)]
     pub tls_cert_file: Option<PathBuf>,
@@ -169,6 +172,7 @@ impl ServeArgs {
                 fast_track: self.fast_track,
                 fast_track_timeout_secs: self.fast_track_timeout_secs,
             },
+            log_format: self.log_format,
             tls: crate::config::TlsSection {
                 cert_file: self.tls_cert_file.clone(),
                 key_file: self.tls_key_file.clone(),

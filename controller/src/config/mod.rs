@@ -19,6 +19,15 @@ use crate::discovery::{Cidr, DiscoveryConfig};
 use crate::drivers::registry::{DEFAULT_HARDWARE_TYPES, KNOWN_HARDWARE_TYPES};
 use crate::netboot::service::NetbootSection;
 
+/// How `ingot serve` writes its log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 /// Where the config file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ingot/ingot.toml";
 
@@ -38,6 +47,8 @@ pub struct FileConfig {
     pub http_basic_auth_user_file: Option<PathBuf>,
     /// Allow `noauth` on an API address that is not loopback (default false).
     pub allow_insecure_noauth: Option<bool>,
+    /// `text` (default: `key=value` lines) or `json` (one object per line) on stderr.
+    pub log_format: Option<LogFormat>,
     /// `[auth.users.NAME]`: roles and projects of http_basic users.
     #[serde(default)]
     pub auth: AuthSection,
@@ -351,6 +362,7 @@ impl FileConfig {
             &mut self.deploy.fast_track_timeout_secs,
             flags.deploy.fast_track_timeout_secs,
         );
+        pick(&mut self.log_format, flags.log_format);
         pick(&mut self.tls.cert_file, flags.tls.cert_file);
         pick(&mut self.tls.key_file, flags.tls.key_file);
         self
