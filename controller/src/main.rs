@@ -7,6 +7,9 @@ use controller::cli::{CertsCommand, Cli, Command, NodeCommand, client, watch};
 use controller::config::{FileConfig, LogFormat};
 
 fn main() -> ExitCode {
+    // One rustls crypto provider for every client and listener of the process (reqwest is
+    // built without one).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     // `ingot serve` reads its config before anything logs, for `log_format`; a config that
     // cannot be read fails the same way again in `run`, with its message.

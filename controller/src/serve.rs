@@ -27,6 +27,7 @@ use crate::instance::{self, InstanceLock};
 use crate::netboot::{self, service::NetbootConfig};
 use crate::store::{Store, sql::SqlStore};
 use crate::supervise::FatalTasks;
+use crate::webhooks::Webhooks;
 
 /// How long a signed image URL outlives the callback timeout.
 pub const IMAGE_URL_MARGIN: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -53,6 +54,8 @@ pub struct Services {
     /// With `[tls]`: the agent API and images router and the server config to serve it with
     /// (`crate::tls::listener`).
     pub https: Option<(Router, Arc<rustls::ServerConfig>)>,
+    /// The `[[webhooks]]` delivery tasks (none configured: an empty set).
+    pub webhooks: Arc<Webhooks>,
 }
 
 /// The HTTPS side of the provisioning listener, when `[tls]` is set.
@@ -118,10 +121,12 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             .with_secrets(Arc::new(secrets)),
     );
     let images = Arc::new(ImageStore::new(&config.state_dir));
+    let webhooks = Arc::new(Webhooks::start(&config.webhooks).context("starting webhooks")?);
     let conductor = Conductor::new(
         store.clone(),
         drivers,
         ConductorConfig {
+            events: webhooks.clone(),
             name: config.conductor_name.clone(),
             max_concurrent_deploys: config.max_concurrent_deploys,
             max_concurrent_cleanings: config.max_concurrent_cleanings,
@@ -209,6 +214,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         api,
         boot,
         https,
+        webhooks,
     })
 }
 
@@ -338,6 +344,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     info!("shutting down");
     let failed = background.finish().await;
     conductor.shutdown().await;
+    services.webhooks.stop();
     drop(api_runtime);
     served
         .context("the operator API's task")?

@@ -55,6 +55,8 @@ pub struct ConductorConfig {
     pub power_sync_interval: Duration,
     /// How long `shutdown` waits for running tasks.
     pub shutdown_timeout: Duration,
+    /// Where provision-state changes are published (webhooks).
+    pub events: Arc<dyn crate::events::NodeEvents>,
 }
 
 impl Default for ConductorConfig {
@@ -67,6 +69,7 @@ impl Default for ConductorConfig {
             inspect_wait_timeout: None,
             power_sync_interval: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
+            events: Arc::new(crate::events::NoEvents),
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::drivers::{
     BootDevice, CleanStep, DriverError, NodeDrivers, PowerState, PowerTarget, StepOutcome,
     resolve_clean_step,
 };
+use crate::events::NodeEvent;
 use crate::machine::{self, Action, Event, LastError, NodeView, Phase, Transition, Verb};
 use crate::model::{HistoryEvent, JsonMap, Node};
 use crate::store::StoreError;
@@ -309,6 +310,13 @@ impl Conductor {
             released = release,
             "provision state changed"
         );
+        let event = NodeEvent::transition(
+            node,
+            t.from.as_str(),
+            t.provision_state.is_failure(),
+            &self.config.name,
+        );
+        self.config.events.publish(event);
         Ok(rest)
     }
 

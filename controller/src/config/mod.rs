@@ -49,6 +49,9 @@ pub struct FileConfig {
     pub allow_insecure_noauth: Option<bool>,
     /// `text` (default: `key=value` lines) or `json` (one object per line) on stderr.
     pub log_format: Option<LogFormat>,
+    /// `[[webhooks]]`: receivers of provision-state changes and failures.
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhooks::WebhookSection>,
     /// `[auth.users.NAME]`: roles and projects of http_basic users.
     #[serde(default)]
     pub auth: AuthSection,
@@ -200,6 +203,8 @@ pub struct Config {
     /// HTTPS listener for the agent API and images; when set, the plain listener serves
     /// `/boot/*` only.
     pub tls: Option<TlsConfig>,
+    /// `[[webhooks]]`, validated.
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
 }
 
 /// The state directory used when none is configured: `/var/lib/ingot` for root, else
@@ -504,6 +509,12 @@ impl FileConfig {
             },
             fast_track,
             tls,
+            webhooks: self
+                .webhooks
+                .iter()
+                .enumerate()
+                .map(|(n, w)| w.validate(n))
+                .collect::<anyhow::Result<_>>()?,
         })
     }
 }

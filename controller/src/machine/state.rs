@@ -150,6 +150,11 @@ impl ProvisionState {
         self.kind() == StateKind::Stable
     }
 
+    /// A state an operator must look at: a `* failed` state or `error`.
+    pub fn is_failure(self) -> bool {
+        self.kind() == StateKind::Failed || self == ProvisionState::Error
+    }
+
     /// The operation a non-stable state belongs to.
     pub fn phase(self) -> Option<Phase> {
         use ProvisionState::*;
