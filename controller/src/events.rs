@@ -69,3 +69,15 @@ pub struct NoEvents;
 impl NodeEvents for NoEvents {
     fn publish(&self, _event: NodeEvent) {}
 }
+
+/// Several sinks (webhooks and metrics), each given every event.
+#[derive(Debug, Default)]
+pub struct Fanout(pub Vec<std::sync::Arc<dyn NodeEvents>>);
+
+impl NodeEvents for Fanout {
+    fn publish(&self, event: NodeEvent) {
+        for sink in &self.0 {
+            sink.publish(event.clone());
+        }
+    }
+}

@@ -13,6 +13,7 @@ pub mod events;
 pub mod images;
 pub mod instance;
 pub mod machine;
+pub mod metrics;
 pub mod model;
 pub mod netboot;
 pub mod secrets;

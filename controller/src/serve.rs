@@ -22,8 +22,10 @@ use crate::config::{AuthConfig, Config};
 use crate::discovery::Discovery;
 use crate::drivers::DriverRegistry;
 use crate::drivers::qemu::QemuSettings;
+use crate::events::Fanout;
 use crate::images::{self, ImageStore, resolve::LocalImages, signing::UrlSigner};
 use crate::instance::{self, InstanceLock};
+use crate::metrics::Metrics;
 use crate::netboot::{self, service::NetbootConfig};
 use crate::store::{Store, sql::SqlStore};
 use crate::supervise::FatalTasks;
@@ -56,6 +58,8 @@ pub struct Services {
     pub https: Option<(Router, Arc<rustls::ServerConfig>)>,
     /// The `[[webhooks]]` delivery tasks (none configured: an empty set).
     pub webhooks: Arc<Webhooks>,
+    /// The `/metrics` families.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The HTTPS side of the provisioning listener, when `[tls]` is set.
@@ -122,11 +126,14 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
     );
     let images = Arc::new(ImageStore::new(&config.state_dir));
     let webhooks = Arc::new(Webhooks::start(&config.webhooks).context("starting webhooks")?);
+    let metrics = Arc::new(Metrics::new());
+    metrics.attach_webhooks(webhooks.stats());
+    let events = Arc::new(Fanout(vec![webhooks.clone(), metrics.clone()]));
     let conductor = Conductor::new(
         store.clone(),
         drivers,
         ConductorConfig {
-            events: webhooks.clone(),
+            events,
             name: config.conductor_name.clone(),
             max_concurrent_deploys: config.max_concurrent_deploys,
             max_concurrent_cleanings: config.max_concurrent_cleanings,
@@ -141,6 +148,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         default_host: config.api_listen.to_string(),
         auth,
         policies: config.users.clone(),
+        metrics: metrics.clone(),
+        metrics_public: config.metrics_public,
         ..ApiSettings::default()
     };
     let api = api::router(ApiState::new(store.clone(), conductor.clone(), settings));
@@ -215,6 +224,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         boot,
         https,
         webhooks,
+        metrics,
     })
 }
 
@@ -320,6 +330,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             cancel.clone(),
         )
         .context("starting netboot services")?;
+        if let Some(counters) = netboot.dhcp_counters.clone() {
+            services.metrics.attach_dhcp(counters);
+        }
         background.spawn("netboot (DHCP, TFTP)", async move { netboot.wait().await });
     }
     info!(

@@ -63,6 +63,10 @@ pub struct ApiSettings {
     pub auth: auth::AuthStrategy,
     /// Roles and projects of the users that have one (`[auth.users]`).
     pub policies: policy::Policies,
+    /// The `/metrics` families (API requests are counted by the middleware).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// `/metrics` without authentication (`metrics_public`).
+    pub metrics_public: bool,
 }
 
 impl Default for ApiSettings {
@@ -75,6 +79,8 @@ impl Default for ApiSettings {
             default_host: "localhost:6385".to_owned(),
             auth: auth::AuthStrategy::NoAuth,
             policies: policy::Policies::new(),
+            metrics: Arc::default(),
+            metrics_public: false,
         }
     }
 }
@@ -159,6 +165,7 @@ pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/", get(root))
         .route("/v1", get(v1))
+        .route("/metrics", get(metrics))
         .merge(nodes::routes(settings.provision_body_limit))
         .merge(ports::routes())
         .merge(allocations::routes())
@@ -236,7 +243,9 @@ async fn api_middleware(
     }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let caller = if auth::is_public(&method, &path) {
+    let public = auth::is_public(&method, &path)
+        || (settings.metrics_public && path == METRICS_PATH && method == axum::http::Method::GET);
+    let caller = if public {
         Ok(auth::Caller { user: None })
     } else {
         auth::authenticate(&settings.auth, req.headers()).await
@@ -257,6 +266,12 @@ async fn api_middleware(
                 ),
             };
             access_log(&request_id, user.as_deref(), &method, &path, &resp, started);
+            settings.metrics.api_request(
+                method.as_str(),
+                &path,
+                resp.status().as_u16(),
+                started.elapsed(),
+            );
             resp
         }
         Err(auth::Unauthorized(why)) => {
@@ -269,6 +284,12 @@ async fn api_middleware(
                 HeaderValue::from_static("Basic realm=\"Ingot\""),
             );
             access_log(&request_id, None, &method, &path, &resp, started);
+            settings.metrics.api_request(
+                method.as_str(),
+                &path,
+                resp.status().as_u16(),
+                started.elapsed(),
+            );
             resp
         }
     };
@@ -277,6 +298,24 @@ async fn api_middleware(
     headers.insert("x-openstack-request-id", rid.clone());
     headers.insert("openstack-request-id", rid);
     resp
+}
+
+/// Where Prometheus scrapes.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// `GET /metrics`: the Prometheus text format.
+async fn metrics(axum::extract::State(state): axum::extract::State<ApiState>) -> Response {
+    match state.settings.metrics.render(state.store.as_ref()).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
 }
 
 /// One line per request: who did what and how it ended (never a body or a credential).

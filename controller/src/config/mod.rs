@@ -52,6 +52,8 @@ pub struct FileConfig {
     /// `[[webhooks]]`: receivers of provision-state changes and failures.
     #[serde(default)]
     pub webhooks: Vec<crate::webhooks::WebhookSection>,
+    /// Serve `/metrics` without authentication (default false: behind the API's auth).
+    pub metrics_public: Option<bool>,
     /// `[auth.users.NAME]`: roles and projects of http_basic users.
     #[serde(default)]
     pub auth: AuthSection,
@@ -205,6 +207,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// `[[webhooks]]`, validated.
     pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+    /// `metrics_public`.
+    pub metrics_public: bool,
 }
 
 /// The state directory used when none is configured: `/var/lib/ingot` for root, else
@@ -368,6 +372,7 @@ impl FileConfig {
             flags.deploy.fast_track_timeout_secs,
         );
         pick(&mut self.log_format, flags.log_format);
+        pick(&mut self.metrics_public, flags.metrics_public);
         pick(&mut self.tls.cert_file, flags.tls.cert_file);
         pick(&mut self.tls.key_file, flags.tls.key_file);
         self
@@ -509,6 +514,7 @@ impl FileConfig {
             },
             fast_track,
             tls,
+            metrics_public: self.metrics_public.unwrap_or(false),
             webhooks: self
                 .webhooks
                 .iter()

@@ -1,0 +1,486 @@
+//! `/metrics` in the Prometheus text format (`prometheus-client`).
+//!
+//! Three sources: the conductor's node events ([`Metrics`] is a [`NodeEvents`] sink:
+//! transitions, failures and phase durations), the API middleware (requests by route,
+//! method and status, and their latency), and what is read when Prometheus scrapes (nodes by
+//! provision and power state from the store, DHCP counters, webhook deliveries). Route
+//! labels come from [`route_of`], which folds every node, port or allocation name into a
+//! placeholder, so no request can create a label of its own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use uuid::Uuid;
+
+use crate::events::{NodeEvent, NodeEvents};
+use crate::machine::ProvisionState;
+use crate::netboot::dhcp::server::DhcpCounters;
+use crate::store::{NodeQuery, Store};
+use crate::webhooks::HookStats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    from: String,
+    to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    webhook: String,
+    outcome: String,
+}
+
+/// Buckets of phase durations (seconds): 1 s to about 4.5 h.
+fn phase_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 15)
+}
+
+/// Buckets of API latencies (seconds): 0.5 ms to about 8 s.
+fn api_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 15)
+}
+
+/// Values copied from a counter that lives elsewhere at scrape time: the last value seen,
+/// so the Prometheus counter grows by the difference.
+#[derive(Debug, Default)]
+struct Deltas(Mutex<HashMap<String, u64>>);
+
+impl Deltas {
+    fn advance(&self, key: &str, now: u64, counter: &Counter) {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let last = seen.insert(key.to_owned(), now).unwrap_or(0);
+        counter.inc_by(now.saturating_sub(last));
+    }
+}
+
+/// Every metric family and the sources read at scrape time.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    transitions: Family<TransitionLabels, Counter>,
+    failures: Family<PhaseLabels, Counter>,
+    phase_seconds: Family<PhaseLabels, Histogram>,
+    api_requests: Family<ApiLabels, Counter>,
+    api_seconds: Family<RouteLabels, Histogram>,
+    nodes: Family<StateLabels, Gauge>,
+    nodes_power: Family<StateLabels, Gauge>,
+    dhcp: Family<KindLabels, Counter>,
+    webhooks: Family<HookLabels, Counter>,
+    /// When each node entered the phase it is in.
+    phase_started: Mutex<HashMap<Uuid, (String, DateTime<Utc>)>>,
+    sources: Mutex<Sources>,
+    deltas: Deltas,
+}
+
+#[derive(Debug, Default)]
+struct Sources {
+    dhcp: Option<Arc<DhcpCounters>>,
+    webhooks: Vec<(String, Arc<HookStats>)>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ingot");
+        let transitions = Family::<TransitionLabels, Counter>::default();
+        registry.register(
+            "node_transitions",
+            "Provision-state changes by previous and new state",
+            transitions.clone(),
+        );
+        let failures = Family::<PhaseLabels, Counter>::default();
+        registry.register(
+            "node_failures",
+            "Nodes that entered a failure state (* failed, error), by phase",
+            failures.clone(),
+        );
+        let phase_seconds = Family::<PhaseLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(phase_buckets())
+        });
+        registry.register(
+            "phase_duration_seconds",
+            "Time a node spent in a phase (inspect, clean, deploy, ...) until it left it",
+            phase_seconds.clone(),
+        );
+        let api_requests = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Operator API requests by method, route and status",
+            api_requests.clone(),
+        );
+        let api_seconds =
+            Family::<RouteLabels, Histogram>::new_with_constructor(
+                || Histogram::new(api_buckets()),
+            );
+        registry.register(
+            "api_request_duration_seconds",
+            "Operator API latency by route",
+            api_seconds.clone(),
+        );
+        let nodes = Family::<StateLabels, Gauge>::default();
+        registry.register("nodes", "Nodes by provision state", nodes.clone());
+        let nodes_power = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "nodes_by_power_state",
+            "Nodes by power state (none: unknown)",
+            nodes_power.clone(),
+        );
+        let dhcp = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "dhcp_packets",
+            "DHCP packets: received, replied, handled, send_error, dropped_<reason>",
+            dhcp.clone(),
+        );
+        let webhooks = Family::<HookLabels, Counter>::default();
+        registry.register(
+            "webhook_events",
+            "Webhook events by receiver and outcome (delivered, failed, dropped, retry)",
+            webhooks.clone(),
+        );
+        Self {
+            registry,
+            transitions,
+            failures,
+            phase_seconds,
+            api_requests,
+            api_seconds,
+            nodes,
+            nodes_power,
+            dhcp,
+            webhooks,
+            phase_started: Mutex::default(),
+            sources: Mutex::default(),
+            deltas: Deltas::default(),
+        }
+    }
+
+    /// The DHCP server's counters, once it runs (it starts after the API).
+    pub fn attach_dhcp(&self, counters: Arc<DhcpCounters>) {
+        self.lock_sources().dhcp = Some(counters);
+    }
+
+    /// The webhooks' counters.
+    pub fn attach_webhooks(&self, stats: Vec<(String, Arc<HookStats>)>) {
+        self.lock_sources().webhooks = stats;
+    }
+
+    fn lock_sources(&self) -> std::sync::MutexGuard<'_, Sources> {
+        self.sources.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One operator API request (`path` is folded by [`route_of`]).
+    pub fn api_request(&self, method: &str, path: &str, status: u16, took: Duration) {
+        let route = route_of(path);
+        self.api_requests
+            .get_or_create(&ApiLabels {
+                method: method.to_owned(),
+                route: route.clone(),
+                status,
+            })
+            .inc();
+        self.api_seconds
+            .get_or_create(&RouteLabels { route })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Reads the scrape-time sources and encodes every family.
+    pub async fn render(&self, store: &dyn Store) -> anyhow::Result<String> {
+        let nodes = store.list_nodes(&NodeQuery::default()).await?;
+        let mut by_state: HashMap<String, i64> = HashMap::new();
+        let mut by_power: HashMap<String, i64> = HashMap::new();
+        for n in &nodes {
+            *by_state.entry(n.provision_state.clone()).or_default() += 1;
+            let power = n.power_state.clone().unwrap_or_else(|| "none".to_owned());
+            *by_power.entry(power).or_default() += 1;
+        }
+        self.nodes.clear();
+        for (state, n) in by_state {
+            self.nodes.get_or_create(&StateLabels { state }).set(n);
+        }
+        self.nodes_power.clear();
+        for (state, n) in by_power {
+            self.nodes_power
+                .get_or_create(&StateLabels { state })
+                .set(n);
+        }
+        let (dhcp, hooks) = {
+            let s = self.lock_sources();
+            (s.dhcp.clone(), s.webhooks.clone())
+        };
+        if let Some(d) = dhcp {
+            let snap = d.snapshot();
+            let mut kinds = vec![
+                ("received".to_owned(), snap.received),
+                ("replied".to_owned(), snap.replied),
+                ("handled".to_owned(), snap.handled),
+                ("send_error".to_owned(), snap.send_errors),
+            ];
+            for (reason, n) in &snap.dropped {
+                kinds.push((format!("dropped_{}", reason.as_str()), *n));
+            }
+            for (kind, n) in kinds {
+                let c = self.dhcp.get_or_create(&KindLabels { kind: kind.clone() });
+                self.deltas.advance(&format!("dhcp/{kind}"), n, &c);
+            }
+        }
+        for (url, stats) in hooks {
+            use std::sync::atomic::Ordering::Relaxed;
+            for (outcome, n) in [
+                ("delivered", stats.delivered.load(Relaxed)),
+                ("failed", stats.failed.load(Relaxed)),
+                ("dropped", stats.dropped.load(Relaxed)),
+                ("retry", stats.retries.load(Relaxed)),
+            ] {
+                let c = self.webhooks.get_or_create(&HookLabels {
+                    webhook: url.clone(),
+                    outcome: outcome.to_owned(),
+                });
+                self.deltas.advance(&format!("hook/{url}/{outcome}"), n, &c);
+            }
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .map_err(|e| anyhow::anyhow!("encoding metrics: {e}"))?;
+        Ok(out)
+    }
+}
+
+impl NodeEvents for Metrics {
+    fn publish(&self, event: NodeEvent) {
+        self.transitions
+            .get_or_create(&TransitionLabels {
+                from: event.previous_provision_state.clone(),
+                to: event.provision_state.clone(),
+            })
+            .inc();
+        let phase_of = |s: &str| {
+            s.parse::<ProvisionState>()
+                .ok()
+                .and_then(ProvisionState::phase)
+                .map(|p| p.event_type().to_owned())
+        };
+        let new_phase = phase_of(&event.provision_state);
+        if event.event == crate::events::NODE_FAILED {
+            self.failures
+                .get_or_create(&PhaseLabels {
+                    phase: new_phase.clone().unwrap_or_else(|| "none".to_owned()),
+                })
+                .inc();
+        }
+        let mut started = self.phase_started.lock().unwrap_or_else(|e| e.into_inner());
+        let current = started.get(&event.node_uuid).map(|(p, _)| p.clone());
+        if current == new_phase {
+            return;
+        }
+        // A failure state belongs to its phase; the phase ends when the node leaves it.
+        if let Some((phase, since)) = started.remove(&event.node_uuid) {
+            let secs = (event.at - since).num_milliseconds().max(0) as f64 / 1000.0;
+            self.phase_seconds
+                .get_or_create(&PhaseLabels { phase })
+                .observe(secs);
+        }
+        if let Some(phase) = new_phase {
+            started.insert(event.node_uuid, (phase, event.at));
+        }
+    }
+}
+
+/// A request path as a bounded route label: the name or UUID of a node, port, portgroup,
+/// allocation, driver, chassis, history event or trait becomes a placeholder; any path
+/// outside the API's shape is `other`.
+pub fn route_of(path: &str) -> String {
+    const COLLECTIONS: [&str; 8] = [
+        "nodes",
+        "ports",
+        "portgroups",
+        "allocations",
+        "drivers",
+        "chassis",
+        "conductors",
+        "deploy_templates",
+    ];
+    const NODE_SUBS: [&str; 12] = [
+        "states",
+        "provision",
+        "power",
+        "boot_device",
+        "management",
+        "traits",
+        "history",
+        "inventory",
+        "validate",
+        "ports",
+        "supported",
+        "vifs",
+    ];
+    if path == "/metrics" {
+        return path.to_owned();
+    }
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if segs == [""] {
+        return "/".to_owned();
+    }
+    let mut out = Vec::with_capacity(segs.len());
+    let mut prev = "";
+    for (i, seg) in segs.iter().enumerate() {
+        let folded = match (i, prev) {
+            (0, _) if *seg == "v1" => "v1",
+            (0, _) => return "other".to_owned(),
+            (1, _) if COLLECTIONS.contains(seg) => seg,
+            (1, _) => return "other".to_owned(),
+            (2, _) if *seg == "detail" => "detail",
+            (2, _) => "{ident}",
+            (_, "history") => "{event}",
+            (_, "traits") => "{trait}",
+            (_, _) if NODE_SUBS.contains(seg) || *seg == "hardware" || *seg == "sensors" => seg,
+            _ => return "other".to_owned(),
+        };
+        out.push(folded);
+        prev = seg;
+    }
+    format!("/{}", out.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_fold_names_into_placeholders() {
+        let rows = [
+            ("/", "/"),
+            ("/v1", "/v1"),
+            ("/v1/nodes", "/v1/nodes"),
+            ("/metrics", "/metrics"),
+            ("/metrics/x", "other"),
+            ("/v1/nodes/detail", "/v1/nodes/detail"),
+            ("/v1/nodes/web-01", "/v1/nodes/{ident}"),
+            (
+                "/v1/nodes/6f0e1c38-8b7e-4d41-9a43-1c9c1f0e6b2a/states/provision",
+                "/v1/nodes/{ident}/states/provision",
+            ),
+            (
+                "/v1/nodes/n1/traits/CUSTOM_GPU",
+                "/v1/nodes/{ident}/traits/{trait}",
+            ),
+            (
+                "/v1/nodes/n1/history/abc",
+                "/v1/nodes/{ident}/history/{event}",
+            ),
+            ("/v1/ports/p1", "/v1/ports/{ident}"),
+            ("/v1/allocations/a1", "/v1/allocations/{ident}"),
+            ("/v1/nodes/n1/secret-path-x", "other"),
+            ("/v2/anything", "other"),
+            ("/favicon.ico", "other"),
+            ("/v1/whatever/x", "other"),
+        ];
+        for (path, want) in rows {
+            assert_eq!(route_of(path), want, "{path}");
+        }
+    }
+
+    fn event(node: Uuid, from: &str, to: &str, at_secs: i64) -> NodeEvent {
+        let failed = to
+            .parse::<ProvisionState>()
+            .is_ok_and(ProvisionState::is_failure);
+        NodeEvent {
+            event: if failed {
+                crate::events::NODE_FAILED
+            } else {
+                crate::events::PROVISION_STATE_CHANGED
+            },
+            id: Uuid::new_v4(),
+            node_uuid: node,
+            node_name: None,
+            previous_provision_state: from.into(),
+            provision_state: to.into(),
+            target_provision_state: None,
+            last_error: None,
+            conductor: "c".into(),
+            at: DateTime::from_timestamp(at_secs, 0).unwrap_or_default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_count_transitions_failures_and_phase_times() {
+        let m = Metrics::new();
+        let n = Uuid::new_v4();
+        for (from, to, at) in [
+            ("available", "deploying", 100),
+            ("deploying", "wait call-back", 101),
+            ("wait call-back", "deploying", 160),
+            ("deploying", "active", 164),
+            ("active", "deleting", 200),
+            ("deleting", "cleaning", 201),
+            ("cleaning", "clean wait", 202),
+            ("clean wait", "clean failed", 230),
+            ("clean failed", "manageable", 300),
+        ] {
+            m.publish(event(n, from, to, at));
+        }
+        let store = crate::store::sql::SqlStore::connect("sqlite::memory:")
+            .await
+            .expect("store");
+        let text = m.render(&store).await.expect("render");
+        for want in [
+            "ingot_node_transitions_total{from=\"deploying\",to=\"active\"} 1",
+            "ingot_node_failures_total{phase=\"clean\"} 1",
+            // deploy: 100 -> 164; teardown 200 -> 201; clean 201 -> 300 (failed included).
+            "ingot_phase_duration_seconds_sum{phase=\"deploy\"} 64.0",
+            "ingot_phase_duration_seconds_sum{phase=\"clean\"} 99.0",
+            "ingot_phase_duration_seconds_count{phase=\"undeploy\"} 1",
+        ] {
+            assert!(text.contains(want), "{want} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn copied_counters_grow_by_their_difference() {
+        let d = Deltas::default();
+        let c = Counter::<u64>::default();
+        d.advance("k", 5, &c);
+        d.advance("k", 7, &c);
+        d.advance("k", 7, &c);
+        assert_eq!(c.get(), 7);
+    }
+}
