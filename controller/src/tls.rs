@@ -52,7 +52,9 @@ pub fn server_config(
                 key_file.display()
             )
         })?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only: axum is built without `http2` (deny.toml bans `h2`), so offering h2
+    // would let a client (curl does) pick a protocol this server cannot speak.
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
 

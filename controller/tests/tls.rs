@@ -296,4 +296,27 @@ async fn serve_with_tls_keeps_the_agent_api_and_images_off_plain_http() {
         .expect("plain GET /v1 is answered");
     assert_eq!(r.status(), 400, "plain HTTP on the HTTPS API");
     assert!(r.text().await.expect("body").contains("use https://"));
+
+    // A client offering h2 (curl does) is given HTTP/1.1, the only protocol served.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            controller::certs::pem_first_der(&String::from_utf8_lossy(&ca)).expect("ca der"),
+        ))
+        .expect("root");
+    let mut client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", api))
+        .await
+        .expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client))
+        .connect(
+            rustls::pki_types::ServerName::IpAddress(Ipv4Addr::LOCALHOST.into()),
+            tcp,
+        )
+        .await
+        .expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
 }
