@@ -58,7 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Node { api, command } => {
-            let api = client::ApiClient::with_credentials(&api.url, api.credentials())?;
+            let api = api.client()?;
             let out = match command {
                 NodeCommand::List {
                     long,

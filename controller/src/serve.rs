@@ -1,7 +1,7 @@
-//! `ingot serve`: opens the store, starts the conductor and serves the API (plus, when
-//! configured, the provisioning-side HTTP listener with the boot and agent endpoints, and
-//! DHCP/TFTP/RA) until SIGTERM or Ctrl-C, then shuts down cleanly (in-flight requests finish, the conductor stops taking
-//! work and waits for running tasks).
+//! `ingot serve`: opens the store, starts the conductor and serves the API (over HTTPS with
+//! `[tls]`; plus, when configured, the provisioning-side HTTP listener with the boot and
+//! agent endpoints, and DHCP/TFTP/RA) until SIGTERM or Ctrl-C, then shuts down cleanly
+//! (in-flight requests finish, the conductor stops taking work and waits for running tasks).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +47,9 @@ pub struct Services {
     pub discovery: Arc<Discovery>,
     /// The operator (Ironic) API.
     pub api: Router,
+    /// With `[tls]`: the server config the API is served with (`crate::tls::listener`), the
+    /// same certificate as the provisioning side's HTTPS.
+    pub api_tls: Option<Arc<rustls::ServerConfig>>,
     /// The images `ingot image import` stored (served under `/images/`).
     pub images: Arc<ImageStore>,
     /// The provisioning-side router: `/boot/*`, `/agent/v1/*` and `/images/*` (with `[tls]`:
@@ -143,8 +146,17 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         },
     );
     conductor.start().await.context("starting conductor")?;
+    let api_tls = match &config.tls {
+        Some(t) => Some(api_server_config(t, config.api_listen)?),
+        None => {
+            warn_cleartext_passwords(config);
+            None
+        }
+    };
     let settings = ApiSettings {
         provision_body_limit: config.max_body_bytes,
+        // Links in answers (paging `next`, node links) carry the scheme clients came with.
+        public_scheme: if api_tls.is_some() { "https" } else { "http" }.to_owned(),
         default_host: config.api_listen.to_string(),
         auth,
         policies: config.users.clone(),
@@ -165,16 +177,18 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
     // writing and resuming (the default: 1800 s + 3600 s = 90 min).
     let signer =
         Arc::new(UrlSigner::load_or_create(&config.state_dir).context("loading image URL key")?);
-    // With `[tls]`, the agent and the images are on the HTTPS listener, and the iPXE script
-    // tells the agent which CA to pin.
-    let https = match &config.tls {
-        Some(t) => Some(HttpsSide {
-            server: crate::tls::server_config(&t.cert_file, &t.key_file)
-                .context("[tls] certificate")?,
-            ca_sha256: chain_ca_sha256(&t.cert_file)?,
-            url: format!("https://{}", t.listen),
-        }),
-        None => None,
+    // With `[tls]`, the API is HTTPS, the agent and the images are on the provisioning
+    // side's HTTPS listener, and the iPXE script tells the agent which CA to pin.
+    let https = match (&config.tls, &api_tls) {
+        (Some(t), Some(server)) => match t.provisioning_listen {
+            Some(listen) => Some(HttpsSide {
+                server: server.clone(),
+                ca_sha256: chain_ca_sha256(&t.cert_file)?,
+                url: format!("https://{listen}"),
+            }),
+            None => None,
+        },
+        _ => None,
     };
     let agent_base = https.as_ref().map_or(base_url.clone(), |h| h.url.clone());
     hub.set_image_resolver(Arc::new(LocalImages {
@@ -221,11 +235,45 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         discovery,
         images,
         api,
+        api_tls,
         boot,
         https,
         webhooks,
         metrics,
     })
+}
+
+/// The rustls config of `[tls]` (also used by the provisioning side's HTTPS); warns when
+/// the certificate does not name the API's address, which every client dialling that
+/// address would refuse (a client that uses a DNS name of the certificate is fine).
+fn api_server_config(
+    tls: &crate::config::TlsConfig,
+    api_listen: SocketAddr,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let server =
+        crate::tls::server_config(&tls.cert_file, &tls.key_file).context("[tls] certificate")?;
+    let ip = api_listen.ip();
+    if !ip.is_unspecified() && !crate::tls::certificate_names(&tls.cert_file, ip)? {
+        tracing::warn!(
+            cert_file = %tls.cert_file.display(),
+            %api_listen,
+            "the [tls] certificate does not name the API's address: clients dialling it will \
+             refuse the certificate (ingot certs init --ip {ip} issues one that does)"
+        );
+    }
+    Ok(server)
+}
+
+/// http_basic on plain HTTP sends every password in clear: fine on the loopback, worth a
+/// warning anywhere else.
+fn warn_cleartext_passwords(config: &Config) {
+    if matches!(config.auth, AuthConfig::HttpBasic(_)) && !config.api_listen.ip().is_loopback() {
+        tracing::warn!(
+            api_listen = %config.api_listen,
+            "auth_strategy = \"http_basic\" without [tls]: passwords cross the network in \
+             clear; set [tls] (ingot certs init) to serve the API over HTTPS"
+        );
+    }
 }
 
 /// Creates the state dir (0700) and, for SQLite, locks the database (one `ingot serve` per
@@ -300,12 +348,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
         info!(boot_http = %addr, tls = config.tls.is_some(), "provisioning HTTP listening");
     }
-    if let (Some((router, server)), Some(t)) = (services.https.clone(), &config.tls) {
-        let tcp = TcpListener::bind(t.listen)
+    let https_listen = config.tls.as_ref().and_then(|t| t.provisioning_listen);
+    if let (Some((router, server)), Some(listen)) = (services.https.clone(), https_listen) {
+        let tcp = TcpListener::bind(listen)
             .await
-            .with_context(|| format!("binding provisioning HTTPS address {}", t.listen))?;
+            .with_context(|| format!("binding provisioning HTTPS address {listen}"))?;
         let listener = crate::tls::listener(tcp, server)
-            .with_context(|| format!("provisioning HTTPS on {}", t.listen))?;
+            .with_context(|| format!("provisioning HTTPS on {listen}"))?;
         let app = router.into_make_service_with_connect_info::<SocketAddr>();
         let c = cancel.clone();
         background.spawn("provisioning HTTPS", async move {
@@ -314,7 +363,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .await
                 .context("serving provisioning HTTPS")
         });
-        info!(https = %t.listen, "provisioning HTTPS (agent API, images) listening");
+        info!(https = %listen, "provisioning HTTPS (agent API, images) listening");
     }
     let netboot_on = config.netboot.mode.as_deref().is_some_and(|m| m != "off");
     if netboot_on {
@@ -335,18 +384,39 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         background.spawn("netboot (DHCP, TFTP)", async move { netboot.wait().await });
     }
+    let scheme = if services.api_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     info!(
-        api = %config.api_listen,
+        api = %format!("{scheme}://{}", config.api_listen),
         database = %redact_url(&config.database),
         startup_ms = started.elapsed().as_millis() as u64,
         "ingot serving"
     );
     let c = cancel.clone();
     let api = services.api.clone();
+    let api_tls = services.api_tls.clone();
+    let api_listen = config.api_listen;
     let served = api_runtime.handle.spawn(async move {
-        axum::serve(listener, api)
-            .with_graceful_shutdown(async move { c.cancelled().await })
-            .await
+        let stop = async move { c.cancelled().await };
+        match api_tls {
+            Some(server) => {
+                // On the API runtime: the handshake tasks run there too.
+                let listener = crate::tls::listener(listener, server)
+                    .with_context(|| format!("API HTTPS on {api_listen}"))?;
+                axum::serve(listener, api)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            None => {
+                axum::serve(listener, api)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+        }
+        .context("serving API")
     });
     tokio::select! {
         () = shutdown_signal() => {},
@@ -359,9 +429,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     conductor.shutdown().await;
     services.webhooks.stop();
     drop(api_runtime);
-    served
-        .context("the operator API's task")?
-        .context("serving API")?;
+    served.context("the operator API's task")??;
     failed.context("a fatal service failed")
 }
 

@@ -1,10 +1,13 @@
-//! HTTPS for the provisioning listener: a rustls server config from PEM files (on the `ring`
-//! provider) and a [`TlsListener`] that `axum::serve` takes like a `TcpListener`.
+//! HTTPS for the operator API and the provisioning listener (one home for both): a rustls
+//! server config from PEM files (on the `ring` provider) and a [`TlsListener`] that
+//! `axum::serve` takes like a `TcpListener`.
 //!
 //! Why hand-written (about 60 lines) rather than `axum-server`: `axum::serve` already takes
 //! any [`axum::serve::Listener`], so graceful shutdown and `ConnectInfo<SocketAddr>` work as on
 //! the plain listener; only the handshake is ours. Handshakes run in their own tasks (with a
-//! timeout), so a client that stalls its handshake never holds up the accept loop.
+//! timeout), so a client that stalls its handshake never holds up the accept loop. A client
+//! that speaks plain HTTP to the listener gets a `400` that says to use `https://` instead of
+//! a connection closed without a word.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -48,7 +52,9 @@ pub fn server_config(
                 key_file.display()
             )
         })?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only: axum is built without `http2` (deny.toml bans `h2`), so offering h2
+    // would let a client (curl does) pick a protocol this server cannot speak.
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
 
@@ -83,11 +89,21 @@ impl TlsListener {
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
+                    let handshake = async {
+                        if speaks_plain_http(&stream).await {
+                            refuse_plain_http(stream, peer).await;
+                            return None;
+                        }
+                        Some(acceptor.accept(stream).await)
+                    };
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                        Ok(Some(Ok(tls))) => {
                             let _ = tx.send((tls, peer)).await;
                         }
-                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+                        Ok(Some(Err(e))) => {
+                            tracing::info!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Ok(None) => {}
                         Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
                     }
                 });
@@ -99,6 +115,56 @@ impl TlsListener {
             _accept: stop.drop_guard(),
         })
     }
+}
+
+/// PURE: whether the first byte a client sent starts a plain HTTP request (a method name)
+/// rather than a TLS record (a handshake record is 0x16).
+pub fn is_plain_http_start(first: u8) -> bool {
+    first.is_ascii_uppercase()
+}
+
+/// Peeks at the first byte without consuming it.
+async fn speaks_plain_http(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(stream.peek(&mut first).await, Ok(1) if is_plain_http_start(first[0]))
+}
+
+/// The answer to plain HTTP on the HTTPS listener.
+const PLAIN_HTTP_ANSWER: &str =
+    "This is an HTTPS listener: use https:// (the client sent plain HTTP).\n";
+
+/// Reads the request head (so that closing does not reset the connection before the client
+/// reads the answer), answers 400 and closes.
+async fn refuse_plain_http(mut stream: TcpStream, peer: SocketAddr) {
+    tracing::info!(%peer, "plain HTTP on the HTTPS listener: answered 400");
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            _ => break,
+        }
+    }
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{PLAIN_HTTP_ANSWER}",
+        PLAIN_HTTP_ANSWER.len()
+    );
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Whether the server certificate (the first of `cert_file`) names `ip`, so that a client
+/// dialling that address accepts it. Errors only when the file cannot be read or parsed.
+pub fn certificate_names(cert_file: &Path, ip: std::net::IpAddr) -> anyhow::Result<bool> {
+    let first = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|mut it| it.next().transpose())
+        .with_context(|| format!("reading certificates from {}", cert_file.display()))?
+        .with_context(|| format!("no certificate in {}", cert_file.display()))?;
+    let parsed = rustls::server::ParsedCertificate::try_from(&first)
+        .with_context(|| format!("parsing the certificate in {}", cert_file.display()))?;
+    let name = ServerName::IpAddress(ip.into());
+    Ok(rustls::client::verify_server_name(&parsed, &name).is_ok())
 }
 
 /// A [`TlsListener`] ready for `axum::serve(..).into_make_service_with_connect_info::
@@ -127,5 +193,20 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plain_http_start;
+
+    #[test]
+    fn plain_http_is_told_from_a_tls_record() {
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] {
+            assert!(is_plain_http_start(method.as_bytes()[0]), "{method}");
+        }
+        // A TLS handshake record, and an SSLv2-style hello.
+        assert!(!is_plain_http_start(0x16));
+        assert!(!is_plain_http_start(0x80));
     }
 }

@@ -166,15 +166,12 @@ async fn agent_pins_the_ca_of_the_https_listener() {
         }
     }
 
-    // Plain HTTP to the TLS port gets no answer from the agent API.
+    // Plain HTTP to the TLS port never reaches the agent API: the listener answers 400.
     let plain = good.replace("https://", "http://");
-    assert!(
-        matches!(
-            heartbeat(&plain, &ours.ca_fingerprint).await,
-            Err(CallError::Transport(_))
-        ),
-        "plain HTTP on the TLS port"
-    );
+    match heartbeat(&plain, &ours.ca_fingerprint).await {
+        Err(CallError::Status(400, body)) => assert!(body.contains("use https://"), "{body}"),
+        other => panic!("plain HTTP on the TLS port: {other:?}"),
+    }
 }
 
 fn free_port() -> u16 {
@@ -196,7 +193,8 @@ impl Drop for Child {
 
 /// `ingot serve` with `[tls]` from `ingot certs init`: the plain listener serves the iPXE
 /// script (with an `https://` `ingot.url` and the CA's `ingot.ca=`) and refuses the agent
-/// API and images; the HTTPS listener serves the agent API to a client pinning that CA.
+/// API and images; the HTTPS listener serves the agent API to a client pinning that CA; the
+/// operator API is HTTPS with the same certificate and answers plain HTTP with a 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_tls_keeps_the_agent_api_and_images_off_plain_http() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -278,4 +276,47 @@ async fn serve_with_tls_keeps_the_agent_api_and_images_off_plain_http() {
         Err(CallError::Unauthorized) => {}
         other => panic!("expected the agent API's 401 over TLS, got {other:?}"),
     }
+
+    // The same [tls] puts the operator API on HTTPS, with the same certificate.
+    let ca = std::fs::read(&tls.ca_cert).expect("ca.pem");
+    let trusting = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca).expect("ca"))
+        .build()
+        .expect("client");
+    let r = trusting
+        .get(format!("https://127.0.0.1:{api}/v1"))
+        .send()
+        .await
+        .expect("GET /v1 over HTTPS");
+    assert_eq!(r.status(), 200);
+    let r = http
+        .get(format!("http://127.0.0.1:{api}/v1"))
+        .send()
+        .await
+        .expect("plain GET /v1 is answered");
+    assert_eq!(r.status(), 400, "plain HTTP on the HTTPS API");
+    assert!(r.text().await.expect("body").contains("use https://"));
+
+    // A client offering h2 (curl does) is given HTTP/1.1, the only protocol served.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            controller::certs::pem_first_der(&String::from_utf8_lossy(&ca)).expect("ca der"),
+        ))
+        .expect("root");
+    let mut client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", api))
+        .await
+        .expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client))
+        .connect(
+            rustls::pki_types::ServerName::IpAddress(Ipv4Addr::LOCALHOST.into()),
+            tcp,
+        )
+        .await
+        .expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
 }

@@ -2,7 +2,8 @@
 //! and agent listener on the bridge, our agent kernel and initramfs), a static HTTP server
 //! for deploy images, lab machines whose power the controller drives, and the real
 //! `baremetal` CLI (python-ironicclient in a cached venv) run inside the namespace, where the
-//! API listens on the loopback.
+//! API listens on the loopback: over HTTPS with http_basic, as on a real network
+//! ([`access`]: every client gets the password and the CA).
 //!
 //! ```text
 //! let mut rack = Rack::start(RackOptions::default())?;
@@ -16,11 +17,14 @@
 //! server, deletes the namespace and removes the working directory (unless kept).
 //! [`Timeline`] records and prints how long each phase of a scenario took.
 //!
-//! Submodules: [`bmc`] (machines behind ipmi_sim / sushy-tools, `ingot image import`
-//! into the rack) and [`steps`] (the operator's lifecycle steps through the CLI).
+//! Submodules: [`access`] (credentials, CA and the files that hand them to clients),
+//! [`bmc`] (machines behind ipmi_sim / sushy-tools, `ingot image import` into the rack),
+//! [`steps`] (the operator's lifecycle steps through the CLI) and [`timeline`].
 
+pub mod access;
 pub mod bmc;
 pub mod steps;
+pub mod timeline;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,11 +33,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+pub use access::{API, ApiAccess};
+pub use timeline::Timeline;
+
 use crate::netns::{BRIDGE_ADDR, Lab};
 use crate::vm::{BootOrder, Firmware, VmSpec, tail};
 
-/// The operator API inside the namespace.
-pub const API: &str = "http://127.0.0.1:6385";
 /// Port of the image HTTP server on the bridge.
 pub const IMAGE_PORT: u16 = 8081;
 /// Provision states a wait never recovers from on its own.
@@ -60,8 +65,9 @@ pub struct RackOptions {
     /// Keep the working directory (logs, disks) after the rack is dropped (default: when
     /// `QEMU_TESTS_KEEP` is set).
     pub keep_dir: bool,
-    /// `RUST_LOG` of `ingot serve` (its log is `ingot.log` in the rack directory).
-    pub rust_log: String,
+    /// `INGOT_LOG` of `ingot serve`, its log filter (its log is `ingot.log` in the rack
+    /// directory).
+    pub log_filter: String,
 }
 
 impl Default for RackOptions {
@@ -72,7 +78,7 @@ impl Default for RackOptions {
             fast_track: true,
             extra_config: String::new(),
             keep_dir: std::env::var_os("QEMU_TESTS_KEEP").is_some(),
-            rust_log: "info".to_owned(),
+            log_filter: "info".to_owned(),
         }
     }
 }
@@ -187,8 +193,10 @@ pub struct Rack {
     venv: PathBuf,
     home: PathBuf,
     started: Instant,
-    /// `RUST_LOG` of `ingot serve`, also after a restart.
-    rust_log: String,
+    /// `INGOT_LOG` of `ingot serve`, also after a restart.
+    log_filter: String,
+    /// The API's password and CA, for every client.
+    access: ApiAccess,
     // Declared last: removed after the lab is gone.
     dir: DirGuard,
 }
@@ -230,9 +238,13 @@ impl Rack {
         for d in [&images, &home] {
             std::fs::create_dir_all(d)?;
         }
+        // HTTPS (the agent API and images too, with the CA the agent pins) and http_basic,
+        // as on a real network.
+        let access = ApiAccess::create(&ingot, &dir)?;
         let mut rack = Rack {
             ingot: None,
-            rust_log: opts.rust_log.clone(),
+            log_filter: opts.log_filter.clone(),
+            access,
             machines: Vec::new(),
             lab,
             ingot_log: dir.join("ingot.log"),
@@ -248,31 +260,14 @@ impl Rack {
         // The qemu type's `allowed_dir` must exist when `ingot serve` starts.
         std::fs::create_dir_all(rack.machines_dir())?;
         let config = rack.dir.path.join("ingot.toml");
-        // TLS on, as on a real network: the agent API and images go over HTTPS with the CA
-        // the agent pins; `ingot certs init` makes the certificates.
-        let tls_dir = rack.dir.path.join("tls");
-        let out = std::process::Command::new(&ingot)
-            .args(["certs", "init", "--ip", BRIDGE_ADDR, "--dir"])
-            .arg(&tls_dir)
-            .output()
-            .context("running ingot certs init")?;
-        if !out.status.success() {
-            anyhow::bail!("ingot certs init: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let toml = format!(
-            "{}[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            rack.config_toml(&opts, &kernel, &initrd),
-            tls_dir.join("server.pem").display(),
-            tls_dir.join("server.key").display(),
-        );
-        std::fs::write(&config, toml)?;
+        std::fs::write(&config, rack.config_toml(&opts, &kernel, &initrd))?;
         let log = std::fs::File::create(&rack.ingot_log)?;
         let server = rack
             .lab
             .command(ingot.to_str().context("ingot path is not UTF-8")?)
             .args(["serve", "--config"])
             .arg(&config)
-            .env("RUST_LOG", &opts.rust_log)
+            .env("INGOT_LOG", &opts.log_filter)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -322,8 +317,10 @@ impl Rack {
     }
 
     fn config_toml(&self, opts: &RackOptions, kernel: &Path, initrd: &Path) -> String {
+        let (auth, tls) = self.access.config();
         format!(
             "api_listen = \"127.0.0.1:6385\"\n\
+             {auth}\
              database = \"sqlite://{db}\"\n\
              state_dir = \"{state}\"\n\
              enabled_hardware_types = [\"qemu\", \"ipmi\", \"redfish\", \"manual\", \"fake-hardware\"]\n\
@@ -346,7 +343,8 @@ impl Rack {
              allowed_subnets = [\"172.31.250.0/24\"]\n\
              [deploy]\n\
              fast_track = {fast_track}\n\
-             {extra}\n",
+             {extra}\n\
+             {tls}",
             db = self.dir.path.join("ingot.db").display(),
             state = self.dir.path.display(),
             machines = self.machines_dir().display(),
@@ -379,6 +377,11 @@ impl Rack {
         self.lab.command(program)
     }
 
+    /// How clients reach the rack's API (the password stays inside).
+    pub fn access(&self) -> &ApiAccess {
+        &self.access
+    }
+
     /// The rack's working directory (logs, database, machines, images).
     pub fn dir(&self) -> &Path {
         &self.dir.path
@@ -390,10 +393,14 @@ impl Rack {
     }
 
     /// The end of a run over several machines: prints the phase table and the rack's total
-    /// time, then fails with every machine's failure and the tail of the controller's log.
+    /// time, then fails with every machine's failure and the tail of the controller's log
+    /// (and when the API's password shows in that log).
     pub fn conclude(&self, timelines: &[Timeline], failures: &[String]) -> anyhow::Result<()> {
         println!("\n{}", Timeline::table(timelines));
         println!("rack total: {:.1} s", self.elapsed().as_secs_f64());
+        if self.access.leaks_password(&self.ingot_log()) {
+            bail!("the API password is in the controller's log");
+        }
         if !failures.is_empty() {
             bail!(
                 "{}\n--- ingot log ---\n{}",
@@ -452,36 +459,39 @@ impl Rack {
         Ok(format!("http://{BRIDGE_ADDR}:{IMAGE_PORT}/{name}"))
     }
 
-    /// Runs the `baremetal` CLI inside the namespace; returns its stdout, or fails with
-    /// its stderr.
+    /// Runs the `baremetal` CLI inside the namespace (over HTTPS, logged in); returns its
+    /// stdout, or fails with its stderr.
     pub fn baremetal(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = self
-            .lab
-            .command(
-                self.venv
-                    .join("bin/baremetal")
-                    .to_str()
-                    .context("venv path")?,
-            )
+        let mut cmd = self.lab.command(
+            self.venv
+                .join("bin/baremetal")
+                .to_str()
+                .context("venv path")?,
+        );
+        self.access.baremetal_env(&mut cmd);
+        let out = cmd
             .args(args)
-            .env("OS_ENDPOINT", API)
-            .env("OS_AUTH_TYPE", "none")
             .env("HOME", &self.home)
-            .env_remove("OS_CLOUD")
-            .env_remove("OS_BAREMETAL_API_VERSION")
             .stdin(Stdio::null())
             .output()
             .context("running baremetal in the lab")?;
-        if !out.status.success() {
-            bail!(
-                "baremetal {} failed ({}): {}{}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim(),
-                String::from_utf8_lossy(&out.stdout).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        finished("baremetal", args, &out)
+    }
+
+    /// Runs `ingot ARGS` (`node list`, `node watch N`, ...) inside the namespace against the
+    /// rack's API (over HTTPS, logged in); returns its stdout, or fails with its stderr.
+    pub fn ingot_cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let ingot = crate::build::ingot_binary()?;
+        let mut cmd = self
+            .lab
+            .command(ingot.to_str().context("ingot path is not UTF-8")?);
+        self.access.ingot_env(&mut cmd);
+        let out = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running ingot in the lab")?;
+        finished("ingot", args, &out)
     }
 
     /// Runs the `baremetal` CLI with `-f json` and parses what it prints.
@@ -498,6 +508,7 @@ impl Rack {
         let out = self
             .lab
             .command("curl")
+            .args(self.access.curl_args())
             .args(["-s", "-f", "-H", "X-OpenStack-Ironic-API-Version: 1.115"])
             .arg(format!("{API}{path}"))
             .stdin(Stdio::null())
@@ -576,6 +587,20 @@ impl Rack {
             },
         )
     }
+}
+
+/// The stdout of a client that succeeded, else its stderr and stdout as the error.
+fn finished(program: &str, args: &[&str], out: &std::process::Output) -> anyhow::Result<String> {
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A static file server that sends every file at a fixed rate (`SimpleHTTPRequestHandler`
@@ -673,7 +698,7 @@ impl Rack {
             .command(ingot.to_str().context("ingot path is not UTF-8")?)
             .args(["serve", "--config"])
             .arg(self.dir.path.join("ingot.toml"))
-            .env("RUST_LOG", &self.rust_log)
+            .env("INGOT_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -708,72 +733,4 @@ impl Drop for Rack {
 /// contract was captured with), built once by `python/venv`.
 pub fn clients_venv() -> anyhow::Result<PathBuf> {
     crate::build::python_venv("clients")
-}
-
-/// Durations of the phases of one scenario (one machine), printed as they end.
-#[derive(Debug, Clone)]
-pub struct Timeline {
-    pub label: String,
-    pub phases: Vec<(String, Duration)>,
-}
-
-impl Timeline {
-    pub fn new(label: &str) -> Self {
-        Self {
-            label: label.to_owned(),
-            phases: Vec::new(),
-        }
-    }
-
-    /// Runs `f` as phase `name` and records its duration (also when it fails).
-    pub fn phase<T>(
-        &mut self,
-        name: &str,
-        f: impl FnOnce() -> anyhow::Result<T>,
-    ) -> anyhow::Result<T> {
-        let t = Instant::now();
-        let r = f().with_context(|| format!("{}: phase {name}", self.label));
-        let took = t.elapsed();
-        println!(
-            "[{}] {name}: {:.1} s{}",
-            self.label,
-            took.as_secs_f64(),
-            if r.is_err() { " (failed)" } else { "" }
-        );
-        self.phases.push((name.to_owned(), took));
-        r
-    }
-
-    /// The duration of phase `name`, if it ran.
-    pub fn get(&self, name: &str) -> Option<Duration> {
-        self.phases.iter().find(|(n, _)| n == name).map(|(_, d)| *d)
-    }
-
-    /// A table with one row per phase and one column per timeline.
-    pub fn table(timelines: &[Timeline]) -> String {
-        let mut names: Vec<&str> = Vec::new();
-        for t in timelines {
-            for (n, _) in &t.phases {
-                if !names.contains(&n.as_str()) {
-                    names.push(n);
-                }
-            }
-        }
-        let mut out = String::from("| phase |");
-        for t in timelines {
-            out.push_str(&format!(" {} |", t.label));
-        }
-        out.push_str("\n|---|");
-        out.push_str(&"---:|".repeat(timelines.len()));
-        for n in names {
-            out.push_str(&format!("\n| {n} |"));
-            for t in timelines {
-                match t.get(n) {
-                    Some(d) => out.push_str(&format!(" {:.1} s |", d.as_secs_f64())),
-                    None => out.push_str(" - |"),
-                }
-            }
-        }
-        out
-    }
 }

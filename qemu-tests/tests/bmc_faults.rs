@@ -65,7 +65,7 @@ fn assert_enroll_failed(node: &Value, expect: &[&str], log: &str) {
 fn wrong_password_and_dead_bmc_leave_nodes_in_enroll() -> anyhow::Result<()> {
     qemu_tests::require_lab()?;
     let mut rack = Rack::start(RackOptions {
-        rust_log: "debug".to_owned(),
+        log_filter: "debug".to_owned(),
         ..RackOptions::default()
     })?;
     let ipmi = rack.add_ipmi_machine(VmSpec::numbered(1, Firmware::Bios))?;

@@ -1,15 +1,20 @@
-//! `cargo xtask bench api [--peer ironic]`: the operator API under load, side by side with Ironic.
+//! `cargo xtask bench api [--secure] [--peer ironic]`: the operator API under load, side by
+//! side with Ironic.
 //!
 //! Builds `ingot` with the release profile, starts it on 127.0.0.1 with a fresh SQLite
 //! database, runs the workload in `bench_api/workload.rs` and reports cold start, memory,
 //! enroll throughput, server CPU per node, latency percentiles and lifecycle wall time against
-//! the targets of DESIGN.md §7. With `--peer ironic` it runs the same workload against real
-//! Ironic 39.0.0 in the same run and prints both with their ratio. Loopback only.
+//! the targets of DESIGN.md §7. With `--secure` it runs the same workload a second time
+//! against `ingot serve` with `auth_strategy = http_basic` (bcrypt cost 5, `htpasswd -B`'s)
+//! and the API over HTTPS (`ingot certs init`), the client sending the credentials on every
+//! request and trusting only that CA, and prints both with their ratio (the cost of
+//! security). With `--peer ironic` it runs the same workload against real Ironic 39.0.0 in
+//! the same run. Loopback only.
 
 mod report;
 mod workload;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -19,23 +24,26 @@ use crate::paths::{cargo, target_dir};
 use crate::proc_stats::{TreeSample, clock_ticks, sample_tree};
 use crate::server::{ServerProcess, free_port};
 use report::ServerReport;
-use workload::Config;
+use workload::{Config, Target};
 
 /// Parsed command line.
 #[derive(Debug)]
 struct Args {
     peer: Option<String>,
+    /// Also measure Ingot with http_basic over HTTPS.
+    secure: bool,
     skip_ingot: bool,
     no_build: bool,
     cfg: Config,
 }
 
-const USAGE: &str = "usage: cargo xtask bench api [--peer ironic] [--skip-ingot] [--no-build] \
-                     [--nodes N] [--lifecycle N] [--list-repeats N] [--concurrency N]";
+const USAGE: &str = "usage: cargo xtask bench api [--secure] [--peer ironic] [--skip-ingot] \
+                     [--no-build] [--nodes N] [--lifecycle N] [--list-repeats N] [--concurrency N]";
 
 fn parse(args: &[String]) -> anyhow::Result<Args> {
     let mut out = Args {
         peer: None,
+        secure: false,
         skip_ingot: false,
         no_build: false,
         cfg: Config {
@@ -66,6 +74,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
                 }
                 out.peer = Some(peer.clone());
             }
+            "--secure" => out.secure = true,
             "--skip-ingot" => out.skip_ingot = true,
             "--no-build" => out.no_build = true,
             "--nodes" => out.cfg.nodes = number("--nodes")?,
@@ -82,6 +91,9 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
     out.cfg.lifecycle_nodes = out.cfg.lifecycle_nodes.min(out.cfg.nodes);
     if out.skip_ingot && out.peer.is_none() {
         bail!("--skip-ingot without --peer leaves nothing to measure");
+    }
+    if out.skip_ingot && out.secure {
+        bail!("--secure measures Ingot; it cannot go with --skip-ingot");
     }
     Ok(out)
 }
@@ -103,32 +115,42 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut reports = Vec::new();
     if !args.skip_ingot {
         let bin = build_ingot(args.no_build)?;
-        let dir = fresh(&work.join(format!("ingot-{}", std::process::id())))?;
-        let port = free_port()?;
-        let mut cmd = Command::new(&bin);
-        cmd.arg("serve")
-            .arg("--api-listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--database")
-            .arg(format!("sqlite://{}", dir.join("ingot.db").display()))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .env("RUST_LOG", "warn");
-        let server = ServerProcess::spawn(
-            "ingot",
-            cmd,
-            port,
-            dir.join("ingot.log"),
-            Duration::from_secs(30),
-        )?;
-        reports.push(measure("ingot (release)", server, &args.cfg, &runtime)?);
+        let (server, target) = start_ingot(&bin, &work, false)?;
+        reports.push(measure(
+            "ingot (release)",
+            server,
+            &target,
+            &args.cfg,
+            &runtime,
+        )?);
+        if args.secure {
+            let (server, target) = start_ingot(&bin, &work, true)?;
+            reports.push(measure(
+                "ingot basic+tls",
+                server,
+                &target,
+                &args.cfg,
+                &runtime,
+            )?);
+        }
     }
     if args.peer.is_some() {
         println!("bench api: preparing Ironic 39.0.0 (venv cached under target/)");
         let venv = crate::ironic::venv()?;
         let dir = crate::ironic::fresh_dir("bench")?;
         let server = crate::ironic::start(&venv, &dir, 0)?;
-        reports.push(measure("ironic 39.0.0", server, &args.cfg, &runtime)?);
+        let target = Target {
+            base: server.base_url.clone(),
+            credentials: None,
+            ca_pem: None,
+        };
+        reports.push(measure(
+            "ironic 39.0.0",
+            server,
+            &target,
+            &args.cfg,
+            &runtime,
+        )?);
     }
 
     println!();
@@ -179,6 +201,76 @@ fn build_ingot(no_build: bool) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// Starts `ingot serve` (`bin`) on a free loopback port with a fresh database under `work`:
+/// `noauth` on plain HTTP, or with `secure` `http_basic` over HTTPS (a certificate from
+/// `ingot certs init` for 127.0.0.1, an htpasswd file with one bcrypt entry).
+fn start_ingot(bin: &Path, work: &Path, secure: bool) -> anyhow::Result<(ServerProcess, Target)> {
+    let kind = if secure { "secure" } else { "open" };
+    let dir = fresh(&work.join(format!("ingot-{kind}-{}", std::process::id())))?;
+    let port = free_port()?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve")
+        .arg("--api-listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--database")
+        .arg(format!("sqlite://{}", dir.join("ingot.db").display()))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .env("INGOT_LOG", "warn");
+    let mut credentials = None;
+    let mut ca = None;
+    if secure {
+        let tls = dir.join("tls");
+        let out = Command::new(bin)
+            .args(["certs", "init", "--ip", "127.0.0.1", "--dir"])
+            .arg(&tls)
+            .output()
+            .context("running ingot certs init")?;
+        if !out.status.success() {
+            bail!("ingot certs init: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let password = format!("bench-{}-{nanos:09}", std::process::id());
+        // htpasswd -B's default cost; the server checks it once per client and remembers it.
+        let hash = bcrypt::hash(&password, 5).context("hashing the bench password")?;
+        let htpasswd = dir.join("htpasswd");
+        std::fs::write(&htpasswd, format!("bench:{hash}\n"))
+            .with_context(|| format!("writing {}", htpasswd.display()))?;
+        cmd.args([
+            "--auth-strategy",
+            "http_basic",
+            "--http-basic-auth-user-file",
+        ])
+        .arg(&htpasswd)
+        .arg("--tls-cert-file")
+        .arg(tls.join("server.pem"))
+        .arg("--tls-key-file")
+        .arg(tls.join("server.key"));
+        credentials = Some(("bench".to_owned(), password));
+        ca = Some(tls.join("ca.pem"));
+    }
+    let server = ServerProcess::spawn_with(
+        "ingot",
+        cmd,
+        port,
+        dir.join("ingot.log"),
+        Duration::from_secs(30),
+        ca.as_deref(),
+    )?;
+    let ca_pem = ca
+        .map(|p| std::fs::read(&p).with_context(|| format!("reading {}", p.display())))
+        .transpose()?;
+    let target = Target {
+        base: server.base_url.clone(),
+        credentials,
+        ca_pem,
+    };
+    Ok((server, target))
+}
+
 fn fresh(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -191,6 +283,7 @@ fn fresh(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
 fn measure(
     label: &str,
     server: ServerProcess,
+    target: &Target,
     cfg: &Config,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<ServerReport> {
@@ -210,7 +303,7 @@ fn measure(
             .map(|s| s.cpu_secs)
             .unwrap_or(f64::NAN)
     };
-    let outcome = runtime.block_on(workload::run(&server.base_url, cfg, &cpu))?;
+    let outcome = runtime.block_on(workload::run(target, cfg, &cpu))?;
     let after: TreeSample = sample_tree(pid, ticks)?;
     println!(
         "bench api: {label}: enroll {:.2} s, detail x{} {:.2} s, lifecycle {:.2} s, {} errors",

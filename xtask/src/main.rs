@@ -20,8 +20,9 @@ mod server;
 
 const USAGE: &str = "usage: cargo xtask <command>
   ci                      cargo fmt --check, clippy -D warnings, cargo deny, all tests; reports every failure
-  bench api [--peer ironic] [--skip-ingot] [--nodes N] [--lifecycle N] ...
-                          operator API bench (release build), optionally beside real Ironic 39.0.0
+  bench api [--secure] [--peer ironic] [--skip-ingot] [--nodes N] ...
+                          operator API bench (release build); --secure adds ingot with http_basic
+                          over HTTPS, --peer real Ironic 39.0.0
   bench write [...]       image write bench
   image debian [--force] [--mirror URL]
                           build target/images/debian-12.{raw,qcow2} (cloud-init, ssh; BIOS+UEFI; root)

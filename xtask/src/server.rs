@@ -1,12 +1,14 @@
 //! A server process started by an xtask: readiness probing, cold start, clean stop.
 //!
-//! Probing uses a plain HTTP/1.0 request over a std `TcpStream`, so it needs no runtime and
-//! adds almost nothing to a cold-start measurement.
+//! Probing uses a plain HTTP/1.0 request over a std `TcpStream` (through a blocking rustls
+//! session trusting one CA for an HTTPS server), so it needs no runtime and adds almost
+//! nothing but the handshake to a cold-start measurement.
 
-use std::io::{Read as _, Write as _};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -16,7 +18,7 @@ use anyhow::{Context as _, bail};
 pub struct ServerProcess {
     /// Short label used in reports ("ingot", "ironic").
     pub name: String,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` for an HTTPS server).
     pub base_url: String,
     /// Where the server writes its log.
     pub log_path: PathBuf,
@@ -36,8 +38,42 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// Sends `GET path` and returns the HTTP status code, or `None` if nothing answered.
 pub fn probe(addr: SocketAddr, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    status_of_get(stream, addr, path)
+}
+
+/// A client config that trusts only the CA certificates in `ca` (PEM).
+pub fn tls_client_config(ca: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots
+            .add(cert.with_context(|| format!("reading {}", ca.display()))?)
+            .with_context(|| format!("trusting {}", ca.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+/// [`probe`] over TLS with `config` (a new session each time, as a new client's).
+pub fn probe_tls(addr: SocketAddr, path: &str, config: &Arc<rustls::ClientConfig>) -> Option<u16> {
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let conn = rustls::ClientConnection::new(config.clone(), name).ok()?;
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    status_of_get(rustls::StreamOwned::new(conn, tcp), addr, path)
+}
+
+fn status_of_get(mut stream: impl Read + Write, addr: SocketAddr, path: &str) -> Option<u16> {
     let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n");
     stream.write_all(req.as_bytes()).ok()?;
     let mut buf = [0u8; 64];
@@ -57,11 +93,25 @@ impl ServerProcess {
     /// Spawns `cmd` (which must listen on `port`) and waits until `GET /v1` answers 200.
     pub fn spawn(
         name: &str,
-        mut cmd: Command,
+        cmd: Command,
         port: u16,
         log_path: PathBuf,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
+        Self::spawn_with(name, cmd, port, log_path, timeout, None)
+    }
+
+    /// [`ServerProcess::spawn`] for a server that answers over HTTPS with a certificate the
+    /// CA in `ca` (PEM) signed for 127.0.0.1, when `ca` is given.
+    pub fn spawn_with(
+        name: &str,
+        mut cmd: Command,
+        port: u16,
+        log_path: PathBuf,
+        timeout: Duration,
+        ca: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let tls = ca.map(tls_client_config).transpose()?;
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         let log_err = log.try_clone().context("cloning log handle")?;
@@ -73,15 +123,20 @@ impl ServerProcess {
         let child = cmd
             .spawn()
             .with_context(|| format!("spawning {name}: {cmd:?}"))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut server = Self {
             name: name.to_owned(),
-            base_url: format!("http://{addr}"),
+            base_url: format!("{scheme}://{addr}"),
             log_path,
             cold_start: Duration::ZERO,
             child: Some(child),
         };
         loop {
-            if probe(addr, "/v1") == Some(200) {
+            let status = match &tls {
+                Some(config) => probe_tls(addr, "/v1", config),
+                None => probe(addr, "/v1"),
+            };
+            if status == Some(200) {
                 server.cold_start = started.elapsed();
                 return Ok(server);
             }

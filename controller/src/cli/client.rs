@@ -1,4 +1,7 @@
-//! Operator commands that read the API (`ingot node list`, `ingot node show`).
+//! Operator commands that read the API (`ingot node list`, `ingot node show`), over HTTP or
+//! HTTPS (trusting only the CA given with `--cacert`, when one is).
+
+use std::path::Path;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
@@ -18,30 +21,36 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    /// A client that sends `credentials` (HTTP basic) with every request, if given.
-    pub fn with_credentials(
+    /// A client of the API at `base` (`http://` or `https://`) that sends `credentials`
+    /// (HTTP basic) with every request, if given. With `cacert`, an https:// API must
+    /// present a certificate that CA signed (the system's CAs are not trusted then);
+    /// without it, the system's CAs decide.
+    pub fn connect(
         base: &str,
         credentials: Option<(String, String)>,
+        cacert: Option<&Path>,
     ) -> anyhow::Result<Self> {
-        let mut c = Self::new(base)?;
-        c.credentials = credentials;
-        Ok(c)
-    }
-
-    pub fn new(base: &str) -> anyhow::Result<Self> {
-        // reqwest is built without a default TLS provider; pick ring for https endpoints.
+        // reqwest is built without a default TLS provider; the workspace's one is ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .context("building HTTP client")?;
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+        if let Some(file) = cacert {
+            let pem = std::fs::read(file)
+                .with_context(|| format!("reading the CA certificate {}", file.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("reading the CA certificate {}", file.display()))?;
+            if certs.is_empty() {
+                bail!("no PEM certificate in {}", file.display());
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder.build().context("building HTTP client")?;
         Ok(Self {
             base: base
                 .trim_end_matches('/')
                 .trim_end_matches("/v1")
                 .to_owned(),
             http,
-            credentials: None,
+            credentials,
         })
     }
 
@@ -55,20 +64,88 @@ impl ApiClient {
         if let Some((user, password)) = &self.credentials {
             req = req.basic_auth(user, Some(password));
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("requesting {url}"))?;
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => bail!("{}", send_failure(&url, &e)),
+        };
         let status = resp.status();
-        let body: Value = resp
-            .json()
+        let bytes = resp
+            .bytes()
             .await
             .with_context(|| format!("reading the answer of {url}"))?;
+        let body: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            // Not the API's JSON (a proxy, or the HTTPS listener refusing plain HTTP): show
+            // what was said.
+            Err(_) if !status.is_success() => bail!(
+                "{url}: HTTP {}: {}",
+                status.as_u16(),
+                String::from_utf8_lossy(&bytes).trim()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("the answer of {url} is not JSON")),
+        };
         if !status.is_success() {
             bail!("{} (HTTP {})", error_message(&body), status.as_u16());
         }
         Ok(body)
     }
+}
+
+/// Why a request never got an answer, in the operator's terms: an untrusted or misnamed
+/// certificate says which flag fixes it; anything else keeps reqwest's whole chain.
+fn send_failure(url: &str, err: &reqwest::Error) -> String {
+    match tls_failure(err) {
+        Some(rustls::Error::InvalidCertificate(why)) => {
+            let hint = match why {
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. } => {
+                    "the certificate does not name this address; use an address it names, or \
+                     issue one that does (ingot certs init --ip ADDR)"
+                }
+                _ => {
+                    "pass the CA that signed it with --cacert FILE (INGOT_CACERT, OS_CACERT); \
+                     ingot certs init wrote it as ca.pem"
+                }
+            };
+            format!("{url}: the API's TLS certificate was refused ({why}): {hint}")
+        }
+        Some(rustls::Error::InvalidMessage(_)) => {
+            format!("{url}: the server did not answer with TLS; is the API plain HTTP (http://)?")
+        }
+        Some(other) => format!("{url}: TLS failed: {other}"),
+        None => format!("requesting {url}: {}", chain(err)),
+    }
+}
+
+/// The rustls error behind a reqwest error, if any. An io error's `source()` skips the
+/// error it wraps (and rustls's sits inside two of them), so io errors are opened with
+/// `get_ref`.
+fn tls_failure(err: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        cur = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+/// `a: b: c` of an error and its sources.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
 }
 
 /// Extracts the message of an Ironic error body (`error_message` holds a JSON string).

@@ -55,7 +55,7 @@ pub enum Command {
         #[command(subcommand)]
         command: secrets::SecretsCommand,
     },
-    /// TLS certificates for the provisioning listener.
+    /// TLS certificates for the operator API and the provisioning listener.
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
@@ -64,13 +64,15 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
-    /// Create a private CA and a server certificate for the provisioning listener's
-    /// addresses; prints the CA fingerprint agents pin and the `[tls]` lines to paste.
+    /// Create a private CA and a server certificate for the API's and the provisioning
+    /// listener's addresses; prints the CA fingerprint agents pin and the `[tls]` lines to
+    /// paste.
     Init {
         /// Directory for ca.pem, ca.key, server.pem, server.key (keys 0600).
         #[arg(long, default_value = "/var/lib/ingot/tls")]
         dir: PathBuf,
-        /// An address of the listener (repeatable), e.g. the `[netboot] server_ip`.
+        /// An address clients dial (repeatable): the `[netboot] server_ip` and the
+        /// `api_listen` address, e.g. `--ip 172.31.250.1 --ip 127.0.0.1`.
         #[arg(long = "ip")]
         ips: Vec<std::net::IpAddr>,
         /// A DNS name of the listener (repeatable).
@@ -87,10 +89,12 @@ pub fn certs_init(
 ) -> anyhow::Result<String> {
     let issued = crate::certs::init(dir, ips, dns)?;
     Ok(format!(
-        "CA certificate: {}\nCA fingerprint: {}\n\nAdd to the config file:\n\n{}",
-        issued.ca_cert.display(),
+        "CA certificate: {ca}\nCA fingerprint: {}\n\nAdd to the config file:\n\n{}\n\
+         API clients trust the CA with `ingot --cacert {ca}` (or INGOT_CACERT) and\n\
+         `baremetal --os-cacert {ca}` (or OS_CACERT).\n",
         issued.ca_fingerprint,
-        crate::certs::config_lines(&issued)
+        crate::certs::config_lines(&issued),
+        ca = issued.ca_cert.display(),
     ))
 }
 
@@ -140,7 +144,8 @@ pub struct ServeArgs {
     /// Log lines as `text` (default) or `json` (one object per line).
     #[arg(long, value_enum)]
     pub log_format: Option<crate::config::LogFormat>,
-    /// `[tls] cert_file`: serve the agent API and images over HTTPS with this certificate.
+    /// `[tls] cert_file`: serve the API, the agent API and images over HTTPS with this
+    /// certificate.
     #[arg(long)]
     pub tls_cert_file: Option<PathBuf>,
     /// `[tls] key_file`: the certificate's private key.
@@ -182,17 +187,20 @@ impl ServeArgs {
     }
 }
 
+/// The API's address when neither `--url`, `INGOT_URL` nor `OS_ENDPOINT` says.
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:6385";
+
 /// Where the API is.
 #[derive(Debug, Args)]
 pub struct ApiArgs {
-    /// Base URL of the Ingot (or Ironic) API.
-    #[arg(
-        long,
-        global = true,
-        env = "INGOT_URL",
-        default_value = "http://127.0.0.1:6385"
-    )]
-    pub url: String,
+    /// Base URL of the Ingot (or Ironic) API, http:// or https:// (else `OS_ENDPOINT`, else
+    /// http://127.0.0.1:6385).
+    #[arg(long, global = true, env = "INGOT_URL")]
+    pub url: Option<String>,
+    /// CA certificate (PEM) to trust for an https:// API instead of the system's (else
+    /// `OS_CACERT`); `ingot certs init` writes it as ca.pem.
+    #[arg(long, global = true, env = "INGOT_CACERT")]
+    pub cacert: Option<PathBuf>,
     /// User for an API with http_basic authentication (else `OS_USERNAME`).
     #[arg(long, global = true, env = "INGOT_USERNAME")]
     pub username: Option<String>,
@@ -202,6 +210,29 @@ pub struct ApiArgs {
 }
 
 impl ApiArgs {
+    /// The API's base URL: the flag / `INGOT_URL`, else the `OS_ENDPOINT` the `baremetal`
+    /// CLI reads, else [`DEFAULT_API_URL`].
+    pub fn url(&self) -> String {
+        self.url
+            .clone()
+            .or_else(|| std::env::var("OS_ENDPOINT").ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| DEFAULT_API_URL.to_owned())
+    }
+
+    /// The CA file to trust: the flag / `INGOT_CACERT`, else `OS_CACERT`.
+    pub fn cacert(&self) -> Option<PathBuf> {
+        self.cacert.clone().or_else(|| {
+            std::env::var_os("OS_CACERT")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        })
+    }
+
+    /// The client these settings describe.
+    pub fn client(&self) -> anyhow::Result<client::ApiClient> {
+        client::ApiClient::connect(&self.url(), self.credentials(), self.cacert().as_deref())
+    }
+
     /// The credentials to send: the flags / `INGOT_*`, else the `OS_*` variables the
     /// `baremetal` CLI reads.
     pub fn credentials(&self) -> Option<(String, String)> {

@@ -78,7 +78,8 @@ pub struct FileConfig {
     /// `[deploy]`: fast track (Ironic's `[deploy] fast_track`).
     #[serde(default)]
     pub deploy: DeploySection,
-    /// `[tls]`: HTTPS for `/agent/v1/*` and `/images/*` on the provisioning side.
+    /// `[tls]`: HTTPS for the operator API and, when there is a provisioning listener, for
+    /// `/agent/v1/*` and `/images/*` on the provisioning side.
     #[serde(default)]
     pub tls: TlsSection,
 }
@@ -123,13 +124,16 @@ pub struct TlsSection {
     pub key_file: Option<PathBuf>,
 }
 
-/// HTTPS of the provisioning side, validated.
+/// `[tls]`, validated: one certificate for the operator API (always HTTPS when `[tls]` is
+/// set) and the provisioning side's HTTPS listener (when there is a provisioning side).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
-    /// `[netboot] https_listen`, default `<server_ip>:8443`.
-    pub listen: SocketAddr,
+    /// `[netboot] https_listen`, default `<server_ip>:8443` (or the plain listener's address
+    /// on port 8443); `None` when nothing is configured on the provisioning side, so only the
+    /// API is served (over HTTPS).
+    pub provisioning_listen: Option<SocketAddr>,
 }
 
 /// `[discovery]` table.
@@ -202,8 +206,8 @@ pub struct Config {
     /// `[deploy] fast_track`: the agent's fast-track window (its last heartbeat must be this
     /// recent), or `None` when fast track is off.
     pub fast_track: Option<Duration>,
-    /// HTTPS listener for the agent API and images; when set, the plain listener serves
-    /// `/boot/*` only.
+    /// `[tls]`: the API is served over HTTPS, and so are the agent API and images (on their
+    /// own listener; the plain one then serves `/boot/*` only).
     pub tls: Option<TlsConfig>,
     /// `[[webhooks]]`, validated.
     pub webhooks: Vec<crate::webhooks::WebhookConfig>,
@@ -439,18 +443,18 @@ impl FileConfig {
         let tls = match (self.tls.cert_file, self.tls.key_file) {
             (None, None) => None,
             (Some(cert_file), Some(key_file)) => {
-                let listen = match (netboot.https_listen, netboot.server_ip, boot_http_listen) {
-                    (Some(a), _, _) => a,
-                    (None, Some(ip), _) => SocketAddr::new(ip.into(), 8443),
-                    (None, None, Some(plain)) => SocketAddr::new(plain.ip(), 8443),
-                    _ => bail!(
-                        "[tls] needs [netboot] https_listen, server_ip or http_listen (where to serve HTTPS)"
-                    ),
-                };
+                // No provisioning side configured: `[tls]` is the API's alone.
+                let provisioning_listen =
+                    match (netboot.https_listen, netboot.server_ip, boot_http_listen) {
+                        (Some(a), _, _) => Some(a),
+                        (None, Some(ip), _) => Some(SocketAddr::new(ip.into(), 8443)),
+                        (None, None, Some(plain)) => Some(SocketAddr::new(plain.ip(), 8443)),
+                        (None, None, None) => None,
+                    };
                 Some(TlsConfig {
                     cert_file,
                     key_file,
-                    listen,
+                    provisioning_listen,
                 })
             }
             _ => bail!("[tls] needs both cert_file and key_file"),

@@ -433,3 +433,48 @@ fn packaged_example_config_lists_every_setting() {
         "packaging/ingot.toml does not show these settings: {absent:?}"
     );
 }
+
+/// `[tls]` always covers the API; the provisioning side gets its HTTPS listener only when
+/// there is a provisioning side, and a half `[tls]` is refused.
+#[test]
+fn tls_covers_the_api_and_the_provisioning_side_when_there_is_one() {
+    let tls = TlsSection {
+        cert_file: Some("/etc/ingot/server.pem".into()),
+        key_file: Some("/etc/ingot/server.key".into()),
+    };
+    let api_only = FileConfig {
+        tls: tls.clone(),
+        ..Default::default()
+    }
+    .validate()
+    .expect("[tls] without a provisioning side");
+    let t = api_only.tls.expect("tls");
+    assert_eq!(t.cert_file, PathBuf::from("/etc/ingot/server.pem"));
+    assert_eq!(t.provisioning_listen, None);
+
+    let both = FileConfig {
+        tls: tls.clone(),
+        netboot: NetbootSection {
+            server_ip: Some("172.31.250.1".parse().expect("ip")),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .validate()
+    .expect("[tls] with a server_ip");
+    assert_eq!(
+        both.tls.and_then(|t| t.provisioning_listen),
+        Some("172.31.250.1:8443".parse().expect("addr"))
+    );
+
+    let half = FileConfig {
+        tls: TlsSection {
+            key_file: None,
+            ..tls
+        },
+        ..Default::default()
+    }
+    .validate()
+    .expect_err("cert without key");
+    assert!(format!("{half:#}").contains("both cert_file and key_file"));
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A full operator session with the real `baremetal` CLI (python-ironicclient).
 
-Needs OS_ENDPOINT=http://HOST:PORT and OS_AUTH_TYPE=none. The `baremetal` program is
+Needs OS_ENDPOINT=http://HOST:PORT and OS_AUTH_TYPE=none (or https:// with OS_CACERT, and
+OS_AUTH_TYPE=http_basic with OS_USERNAME/OS_PASSWORD, as the CLI reads them). The `baremetal` program is
 taken from BAREMETAL, else from the directory of this Python (the venv), else PATH.
 Set CLIENTS_PEER=ironic when the server is real Ironic. Every step is asserted on the
 exit code and on the JSON the CLI prints; the last line is `N passed, M failed`.

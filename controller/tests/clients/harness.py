@@ -8,6 +8,7 @@ Every check is counted; the last line printed is `N passed, M failed`.
 import base64
 import json
 import os
+import ssl
 import sys
 import time
 import traceback
@@ -94,9 +95,19 @@ def http_basic():
     return os.environ.get("OS_USERNAME", ""), os.environ.get("OS_PASSWORD", "")
 
 
+def cacert():
+    """The CA file of an https:// endpoint (OS_CACERT, as the clients read it), or None."""
+    return os.environ.get("OS_CACERT") or None
+
+
 def raw_request(method, path, body=None, headers=None, timeout=30):
-    """Sends one HTTP request without a client library; returns (status, headers, text)."""
+    """Sends one HTTP request without a client library; returns (status, headers, text).
+
+    Over https:// only the OS_CACERT CA is trusted when it is set, as the clients do."""
     url = endpoint() + path
+    context = None
+    if url.startswith("https://"):
+        context = ssl.create_default_context(cafile=cacert())
     data = body.encode() if isinstance(body, str) else body
     req = urllib.request.Request(url, data=data, method=method)
     creds = http_basic()
@@ -106,7 +117,7 @@ def raw_request(method, path, body=None, headers=None, timeout=30):
     for key, value in (headers or {}).items():
         req.add_header(key, value)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return resp.status, resp.headers, resp.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.headers, err.read().decode()

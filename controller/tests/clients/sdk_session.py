@@ -2,7 +2,9 @@
 """The core operator flow through openstacksdk's baremetal proxy.
 
 Connects with `openstack.connect(auth_type='none', baremetal_endpoint_override=URL)`,
-URL taken from OS_ENDPOINT. Set CLIENTS_PEER=ironic when the server is real Ironic.
+URL taken from OS_ENDPOINT (http:// or https://; OS_CACERT is the CA to trust), or with
+`auth_type='http_basic'` when OS_AUTH_TYPE says so. Set CLIENTS_PEER=ironic when the server
+is real Ironic.
 The last line printed is `N passed, M failed`.
 """
 
@@ -12,7 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Checker, endpoint, http_basic, peer_is_ironic, wait_until  # noqa: E402
+from harness import Checker, cacert, endpoint, http_basic, peer_is_ironic, wait_until  # noqa: E402
 
 import openstack  # noqa: E402
 from openstack import exceptions  # noqa: E402
@@ -32,13 +34,15 @@ def main():
           f"peer {'ironic' if peer_is_ironic() else 'ingot'}")
     started = time.monotonic()
     creds = http_basic()
+    tls = {"cacert": cacert()} if cacert() else {}
     if creds is None:
-        conn = openstack.connect(auth_type="none", baremetal_endpoint_override=endpoint())
+        conn = openstack.connect(auth_type="none", baremetal_endpoint_override=endpoint(), **tls)
     else:
         conn = openstack.connect(
             auth_type="http_basic",
             auth={"username": creds[0], "password": creds[1], "endpoint": endpoint()},
             baremetal_endpoint_override=endpoint(),
+            **tls,
         )
     bm = conn.baremetal
     ids = {}

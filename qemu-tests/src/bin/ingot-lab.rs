@@ -9,8 +9,10 @@
 //! drive, boots that image from its disk, and is released (undeploy: cleaning again) and
 //! powered off. Every phase is timed; a table closes the run.
 //!
-//! `--keep` leaves the rack running afterwards (until Enter is pressed) and prints how to
-//! use the `baremetal` CLI inside it.
+//! The API is HTTPS with http_basic, as on a real network; the run ends with `ingot node
+//! list` through it. `--keep` leaves the rack running afterwards (until Enter is pressed)
+//! and prints how to use the `baremetal` CLI inside it (the settings are in the rack's
+//! `openrc`, 0600; the password is never printed).
 
 use std::io::BufRead as _;
 use std::process::{ExitCode, Stdio};
@@ -60,8 +62,11 @@ fn run(keep: bool) -> anyhow::Result<()> {
         ..RackOptions::default()
     })?;
     println!(
-        "ingot serve runs in network namespace {} (API http://127.0.0.1:6385 inside it)",
-        rack.lab_name()
+        "ingot serve runs in network namespace {} (API {} inside it, http_basic; client \
+         settings in {})",
+        rack.lab_name(),
+        qemu_tests::rack::API,
+        rack.access().openrc.display()
     );
     let disk = marker_disk::build(&rack.dir().join("image"), IMAGE_MIB)?;
     let url = rack.publish(&disk.zst, "marker-disk.img.zst")?;
@@ -93,15 +98,21 @@ fn run(keep: bool) -> anyhow::Result<()> {
         }
     }
     rack.conclude(&timelines, &failures)?;
-    println!("\n{}", rack.baremetal(&["node", "list"])?);
+    println!(
+        "\n$ ingot node list\n{}",
+        rack.ingot_cli(&["node", "list"])?
+    );
     if keep {
         let ns = rack.lab_name();
         println!(
-            "The rack stays up. In another shell:\n  \
-             ip netns exec {ns} env OS_ENDPOINT=http://127.0.0.1:6385 OS_AUTH_TYPE=none \
-             {venv}/bin/baremetal node list\n\
+            "The rack stays up. In another shell (as root):\n  \
+             . {openrc}\n  \
+             ip netns exec {ns} {venv}/bin/baremetal node list\n  \
+             ip netns exec {ns} {ingot} node list\n\
              Working directory: {dir}\nPress Enter to tear it down.",
+            openrc = rack.access().openrc.display(),
             venv = qemu_tests::rack::clients_venv()?.display(),
+            ingot = qemu_tests::build::ingot_binary()?.display(),
             dir = rack.dir().display(),
         );
         let _ = std::io::stdin().lock().lines().next();

@@ -221,8 +221,9 @@ fn fmt_value(v: Option<f64>) -> String {
     }
 }
 
-/// The side-by-side table. The ratio column says how many times better the first server is
-/// than the second; the targets are DESIGN.md §7's for Ingot, judged only when Ingot ran.
+/// The side-by-side table. A ratio column per server after the first says how many times
+/// better the first server is than that one (`ratio` with two servers, `1st/N` with more);
+/// the targets are DESIGN.md §7's for Ingot, judged only when Ingot ran.
 pub fn table(servers: &[ServerReport], lifecycle_nodes: usize) -> String {
     let rows = rows(servers, lifecycle_nodes);
     let judge = servers
@@ -234,8 +235,13 @@ pub fn table(servers: &[ServerReport], lifecycle_nodes: usize) -> String {
     for s in servers {
         out.push_str(&format!(" {:>18}", s.label));
     }
-    if servers.len() == 2 {
-        out.push_str(&format!(" {:>10}", "ratio"));
+    for n in 2..=servers.len() {
+        let head = if servers.len() == 2 {
+            "ratio".to_owned()
+        } else {
+            format!("1st/{n}")
+        };
+        out.push_str(&format!(" {head:>10}"));
     }
     out.push_str(&format!(" {:>18}\n", "target (ingot)"));
     for row in &rows {
@@ -243,11 +249,8 @@ pub fn table(servers: &[ServerReport], lifecycle_nodes: usize) -> String {
         for v in &row.values {
             out.push_str(&format!(" {:>18}", fmt_value(*v)));
         }
-        if servers.len() == 2 {
-            let ratio = match (
-                row.values.first().copied().flatten(),
-                row.values.get(1).copied().flatten(),
-            ) {
+        for other in row.values.iter().skip(1) {
+            let ratio = match (row.values.first().copied().flatten(), *other) {
                 (Some(a), Some(b)) if a > 0.0 && b > 0.0 => Some(match row.better {
                     Better::Higher => a / b,
                     Better::Lower => b / a,
@@ -359,6 +362,21 @@ mod tests {
             .find(|l| l.starts_with("cold start"))
             .expect("cold row");
         assert!(cold.contains("<= 50.0 ok"), "{cold}");
+        let three = table(&[mk("ingot", 1), mk("secure", 2), mk("ironic", 4)], 5);
+        let enroll = three
+            .lines()
+            .find(|l| l.starts_with("enroll node + port"))
+            .expect("enroll row");
+        assert!(
+            three
+                .lines()
+                .next()
+                .is_some_and(|h| h.contains("1st/2") && h.contains("1st/3"))
+        );
+        assert!(
+            enroll.contains("2.0x") && enroll.contains("4.0x"),
+            "{enroll}"
+        );
         let peer_only = table(&[mk("ironic", 1)], 5);
         let cold = peer_only
             .lines()

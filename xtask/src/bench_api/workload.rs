@@ -3,7 +3,9 @@
 //! Phases: enroll (node + port, `concurrency` clients), list `/v1/nodes/detail` (one client,
 //! repeated), lifecycle (manage, provide, deploy, undeploy, `concurrency` clients, each node
 //! polled until it reaches every state). Requests and time are bounded: every phase has a
-//! fixed number of operations and every wait has a deadline.
+//! fixed number of operations and every wait has a deadline. The server is plain HTTP or
+//! HTTPS (the client trusts only the given CA), with or without HTTP basic credentials,
+//! sent on every request as the `baremetal` CLI does.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
 /// Sizes of the workload.
@@ -27,6 +29,27 @@ pub struct Config {
     pub lifecycle_nodes: usize,
     /// Deadline for one node to reach one state.
     pub transition_timeout: Duration,
+}
+
+/// Where the workload sends its requests, and how it gets in.
+#[derive(Clone)]
+pub struct Target {
+    /// `http://127.0.0.1:PORT` or `https://...`.
+    pub base: String,
+    /// HTTP basic user and password.
+    pub credentials: Option<(String, String)>,
+    /// The CA (PEM) an `https://` server's certificate must chain to.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("base", &self.base)
+            .field("user", &self.credentials.as_ref().map(|c| &c.0))
+            .field("ca", &self.ca_pem.is_some())
+            .finish()
+    }
 }
 
 /// Wall time and server CPU time of one phase.
@@ -104,21 +127,33 @@ impl Recorder {
     }
 }
 
-/// The client every task shares; sends the microversion the `baremetal` CLI sends.
-fn client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
+/// The client every task shares; sends the microversion the `baremetal` CLI sends, and the
+/// target's credentials.
+fn client(target: &Target, concurrency: usize) -> anyhow::Result<reqwest::Client> {
+    use base64::Engine as _;
     let mut headers = HeaderMap::new();
     headers.insert(
         "X-OpenStack-Ironic-API-Version",
         HeaderValue::from_static("1.115"),
     );
     headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-    reqwest::Client::builder()
+    if let Some((user, password)) = &target.credentials {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut value = HeaderValue::from_str(&format!("Basic {token}"))
+            .context("building the Authorization header")?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+    }
+    let mut builder = reqwest::Client::builder()
         .default_headers(headers)
         .pool_max_idle_per_host(concurrency)
         .timeout(Duration::from_secs(60))
-        .no_proxy()
-        .build()
-        .context("building the HTTP client")
+        .no_proxy();
+    if let Some(pem) = &target.ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).context("reading the bench CA")?;
+        builder = builder.tls_certs_only(certs);
+    }
+    builder.build().context("building the HTTP client")
 }
 
 /// Answer to a request that may be retried.
@@ -203,9 +238,10 @@ fn mac(i: usize) -> String {
     )
 }
 
-/// Runs all phases against `base` (`http://127.0.0.1:PORT`); `cpu` reads the server's CPU seconds.
-pub async fn run(base: &str, cfg: &Config, cpu: &dyn Fn() -> f64) -> anyhow::Result<Outcome> {
-    let client = client(cfg.concurrency)?;
+/// Runs all phases against `target`; `cpu` reads the server's CPU seconds.
+pub async fn run(target: &Target, cfg: &Config, cpu: &dyn Fn() -> f64) -> anyhow::Result<Outcome> {
+    let client = client(target, cfg.concurrency)?;
+    let base = target.base.as_str();
     let mut out = Outcome::default();
 
     // Enroll.
