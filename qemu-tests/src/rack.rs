@@ -62,6 +62,9 @@ pub struct RackOptions {
     pub keep_dir: bool,
     /// `RUST_LOG` of `ingot serve` (its log is `ingot.log` in the rack directory).
     pub rust_log: String,
+    /// `[tls]` on the provisioning listener (default on; `QEMU_TESTS_TLS=off` turns it off
+    /// for measurements, [`crate::tls::enabled_by_env`]).
+    pub tls: bool,
 }
 
 impl Default for RackOptions {
@@ -73,6 +76,7 @@ impl Default for RackOptions {
             extra_config: String::new(),
             keep_dir: std::env::var_os("QEMU_TESTS_KEEP").is_some(),
             rust_log: "info".to_owned(),
+            tls: crate::tls::enabled_by_env(),
         }
     }
 }
@@ -250,21 +254,13 @@ impl Rack {
         let config = rack.dir.path.join("ingot.toml");
         // TLS on, as on a real network: the agent API and images go over HTTPS with the CA
         // the agent pins; `ingot certs init` makes the certificates.
-        let tls_dir = rack.dir.path.join("tls");
-        let out = std::process::Command::new(&ingot)
-            .args(["certs", "init", "--ip", BRIDGE_ADDR, "--dir"])
-            .arg(&tls_dir)
-            .output()
-            .context("running ingot certs init")?;
-        if !out.status.success() {
-            anyhow::bail!("ingot certs init: {}", String::from_utf8_lossy(&out.stderr));
+        let mut toml = rack.config_toml(&opts, &kernel, &initrd);
+        if opts.tls {
+            toml.push_str(&crate::tls::provisioning_tls(
+                &ingot,
+                &rack.dir.path.join("tls"),
+            )?);
         }
-        let toml = format!(
-            "{}[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            rack.config_toml(&opts, &kernel, &initrd),
-            tls_dir.join("server.pem").display(),
-            tls_dir.join("server.key").display(),
-        );
         std::fs::write(&config, toml)?;
         let log = std::fs::File::create(&rack.ingot_log)?;
         let server = rack
@@ -313,9 +309,11 @@ impl Rack {
         )
         .with_context(|| format!("ingot log:\n{}", tail(&rack.ingot_log(), 30)))?;
         println!(
-            "rack {} up in {:.1} s (dir {})",
+            "rack {} up in {:.1} s (TLS {}, fast track {}, dir {})",
             rack.lab.name,
             started.elapsed().as_secs_f64(),
+            if opts.tls { "on" } else { "off" },
+            if opts.fast_track { "on" } else { "off" },
             rack.dir.path.display()
         );
         Ok(rack)
