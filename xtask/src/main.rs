@@ -1,10 +1,11 @@
 //! `cargo xtask`: project automation for Ingot.
 //!
 //! Subcommands, one file each: `ci` (fmt, clippy, all tests), `bench api [--peer ironic]`,
-//! `bench write`, and `ironic serve|clients` (the real Ironic peer used by the API bench and
+//! `bench write`, `bench tls`, and `ironic serve|clients` (the real Ironic peer used by the API bench and
 //! to validate the client session scripts). Keep dependencies minimal.
 
 mod bench_api;
+mod bench_tls;
 mod bench_write;
 mod ci;
 mod image;
@@ -21,6 +22,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench api [--peer ironic] [--skip-ingot] [--nodes N] [--lifecycle N] ...
                           operator API bench (release build), optionally beside real Ironic 39.0.0
   bench write [...]       image write bench
+  bench tls [--requests N] [--release]
+                          agent heartbeats over HTTPS vs plain HTTP on 127.0.0.1 (handshake cost)
   image debian [--force] [--mirror URL]
                           build target/images/debian-12.{raw,qcow2} (cloud-init, ssh; BIOS+UEFI; root)
   initramfs --profile qemu|generic [--kver K] [--agent PATH] [--level N]
@@ -50,6 +53,7 @@ fn run() -> anyhow::Result<()> {
         (Some("ci"), _) => ci::run(rest(1)),
         (Some("bench"), Some("api")) => bench_api::run(rest(2)),
         (Some("bench"), Some("write")) => bench_write::run(rest(2)),
+        (Some("bench"), Some("tls")) => bench_tls::run(rest(2)),
         (Some("image"), _) => image::run_task(rest(1)),
         (Some("initramfs"), _) => initramfs::run(&paths::workspace_root(), rest(1)),
         (Some("ironic"), _) => ironic::run(rest(1)),
