@@ -12,6 +12,7 @@ pub mod host;
 pub mod image;
 pub mod init;
 pub mod inventory;
+pub mod redact;
 pub mod run;
 pub mod wipe;
 

@@ -209,6 +209,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             agent_url: https.as_ref().map(|h| h.url.clone()),
             ca_sha256: https.as_ref().map(|h| h.ca_sha256.clone()),
         }),
+        fast_track: hub.fast_track_enabled(),
     });
     let agent_side = agent_api::router(AgentApiState {
         store: store.clone(),
@@ -371,6 +372,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let policy = Arc::new(StoreBootPolicy {
             store: services.store.clone(),
             discovery: services.discovery.clone(),
+            fast_track: services.hub.fast_track_enabled(),
         });
         let netboot = netboot::service::start(
             cfg,

@@ -13,6 +13,8 @@
 //!   firmwares and prints a marker.
 //! - [`disk_check`]: a disk image's partitions, `blkid`/`wipefs` probes and config drive,
 //!   read from the host; [`ssh`]: a test key pair and logins inside the lab.
+//! - [`tls`]: `ingot certs init` and the `[tls]` table for an `ingot serve` in a lab (on
+//!   unless `QEMU_TESTS_TLS=off`, for measurements).
 //! - [`site_dhcp::SiteDhcp`]: a site DHCP server (dnsmasq, addresses only) in a second
 //!   namespace on the lab bridge, for proxy-DHCP tests.
 //!
@@ -29,6 +31,7 @@ pub mod power;
 pub mod rack;
 pub mod site_dhcp;
 pub mod ssh;
+pub mod tls;
 pub mod vm;
 pub mod wait;
 

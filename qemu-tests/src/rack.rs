@@ -308,9 +308,10 @@ impl Rack {
         )
         .with_context(|| format!("ingot log:\n{}", tail(&rack.ingot_log(), 30)))?;
         println!(
-            "rack {} up in {:.1} s (dir {})",
+            "rack {} up in {:.1} s (TLS on, fast track {}, dir {})",
             rack.lab.name,
             started.elapsed().as_secs_f64(),
+            if opts.fast_track { "on" } else { "off" },
             rack.dir.path.display()
         );
         Ok(rack)

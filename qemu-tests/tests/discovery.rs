@@ -1,6 +1,9 @@
 //! Zero-touch discovery on the lab network, with `ingot serve` inside the lab namespace
 //! (DHCP, TFTP and the boot/agent listener on the bridge, discovery on).
 //!
+//! `ingot serve` runs with TLS on its provisioning listener (`qemu_tests::tls`): each agent
+//! looks up over HTTPS with the CA its iPXE script pins.
+//!
 //! - [`three_unknown_machines_register_then_one_is_inspected`]: full DHCP. Three unknown
 //!   machines are powered on together: SeaBIOS with the iPXE NIC ROM, OVMF with the iPXE EFI
 //!   ROM, and OVMF with its own PXE (no option ROM: TFTP chainload of `snponly.efi`, as on
@@ -91,6 +94,13 @@ fn start_ingot(lab: &mut Lab, dir: &Path, netboot: &str) -> anyhow::Result<PathB
     let (kernel, initrd) = qemu_tests::build::agent_initramfs()?;
     let ingot = qemu_tests::build::ingot_binary()?;
     let config = dir.join("ingot.toml");
+    // TLS on the provisioning listener, as in every lab: the agent looks up over HTTPS with
+    // the CA the iPXE script pins (the plain listener refuses `/agent/v1/*`).
+    let tls = if qemu_tests::tls::enabled_by_env() {
+        qemu_tests::tls::provisioning_tls(&ingot, &dir.join("tls"))?
+    } else {
+        String::new()
+    };
     std::fs::write(
         &config,
         format!(
@@ -108,7 +118,8 @@ fn start_ingot(lab: &mut Lab, dir: &Path, netboot: &str) -> anyhow::Result<PathB
              enabled = true\n\
              allowed_subnets = [\"172.31.250.0/24\"]\n\
              [deploy]\n\
-             fast_track = true\n",
+             fast_track = true\n\
+             {tls}",
             db = dir.join("ingot.db").display(),
             state = dir.display(),
             kernel = kernel.display(),
@@ -286,6 +297,16 @@ fn check_node(lab: &Lab, m: &Machine) -> anyhow::Result<Value> {
         .filter_map(|i| i["mac_address"].as_str())
         .collect();
     ensure!(macs.contains(&spec.mac.as_str()), "interfaces: {ctx}");
+    if qemu_tests::tls::enabled_by_env() {
+        let serial = m.vm.serial();
+        ensure!(
+            serial.contains(&format!("url=https://{BRIDGE_ADDR}:8443"))
+                && serial.contains("pinned=true"),
+            "{}: the agent did not talk HTTPS under the pinned CA:\n{}",
+            m.label,
+            tail(&serial, 20)
+        );
+    }
     Ok(node)
 }
 

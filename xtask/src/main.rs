@@ -1,11 +1,12 @@
 //! `cargo xtask`: project automation for Ingot.
 //!
 //! Subcommands, one file each: `ci` (fmt, clippy, all tests, the package check), `bench api
-//! [--peer ironic]`, `bench write`, `image`, `initramfs`, `lab`, `package` (the Debian
+//! [--peer ironic]`, `bench write`, `bench tls`, `image`, `initramfs`, `lab`, `package` (the Debian
 //! package), and `ironic serve|clients` (the real Ironic peer used by the API bench and to
 //! validate the client session scripts). Keep dependencies minimal.
 
 mod bench_api;
+mod bench_tls;
 mod bench_write;
 mod ci;
 mod image;
@@ -24,6 +25,8 @@ const USAGE: &str = "usage: cargo xtask <command>
                           operator API bench (release build); --secure adds ingot with http_basic
                           over HTTPS, --peer real Ironic 39.0.0
   bench write [...]       image write bench
+  bench tls [--requests N] [--release]
+                          agent heartbeats over HTTPS vs plain HTTP on 127.0.0.1 (handshake cost)
   image debian [--force] [--mirror URL]
                           build target/images/debian-12.{raw,qcow2} (cloud-init, ssh; BIOS+UEFI; root)
   initramfs --profile qemu|generic [--kver K] [--agent PATH] [--level N]
@@ -55,6 +58,7 @@ fn run() -> anyhow::Result<()> {
         (Some("ci"), _) => ci::run(rest(1)),
         (Some("bench"), Some("api")) => bench_api::run(rest(2)),
         (Some("bench"), Some("write")) => bench_write::run(rest(2)),
+        (Some("bench"), Some("tls")) => bench_tls::run(rest(2)),
         (Some("image"), _) => image::run_task(rest(1)),
         (Some("initramfs"), _) => initramfs::run(&paths::workspace_root(), rest(1)),
         (Some("ironic"), _) => ironic::run(rest(1)),

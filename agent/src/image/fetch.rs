@@ -2,7 +2,8 @@
 //! `Range` request, a server that ignores `Range` is re-read from the start
 //! (the bytes we already have are skipped), and a transfer that stops moving
 //! for `stall_timeout` counts as cut. Retries are bounded, with exponential
-//! backoff. Every byte goes to `deliver` exactly once and in order.
+//! backoff. Every byte goes to `deliver` exactly once and in order. No error carries the
+//! URL's query string (a signed image URL's signature): see [`crate::redact`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,7 +54,8 @@ pub enum FetchError {
     Status {
         /// HTTP status.
         status: u16,
-        /// URL.
+        /// URL without its query string ([`crate::redact::url`]: a signed URL's signature
+        /// never goes into an error).
         url: String,
     },
     /// Retries ran out; the last failure is the source.
@@ -224,7 +226,13 @@ async fn attempt(
     if *offset > 0 {
         req = req.header(RANGE, format!("bytes={offset}-"));
     }
-    let transport = |offset: u64| move |source| FetchError::Transport { offset, source };
+    // reqwest's errors print the URL: without its query (a signed URL's signature).
+    let transport = |offset: u64| {
+        move |source| FetchError::Transport {
+            offset,
+            source: crate::redact::reqwest_error(source),
+        }
+    };
     let send = tokio::time::timeout(opts.stall_timeout, req.send());
     let mut resp = send
         .await
@@ -277,7 +285,7 @@ async fn attempt(
         s => {
             return Err(FetchError::Status {
                 status: s.as_u16(),
-                url: url.to_string(),
+                url: crate::redact::url(url),
             });
         }
     };

@@ -216,7 +216,9 @@ pub async fn drive_with<C: Controller, H: Host>(
                 let wait = Duration::from_secs(u64::from(session.heartbeat_timeout_secs));
                 let r = ctl.heartbeat(&session.token, &req, wait).await;
                 match &r {
-                    Ok(hb) => tracing::debug!(command = ?hb.command, "heartbeat"),
+                    Ok(hb) => {
+                        tracing::debug!(command = %crate::redact::command(&hb.command), "heartbeat")
+                    }
                     Err(e) => tracing::warn!(error = ?e, "heartbeat failed"),
                 }
                 Outcome::Heartbeat(r)
@@ -226,7 +228,7 @@ pub async fn drive_with<C: Controller, H: Host>(
                 command_id,
                 command,
             } => {
-                tracing::info!(%command_id, command = %serde_json::to_string(command).unwrap_or_default(), "running command");
+                tracing::info!(%command_id, command = %crate::redact::command(command), "running command");
                 Outcome::Ran(
                     run_command(ctl, &host, session, command_id, command, busy_interval).await,
                 )

@@ -22,6 +22,7 @@ use tower_http::services::ServeFile;
 use uuid::Uuid;
 
 use crate::discovery::Discovery;
+use crate::machine::ProvisionState;
 use crate::netboot::dhcp::{BootPolicy, BootTarget};
 use crate::netboot::ipxe::{self, AgentBoot, BootPlan};
 use crate::netboot::{MacAddr, Platform};
@@ -41,18 +42,27 @@ pub enum Boot {
 }
 
 /// PURE: the boot decision for a known node's provision state, or an unknown machine.
-pub fn decide(provision_state: Option<&str>, discovery_enabled: bool) -> Boot {
-    match provision_state {
-        None if discovery_enabled => Boot::Agent,
-        None => Boot::Nothing,
-        Some("active") => Boot::LocalDisk,
-        // States where the agent works, plus the idle ones it stays up in (fast track).
-        Some(
-            "enroll" | "verifying" | "manageable" | "inspecting" | "inspect wait" | "available"
-            | "cleaning" | "clean wait" | "deploying" | "wait call-back" | "rescuing"
-            | "rescue wait",
-        ) => Boot::Agent,
-        Some(_) => Boot::Nothing,
+///
+/// The agent boots exactly where its lookup would be answered
+/// ([`ProvisionState::allows_agent_lookup`], the one list of such states): an agent booted
+/// anywhere else could only be refused, and an agent that can look up must be bootable.
+/// `active` boots its disk; an unknown machine boots the agent only when discovery can
+/// enroll it; a state that does not parse boots nothing.
+pub fn decide(provision_state: Option<&str>, discovery_enabled: bool, fast_track: bool) -> Boot {
+    let state = match provision_state {
+        None if discovery_enabled => return Boot::Agent,
+        None => return Boot::Nothing,
+        Some(s) => match s.parse::<ProvisionState>() {
+            Ok(state) => state,
+            Err(_) => return Boot::Nothing,
+        },
+    };
+    if state == ProvisionState::Active {
+        Boot::LocalDisk
+    } else if state.allows_agent_lookup(fast_track) {
+        Boot::Agent
+    } else {
+        Boot::Nothing
     }
 }
 
@@ -80,6 +90,8 @@ pub struct BootHttpState {
     pub store: Arc<dyn Store>,
     pub discovery: Arc<Discovery>,
     pub config: Arc<BootHttpConfig>,
+    /// `[deploy] fast_track`: the idle states boot the agent too (as its lookup is answered).
+    pub fast_track: bool,
 }
 
 /// The boot routes.
@@ -167,6 +179,7 @@ async fn script(State(st): State<BootHttpState>, Query(q): Query<ScriptQuery>) -
     let boot = decide(
         state.as_ref().map(|(_, s)| s.as_str()),
         st.discovery.config.enabled,
+        st.fast_track,
     );
     tracing::info!(mac = ?q.mac, node = ?state.as_ref().map(|s| s.0), ?boot, "boot script");
     match plan_for(&st.config, boot, platform) {
@@ -191,6 +204,8 @@ async fn script(State(st): State<BootHttpState>, Query(q): Query<ScriptQuery>) -
 pub struct StoreBootPolicy {
     pub store: Arc<dyn Store>,
     pub discovery: Arc<Discovery>,
+    /// `[deploy] fast_track`, as [`BootHttpState::fast_track`].
+    pub fast_track: bool,
 }
 
 #[async_trait]
@@ -200,6 +215,7 @@ impl BootPolicy for StoreBootPolicy {
             Ok(state) => match decide(
                 state.as_ref().map(|(_, s)| s.as_str()),
                 self.discovery.config.enabled,
+                self.fast_track,
             ) {
                 Boot::Agent => BootTarget::Netboot,
                 Boot::LocalDisk => BootTarget::AddressOnly,
@@ -217,15 +233,80 @@ impl BootPolicy for StoreBootPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::machine::AgentLookup;
 
     #[test]
-    fn decisions() {
-        assert_eq!(decide(None, true), Boot::Agent);
-        assert_eq!(decide(None, false), Boot::Nothing);
-        assert_eq!(decide(Some("active"), false), Boot::LocalDisk);
-        assert_eq!(decide(Some("clean wait"), false), Boot::Agent);
-        assert_eq!(decide(Some("available"), false), Boot::Agent);
-        assert_eq!(decide(Some("deploy failed"), true), Boot::Nothing);
-        assert_eq!(decide(Some("clean failed"), true), Boot::Nothing);
+    fn unknown_machines_boot_the_agent_only_with_discovery() {
+        for fast_track in [false, true] {
+            assert_eq!(decide(None, true, fast_track), Boot::Agent);
+            assert_eq!(decide(None, false, fast_track), Boot::Nothing);
+        }
+        assert_eq!(decide(Some("no such state"), true, true), Boot::Nothing);
+    }
+
+    /// Every state, with and without fast track: the agent boots exactly where its lookup
+    /// is answered, `active` boots its disk, everything else boots nothing.
+    #[test]
+    fn the_agent_boots_exactly_where_its_lookup_is_answered() {
+        for state in ProvisionState::ALL {
+            for fast_track in [false, true] {
+                let want = if state == ProvisionState::Active {
+                    Boot::LocalDisk
+                } else if state.allows_agent_lookup(fast_track) {
+                    Boot::Agent
+                } else {
+                    Boot::Nothing
+                };
+                for discovery in [false, true] {
+                    assert_eq!(
+                        decide(Some(state.as_str()), discovery, fast_track),
+                        want,
+                        "{state} fast_track={fast_track} discovery={discovery}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The same rule written out for the states an operator meets, so a change of the
+    /// lookup rule shows up here as well.
+    #[test]
+    fn decisions_by_state() {
+        use Boot::{Agent, LocalDisk, Nothing};
+        // (state, without fast track, with fast track)
+        let table = [
+            ("enroll", Nothing, Agent),
+            ("verifying", Nothing, Nothing),
+            ("manageable", Nothing, Agent),
+            ("inspecting", Agent, Agent),
+            ("inspect wait", Agent, Agent),
+            ("available", Nothing, Agent),
+            ("cleaning", Agent, Agent),
+            ("clean wait", Agent, Agent),
+            ("deploying", Agent, Agent),
+            ("wait call-back", Agent, Agent),
+            ("rescuing", Agent, Agent),
+            ("rescue wait", Agent, Agent),
+            ("servicing", Agent, Agent),
+            ("service wait", Agent, Agent),
+            ("active", LocalDisk, LocalDisk),
+            ("deploy failed", Nothing, Nothing),
+            ("clean failed", Nothing, Nothing),
+            ("inspect failed", Nothing, Nothing),
+            ("clean hold", Nothing, Nothing),
+            ("deleting", Nothing, Nothing),
+            ("rescue", Nothing, Nothing),
+            ("error", Nothing, Nothing),
+        ];
+        for (state, without, with) in table {
+            assert_eq!(decide(Some(state), true, false), without, "{state}");
+            assert_eq!(
+                decide(Some(state), true, true),
+                with,
+                "{state} (fast track)"
+            );
+        }
+        // `active` is the one state whose lookup is refused but that boots something.
+        assert_eq!(ProvisionState::Active.agent_lookup(), AgentLookup::Refused);
     }
 }
