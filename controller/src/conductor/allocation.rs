@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::Conductor;
 use super::task::TaskFlags;
+use crate::flavors::matching::candidates;
 use crate::model::{Allocation, Node};
 use crate::store::{NodeQuery, StoreError};
 
@@ -90,7 +91,8 @@ impl Conductor {
         Ok(())
     }
 
-    /// Ironic's candidate rule; returns the claimed node or the reason none was found.
+    /// Ironic's candidate rule (plus Ingot's minimum properties: `flavors::matching`);
+    /// returns the claimed node or the reason none was found.
     async fn pick_and_claim(
         &self,
         allocation: &Allocation,
@@ -102,39 +104,11 @@ impl Conductor {
             associated: Some(false),
             ..NodeQuery::default()
         };
-        let mut nodes: Vec<Node> = self.store.list_nodes(&query).await?;
-        nodes.retain(|n| {
-            n.power_state.is_some() && n.instance_uuid.is_none() && n.allocation_uuid.is_none()
-        });
-        if let Some(owner) = &allocation.owner {
-            nodes.retain(|n| n.owner.as_ref() == Some(owner) || n.lessee.as_ref() == Some(owner));
-        }
-        let rc = allocation.resource_class.as_deref().unwrap_or_default();
-        if !allocation.candidate_nodes.is_empty() {
-            nodes.retain(|n| {
-                allocation
-                    .candidate_nodes
-                    .iter()
-                    .any(|c| *c == n.uuid.to_string() || n.name.as_deref() == Some(c.as_str()))
-            });
-            if nodes.is_empty() {
-                return Ok(Err(format!(
-                    "none of the requested nodes are available and match the resource class {rc}"
-                )));
-            }
-        }
-        if nodes.is_empty() {
-            return Ok(Err(format!(
-                "no available nodes match the resource class {rc}"
-            )));
-        }
-        nodes.retain(|n| allocation.traits.iter().all(|t| n.traits.contains(t)));
-        if nodes.is_empty() {
-            return Ok(Err(format!(
-                "no suitable nodes have the requested traits {}",
-                allocation.traits.join(", ")
-            )));
-        }
+        let listed: Vec<Node> = self.store.list_nodes(&query).await?;
+        let mut nodes = match candidates(allocation, listed) {
+            Ok(nodes) => nodes,
+            Err(reason) => return Ok(Err(reason)),
+        };
         nodes.shuffle(&mut rand::rng());
         if let Some(name) = &allocation.name
             && let Some(pos) = nodes.iter().position(|n| n.name.as_ref() == Some(name))
