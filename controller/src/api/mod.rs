@@ -17,6 +17,7 @@ pub mod context;
 pub mod drivers;
 pub mod edit;
 pub mod error;
+pub mod ingot;
 pub mod node_fields;
 pub mod node_misc;
 pub mod node_states;
@@ -67,6 +68,10 @@ pub struct ApiSettings {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// `/metrics` without authentication (`metrics_public`).
     pub metrics_public: bool,
+    /// `[[flavors]]`, served at `/v1/ingot/flavors` and requested by servers.
+    pub flavors: Vec<crate::flavors::Flavor>,
+    /// The image store servers deploy from (`/v1/ingot/images`); `None`: no images.
+    pub images: Option<crate::images::ImageStore>,
 }
 
 impl Default for ApiSettings {
@@ -81,6 +86,8 @@ impl Default for ApiSettings {
             policies: policy::Policies::new(),
             metrics: Arc::default(),
             metrics_public: false,
+            flavors: Vec::new(),
+            images: None,
         }
     }
 }
@@ -170,6 +177,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(ports::routes())
         .merge(allocations::routes())
         .merge(drivers::routes())
+        .merge(ingot::routes())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(settings.body_limit))
         .with_state(state);

@@ -24,7 +24,7 @@ impl Conductor {
         });
     }
 
-    async fn allocate(&self, uuid: Uuid) -> Result<(), StoreError> {
+    async fn allocate(self: &Arc<Self>, uuid: Uuid) -> Result<(), StoreError> {
         let Some(mut allocation) = self.store.get_allocation(&uuid.to_string()).await? else {
             return Ok(());
         };
@@ -65,7 +65,12 @@ impl Conductor {
                 }
                 Ok(())
             }
-            other => other,
+            Ok(()) => match picked {
+                // A server's allocation: the node is claimed, deploy it.
+                Ok(node) if allocation.server.is_some() => self.deploy_server(uuid, node).await,
+                _ => Ok(()),
+            },
+            Err(e) => Err(e),
         }
     }
 

@@ -14,6 +14,7 @@
 
 mod allocation;
 mod periodic;
+mod server;
 mod task;
 #[cfg(test)]
 mod tests;
