@@ -1,12 +1,14 @@
 //! `cargo xtask`: project automation for Ingot.
 //!
-//! Subcommands, one file each: `ci` (fmt, clippy, all tests), `bench api [--peer ironic]`,
+//! Subcommands, one file each: `ci` (fmt, clippy, all tests), `fuzz` (the cargo-fuzz
+//! targets of `fuzz/`), `bench api [--peer ironic]`,
 //! `bench write`, and `ironic serve|clients` (the real Ironic peer used by the API bench and
 //! to validate the client session scripts). Keep dependencies minimal.
 
 mod bench_api;
 mod bench_write;
 mod ci;
+mod fuzz;
 mod image;
 mod initramfs;
 mod ironic;
@@ -18,6 +20,9 @@ mod server;
 
 const USAGE: &str = "usage: cargo xtask <command>
   ci                      cargo fmt --check, clippy -D warnings, cargo deny, all tests; reports every failure
+  fuzz [--seconds N] [TARGET...]
+                          build the cargo fuzz targets (nightly) and run each N s (default 60);
+                          prints executions, cov/ft and crashes per target
   bench api [--peer ironic] [--skip-ingot] [--nodes N] [--lifecycle N] ...
                           operator API bench (release build), optionally beside real Ironic 39.0.0
   bench write [...]       image write bench
@@ -48,6 +53,7 @@ fn run() -> anyhow::Result<()> {
         args.get(1).map(String::as_str),
     ) {
         (Some("ci"), _) => ci::run(rest(1)),
+        (Some("fuzz"), _) => fuzz::run(rest(1)),
         (Some("bench"), Some("api")) => bench_api::run(rest(2)),
         (Some("bench"), Some("write")) => bench_write::run(rest(2)),
         (Some("image"), _) => image::run_task(rest(1)),
