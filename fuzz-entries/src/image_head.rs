@@ -7,14 +7,17 @@
 //!   disks of 512- and 4096-byte sectors, with and without a config drive.
 //!
 //! Invariants: what `finish` accepted reads back on the disk it was made for (`check` with
-//! the disk's sector size agrees), and every extra write lies on the disk.
+//! the disk's sector size agrees), and every extra write lies on the disk; a plain MBR image
+//! (no protective 0xEE entry, no GPT signature at LBA 1) that the import takes as raw passes
+//! the agent's check on a 512-byte disk. (GPT images are not compared: the import reads only
+//! the boot signature, the agent checks the GPT's CRCs, see ARCHITECTURE.md.)
 
 use std::io;
 
 use agent::image::format::{PeekReader, Sink, decode, sniff};
 use agent::image::table::check::{ImageTable, check};
 use agent::image::table::finish;
-use controller::images::format::detect;
+use controller::images::format::{SourceFormat, detect};
 
 const MIB: usize = 1 << 20;
 const CAP: usize = 4 * MIB;
@@ -77,9 +80,26 @@ fn tables(decoded: &[u8]) {
     }
 }
 
+/// Whether `head` is an MBR without any sign of a GPT.
+fn plain_mbr(head: &[u8]) -> bool {
+    let protective = (0..4).any(|i| head.get(0x1be + 16 * i + 4) == Some(&0xee));
+    let gpt_sig = [512, 4096]
+        .iter()
+        .any(|&s| head.get(s..s + 8) == Some(&b"EFI PART"[..]));
+    !protective && !gpt_sig
+}
+
 /// Entry point.
 pub fn run(data: &[u8]) {
-    let _ = detect(data, data.len() as u64);
+    if detect(data, data.len() as u64) == Ok(SourceFormat::Raw) && plain_mbr(data) {
+        let mut head = data[..data.len().min(MIB)].to_vec();
+        head.resize(MIB, 0);
+        let agent = check(&head, 512);
+        assert!(
+            agent.is_ok(),
+            "the import takes a plain MBR image the agent refuses: {agent:?}"
+        );
+    }
 
     let Ok(format) = sniff(data) else {
         return;
