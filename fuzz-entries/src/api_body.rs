@@ -2,7 +2,7 @@
 //! with its content-type and depth rules, schema checks, node fields, JSON patch,
 //! provision/power/boot-device/trait/maintenance verbs into the lifecycle machine and the
 //! conductor) through the real router over an in-memory store ([`crate::ctl`]). The first
-//! byte picks the endpoint, the rest is the body.
+//! byte picks the endpoint and the node, the rest is the body.
 //!
 //! Invariants: no answer is a 500 (a body the API does not understand is the client's
 //! error); every error answer is JSON; the node's BMC password never appears in an answer.
@@ -11,11 +11,14 @@
 use axum::http::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::ctl::{self, NODE, PORT};
+use crate::ctl::{self, NODE, NODE2, PORT};
 
-/// (method, path) by the first input byte.
+/// (method, path) by the first input byte: the low 7 bits pick the endpoint, the high bit
+/// the node (the agent's node in `clean wait`, or the second one, from `enroll` on).
 fn endpoint(selector: u8) -> (Method, String) {
-    let node = format!("/v1/nodes/{NODE}");
+    let node = if selector & 0x80 == 0 { NODE } else { NODE2 };
+    let node = format!("/v1/nodes/{node}");
+    let selector = selector & 0x7f;
     match selector % 11 {
         0 => (Method::POST, "/v1/nodes".to_owned()),
         1 => (Method::PATCH, node),

@@ -1,6 +1,7 @@
 //! The controller the HTTP targets talk to: the operator API router and the agent API
 //! router of `ingot serve`, over one in-memory SQLite store, with one `fake-hardware` node
-//! (and its port) the agent API knows, and the agent session token its lookup was given.
+//! (and its port) the agent API knows, the agent session token its lookup was given, and a
+//! second node in `enroll` for the operator's verbs.
 //! Requests go through `tower::ServiceExt::oneshot`: no socket.
 //!
 //! The store keeps what earlier inputs did, so the controller is built again every
@@ -32,6 +33,8 @@ use uuid::Uuid;
 pub const REBUILD_EVERY: u32 = 2000;
 /// The node every input may address.
 pub const NODE: Uuid = Uuid::from_u128(0x0f0f_0000_0000_4000_8000_0000_0000_0001);
+/// A second node, left in `enroll`, for the operator's verbs to move through the lifecycle.
+pub const NODE2: Uuid = Uuid::from_u128(0x0f0f_0000_0000_4000_8000_0000_0000_0003);
 /// Its port.
 pub const PORT: Uuid = Uuid::from_u128(0x0f0f_0000_0000_4000_8000_0000_0000_0002);
 /// The port's MAC.
@@ -140,6 +143,23 @@ async fn build() -> Ctl {
     )
     .await;
     assert_eq!(created.status, StatusCode::CREATED, "seeding the node");
+    let node2 = json!({"uuid": NODE2, "name": "fuzz-node-2", "driver": "fake-hardware",
+        "resource_class": "baremetal", "properties": {"cpus": 4, "memory_mb": 8192, "local_gb": 50,
+        "cpu_arch": "x86_64"}, "instance_info": {"image_source": "http://10.9.0.1/i.raw",
+        "image_checksum": format!("sha256:{}", "ab".repeat(32))}});
+    let created = send(
+        &api,
+        Method::POST,
+        "/v1/nodes",
+        &[],
+        node2.to_string().into(),
+    )
+    .await;
+    assert_eq!(
+        created.status,
+        StatusCode::CREATED,
+        "seeding the second node"
+    );
     let port = json!({"uuid": PORT, "address": MAC, "node_uuid": NODE});
     let created = send(
         &api,

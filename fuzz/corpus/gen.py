@@ -3,7 +3,7 @@
 needs python3, zstd, xz and qemu-img). Seeds are small, realistic inputs: DHCP packets shaped
 like PXE ROMs, iPXE, UEFI HTTP boot and the agent send them, BMC replies of the shapes ipmi_sim
 and sushy-tools give, real `qemu-img info` output, and so on. Deterministic: running it again
-rewrites the same bytes (the qemu-img outputs depend on the local qemu-img version)."""
+rewrites the same bytes, but for the qemu-img outputs (qemu-img version, VMDK CIDs)."""
 import gzip, hashlib, hmac, json, lzma, os, struct, subprocess, sys, tempfile, uuid, zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -200,8 +200,12 @@ def api_seeds():
         (9, {"reason": "disk swap"}),
         (10, {"target": "uefi"}),
     ]
+    # The second node (selector bit 7) starts in enroll: the operator's way through its life.
+    bodies += [(0x85, {"target": t}) for t in ["manage", "inspect", "provide", "active", "deleted", "clean", "rescue", "abort", "adopt"]]
+    bodies += [(0x81, [{"op": "replace", "path": "/driver", "value": "ipmi"}]), (0x86, {"target": "rebooting"}),
+               (0x89, {"reason": "x"}), (0x8a, {"target": "bios"}), (0x87, {"boot_device": "disk"})]
     for i, (sel, body) in enumerate(bodies):
-        put("api_body", "%02d-endpoint%d" % (i, sel), bytes([sel]) + json.dumps(body).encode())
+        put("api_body", "%02d-endpoint%d%s" % (i, sel & 0x7f, "-node2" if sel & 0x80 else ""), bytes([sel]) + json.dumps(body).encode())
     patches = [
         [{"op": "replace", "path": "/driver_info/ipmi_password", "value": "new"}],
         [{"op": "add", "path": "/extra/tags/-", "value": "d"}, {"op": "remove", "path": "/extra/tags/0"}],
