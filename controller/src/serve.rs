@@ -115,7 +115,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         }
     };
     let hub = AgentHub::with_fast_track(config.fast_track);
-    let drivers = hardware_types(config, &hub)?;
+    let mut drivers = hardware_types(config, &hub)?;
     let instance_lock = lock_instance(config)?;
     // After the state dir exists (0700): the key file of the BMC secrets at rest.
     let secrets = crate::secrets::SecretBox::open_or_create(
@@ -131,6 +131,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
     let webhooks = Arc::new(Webhooks::start(&config.webhooks).context("starting webhooks")?);
     let metrics = Arc::new(Metrics::new());
     metrics.attach_webhooks(webhooks.stats());
+    metrics.attach_hub(hub.clone());
+    drivers.observe(metrics.clone());
     let events = Arc::new(Fanout(vec![webhooks.clone(), metrics.clone()]));
     let conductor = Conductor::new(
         store.clone(),
@@ -145,6 +147,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             ..ConductorConfig::default()
         },
     );
+    metrics.attach_conductor(&conductor);
     conductor.start().await.context("starting conductor")?;
     let api_tls = match &config.tls {
         Some(t) => Some(api_server_config(t, config.api_listen)?),
@@ -218,6 +221,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         discovery: discovery.clone(),
         heartbeat_timeout: config.agent_heartbeat_timeout,
         lookup_limit: Arc::default(),
+        metrics: metrics.clone(),
     })
     .merge(images::http::router(images.clone(), signer, store.clone()));
     let (boot, https) = match https {
@@ -383,6 +387,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("starting netboot services")?;
         if let Some(counters) = netboot.dhcp_counters.clone() {
             services.metrics.attach_dhcp(counters);
+        }
+        if let Some(server) = netboot.dhcp.clone() {
+            services.metrics.attach_dhcp_server(server);
+        }
+        if let Some(counters) = netboot.tftp_counters.clone() {
+            services.metrics.attach_tftp(counters);
         }
         background.spawn("netboot (DHCP, TFTP)", async move { netboot.wait().await });
     }

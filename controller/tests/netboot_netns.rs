@@ -388,7 +388,7 @@ fn start_tftp(lab: &Lab, dir: &Path) -> Running {
             Some(&iface),
         )?;
         let _ = ready.send(());
-        tftp::serve(sock, files, cancel).await
+        tftp::serve(sock, files, Default::default(), cancel).await
     })
 }
 

@@ -130,6 +130,7 @@ async fn build() -> Ctl {
         })),
         heartbeat_timeout: Duration::ZERO,
         lookup_limit: Arc::new(SourceLimiter::new(u32::MAX, Duration::from_secs(60))),
+        metrics: Arc::default(),
     });
     let node = json!({"uuid": NODE, "name": "fuzz-node", "driver": "fake-hardware",
         "driver_info": {"ipmi_password": "fuzz-S3CRET"}, "resource_class": "baremetal",

@@ -34,7 +34,12 @@ fn server() -> SocketAddr {
                 .expect("runtime");
             let files = TftpFiles::ipxe_binaries(Path::new(MISSING_DIR));
             // Nobody cancels: the server lives as long as the process.
-            let r = rt.block_on(serve(socket, files, CancellationToken::new()));
+            let r = rt.block_on(serve(
+                socket,
+                files,
+                Default::default(),
+                CancellationToken::new(),
+            ));
             panic!("the TFTP server ended: {r:?}");
         });
         addr

@@ -26,6 +26,7 @@ pub mod build;
 pub mod disk_check;
 pub mod fake_controller;
 pub mod marker_disk;
+pub mod metrics_check;
 pub mod netns;
 pub mod power;
 pub mod rack;

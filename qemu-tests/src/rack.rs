@@ -506,6 +506,20 @@ impl Rack {
 
     /// GETs an API path from inside the namespace; `None` on an HTTP error.
     pub fn api_get(&self, path: &str) -> anyhow::Result<Option<Value>> {
+        self.api_get_bytes(path)?
+            .map(|b| serde_json::from_slice(&b).context("API answer is not JSON"))
+            .transpose()
+    }
+
+    /// GETs an API path (as the operator, with the rack's credentials) as text, e.g.
+    /// `/metrics`; `None` on an HTTP error.
+    pub fn api_get_text(&self, path: &str) -> anyhow::Result<Option<String>> {
+        self.api_get_bytes(path)?
+            .map(|b| String::from_utf8(b).context("API answer is not UTF-8"))
+            .transpose()
+    }
+
+    fn api_get_bytes(&self, path: &str) -> anyhow::Result<Option<Vec<u8>>> {
         let out = self
             .lab
             .command("curl")
@@ -515,12 +529,7 @@ impl Rack {
             .stdin(Stdio::null())
             .output()
             .context("running curl in the lab")?;
-        if !out.status.success() {
-            return Ok(None);
-        }
-        Ok(Some(
-            serde_json::from_slice(&out.stdout).context("API answer is not JSON")?,
-        ))
+        Ok(out.status.success().then_some(out.stdout))
     }
 
     /// The node as `GET /v1/nodes/{ident}` shows it.

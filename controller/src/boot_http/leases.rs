@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use crate::model::{DhcpLease, DhcpLeaseState};
 use crate::netboot::MacAddr;
 use crate::netboot::dhcp::leases::{
-    Lease, LeaseOp, LeaseState, LeaseStore, LeaseStoreError, pick_free,
+    Lease, LeaseOp, LeaseState, LeaseStore, LeaseStoreError, count_free, pick_free,
 };
 use crate::store::{LeaseWrite, Store, StoreError};
 
@@ -122,6 +122,24 @@ impl LeaseStore for StoreLeaseStore {
             .map(to_lease)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(pick_free(start, end, exclude, &rows, now))
+    }
+
+    async fn count_free(
+        &self,
+        start: Ipv4Addr,
+        end: Ipv4Addr,
+        exclude: &BTreeSet<Ipv4Addr>,
+        now: SystemTime,
+    ) -> Result<u64, LeaseStoreError> {
+        let rows = self
+            .store
+            .dhcp_leases_in(start, end)
+            .await
+            .map_err(backend)?
+            .into_iter()
+            .map(to_lease)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(count_free(start, end, exclude, &rows, now))
     }
 
     async fn apply(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError> {

@@ -14,6 +14,7 @@
 
 mod allocation;
 mod periodic;
+mod slots;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -26,7 +27,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
+
+pub use slots::QueueDepth;
+use slots::WorkSlots;
 use tokio::task::AbortHandle;
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -193,8 +197,8 @@ pub struct Conductor {
     store: Arc<dyn Store>,
     drivers: DriverRegistry,
     config: ConductorConfig,
-    deploy_slots: Arc<Semaphore>,
-    clean_slots: Arc<Semaphore>,
+    deploy_slots: WorkSlots,
+    clean_slots: WorkSlots,
     tasks: Arc<TaskCounter>,
     shutting_down: AtomicBool,
     /// Armed wait-state timers by node, with the `provision_updated_at` they were armed at.
@@ -217,14 +221,24 @@ impl Conductor {
             runtime: tokio::runtime::Handle::try_current().ok(),
             store,
             drivers,
-            deploy_slots: Arc::new(Semaphore::new(config.max_concurrent_deploys.max(1))),
-            clean_slots: Arc::new(Semaphore::new(config.max_concurrent_cleanings.max(1))),
+            deploy_slots: WorkSlots::new(config.max_concurrent_deploys),
+            clean_slots: WorkSlots::new(config.max_concurrent_cleanings),
             config,
             tasks: Arc::default(),
             shutting_down: AtomicBool::new(false),
             wait_timers: Mutex::default(),
             periodic: Mutex::default(),
         })
+    }
+
+    /// Deploys and cleanings running and waiting for a slot now.
+    pub fn queue_depth(&self) -> QueueDepth {
+        QueueDepth {
+            deploy_running: self.deploy_slots.running(),
+            deploy_waiting: self.deploy_slots.waiting(),
+            clean_running: self.clean_slots.running(),
+            clean_waiting: self.clean_slots.waiting(),
+        }
     }
 
     pub fn registry(&self) -> &DriverRegistry {

@@ -450,16 +450,16 @@ impl Conductor {
                 }
             }
             Action::Deploy { .. } => {
-                let _slot = self.deploy_slots.clone().acquire_owned().await;
+                let _slot = self.deploy_slots.acquire().await;
                 Some(self.run_deploy(node, &drivers, false).await)
             }
             Action::Resume(Phase::Deploy) => Some(self.run_deploy(node, &drivers, true).await),
             Action::Clean { manual } => {
-                let _slot = self.clean_slots.clone().acquire_owned().await;
+                let _slot = self.clean_slots.acquire().await;
                 Some(self.run_clean(node, &drivers, manual, false).await)
             }
             Action::Resume(Phase::Clean) => {
-                let _slot = self.clean_slots.clone().acquire_owned().await;
+                let _slot = self.clean_slots.acquire().await;
                 Some(self.run_clean(node, &drivers, false, true).await)
             }
             Action::Teardown => {

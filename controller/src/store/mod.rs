@@ -132,9 +132,26 @@ pub enum LeaseWrite {
     PurgeExpired { before: DateTime<Utc> },
 }
 
+/// How one database connection pool is used right now (for `/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// `read`, `write` (SQLite's two pools) or `main` (PostgreSQL).
+    pub pool: &'static str,
+    /// Connections open, of which `idle` wait for work.
+    pub open: u32,
+    pub idle: u32,
+    /// The pool's cap.
+    pub max: u32,
+}
+
 /// The inventory store. Implementations must be safe to share between tasks.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// The connection pools' use (none for a store without a pool).
+    fn pool_use(&self) -> Vec<PoolUse> {
+        Vec::new()
+    }
+
     // Nodes.
     async fn create_node(&self, node: &Node) -> Result<(), StoreError>;
     /// Finds a node by UUID (when `ident` parses as one) or else by name.

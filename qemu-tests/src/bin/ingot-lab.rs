@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use qemu_tests::marker_disk::{self, BIOS_MARKER, UEFI_MARKER};
+use qemu_tests::metrics_check;
 use qemu_tests::power::Machine;
 use qemu_tests::rack::bmc::BmcMachine;
 use qemu_tests::rack::steps::{self, driver_info_args};
@@ -98,6 +99,7 @@ fn run(keep: bool) -> anyhow::Result<()> {
         }
     }
     rack.conclude(&timelines, &failures)?;
+    check_metrics(rack, mates.len())?;
     println!(
         "\n$ ingot node list\n{}",
         rack.ingot_cli(&["node", "list"])?
@@ -116,6 +118,42 @@ fn run(keep: bool) -> anyhow::Result<()> {
             dir = rack.dir().display(),
         );
         let _ = std::io::stdin().lock().lines().next();
+    }
+    Ok(())
+}
+
+/// Scrapes `/metrics` (as the operator) and checks that every family shows the run.
+fn check_metrics(rack: &Rack, machines: usize) -> anyhow::Result<()> {
+    let text = rack
+        .api_get_text("/metrics")?
+        .context("GET /metrics failed")?;
+    let samples = metrics_check::parse(&text).map_err(anyhow::Error::msg)?;
+    let missing = metrics_check::lab_shortfalls(&samples, machines as f64);
+    let sum = |name: &str, with: &[(&str, &str)]| metrics_check::sum(&samples, name, with);
+    println!(
+        "/metrics after the run: {} samples; agents wrote {:.1} MiB of images; {} IPMI and {} \
+         Redfish calls; DHCP {} offers, {} acks, pool {} of {} free; {} TFTP transfers",
+        samples.len(),
+        sum("ingot_agent_bytes_written_total", &[("phase", "stream")]) / 1048576.0,
+        sum(
+            "ingot_bmc_call_duration_seconds_count",
+            &[("driver", "ipmitool")]
+        ),
+        sum(
+            "ingot_bmc_call_duration_seconds_count",
+            &[("driver", "redfish")]
+        ),
+        sum("ingot_dhcp_packets_total", &[("kind", "offer")]),
+        sum("ingot_dhcp_packets_total", &[("kind", "ack")]),
+        sum("ingot_dhcp_pool_addresses", &[("state", "free")]),
+        sum("ingot_dhcp_pool_addresses", &[("state", "total")]),
+        sum("ingot_tftp_transfers_total", &[("outcome", "served")]),
+    );
+    if !missing.is_empty() {
+        bail!(
+            "/metrics does not show the run:\n  {}",
+            missing.join("\n  ")
+        );
     }
     Ok(())
 }

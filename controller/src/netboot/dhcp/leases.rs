@@ -122,6 +122,26 @@ pub fn pick_free(
     expired
 }
 
+/// PURE: how many addresses of `start..=end` [`pick_free`] could still hand out at `now`
+/// (not in `exclude`, not `server`, no row active at `now`).
+pub fn count_free(
+    start: Ipv4Addr,
+    end: Ipv4Addr,
+    exclude: &BTreeSet<Ipv4Addr>,
+    rows: &[Lease],
+    now: SystemTime,
+) -> u64 {
+    let held: BTreeSet<Ipv4Addr> = rows
+        .iter()
+        .filter(|l| l.is_active(now))
+        .map(|l| l.ip)
+        .collect();
+    (u32::from(start)..=u32::from(end))
+        .map(Ipv4Addr::from)
+        .filter(|ip| !exclude.contains(ip) && !held.contains(ip))
+        .count() as u64
+}
+
 /// Lease persistence.
 ///
 /// Contract: at most one lease per address and per MAC (an `Offer` or `Bind` for a MAC
@@ -142,6 +162,14 @@ pub trait LeaseStore: Send + Sync {
         now: SystemTime,
     ) -> Result<Option<Ipv4Addr>, LeaseStoreError>;
     async fn apply(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError>;
+    /// How many pool addresses are free at `now` ([`count_free`]).
+    async fn count_free(
+        &self,
+        start: Ipv4Addr,
+        end: Ipv4Addr,
+        exclude: &BTreeSet<Ipv4Addr>,
+        now: SystemTime,
+    ) -> Result<u64, LeaseStoreError>;
 }
 
 /// In-memory [`LeaseStore`]: leases are lost on restart (clients then re-DISCOVER or get an
@@ -191,6 +219,18 @@ impl LeaseStore for MemoryLeaseStore {
         let leases = self.lock();
         let rows: Vec<Lease> = leases.range(start..=end).map(|(_, l)| l.clone()).collect();
         Ok(pick_free(start, end, exclude, &rows, now))
+    }
+
+    async fn count_free(
+        &self,
+        start: Ipv4Addr,
+        end: Ipv4Addr,
+        exclude: &BTreeSet<Ipv4Addr>,
+        now: SystemTime,
+    ) -> Result<u64, LeaseStoreError> {
+        let leases = self.lock();
+        let rows: Vec<Lease> = leases.range(start..=end).map(|(_, l)| l.clone()).collect();
+        Ok(count_free(start, end, exclude, &rows, now))
     }
 
     async fn apply(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError> {

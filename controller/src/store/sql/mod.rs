@@ -41,7 +41,9 @@ use sqlx::sqlite::{
 };
 use uuid::Uuid;
 
-use super::{AllocationQuery, LeaseWrite, NodeQuery, PortQuery, SortDir, Store, StoreError};
+use super::{
+    AllocationQuery, LeaseWrite, NodeQuery, PoolUse, PortQuery, SortDir, Store, StoreError,
+};
 use crate::model::{Allocation, DhcpLease, HistoryEvent, Node, Port};
 
 pub use nodes::{NODE_SORT_KEYS, node_sort_column};
@@ -357,6 +359,21 @@ fn dir_sql(dir: SortDir) -> (&'static str, &'static str) {
 
 #[async_trait]
 impl Store for SqlStore {
+    fn pool_use(&self) -> Vec<PoolUse> {
+        fn of<DB: sqlx::Database>(name: &'static str, p: &sqlx::Pool<DB>) -> PoolUse {
+            PoolUse {
+                pool: name,
+                open: p.size(),
+                idle: u32::try_from(p.num_idle()).unwrap_or(u32::MAX),
+                max: p.options().get_max_connections(),
+            }
+        }
+        match &self.backend {
+            Backend::Sqlite { read, write } => vec![of("read", read), of("write", write)],
+            Backend::Postgres(pool) => vec![of("main", pool)],
+        }
+    }
+
     async fn create_node(&self, node: &Node) -> Result<(), StoreError> {
         self.node_create(node).await
     }
