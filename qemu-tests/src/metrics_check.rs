@@ -1,6 +1,7 @@
 //! Reads `/metrics` after a lab run and checks that every family holds what the run must
-//! have produced: two machines discovered, inspected, cleaned, deployed and released
-//! behind an IPMI and a Redfish BMC, over the rack's DHCP, TFTP and HTTP.
+//! have produced: two machines discovered, cleaned, deployed and released behind an IPMI
+//! and a Redfish BMC, over the rack's DHCP and HTTP. (The lab's VMs boot QEMU's iPXE option
+//! ROM, which takes its script over HTTP: TFTP is counted in `controller/tests/netboot_netns.rs`.)
 
 use std::collections::BTreeMap;
 
@@ -103,9 +104,9 @@ pub fn lab_shortfalls(samples: &[Sample], machines: f64) -> Vec<String> {
             machines,
         ),
         (
-            "inspections timed",
+            "verifications timed (manage, after discovery inspected)",
             "ingot_phase_duration_seconds_count",
-            &[("phase", "inspect")],
+            &[("phase", "verify")],
             machines,
         ),
         (
@@ -150,13 +151,6 @@ pub fn lab_shortfalls(samples: &[Sample], machines: f64) -> Vec<String> {
             &[("kind", "ack")],
             machines,
         ),
-        (
-            "iPXE binaries served over TFTP",
-            "ingot_tftp_transfers_total",
-            &[("outcome", "served")],
-            machines,
-        ),
-        ("TFTP bytes", "ingot_tftp_bytes_total", &[], 1.0),
         (
             "DHCP pool size",
             "ingot_dhcp_pool_addresses",

@@ -312,4 +312,3 @@ mod tests {
         assert_eq!(entering_state("manageable"), None);
     }
 }
-

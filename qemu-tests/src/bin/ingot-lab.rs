@@ -132,7 +132,7 @@ fn check_metrics(rack: &Rack, machines: usize) -> anyhow::Result<()> {
     let sum = |name: &str, with: &[(&str, &str)]| metrics_check::sum(&samples, name, with);
     println!(
         "/metrics after the run: {} samples; agents wrote {:.1} MiB of images; {} IPMI and {} \
-         Redfish calls; DHCP {} offers, {} acks, pool {} of {} free; {} TFTP transfers",
+         Redfish calls; DHCP {} offers, {} acks, pool {} of {} free",
         samples.len(),
         sum("ingot_agent_bytes_written_total", &[("phase", "stream")]) / 1048576.0,
         sum(
@@ -147,7 +147,6 @@ fn check_metrics(rack: &Rack, machines: usize) -> anyhow::Result<()> {
         sum("ingot_dhcp_packets_total", &[("kind", "ack")]),
         sum("ingot_dhcp_pool_addresses", &[("state", "free")]),
         sum("ingot_dhcp_pool_addresses", &[("state", "total")]),
-        sum("ingot_tftp_transfers_total", &[("outcome", "served")]),
     );
     if !missing.is_empty() {
         bail!(
