@@ -144,6 +144,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             max_concurrent_cleanings: config.max_concurrent_cleanings,
             power_sync_interval: config.power_sync_interval,
             callback_timeout: config.callback_timeout,
+            conductor_group: config.conductor_group.clone(),
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_timeout: config.heartbeat_timeout,
+            listen: listen_addresses(config),
             ..ConductorConfig::default()
         },
     );
@@ -294,6 +298,18 @@ fn lock_instance(config: &Config) -> anyhow::Result<Option<InstanceLock>> {
     let lock = InstanceLock::acquire(&db)?;
     instance::create_private_db(&db)?;
     Ok(Some(lock))
+}
+
+/// The addresses `/v1/conductors` shows: the operator API's and the provisioning side's.
+fn listen_addresses(config: &Config) -> Vec<String> {
+    let mut out = vec![format!("api {}", config.api_listen)];
+    if let Some(a) = config.boot_http_listen {
+        out.push(format!("boot {a}"));
+    }
+    if let Some(a) = config.tls.as_ref().and_then(|t| t.provisioning_listen) {
+        out.push(format!("agent {a}"));
+    }
+    out
 }
 
 /// The registry of `enabled_hardware_types` (with `[qemu] allowed_dir` resolved).

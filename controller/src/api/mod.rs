@@ -13,6 +13,7 @@
 
 pub mod allocations;
 pub mod auth;
+pub mod conductors;
 pub mod context;
 pub mod drivers;
 pub mod edit;
@@ -170,6 +171,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(ports::routes())
         .merge(allocations::routes())
         .merge(drivers::routes())
+        .merge(conductors::routes())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(settings.body_limit))
         .with_state(state);

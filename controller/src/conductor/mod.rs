@@ -14,6 +14,7 @@
 
 mod allocation;
 mod periodic;
+mod presence;
 mod slots;
 mod task;
 #[cfg(test)]
@@ -61,6 +62,14 @@ pub struct ConductorConfig {
     pub shutdown_timeout: Duration,
     /// Where provision-state changes are published (webhooks).
     pub events: Arc<dyn crate::events::NodeEvents>,
+    /// `conductor_group` this conductor serves (Ironic's; shown in `/v1/conductors`).
+    pub conductor_group: String,
+    /// How often the conductor writes its heartbeat into the `conductors` table.
+    pub heartbeat_interval: Duration,
+    /// A conductor whose heartbeat is older than this is offline.
+    pub heartbeat_timeout: Duration,
+    /// Listen addresses shown in `/v1/conductors` (operator API, provisioning side).
+    pub listen: Vec<String>,
 }
 
 impl Default for ConductorConfig {
@@ -74,6 +83,10 @@ impl Default for ConductorConfig {
             power_sync_interval: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             events: Arc::new(crate::events::NoEvents),
+            conductor_group: String::new(),
+            heartbeat_interval: Duration::from_secs(3),
+            heartbeat_timeout: Duration::from_secs(10),
+            listen: Vec::new(),
         }
     }
 }
@@ -521,6 +534,7 @@ impl Conductor {
                 "conductor shutdown timed out with tasks still running"
             );
         }
+        self.unregister().await;
     }
 
     /// Releases the node lock, logging (not failing) on a store error.

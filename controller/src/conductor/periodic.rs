@@ -1,4 +1,4 @@
-//! Start-up recovery and the periodic power-state sync.
+//! Start-up (registration, see `presence`), recovery and the periodic power-state sync.
 
 use std::sync::Arc;
 
@@ -20,6 +20,7 @@ impl Conductor {
     /// refused by the machine, and an agent result that arrives first for a node in a wait
     /// state is simply processed (the recovery then finds the node locked or moved on).
     pub async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
+        self.register().await?;
         let released = self
             .store
             .release_all(&self.config.name)

@@ -11,7 +11,9 @@ use std::net::Ipv4Addr;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{Allocation, DhcpLease, DhcpLeaseState, HistoryEvent, Node, Port};
+use crate::model::{
+    Allocation, ConductorRecord, DhcpLease, DhcpLeaseState, HistoryEvent, Node, Port,
+};
 
 pub mod sql;
 
@@ -147,6 +149,12 @@ pub struct PoolUse {
 /// The inventory store. Implementations must be safe to share between tasks.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Whether other processes may use this store at once (PostgreSQL replicas); a SQLite
+    /// database belongs to one `ingot serve` (its instance lock).
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     /// The connection pools' use (none for a store without a pool).
     fn pool_use(&self) -> Vec<PoolUse> {
         Vec::new()
@@ -207,6 +215,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<Allocation>, StoreError>;
     async fn update_allocation(&self, allocation: &Allocation) -> Result<(), StoreError>;
     async fn delete_allocation(&self, uuid: Uuid) -> Result<(), StoreError>;
+
+    // Conductors (`ingot serve` replicas).
+    /// Inserts or replaces the conductor's row (keeping its `created_at`).
+    async fn register_conductor(&self, conductor: &ConductorRecord) -> Result<(), StoreError>;
+    /// Records a heartbeat at `at` (or, `online` false, a clean stop); false when the
+    /// conductor has no row.
+    async fn touch_conductor(
+        &self,
+        hostname: &str,
+        online: bool,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Every registered conductor, by hostname.
+    async fn list_conductors(&self) -> Result<Vec<ConductorRecord>, StoreError>;
 
     // History and inventory.
     async fn add_history(&self, event: &HistoryEvent) -> Result<(), StoreError>;

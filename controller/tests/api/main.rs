@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod allocations;
+mod conductors;
 mod drivers;
 mod nodes;
 mod nodes_list;
