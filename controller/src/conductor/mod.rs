@@ -15,6 +15,7 @@
 mod allocation;
 mod periodic;
 mod presence;
+pub mod ring;
 mod slots;
 mod task;
 #[cfg(test)]
@@ -218,6 +219,9 @@ pub struct Conductor {
     wait_timers: Mutex<WaitTimers>,
     /// Periodic tasks started by `start`.
     periodic: Mutex<Vec<AbortHandle>>,
+    /// Live conductors by conductor group, as last read from the `conductors` table
+    /// (`presence`); empty until registered.
+    live: Mutex<HashMap<String, Vec<String>>>,
     /// The runtime the conductor was made on: its tasks run there even when an operator API
     /// request on the API's own runtime starts them (`serve` keeps the two apart).
     runtime: Option<tokio::runtime::Handle>,
@@ -241,7 +245,24 @@ impl Conductor {
             shutting_down: AtomicBool::new(false),
             wait_timers: Mutex::default(),
             periodic: Mutex::default(),
+            live: Mutex::default(),
         })
+    }
+
+    /// The live conductor that owns `node` (`ring`: among those of its conductor group);
+    /// this conductor before it read the table, `None` when the group has none.
+    pub fn owner_of(&self, node: &Node) -> Option<String> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if live.is_empty() {
+            return Some(self.config.name.clone());
+        }
+        let group = live.get(&node.conductor_group)?;
+        ring::owner(node.uuid, group).map(str::to_owned)
+    }
+
+    /// Whether this conductor owns `node`.
+    pub fn owns(&self, node: &Node) -> bool {
+        self.owner_of(node).as_deref() == Some(self.config.name.as_str())
     }
 
     /// Deploys and cleanings running and waiting for a slot now.

@@ -153,6 +153,10 @@ impl Conductor {
             if node.reservation.is_some() || node.target_power_state.is_some() {
                 continue;
             }
+            // Each node is read by its owner only (one BMC call per node per interval).
+            if !self.owns(&node) {
+                continue;
+            }
             let resting = NodeView::from_node(&node).is_ok_and(|v| {
                 !matches!(
                     v.provision_state.kind(),

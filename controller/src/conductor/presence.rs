@@ -2,6 +2,7 @@
 //! `heartbeat_interval`, offline at a clean stop. `/v1/conductors` reads it; a replica
 //! whose heartbeat is older than `heartbeat_timeout` is offline.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
@@ -64,6 +65,7 @@ impl Conductor {
             .await
             .context("registering the conductor")?;
         tracing::info!(conductor = %name, group = %self.config.conductor_group, "conductor registered");
+        self.refresh_live().await;
         let interval = self.config.heartbeat_interval;
         let this = self.clone();
         let handle = self.spawn(async move {
@@ -82,7 +84,30 @@ impl Conductor {
         Ok(())
     }
 
+    /// Re-reads which conductors live (the ownership of nodes follows).
+    async fn refresh_live(&self) {
+        let now = Utc::now();
+        match self.store.list_conductors().await {
+            Ok(rows) => {
+                let mut live: HashMap<String, Vec<String>> = HashMap::new();
+                for c in rows
+                    .into_iter()
+                    .filter(|c| c.alive(now, self.config.heartbeat_timeout))
+                {
+                    live.entry(c.conductor_group).or_default().push(c.hostname);
+                }
+                let mut mine = self.live.lock().unwrap_or_else(|e| e.into_inner());
+                if *mine != live {
+                    tracing::info!(live = ?live, "live conductors changed");
+                    *mine = live;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the live conductors failed"),
+        }
+    }
+
     async fn heartbeat(&self) {
+        self.refresh_live().await;
         let name = &self.config.name;
         match self.store.touch_conductor(name, true, Utc::now()).await {
             Ok(true) => {}

@@ -98,6 +98,26 @@ pub async fn conductors_register_and_heartbeat(db: &mut Db) {
             ["fake-hardware", "ipmi", "manual", "redfish"]
         );
     }
+    // Ownership: each node has exactly one owner, and both own a share.
+    let nodes: Vec<controller::model::Node> = (0..200)
+        .map(|i| {
+            controller::model::Node::new(
+                uuid::Uuid::from_u128(i * 7_919 + 1),
+                "fake-hardware",
+                chrono::Utc::now(),
+            )
+        })
+        .collect();
+    let owned_by_a = nodes.iter().filter(|n| a.owns(n)).count();
+    let owned_by_b = nodes.iter().filter(|n| b.owns(n)).count();
+    assert_eq!(owned_by_a + owned_by_b, nodes.len(), "one owner each");
+    assert!(
+        owned_by_a > 60 && owned_by_b > 60,
+        "{owned_by_a} / {owned_by_b}"
+    );
+    for n in &nodes {
+        assert_eq!(a.owner_of(n), b.owner_of(n), "both agree");
+    }
     if store.is_shared() {
         let third: Arc<dyn Store> = Arc::new(db.second().await);
         let namesake = Conductor::new(third, DriverRegistry::builtin(), config("a"));
@@ -114,6 +134,9 @@ pub async fn conductors_register_and_heartbeat(db: &mut Db) {
     let rows = store.list_conductors().await.unwrap();
     let b_row = rows.iter().find(|c| c.hostname == "b").expect("b");
     assert!(!b_row.online, "a clean stop is offline at once");
+    // At its next heartbeat, a owns every node.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(nodes.iter().all(|n| a.owns(n)), "a took b's nodes over");
     a.shutdown().await;
     if store.is_shared() {
         // Its previous run stopped: a new "a" starts without waiting.
