@@ -19,11 +19,20 @@ pub fn enabled_by_env() -> bool {
     )
 }
 
-/// Runs `ingot certs init` into `dir` (a CA and a server certificate for [`BRIDGE_ADDR`])
-/// and returns the `[tls]` table to append to the config.
+/// Runs `ingot certs init` into `dir` (a CA and a server certificate for [`BRIDGE_ADDR`] and
+/// 127.0.0.1, where the lab's operator API listens: one `[tls]` serves both) and returns the
+/// `[tls]` table to append to the config; `dir/ca.pem` is the CA clients trust.
 pub fn provisioning_tls(ingot: &Path, dir: &Path) -> anyhow::Result<String> {
     let out = std::process::Command::new(ingot)
-        .args(["certs", "init", "--ip", BRIDGE_ADDR, "--dir"])
+        .args([
+            "certs",
+            "init",
+            "--ip",
+            BRIDGE_ADDR,
+            "--ip",
+            "127.0.0.1",
+            "--dir",
+        ])
         .arg(dir)
         .output()
         .context("running ingot certs init")?;
