@@ -19,10 +19,10 @@ pub fn enabled_by_env() -> bool {
     )
 }
 
-/// Runs `ingot certs init` into `dir` (a CA and a server certificate for [`BRIDGE_ADDR`] and
-/// 127.0.0.1, where the lab's operator API listens: one `[tls]` serves both) and returns the
-/// `[tls]` table to append to the config; `dir/ca.pem` is the CA clients trust.
-pub fn provisioning_tls(ingot: &Path, dir: &Path) -> anyhow::Result<String> {
+/// Runs `ingot certs init` into `dir`: a CA (`dir/ca.pem`, the one clients trust) and a
+/// server certificate for [`BRIDGE_ADDR`] and 127.0.0.1, where a lab's operator API listens
+/// (one `[tls]` serves the provisioning side and the API).
+pub fn certs_init(ingot: &Path, dir: &Path) -> anyhow::Result<()> {
     let out = std::process::Command::new(ingot)
         .args([
             "certs",
@@ -39,6 +39,12 @@ pub fn provisioning_tls(ingot: &Path, dir: &Path) -> anyhow::Result<String> {
     if !out.status.success() {
         bail!("ingot certs init: {}", String::from_utf8_lossy(&out.stderr));
     }
+    Ok(())
+}
+
+/// [`certs_init`] into `dir`, and the `[tls]` table to append to the config.
+pub fn provisioning_tls(ingot: &Path, dir: &Path) -> anyhow::Result<String> {
+    certs_init(ingot, dir)?;
     Ok(format!(
         "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
         dir.join("server.pem").display(),

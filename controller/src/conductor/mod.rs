@@ -301,6 +301,29 @@ impl Conductor {
         Ok(())
     }
 
+    /// Runs `work` every `interval` (the first time one interval from now) until
+    /// `shutdown`, which aborts every such task.
+    fn every<F, Fut>(self: &Arc<Self>, interval: Duration, work: F)
+    where
+        F: Fn(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let this = self.clone();
+        let handle = self.spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                work(this.clone()).await;
+            }
+        });
+        self.periodic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
+    }
+
     /// Spawns a tracked background task.
     fn spawn<F>(&self, fut: F) -> AbortHandle
     where

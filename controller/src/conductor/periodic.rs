@@ -41,22 +41,11 @@ impl Conductor {
         });
         let interval = self.config.power_sync_interval;
         if !interval.is_zero() {
-            let this = self.clone();
-            let handle = self.spawn(async move {
-                let mut tick = tokio::time::interval(interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    if let Err(err) = this.sync_power_states().await {
-                        tracing::warn!(error = %err, "power state sync failed");
-                    }
+            self.every(interval, |this| async move {
+                if let Err(err) = this.sync_power_states().await {
+                    tracing::warn!(error = %err, "power state sync failed");
                 }
             });
-            self.periodic
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(handle);
         }
         Ok(())
     }

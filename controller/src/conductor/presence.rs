@@ -66,21 +66,9 @@ impl Conductor {
             .context("registering the conductor")?;
         tracing::info!(conductor = %name, group = %self.config.conductor_group, "conductor registered");
         self.refresh_live().await;
-        let interval = self.config.heartbeat_interval;
-        let this = self.clone();
-        let handle = self.spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                this.heartbeat().await;
-            }
+        self.every(self.config.heartbeat_interval, |this| async move {
+            this.heartbeat().await;
         });
-        self.periodic
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(handle);
         Ok(())
     }
 

@@ -152,6 +152,14 @@ pub fn count_free(
 pub trait LeaseStore: Send + Sync {
     async fn by_mac(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseStoreError>;
     async fn by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>, LeaseStoreError>;
+    /// Every lease row of `start..=end` (any order).
+    async fn leases_in(
+        &self,
+        start: Ipv4Addr,
+        end: Ipv4Addr,
+    ) -> Result<Vec<Lease>, LeaseStoreError>;
+    async fn apply(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError>;
+
     /// A pool address in `start..=end`, not in `exclude` (reservations), and not held at `now`.
     /// Never-used addresses come before expired ones, so returning clients keep theirs longer.
     async fn find_free(
@@ -160,8 +168,11 @@ pub trait LeaseStore: Send + Sync {
         end: Ipv4Addr,
         exclude: &BTreeSet<Ipv4Addr>,
         now: SystemTime,
-    ) -> Result<Option<Ipv4Addr>, LeaseStoreError>;
-    async fn apply(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError>;
+    ) -> Result<Option<Ipv4Addr>, LeaseStoreError> {
+        let rows = self.leases_in(start, end).await?;
+        Ok(pick_free(start, end, exclude, &rows, now))
+    }
+
     /// How many pool addresses are free at `now` ([`count_free`]).
     async fn count_free(
         &self,
@@ -169,7 +180,10 @@ pub trait LeaseStore: Send + Sync {
         end: Ipv4Addr,
         exclude: &BTreeSet<Ipv4Addr>,
         now: SystemTime,
-    ) -> Result<u64, LeaseStoreError>;
+    ) -> Result<u64, LeaseStoreError> {
+        let rows = self.leases_in(start, end).await?;
+        Ok(count_free(start, end, exclude, &rows, now))
+    }
 }
 
 /// In-memory [`LeaseStore`]: leases are lost on restart (clients then re-DISCOVER or get an
@@ -209,28 +223,16 @@ impl LeaseStore for MemoryLeaseStore {
         Ok(self.lock().get(&ip).cloned())
     }
 
-    async fn find_free(
+    async fn leases_in(
         &self,
         start: Ipv4Addr,
         end: Ipv4Addr,
-        exclude: &BTreeSet<Ipv4Addr>,
-        now: SystemTime,
-    ) -> Result<Option<Ipv4Addr>, LeaseStoreError> {
-        let leases = self.lock();
-        let rows: Vec<Lease> = leases.range(start..=end).map(|(_, l)| l.clone()).collect();
-        Ok(pick_free(start, end, exclude, &rows, now))
-    }
-
-    async fn count_free(
-        &self,
-        start: Ipv4Addr,
-        end: Ipv4Addr,
-        exclude: &BTreeSet<Ipv4Addr>,
-        now: SystemTime,
-    ) -> Result<u64, LeaseStoreError> {
-        let leases = self.lock();
-        let rows: Vec<Lease> = leases.range(start..=end).map(|(_, l)| l.clone()).collect();
-        Ok(count_free(start, end, exclude, &rows, now))
+    ) -> Result<Vec<Lease>, LeaseStoreError> {
+        Ok(self
+            .lock()
+            .range(start..=end)
+            .map(|(_, l)| l.clone())
+            .collect())
     }
 
     async fn apply(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError> {
