@@ -99,4 +99,19 @@ async fn conductors_list_show_fields_and_paging() {
         .await
         .expect(StatusCode::OK);
     assert_eq!(r.body["conductors"][0]["hostname"], "old-replica");
+
+    // Drivers name the live conductors that run them.
+    api.store
+        .register_conductor(&record("second", "", 0))
+        .await
+        .expect("register");
+    let r = api
+        .get("/v1/drivers/fake-hardware")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        r.body["hosts"],
+        json!(["ingot", "second"]),
+        "old-replica is offline"
+    );
 }
