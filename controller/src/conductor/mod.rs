@@ -17,6 +17,7 @@ mod periodic;
 mod presence;
 pub mod ring;
 mod slots;
+mod steps;
 mod task;
 #[cfg(test)]
 mod tests;
