@@ -23,6 +23,7 @@ use crate::discovery::Discovery;
 use crate::drivers::DriverRegistry;
 use crate::drivers::qemu::QemuSettings;
 use crate::events::Fanout;
+use crate::live::{LiveEvents, store::Watched};
 use crate::images::{self, ImageStore, resolve::LocalImages, signing::UrlSigner};
 use crate::instance::{self, InstanceLock};
 use crate::metrics::Metrics;
@@ -121,12 +122,15 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
     let secrets = crate::secrets::SecretBox::open_or_create(
         &config.state_dir.join(crate::secrets::KEY_FILE),
     )?;
-    let store: Arc<dyn Store> = Arc::new(
+    let sql: Arc<dyn Store> = Arc::new(
         SqlStore::connect(&config.database)
             .await
             .with_context(|| format!("opening store {}", redact_url(&config.database)))?
             .with_secrets(Arc::new(secrets)),
     );
+    // Every saved node change also goes to the web console's event streams.
+    let live = Arc::new(LiveEvents::default());
+    let store: Arc<dyn Store> = Arc::new(Watched::new(sql, live.clone()));
     let images = Arc::new(ImageStore::new(&config.state_dir));
     let webhooks = Arc::new(Webhooks::start(&config.webhooks).context("starting webhooks")?);
     let metrics = Arc::new(Metrics::new());
@@ -169,6 +173,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         policies: config.users.clone(),
         metrics: metrics.clone(),
         metrics_public: config.metrics_public,
+        live,
         ..ApiSettings::default()
     };
     let api = api::router(ApiState::new(store.clone(), conductor.clone(), settings));
