@@ -153,7 +153,11 @@ mod tests {
         assert!(!html.contains("style="), "inline style");
         for a in ASSETS {
             let body = a.body.replace("http://www.w3.org/2000/svg", "");
-            assert!(!body.contains("http://") && !body.contains("https://"), "{}", a.name);
+            assert!(
+                !body.contains("http://") && !body.contains("https://"),
+                "{}",
+                a.name
+            );
         }
     }
 }

@@ -11,12 +11,12 @@
 
 use std::convert::Infallible;
 
+use axum::Router;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use futures_util::StreamExt as _;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
@@ -66,9 +66,8 @@ async fn events(State(state): State<ApiState>, ctx: ReqCtx) -> Result<Response, 
     let hello = Event::default()
         .event("hello")
         .data(json!({ "lifetime_secs": STREAM_LIFETIME.as_secs() }).to_string());
-    let changes = futures_util::stream::unfold(
-        (rx, permit, false),
-        move |(mut rx, permit, ended)| {
+    let changes =
+        futures_util::stream::unfold((rx, permit, false), move |(mut rx, permit, ended)| {
             let project = project.clone();
             async move {
                 if ended {
@@ -98,8 +97,7 @@ async fn events(State(state): State<ApiState>, ctx: ReqCtx) -> Result<Response, 
                     }
                 }
             }
-        },
-    );
+        });
     let stream = futures_util::stream::once(async move { hello })
         .chain(changes)
         .map(Ok::<_, Infallible>);

@@ -97,7 +97,9 @@ impl LiveEvent {
     pub fn wire(&self) -> (&'static str, String) {
         match self {
             LiveEvent::Node(s) => ("node", serde_json::to_string(s).unwrap_or_default()),
-            LiveEvent::Deleted(uuid) => ("deleted", serde_json::json!({ "uuid": uuid }).to_string()),
+            LiveEvent::Deleted(uuid) => {
+                ("deleted", serde_json::json!({ "uuid": uuid }).to_string())
+            }
         }
     }
 

@@ -1,5 +1,7 @@
 //! [`Watched`]: a [`Store`] that tells the [`LiveEvents`] hub about every node write it
-//! saved. Reads and every other write pass straight through.
+//! saved. Reads and every other write pass straight through. Every method is delegated,
+//! the trait's provided ones too (`is_shared`, `pool_use`): a method added to [`Store`]
+//! must be added here (the compiler says so unless it has a default body).
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -9,8 +11,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{LiveEvent, LiveEvents, NodeSummary};
-use crate::model::{Allocation, DhcpLease, HistoryEvent, Node, Port};
-use crate::store::{AllocationQuery, LeaseWrite, NodeQuery, PortQuery, Store, StoreError};
+use chrono::{DateTime, Utc};
+
+use crate::model::{Allocation, ConductorRecord, DhcpLease, HistoryEvent, Node, Port};
+use crate::store::{AllocationQuery, LeaseWrite, NodeQuery, PoolUse, PortQuery, Store, StoreError};
 
 /// The real store, watched.
 #[derive(Debug)]
@@ -34,6 +38,31 @@ impl Watched {
 
 #[async_trait]
 impl Store for Watched {
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+
+    fn pool_use(&self) -> Vec<PoolUse> {
+        self.inner.pool_use()
+    }
+
+    async fn register_conductor(&self, conductor: &ConductorRecord) -> Result<(), StoreError> {
+        self.inner.register_conductor(conductor).await
+    }
+
+    async fn touch_conductor(
+        &self,
+        hostname: &str,
+        online: bool,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.inner.touch_conductor(hostname, online, at).await
+    }
+
+    async fn list_conductors(&self) -> Result<Vec<ConductorRecord>, StoreError> {
+        self.inner.list_conductors().await
+    }
+
     async fn create_node(&self, node: &Node) -> Result<(), StoreError> {
         self.inner.create_node(node).await?;
         self.changed(node);

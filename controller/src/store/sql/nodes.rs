@@ -605,10 +605,7 @@ fn search_condition(sql: &mut QueryBuilder, needle: &str) -> String {
     let name = sql.arg(Arg::Text(contains.clone()));
     let uuid = sql.arg(Arg::Text(contains.clone()));
     let mac = sql.arg(Arg::Text(contains));
-    let serial = sql.arg(Arg::Text(format!(
-        "%\"serial\":\"{}%",
-        escape_like(&lower)
-    )));
+    let serial = sql.arg(Arg::Text(format!("%\"serial\":\"{}%", escape_like(&lower))));
     let system_serial = sql.arg(Arg::Text(format!(
         "%\"serial_number\":\"{}%",
         escape_like(&lower)
