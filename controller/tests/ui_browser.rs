@@ -193,6 +193,7 @@ fn wiped() -> Report {
 /// machine), heartbeats, wipes in under a second, and writes an image in ~5 s with a
 /// progress report every half second; looks up again whenever its session ends.
 async fn agent(boot: String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     let req = lookup_request();
     let mut session: Option<(Uuid, String)> = None;

@@ -47,6 +47,9 @@ impl Serve {
     /// Starts `ingot serve` with `config` (TOML, written to `dir/ingot.toml`) and waits
     /// until `api_port` accepts connections. The server's log goes to `dir/serve.log`.
     pub fn start(dir: &Path, config: &str, api_port: u16) -> Serve {
+        // The state dir holds BMC credentials: ingot serve wants it private.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
         let file = dir.join("ingot.toml");
         std::fs::write(&file, config).expect("config");
         let log = std::fs::File::create(dir.join("serve.log")).expect("log");

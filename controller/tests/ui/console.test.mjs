@@ -54,6 +54,20 @@ async function waitText(page, selector, want, timeout = T) {
   }
 }
 
+// Waits until the node page shows `state` as the provision state (not as a target).
+async function waitState(page, state, timeout = T) {
+  try {
+    await page.waitForFunction(
+      (w) => document.querySelector('#node-state .st')?.dataset.state === w,
+      state,
+      { timeout },
+    );
+  } catch (e) {
+    const got = await page.evaluate(() => document.querySelector('#node-state')?.textContent);
+    throw new Error(`the node never reached ${state} (shows ${JSON.stringify(got)})`);
+  }
+}
+
 async function login(page, [user, password]) {
   await page.goto(`${URL}/ui/`);
   await page.waitForSelector('#login', { timeout: T });
@@ -154,12 +168,12 @@ async function run(context) {
 
   log('provide (confirmed), watched live through cleaning to available');
   await page.goto(`${URL}/ui/#/node/${disc.uuid}`);
-  await waitText(page, '#node-state', 'manageable');
+  await waitState(page, 'manageable');
   await recordStates(page);
   await page.click('#act-provide');
   await page.waitForSelector('dialog#confirm');
   await page.click('#confirm-yes');
-  await waitText(page, '#node-state', 'available', 30000);
+  await waitState(page, 'available', 30000);
   let seen = await page.evaluate(() => window.seenStates);
   assert(seen.some((s) => s === 'cleaning' || s === 'clean wait'), `cleaning seen live: ${seen}`);
 
@@ -177,7 +191,7 @@ async function run(context) {
     return m && Number(m[1]) >= 40;
   }, null, { timeout: 30000 });
   await page.screenshot({ path: `${SHOTS}/node.png` });
-  await waitText(page, '#node-state', 'active', 30000);
+  await waitState(page, 'active', 30000);
   seen = await page.evaluate(() => window.seenStates);
   assert(seen.includes('wait call-back') && seen.includes('active'), `deploy seen live: ${seen}`);
   await page.waitForSelector('#deploy-timeline rect');
@@ -187,10 +201,10 @@ async function run(context) {
   await page.click('#act-undeploy');
   await page.click('#confirm-no');
   await page.waitForTimeout(500);
-  await waitText(page, '#node-state', 'active');
+  await waitState(page, 'active');
   await page.click('#act-undeploy');
   await page.click('#confirm-yes');
-  await waitText(page, '#node-state', 'available', 30000);
+  await waitState(page, 'available', 30000);
 
   log('power and maintenance of a fake node');
   await page.goto(`${URL}/ui/#/node/${created[0]}`);
