@@ -190,7 +190,7 @@ fn wiped() -> Report {
 }
 
 /// The agent of the discovered machine, over the real agent API: looks up (enrolling the
-/// machine), heartbeats, wipes in under a second, and writes an image in ~5 s with a
+/// machine), heartbeats, wipes in under a second, and writes an image in ~10 s with a
 /// progress report every half second; looks up again whenever its session ends.
 async fn agent(boot: String) {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -265,11 +265,12 @@ async fn agent(boot: String) {
             }
             Command::Deploy(_) => {
                 const TOTAL: u64 = 2 * 1024 * 1024 * 1024;
-                for step in 1..=10u64 {
+                const STEPS: u64 = 20;
+                for step in 1..=STEPS {
                     let event = ProgressEvent {
                         phase: Phase::Stream,
-                        bytes_fetched: TOTAL * step / 10,
-                        bytes_written: TOTAL * step / 10 * 3,
+                        bytes_fetched: TOTAL * step / STEPS,
+                        bytes_written: TOTAL * step / STEPS * 3,
                         bytes_total: Some(TOTAL),
                         rate_bps: 400_000_000,
                         elapsed_ms: 500 * step,

@@ -187,6 +187,7 @@ function route() {
   cleanup = null;
   listeners.clear();
   helloListeners.clear();
+  clearBanner();
   const hash = window.location.hash.replace(/^#\/?/, '') || 'rack';
   const [name, arg] = hash.split('/');
   for (const a of document.querySelectorAll('nav a')) {

@@ -275,17 +275,27 @@ export function render(main, ctx, ident) {
     }
   }
 
+  // As in the rack: events during a fetch are applied after it, the latest fetch wins.
+  let seq = 0;
+  let buffered = null;
   async function load() {
+    const mine = ++seq;
+    buffered = [];
     let full;
     try {
       full = await api('GET', `/v1/nodes/${encodeURIComponent(ident)}`);
     } catch (e) {
+      if (mine === seq) buffered = null;
       fill(head, h('p', { class: 'error' }, e.status === 404 ? `Node ${ident} was not found.` : e.message));
       ctx.error(e);
       return;
     }
+    if (mine !== seq) return;
     node = { ...full, progress: (full.driver_internal_info || {}).agent_progress };
     drawHead();
+    const replay = buffered || [];
+    buffered = null;
+    for (const [name, data] of replay) onEvent(name, data);
     const [ports, inv] = await Promise.all([
       api('GET', `/v1/nodes/${encodeURIComponent(node.uuid)}/ports?detail=True`).then((b) => b.ports).catch(() => []),
       api('GET', `/v1/nodes/${encodeURIComponent(node.uuid)}/inventory`).catch(() => null),
@@ -314,7 +324,11 @@ export function render(main, ctx, ident) {
 
   let historyTimer = null;
   ctx.onHello(load);
-  ctx.onLive((name, data) => {
+  function onEvent(name, data) {
+    if (buffered) {
+      buffered.push([name, data]);
+      return;
+    }
     if (!node || data.uuid !== node.uuid) return;
     if (name === 'deleted') {
       fill(head, h('p', { class: 'error' }, 'This node was deleted.'));
@@ -337,7 +351,8 @@ export function render(main, ctx, ident) {
       clearTimeout(historyTimer);
       historyTimer = setTimeout(loadHistory, 200);
     }
-  });
+  }
+  ctx.onLive(onEvent);
   load();
   return { cleanup: () => clearTimeout(historyTimer) };
 }

@@ -87,7 +87,13 @@ export function render(main, ctx, params) {
     empty,
   );
 
+  // Events that arrive while a page is being fetched are applied after it is drawn (the
+  // page may have been read before they happened); only the latest fetch draws.
+  let seq = 0;
+  let buffered = null;
   async function load() {
+    const mine = ++seq;
+    buffered = [];
     const q = new URLSearchParams({ fields: FIELDS, limit: String(PAGE) });
     if (st.marker) q.set('marker', st.marker);
     if (st.filter) q.set('provision_state', st.filter);
@@ -96,9 +102,11 @@ export function render(main, ctx, params) {
     try {
       body = await api('GET', `/v1/nodes?${q}`);
     } catch (e) {
+      if (mine === seq) buffered = null;
       ctx.error(e);
       return;
     }
+    if (mine !== seq) return;
     st.rows.clear();
     const rows = body.nodes.map((n) => {
       const d = rowData(n);
@@ -123,6 +131,9 @@ export function render(main, ctx, params) {
         document.body.dataset.rackPainted = String(Math.round(performance.now()));
       }));
     }
+    const replay = buffered || [];
+    buffered = null;
+    for (const [name, data] of replay) onEvent(name, data);
   }
 
   function restart() {
@@ -162,7 +173,11 @@ export function render(main, ctx, params) {
   newer.addEventListener('click', load);
 
   ctx.onHello(load);
-  ctx.onLive((name, data) => {
+  function onEvent(name, data) {
+    if (buffered) {
+      buffered.push([name, data]);
+      return;
+    }
     if (name === 'deleted') {
       const tr = st.rows.get(data.uuid);
       if (tr) {
@@ -192,7 +207,8 @@ export function render(main, ctx, params) {
       newer.textContent = `${st.fresh} new node${st.fresh > 1 ? 's' : ''}: reload`;
       newer.hidden = false;
     }
-  });
+  }
+  ctx.onLive(onEvent);
   // Loaded now and again at each (re)connection of the stream: what changed before the
   // stream was up is in that reload.
   load();

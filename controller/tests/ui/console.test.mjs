@@ -188,12 +188,26 @@ async function run(context) {
   await page.waitForFunction(() => {
     const p = document.querySelector('#node-progress .progress-text')?.textContent || '';
     const m = /(\d+)%/.exec(p);
-    return m && Number(m[1]) >= 40;
+    return m && Number(m[1]) >= 20;
   }, null, { timeout: 30000 });
   await page.screenshot({ path: `${SHOTS}/node.png` });
+  seen = await page.evaluate(() => window.seenStates);
+  assert(seen.includes('deploying') || seen.includes('wait call-back'), `deploy seen live: ${seen}`);
+
+  log('the rack shows the same progress in the node\'s row');
+  await page.goto(`${URL}/ui/#/rack`);
+  await page.waitForFunction(
+    (u) => /\d+%.*MB\/s/.test(document.querySelector(`#rack-rows tr[data-uuid="${u}"] .progress-text`)?.textContent || ''),
+    disc.uuid,
+  );
+  await page.screenshot({ path: `${SHOTS}/rack.png` });
+
+  await page.goto(`${URL}/ui/#/node/${disc.uuid}`);
+  await page.waitForSelector('#node-state .st');
+  await recordStates(page);
   await waitState(page, 'active', 30000);
   seen = await page.evaluate(() => window.seenStates);
-  assert(seen.includes('wait call-back') && seen.includes('active'), `deploy seen live: ${seen}`);
+  assert(seen.includes('active'), `active seen: ${seen}`);
   await page.waitForSelector('#deploy-timeline rect');
   await waitText(page, '#history', 'active');
 
@@ -218,11 +232,6 @@ async function run(context) {
   await page.click('#act-maint-off');
   await page.waitForSelector('#act-maint-on');
   await page.waitForSelector('#inventory, #no-inventory');
-
-  log('the rack view');
-  await page.goto(`${URL}/ui/#/rack`);
-  await page.waitForSelector(`#rack-rows tr[data-uuid="${disc.uuid}"]`);
-  await page.screenshot({ path: `${SHOTS}/rack.png` });
 
   log('requesting a machine by flavor');
   const flavors = await api('GET', '/v1/ingot/flavors');
