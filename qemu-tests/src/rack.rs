@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-pub use access::{API, ApiAccess};
+pub use access::{API, ApiAccess, USER};
 pub use timeline::Timeline;
 
 use crate::netns::{BRIDGE_ADDR, Lab};
