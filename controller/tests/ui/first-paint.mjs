@@ -26,6 +26,26 @@ try {
     }));
     if (m.rows === 0) throw new Error('no rows');
     console.log(`FIRST_PAINT_MS ${m.painted} (rows ${m.rows}, first contentful paint ${Math.round(m.fcp)})`);
+    if (i === 2) {
+      // The searches and filter the rack sends, timed from the page.
+      const t = await page.evaluate(async () => {
+        const time = async (q) => {
+          const t0 = performance.now();
+          const r = await fetch(`/v1/nodes?fields=uuid,name,provision_state&limit=50&${q}`, {
+            headers: { 'X-OpenStack-Ironic-API-Version': 'latest' },
+          });
+          const n = (await r.json()).nodes.length;
+          return `${q}: ${Math.round(performance.now() - t0)} ms (${n} rows)`;
+        };
+        return [
+          await time('ingot_search=rack-0999'),
+          await time('ingot_search=52:54:01:00:27'),
+          await time('ingot_search=SN00004711'),
+          await time('provision_state=deploy%20failed'),
+        ];
+      });
+      for (const line of t) console.log(`API ${line}`);
+    }
     await page.close();
   }
 } catch (e) {
