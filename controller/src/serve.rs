@@ -64,6 +64,8 @@ pub struct Services {
     pub webhooks: Arc<Webhooks>,
     /// The `/metrics` families.
     pub metrics: Arc<Metrics>,
+    /// The web console's live node events (closed at shutdown, ending open streams).
+    pub live: Arc<LiveEvents>,
 }
 
 /// The HTTPS side of the provisioning listener, when `[tls]` is set.
@@ -173,7 +175,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         policies: config.users.clone(),
         metrics: metrics.clone(),
         metrics_public: config.metrics_public,
-        live,
+        live: live.clone(),
         ..ApiSettings::default()
     };
     let api = api::router(ApiState::new(store.clone(), conductor.clone(), settings));
@@ -254,6 +256,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         https,
         webhooks,
         metrics,
+        live,
     })
 }
 
@@ -456,6 +459,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         () = cancel.cancelled() => {},
     }
     cancel.cancel();
+    // Open console streams would hold the API's graceful shutdown until they end.
+    services.live.close();
     let served = served.await;
     info!("shutting down");
     let failed = background.finish().await;

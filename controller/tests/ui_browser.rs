@@ -344,6 +344,7 @@ fn run_node(
 
 #[test]
 fn console_in_a_real_browser() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let modules = playwright();
     let dir = tempfile::tempdir().expect("tempdir");
     let (api_port, boot_port) = (free_port(), free_port());
@@ -399,7 +400,18 @@ fn console_in_a_real_browser() {
         let bytes = std::fs::read(shots.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(png_size(&bytes), Some(size), "{file} is not a {size:?} PNG");
     }
-    drop(serve);
+    // An open event stream does not hold up a clean shutdown.
+    let stream = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/v1/ingot/events", serve.url))
+            .basic_auth(ADMIN.0, Some(ADMIN.1))
+            .send()
+            .await
+            .expect("events")
+    });
+    assert_eq!(stream.status(), 200);
+    serve.stop(Duration::from_secs(10));
+    drop(stream);
 }
 
 /// Time to first paint of the rack with 10,000 nodes (written straight into the store, each

@@ -189,6 +189,7 @@ function route() {
   helloListeners.clear();
   clearBanner();
   const hash = window.location.hash.replace(/^#\/?/, '') || 'rack';
+  document.body.dataset.route = window.location.hash;
   const [name, arg] = hash.split('/');
   for (const a of document.querySelectorAll('nav a')) {
     a.classList.toggle('current', a.dataset.route === name);

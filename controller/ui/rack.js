@@ -136,7 +136,10 @@ export function render(main, ctx, params) {
     for (const [name, data] of replay) onEvent(name, data);
   }
 
+  // Once the view is gone (another route), its timers and fetches must not touch the URL.
+  let alive = true;
   function restart() {
+    if (!alive) return;
     st.marker = null;
     st.history = [];
     const hash = new URLSearchParams();
@@ -212,5 +215,10 @@ export function render(main, ctx, params) {
   // Loaded now and again at each (re)connection of the stream: what changed before the
   // stream was up is in that reload.
   load();
-  return null;
+  return {
+    cleanup: () => {
+      alive = false;
+      clearTimeout(timer);
+    },
+  };
 }

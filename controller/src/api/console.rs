@@ -58,10 +58,12 @@ async fn whoami(
 async fn events(State(state): State<ApiState>, ctx: ReqCtx) -> Result<Response, ApiError> {
     let Some((rx, permit)) = state.settings.live.subscribe() else {
         return Err(ApiError::ServiceUnavailable(
-            "Too many console event streams are open; retry later.".into(),
+            "The console's event streams are all taken, or the server is stopping; retry later."
+                .into(),
         ));
     };
     let project = ctx.grant.project.clone();
+    let closing = state.settings.live.closing();
     let deadline = tokio::time::Instant::now() + STREAM_LIFETIME;
     let hello = Event::default()
         .event("hello")
@@ -69,6 +71,7 @@ async fn events(State(state): State<ApiState>, ctx: ReqCtx) -> Result<Response, 
     let changes =
         futures_util::stream::unfold((rx, permit, false), move |(mut rx, permit, ended)| {
             let project = project.clone();
+            let closing = closing.clone();
             async move {
                 if ended {
                     return None;
@@ -76,6 +79,7 @@ async fn events(State(state): State<ApiState>, ctx: ReqCtx) -> Result<Response, 
                 loop {
                     let next = tokio::select! {
                         r = rx.recv() => r,
+                        () = closing.cancelled() => return None,
                         () = tokio::time::sleep_until(deadline) => {
                             let bye = Event::default().event("reconnect").data("{}");
                             return Some((bye, (rx, permit, true)));

@@ -23,6 +23,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::agent_api::PROGRESS_KEY;
@@ -119,6 +120,9 @@ impl LiveEvent {
 pub struct LiveEvents {
     tx: broadcast::Sender<Arc<LiveEvent>>,
     slots: Arc<Semaphore>,
+    /// Cancelled at shutdown: open streams end, so the API's graceful shutdown, which waits
+    /// for every connection, is not held up by them.
+    closed: CancellationToken,
 }
 
 impl Default for LiveEvents {
@@ -133,7 +137,18 @@ impl LiveEvents {
         Self {
             tx,
             slots: Arc::new(Semaphore::new(max_streams)),
+            closed: CancellationToken::new(),
         }
+    }
+
+    /// Ends every open stream and refuses new ones (at shutdown).
+    pub fn close(&self) {
+        self.closed.cancel();
+    }
+
+    /// Cancelled when [`LiveEvents::close`] is called.
+    pub fn closing(&self) -> CancellationToken {
+        self.closed.clone()
     }
 
     /// Whether anyone listens (the wrapper skips building events otherwise).
@@ -149,6 +164,9 @@ impl LiveEvents {
 
     /// A new stream's receiver and its slot, or `None` when [`MAX_STREAMS`] are open.
     pub fn subscribe(&self) -> Option<(broadcast::Receiver<Arc<LiveEvent>>, OwnedSemaphorePermit)> {
+        if self.closed.is_cancelled() {
+            return None;
+        }
         let permit = Arc::clone(&self.slots).try_acquire_owned().ok()?;
         Some((self.tx.subscribe(), permit))
     }

@@ -26,6 +26,18 @@ const PASSWORD: &str = "console-pass";
 /// A router over a watched store with http_basic users `admin`, `ro` (reader) and `p1`
 /// (member of project p1); at most `streams` event streams.
 async fn console_api(streams: usize) -> (axum::Router, Arc<dyn Store>, tempfile::TempDir) {
+    let (app, store, dir, _) = console_api_live(streams).await;
+    (app, store, dir)
+}
+
+async fn console_api_live(
+    streams: usize,
+) -> (
+    axum::Router,
+    Arc<dyn Store>,
+    tempfile::TempDir,
+    Arc<LiveEvents>,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
     let file = dir.path().join("htpasswd");
@@ -62,13 +74,14 @@ async fn console_api(streams: usize) -> (axum::Router, Arc<dyn Store>, tempfile:
     let settings = ApiSettings {
         auth: AuthStrategy::HttpBasic(Arc::new(users)),
         policies,
-        live,
+        live: live.clone(),
         ..ApiSettings::default()
     };
     (
         router(ApiState::new(store.clone(), conductor, settings)),
         store,
         dir,
+        live,
     )
 }
 
@@ -262,6 +275,20 @@ async fn streams_are_capped() {
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     drop(first);
     let _again = Stream::open(&app, "admin").await;
+}
+
+#[tokio::test]
+async fn closing_ends_open_streams() {
+    let (app, _store, _dir, live) = console_api_live(4).await;
+    let mut stream = Stream::open(&app, "admin").await;
+    live.close();
+    assert_eq!(stream.next().await, None, "the stream ended");
+    let (s, _) = call(
+        &app,
+        request(Method::GET, "/v1/ingot/events", Some("admin"), None),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[tokio::test]

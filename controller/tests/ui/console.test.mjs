@@ -54,6 +54,14 @@ async function waitText(page, selector, want, timeout = T) {
   }
 }
 
+// Moves the page to `hash` (a same-document navigation) and waits for the view to be drawn.
+async function go(page, hash) {
+  await page.evaluate((h) => {
+    window.location.hash = h;
+  }, hash);
+  await page.waitForFunction((h) => document.body.dataset.route === h, hash);
+}
+
 // Waits until the node page shows `state` as the provision state (not as a target).
 async function waitState(page, state, timeout = T) {
   try {
@@ -95,8 +103,9 @@ async function recordStates(page) {
   });
 }
 
+const errors = [];
+
 async function run(context) {
-  const errors = [];
   const page = await context.newPage();
   page.setDefaultTimeout(T);
   await page.setViewportSize({ width: 1280, height: 800 });
@@ -156,7 +165,7 @@ async function run(context) {
   await page.selectOption('#filter-state', '');
 
   log('the discovered machine waits for BMC credentials; given a driver, it is managed');
-  await page.goto(`${URL}/ui/#/discovered`);
+  await go(page, `#/discovered`);
   const card = `form.discovered[data-uuid="${disc.uuid}"]`;
   await page.waitForSelector(card);
   await page.selectOption(`${card} .bmc-driver`, 'ipmi');
@@ -167,7 +176,7 @@ async function run(context) {
   await waitText(page, '#banner', 'accepted');
 
   log('provide (confirmed), watched live through cleaning to available');
-  await page.goto(`${URL}/ui/#/node/${disc.uuid}`);
+  await go(page, `#/node/${disc.uuid}`);
   await waitState(page, 'manageable');
   await recordStates(page);
   await page.click('#act-provide');
@@ -195,14 +204,14 @@ async function run(context) {
   assert(seen.includes('deploying') || seen.includes('wait call-back'), `deploy seen live: ${seen}`);
 
   log('the rack shows the same progress in the node\'s row');
-  await page.goto(`${URL}/ui/#/rack`);
+  await go(page, `#/rack`);
   await page.waitForFunction(
     (u) => /\d+%.*MB\/s/.test(document.querySelector(`#rack-rows tr[data-uuid="${u}"] .progress-text`)?.textContent || ''),
     disc.uuid,
   );
   await page.screenshot({ path: `${SHOTS}/rack.png` });
 
-  await page.goto(`${URL}/ui/#/node/${disc.uuid}`);
+  await go(page, `#/node/${disc.uuid}`);
   await page.waitForSelector('#node-state .st');
   await recordStates(page);
   await waitState(page, 'active', 30000);
@@ -221,7 +230,7 @@ async function run(context) {
   await waitState(page, 'available', 30000);
 
   log('power and maintenance of a fake node');
-  await page.goto(`${URL}/ui/#/node/${created[0]}`);
+  await go(page, `#/node/${created[0]}`);
   await page.click('#act-power-on');
   await waitText(page, '#node-power', 'power on');
   await page.click('#act-power-off');
@@ -235,7 +244,7 @@ async function run(context) {
 
   log('requesting a machine by flavor');
   const flavors = await api('GET', '/v1/ingot/flavors');
-  await page.goto(`${URL}/ui/#/request`);
+  await go(page, `#/request`);
   if (flavors.status === 404) {
     await waitText(page, '#request-absent', '404');
     console.log('SKIP servers: GET /v1/ingot/flavors answered 404');
@@ -250,13 +259,13 @@ async function run(context) {
   await reader.setViewportSize({ width: 1280, height: 800 });
   await login(reader, READER);
   await waitText(reader, '#who', 'reader');
-  await reader.goto(`${URL}/ui/#/node/${created[1]}`);
+  await go(reader, `#/node/${created[1]}`);
   await waitText(reader, '#node-head', 'ui-n2');
   assert((await reader.$$('#actions, [id^="act-"]')).length === 0, 'no action buttons for a reader');
-  await reader.goto(`${URL}/ui/#/discovered`);
+  await go(reader, `#/discovered`);
   await reader.waitForTimeout(300);
   assert((await reader.$$('form.discovered')).length === 0, 'no BMC forms for a reader');
-  await reader.goto(`${URL}/ui/#/node/${created[1]}`);
+  await go(reader, `#/node/${created[1]}`);
   await waitText(reader, '#node-head', 'ui-n2');
   await reader.evaluate(async (uuid) => {
     const app = await import('/ui/app.js');
@@ -268,7 +277,7 @@ async function run(context) {
 
   log('at phone width (390 px) the rack is usable');
   await reader.setViewportSize({ width: 390, height: 844 });
-  await reader.goto(`${URL}/ui/#/rack`);
+  await go(reader, `#/rack`);
   await reader.waitForSelector(`#rack-rows tr[data-uuid="${created[0]}"]`);
   const phone = await reader.evaluate(() => {
     const td = document.querySelector('#rack-rows tr td.c-state');
@@ -337,8 +346,11 @@ try {
 } catch (e) {
   code = 1;
   console.error(`[ui] FAILED: ${e.stack || e}`);
-  for (const p of context.pages()) {
-    await p.screenshot({ path: `${SHOTS}/failure-${context.pages().indexOf(p)}.png` }).catch(() => {});
+  for (const err of errors) console.error(`[ui] ${err}`);
+  for (const [i, p] of context.pages().entries()) {
+    const where = await p.evaluate(() => `${location.href} route=${document.body.dataset.route}`).catch(() => '?');
+    console.error(`[ui] page ${i}: ${where}`);
+    await p.screenshot({ path: `${SHOTS}/failure-${i}.png` }).catch(() => {});
   }
 } finally {
   await context.close();
