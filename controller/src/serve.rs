@@ -25,6 +25,7 @@ use crate::drivers::qemu::QemuSettings;
 use crate::events::Fanout;
 use crate::images::{self, ImageStore, resolve::LocalImages, signing::UrlSigner};
 use crate::instance::{self, InstanceLock};
+use crate::live::{LiveEvents, store::Watched};
 use crate::metrics::Metrics;
 use crate::netboot::{self, service::NetbootConfig};
 use crate::store::{Store, sql::SqlStore};
@@ -63,6 +64,8 @@ pub struct Services {
     pub webhooks: Arc<Webhooks>,
     /// The `/metrics` families.
     pub metrics: Arc<Metrics>,
+    /// The web console's live node events (closed at shutdown, ending open streams).
+    pub live: Arc<LiveEvents>,
 }
 
 /// The HTTPS side of the provisioning listener, when `[tls]` is set.
@@ -121,12 +124,15 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
     let secrets = crate::secrets::SecretBox::open_or_create(
         &config.state_dir.join(crate::secrets::KEY_FILE),
     )?;
-    let store: Arc<dyn Store> = Arc::new(
+    let sql: Arc<dyn Store> = Arc::new(
         SqlStore::connect(&config.database)
             .await
             .with_context(|| format!("opening store {}", redact_url(&config.database)))?
             .with_secrets(Arc::new(secrets)),
     );
+    // Every saved node change also goes to the web console's event streams.
+    let live = Arc::new(LiveEvents::default());
+    let store: Arc<dyn Store> = Arc::new(Watched::new(sql, live.clone()));
     let images = Arc::new(ImageStore::new(&config.state_dir));
     let webhooks = Arc::new(Webhooks::start(&config.webhooks).context("starting webhooks")?);
     let metrics = Arc::new(Metrics::new());
@@ -169,6 +175,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         policies: config.users.clone(),
         metrics: metrics.clone(),
         metrics_public: config.metrics_public,
+        live: live.clone(),
         ..ApiSettings::default()
     };
     let api = api::router(ApiState::new(store.clone(), conductor.clone(), settings));
@@ -249,6 +256,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         https,
         webhooks,
         metrics,
+        live,
     })
 }
 
@@ -451,6 +459,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         () = cancel.cancelled() => {},
     }
     cancel.cancel();
+    // Open console streams would hold the API's graceful shutdown until they end.
+    services.live.close();
     let served = served.await;
     info!("shutting down");
     let failed = background.finish().await;

@@ -25,6 +25,7 @@ pub mod bmc;
 pub mod build;
 pub mod disk_check;
 pub mod fake_controller;
+pub mod forward;
 pub mod marker_disk;
 pub mod metrics_check;
 pub mod netns;

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-pub use access::{API, ApiAccess};
+pub use access::{API, ApiAccess, USER};
 pub use machine::Machine;
 pub use timeline::Timeline;
 pub use venv::clients_venv;

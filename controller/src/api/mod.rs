@@ -14,6 +14,7 @@
 pub mod allocations;
 pub mod auth;
 pub mod conductors;
+pub mod console;
 pub mod context;
 pub mod drivers;
 pub mod edit;
@@ -68,6 +69,8 @@ pub struct ApiSettings {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// `/metrics` without authentication (`metrics_public`).
     pub metrics_public: bool,
+    /// Node changes for the console's event stream (`GET /v1/ingot/events`).
+    pub live: Arc<crate::live::LiveEvents>,
 }
 
 impl Default for ApiSettings {
@@ -82,6 +85,7 @@ impl Default for ApiSettings {
             policies: policy::Policies::new(),
             metrics: Arc::default(),
             metrics_public: false,
+            live: Arc::default(),
         }
     }
 }
@@ -172,6 +176,8 @@ pub fn router(state: ApiState) -> Router {
         .merge(allocations::routes())
         .merge(drivers::routes())
         .merge(conductors::routes())
+        .merge(console::routes())
+        .merge(crate::ui::routes())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(settings.body_limit))
         .with_state(state);

@@ -238,6 +238,8 @@ async fn list_nodes(
     query.conductor_group = text("conductor_group", &mut echo).map(|g| g.to_ascii_lowercase());
     query.description_contains = text("description_contains", &mut echo);
     query.instance_name = text("instance_name", &mut echo);
+    // Not Ironic's: the web console's search box (name, UUID, MAC or serial).
+    query.search = text("ingot_search", &mut echo);
     let mut post = PostFilter::default();
     if let Some(shard) = text("shard", &mut echo) {
         if shard.contains(',') {

@@ -70,6 +70,9 @@ pub struct NodeQuery {
     pub chassis_uuid: Option<Uuid>,
     pub parent_node: Option<String>,
     pub description_contains: Option<String>,
+    /// Ingot's console search (`ingot_search`, any case): a name or UUID containing it, a
+    /// port whose MAC contains it, or a system or disk serial number starting with it.
+    pub search: Option<String>,
     pub instance_name: Option<String>,
     pub instance_uuid: Option<Uuid>,
     /// SMBIOS system UUID (`properties.system_uuid`, else `extra.system_uuid`; any case),

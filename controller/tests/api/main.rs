@@ -5,6 +5,7 @@
 
 mod allocations;
 mod conductors;
+mod console;
 mod drivers;
 mod nodes;
 mod nodes_list;

@@ -12,7 +12,8 @@
 //! The API is HTTPS with http_basic, as on a real network; the run ends with `ingot node
 //! list` through it. `--keep` leaves the rack running afterwards (until Enter is pressed)
 //! and prints how to use the `baremetal` CLI inside it (the settings are in the rack's
-//! `openrc`, 0600; the password is never printed).
+//! `openrc`, 0600; the password is never printed) and the web console's URL on the host's
+//! loopback, forwarded into the lab (`qemu_tests::forward`), with its user.
 
 use std::io::BufRead as _;
 use std::process::{ExitCode, Stdio};
@@ -111,14 +112,35 @@ fn run(keep: bool) -> anyhow::Result<()> {
              . {openrc}\n  \
              ip netns exec {ns} {venv}/bin/baremetal node list\n  \
              ip netns exec {ns} {ingot} node list\n\
-             Working directory: {dir}\nPress Enter to tear it down.",
+             Working directory: {dir}",
             openrc = rack.access().openrc.display(),
             venv = qemu_tests::rack::clients_venv()?.display(),
             ingot = qemu_tests::build::ingot_binary()?.display(),
             dir = rack.dir().display(),
         );
+        print_console(rack)?;
+        println!("Press Enter to tear it down.");
         let _ = std::io::stdin().lock().lines().next();
     }
+    Ok(())
+}
+
+/// Forwards the host's 127.0.0.1:6385 (another port when taken) to the rack's API and
+/// prints the web console's URL and login (the password stays in `openrc`: never printed).
+fn print_console(rack: &Rack) -> anyhow::Result<()> {
+    let api: std::net::SocketAddr = qemu_tests::rack::API
+        .trim_start_matches("https://")
+        .parse()
+        .context("the rack's API address")?;
+    let host = qemu_tests::forward::forward_into_lab(rack.lab_name(), api, api)?;
+    println!(
+        "Web console: https://{host}/ui/ (forwarded into the lab)\n  \
+         user {user}; password: sed -n 's/.*OS_PASSWORD=\\([^ ]*\\).*/\\1/p' {openrc}\n  \
+         the certificate is the lab's own CA: trust {ca} in the browser, or accept the warning",
+        user = qemu_tests::rack::USER,
+        openrc = rack.access().openrc.display(),
+        ca = rack.access().ca.display(),
+    );
     Ok(())
 }
 
