@@ -220,7 +220,7 @@ export function renderServer(main, ctx, uuid) {
       h('h2', null, s.name || s.uuid),
       h('p', null, h('span', { id: 'server-state', class: `st ${s.state === 'active' ? 'st-good' : s.state === 'error' ? 'st-bad' : 'st-busy'}` }, s.state),
         s.provision_state ? h('span', { class: 'muted' }, ` node: ${s.provision_state}`) : null),
-      done ? null : h('div', { id: 'server-progress' }, progressBar(progress)),
+      done ? null : h('div', { id: 'server-progress' }, progressBar(progress, s.provision_state)),
       s.last_error ? h('p', { class: 'error' }, s.last_error) : null,
       kvTable([
         ['Flavor', s.flavor],

@@ -260,7 +260,7 @@ export function render(main, ctx, ident) {
       h('div', { class: 'node-state' },
         h('span', { id: 'node-state' }, badge(n.provision_state, n.target_provision_state)),
         h('span', { class: 'muted', id: 'node-power' }, `power: ${n.power_state || '-'}`),
-        h('span', { id: 'node-progress' }, progressBar(n.progress))),
+        h('span', { id: 'node-progress' }, progressBar(n.progress, n.provision_state))),
       n.last_error ? h('p', { class: 'error', id: 'node-error' }, n.last_error) : null,
       actionBar(ctx, n, () => deployForm(ctx, n, deploySlot)),
     );

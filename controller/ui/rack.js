@@ -39,7 +39,7 @@ function cells(n) {
     h('td', { class: 'c-state', dataset: { label: 'State' } }, badge(n.provision_state, n.target_provision_state)),
     h('td', { class: 'c-power', dataset: { label: 'Power' } }, n.power_state || '-'),
     h('td', { class: 'c-rc', dataset: { label: 'Class' } }, n.resource_class || '-'),
-    h('td', { class: 'c-progress', dataset: { label: 'Progress' } }, progressBar(n.progress)),
+    h('td', { class: 'c-progress', dataset: { label: 'Progress' } }, progressBar(n.progress, n.provision_state)),
     h('td', { class: 'c-error', dataset: { label: 'Last error' }, title: n.last_error || '' }, n.last_error || ''),
   ];
 }

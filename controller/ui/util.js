@@ -100,8 +100,15 @@ export function progressOf(p) {
   return { pct, text: parts.join(' '), phase: p.phase };
 }
 
-// A progress bar element for a report (or null).
-export function progressBar(p) {
+// States in which an agent works on the node (its last report is stale in any other).
+const WORKING = new Set([
+  'deploying', 'wait call-back', 'cleaning', 'clean wait', 'inspecting', 'inspect wait',
+  'rescuing', 'rescue wait', 'servicing', 'service wait',
+]);
+
+// A progress bar element for a report (or null), shown only while the agent works.
+export function progressBar(p, state) {
+  if (state !== undefined && !WORKING.has(state)) return null;
   const info = progressOf(p);
   if (!info) return null;
   const fill = h('span', { class: 'bar-fill' });

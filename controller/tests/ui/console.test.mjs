@@ -172,6 +172,10 @@ async function run(context) {
   assert(await page.isVisible(`${card} .bmc-password`), 'BMC fields shown for ipmi');
   await page.selectOption(`${card} .bmc-driver`, 'manual');
   assert(!(await page.isVisible(`${card} .bmc-password`)), 'no BMC fields for manual');
+  await page.selectOption(`${card} .bmc-driver`, 'ipmi');
+  await page.fill(`${card} .bmc-address`, '10.0.0.5');
+  await page.screenshot({ path: `${SHOTS}/discovered.png` });
+  await page.selectOption(`${card} .bmc-driver`, 'manual');
   await page.click(`${card} .bmc-submit`);
   await waitText(page, '#banner', 'accepted');
 
@@ -218,7 +222,8 @@ async function run(context) {
   seen = await page.evaluate(() => window.seenStates);
   assert(seen.includes('active'), `active seen: ${seen}`);
   await page.waitForSelector('#deploy-timeline rect');
-  await waitText(page, '#history', 'active');
+  await waitText(page, '#history', '-> active');
+  await page.screenshot({ path: `${SHOTS}/node-full.png`, fullPage: true });
 
   log('undeploy asks first; cancelled it does nothing, confirmed it cleans');
   await page.click('#act-undeploy');
@@ -247,6 +252,7 @@ async function run(context) {
   await go(page, `#/request`);
   if (flavors.status === 404) {
     await waitText(page, '#request-absent', '404');
+    await page.screenshot({ path: `${SHOTS}/request-absent.png` });
     console.log('SKIP servers: GET /v1/ingot/flavors answered 404');
   } else {
     await requestServer(page, flavors.body.flavors || []);
