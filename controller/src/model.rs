@@ -178,6 +178,34 @@ pub struct Port {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+/// One `ingot serve` as it registered itself, and its last heartbeat (`/v1/conductors`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConductorRecord {
+    /// `conductor_name` (Ironic's `host`): unique among the replicas of one database.
+    pub hostname: String,
+    pub conductor_group: String,
+    /// The hardware types it runs.
+    pub drivers: Vec<String>,
+    /// Its listen addresses (operator API, provisioning side).
+    pub listen: Vec<String>,
+    /// Ingot's version.
+    pub version: String,
+    /// False once it stopped cleanly.
+    pub online: bool,
+    pub started_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    /// The last heartbeat.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ConductorRecord {
+    /// Online with a heartbeat within `timeout` of `now`.
+    pub fn alive(&self, now: DateTime<Utc>, timeout: std::time::Duration) -> bool {
+        let age = now.signed_duration_since(self.updated_at);
+        self.online && age.to_std().map_or(true, |age| age < timeout)
+    }
+}
+
 /// An allocation request and, once processed, the node it picked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Allocation {

@@ -25,6 +25,7 @@ use crate::drivers::qemu::QemuSettings;
 use crate::events::Fanout;
 use crate::images::{self, ImageStore, resolve::LocalImages, signing::UrlSigner};
 use crate::instance::{self, InstanceLock};
+use crate::live::{LiveEvents, store::Watched};
 use crate::metrics::Metrics;
 use crate::netboot::{self, service::NetbootConfig};
 use crate::store::{Store, sql::SqlStore};
@@ -63,6 +64,8 @@ pub struct Services {
     pub webhooks: Arc<Webhooks>,
     /// The `/metrics` families.
     pub metrics: Arc<Metrics>,
+    /// The web console's live node events (closed at shutdown, ending open streams).
+    pub live: Arc<LiveEvents>,
 }
 
 /// The HTTPS side of the provisioning listener, when `[tls]` is set.
@@ -115,22 +118,27 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         }
     };
     let hub = AgentHub::with_fast_track(config.fast_track);
-    let drivers = hardware_types(config, &hub)?;
+    let mut drivers = hardware_types(config, &hub)?;
     let instance_lock = lock_instance(config)?;
     // After the state dir exists (0700): the key file of the BMC secrets at rest.
     let secrets = crate::secrets::SecretBox::open_or_create(
         &config.state_dir.join(crate::secrets::KEY_FILE),
     )?;
-    let store: Arc<dyn Store> = Arc::new(
+    let sql: Arc<dyn Store> = Arc::new(
         SqlStore::connect(&config.database)
             .await
             .with_context(|| format!("opening store {}", redact_url(&config.database)))?
             .with_secrets(Arc::new(secrets)),
     );
+    // Every saved node change also goes to the web console's event streams.
+    let live = Arc::new(LiveEvents::default());
+    let store: Arc<dyn Store> = Arc::new(Watched::new(sql, live.clone()));
     let images = Arc::new(ImageStore::new(&config.state_dir));
     let webhooks = Arc::new(Webhooks::start(&config.webhooks).context("starting webhooks")?);
     let metrics = Arc::new(Metrics::new());
     metrics.attach_webhooks(webhooks.stats());
+    metrics.attach_hub(hub.clone());
+    drivers.observe(metrics.clone());
     let events = Arc::new(Fanout(vec![webhooks.clone(), metrics.clone()]));
     let conductor = Conductor::new(
         store.clone(),
@@ -142,9 +150,14 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             max_concurrent_cleanings: config.max_concurrent_cleanings,
             power_sync_interval: config.power_sync_interval,
             callback_timeout: config.callback_timeout,
+            conductor_group: config.conductor_group.clone(),
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_timeout: config.heartbeat_timeout,
+            listen: listen_addresses(config),
             ..ConductorConfig::default()
         },
     );
+    metrics.attach_conductor(&conductor);
     conductor.start().await.context("starting conductor")?;
     let api_tls = match &config.tls {
         Some(t) => Some(api_server_config(t, config.api_listen)?),
@@ -164,6 +177,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         metrics_public: config.metrics_public,
         flavors: config.flavors.clone(),
         images: Some(images.as_ref().clone()),
+        live: live.clone(),
         ..ApiSettings::default()
     };
     let api = api::router(ApiState::new(store.clone(), conductor.clone(), settings));
@@ -220,6 +234,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         discovery: discovery.clone(),
         heartbeat_timeout: config.agent_heartbeat_timeout,
         lookup_limit: Arc::default(),
+        metrics: metrics.clone(),
     })
     .merge(images::http::router(images.clone(), signer, store.clone()));
     let (boot, https) = match https {
@@ -243,6 +258,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         https,
         webhooks,
         metrics,
+        live,
     })
 }
 
@@ -292,6 +308,18 @@ fn lock_instance(config: &Config) -> anyhow::Result<Option<InstanceLock>> {
     let lock = InstanceLock::acquire(&db)?;
     instance::create_private_db(&db)?;
     Ok(Some(lock))
+}
+
+/// The addresses `/v1/conductors` shows: the operator API's and the provisioning side's.
+fn listen_addresses(config: &Config) -> Vec<String> {
+    let mut out = vec![format!("api {}", config.api_listen)];
+    if let Some(a) = config.boot_http_listen {
+        out.push(format!("boot {a}"));
+    }
+    if let Some(a) = config.tls.as_ref().and_then(|t| t.provisioning_listen) {
+        out.push(format!("agent {a}"));
+    }
+    out
 }
 
 /// The registry of `enabled_hardware_types` (with `[qemu] allowed_dir` resolved).
@@ -386,6 +414,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         if let Some(counters) = netboot.dhcp_counters.clone() {
             services.metrics.attach_dhcp(counters);
         }
+        if let Some(server) = netboot.dhcp.clone() {
+            services.metrics.attach_dhcp_server(server);
+        }
+        if let Some(counters) = netboot.tftp_counters.clone() {
+            services.metrics.attach_tftp(counters);
+        }
         background.spawn("netboot (DHCP, TFTP)", async move { netboot.wait().await });
     }
     let scheme = if services.api_tls.is_some() {
@@ -427,6 +461,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         () = cancel.cancelled() => {},
     }
     cancel.cancel();
+    // Open console streams would hold the API's graceful shutdown until they end.
+    services.live.close();
     let served = served.await;
     info!("shutting down");
     let failed = background.finish().await;

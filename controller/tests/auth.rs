@@ -459,4 +459,16 @@ async fn roles_and_projects() {
     }
     let (s, _, body) = status(as_user("op", c.get(format!("{url}/v1/allocations/for-p2")))).await;
     assert_eq!(s, 200, "{body}");
+
+    // Conductors: a reader of every project sees this one, alive; a project user does not.
+    let conductors = || {
+        c.get(format!("{url}/v1/conductors"))
+            .header("X-OpenStack-Ironic-API-Version", "1.49")
+    };
+    let (s, _, body) = status(as_user("ro", conductors())).await;
+    assert_eq!(s, 200, "{body}");
+    let list = json(&body);
+    assert_eq!(list["conductors"][0]["alive"], true, "{body}");
+    let (s, _, body) = status(as_user("mem", conductors())).await;
+    assert_eq!(s, 403, "{body}");
 }

@@ -142,6 +142,14 @@ async fn metrics_after_a_lifecycle_behind_auth() {
         "ingot_api_requests_total{method=\"GET\",route=\"/v1/nodes/{ident}\",status=\"404\"} 1",
         "ingot_api_requests_total{method=\"GET\",route=\"/metrics\",status=\"401\"} 1",
         "ingot_api_request_duration_seconds_count{route=\"/v1/nodes\"}",
+        // Verification read the power state through the fake driver's power interface.
+        "ingot_bmc_call_duration_seconds_count{driver=\"fake\",call=\"get_power_state\"}",
+        "ingot_conductor_work{work=\"clean\",state=\"running\"} 0",
+        "ingot_conductor_work{work=\"deploy\",state=\"waiting\"} 0",
+        "ingot_agent_sessions 0",
+        "ingot_agent_write_rate_bytes_per_second 0",
+        "ingot_db_pool_connections{pool=\"write\",state=\"max\"}",
+        "ingot_db_pool_connections{pool=\"read\",state=\"open\"}",
         "# EOF",
     ] {
         assert!(text.contains(want), "{want} missing:\n{text}");

@@ -379,7 +379,7 @@ fn proxy_mode_offer_on_67_and_boot_file_on_4011() {
 
 // --- TFTP ---------------------------------------------------------------------------------
 
-fn start_tftp(lab: &Lab, dir: &Path) -> Running {
+fn start_tftp(lab: &Lab, dir: &Path, counters: Arc<tftp::TftpCounters>) -> Running {
     let files = TftpFiles::ipxe_binaries(dir);
     let iface = lab.server_if.clone();
     Running::start(&lab.server_ns, move |cancel, ready| async move {
@@ -388,7 +388,7 @@ fn start_tftp(lab: &Lab, dir: &Path) -> Running {
             Some(&iface),
         )?;
         let _ = ready.send(());
-        tftp::serve(sock, files, cancel).await
+        tftp::serve(sock, files, counters, cancel).await
     })
 }
 
@@ -515,7 +515,8 @@ fn tftp_serves_ipxe_binaries_with_blksize_and_windowsize_and_nothing_else() {
     let lab = Lab::new(true);
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = ipxe_dir(tmp.path());
-    let _tftp = start_tftp(&lab, &dir);
+    let counters = Arc::new(tftp::TftpCounters::default());
+    let _tftp = start_tftp(&lab, &dir, counters.clone());
     let want_undi = std::fs::read(dir.join("undionly.kpxe")).expect("read");
     let want_snp = std::fs::read(dir.join("snponly.efi")).expect("read");
     let (a, b, c, d, e, f) = in_ns(&lab.client_ns, || {
@@ -583,6 +584,15 @@ fn tftp_serves_ipxe_binaries_with_blksize_and_windowsize_and_nothing_else() {
             "file not found expected, got {refused:?}"
         );
     }
+    // What `/metrics` reads: three transfers of known sizes, three refusals.
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(count(&counters.transfers), 3);
+    assert_eq!(
+        count(&counters.bytes),
+        (want_undi.len() + 2 * want_snp.len()) as u64
+    );
+    assert_eq!(count(&counters.refused), 3);
+    assert_eq!(count(&counters.unreadable), 0);
     // An independent client: curl's TFTP.
     let out = tmp.path().join("curl.kpxe");
     let status = Command::new("ip")

@@ -605,7 +605,8 @@ fn json_log_lines_name_their_node(log: &str, node: &str) {
         ]
         .iter()
         .any(|t| target.starts_with(t));
-        if !per_node {
+        // The conductor's own registration and heartbeat are about no node.
+        if !per_node || target == "controller::conductor::presence" {
             continue;
         }
         about_nodes += 1;

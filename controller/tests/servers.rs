@@ -14,19 +14,19 @@ use std::time::Duration;
 
 use controller::store::{SqlStore, Store};
 use serde_json::{Value, json};
-use support::{Serve, free_port, htpasswd};
+use support::{Serve, cli, free_port, htpasswd};
 
 const PW: &str = "pw-0f4c2a";
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ alice@test";
 const USER_DATA_MARKER: &str = "USERDATA-SECRET-51f0";
 
-fn config(dir: &Path, port: u16) -> std::path::PathBuf {
+fn config(dir: &Path, port: u16) -> String {
     htpasswd(
         &dir.join("htpasswd"),
         &[("op", PW), ("ro", PW), ("alice", PW), ("bob", PW)],
     );
-    let text = format!(
+    format!(
         r#"api_listen = "127.0.0.1:{port}"
 state_dir = "{state}"
 auth_strategy = "http_basic"
@@ -57,10 +57,7 @@ name = "huge"
 cpus = 64
 "#,
         state = dir.display()
-    );
-    let path = dir.join("ingot.toml");
-    std::fs::write(&path, text).expect("config");
-    path
+    )
 }
 
 /// `ingot image import` of a small raw disk (an MBR boot signature is all it checks).
@@ -179,7 +176,7 @@ async fn project_members_request_machines_by_flavor_with_the_cli() {
     let port = free_port();
     let cfg = config(dir.path(), port);
     import_image(dir.path(), "debian-12");
-    let serve = Serve::start(&cfg, port, &dir.path().join("serve.log"));
+    let serve = Serve::start_logging(dir.path(), &cfg, port, "info");
     let _ = rustls::crypto::ring::default_provider().install_default();
     let c = Client {
         http: reqwest::Client::new(),
@@ -213,14 +210,14 @@ async fn project_members_request_machines_by_flavor_with_the_cli() {
         "--key",
         key,
     ];
-    let out = serve.cli(Some(("ro", PW)), &create);
+    let out = cli(&serve.url, Some(("ro", PW)), &create);
     assert!(!out.status.success());
     assert!(text(&out).contains("HTTP 403"), "{}", text(&out));
 
     // alice (project p1) gets p1's node, deployed with the image and her key.
     let mut args = create.to_vec();
     args.extend(["--user-data", user_data, "--name", "web-1", "--wait"]);
-    let out = serve.cli(Some(("alice", PW)), &args);
+    let out = cli(&serve.url, Some(("alice", PW)), &args);
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
     assert!(shown.contains("state            active"), "{shown}");
@@ -255,12 +252,12 @@ async fn project_members_request_machines_by_flavor_with_the_cli() {
     let server = stored.instance_uuid.expect("instance uuid").to_string();
 
     // alice sees it; bob (p2) neither sees, shows nor deletes it.
-    let out = serve.cli(Some(("alice", PW)), &["server", "list"]);
+    let out = cli(&serve.url, Some(("alice", PW)), &["server", "list"]);
     assert!(text(&out).contains("web-1"), "{}", text(&out));
-    let out = serve.cli(Some(("bob", PW)), &["server", "list"]);
+    let out = cli(&serve.url, Some(("bob", PW)), &["server", "list"]);
     assert!(out.status.success() && !text(&out).contains("web-1"));
     for cmd in [["server", "show", &server], ["server", "delete", &server]] {
-        let out = serve.cli(Some(("bob", PW)), &cmd);
+        let out = cli(&serve.url, Some(("bob", PW)), &cmd);
         assert!(!out.status.success());
         assert!(text(&out).contains("HTTP 404"), "{}", text(&out));
     }
@@ -269,7 +266,8 @@ async fn project_members_request_machines_by_flavor_with_the_cli() {
     assert_eq!(list["servers"][0]["node_uuid"], n1.as_str());
 
     // bob asks for more than p2's node has: error, nothing deployed.
-    let out = serve.cli(
+    let out = cli(
+        &serve.url,
         Some(("bob", PW)),
         &[
             "server",
@@ -295,18 +293,26 @@ async fn project_members_request_machines_by_flavor_with_the_cli() {
     assert!(n2["instance_uuid"].is_null());
 
     // alice deletes hers: the node is undeployed back to available.
-    let out = serve.cli(Some(("alice", PW)), &["server", "delete", "web-1"]);
+    let out = cli(
+        &serve.url,
+        Some(("alice", PW)),
+        &["server", "delete", "web-1"],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let node = c
         .wait_node("n1", |n| n["provision_state"] == "available")
         .await;
     assert!(node["instance_uuid"].is_null() && node["allocation_uuid"].is_null());
     assert_eq!(node["instance_info"], json!({}));
-    let out = serve.cli(Some(("alice", PW)), &["server", "show", "web-1"]);
+    let out = cli(
+        &serve.url,
+        Some(("alice", PW)),
+        &["server", "show", "web-1"],
+    );
     assert!(text(&out).contains("HTTP 404"), "{}", text(&out));
 
     // Secrets stay out of the log.
-    let log = serve.log_text();
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).expect("log");
     assert!(log.contains("server requested"), "{log}");
     assert!(!log.contains(USER_DATA_MARKER), "user data in the log");
     assert!(!log.contains(PW), "a password in the log");
@@ -321,7 +327,7 @@ async fn a_restart_does_not_lose_a_server_in_progress() {
     let port = free_port();
     let cfg = config(dir.path(), port);
     import_image(dir.path(), "debian-12");
-    let mut serve = Serve::start(&cfg, port, &dir.path().join("serve.log"));
+    let serve = Serve::start(dir.path(), &cfg, port);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let c = Client {
         http: reqwest::Client::new(),
@@ -329,7 +335,7 @@ async fn a_restart_does_not_lose_a_server_in_progress() {
     };
     let n1 = c.available_node("n1", "p1").await;
     c.available_node("n2", "p1").await;
-    serve.stop();
+    serve.stop(Duration::from_secs(20));
 
     // What a run that stopped at the wrong moment leaves: one server claimed n1 and never
     // started its deploy, another was still allocating.
@@ -384,7 +390,7 @@ async fn a_restart_does_not_lose_a_server_in_progress() {
     store.update_allocation(&claimed).await.expect("update");
     store.close().await;
 
-    serve.restart();
+    let _serve = Serve::start(dir.path(), &cfg, port);
     for name in ["claimed", "pending"] {
         let mut last = Value::Null;
         for _ in 0..500 {

@@ -34,6 +34,70 @@ pub struct Inventory {
     /// Kernel host name at the time of the report. Extra field.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// PCI devices (IPA's `pci-devices` collector fields, plus ours).
+    #[serde(default)]
+    pub pci_devices: Vec<PciDevice>,
+    /// NUMA topology (IPA's `numa-topology` collector shape), when the kernel shows one.
+    #[serde(default)]
+    pub numa_topology: Option<NumaTopology>,
+}
+
+/// A PCI function.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PciDevice {
+    /// `0000:00:03.0` (IPA field).
+    pub bus: String,
+    /// Four hex digits, no `0x` (IPA field).
+    pub vendor_id: String,
+    /// Four hex digits, no `0x` (IPA field).
+    pub product_id: String,
+    /// Six hex digits: class, subclass, programming interface (IPA field).
+    #[serde(default)]
+    pub class: Option<String>,
+    /// Two hex digits (IPA field).
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// What the class says it is: `nic`, `gpu`, `storage`, `bridge`, `usb`, `other`.
+    /// Extra field.
+    #[serde(default)]
+    pub kind: String,
+    /// Bound kernel driver. Extra field.
+    #[serde(default)]
+    pub driver: Option<String>,
+    /// NUMA node the device is attached to. Extra field.
+    #[serde(default)]
+    pub numa_node: Option<u32>,
+}
+
+/// NUMA topology, in the shape of IPA's `numa_topology`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumaTopology {
+    pub ram: Vec<NumaRam>,
+    pub cpus: Vec<NumaCpu>,
+    pub nics: Vec<NumaNic>,
+}
+
+/// Memory of one NUMA node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumaRam {
+    pub numa_node: u32,
+    pub size_kb: u64,
+}
+
+/// One physical core of a NUMA node, with its hyper-threads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumaCpu {
+    /// The core's lowest CPU number.
+    pub cpu: u32,
+    pub numa_node: u32,
+    pub thread_siblings: Vec<u32>,
+}
+
+/// A network interface and its NUMA node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumaNic {
+    pub name: String,
+    pub numa_node: u32,
 }
 
 /// A network interface.

@@ -99,6 +99,31 @@ fn sample_inventory() -> Inventory {
             asset_tag: None,
         }),
         hostname: Some("localhost".into()),
+        pci_devices: vec![proto::PciDevice {
+            bus: "0000:00:03.0".into(),
+            vendor_id: "1af4".into(),
+            product_id: "1000".into(),
+            class: Some("020000".into()),
+            revision: Some("00".into()),
+            kind: "nic".into(),
+            driver: Some("virtio-pci".into()),
+            numa_node: Some(0),
+        }],
+        numa_topology: Some(proto::NumaTopology {
+            ram: vec![proto::NumaRam {
+                numa_node: 0,
+                size_kb: 2_097_152,
+            }],
+            cpus: vec![proto::NumaCpu {
+                cpu: 0,
+                numa_node: 0,
+                thread_siblings: vec![0, 1],
+            }],
+            nics: vec![proto::NumaNic {
+                name: "eth0".into(),
+                numa_node: 0,
+            }],
+        }),
     }
 }
 

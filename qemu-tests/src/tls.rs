@@ -19,17 +19,32 @@ pub fn enabled_by_env() -> bool {
     )
 }
 
-/// Runs `ingot certs init` into `dir` (a CA and a server certificate for [`BRIDGE_ADDR`])
-/// and returns the `[tls]` table to append to the config.
-pub fn provisioning_tls(ingot: &Path, dir: &Path) -> anyhow::Result<String> {
+/// Runs `ingot certs init` into `dir`: a CA (`dir/ca.pem`, the one clients trust) and a
+/// server certificate for [`BRIDGE_ADDR`] and 127.0.0.1, where a lab's operator API listens
+/// (one `[tls]` serves the provisioning side and the API).
+pub fn certs_init(ingot: &Path, dir: &Path) -> anyhow::Result<()> {
     let out = std::process::Command::new(ingot)
-        .args(["certs", "init", "--ip", BRIDGE_ADDR, "--dir"])
+        .args([
+            "certs",
+            "init",
+            "--ip",
+            BRIDGE_ADDR,
+            "--ip",
+            "127.0.0.1",
+            "--dir",
+        ])
         .arg(dir)
         .output()
         .context("running ingot certs init")?;
     if !out.status.success() {
         bail!("ingot certs init: {}", String::from_utf8_lossy(&out.stderr));
     }
+    Ok(())
+}
+
+/// [`certs_init`] into `dir`, and the `[tls]` table to append to the config.
+pub fn provisioning_tls(ingot: &Path, dir: &Path) -> anyhow::Result<String> {
+    certs_init(ingot, dir)?;
     Ok(format!(
         "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
         dir.join("server.pem").display(),

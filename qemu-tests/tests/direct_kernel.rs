@@ -121,6 +121,28 @@ fn boot(nic_model: &str, n: u8) -> anyhow::Result<()> {
         })?;
     assert_eq!(d.size, DISK_BYTES);
     assert_eq!(req.inventory.cpu.count, 2);
+    // PCI: the NIC the agent booted on, with its driver; NUMA: QEMU's one node, both CPUs.
+    let nics: Vec<_> = req
+        .inventory
+        .pci_devices
+        .iter()
+        .filter(|p| p.kind == "nic")
+        .collect();
+    assert!(
+        nics.iter().any(|p| p.driver.is_some() && p.class.is_some()),
+        "no NIC among the PCI devices: {:?}",
+        req.inventory.pci_devices
+    );
+    let numa = req
+        .inventory
+        .numa_topology
+        .as_ref()
+        .context("no NUMA topology")?;
+    assert_eq!(numa.cpus.len(), 2, "{numa:?}");
+    assert!(
+        numa.ram.first().is_some_and(|r| r.size_kb > 100_000),
+        "{numa:?}"
+    );
     let mem = req.inventory.memory.total;
     assert!(
         mem > 150 << 20 && mem <= 256 << 20,

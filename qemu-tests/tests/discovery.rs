@@ -30,7 +30,22 @@ use qemu_tests::site_dhcp::SiteDhcp;
 use qemu_tests::vm::{Firmware, Vm, VmSpec, tail};
 use serde_json::{Value, json};
 
-const API: &str = "http://127.0.0.1:6385";
+/// The API's address inside the lab (HTTPS when the test's `[tls]` serves it, see
+/// [`API_CA`]).
+const API_ADDR: &str = "127.0.0.1:6385";
+
+/// The CA of the running test's `ingot serve` when it has `[tls]` (its API is then HTTPS).
+static API_CA: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+fn api_ca() -> Option<PathBuf> {
+    API_CA.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// `scheme://127.0.0.1:6385` of the running test's API.
+fn api_base() -> String {
+    let scheme = if api_ca().is_some() { "https" } else { "http" };
+    format!("{scheme}://{API_ADDR}")
+}
 const API_VERSION: &str = "X-OpenStack-Ironic-API-Version: 1.115";
 /// Longest a machine may take from power-on to registered before the test fails.
 const REGISTER_CEILING: Duration = Duration::from_secs(240);
@@ -48,9 +63,12 @@ fn lab_lock() -> anyhow::Result<std::fs::File> {
 /// Runs curl inside the lab (the API listens on the lab's loopback); returns the status and
 /// the JSON body, if any.
 fn curl(lab: &Lab, args: &[&str]) -> anyhow::Result<(u16, Option<Value>)> {
-    let out = lab
-        .command("curl")
-        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-H", API_VERSION])
+    let mut cmd = lab.command("curl");
+    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-H", API_VERSION]);
+    if let Some(ca) = api_ca() {
+        cmd.arg("--cacert").arg(ca);
+    }
+    let out = cmd
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -63,7 +81,7 @@ fn curl(lab: &Lab, args: &[&str]) -> anyhow::Result<(u16, Option<Value>)> {
 
 /// GETs an API path; `None` unless it answers 200.
 fn api_get(lab: &Lab, path: &str) -> anyhow::Result<Option<Value>> {
-    let (code, body) = curl(lab, &[&format!("{API}{path}")])?;
+    let (code, body) = curl(lab, &[&format!("{}{path}", api_base())])?;
     Ok(if code == 200 { body } else { None })
 }
 
@@ -83,7 +101,7 @@ fn api_send(
             "Content-Type: application/json",
             "-d",
             &body.to_string(),
-            &format!("{API}{path}"),
+            &format!("{}{path}", api_base()),
         ],
     )
 }
@@ -96,9 +114,13 @@ fn start_ingot(lab: &mut Lab, dir: &Path, netboot: &str) -> anyhow::Result<PathB
     let config = dir.join("ingot.toml");
     // TLS on the provisioning listener, as in every lab: the agent looks up over HTTPS with
     // the CA the iPXE script pins (the plain listener refuses `/agent/v1/*`).
+    // One [tls] serves the operator API too: curl then trusts the test's CA.
     let tls = if qemu_tests::tls::enabled_by_env() {
-        qemu_tests::tls::provisioning_tls(&ingot, &dir.join("tls"))?
+        let t = qemu_tests::tls::provisioning_tls(&ingot, &dir.join("tls"))?;
+        *API_CA.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir.join("tls/ca.pem"));
+        t
     } else {
+        *API_CA.lock().unwrap_or_else(|e| e.into_inner()) = None;
         String::new()
     };
     std::fs::write(
@@ -144,7 +166,8 @@ fn start_ingot(lab: &mut Lab, dir: &Path, netboot: &str) -> anyhow::Result<PathB
         Duration::from_millis(100),
         "the API",
         || api_get(lab, "/v1"),
-    )?;
+    )
+    .with_context(|| format!("--- ingot serve log ---\n{}", read(&log_path)))?;
     Ok(log_path)
 }
 
@@ -290,6 +313,18 @@ fn check_node(lab: &Lab, m: &Machine) -> anyhow::Result<Value> {
         Firmware::Uefi | Firmware::UefiNativePxe => "uefi",
     };
     ensure!(inv["boot"]["current_boot_mode"] == mode, "boot mode: {ctx}");
+    let node = api_get(lab, &format!("/v1/nodes/{uuid}"))?.context("node")?;
+    ensure!(
+        node["boot_mode"] == mode,
+        "the node's boot_mode follows the agent: {}",
+        node["boot_mode"]
+    );
+    ensure!(
+        inv["pci_devices"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|d| d["kind"] == "nic")),
+        "a NIC among the PCI devices: {ctx}"
+    );
     let macs: Vec<&str> = inv["interfaces"]
         .as_array()
         .into_iter()
@@ -428,7 +463,7 @@ fn provision(lab: &Lab, uuid: &str, target: &str) -> anyhow::Result<()> {
 fn manage_and_inspect(lab: &Lab, m: &Machine, ingot_log: &Path) -> anyhow::Result<()> {
     let uuid = m.node()?;
     let spec = &m.vm.spec;
-    let (code, v) = curl(lab, &[&format!("{API}/v1/nodes/{uuid}/validate")])?;
+    let (code, v) = curl(lab, &[&format!("{}/v1/nodes/{uuid}/validate", api_base())])?;
     ensure!(code == 200, "validate: HTTP {code} {v:?}");
     let v = v.unwrap_or(Value::Null);
     ensure!(v["power"]["result"] == true, "validate: {v}");
@@ -437,7 +472,10 @@ fn manage_and_inspect(lab: &Lab, m: &Machine, ingot_log: &Path) -> anyhow::Resul
     // What inspection must bring back: the port and two properties.
     let ports = api_get(lab, &format!("/v1/nodes/{uuid}/ports"))?.context("ports")?;
     let port = ports["ports"][0]["uuid"].as_str().context("port uuid")?;
-    let (code, _) = curl(lab, &["-X", "DELETE", &format!("{API}/v1/ports/{port}")])?;
+    let (code, _) = curl(
+        lab,
+        &["-X", "DELETE", &format!("{}/v1/ports/{port}", api_base())],
+    )?;
     ensure!(code == 204, "deleting the port: HTTP {code}");
     let (code, body) = api_send(
         lab,

@@ -1,5 +1,5 @@
-//! `cargo xtask ci`: formatting, clippy, `cargo deny` and every test, reporting all failures
-//! at the end.
+//! `cargo xtask ci`: formatting, clippy, `cargo deny`, every test and a short run of every
+//! fuzz target, reporting all failures at the end.
 //! Clippy runs with `--keep-going` so one broken crate does not hide lints in the others.
 //!
 //! Each step runs even if an earlier one failed. Output is streamed as it comes (so the test
@@ -119,6 +119,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     package.args(["xtask", "package", "--profile", "dev", "--check"]);
     results.push(step("package", package)?);
 
+    results.push(fuzz_step()?);
+
     println!();
     println!("xtask ci summary:");
     for r in &results {
@@ -191,6 +193,20 @@ fn deny_step() -> anyhow::Result<StepResult> {
     let mut deny = cargo();
     deny.args(["deny", "check", "bans", "licenses", "sources"]);
     step("cargo deny", deny)
+}
+
+/// Seconds each fuzz target runs in CI, from its committed corpus: a smoke test that every
+/// target builds, replays its seeds and runs a little, not a fuzzing campaign.
+const CI_FUZZ_SECONDS: &str = "4";
+
+/// `cargo xtask fuzz --ci --seconds 4`: every cargo-fuzz target briefly (see `fuzz.rs`; it
+/// reports "skipped: no nightly toolchain" and succeeds without nightly).
+fn fuzz_step() -> anyhow::Result<StepResult> {
+    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let mut fuzz = Command::new(exe);
+    fuzz.args(["fuzz", "--ci", "--seconds", CI_FUZZ_SECONDS])
+        .current_dir(crate::paths::workspace_root());
+    step("fuzz", fuzz)
 }
 
 fn has_nextest() -> bool {

@@ -1,14 +1,16 @@
 //! `cargo xtask`: project automation for Ingot.
 //!
-//! Subcommands, one file each: `ci` (fmt, clippy, all tests, the package check), `bench api
-//! [--peer ironic]`, `bench write`, `bench tls`, `image`, `initramfs`, `lab`, `package` (the Debian
-//! package), and `ironic serve|clients` (the real Ironic peer used by the API bench and to
-//! validate the client session scripts). Keep dependencies minimal.
+//! Subcommands, one file each: `ci` (fmt, clippy, all tests, the package check, a short fuzz
+//! run), `fuzz` (the cargo-fuzz targets of `fuzz/`), `bench api [--peer ironic]`, `bench write`,
+//! `bench tls`, `image`, `initramfs`, `lab`, `package` (the Debian package), and `ironic
+//! serve|clients` (the real Ironic peer used by the API bench and to validate the client
+//! session scripts). Keep dependencies minimal.
 
 mod bench_api;
 mod bench_tls;
 mod bench_write;
 mod ci;
+mod fuzz;
 mod image;
 mod initramfs;
 mod ironic;
@@ -21,7 +23,10 @@ mod server;
 
 const USAGE: &str = "usage: cargo xtask <command>
   ci                      cargo fmt --check, clippy -D warnings, cargo deny, all tests; reports every failure
-  bench api [--secure] [--peer ironic] [--skip-ingot] [--nodes N] ...
+  fuzz [--seconds N] [TARGET...]
+                          build the cargo fuzz targets (nightly) and run each N s (default 60);
+                          prints executions, cov/ft and crashes per target
+  bench api [--secure] [--peer ironic] [--skip-ingot] [--nodes N] [--lifecycle N] ...
                           operator API bench (release build); --secure adds ingot with http_basic
                           over HTTPS, --peer real Ironic 39.0.0
   bench write [...]       image write bench
@@ -56,6 +61,7 @@ fn run() -> anyhow::Result<()> {
         args.get(1).map(String::as_str),
     ) {
         (Some("ci"), _) => ci::run(rest(1)),
+        (Some("fuzz"), _) => fuzz::run(rest(1)),
         (Some("bench"), Some("api")) => bench_api::run(rest(2)),
         (Some("bench"), Some("write")) => bench_write::run(rest(2)),
         (Some("bench"), Some("tls")) => bench_tls::run(rest(2)),

@@ -7,6 +7,8 @@ pub mod block;
 pub mod bmc;
 pub mod cpu;
 pub mod net;
+pub mod numa;
+pub mod pci;
 pub mod smbios;
 
 use std::collections::BTreeMap;
@@ -47,8 +49,11 @@ pub fn collect(root: &Path, arch: &str, addrs: &BTreeMap<String, Vec<String>>) -
         cpu::parse_meminfo(&std::fs::read_to_string(root.join("proc/meminfo")).unwrap_or_default());
     let sm = smbios::read(root).unwrap_or_default();
     memory.physical_mb = sm.physical_mb;
+    let interfaces = net::interfaces(root, addrs);
     Inventory {
-        interfaces: net::interfaces(root, addrs),
+        numa_topology: numa::topology(root, &interfaces),
+        pci_devices: pci::devices(root),
+        interfaces,
         cpu,
         memory,
         disks: block::disks(root).unwrap_or_default(),

@@ -96,6 +96,12 @@ pub(super) async fn events(
             // Progress of work this controller handed out: the wait counts from now.
             st.conductor.agent_alive(node);
             if let AgentEvent::Progress(p) = event {
+                st.metrics.agent_progress(
+                    rep.command_id,
+                    &phase_name(p.phase),
+                    p.bytes_written,
+                    p.rate_bps,
+                );
                 let value = json!({
                     "command_id": rep.command_id,
                     "phase": p.phase,
@@ -129,8 +135,21 @@ pub(super) async fn events(
         }
         Claim::Unknown => return Err(unknown()),
     };
+    // What the job wrote, for `/metrics`: a deploy's result says how much in all.
+    let (phase, final_bytes) = match (&command, &event) {
+        (Command::Deploy(_), Report::Succeeded { detail, .. }) => (
+            "stream",
+            detail
+                .as_ref()
+                .and_then(|d| d.get("bytes_written"))
+                .and_then(serde_json::Value::as_u64),
+        ),
+        (Command::Wipe { .. }, _) => ("wipe", None),
+        _ => ("stream", None),
+    };
     match store_result(&st, node, &command, event).await {
         Ok(()) => {
+            st.metrics.agent_done(rep.command_id, phase, final_bytes);
             st.hub.result_stored(rep.command_id);
             if matches!(command, Command::Reboot | Command::PowerOff) {
                 st.hub.session_ended(node);
@@ -271,6 +290,14 @@ async fn finish(
     }
     tracing::error!(node = %node, "node stayed locked; agent result not stored");
     Err(StoreError::Stale { uuid: node }.into())
+}
+
+/// A progress phase's wire name (`stream`, `wipe`, ...), a bounded metric label.
+fn phase_name(phase: proto::Phase) -> String {
+    serde_json::to_value(phase)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "other".to_owned())
 }
 
 #[cfg(test)]

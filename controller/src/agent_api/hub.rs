@@ -239,6 +239,15 @@ impl AgentHub {
             .map(|s| s.token_hash)
     }
 
+    /// How many nodes have a live agent session (a token handed out and not ended).
+    pub fn live_sessions(&self) -> usize {
+        self.lock()
+            .nodes
+            .values()
+            .filter(|s| s.token_hash.is_some())
+            .count()
+    }
+
     /// True when `hash` is the node's live token (the node must be known).
     pub fn is_live(&self, node: Uuid, hash: &TokenHash) -> bool {
         self.lock()

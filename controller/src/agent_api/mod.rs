@@ -59,6 +59,8 @@ pub struct AgentApiState {
     pub heartbeat_timeout: Duration,
     /// Lookups per source address.
     pub lookup_limit: Arc<SourceLimiter>,
+    /// Agent bytes written and write rates for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The agent routes (serve with `into_make_service_with_connect_info::<SocketAddr>()`).

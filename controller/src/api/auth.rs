@@ -209,10 +209,11 @@ impl HtpasswdUsers {
     }
 }
 
-/// PURE: whether a path is public under every strategy (`/` and `/v1`, as Ironic).
+/// PURE: whether a path is public under every strategy (`/` and `/v1`, as Ironic, and the
+/// web console's static files, which hold no data: [`crate::ui`]).
 pub fn is_public(method: &axum::http::Method, path: &str) -> bool {
     matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD)
-        && matches!(path, "/" | "/v1")
+        && (matches!(path, "/" | "/v1") || crate::ui::is_console_path(path))
 }
 
 /// Authenticates a request's headers under `strategy`.
@@ -341,6 +342,9 @@ mod tests {
         use axum::http::Method;
         assert!(is_public(&Method::GET, "/") && is_public(&Method::GET, "/v1"));
         assert!(!is_public(&Method::GET, "/v1/nodes"));
+        assert!(is_public(&Method::GET, "/ui") && is_public(&Method::GET, "/ui/app.js"));
+        assert!(!is_public(&Method::GET, "/ui/secret") && !is_public(&Method::POST, "/ui"));
+        assert!(!is_public(&Method::GET, "/v1/ingot/events"));
         assert!(!is_public(&Method::POST, "/v1"));
         assert!(!is_public(&Method::GET, "/v1/drivers"));
     }

@@ -29,10 +29,45 @@ fn links(base: &str, name: &str, suffix: &str) -> Value {
     ])
 }
 
-fn driver_doc(state: &ApiState, ctx: &ReqCtx, hw: &HardwareType, detail: bool) -> Value {
+/// The live conductors and the hardware types each runs (`/v1/conductors`'s rows).
+async fn live_hosts(state: &ApiState) -> ApiResult<Vec<(String, Vec<String>)>> {
+    let timeout = state.conductor.config().heartbeat_timeout;
+    let now = chrono::Utc::now();
+    Ok(state
+        .store
+        .list_conductors()
+        .await?
+        .into_iter()
+        .filter(|c| c.alive(now, timeout))
+        .map(|c| (c.hostname, c.drivers))
+        .collect())
+}
+
+/// The hosts running `name`: the live conductors that registered it, else (before this
+/// conductor registered) this conductor.
+fn hosts_of(state: &ApiState, live: &[(String, Vec<String>)], name: &str) -> Vec<String> {
+    let hosts: Vec<String> = live
+        .iter()
+        .filter(|(_, drivers)| drivers.iter().any(|d| d == name))
+        .map(|(h, _)| h.clone())
+        .collect();
+    if hosts.is_empty() {
+        vec![state.conductor_name().to_owned()]
+    } else {
+        hosts
+    }
+}
+
+fn driver_doc(
+    state: &ApiState,
+    ctx: &ReqCtx,
+    hw: &HardwareType,
+    detail: bool,
+    live: &[(String, Vec<String>)],
+) -> Value {
     let mut doc = Map::new();
     doc.insert("name".into(), json!(hw.name));
-    doc.insert("hosts".into(), json!([state.conductor_name()]));
+    doc.insert("hosts".into(), json!(hosts_of(state, live, &hw.name)));
     doc.insert("type".into(), json!("dynamic"));
     doc.insert("links".into(), links(&ctx.base, &hw.name, ""));
     doc.insert(
@@ -58,12 +93,13 @@ fn driver_doc(state: &ApiState, ctx: &ReqCtx, hw: &HardwareType, detail: bool) -
 async fn list(State(state): State<ApiState>, ctx: ReqCtx, uri: Uri) -> ApiResult<Response> {
     let params = Params::parse(uri.query());
     let detail = params.bool("detail")?.unwrap_or(false);
+    let live = live_hosts(&state).await?;
     let drivers: Vec<Value> = match params.get("type") {
         None | Some("dynamic") => state
             .conductor
             .registry()
             .list()
-            .map(|hw| driver_doc(&state, &ctx, hw, detail))
+            .map(|hw| driver_doc(&state, &ctx, hw, detail, &live))
             .collect(),
         Some("classic") => Vec::new(),
         Some(other) => {
@@ -89,7 +125,8 @@ async fn show(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     let hw = find(&state, &name)?;
-    render::json(StatusCode::OK, &driver_doc(&state, &ctx, hw, true))
+    let live = live_hosts(&state).await?;
+    render::json(StatusCode::OK, &driver_doc(&state, &ctx, hw, true, &live))
 }
 
 async fn properties(

@@ -13,6 +13,8 @@
 
 pub mod allocations;
 pub mod auth;
+pub mod conductors;
+pub mod console;
 pub mod context;
 pub mod drivers;
 pub mod edit;
@@ -72,6 +74,8 @@ pub struct ApiSettings {
     pub flavors: Vec<crate::flavors::Flavor>,
     /// The image store servers deploy from (`/v1/ingot/images`); `None`: no images.
     pub images: Option<crate::images::ImageStore>,
+    /// Node changes for the console's event stream (`GET /v1/ingot/events`).
+    pub live: Arc<crate::live::LiveEvents>,
 }
 
 impl Default for ApiSettings {
@@ -88,6 +92,7 @@ impl Default for ApiSettings {
             metrics_public: false,
             flavors: Vec::new(),
             images: None,
+            live: Arc::default(),
         }
     }
 }
@@ -178,6 +183,9 @@ pub fn router(state: ApiState) -> Router {
         .merge(allocations::routes())
         .merge(drivers::routes())
         .merge(ingot::routes())
+        .merge(conductors::routes())
+        .merge(console::routes())
+        .merge(crate::ui::routes())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(settings.body_limit))
         .with_state(state);

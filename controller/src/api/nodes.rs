@@ -80,7 +80,7 @@ pub fn node_response(
         node,
         base: &ctx.base,
         fields,
-        conductor: state.conductor_name(),
+        conductor: state.conductor.owner_of(node),
         defaults: state.interface_defaults(&node.driver),
     };
     render::json(status, &view)
@@ -238,6 +238,8 @@ async fn list_nodes(
     query.conductor_group = text("conductor_group", &mut echo).map(|g| g.to_ascii_lowercase());
     query.description_contains = text("description_contains", &mut echo);
     query.instance_name = text("instance_name", &mut echo);
+    // Not Ironic's: the web console's search box (name, UUID, MAC or serial).
+    query.search = text("ingot_search", &mut echo);
     let mut post = PostFilter::default();
     if let Some(shard) = text("shard", &mut echo) {
         if shard.contains(',') {
@@ -284,15 +286,11 @@ async fn list_nodes(
     query.marker = marker;
     query.limit = Some(limit);
 
-    let nodes = if post
-        .conductor
-        .as_deref()
-        .is_some_and(|c| c != state.conductor_name())
-    {
-        Vec::new()
-    } else {
-        fetch_filtered(state, query.clone(), &post, limit).await?
-    };
+    let mut nodes = fetch_filtered(state, query.clone(), &post, limit).await?;
+    // `?conductor=`: the nodes that conductor owns now (ownership is computed, not stored).
+    if let Some(c) = post.conductor.as_deref() {
+        nodes.retain(|n| state.conductor.owner_of(n).as_deref() == Some(c));
+    }
 
     let fields: Option<Vec<String>> = if detail {
         None
@@ -365,14 +363,13 @@ fn render_list(
     fields: Option<&[String]>,
     next: Option<String>,
 ) -> ApiResult<Response> {
-    let conductor = state.conductor_name();
     let views: Vec<NodeView<'_>> = nodes
         .iter()
         .map(|node| NodeView {
             node,
             base: &ctx.base,
             fields,
-            conductor,
+            conductor: state.conductor.owner_of(node),
             defaults: state.interface_defaults(&node.driver),
         })
         .collect();

@@ -211,7 +211,7 @@ pub fn list_args<'a>(
 }
 
 /// Minimal query-value encoding: keeps what Ironic leaves readable (`,`, `:`), escapes the rest.
-fn encode(v: &str) -> String {
+pub fn encode(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for b in v.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~,:".contains(&b) {

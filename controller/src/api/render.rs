@@ -312,7 +312,8 @@ pub struct NodeView<'a> {
     pub node: &'a Node,
     pub base: &'a str,
     pub fields: Option<&'a [String]>,
-    pub conductor: &'a str,
+    /// The live conductor that owns the node (`None`: no live conductor of its group).
+    pub conductor: Option<String>,
     pub defaults: Option<&'a InterfaceDefaults>,
 }
 
@@ -628,7 +629,7 @@ mod tests {
             node: &node,
             base: "http://h:1",
             fields: None,
-            conductor: "c1",
+            conductor: Some("c1".to_owned()),
             defaults: None,
         };
         let v = serde_json::to_value(&view).expect("serializes");
@@ -690,7 +691,7 @@ mod tests {
             node: &node,
             base: "http://h",
             fields: Some(&fields),
-            conductor: "c",
+            conductor: Some("c".to_owned()),
             defaults: None,
         };
         let v = serde_json::to_value(&view).expect("serializes");

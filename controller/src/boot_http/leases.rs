@@ -5,7 +5,6 @@
 //! [`pick_free`](crate::netboot::dhcp::leases::pick_free), the write rules are the store's
 //! conditional statements.
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -15,9 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::model::{DhcpLease, DhcpLeaseState};
 use crate::netboot::MacAddr;
-use crate::netboot::dhcp::leases::{
-    Lease, LeaseOp, LeaseState, LeaseStore, LeaseStoreError, pick_free,
-};
+use crate::netboot::dhcp::leases::{Lease, LeaseOp, LeaseState, LeaseStore, LeaseStoreError};
 use crate::store::{LeaseWrite, Store, StoreError};
 
 /// The lease store of `ingot serve`.
@@ -106,22 +103,18 @@ impl LeaseStore for StoreLeaseStore {
         row.map(to_lease).transpose()
     }
 
-    async fn find_free(
+    async fn leases_in(
         &self,
         start: Ipv4Addr,
         end: Ipv4Addr,
-        exclude: &BTreeSet<Ipv4Addr>,
-        now: SystemTime,
-    ) -> Result<Option<Ipv4Addr>, LeaseStoreError> {
-        let rows = self
-            .store
+    ) -> Result<Vec<Lease>, LeaseStoreError> {
+        self.store
             .dhcp_leases_in(start, end)
             .await
             .map_err(backend)?
             .into_iter()
             .map(to_lease)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(pick_free(start, end, exclude, &rows, now))
+            .collect()
     }
 
     async fn apply(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError> {

@@ -14,7 +14,11 @@
 
 mod allocation;
 mod periodic;
+mod presence;
+pub mod ring;
 mod server;
+mod slots;
+mod steps;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -27,7 +31,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
+
+pub use slots::QueueDepth;
+use slots::WorkSlots;
 use tokio::task::AbortHandle;
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -58,6 +65,14 @@ pub struct ConductorConfig {
     pub shutdown_timeout: Duration,
     /// Where provision-state changes are published (webhooks).
     pub events: Arc<dyn crate::events::NodeEvents>,
+    /// `conductor_group` this conductor serves (Ironic's; shown in `/v1/conductors`).
+    pub conductor_group: String,
+    /// How often the conductor writes its heartbeat into the `conductors` table.
+    pub heartbeat_interval: Duration,
+    /// A conductor whose heartbeat is older than this is offline.
+    pub heartbeat_timeout: Duration,
+    /// Listen addresses shown in `/v1/conductors` (operator API, provisioning side).
+    pub listen: Vec<String>,
 }
 
 impl Default for ConductorConfig {
@@ -71,6 +86,10 @@ impl Default for ConductorConfig {
             power_sync_interval: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             events: Arc::new(crate::events::NoEvents),
+            conductor_group: String::new(),
+            heartbeat_interval: Duration::from_secs(3),
+            heartbeat_timeout: Duration::from_secs(10),
+            listen: Vec::new(),
         }
     }
 }
@@ -194,14 +213,17 @@ pub struct Conductor {
     store: Arc<dyn Store>,
     drivers: DriverRegistry,
     config: ConductorConfig,
-    deploy_slots: Arc<Semaphore>,
-    clean_slots: Arc<Semaphore>,
+    deploy_slots: WorkSlots,
+    clean_slots: WorkSlots,
     tasks: Arc<TaskCounter>,
     shutting_down: AtomicBool,
     /// Armed wait-state timers by node, with the `provision_updated_at` they were armed at.
     wait_timers: Mutex<WaitTimers>,
     /// Periodic tasks started by `start`.
     periodic: Mutex<Vec<AbortHandle>>,
+    /// Live conductors by conductor group, as last read from the `conductors` table
+    /// (`presence`); empty until registered.
+    live: Mutex<HashMap<String, Vec<String>>>,
     /// The runtime the conductor was made on: its tasks run there even when an operator API
     /// request on the API's own runtime starts them (`serve` keeps the two apart).
     runtime: Option<tokio::runtime::Handle>,
@@ -218,14 +240,41 @@ impl Conductor {
             runtime: tokio::runtime::Handle::try_current().ok(),
             store,
             drivers,
-            deploy_slots: Arc::new(Semaphore::new(config.max_concurrent_deploys.max(1))),
-            clean_slots: Arc::new(Semaphore::new(config.max_concurrent_cleanings.max(1))),
+            deploy_slots: WorkSlots::new(config.max_concurrent_deploys),
+            clean_slots: WorkSlots::new(config.max_concurrent_cleanings),
             config,
             tasks: Arc::default(),
             shutting_down: AtomicBool::new(false),
             wait_timers: Mutex::default(),
             periodic: Mutex::default(),
+            live: Mutex::default(),
         })
+    }
+
+    /// The live conductor that owns `node` (`ring`: among those of its conductor group);
+    /// this conductor before it read the table, `None` when the group has none.
+    pub fn owner_of(&self, node: &Node) -> Option<String> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if live.is_empty() {
+            return Some(self.config.name.clone());
+        }
+        let group = live.get(&node.conductor_group)?;
+        ring::owner(node.uuid, group).map(str::to_owned)
+    }
+
+    /// Whether this conductor owns `node`.
+    pub fn owns(&self, node: &Node) -> bool {
+        self.owner_of(node).as_deref() == Some(self.config.name.as_str())
+    }
+
+    /// Deploys and cleanings running and waiting for a slot now.
+    pub fn queue_depth(&self) -> QueueDepth {
+        QueueDepth {
+            deploy_running: self.deploy_slots.running(),
+            deploy_waiting: self.deploy_slots.waiting(),
+            clean_running: self.clean_slots.running(),
+            clean_waiting: self.clean_slots.waiting(),
+        }
     }
 
     pub fn registry(&self) -> &DriverRegistry {
@@ -252,6 +301,29 @@ impl Conductor {
             return Err(ConductorError::ShuttingDown(self.config.name.clone()));
         }
         Ok(())
+    }
+
+    /// Runs `work` every `interval` (the first time one interval from now) until
+    /// `shutdown`, which aborts every such task.
+    fn every<F, Fut>(self: &Arc<Self>, interval: Duration, work: F)
+    where
+        F: Fn(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let this = self.clone();
+        let handle = self.spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                work(this.clone()).await;
+            }
+        });
+        self.periodic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
     }
 
     /// Spawns a tracked background task.
@@ -508,6 +580,7 @@ impl Conductor {
                 "conductor shutdown timed out with tasks still running"
             );
         }
+        self.unregister().await;
     }
 
     /// Releases the node lock, logging (not failing) on a store error.

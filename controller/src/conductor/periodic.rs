@@ -1,4 +1,4 @@
-//! Start-up recovery and the periodic power-state sync.
+//! Start-up (registration, see `presence`), recovery and the periodic power-state sync.
 
 use std::sync::Arc;
 
@@ -20,6 +20,7 @@ impl Conductor {
     /// refused by the machine, and an agent result that arrives first for a node in a wait
     /// state is simply processed (the recovery then finds the node locked or moved on).
     pub async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
+        self.register().await?;
         let released = self
             .store
             .release_all(&self.config.name)
@@ -40,22 +41,11 @@ impl Conductor {
         });
         let interval = self.config.power_sync_interval;
         if !interval.is_zero() {
-            let this = self.clone();
-            let handle = self.spawn(async move {
-                let mut tick = tokio::time::interval(interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    if let Err(err) = this.sync_power_states().await {
-                        tracing::warn!(error = %err, "power state sync failed");
-                    }
+            self.every(interval, |this| async move {
+                if let Err(err) = this.sync_power_states().await {
+                    tracing::warn!(error = %err, "power state sync failed");
                 }
             });
-            self.periodic
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(handle);
         }
         Ok(())
     }
@@ -153,6 +143,10 @@ impl Conductor {
     pub async fn sync_power_states(&self) -> Result<(), StoreError> {
         for node in self.store.list_nodes(&NodeQuery::default()).await? {
             if node.reservation.is_some() || node.target_power_state.is_some() {
+                continue;
+            }
+            // Each node is read by its owner only (one BMC call per node per interval).
+            if !self.owns(&node) {
                 continue;
             }
             let resting = NodeView::from_node(&node).is_ok_and(|v| {

@@ -167,6 +167,12 @@ pub struct ConductorSection {
     pub max_concurrent_cleanings: Option<usize>,
     pub power_sync_interval_secs: Option<u64>,
     pub callback_timeout_secs: Option<u64>,
+    /// Ironic's `conductor_group` of this conductor (default "").
+    pub conductor_group: Option<String>,
+    /// Heartbeat into the `conductors` table every this many seconds (default 3).
+    pub heartbeat_interval_secs: Option<u64>,
+    /// A conductor whose heartbeat is older than this is offline (default 10).
+    pub heartbeat_timeout_secs: Option<u64>,
 }
 
 /// How the operator API authenticates (validated).
@@ -192,6 +198,9 @@ pub struct Config {
     pub max_concurrent_cleanings: usize,
     pub power_sync_interval: Duration,
     pub callback_timeout: Duration,
+    pub conductor_group: String,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
     /// `[netboot]` as given (DHCP/TFTP validated when `serve` starts them).
     pub netboot: NetbootSection,
     /// Provisioning-side HTTP listener (boot + agent API), if any.
@@ -357,6 +366,9 @@ impl FileConfig {
         pick(&mut c.max_concurrent_cleanings, f.max_concurrent_cleanings);
         pick(&mut c.power_sync_interval_secs, f.power_sync_interval_secs);
         pick(&mut c.callback_timeout_secs, f.callback_timeout_secs);
+        pick(&mut c.conductor_group, f.conductor_group);
+        pick(&mut c.heartbeat_interval_secs, f.heartbeat_interval_secs);
+        pick(&mut c.heartbeat_timeout_secs, f.heartbeat_timeout_secs);
         if flags.netboot != NetbootSection::default() {
             self.netboot = flags.netboot;
         }
@@ -473,6 +485,16 @@ impl FileConfig {
             });
         let agent_kernel = netboot.agent_kernel.clone().unwrap_or(default_kernel);
         let agent_initramfs = netboot.agent_initramfs.clone().unwrap_or(default_initramfs);
+        let heartbeat_interval = Duration::from_secs(c.heartbeat_interval_secs.unwrap_or(3));
+        let heartbeat_timeout = Duration::from_secs(c.heartbeat_timeout_secs.unwrap_or(10));
+        if heartbeat_interval.is_zero() || heartbeat_timeout <= heartbeat_interval {
+            bail!(
+                "[conductor] heartbeat_timeout_secs ({}) must be longer than \
+                 heartbeat_interval_secs ({}), which must be at least 1",
+                heartbeat_timeout.as_secs(),
+                heartbeat_interval.as_secs()
+            );
+        }
         let positive = |v: Option<usize>, name: &str, default: usize| -> anyhow::Result<usize> {
             match v {
                 Some(0) => bail!("conductor.{name} must be at least 1"),
@@ -513,6 +535,9 @@ impl FileConfig {
             )?,
             power_sync_interval: Duration::from_secs(c.power_sync_interval_secs.unwrap_or(60)),
             callback_timeout: Duration::from_secs(c.callback_timeout_secs.unwrap_or(1800)),
+            conductor_group: c.conductor_group.clone().unwrap_or_default(),
+            heartbeat_interval,
+            heartbeat_timeout,
             netboot,
             boot_http_listen,
             agent_kernel,

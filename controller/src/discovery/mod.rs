@@ -132,6 +132,19 @@ pub fn properties_from_inventory(inv: &Inventory) -> JsonMap {
     p
 }
 
+/// The node's `boot_mode` and `secure_boot` (Ironic's read-only fields) as the agent
+/// found them in the boot it runs in.
+pub fn apply_boot(node: &mut crate::model::Node, inv: &Inventory) {
+    node.boot_mode = Some(
+        match inv.boot.current_boot_mode {
+            proto::BootMode::Uefi => "uefi",
+            proto::BootMode::Bios => "bios",
+        }
+        .to_owned(),
+    );
+    node.secure_boot = inv.boot.secure_boot;
+}
+
 /// Lower-case MACs of a lookup (the list plus the boot MAC), without duplicates.
 pub fn lookup_macs(req: &LookupRequest) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -272,6 +285,7 @@ impl Discovery {
         node.discovered = true;
         node.name = Some(discovered_name(req, &macs, node.uuid));
         node.properties = properties_from_inventory(&req.inventory);
+        apply_boot(&mut node, &req.inventory);
         if let Some(sys) = &req.system_uuid {
             node.properties
                 .insert(SYSTEM_UUID_KEY.into(), json!(sys.to_ascii_lowercase()));
@@ -322,6 +336,7 @@ impl Discovery {
             for (k, v) in properties_from_inventory(inventory) {
                 n.properties.insert(k, v);
             }
+            apply_boot(&mut n, inventory);
             rules::apply(&self.config.rules, &inv_value, &mut n);
             n.updated_at = Some(Utc::now());
             match store.update_node(&n).await {
@@ -481,5 +496,23 @@ mod tests {
         let p = properties_from_inventory(&inv);
         assert_eq!(p["memory_mb"], 4096);
         assert_eq!(p["local_gb"], 0);
+    }
+
+    #[test]
+    fn boot_mode_and_secure_boot_come_from_the_agent() {
+        let mut node = crate::model::Node::new(Uuid::new_v4(), "manual", Utc::now());
+        let mut inv = Inventory::default();
+        apply_boot(&mut node, &inv);
+        assert_eq!(
+            (node.boot_mode.as_deref(), node.secure_boot),
+            (Some("bios"), None)
+        );
+        inv.boot.current_boot_mode = proto::BootMode::Uefi;
+        inv.boot.secure_boot = Some(true);
+        apply_boot(&mut node, &inv);
+        assert_eq!(
+            (node.boot_mode.as_deref(), node.secure_boot),
+            (Some("uefi"), Some(true))
+        );
     }
 }

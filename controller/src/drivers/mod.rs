@@ -21,6 +21,7 @@ pub mod agent;
 pub mod fake;
 pub mod ipmi;
 pub mod manual;
+pub mod measured;
 pub mod qemu;
 pub mod redfish;
 pub mod registry;

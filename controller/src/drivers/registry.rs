@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::agent::{AgentDeploy, AgentInspect};
 use super::fake::FakeHardware;
 use super::manual::ManualHardware;
+use super::measured::{CallObserver, Measured};
 use super::qemu::QemuSettings;
 use super::{DeployInterface, DriverError, InspectInterface, ManagementInterface, PowerInterface};
 use crate::agent_api::hub::AgentHub;
@@ -232,6 +233,8 @@ pub struct DriverRegistry {
     fake: Option<Arc<FakeHardware>>,
     manual: Option<Arc<ManualHardware>>,
     hub: Option<Arc<AgentHub>>,
+    /// Told about every power and management call of the interfaces handed out.
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl DriverRegistry {
@@ -357,9 +360,19 @@ impl DriverRegistry {
         })
     }
 
-    /// The interfaces a node uses.
+    /// The interfaces a node uses (power and management timed by the observer, if any).
     pub fn resolve(&self, node: &Node) -> Result<NodeDrivers, DriverError> {
-        self.hardware_type(node)?.resolve(node)
+        let mut drivers = self.hardware_type(node)?.resolve(node)?;
+        if let Some(o) = &self.observer {
+            drivers.power = Arc::new(Measured::new(drivers.power, o.clone()));
+            drivers.management = Arc::new(Measured::new(drivers.management, o.clone()));
+        }
+        Ok(drivers)
+    }
+
+    /// Reports every power and management call of the nodes' interfaces to `observer`.
+    pub fn observe(&mut self, observer: Arc<dyn CallObserver>) {
+        self.observer = Some(observer);
     }
 
     /// Validates every interface but `vendor`, as `GET /v1/nodes/{ident}/validate`.

@@ -193,6 +193,10 @@ impl TryFrom<NetbootSection> for NetbootConfig {
 pub struct Netboot {
     /// DHCP counters (for metrics), when DHCP runs.
     pub dhcp_counters: Option<Arc<DhcpCounters>>,
+    /// The DHCP server (its pool, for metrics), when DHCP runs.
+    pub dhcp: Option<Arc<DhcpServer>>,
+    /// TFTP counters (for metrics), when TFTP runs.
+    pub tftp_counters: Option<Arc<tftp::TftpCounters>>,
     tasks: JoinSet<anyhow::Result<()>>,
     cancel: CancellationToken,
 }
@@ -223,10 +227,13 @@ pub fn start(
 ) -> anyhow::Result<Netboot> {
     let mut tasks = JoinSet::new();
     let mut dhcp_counters = None;
+    let mut dhcp = None;
+    let mut tftp_counters = None;
     let sockets = server::bind_sockets(cfg.dhcp.mode, &cfg.interfaces)?;
     if !sockets.is_empty() {
         let server = Arc::new(DhcpServer::new(cfg.dhcp.clone(), policy, leases)?);
         dhcp_counters = Some(server.counters());
+        dhcp = Some(server.clone());
         tasks.spawn(server.run(sockets, cancel.clone()));
     }
     if let Some((addr, files)) = cfg.tftp {
@@ -235,7 +242,9 @@ pub fn start(
             _ => None,
         };
         let sock = tftp::bind_socket(addr, device)?;
-        tasks.spawn(tftp::serve(sock, files, cancel.clone()));
+        let counters = Arc::new(tftp::TftpCounters::default());
+        tftp_counters = Some(counters.clone());
+        tasks.spawn(tftp::serve(sock, files, counters, cancel.clone()));
     }
     // Not fatal: without RAs iPXE boots, only about 15 s slower. A socket that cannot be
     // bound or a send loop that fails is logged and tried again with backoff.
@@ -257,6 +266,8 @@ pub fn start(
     }
     Ok(Netboot {
         dhcp_counters,
+        dhcp,
+        tftp_counters,
         tasks,
         cancel,
     })

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use async_tftp::packet;
@@ -81,16 +82,31 @@ impl TftpFiles {
     }
 }
 
+/// What the TFTP server did (read by `/metrics`).
+#[derive(Debug, Default)]
+pub struct TftpCounters {
+    /// Read requests answered with a file (a transfer started).
+    pub transfers: AtomicU64,
+    /// Bytes of the files those transfers send.
+    pub bytes: AtomicU64,
+    /// Requests for a name outside the served set, and every write request.
+    pub refused: AtomicU64,
+    /// Served names whose file could not be read.
+    pub unreadable: AtomicU64,
+}
+
 /// The async-tftp handler over [`TftpFiles`].
 #[derive(Debug, Clone)]
 pub struct IpxeFilesHandler {
     files: Arc<TftpFiles>,
+    counters: Arc<TftpCounters>,
 }
 
 impl IpxeFilesHandler {
-    pub fn new(files: TftpFiles) -> Self {
+    pub fn new(files: TftpFiles, counters: Arc<TftpCounters>) -> Self {
         IpxeFilesHandler {
             files: Arc::new(files),
+            counters,
         }
     }
 }
@@ -108,12 +124,14 @@ impl Handler for IpxeFilesHandler {
             Ok(f) => f.to_owned(),
             Err(e) => {
                 tracing::warn!(%client, path = %path.display(), "tftp request refused");
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(e);
             }
         };
         // The iPXE binaries are 100 KiB to 1 MiB: read whole, so a transfer never holds an
         // open file and `tsize` is exact.
         let data = std::fs::read(&file).map_err(|e| {
+            self.counters.unreadable.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%client, file = %file.display(), error = %e, "tftp file unreadable");
             match e.kind() {
                 std::io::ErrorKind::NotFound => packet::Error::FileNotFound,
@@ -123,6 +141,10 @@ impl Handler for IpxeFilesHandler {
         })?;
         tracing::info!(%client, file = %file.display(), bytes = data.len(), "tftp transfer");
         let len = u64::try_from(data.len()).ok();
+        self.counters.transfers.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes
+            .fetch_add(len.unwrap_or(0), Ordering::Relaxed);
         Ok((futures_util::io::Cursor::new(data), len))
     }
 
@@ -133,6 +155,7 @@ impl Handler for IpxeFilesHandler {
         _size: Option<u64>,
     ) -> Result<Self::Writer, packet::Error> {
         tracing::warn!(%client, path = %path.display(), "tftp write refused");
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
         Err(packet::Error::PermissionDenied)
     }
 }
@@ -158,7 +181,7 @@ pub fn bind_socket(addr: SocketAddr, device: Option<&str>) -> anyhow::Result<Udp
     Ok(socket.into())
 }
 
-/// Serve TFTP on `socket` until `cancel` fires.
+/// Serve TFTP on `socket` until `cancel` fires, counting into `counters`.
 ///
 /// Transfers run on async-tftp's own executor inside this future; dropping it on
 /// cancellation ends them. Each transfer's socket is created on the thread that polls this
@@ -166,10 +189,11 @@ pub fn bind_socket(addr: SocketAddr, device: Option<&str>) -> anyhow::Result<Udp
 pub async fn serve(
     socket: UdpSocket,
     files: TftpFiles,
+    counters: Arc<TftpCounters>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let local = socket.local_addr().context("reading tftp socket address")?;
-    let server = TftpServerBuilder::with_handler(IpxeFilesHandler::new(files))
+    let server = TftpServerBuilder::with_handler(IpxeFilesHandler::new(files, counters))
         .std_socket(socket)
         .context("registering tftp socket")?
         .block_size_limit(BLOCK_SIZE_LIMIT)

@@ -11,7 +11,9 @@ use std::net::Ipv4Addr;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{Allocation, DhcpLease, DhcpLeaseState, HistoryEvent, Node, Port};
+use crate::model::{
+    Allocation, ConductorRecord, DhcpLease, DhcpLeaseState, HistoryEvent, Node, Port,
+};
 
 pub mod sql;
 
@@ -68,6 +70,9 @@ pub struct NodeQuery {
     pub chassis_uuid: Option<Uuid>,
     pub parent_node: Option<String>,
     pub description_contains: Option<String>,
+    /// Ingot's console search (`ingot_search`, any case): a name or UUID containing it, a
+    /// port whose MAC contains it, or a system or disk serial number starting with it.
+    pub search: Option<String>,
     pub instance_name: Option<String>,
     pub instance_uuid: Option<Uuid>,
     /// SMBIOS system UUID (`properties.system_uuid`, else `extra.system_uuid`; any case),
@@ -132,9 +137,32 @@ pub enum LeaseWrite {
     PurgeExpired { before: DateTime<Utc> },
 }
 
+/// How one database connection pool is used right now (for `/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// `read`, `write` (SQLite's two pools) or `main` (PostgreSQL).
+    pub pool: &'static str,
+    /// Connections open, of which `idle` wait for work.
+    pub open: u32,
+    pub idle: u32,
+    /// The pool's cap.
+    pub max: u32,
+}
+
 /// The inventory store. Implementations must be safe to share between tasks.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Whether other processes may use this store at once (PostgreSQL replicas); a SQLite
+    /// database belongs to one `ingot serve` (its instance lock).
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// The connection pools' use (none for a store without a pool).
+    fn pool_use(&self) -> Vec<PoolUse> {
+        Vec::new()
+    }
+
     // Nodes.
     async fn create_node(&self, node: &Node) -> Result<(), StoreError>;
     /// Finds a node by UUID (when `ident` parses as one) or else by name.
@@ -190,6 +218,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<Allocation>, StoreError>;
     async fn update_allocation(&self, allocation: &Allocation) -> Result<(), StoreError>;
     async fn delete_allocation(&self, uuid: Uuid) -> Result<(), StoreError>;
+
+    // Conductors (`ingot serve` replicas).
+    /// Inserts or replaces the conductor's row (keeping its `created_at`).
+    async fn register_conductor(&self, conductor: &ConductorRecord) -> Result<(), StoreError>;
+    /// Records a heartbeat at `at` (or, `online` false, a clean stop); false when the
+    /// conductor has no row.
+    async fn touch_conductor(
+        &self,
+        hostname: &str,
+        online: bool,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Every registered conductor, by hostname.
+    async fn list_conductors(&self) -> Result<Vec<ConductorRecord>, StoreError>;
 
     // History and inventory.
     async fn add_history(&self, event: &HistoryEvent) -> Result<(), StoreError>;

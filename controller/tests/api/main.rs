@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod allocations;
+mod conductors;
+mod console;
 mod drivers;
 mod nodes;
 mod nodes_list;

@@ -69,7 +69,7 @@ async fn enroll_and_detail_list_500_nodes() {
                 node,
                 base: super::BASE,
                 fields: None,
-                conductor: "ingot",
+                conductor: Some("ingot".to_owned()),
                 defaults: None,
             })
             .collect();

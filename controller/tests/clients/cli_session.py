@@ -125,6 +125,19 @@ def main():
         names = [d.get("name") for d in drivers]
         C.ok("fake-hardware is listed", "fake-hardware" in names, json.dumps(drivers))
 
+    with C.step("conductors"):
+        conductors = ok("conductor", "list", "-f", "json") or []
+        def field(row, name):
+            return next((v for k, v in row.items() if k.lower().replace(" ", "_") == name), None)
+        C.ok("a live conductor is listed",
+             len(conductors) >= 1 and all(field(c, "alive") in (True, "True") for c in conductors),
+             json.dumps(conductors))
+        host = field(conductors[0], "hostname") if conductors else None
+        shown = ok("conductor", "show", str(host), "-f", "json") or {}
+        C.eq("conductor show hostname", field(shown, "hostname"), host)
+        C.ok("conductor show lists fake-hardware", "fake-hardware" in (field(shown, "drivers") or []),
+             json.dumps(shown))
+
     with C.step("create nodes"):
         n1 = ok("node", "create", "--driver", "fake-hardware", "--name", N1,
                 "--property", "cpus=8", "--property", "memory_mb=16384", "--property", "local_gb=100",

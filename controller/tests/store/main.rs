@@ -120,6 +120,8 @@ suite!(
     dhcp_lease_rules,
     dhcp_reservations,
     dhcp_server_restart,
+    conductor_rows,
+    conductors_register_and_heartbeat,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,136 +1,139 @@
-//! Shared harness for tests that run `ingot serve` as a process: a free loopback port, the
-//! server started from a config file and waited for, stopped (SIGTERM, else killed) on drop,
-//! an htpasswd of bcrypt entries, and the `ingot` CLI pointed at it. Include it with
-//! `mod support;` (new tests should use it rather than another copy).
+//! Shared by integration tests that run the real `ingot serve` binary: a free loopback
+//! port, an htpasswd file, and a server process started from a config file, waited for and
+//! killed on drop. (Older tests keep their own copies; new ones use this.)
 
-// Each test binary that includes this module uses a different part of it.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on (yet).
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
 
-/// Writes an htpasswd file with one bcrypt entry per `(user, password)` (cost 4: tests).
-pub fn htpasswd(file: &Path, users: &[(&str, &str)]) {
-    let lines: String = users
-        .iter()
-        .map(|(u, p)| format!("{u}:{}\n", bcrypt::hash(p, 4).expect("bcrypt")))
-        .collect();
-    std::fs::write(file, lines).expect("write htpasswd");
+/// Writes an htpasswd file of bcrypt entries for `users` (name, password).
+pub fn htpasswd(path: &Path, users: &[(&str, &str)]) {
+    let mut text = String::new();
+    for (user, password) in users {
+        let hash = bcrypt::hash(password, 5).expect("bcrypt");
+        text.push_str(&format!("{user}:{hash}\n"));
+    }
+    std::fs::write(path, text).expect("htpasswd");
 }
 
-/// A running `ingot serve`; stopped on drop.
+/// Dummy agent kernel and initramfs files (a config with a provisioning side names them).
+pub fn dummy_agent_files(dir: &Path) -> (PathBuf, PathBuf) {
+    let kernel = dir.join("vmlinuz");
+    let initramfs = dir.join("initramfs.cpio.zst");
+    std::fs::write(&kernel, vec![1u8; 4096]).expect("kernel");
+    std::fs::write(&initramfs, vec![7u8; 1000]).expect("initramfs");
+    (kernel, initramfs)
+}
+
+/// `ingot serve --config FILE`, killed on drop.
 pub struct Serve {
-    child: Option<Child>,
+    pub child: Child,
+    /// `http://127.0.0.1:PORT` of the API.
     pub url: String,
-    pub log: PathBuf,
-    config: PathBuf,
-    port: u16,
 }
 
 impl Serve {
-    /// Starts `ingot serve --config CONFIG` (the config must set `api_listen` to
-    /// `127.0.0.1:PORT`) with its stderr in `log`, and waits until it listens.
-    pub fn start(config: &Path, port: u16, log: &Path) -> Serve {
-        let mut s = Serve {
-            child: None,
-            url: format!("http://127.0.0.1:{port}"),
-            log: log.to_owned(),
-            config: config.to_owned(),
-            port,
-        };
-        s.spawn();
-        s
+    /// Starts `ingot serve` with `config` (TOML, written to `dir/ingot.toml`) and waits
+    /// until `api_port` accepts connections. The server's log goes to `dir/serve.log`.
+    pub fn start(dir: &Path, config: &str, api_port: u16) -> Serve {
+        Self::start_logging(dir, config, api_port, "warn")
     }
 
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
+    /// [`Serve::start`] with `INGOT_LOG` set to `filter` (`info` to check what is logged).
+    pub fn start_logging(dir: &Path, config: &str, api_port: u16, filter: &str) -> Serve {
+        // The state dir holds BMC credentials: ingot serve wants it private.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let file = dir.join("ingot.toml");
+        std::fs::write(&file, config).expect("config");
+        let log = std::fs::File::create(dir.join("serve.log")).expect("log");
         let child = Command::new(INGOT)
             .arg("serve")
             .arg("--config")
-            .arg(&self.config)
-            .env("INGOT_LOG", "info")
+            .arg(&file)
+            .env("INGOT_LOG", filter)
+            .env_remove("INGOT_URL")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn ingot serve");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("ingot serve exited ({status}):\n{}", self.log_text());
+        let mut serve = Serve {
+            child,
+            url: format!("http://127.0.0.1:{api_port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", api_port)).is_err() {
+            if let Some(status) = serve.child.try_wait().expect("wait") {
+                let log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
+                panic!("ingot serve exited with {status}:\n{log}");
             }
-            assert!(Instant::now() < deadline, "ingot serve did not listen");
+            assert!(
+                Instant::now() < deadline,
+                "ingot serve did not listen on {api_port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
+        serve
     }
+}
 
-    /// SIGTERM and a clean exit (killed after 20 s).
-    pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break;
+impl Serve {
+    /// SIGTERM, then waits (at most `limit`) for a clean exit.
+    pub fn stop(mut self, limit: Duration) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(
+                    status.success(),
+                    "ingot serve exited with {status} after SIGTERM"
+                );
+                return;
             }
+            assert!(
+                Instant::now() < deadline,
+                "ingot serve did not exit within {limit:?} of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = child.wait();
-    }
-
-    /// Stops and starts again on the same config and database.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The `ingot` CLI with `--url` this server and the given user (none: no credentials).
-    pub fn cli(&self, user: Option<(&str, &str)>, args: &[&str]) -> Output {
-        let mut cmd = Command::new(INGOT);
-        cmd.args(args)
-            .env("INGOT_URL", &self.url)
-            .env_remove("OS_ENDPOINT")
-            .env_remove("OS_USERNAME")
-            .env_remove("OS_PASSWORD")
-            .env_remove("INGOT_CACERT")
-            .env_remove("OS_CACERT");
-        match user {
-            Some((u, p)) => cmd.env("INGOT_USERNAME", u).env("INGOT_PASSWORD", p),
-            None => cmd
-                .env_remove("INGOT_USERNAME")
-                .env_remove("INGOT_PASSWORD"),
-        };
-        cmd.output().expect("run ingot")
     }
 }
 
 impl Drop for Serve {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
+}
+
+/// Runs the `ingot` CLI against `url` as `user` (none: no credentials), with no other
+/// API settings from the environment.
+pub fn cli(url: &str, user: Option<(&str, &str)>, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(INGOT);
+    cmd.args(args)
+        .env("INGOT_URL", url)
+        .env_remove("OS_ENDPOINT")
+        .env_remove("OS_USERNAME")
+        .env_remove("OS_PASSWORD")
+        .env_remove("INGOT_CACERT")
+        .env_remove("OS_CACERT");
+    match user {
+        Some((u, p)) => cmd.env("INGOT_USERNAME", u).env("INGOT_PASSWORD", p),
+        None => cmd
+            .env_remove("INGOT_USERNAME")
+            .env_remove("INGOT_PASSWORD"),
+    };
+    cmd.output().expect("run ingot")
 }

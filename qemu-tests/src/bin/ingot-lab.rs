@@ -12,7 +12,8 @@
 //! The API is HTTPS with http_basic, as on a real network; the run ends with `ingot node
 //! list` through it. `--keep` leaves the rack running afterwards (until Enter is pressed)
 //! and prints how to use the `baremetal` CLI inside it (the settings are in the rack's
-//! `openrc`, 0600; the password is never printed).
+//! `openrc`, 0600; the password is never printed) and the web console's URL on the host's
+//! loopback, forwarded into the lab (`qemu_tests::forward`), with its user.
 
 use std::io::BufRead as _;
 use std::process::{ExitCode, Stdio};
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use qemu_tests::marker_disk::{self, BIOS_MARKER, UEFI_MARKER};
+use qemu_tests::metrics_check;
 use qemu_tests::power::Machine;
 use qemu_tests::rack::bmc::BmcMachine;
 use qemu_tests::rack::steps::{self, driver_info_args};
@@ -98,6 +100,7 @@ fn run(keep: bool) -> anyhow::Result<()> {
         }
     }
     rack.conclude(&timelines, &failures)?;
+    check_metrics(rack, mates.len())?;
     println!(
         "\n$ ingot node list\n{}",
         rack.ingot_cli(&["node", "list"])?
@@ -109,13 +112,69 @@ fn run(keep: bool) -> anyhow::Result<()> {
              . {openrc}\n  \
              ip netns exec {ns} {venv}/bin/baremetal node list\n  \
              ip netns exec {ns} {ingot} node list\n\
-             Working directory: {dir}\nPress Enter to tear it down.",
+             Working directory: {dir}",
             openrc = rack.access().openrc.display(),
             venv = qemu_tests::rack::clients_venv()?.display(),
             ingot = qemu_tests::build::ingot_binary()?.display(),
             dir = rack.dir().display(),
         );
+        print_console(rack)?;
+        println!("Press Enter to tear it down.");
         let _ = std::io::stdin().lock().lines().next();
+    }
+    Ok(())
+}
+
+/// Forwards the host's 127.0.0.1:6385 (another port when taken) to the rack's API and
+/// prints the web console's URL and login (the password stays in `openrc`: never printed).
+fn print_console(rack: &Rack) -> anyhow::Result<()> {
+    let api: std::net::SocketAddr = qemu_tests::rack::API
+        .trim_start_matches("https://")
+        .parse()
+        .context("the rack's API address")?;
+    let host = qemu_tests::forward::forward_into_lab(rack.lab_name(), api, api)?;
+    println!(
+        "Web console: https://{host}/ui/ (forwarded into the lab)\n  \
+         user {user}; password: sed -n 's/.*OS_PASSWORD=\\([^ ]*\\).*/\\1/p' {openrc}\n  \
+         the certificate is the lab's own CA: trust {ca} in the browser, or accept the warning",
+        user = qemu_tests::rack::USER,
+        openrc = rack.access().openrc.display(),
+        ca = rack.access().ca.display(),
+    );
+    Ok(())
+}
+
+/// Scrapes `/metrics` (as the operator) and checks that every family shows the run.
+fn check_metrics(rack: &Rack, machines: usize) -> anyhow::Result<()> {
+    let text = rack
+        .api_get_text("/metrics")?
+        .context("GET /metrics failed")?;
+    let samples = metrics_check::parse(&text).map_err(anyhow::Error::msg)?;
+    let missing = metrics_check::lab_shortfalls(&samples, machines as f64);
+    let sum = |name: &str, with: &[(&str, &str)]| metrics_check::sum(&samples, name, with);
+    println!(
+        "/metrics after the run: {} samples; agents wrote {:.1} MiB of images; {} IPMI and {} \
+         Redfish calls; DHCP {} offers, {} acks, pool {} of {} free",
+        samples.len(),
+        sum("ingot_agent_bytes_written_total", &[("phase", "stream")]) / 1048576.0,
+        sum(
+            "ingot_bmc_call_duration_seconds_count",
+            &[("driver", "ipmitool")]
+        ),
+        sum(
+            "ingot_bmc_call_duration_seconds_count",
+            &[("driver", "redfish")]
+        ),
+        sum("ingot_dhcp_packets_total", &[("kind", "offer")]),
+        sum("ingot_dhcp_packets_total", &[("kind", "ack")]),
+        sum("ingot_dhcp_pool_addresses", &[("state", "free")]),
+        sum("ingot_dhcp_pool_addresses", &[("state", "total")]),
+    );
+    if !missing.is_empty() {
+        bail!(
+            "/metrics does not show the run:\n  {}",
+            missing.join("\n  ")
+        );
     }
     Ok(())
 }

@@ -103,7 +103,7 @@ pub fn in_lab<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> anyhow::Res
 }
 
 /// Moves the calling thread into the network namespace `ns` refers to.
-fn enter(ns: &File) -> anyhow::Result<()> {
+pub(crate) fn enter(ns: &File) -> anyhow::Result<()> {
     // SAFETY: `ns` is an open namespace file for the duration of the call; setns changes
     // only the calling thread's network namespace and touches no memory of ours.
     let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };

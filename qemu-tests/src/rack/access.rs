@@ -15,8 +15,6 @@ use std::process::Command;
 
 use anyhow::Context;
 
-use crate::netns::BRIDGE_ADDR;
-
 /// The operator API inside the lab namespace.
 pub const API: &str = "https://127.0.0.1:6385";
 /// The user of the rack's API.
@@ -56,22 +54,7 @@ impl ApiAccess {
     /// curl and openrc files under `dir`.
     pub fn create(ingot: &Path, dir: &Path) -> anyhow::Result<Self> {
         let tls = dir.join("tls");
-        let out = Command::new(ingot)
-            .args([
-                "certs",
-                "init",
-                "--ip",
-                BRIDGE_ADDR,
-                "--ip",
-                "127.0.0.1",
-                "--dir",
-            ])
-            .arg(&tls)
-            .output()
-            .context("running ingot certs init")?;
-        if !out.status.success() {
-            anyhow::bail!("ingot certs init: {}", String::from_utf8_lossy(&out.stderr));
-        }
+        crate::tls::certs_init(ingot, &tls)?;
         let password = uuid::Uuid::new_v4().simple().to_string();
         let access = Self {
             ca: tls.join("ca.pem"),

@@ -413,8 +413,11 @@ impl Client {
     /// Acts on a received message (anything not a reply to our current transaction is
     /// ignored).
     pub fn receive(&mut self, now: Duration, m: &Message) -> Vec<Action> {
+        // hlen first: dhcproto's `chaddr()` slices the 16-byte field by the hlen from the
+        // wire and panics past 16 (found by the `agent_dhcp` fuzz target).
         if m.opcode() != Opcode::BootReply
             || m.xid() != self.xid
+            || usize::from(m.hlen()) != self.mac.len()
             || m.chaddr().get(..6) != Some(&self.mac[..])
         {
             return vec![];

@@ -536,3 +536,19 @@ fn retransmission_floor_and_spacing() {
         assert_eq!(next_retransmit(now, until, floor), want);
     }
 }
+
+#[test]
+fn a_reply_with_an_overlong_hlen_is_ignored() {
+    let mut c = Client::new(MAC, 1);
+    c.tick(ms(0));
+    let offer = reply(c.xid(), MessageType::Offer, ADDR, Some((600, None, None)));
+    // hlen 22 on the wire: dhcproto's chaddr() would slice past its 16 bytes.
+    let mut wire = dhcproto::Encodable::to_vec(&offer).expect("encodes");
+    wire[2] = 22;
+    let m = super::super::decode(&wire).expect("dhcproto decodes it");
+    assert!(c.receive(ms(10), &m).is_empty());
+    assert_eq!(c.state(), State::Selecting);
+    // The same offer with hlen 6 is taken.
+    assert!(!c.receive(ms(20), &offer).is_empty());
+    assert_eq!(c.state(), State::Requesting);
+}

@@ -154,9 +154,59 @@ pub fn dhcp_payload(pkt: &[u8]) -> Option<&[u8]> {
     udp.get(8..len.min(udp.len()))
 }
 
-/// A DHCP message from its payload bytes, if it decodes.
+/// A DHCP message from its payload bytes, if it decodes. Options whose length would trip
+/// dhcproto are refused first ([`option_lengths_ok`]).
 pub fn decode(payload: &[u8]) -> Option<Message> {
+    if !option_lengths_ok(payload.get(OPTIONS_AT..).unwrap_or_default()) {
+        return None;
+    }
     Message::decode(&mut Decoder::new(payload)).ok()
+}
+
+/// Where the options start: the fixed BOOTP header (236 bytes) and the magic cookie.
+const OPTIONS_AT: usize = 240;
+
+/// Whether no option (consecutive ones with the same code concatenated, RFC 3396, as
+/// dhcproto joins them) has a length dhcproto 0.15 asserts against: it `debug_assert!`s the
+/// length of options 80, 81, 94, 151 and 152-155, so a server's (or anyone's on the
+/// provisioning network) ClientFQDN with fewer than 3 bytes panicked the agent's DHCP thread
+/// in builds with debug assertions, and was read with a wrapped length in the others (found
+/// by the `agent_dhcp` fuzz target). The controller's DHCP server has the same guard
+/// (`controller::netboot::dhcp::client`); the agent does not depend on the controller.
+pub fn option_lengths_ok(opts: &[u8]) -> bool {
+    let fits = |code: u8, len: usize| match code {
+        80 => len == 0,
+        81 => len >= 3,
+        94 => len == 3,
+        151 => len >= 1,
+        152..=155 => len == 4,
+        _ => true,
+    };
+    let mut run: Option<(u8, usize)> = None;
+    let mut i = 0;
+    while let Some(&code) = opts.get(i) {
+        if code == 0 || code == 255 {
+            if let Some((c, l)) = run.take()
+                && !fits(c, l)
+            {
+                return false;
+            }
+            if code == 255 {
+                return true;
+            }
+            i += 1;
+            continue;
+        }
+        let Some(&len) = opts.get(i + 1) else { break };
+        let len = usize::from(len);
+        run = match run {
+            Some((c, l)) if c == code => Some((c, l + len)),
+            Some((c, l)) if !fits(c, l) => return false,
+            _ => Some((code, len)),
+        };
+        i += 2 + len;
+    }
+    run.is_none_or(|(c, l)| fits(c, l))
 }
 
 /// An `AF_PACKET` datagram socket for IPv4 on one interface.
@@ -443,5 +493,23 @@ mod tests {
         assert_eq!(l.prefix, 24);
         assert_eq!(l.router, Some(Ipv4Addr::new(10, 0, 2, 2)));
         assert_eq!(l.dns, vec![Ipv4Addr::new(10, 0, 2, 3)]);
+    }
+
+    #[test]
+    fn options_dhcproto_asserts_against_are_refused() {
+        let mut m = blank_message(7, [2, 0, 0, 0, 0, 1]);
+        m.set_opcode(dhcproto::v4::Opcode::BootReply);
+        let mut b = dhcproto::Encodable::to_vec(&m).expect("encodes");
+        assert!(decode(&b).is_some());
+        // A ClientFQDN (81) of 0 bytes: the agent_dhcp fuzz finding.
+        b.truncate(OPTIONS_AT);
+        b.extend([81, 0, 255]);
+        assert_eq!(decode(&b), None);
+        assert!(option_lengths_ok(&[81, 3, 0, 0, 0, 255]));
+        // Split over two options (RFC 3396): 1 + 2 bytes is a whole one.
+        assert!(option_lengths_ok(&[81, 1, 0, 81, 2, 0, 0, 255]));
+        assert!(!option_lengths_ok(&[81, 1, 0, 0, 81, 1, 0, 255]));
+        assert!(!option_lengths_ok(&[94, 2, 1, 2]));
+        assert!(option_lengths_ok(&[1, 4, 255, 255, 255, 0, 255]));
     }
 }

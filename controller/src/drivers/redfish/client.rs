@@ -242,8 +242,8 @@ impl Client {
     }
 }
 
-/// The message of a Redfish error body, if it has one.
-fn redfish_message(body: &str) -> Option<String> {
+/// PURE: the message of a Redfish error body, if it has one.
+pub fn redfish_message(body: &str) -> Option<String> {
     let Ok(v) = serde_json::from_str::<Value>(body) else {
         let text = body.trim();
         return (!text.is_empty()).then(|| text.chars().take(200).collect());

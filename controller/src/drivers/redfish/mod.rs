@@ -76,6 +76,11 @@ impl RedfishHardware {
 /// The only system of `/redfish/v1/Systems`.
 async fn discover_system(client: &Client) -> Result<String, DriverError> {
     let systems = client.get("/redfish/v1/Systems").await?;
+    only_system(&systems, client.base())
+}
+
+/// PURE: the path of the only member of a `/redfish/v1/Systems` collection.
+pub fn only_system(systems: &Value, bmc: &str) -> Result<String, DriverError> {
     let members: Vec<&str> = systems
         .get("Members")
         .and_then(Value::as_array)
@@ -88,12 +93,10 @@ async fn discover_system(client: &Client) -> Result<String, DriverError> {
     match members.as_slice() {
         [one] => Ok((*one).trim_end_matches('/').to_owned()),
         [] => Err(DriverError::Failed(format!(
-            "Redfish BMC {} lists no system under /redfish/v1/Systems",
-            client.base()
+            "Redfish BMC {bmc} lists no system under /redfish/v1/Systems"
         ))),
         many => Err(DriverError::InvalidParameter(format!(
-            "Redfish BMC {} has {} systems ({}); set redfish_system_id",
-            client.base(),
+            "Redfish BMC {bmc} has {} systems ({}); set redfish_system_id",
             many.len(),
             many.join(", ")
         ))),
@@ -105,11 +108,64 @@ pub fn hardware_type(redfish: Arc<RedfishHardware>, hub: Arc<AgentHub>) -> Hardw
     super::agent::bmc_hardware_type("redfish", redfish, hub, info::PROPERTIES)
 }
 
-fn power_of(system: &Value) -> Option<PowerState> {
+/// PURE: the power state a `ComputerSystem` document shows.
+pub fn power_of(system: &Value) -> Option<PowerState> {
     system
         .get("PowerState")
         .and_then(Value::as_str)
         .and_then(power_state_from_redfish)
+}
+
+/// PURE: where to POST `ComputerSystem.Reset` for the system at `path` and which ResetType:
+/// `reset`, or an alternative the system's `ResetType@Redfish.AllowableValues` allows.
+pub fn reset_request<'a>(
+    system: &Value,
+    path: &str,
+    bmc: &str,
+    reset: &'a str,
+) -> Result<(String, &'a str), DriverError> {
+    let action = system
+        .pointer("/Actions/#ComputerSystem.Reset")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let target = action
+        .get("target")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{path}/Actions/ComputerSystem.Reset"));
+    let allowed: Option<Vec<&str>> = action
+        .get("ResetType@Redfish.AllowableValues")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect());
+    let chosen = match &allowed {
+        None => reset,
+        Some(list) if list.contains(&reset) => reset,
+        Some(list) => reset_fallbacks(reset)
+            .iter()
+            .copied()
+            .find(|alt| list.contains(alt))
+            .ok_or_else(|| {
+                DriverError::Unsupported(format!(
+                    "Redfish BMC {bmc} does not allow ResetType {reset} (allowed: {})",
+                    list.join(", ")
+                ))
+            })?,
+    };
+    Ok((target, chosen))
+}
+
+/// PURE: the boot override a `ComputerSystem` document shows: device and whether it is
+/// persistent.
+pub fn boot_override(system: &Value) -> (Option<BootDevice>, bool) {
+    let device = system
+        .pointer("/Boot/BootSourceOverrideTarget")
+        .and_then(Value::as_str)
+        .and_then(boot_device_from_target);
+    let persistent = system
+        .pointer("/Boot/BootSourceOverrideEnabled")
+        .and_then(Value::as_str)
+        == Some("Continuous");
+    (device, persistent)
 }
 
 impl System {
@@ -119,34 +175,7 @@ impl System {
 
     /// POSTs `ComputerSystem.Reset`, falling back to allowed alternatives.
     async fn reset(&self, system: &Value, reset: &str) -> Result<(), DriverError> {
-        let action = system
-            .pointer("/Actions/#ComputerSystem.Reset")
-            .cloned()
-            .unwrap_or(Value::Null);
-        let target = action
-            .get("target")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("{}/Actions/ComputerSystem.Reset", self.path));
-        let allowed: Option<Vec<&str>> = action
-            .get("ResetType@Redfish.AllowableValues")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect());
-        let chosen = match &allowed {
-            None => reset,
-            Some(list) if list.contains(&reset) => reset,
-            Some(list) => reset_fallbacks(reset)
-                .iter()
-                .copied()
-                .find(|alt| list.contains(alt))
-                .ok_or_else(|| {
-                    DriverError::Unsupported(format!(
-                        "Redfish BMC {} does not allow ResetType {reset} (allowed: {})",
-                        self.client.base(),
-                        list.join(", ")
-                    ))
-                })?,
-        };
+        let (target, chosen) = reset_request(system, &self.path, self.client.base(), reset)?;
         tracing::info!(bmc = %self.client.base(), system = %self.path, reset = chosen, "Redfish reset");
         self.client
             .request(Method::POST, &target, Some(&json!({"ResetType": chosen})))
@@ -282,16 +311,7 @@ impl ManagementInterface for RedfishHardware {
         let sys = Self::system(node).await?;
         let result = sys.get().await;
         sys.client.logout().await;
-        let system = result?;
-        let device = system
-            .pointer("/Boot/BootSourceOverrideTarget")
-            .and_then(Value::as_str)
-            .and_then(boot_device_from_target);
-        let persistent = system
-            .pointer("/Boot/BootSourceOverrideEnabled")
-            .and_then(Value::as_str)
-            == Some("Continuous");
-        Ok((device, persistent))
+        Ok(boot_override(&result?))
     }
 
     async fn get_boot_mode(&self, node: &Node) -> Result<Option<BootMode>, DriverError> {

@@ -122,6 +122,26 @@ pub fn pick_free(
     expired
 }
 
+/// PURE: how many addresses of `start..=end` [`pick_free`] could still hand out at `now`
+/// (not in `exclude`, not `server`, no row active at `now`).
+pub fn count_free(
+    start: Ipv4Addr,
+    end: Ipv4Addr,
+    exclude: &BTreeSet<Ipv4Addr>,
+    rows: &[Lease],
+    now: SystemTime,
+) -> u64 {
+    let held: BTreeSet<Ipv4Addr> = rows
+        .iter()
+        .filter(|l| l.is_active(now))
+        .map(|l| l.ip)
+        .collect();
+    (u32::from(start)..=u32::from(end))
+        .map(Ipv4Addr::from)
+        .filter(|ip| !exclude.contains(ip) && !held.contains(ip))
+        .count() as u64
+}
+
 /// Lease persistence.
 ///
 /// Contract: at most one lease per address and per MAC (an `Offer` or `Bind` for a MAC
@@ -132,6 +152,14 @@ pub fn pick_free(
 pub trait LeaseStore: Send + Sync {
     async fn by_mac(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseStoreError>;
     async fn by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>, LeaseStoreError>;
+    /// Every lease row of `start..=end` (any order).
+    async fn leases_in(
+        &self,
+        start: Ipv4Addr,
+        end: Ipv4Addr,
+    ) -> Result<Vec<Lease>, LeaseStoreError>;
+    async fn apply(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError>;
+
     /// A pool address in `start..=end`, not in `exclude` (reservations), and not held at `now`.
     /// Never-used addresses come before expired ones, so returning clients keep theirs longer.
     async fn find_free(
@@ -140,8 +168,22 @@ pub trait LeaseStore: Send + Sync {
         end: Ipv4Addr,
         exclude: &BTreeSet<Ipv4Addr>,
         now: SystemTime,
-    ) -> Result<Option<Ipv4Addr>, LeaseStoreError>;
-    async fn apply(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError>;
+    ) -> Result<Option<Ipv4Addr>, LeaseStoreError> {
+        let rows = self.leases_in(start, end).await?;
+        Ok(pick_free(start, end, exclude, &rows, now))
+    }
+
+    /// How many pool addresses are free at `now` ([`count_free`]).
+    async fn count_free(
+        &self,
+        start: Ipv4Addr,
+        end: Ipv4Addr,
+        exclude: &BTreeSet<Ipv4Addr>,
+        now: SystemTime,
+    ) -> Result<u64, LeaseStoreError> {
+        let rows = self.leases_in(start, end).await?;
+        Ok(count_free(start, end, exclude, &rows, now))
+    }
 }
 
 /// In-memory [`LeaseStore`]: leases are lost on restart (clients then re-DISCOVER or get an
@@ -181,16 +223,16 @@ impl LeaseStore for MemoryLeaseStore {
         Ok(self.lock().get(&ip).cloned())
     }
 
-    async fn find_free(
+    async fn leases_in(
         &self,
         start: Ipv4Addr,
         end: Ipv4Addr,
-        exclude: &BTreeSet<Ipv4Addr>,
-        now: SystemTime,
-    ) -> Result<Option<Ipv4Addr>, LeaseStoreError> {
-        let leases = self.lock();
-        let rows: Vec<Lease> = leases.range(start..=end).map(|(_, l)| l.clone()).collect();
-        Ok(pick_free(start, end, exclude, &rows, now))
+    ) -> Result<Vec<Lease>, LeaseStoreError> {
+        Ok(self
+            .lock()
+            .range(start..=end)
+            .map(|(_, l)| l.clone())
+            .collect())
     }
 
     async fn apply(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError> {

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use anyhow::Context as _;
+use dhcproto::v4::MessageType;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +34,10 @@ pub struct DhcpCounters {
     replied: AtomicU64,
     handled: AtomicU64,
     send_errors: AtomicU64,
+    /// Replies built, by DHCP message type.
+    offers: AtomicU64,
+    acks: AtomicU64,
+    naks: AtomicU64,
     dropped: Mutex<BTreeMap<DropReason, u64>>,
 }
 
@@ -46,6 +51,10 @@ pub struct CounterSnapshot {
     /// Processed without a reply by protocol (RELEASE, DECLINE).
     pub handled: u64,
     pub send_errors: u64,
+    /// Of the replies, how many were OFFERs, ACKs and NAKs.
+    pub offers: u64,
+    pub acks: u64,
+    pub naks: u64,
     pub dropped: BTreeMap<DropReason, u64>,
 }
 
@@ -64,6 +73,9 @@ impl DhcpCounters {
             replied: self.replied.load(Ordering::Relaxed),
             handled: self.handled.load(Ordering::Relaxed),
             send_errors: self.send_errors.load(Ordering::Relaxed),
+            offers: self.offers.load(Ordering::Relaxed),
+            acks: self.acks.load(Ordering::Relaxed),
+            naks: self.naks.load(Ordering::Relaxed),
             dropped: self
                 .dropped
                 .lock()
@@ -176,6 +188,31 @@ impl DhcpServer {
         Arc::clone(&self.counters)
     }
 
+    /// The pool's free and total addresses at `now` (reservations excluded from both);
+    /// `None` without a pool (proxy mode).
+    pub async fn pool_addresses(
+        &self,
+        now: SystemTime,
+    ) -> Result<Option<(u64, u64)>, super::leases::LeaseStoreError> {
+        let Some(pool) = &self.cfg.pool else {
+            return Ok(None);
+        };
+        let reserved: std::collections::BTreeSet<Ipv4Addr> = self
+            .cfg
+            .reservations
+            .values()
+            .copied()
+            .filter(|ip| (pool.start..=pool.end).contains(ip))
+            .collect();
+        let span = u64::from(u32::from(pool.end)).saturating_sub(u64::from(u32::from(pool.start)));
+        let total = (span + 1).saturating_sub(reserved.len() as u64);
+        let free = self
+            .leases
+            .count_free(pool.start, pool.end, &reserved, now)
+            .await?;
+        Ok(Some((free, total)))
+    }
+
     async fn lease_context(
         &self,
         inc: &Incoming<'_>,
@@ -272,6 +309,15 @@ impl DhcpServer {
                         }
                         Destination::Unicast(a) => a,
                     };
+                    let counter = match message.opts().msg_type() {
+                        Some(MessageType::Offer) => Some(&self.counters.offers),
+                        Some(MessageType::Ack) => Some(&self.counters.acks),
+                        Some(MessageType::Nak) => Some(&self.counters.naks),
+                        _ => None,
+                    };
+                    if let Some(c) = counter {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
                     tracing::debug!(reply = ?message.opts().msg_type(), yiaddr = %message.yiaddr(), %dest, uuid = ?info.uuid, arch = ?info.arch, ipxe = info.is_ipxe, "dhcp reply");
                     Some(WireReply { bytes, dest })
                 }

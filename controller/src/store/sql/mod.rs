@@ -21,6 +21,7 @@
 //! ~2.5-3.5 ms.
 
 mod allocations;
+mod conductors;
 mod history;
 pub(crate) mod leases;
 mod nodes;
@@ -41,8 +42,10 @@ use sqlx::sqlite::{
 };
 use uuid::Uuid;
 
-use super::{AllocationQuery, LeaseWrite, NodeQuery, PortQuery, SortDir, Store, StoreError};
-use crate::model::{Allocation, DhcpLease, HistoryEvent, Node, Port};
+use super::{
+    AllocationQuery, LeaseWrite, NodeQuery, PoolUse, PortQuery, SortDir, Store, StoreError,
+};
+use crate::model::{Allocation, ConductorRecord, DhcpLease, HistoryEvent, Node, Port};
 
 pub use nodes::{NODE_SORT_KEYS, node_sort_column};
 
@@ -357,6 +360,25 @@ fn dir_sql(dir: SortDir) -> (&'static str, &'static str) {
 
 #[async_trait]
 impl Store for SqlStore {
+    fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    fn pool_use(&self) -> Vec<PoolUse> {
+        fn of<DB: sqlx::Database>(name: &'static str, p: &sqlx::Pool<DB>) -> PoolUse {
+            PoolUse {
+                pool: name,
+                open: p.size(),
+                idle: u32::try_from(p.num_idle()).unwrap_or(u32::MAX),
+                max: p.options().get_max_connections(),
+            }
+        }
+        match &self.backend {
+            Backend::Sqlite { read, write } => vec![of("read", read), of("write", write)],
+            Backend::Postgres(pool) => vec![of("main", pool)],
+        }
+    }
+
     async fn create_node(&self, node: &Node) -> Result<(), StoreError> {
         self.node_create(node).await
     }
@@ -453,6 +475,23 @@ impl Store for SqlStore {
 
     async fn delete_allocation(&self, uuid: Uuid) -> Result<(), StoreError> {
         self.allocation_delete(uuid).await
+    }
+
+    async fn register_conductor(&self, conductor: &ConductorRecord) -> Result<(), StoreError> {
+        self.conductor_register(conductor).await
+    }
+
+    async fn touch_conductor(
+        &self,
+        hostname: &str,
+        online: bool,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.conductor_touch(hostname, online, at).await
+    }
+
+    async fn list_conductors(&self) -> Result<Vec<ConductorRecord>, StoreError> {
+        self.conductor_list().await
     }
 
     async fn add_history(&self, event: &HistoryEvent) -> Result<(), StoreError> {

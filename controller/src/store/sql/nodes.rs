@@ -571,6 +571,9 @@ fn build_list(query: &NodeQuery) -> Result<QueryBuilder, StoreError> {
             "LOWER(n.description) LIKE {placeholder} ESCAPE '\\'"
         ));
     }
+    if let Some(needle) = &query.search {
+        conds.push(search_condition(&mut sql, needle));
+    }
     if !conds.is_empty() {
         sql.push(" WHERE ");
         sql.push(&conds.join(" AND "));
@@ -590,6 +593,29 @@ fn build_list(query: &NodeQuery) -> Result<QueryBuilder, StoreError> {
     let placeholder = sql.arg(Arg::Int(limit_of(query.limit)));
     sql.push(&format!(" LIMIT {placeholder}"));
     Ok(sql)
+}
+
+/// The console's search: the name or UUID contains the needle, a port's MAC contains it,
+/// or the stored inventory has a serial number (`serial` of a disk,
+/// `serial_number` of the system) that starts with it. Inventories are compact JSON
+/// (`serde_json::to_string`), so `"serial":"VALUE` is how such a value starts in them.
+fn search_condition(sql: &mut QueryBuilder, needle: &str) -> String {
+    let lower = needle.trim().to_lowercase();
+    let contains = format!("%{}%", escape_like(&lower));
+    let name = sql.arg(Arg::Text(contains.clone()));
+    let uuid = sql.arg(Arg::Text(contains.clone()));
+    let mac = sql.arg(Arg::Text(contains));
+    let serial = sql.arg(Arg::Text(format!("%\"serial\":\"{}%", escape_like(&lower))));
+    let system_serial = sql.arg(Arg::Text(format!(
+        "%\"serial_number\":\"{}%",
+        escape_like(&lower)
+    )));
+    format!(
+        "(LOWER(n.name) LIKE {name} ESCAPE '\\' OR n.uuid LIKE {uuid} ESCAPE '\\' \
+         OR n.uuid IN (SELECT p.node_uuid FROM ports AS p WHERE p.address LIKE {mac} ESCAPE '\\') \
+         OR n.uuid IN (SELECT i.node_uuid FROM node_inventory AS i \
+         WHERE LOWER(i.doc) LIKE {serial} ESCAPE '\\' OR LOWER(i.doc) LIKE {system_serial} ESCAPE '\\'))"
+    )
 }
 
 /// Escapes `LIKE` wildcards (`%`, `_`) and the escape character itself.

@@ -7,9 +7,12 @@
 //! labels come from [`route_of`], which folds every node, port or allocation name into a
 //! placeholder, so no request can create a label of its own.
 
+mod ops;
+mod route;
+
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -20,11 +23,19 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use uuid::Uuid;
 
+use crate::agent_api::hub::AgentHub;
+use crate::conductor::Conductor;
+use crate::drivers::DriverError;
+use crate::drivers::measured::CallObserver;
 use crate::events::{NodeEvent, NodeEvents};
 use crate::machine::ProvisionState;
-use crate::netboot::dhcp::server::DhcpCounters;
+use crate::netboot::dhcp::server::{DhcpCounters, DhcpServer};
+use crate::netboot::tftp::TftpCounters;
 use crate::store::{NodeQuery, Store};
 use crate::webhooks::HookStats;
+pub use ops::failure_class;
+use ops::{Ops, Scraped};
+pub use route::route_of;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransitionLabels {
@@ -35,6 +46,12 @@ struct TransitionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    phase: String,
+    class: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -93,7 +110,7 @@ impl Deltas {
 pub struct Metrics {
     registry: Registry,
     transitions: Family<TransitionLabels, Counter>,
-    failures: Family<PhaseLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
     phase_seconds: Family<PhaseLabels, Histogram>,
     api_requests: Family<ApiLabels, Counter>,
     api_seconds: Family<RouteLabels, Histogram>,
@@ -101,6 +118,7 @@ pub struct Metrics {
     nodes_power: Family<StateLabels, Gauge>,
     dhcp: Family<KindLabels, Counter>,
     webhooks: Family<HookLabels, Counter>,
+    ops: Ops,
     /// When each node entered the phase it is in.
     phase_started: Mutex<HashMap<Uuid, (String, DateTime<Utc>)>>,
     sources: Mutex<Sources>,
@@ -110,7 +128,12 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 struct Sources {
     dhcp: Option<Arc<DhcpCounters>>,
+    dhcp_server: Option<Arc<DhcpServer>>,
+    tftp: Option<Arc<TftpCounters>>,
     webhooks: Vec<(String, Arc<HookStats>)>,
+    hub: Option<Arc<AgentHub>>,
+    /// Weak: the conductor holds the metrics (as its event sink).
+    conductor: Option<Weak<Conductor>>,
 }
 
 impl Default for Metrics {
@@ -128,10 +151,10 @@ impl Metrics {
             "Provision-state changes by previous and new state",
             transitions.clone(),
         );
-        let failures = Family::<PhaseLabels, Counter>::default();
+        let failures = Family::<FailureLabels, Counter>::default();
         registry.register(
             "node_failures",
-            "Nodes that entered a failure state (* failed, error), by phase",
+            "Nodes that entered a failure state (* failed, error), by phase and error class",
             failures.clone(),
         );
         let phase_seconds = Family::<PhaseLabels, Histogram>::new_with_constructor(|| {
@@ -168,7 +191,7 @@ impl Metrics {
         let dhcp = Family::<KindLabels, Counter>::default();
         registry.register(
             "dhcp_packets",
-            "DHCP packets: received, replied, handled, send_error, dropped_<reason>",
+            "DHCP packets: received, replied (of which offer, ack, nak), handled, send_error, dropped_<reason>",
             dhcp.clone(),
         );
         let webhooks = Family::<HookLabels, Counter>::default();
@@ -177,6 +200,7 @@ impl Metrics {
             "Webhook events by receiver and outcome (delivered, failed, dropped, retry)",
             webhooks.clone(),
         );
+        let ops = Ops::register(&mut registry);
         Self {
             registry,
             transitions,
@@ -188,6 +212,7 @@ impl Metrics {
             nodes_power,
             dhcp,
             webhooks,
+            ops,
             phase_started: Mutex::default(),
             sources: Mutex::default(),
             deltas: Deltas::default(),
@@ -197,6 +222,37 @@ impl Metrics {
     /// The DHCP server's counters, once it runs (it starts after the API).
     pub fn attach_dhcp(&self, counters: Arc<DhcpCounters>) {
         self.lock_sources().dhcp = Some(counters);
+    }
+
+    /// The DHCP server itself (its pool's free addresses).
+    pub fn attach_dhcp_server(&self, server: Arc<DhcpServer>) {
+        self.lock_sources().dhcp_server = Some(server);
+    }
+
+    /// The TFTP server's counters.
+    pub fn attach_tftp(&self, counters: Arc<TftpCounters>) {
+        self.lock_sources().tftp = Some(counters);
+    }
+
+    /// The agent hub (live sessions).
+    pub fn attach_hub(&self, hub: Arc<AgentHub>) {
+        self.lock_sources().hub = Some(hub);
+    }
+
+    /// The conductor (deploy and clean queues).
+    pub fn attach_conductor(&self, conductor: &Arc<Conductor>) {
+        self.lock_sources().conductor = Some(Arc::downgrade(conductor));
+    }
+
+    /// An agent's progress report for `command` (bytes so far in its current job).
+    pub fn agent_progress(&self, command: Uuid, phase: &str, bytes_written: u64, rate_bps: u64) {
+        self.ops
+            .agent_progress(command, phase, bytes_written, rate_bps);
+    }
+
+    /// An agent command's result was stored (`final_bytes`: what it says it wrote).
+    pub fn agent_done(&self, command: Uuid, phase: &str, final_bytes: Option<u64>) {
+        self.ops.agent_done(command, phase, final_bytes);
     }
 
     /// The webhooks' counters.
@@ -243,10 +299,45 @@ impl Metrics {
                 .get_or_create(&StateLabels { state })
                 .set(n);
         }
-        let (dhcp, hooks) = {
+        let (dhcp, hooks, dhcp_server, tftp, hub, conductor) = {
             let s = self.lock_sources();
-            (s.dhcp.clone(), s.webhooks.clone())
+            (
+                s.dhcp.clone(),
+                s.webhooks.clone(),
+                s.dhcp_server.clone(),
+                s.tftp.clone(),
+                s.hub.clone(),
+                s.conductor.as_ref().and_then(Weak::upgrade),
+            )
         };
+        let mut scraped = Scraped {
+            agent_sessions: hub.map(|h| h.live_sessions()),
+            queue: conductor.map(|c| c.queue_depth()),
+            dhcp_pool: None,
+            db_pools: store.pool_use(),
+        };
+        if let Some(server) = dhcp_server {
+            match server.pool_addresses(SystemTime::now()).await {
+                Ok(pool) => scraped.dhcp_pool = pool,
+                Err(e) => tracing::warn!(error = %e, "metrics: reading the DHCP pool failed"),
+            }
+        }
+        self.ops.refresh(&scraped);
+        if let Some(t) = tftp {
+            use std::sync::atomic::Ordering::Relaxed;
+            for (outcome, n) in [
+                ("served", t.transfers.load(Relaxed)),
+                ("refused", t.refused.load(Relaxed)),
+                ("unreadable", t.unreadable.load(Relaxed)),
+            ] {
+                let c = self.ops.tftp.get_or_create(&ops::OutcomeLabels {
+                    outcome: outcome.to_owned(),
+                });
+                self.deltas.advance(&format!("tftp/{outcome}"), n, &c);
+            }
+            self.deltas
+                .advance("tftp/bytes", t.bytes.load(Relaxed), &self.ops.tftp_bytes);
+        }
         if let Some(d) = dhcp {
             let snap = d.snapshot();
             let mut kinds = vec![
@@ -254,6 +345,9 @@ impl Metrics {
                 ("replied".to_owned(), snap.replied),
                 ("handled".to_owned(), snap.handled),
                 ("send_error".to_owned(), snap.send_errors),
+                ("offer".to_owned(), snap.offers),
+                ("ack".to_owned(), snap.acks),
+                ("nak".to_owned(), snap.naks),
             ];
             for (reason, n) in &snap.dropped {
                 kinds.push((format!("dropped_{}", reason.as_str()), *n));
@@ -285,6 +379,18 @@ impl Metrics {
     }
 }
 
+impl CallObserver for Metrics {
+    fn driver_call(
+        &self,
+        interface: &'static str,
+        call: &'static str,
+        took: Duration,
+        error: Option<&DriverError>,
+    ) {
+        self.ops.driver_call(interface, call, took, error);
+    }
+}
+
 impl NodeEvents for Metrics {
     fn publish(&self, event: NodeEvent) {
         self.transitions
@@ -302,8 +408,9 @@ impl NodeEvents for Metrics {
         let new_phase = phase_of(&event.provision_state);
         if event.event == crate::events::NODE_FAILED {
             self.failures
-                .get_or_create(&PhaseLabels {
+                .get_or_create(&FailureLabels {
                     phase: new_phase.clone().unwrap_or_else(|| "none".to_owned()),
+                    class: failure_class(event.last_error.as_deref()).to_owned(),
                 })
                 .inc();
         }
@@ -325,99 +432,9 @@ impl NodeEvents for Metrics {
     }
 }
 
-/// A request path as a bounded route label: the name or UUID of a node, port, portgroup,
-/// allocation, driver, chassis, history event or trait becomes a placeholder; any path
-/// outside the API's shape is `other`.
-pub fn route_of(path: &str) -> String {
-    const COLLECTIONS: [&str; 8] = [
-        "nodes",
-        "ports",
-        "portgroups",
-        "allocations",
-        "drivers",
-        "chassis",
-        "conductors",
-        "deploy_templates",
-    ];
-    const NODE_SUBS: [&str; 12] = [
-        "states",
-        "provision",
-        "power",
-        "boot_device",
-        "management",
-        "traits",
-        "history",
-        "inventory",
-        "validate",
-        "ports",
-        "supported",
-        "vifs",
-    ];
-    if path == "/metrics" {
-        return path.to_owned();
-    }
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if segs == [""] {
-        return "/".to_owned();
-    }
-    let mut out = Vec::with_capacity(segs.len());
-    let mut prev = "";
-    for (i, seg) in segs.iter().enumerate() {
-        let folded = match (i, prev) {
-            (0, _) if *seg == "v1" => "v1",
-            (0, _) => return "other".to_owned(),
-            (1, _) if COLLECTIONS.contains(seg) => seg,
-            (1, _) => return "other".to_owned(),
-            (2, _) if *seg == "detail" => "detail",
-            (2, _) => "{ident}",
-            (_, "history") => "{event}",
-            (_, "traits") => "{trait}",
-            (_, _) if NODE_SUBS.contains(seg) || *seg == "hardware" || *seg == "sensors" => seg,
-            _ => return "other".to_owned(),
-        };
-        out.push(folded);
-        prev = seg;
-    }
-    format!("/{}", out.join("/"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn routes_fold_names_into_placeholders() {
-        let rows = [
-            ("/", "/"),
-            ("/v1", "/v1"),
-            ("/v1/nodes", "/v1/nodes"),
-            ("/metrics", "/metrics"),
-            ("/metrics/x", "other"),
-            ("/v1/nodes/detail", "/v1/nodes/detail"),
-            ("/v1/nodes/web-01", "/v1/nodes/{ident}"),
-            (
-                "/v1/nodes/6f0e1c38-8b7e-4d41-9a43-1c9c1f0e6b2a/states/provision",
-                "/v1/nodes/{ident}/states/provision",
-            ),
-            (
-                "/v1/nodes/n1/traits/CUSTOM_GPU",
-                "/v1/nodes/{ident}/traits/{trait}",
-            ),
-            (
-                "/v1/nodes/n1/history/abc",
-                "/v1/nodes/{ident}/history/{event}",
-            ),
-            ("/v1/ports/p1", "/v1/ports/{ident}"),
-            ("/v1/allocations/a1", "/v1/allocations/{ident}"),
-            ("/v1/nodes/n1/secret-path-x", "other"),
-            ("/v2/anything", "other"),
-            ("/favicon.ico", "other"),
-            ("/v1/whatever/x", "other"),
-        ];
-        for (path, want) in rows {
-            assert_eq!(route_of(path), want, "{path}");
-        }
-    }
 
     fn event(node: Uuid, from: &str, to: &str, at_secs: i64) -> NodeEvent {
         let failed = to
@@ -464,7 +481,7 @@ mod tests {
         let text = m.render(&store).await.expect("render");
         for want in [
             "ingot_node_transitions_total{from=\"deploying\",to=\"active\"} 1",
-            "ingot_node_failures_total{phase=\"clean\"} 1",
+            "ingot_node_failures_total{phase=\"clean\",class=\"none\"} 1",
             // deploy: 100 -> 164; teardown 200 -> 201; clean 201 -> 300 (failed included).
             "ingot_phase_duration_seconds_sum{phase=\"deploy\"} 64.0",
             "ingot_phase_duration_seconds_sum{phase=\"clean\"} 99.0",

@@ -1,0 +1,14 @@
+-- Every `ingot serve` registers itself here and heartbeats (`updated_at`); /v1/conductors
+-- reads it, and a replica whose heartbeat is older than heartbeat_timeout is offline
+-- (PostgreSQL dialect; sqlite/0004_conductors.sql is the same). `doc` holds the JSON of the
+-- drivers, listen addresses and version. Timestamps are microseconds since the Unix epoch.
+
+CREATE TABLE conductors (
+    hostname TEXT COLLATE "C" PRIMARY KEY,
+    conductor_group TEXT COLLATE "C" NOT NULL DEFAULT '',
+    doc TEXT NOT NULL,
+    online BIGINT NOT NULL,
+    started_at BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);

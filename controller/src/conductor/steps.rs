@@ -1,0 +1,397 @@
+//! The steps a node task carries out: the machine's actions on the drivers (power, boot
+//! device, the agent's deploy and clean work), each returning the machine event it produced.
+//! `task.rs` holds the transactions and the lock around them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::task::{CLEAN_STEP_INDEX, CLEAN_STEPS, REQUESTED_CLEAN_STEPS, TaskFlags};
+use super::{Conductor, ConductorError};
+use crate::drivers::{
+    BootDevice, CleanStep, DriverError, NodeDrivers, PowerState, PowerTarget, StepOutcome,
+    resolve_clean_step,
+};
+use crate::machine::{Action, Event, Phase};
+use crate::model::Node;
+
+impl Conductor {
+    /// Executes one action; returns the event it produced, if any.
+    pub(super) async fn execute(
+        &self,
+        node: &mut Node,
+        action: Action,
+    ) -> Result<Option<Event>, ConductorError> {
+        let drivers = match self.drivers.resolve(node) {
+            Ok(d) => d,
+            Err(e) => return Ok(Some(Event::Failed(e.to_string()))),
+        };
+        let event = match action {
+            Action::Verify => {
+                let result = match drivers.power.validate(node) {
+                    Ok(()) => drivers.power.get_power_state(node).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(state) => {
+                        node.power_state = state.map(|s| s.as_str().to_owned());
+                        Some(Event::StepDone)
+                    }
+                    Err(e) => Some(Event::Failed(format!(
+                        "Failed to get power state for node {}. Error: {e}",
+                        node.uuid
+                    ))),
+                }
+            }
+            Action::Deploy { .. } => {
+                let _slot = self.deploy_slots.acquire().await;
+                Some(self.run_deploy(node, &drivers, false).await)
+            }
+            Action::Resume(Phase::Deploy) => Some(self.run_deploy(node, &drivers, true).await),
+            Action::Clean { manual } => {
+                let _slot = self.clean_slots.acquire().await;
+                Some(self.run_clean(node, &drivers, manual, false).await)
+            }
+            Action::Resume(Phase::Clean) => {
+                let _slot = self.clean_slots.acquire().await;
+                Some(self.run_clean(node, &drivers, false, true).await)
+            }
+            Action::Teardown => {
+                let result = async {
+                    self.power(node, &drivers, PowerTarget::Off).await?;
+                    drivers.deploy.tear_down(node).await
+                }
+                .await;
+                Some(match result {
+                    Ok(()) => Event::StepDone,
+                    Err(e) => Event::Failed(format!(
+                        "Failed to tear down node {}. Error: {e}",
+                        node.uuid
+                    )),
+                })
+            }
+            Action::Inspect => {
+                node.inspection_started_at = Some(Utc::now());
+                node.inspection_finished_at = None;
+                Some(match drivers.inspect.inspect(node).await {
+                    Ok(StepOutcome::Done) => {
+                        node.inspection_finished_at = Some(Utc::now());
+                        Event::StepDone
+                    }
+                    Ok(StepOutcome::Wait) => Event::StepWaiting,
+                    Err(e) => Event::Failed(format!("Failed to inspect hardware. Reason: {e}")),
+                })
+            }
+            Action::Resume(Phase::Inspect) => {
+                node.inspection_finished_at = Some(Utc::now());
+                Some(Event::StepDone)
+            }
+            Action::Adopt => Some(match drivers.deploy.validate(node) {
+                Ok(()) => Event::StepDone,
+                Err(e) => Event::Failed(format!(
+                    "Error while attempting to adopt node {}: {e}",
+                    node.uuid
+                )),
+            }),
+            Action::Rescue => Some(match drivers.deploy.rescue(node).await {
+                Ok(StepOutcome::Done) => Event::StepDone,
+                Ok(StepOutcome::Wait) => Event::StepWaiting,
+                Err(e) => Event::Failed(format!("Failed to rescue node {}: {e}", node.uuid)),
+            }),
+            Action::Unrescue => Some(match drivers.deploy.unrescue(node).await {
+                Ok(()) => {
+                    node.instance_info.remove("rescue_password");
+                    Event::StepDone
+                }
+                Err(e) => Event::Failed(format!("Failed to unrescue node {}: {e}", node.uuid)),
+            }),
+            Action::Service | Action::Resume(_) => Some(Event::StepDone),
+            Action::StartWaitTimer(phase) => {
+                self.arm_wait_timer(node.uuid, phase, node.provision_updated_at);
+                None
+            }
+            Action::CancelWait(_) => {
+                self.cancel_wait_timer(node.uuid, None);
+                None
+            }
+            Action::RecordHistory { .. } | Action::ClearInstance => None,
+        };
+        Ok(event)
+    }
+
+    /// Changes power through the driver and records the new state on the node. The agent
+    /// session on the machine (if any) ends: its token is refused from now on.
+    async fn power(
+        &self,
+        node: &mut Node,
+        drivers: &NodeDrivers,
+        target: PowerTarget,
+    ) -> Result<(), DriverError> {
+        self.end_agent_session(node.uuid, false);
+        self.drive_power(node, drivers, target).await
+    }
+
+    async fn drive_power(
+        &self,
+        node: &mut Node,
+        drivers: &NodeDrivers,
+        target: PowerTarget,
+    ) -> Result<(), DriverError> {
+        drivers.power.set_power_state(node, target, None).await?;
+        node.power_state = Some(target.resulting_state().as_str().to_owned());
+        Ok(())
+    }
+
+    /// The machine leaves its agent session: a power change ends it; a boot into the agent
+    /// (`booting_agent`) also opens the window in which the next lookup gets a token.
+    pub(super) fn end_agent_session(&self, node: Uuid, booting_agent: bool) {
+        if let Some(hub) = self.drivers.agent_hub() {
+            if booting_agent {
+                hub.boot_requested(node);
+            } else {
+                hub.session_ended(node);
+            }
+        }
+    }
+
+    /// Boots the agent ramdisk: one-time PXE, then power on (or reboot when running).
+    async fn boot_ramdisk(
+        &self,
+        node: &mut Node,
+        drivers: &NodeDrivers,
+    ) -> Result<(), DriverError> {
+        if drivers
+            .management
+            .supported_boot_devices(node)
+            .contains(&BootDevice::Pxe)
+        {
+            drivers
+                .management
+                .set_boot_device(node, BootDevice::Pxe, false)
+                .await?;
+        }
+        // The machine's power as the BMC says (the stored one may be older than an agent
+        // boot by inspection): a running machine must be rebooted, or the agent of its old
+        // boot would stay and no new session could begin.
+        let on = match drivers.power.get_power_state(node).await {
+            Ok(Some(state)) => state == PowerState::On,
+            _ => node.power_state.as_deref() == Some(PowerState::On.as_str()),
+        };
+        self.end_agent_session(node.uuid, true);
+        self.drive_power(
+            node,
+            drivers,
+            if on {
+                PowerTarget::Reboot
+            } else {
+                PowerTarget::On
+            },
+        )
+        .await
+    }
+
+    async fn run_deploy(&self, node: &mut Node, drivers: &NodeDrivers, resume: bool) -> Event {
+        let ramdisk = drivers.deploy.needs_ramdisk();
+        let result = async {
+            if !resume {
+                if ramdisk && !drivers.deploy.fast_track(node) {
+                    self.boot_ramdisk(node, drivers).await?;
+                }
+                if drivers.deploy.deploy(node).await? == StepOutcome::Wait {
+                    return Ok(false);
+                }
+            }
+            if ramdisk {
+                if drivers
+                    .management
+                    .supported_boot_devices(node)
+                    .contains(&BootDevice::Disk)
+                {
+                    drivers
+                        .management
+                        .set_boot_device(node, BootDevice::Disk, true)
+                        .await?;
+                }
+                self.power(node, drivers, PowerTarget::Reboot).await?;
+            }
+            Ok::<_, DriverError>(true)
+        }
+        .await;
+        match result {
+            Ok(true) => {
+                node.deploy_step = None;
+                Event::StepDone
+            }
+            Ok(false) => Event::StepWaiting,
+            Err(e) => Event::Failed(format!(
+                "Deploy step deploy.deploy failed on node {}: {e}",
+                node.uuid
+            )),
+        }
+    }
+
+    /// The steps a cleaning runs.
+    fn clean_plan(
+        &self,
+        node: &Node,
+        drivers: &NodeDrivers,
+        manual: bool,
+    ) -> Result<Vec<CleanStep>, String> {
+        let offered = drivers.deploy.clean_steps(node);
+        if manual {
+            let requested = node
+                .driver_internal_info
+                .get(REQUESTED_CLEAN_STEPS)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            return requested
+                .iter()
+                .map(|r| resolve_clean_step(&offered, r))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    format!("Failed to validate clean steps for node {}: {e}", node.uuid)
+                });
+        }
+        if node.automated_clean == Some(false) {
+            return Ok(Vec::new());
+        }
+        let mut steps: Vec<_> = offered.into_iter().filter(|s| s.priority > 0).collect();
+        steps.sort_by_key(|s| std::cmp::Reverse(s.priority));
+        Ok(steps)
+    }
+
+    async fn run_clean(
+        &self,
+        node: &mut Node,
+        drivers: &NodeDrivers,
+        manual: bool,
+        resume: bool,
+    ) -> Event {
+        let (steps, start) = if resume {
+            let steps: Vec<CleanStep> = node
+                .driver_internal_info
+                .get(CLEAN_STEPS)
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            let index = node
+                .driver_internal_info
+                .get(CLEAN_STEP_INDEX)
+                .and_then(Value::as_u64);
+            (steps, index.map_or(0, |i| i as usize + 1))
+        } else {
+            match self.clean_plan(node, drivers, manual) {
+                Ok(steps) => (steps, 0),
+                Err(reason) => return Event::Failed(reason),
+            }
+        };
+        let ramdisk = drivers.deploy.needs_ramdisk() && !steps.is_empty();
+        if ramdisk
+            && !resume
+            && !drivers.deploy.fast_track(node)
+            && let Err(e) = self.boot_ramdisk(node, drivers).await
+        {
+            return Event::Failed(format!(
+                "Failed to prepare node {} for cleaning: {e}",
+                node.uuid
+            ));
+        }
+        for (index, step) in steps.iter().enumerate().skip(start) {
+            node.clean_step = serde_json::to_value(step)
+                .ok()
+                .and_then(|v| v.as_object().cloned());
+            match drivers.deploy.execute_clean_step(node, step).await {
+                Ok(StepOutcome::Done) => {}
+                Ok(StepOutcome::Wait) => {
+                    node.driver_internal_info
+                        .insert(CLEAN_STEPS.into(), json!(steps));
+                    node.driver_internal_info
+                        .insert(CLEAN_STEP_INDEX.into(), index.into());
+                    return Event::StepWaiting;
+                }
+                Err(e) => {
+                    return Event::Failed(format!(
+                        "Node {} failed step {{'interface': '{}', 'step': '{}'}}: {e}",
+                        node.uuid, step.interface, step.step
+                    ));
+                }
+            }
+        }
+        for key in [
+            REQUESTED_CLEAN_STEPS,
+            CLEAN_STEPS,
+            CLEAN_STEP_INDEX,
+            "disable_ramdisk",
+        ] {
+            node.driver_internal_info.remove(key);
+        }
+        node.clean_step = None;
+        if ramdisk
+            && !drivers.deploy.fast_track(node)
+            && let Err(e) = self.power(node, drivers, PowerTarget::Off).await
+        {
+            return Event::Failed(format!(
+                "Failed to tear down cleaning on node {}: {e}",
+                node.uuid
+            ));
+        }
+        Event::StepDone
+    }
+
+    /// Completes a power change started by `set_power` (we hold the lock).
+    pub(super) async fn run_power(
+        self: Arc<Self>,
+        mut node: Node,
+        target: PowerTarget,
+        timeout: Option<Duration>,
+    ) {
+        let uuid = node.uuid;
+        self.end_agent_session(uuid, false);
+        let result =
+            async {
+                let drivers = self.drivers.resolve(&node)?;
+                let call = drivers.power.set_power_state(&node, target, timeout);
+                match timeout {
+                    Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| {
+                        DriverError::Timeout {
+                            operation: format!("power {target}"),
+                            timeout: limit,
+                        }
+                    })?,
+                    None => call.await,
+                }?;
+                Ok::<_, DriverError>(drivers.power.name())
+            }
+            .await;
+        let (severity, text) = match &result {
+            Ok(_) => {
+                node.power_state = Some(target.resulting_state().as_str().to_owned());
+                (
+                    "INFO",
+                    format!(
+                        "power state changed to {}",
+                        target.resulting_state().as_str()
+                    ),
+                )
+            }
+            Err(e) => {
+                let msg = format!("Failed to change power state to '{target}'. Error: {e}");
+                node.last_error = Some(msg.clone());
+                ("ERROR", msg)
+            }
+        };
+        node.target_power_state = None;
+        let event = self.history_event(uuid, Utc::now(), severity, "power", text);
+        // State, history and lock release together; on failure the lock is still ours.
+        if let Err(err) = self
+            .save_with(&mut node, &TaskFlags::default(), Some(&event), true)
+            .await
+        {
+            tracing::error!(node = %uuid, error = %err, "saving power state failed");
+            self.release(uuid).await;
+        }
+    }
+}
