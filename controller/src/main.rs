@@ -73,6 +73,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{out}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Server { api, command } => {
+            let api = api.client()?;
+            let outcome = controller::cli::server::run(&api, command).await?;
+            print!("{}", outcome.output);
+            Ok(if outcome.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Certs {
             command: CertsCommand::Init { dir, ips, dns },
         } => {

@@ -225,6 +225,71 @@ pub struct Allocation {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// Ingot extension: minimum node `properties` a picked node must meet. Only the Ingot
+    /// routes (`/v1/ingot/servers`, from a flavor) set it; the Ironic API neither takes nor
+    /// shows it.
+    #[serde(default, skip_serializing_if = "PropertyMinimums::is_empty")]
+    pub min_properties: PropertyMinimums,
+    /// Ingot extension: the server this allocation is the record of (`/v1/ingot/servers`);
+    /// `None` for a plain Ironic allocation. Never shown by the Ironic API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerSpec>,
+}
+
+/// Minimum node properties (`properties.cpus`, `memory_mb`, `local_gb`, which inspection
+/// fills) and the exact `cpu_arch` an allocation asks for; `None` asks nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PropertyMinimums {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_gb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_arch: Option<String>,
+}
+
+impl PropertyMinimums {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// What a user asked for when requesting a machine (`POST /v1/ingot/servers`), kept on its
+/// allocation until the conductor has handed the deploy to the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerSpec {
+    /// The flavor's name, as requested.
+    pub flavor: String,
+    /// The stored image's name (`ingot://IMAGE`).
+    pub image: String,
+    /// OpenSSH public keys for the config drive's `meta_data.public_keys`.
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    /// cloud-init user data for the config drive (a secret: masked in `Debug`); dropped
+    /// once the deploy has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<Secret>,
+    /// Set once the conductor handed the deploy (image and config drive) to the node.
+    #[serde(default)]
+    pub deploy_started: bool,
+    /// Why the deploy could not be started, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A string that is never printed (`Debug` shows `******`); serialized as itself, so it
+/// must only ever reach the store, never an answer.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"******\"")
+    }
 }
 
 /// One recorded event in a node's history (every provision transition and every error).

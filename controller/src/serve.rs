@@ -175,6 +175,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         policies: config.users.clone(),
         metrics: metrics.clone(),
         metrics_public: config.metrics_public,
+        flavors: config.flavors.clone(),
+        images: Some(images.as_ref().clone()),
         live: live.clone(),
         ..ApiSettings::default()
     };

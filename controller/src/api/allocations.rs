@@ -178,6 +178,8 @@ async fn create(
         last_error: None,
         created_at: Utc::now(),
         updated_at: None,
+        min_properties: Default::default(),
+        server: None,
     };
     state.store.create_allocation(&allocation).await?;
     state.start_allocation(allocation.uuid);

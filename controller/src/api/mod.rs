@@ -19,6 +19,7 @@ pub mod context;
 pub mod drivers;
 pub mod edit;
 pub mod error;
+pub mod ingot;
 pub mod node_fields;
 pub mod node_misc;
 pub mod node_states;
@@ -69,6 +70,10 @@ pub struct ApiSettings {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// `/metrics` without authentication (`metrics_public`).
     pub metrics_public: bool,
+    /// `[[flavors]]`, served at `/v1/ingot/flavors` and requested by servers.
+    pub flavors: Vec<crate::flavors::Flavor>,
+    /// The image store servers deploy from (`/v1/ingot/images`); `None`: no images.
+    pub images: Option<crate::images::ImageStore>,
     /// Node changes for the console's event stream (`GET /v1/ingot/events`).
     pub live: Arc<crate::live::LiveEvents>,
 }
@@ -85,6 +90,8 @@ impl Default for ApiSettings {
             policies: policy::Policies::new(),
             metrics: Arc::default(),
             metrics_public: false,
+            flavors: Vec::new(),
+            images: None,
             live: Arc::default(),
         }
     }
@@ -175,6 +182,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(ports::routes())
         .merge(allocations::routes())
         .merge(drivers::routes())
+        .merge(ingot::routes())
         .merge(conductors::routes())
         .merge(console::routes())
         .merge(crate::ui::routes())

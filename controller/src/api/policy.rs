@@ -233,6 +233,8 @@ mod tests {
             last_error: None,
             created_at: Utc::now(),
             updated_at: None,
+            min_properties: Default::default(),
+            server: None,
         };
         assert!(admin.sees_allocation(&a));
         assert!(!p1.sees_allocation(&a));

@@ -55,12 +55,36 @@ impl ApiClient {
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    /// POSTs a JSON body and returns the answer's JSON.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// DELETEs; the answer's JSON, `Null` when it has no body.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.request(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// One request: JSON in (when `body`), JSON out (`Null` for an empty 2xx answer); an
+    /// Ironic error body becomes an error with its message and status.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{}", self.base, path);
         let mut req = self
             .http
-            .get(&url)
+            .request(method, &url)
             .header("X-OpenStack-Ironic-API-Version", API_VERSION)
             .header("Accept", "application/json");
+        if let Some(body) = body {
+            req = req.json(body);
+        }
         if let Some((user, password)) = &self.credentials {
             req = req.basic_auth(user, Some(password));
         }
@@ -73,6 +97,9 @@ impl ApiClient {
             .bytes()
             .await
             .with_context(|| format!("reading the answer of {url}"))?;
+        if status.is_success() && bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
         let body: Value = match serde_json::from_slice(&bytes) {
             Ok(v) => v,
             // Not the API's JSON (a proxy, or the HTTPS listener refusing plain HTTP): show
@@ -169,7 +196,7 @@ pub fn error_message(body: &Value) -> String {
     }
 }
 
-fn cell(v: Option<&Value>) -> String {
+pub(super) fn cell(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),

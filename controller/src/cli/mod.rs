@@ -4,6 +4,7 @@ pub mod client;
 pub mod docs;
 pub mod image;
 pub mod secrets;
+pub mod server;
 pub mod table;
 pub mod watch;
 
@@ -40,6 +41,13 @@ pub enum Command {
         api: ApiArgs,
         #[command(subcommand)]
         command: NodeCommand,
+    },
+    /// Request machines by flavor, image and SSH key, and follow them (`/v1/ingot/servers`).
+    Server {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: server::ServerCommand,
     },
     /// Manage the OS images `ingot serve` hands to agents (stored under the state dir).
     Image {

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::Conductor;
 use super::task::TaskFlags;
+use crate::flavors::matching::candidates;
 use crate::model::{Allocation, Node};
 use crate::store::{NodeQuery, StoreError};
 
@@ -23,7 +24,7 @@ impl Conductor {
         });
     }
 
-    async fn allocate(&self, uuid: Uuid) -> Result<(), StoreError> {
+    async fn allocate(self: &Arc<Self>, uuid: Uuid) -> Result<(), StoreError> {
         let Some(mut allocation) = self.store.get_allocation(&uuid.to_string()).await? else {
             return Ok(());
         };
@@ -64,7 +65,12 @@ impl Conductor {
                 }
                 Ok(())
             }
-            other => other,
+            Ok(()) => match picked {
+                // A server's allocation: the node is claimed, deploy it.
+                Ok(node) if allocation.server.is_some() => self.deploy_server(uuid, node).await,
+                _ => Ok(()),
+            },
+            Err(e) => Err(e),
         }
     }
 
@@ -90,7 +96,8 @@ impl Conductor {
         Ok(())
     }
 
-    /// Ironic's candidate rule; returns the claimed node or the reason none was found.
+    /// Ironic's candidate rule (plus Ingot's minimum properties: `flavors::matching`);
+    /// returns the claimed node or the reason none was found.
     async fn pick_and_claim(
         &self,
         allocation: &Allocation,
@@ -102,39 +109,11 @@ impl Conductor {
             associated: Some(false),
             ..NodeQuery::default()
         };
-        let mut nodes: Vec<Node> = self.store.list_nodes(&query).await?;
-        nodes.retain(|n| {
-            n.power_state.is_some() && n.instance_uuid.is_none() && n.allocation_uuid.is_none()
-        });
-        if let Some(owner) = &allocation.owner {
-            nodes.retain(|n| n.owner.as_ref() == Some(owner) || n.lessee.as_ref() == Some(owner));
-        }
-        let rc = allocation.resource_class.as_deref().unwrap_or_default();
-        if !allocation.candidate_nodes.is_empty() {
-            nodes.retain(|n| {
-                allocation
-                    .candidate_nodes
-                    .iter()
-                    .any(|c| *c == n.uuid.to_string() || n.name.as_deref() == Some(c.as_str()))
-            });
-            if nodes.is_empty() {
-                return Ok(Err(format!(
-                    "none of the requested nodes are available and match the resource class {rc}"
-                )));
-            }
-        }
-        if nodes.is_empty() {
-            return Ok(Err(format!(
-                "no available nodes match the resource class {rc}"
-            )));
-        }
-        nodes.retain(|n| allocation.traits.iter().all(|t| n.traits.contains(t)));
-        if nodes.is_empty() {
-            return Ok(Err(format!(
-                "no suitable nodes have the requested traits {}",
-                allocation.traits.join(", ")
-            )));
-        }
+        let listed: Vec<Node> = self.store.list_nodes(&query).await?;
+        let mut nodes = match candidates(allocation, listed) {
+            Ok(nodes) => nodes,
+            Err(reason) => return Ok(Err(reason)),
+        };
         nodes.shuffle(&mut rand::rng());
         if let Some(name) = &allocation.name
             && let Some(pos) = nodes.iter().position(|n| n.name.as_ref() == Some(name))

@@ -16,6 +16,7 @@ mod allocation;
 mod periodic;
 mod presence;
 pub mod ring;
+mod server;
 mod slots;
 mod steps;
 mod task;

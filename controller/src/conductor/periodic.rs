@@ -71,6 +71,9 @@ impl Conductor {
         for allocation in pending.into_iter().filter(|a| a.created_at < started_at) {
             self.process_allocation(allocation.uuid);
         }
+        self.recover_servers(started_at)
+            .await
+            .context("deploying servers claimed before the restart")?;
         Ok(())
     }
 

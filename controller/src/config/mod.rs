@@ -82,6 +82,9 @@ pub struct FileConfig {
     /// `/agent/v1/*` and `/images/*` on the provisioning side.
     #[serde(default)]
     pub tls: TlsSection,
+    /// `[[flavors]]`: the machine sizes users request servers by (`/v1/ingot/servers`).
+    #[serde(default)]
+    pub flavors: Vec<crate::flavors::Flavor>,
 }
 
 /// `[qemu]` table.
@@ -222,6 +225,8 @@ pub struct Config {
     pub webhooks: Vec<crate::webhooks::WebhookConfig>,
     /// `metrics_public`.
     pub metrics_public: bool,
+    /// `[[flavors]]`, validated (unique names).
+    pub flavors: Vec<crate::flavors::Flavor>,
 }
 
 /// The state directory used when none is configured: `/var/lib/ingot` for root, else
@@ -391,6 +396,9 @@ impl FileConfig {
         pick(&mut self.metrics_public, flags.metrics_public);
         pick(&mut self.tls.cert_file, flags.tls.cert_file);
         pick(&mut self.tls.key_file, flags.tls.key_file);
+        if !flags.flavors.is_empty() {
+            self.flavors = flags.flavors;
+        }
         self
     }
 
@@ -505,7 +513,9 @@ impl FileConfig {
                 discovery.default_driver
             );
         }
+        crate::flavors::validate(&self.flavors)?;
         Ok(Config {
+            flavors: self.flavors,
             api_listen,
             auth,
             users: self.auth.users,

@@ -24,7 +24,7 @@ fn example_configs_load_and_match_the_readme() {
             .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
         n += 1;
     }
-    assert_eq!(n, 2);
+    assert_eq!(n, 3);
 }
 
 #[test]

@@ -89,6 +89,8 @@ pub fn allocation(i: u32) -> Allocation {
         last_error: None,
         created_at: t0(),
         updated_at: None,
+        min_properties: Default::default(),
+        server: None,
     }
 }
 

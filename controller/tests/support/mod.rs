@@ -47,6 +47,11 @@ impl Serve {
     /// Starts `ingot serve` with `config` (TOML, written to `dir/ingot.toml`) and waits
     /// until `api_port` accepts connections. The server's log goes to `dir/serve.log`.
     pub fn start(dir: &Path, config: &str, api_port: u16) -> Serve {
+        Self::start_logging(dir, config, api_port, "warn")
+    }
+
+    /// [`Serve::start`] with `INGOT_LOG` set to `filter` (`info` to check what is logged).
+    pub fn start_logging(dir: &Path, config: &str, api_port: u16, filter: &str) -> Serve {
         // The state dir holds BMC credentials: ingot serve wants it private.
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
@@ -57,7 +62,7 @@ impl Serve {
             .arg("serve")
             .arg("--config")
             .arg(&file)
-            .env("INGOT_LOG", "warn")
+            .env("INGOT_LOG", filter)
             .env_remove("INGOT_URL")
             .stdout(Stdio::null())
             .stderr(log)
@@ -111,4 +116,24 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs the `ingot` CLI against `url` as `user` (none: no credentials), with no other
+/// API settings from the environment.
+pub fn cli(url: &str, user: Option<(&str, &str)>, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(INGOT);
+    cmd.args(args)
+        .env("INGOT_URL", url)
+        .env_remove("OS_ENDPOINT")
+        .env_remove("OS_USERNAME")
+        .env_remove("OS_PASSWORD")
+        .env_remove("INGOT_CACERT")
+        .env_remove("OS_CACERT");
+    match user {
+        Some((u, p)) => cmd.env("INGOT_USERNAME", u).env("INGOT_PASSWORD", p),
+        None => cmd
+            .env_remove("INGOT_USERNAME")
+            .env_remove("INGOT_PASSWORD"),
+    };
+    cmd.output().expect("run ingot")
 }

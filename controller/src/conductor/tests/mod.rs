@@ -135,6 +135,8 @@ pub(super) async fn new_allocation(
         last_error: None,
         created_at: Utc::now(),
         updated_at: None,
+        min_properties: Default::default(),
+        server: None,
     };
     store
         .create_allocation(&allocation)
