@@ -2,7 +2,8 @@
 //! Playwright (`playwright-core`, pinned in `tests/ui/package-lock.json`, installed by
 //! `npm ci` under a lock into `<target>/ui-tests`) against a real `ingot serve` with the
 //! `fake-hardware` and `manual` types, SQLite, `http_basic` with an admin and a reader, and
-//! discovery with fast track on a loopback provisioning listener. This test plays the agent
+//! discovery with fast track on a loopback provisioning listener, a flavor and a stored
+//! image (`/v1/ingot/servers`). This test plays the agent
 //! of a machine that discovers itself (lookup, heartbeats, a wipe, a deploy with progress
 //! reports, through the real agent API); `tests/ui/console.test.mjs` drives the page.
 //! Screenshots go to `<target>/ui-screenshots/`; this test checks they are PNGs of the
@@ -92,10 +93,33 @@ fn chromium() -> &'static str {
     CHROMIUM
 }
 
+/// `ingot image import` of a small raw disk into the state dir, for the flavor form's image
+/// list (an MBR boot signature is all a raw import checks; the fake deploy downloads
+/// nothing).
+fn import_image(dir: &Path, name: &str) {
+    let raw = dir.join("disk.raw");
+    let mut disk = vec![0u8; 1 << 20];
+    disk[510] = 0x55;
+    disk[511] = 0xAA;
+    std::fs::write(&raw, disk).expect("raw disk");
+    let out = Process::new(support::INGOT)
+        .args(["image", "import", "--name", name, "--state-dir"])
+        .arg(dir)
+        .arg(&raw)
+        .output()
+        .expect("ingot image import");
+    assert!(
+        out.status.success(),
+        "ingot image import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The rack's config: http_basic (admin + reader), discovery with fast track on a loopback
 /// provisioning listener, agent heartbeats answered within a second.
 fn config(dir: &Path, api_port: u16, boot_port: u16) -> String {
     let (kernel, initramfs) = dummy_agent_files(dir);
+    import_image(dir, "debian-12");
     htpasswd(&dir.join("htpasswd"), &[ADMIN, READER]);
     format!(
         r#"api_listen = "127.0.0.1:{api_port}"
@@ -120,6 +144,14 @@ heartbeat_timeout_secs = 1
 
 [deploy]
 fast_track = true
+
+[[flavors]]
+name = "ui-small"
+resource_class = "baremetal"
+cpus = 2
+memory_mb = 2048
+local_gb = 10
+cpu_arch = "x86_64"
 "#,
         db = dir.join("ingot.db").display(),
         dir = dir.display(),

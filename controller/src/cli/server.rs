@@ -173,9 +173,8 @@ async fn follow(api: &ApiClient, uuid: &str, timeout: Duration) -> anyhow::Resul
             );
             last = shown;
         }
-        match s["state"].as_str() {
-            Some("active" | "error") => return Ok(s),
-            _ => {}
+        if matches!(s["state"].as_str(), Some("active" | "error")) {
+            return Ok(s);
         }
         if Instant::now() > deadline {
             bail!(

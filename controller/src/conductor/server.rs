@@ -19,6 +19,9 @@ use crate::machine::{self, Event, NodeView, Verb};
 use crate::model::{Allocation, Node};
 use crate::store::{AllocationQuery, StoreError};
 
+/// How long a server's deploy waits for its node's lock before the server fails.
+const SERVER_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Conductor {
     /// Starts the deploy of a server whose allocation holds `node`. Does nothing when the
     /// allocation is gone, is no server, or its deploy started already; a deploy that
@@ -28,7 +31,11 @@ impl Conductor {
         allocation: Uuid,
         node: Uuid,
     ) -> Result<(), StoreError> {
-        let locked = match self.reserve(node).await {
+        // Shutting down: the next start deploys it (`recover_servers`).
+        if self.check_running().is_err() {
+            return Ok(());
+        }
+        let locked = match self.reserve_patiently(node).await {
             Ok(n) => n,
             Err(err) => {
                 let why = format!("Could not lock node {node} to deploy it: {err}");
@@ -75,6 +82,20 @@ impl Conductor {
         match self.store.update_allocation(&record).await {
             Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The node's lock for a server's deploy: a short task holding it (a power sync, an
+    /// operator's edit) is waited for, up to [`SERVER_LOCK_WAIT`].
+    async fn reserve_patiently(&self, node: Uuid) -> Result<Node, ConductorError> {
+        let deadline = tokio::time::Instant::now() + SERVER_LOCK_WAIT;
+        loop {
+            match self.reserve(node).await {
+                Err(ConductorError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
         }
     }
 

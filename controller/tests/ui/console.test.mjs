@@ -192,8 +192,14 @@ async function run(context) {
 
   log('deploy with the progress bar');
   await page.click('#act-deploy');
-  await page.fill('#deploy-image', 'http://127.0.0.1:9/os.raw.zst');
-  await page.fill('#deploy-checksum', 'ab'.repeat(32));
+  await page.waitForSelector('#deploy-image');
+  if (await page.$eval('#deploy-image', (e) => e.tagName === 'SELECT')) {
+    // The image store has images: the form offers them (ingot://NAME, no checksum).
+    await page.selectOption('#deploy-image', 'ingot://debian-12');
+  } else {
+    await page.fill('#deploy-image', 'http://127.0.0.1:9/os.raw.zst');
+    await page.fill('#deploy-checksum', 'ab'.repeat(32));
+  }
   await page.click('#deploy-submit');
   await page.waitForFunction(() => /\d+%.*MB\/s.*ETA/.test(document.querySelector('#node-progress .progress-text')?.textContent || ''), null, { timeout: 30000 });
   const progressText = await page.textContent('#node-progress .progress-text');
@@ -317,6 +323,11 @@ async function requestServer(page, flavors) {
     properties: { cpus: f.cpus, memory_mb: f.memory_mb, local_gb: f.local_gb, cpu_arch: f.cpu_arch },
   });
   assert(node.status === 201, `flavor node: ${node.status}`);
+  // A fixed DHCP address (a port reservation) is what the server shows to log in at.
+  const port = await api('POST', '/v1/ports', {
+    address: '52:54:00:f1:a0:01', node_uuid: node.body.uuid, extra: { dhcp_address: '192.0.2.50' },
+  });
+  assert(port.status === 201, `flavor node's port: ${port.status}`);
   for (const target of ['manage', 'provide']) {
     await api('PUT', `/v1/nodes/${node.body.uuid}/states/provision`, { target });
     for (let i = 0; i < 100; i += 1) {
@@ -325,14 +336,20 @@ async function requestServer(page, flavors) {
       await new Promise((r) => setTimeout(r, 100));
     }
   }
+  // Only a node whose power state is known is allocated (Ironic's rule).
+  await api('PUT', `/v1/nodes/${node.body.uuid}/states/power`, { target: 'power off' });
+  for (let i = 0; i < 100; i += 1) {
+    if ((await api('GET', `/v1/nodes/${node.body.uuid}`)).body.power_state === 'power off') break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
   await page.waitForSelector('#request-form');
   await page.selectOption('#req-flavor', f.name);
   await page.fill('#req-name', 'ui-server-1');
-  await page.fill('#req-ssh-key', 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIUIConsoleTestKey ui@test');
+  await page.fill('#req-ssh-key', 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ ui@test');
   await page.click('#req-submit');
   await page.waitForSelector('#server');
   await waitText(page, '#server-state', 'active', 60000);
-  await page.waitForSelector('#server-login');
+  await waitText(page, '#server-login', '192.0.2.50');
 }
 
 const context = await chromium.launchPersistentContext(env('USER_DATA_DIR'), {
