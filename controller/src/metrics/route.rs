@@ -1,8 +1,8 @@
 //! Route labels: a request path folded so that no request can create a label of its own.
 
 /// A request path as a bounded route label: the name or UUID of a node, port, portgroup,
-/// allocation, driver, chassis, history event or trait becomes a placeholder; any path
-/// outside the API's shape is `other`.
+/// allocation, driver, chassis, history event, trait or server becomes a placeholder; every
+/// file of the web console is `/ui`; any path outside the API's shape is `other`.
 pub fn route_of(path: &str) -> String {
     const COLLECTIONS: [&str; 8] = [
         "nodes",
@@ -28,12 +28,24 @@ pub fn route_of(path: &str) -> String {
         "supported",
         "vifs",
     ];
+    /// Ingot's own collections under `/v1/ingot/`.
+    const INGOT: [&str; 5] = ["flavors", "images", "servers", "whoami", "events"];
     if path == "/metrics" {
         return path.to_owned();
+    }
+    if path == "/ui" || path.starts_with("/ui/") {
+        return "/ui".to_owned();
     }
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     if segs == [""] {
         return "/".to_owned();
+    }
+    if let ["v1", "ingot", rest @ ..] = segs.as_slice() {
+        return match rest {
+            [sub] if INGOT.contains(sub) => format!("/v1/ingot/{sub}"),
+            ["servers", _] => "/v1/ingot/servers/{ident}".to_owned(),
+            _ => "other".to_owned(),
+        };
     }
     let mut out = Vec::with_capacity(segs.len());
     let mut prev = "";
@@ -88,6 +100,19 @@ mod tests {
             ("/v2/anything", "other"),
             ("/favicon.ico", "other"),
             ("/v1/whatever/x", "other"),
+            ("/v1/ingot/flavors", "/v1/ingot/flavors"),
+            ("/v1/ingot/events", "/v1/ingot/events"),
+            ("/v1/ingot/whoami", "/v1/ingot/whoami"),
+            ("/v1/ingot/servers", "/v1/ingot/servers"),
+            ("/v1/ingot/servers/s-1", "/v1/ingot/servers/{ident}"),
+            ("/v1/ingot/servers/s-1/x", "other"),
+            ("/v1/ingot/flavors/big", "other"),
+            ("/v1/ingot/anything", "other"),
+            ("/v1/ingot", "other"),
+            ("/v1/conductors/host-a", "/v1/conductors/{ident}"),
+            ("/ui", "/ui"),
+            ("/ui/app.js", "/ui"),
+            ("/ui/made-up-file-123", "/ui"),
         ];
         for (path, want) in rows {
             assert_eq!(route_of(path), want, "{path}");
