@@ -30,7 +30,6 @@ use uuid::Uuid;
 
 const ADMIN: (&str, &str) = ("admin", "Console-admin-pass-4411");
 const READER: (&str, &str) = ("viewer", "Console-reader-pass-9912");
-const CHROMIUM: &str = "/usr/bin/chromium";
 const MAC: &str = "52:54:00:c0:ff:ee";
 const DISK_SERIAL: &str = "DSK-UI-7781";
 
@@ -40,57 +39,14 @@ fn target_dir() -> PathBuf {
     tmp.parent().map(Path::to_path_buf).unwrap_or(tmp)
 }
 
-/// `npm ci` of `tests/ui` into `<target>/ui-tests` (once per lock file, under a file
-/// lock), plus fresh copies of the scripts; returns that directory. Without the registry,
-/// an earlier install is used.
+/// The pinned Playwright with this test's scripts (`tests/ui/*.mjs`).
 fn playwright() -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
-    let dir = target_dir().join("ui-tests");
-    std::fs::create_dir_all(&dir).expect("ui-tests dir");
-    let lock_file = std::fs::File::create(dir.join(".lock")).expect("lock file");
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .expect("lock ui-tests");
-    let wanted = std::fs::read(src.join("package-lock.json")).expect("package-lock.json");
-    let stamp = dir.join(".installed-lock.json");
-    let installed = dir
-        .join("node_modules/playwright-core/package.json")
-        .exists();
-    if !installed || std::fs::read(&stamp).ok().as_deref() != Some(wanted.as_slice()) {
-        for f in ["package.json", "package-lock.json"] {
-            std::fs::copy(src.join(f), dir.join(f)).expect("copy package files");
-        }
-        let out = Process::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
-            .current_dir(&dir)
-            .output()
-            .expect("npm (Debian package npm)");
-        if out.status.success() {
-            std::fs::write(&stamp, &wanted).expect("stamp");
-        } else {
-            assert!(
-                installed,
-                "npm ci failed and nothing is installed yet: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            eprintln!("npm ci failed, using the earlier install");
-        }
-    }
-    for entry in std::fs::read_dir(&src).expect("tests/ui") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "mjs") {
-            std::fs::copy(&path, dir.join(path.file_name().expect("name"))).expect("copy script");
-        }
-    }
-    dir
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
+    qemu_tests::browser::playwright(&[&scripts]).expect("Playwright")
 }
 
 fn chromium() -> &'static str {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: apt-get install chromium (listed in .ci/packages.txt)"
-    );
-    CHROMIUM
+    qemu_tests::browser::chromium().expect("chromium")
 }
 
 /// `ingot image import` of a small raw disk into the state dir, for the flavor form's image
@@ -338,16 +294,6 @@ async fn agent(boot: String) {
     }
 }
 
-/// PURE: the width and height of a PNG file's bytes, when they are a PNG.
-fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
-    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
-    if bytes.len() < 24 || !bytes.starts_with(SIGNATURE) || &bytes[12..16] != b"IHDR" {
-        return None;
-    }
-    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    Some((be(&bytes[16..20]), be(&bytes[20..24])))
-}
-
 /// Runs a script of `ui-tests` with node; each stdout line goes to `on_line`.
 fn run_node(
     dir: &Path,
@@ -430,7 +376,11 @@ fn console_in_a_real_browser() {
         ("rack-390.png", (390, 844)),
     ] {
         let bytes = std::fs::read(shots.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert_eq!(png_size(&bytes), Some(size), "{file} is not a {size:?} PNG");
+        assert_eq!(
+            qemu_tests::browser::png_size(&bytes),
+            Some(size),
+            "{file} is not a {size:?} PNG"
+        );
     }
     // An open event stream does not hold up a clean shutdown.
     let stream = rt.block_on(async {
@@ -537,13 +487,4 @@ fn ui_first_paint_10k() {
     assert!(ok, "first-paint.mjs failed");
     println!("rack first paint with {NODES} nodes (ms, per load): {figures:?}");
     drop(serve);
-}
-
-#[test]
-fn png_sizes_are_read_from_the_header() {
-    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
-    png.extend_from_slice(&1280u32.to_be_bytes());
-    png.extend_from_slice(&800u32.to_be_bytes());
-    assert_eq!(png_size(&png), Some((1280, 800)));
-    assert_eq!(png_size(b"GIF89a not a png at all.."), None);
 }

@@ -13,6 +13,7 @@
 //!   firmwares and prints a marker.
 //! - [`disk_check`]: a disk image's partitions, `blkid`/`wipefs` probes and config drive,
 //!   read from the host; [`ssh`]: a test key pair and logins inside the lab.
+//! - [`browser`]: the pinned Playwright and Debian's chromium, for console tests.
 //! - [`tls`]: `ingot certs init` and the `[tls]` table for an `ingot serve` in a lab (on
 //!   unless `QEMU_TESTS_TLS=off`, for measurements).
 //! - [`site_dhcp::SiteDhcp`]: a site DHCP server (dnsmasq, addresses only) in a second
@@ -22,6 +23,7 @@
 //! `ipxe`); [`require_lab`] fails with a clear message when they are missing.
 
 pub mod bmc;
+pub mod browser;
 pub mod build;
 pub mod disk_check;
 pub mod fake_controller;

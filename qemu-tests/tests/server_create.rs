@@ -1,13 +1,18 @@
 //! A machine requested the way a dashboard user does, in a rack: the operator enrolls,
-//! inspects and provides one SeaBIOS machine (`qemu` type), and configures two flavors; a
-//! user runs `ingot server create --flavor lab --image debian-12 --key id_ed25519.pub
-//! --user-data FILE --wait` (the Debian 12 image from `cargo xtask image debian`, imported
-//! with `ingot image import`). A flavor the machine is below ends in `error` with nothing
-//! deployed; the one it meets is claimed, deployed with `ingot://debian-12` and a config
-//! drive of the key and user data, and followed to `active`; the test then logs in over SSH
-//! with that key at the address the server shows (the controller's DHCP lease of the
-//! machine's MAC) and reads the user-data marker; `ingot server delete` undeploys it back to
-//! `available`. One machine, to save CI time (~4-6 min under TCG).
+//! inspects and provides one SeaBIOS machine (`qemu` type), and configures two flavors. A
+//! user first runs `ingot server create --flavor too-big ...`: the machine is below it, so
+//! the server ends in `error` with nothing deployed and the machine stays `available`
+//! (`ingot server delete` removes it). Then, in the web console in headless chromium
+//! (`tests/ui/request-server.mjs`, run inside the lab namespace, pinning the rack's server
+//! key), the user picks the flavor `lab` and the image `debian-12` (the Debian 12 image of
+//! `cargo xtask image debian`, imported with `ingot image import`), pastes an SSH public
+//! key and cloud-config user data, and follows the server page to `active`; the machine is
+//! deployed with `ingot://debian-12` and a config drive of the key and user data. The test
+//! logs in over SSH with that key at the address the page shows (the controller's DHCP lease
+//! of the machine's MAC) and reads the user-data marker; the console's Delete, confirmed in
+//! its dialog, undeploys the machine back to `available`. Screenshots of the form and of
+//! the active server go to `<target>/ui-screenshots/lab/`. One machine, to save CI time
+//! (~4-6 min under TCG).
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +62,62 @@ fn wait_server(
         ensure!(Instant::now() < deadline, "server {id} stuck: {s}");
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// Where the console's screenshots go.
+fn shots_dir() -> std::path::PathBuf {
+    qemu_tests::build::target_dir().join("ui-screenshots/lab")
+}
+
+/// Runs `tests/ui/request-server.mjs` (`ACTION` request or delete of server `lab-1`) in
+/// headless chromium inside the lab namespace; returns its output.
+fn console(rack: &Rack, action: &str, vars: &[(&str, &str)]) -> anyhow::Result<String> {
+    let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
+    let dir = qemu_tests::browser::playwright(&[&scripts])?;
+    let shots = shots_dir();
+    if action == "request" {
+        // No screenshot of an earlier run can pass for this one's.
+        let _ = std::fs::remove_dir_all(&shots);
+    }
+    std::fs::create_dir_all(&shots)?;
+    let profile = rack.dir().join(format!("chromium-{action}"));
+    let mut cmd = rack.lab_command("node");
+    cmd.arg("request-server.mjs")
+        .current_dir(&dir)
+        .env("CHROMIUM", qemu_tests::browser::chromium()?)
+        .env("USER_DATA_DIR", &profile)
+        .env("SHOTS", &shots)
+        .env("SERVER_NAME", "lab-1")
+        .env("ACTION", action)
+        .env("ACTIVE_TIMEOUT_MS", STEP_TIMEOUT.as_millis().to_string());
+    rack.access().browser_env(&mut cmd);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .context("running node (Debian package nodejs)")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    print!("{text}");
+    ensure!(
+        out.status.success(),
+        "the console test failed ({}): {text}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        !rack.access().leaks_password(&text),
+        "the console test printed the password"
+    );
+    Ok(text)
+}
+
+/// The value of the script's `KEY value` line.
+fn console_line(out: &str, key: &str) -> anyhow::Result<String> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .map(str::to_owned)
+        .with_context(|| format!("the console printed no {key}: {out}"))
 }
 
 fn scenario(rack: &Rack, m: &qemu_tests::rack::Machine, t: &mut Timeline) -> anyhow::Result<()> {
@@ -112,28 +173,33 @@ fn scenario(rack: &Rack, m: &qemu_tests::rack::Machine, t: &mut Timeline) -> any
     );
     rack.ingot_cli(&["server", "delete", &big_id])?;
 
-    // The flavor it meets: claimed, deployed with the image and the key, followed to active.
-    let out = t.phase("server create --wait", || {
-        rack.ingot_cli(&[
-            "server",
-            "create",
-            "--flavor",
-            "lab",
-            "--image",
-            "debian-12",
-            "--key",
-            public,
-            "--user-data",
-            user_data,
-            "--name",
-            "lab-1",
-            "--wait",
-            "--json",
-        ])
+    // The flavor it meets, requested from the web console: claimed, deployed with the
+    // image and the key, followed to active on the server page.
+    let out = t.phase("console request to active", || {
+        console(
+            rack,
+            "request",
+            &[
+                ("FLAVOR", "lab"),
+                ("IMAGE", "debian-12"),
+                ("SSH_KEY_FILE", public),
+                ("USER_DATA_FILE", user_data),
+            ],
+        )
     })?;
-    let server: Value = serde_json::from_str(&out).with_context(|| out.clone())?;
+    let addr = console_line(&out, "ADDRESS")?;
+    let uuid = console_line(&out, "SERVER")?;
+    let server = rack
+        .api_get(&format!("/v1/ingot/servers/{uuid}"))?
+        .context("GET the console's server")?;
     ensure!(server["state"] == "active", "{server}");
+    ensure!(server["name"] == "lab-1", "{server}");
+    ensure!(server["flavor"] == "lab", "{server}");
     ensure!(server["node_uuid"] == node, "{server}");
+    ensure!(
+        server["addresses"][0] == addr.as_str(),
+        "the console shows {addr}: {server}"
+    );
     let n = rack.node(node)?;
     ensure!(
         n["instance_info"]["image_source"] == "ingot://debian-12",
@@ -145,10 +211,6 @@ fn scenario(rack: &Rack, m: &qemu_tests::rack::Machine, t: &mut Timeline) -> any
         "the config drive is shown: {}",
         n["instance_info"]["configdrive"]
     );
-    let addr = server["addresses"][0]
-        .as_str()
-        .with_context(|| format!("the server shows no address: {server}"))?
-        .to_owned();
     println!("server lab-1 is active on {addr}");
     t.phase("boot Debian to SSH", || {
         key.wait_for(
@@ -172,10 +234,14 @@ fn scenario(rack: &Rack, m: &qemu_tests::rack::Machine, t: &mut Timeline) -> any
         "the user data is in the controller's log"
     );
 
-    t.phase("server delete (undeploy, clean)", || {
-        rack.ingot_cli(&["server", "delete", "lab-1"])?;
+    t.phase("console delete (undeploy, clean)", || {
+        console(rack, "delete", &[])?;
         rack.wait_provision_state(node, "available", STEP_TIMEOUT)
     })?;
+    for shot in ["lab-request-form.png", "lab-server-active.png"] {
+        let (w, h) = qemu_tests::browser::png_file_size(&shots_dir().join(shot))?;
+        ensure!((w, h) == (1280, 800), "{shot} is {w}x{h}");
+    }
     ensure!(
         rack.api_get("/v1/ingot/servers/lab-1")?.is_none(),
         "the server outlived its undeploy"

@@ -123,6 +123,15 @@ impl ApiAccess {
             .env("INGOT_CACERT", &self.ca);
     }
 
+    /// The lab console test's environment (`tests/ui/request-server.mjs`): the API's URL,
+    /// the user and password, and the server certificate chromium pins.
+    pub fn browser_env(&self, cmd: &mut Command) {
+        cmd.env("INGOT_URL", API)
+            .env("ADMIN_USER", USER)
+            .env("ADMIN_PASSWORD", &self.password)
+            .env("SERVER_CERT", &self.cert);
+    }
+
     /// curl's arguments for the API: the config file with the user and the CA.
     pub fn curl_args(&self) -> [&std::ffi::OsStr; 2] {
         ["-K".as_ref(), self.curl_config.as_os_str()]
