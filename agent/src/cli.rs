@@ -297,6 +297,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
         url: a.url,
         ca_sha256: cfg.ca_sha256,
         boot_mac: cfg.boot_mac,
+        lldp_timeout: cfg.lldp_timeout,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -9,7 +9,9 @@
 //! - `BOOTIF=01-aa-bb-cc-dd-ee-ff`: the MAC the machine booted from (PXELINUX/iPXE style);
 //! - `ingot.on_fatal=reboot|poweroff` and `ingot.fatal_delay=SECS`: what to do after a fatal
 //!   error (default: reboot after 30 s);
-//! - `ingot.log=FILTER`: the console log filter (`debug`, `agent::init=debug`; default `info`).
+//! - `ingot.log=FILTER`: the console log filter (`debug`, `agent::init=debug`; default `info`);
+//! - `ingot.lldp_timeout=SECS`: how long inspection listens for LLDP on NICs that have heard
+//!   nothing yet (default 35 s, above the 30 s most switches send at; 0 turns it off).
 //!
 //! The file ends in a newline, which must not stick to the last argument (gotcha G1), and
 //! values may be double-quoted.
@@ -36,7 +38,14 @@ pub struct AgentConfig {
     pub fatal_delay: Duration,
     /// Console log filter (`ingot.log=`, `Targets` syntax: `info,agent::init=debug`), default `info`.
     pub log: Option<String>,
+    /// `ingot.lldp_timeout=`: inspection's LLDP listening window.
+    pub lldp_timeout: Duration,
 }
+
+/// Inspection's LLDP listening window unless `ingot.lldp_timeout=` says otherwise.
+pub const DEFAULT_LLDP_TIMEOUT: Duration = Duration::from_secs(35);
+/// The longest LLDP window the command line may ask for.
+pub const MAX_LLDP_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Default for AgentConfig {
     fn default() -> Self {
@@ -47,6 +56,7 @@ impl Default for AgentConfig {
             on_fatal: OnFatal::Reboot,
             fatal_delay: Duration::from_secs(30),
             log: None,
+            lldp_timeout: DEFAULT_LLDP_TIMEOUT,
         }
     }
 }
@@ -158,6 +168,14 @@ pub fn parse(text: &str) -> Result<AgentConfig, CmdlineError> {
                 cfg.fatal_delay = Duration::from_secs(s);
             }
             "ingot.log" => cfg.log = Some(value.to_owned()),
+            "ingot.lldp_timeout" => {
+                cfg.lldp_timeout = value
+                    .parse()
+                    .ok()
+                    .map(Duration::from_secs)
+                    .filter(|d| *d <= MAX_LLDP_TIMEOUT)
+                    .ok_or_else(|| invalid(key, value, "must be seconds, at most 300"))?;
+            }
             _ => {}
         }
     }
@@ -200,6 +218,7 @@ mod tests {
                     on_fatal: OnFatal::Reboot,
                     fatal_delay: Duration::from_secs(5),
                     log: None,
+                    lldp_timeout: DEFAULT_LLDP_TIMEOUT,
                 }),
             ),
             (
@@ -215,6 +234,23 @@ mod tests {
             ("ingot.ca=sha256:abcd".into(), Err("64 hex digits")),
             ("BOOTIF=01-52-54".into(), Err("not a MAC")),
             ("ingot.on_fatal=halt".into(), Err("reboot or poweroff")),
+            (
+                "ingot.lldp_timeout=0".into(),
+                Ok(AgentConfig {
+                    lldp_timeout: Duration::ZERO,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "ingot.lldp_timeout=300".into(),
+                Ok(AgentConfig {
+                    lldp_timeout: MAX_LLDP_TIMEOUT,
+                    ..Default::default()
+                }),
+            ),
+            ("ingot.lldp_timeout=301".into(), Err("at most 300")),
+            ("ingot.lldp_timeout=-1".into(), Err("must be seconds")),
+            ("ingot.lldp_timeout=5s".into(), Err("must be seconds")),
         ];
         for (text, want) in cases {
             let got = parse(&text);

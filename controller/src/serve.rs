@@ -221,7 +221,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             kernel: config.agent_kernel.clone(),
             initramfs: config.agent_initramfs.clone(),
             console: None,
-            extra_args: Vec::new(),
+            extra_args: config.agent_kernel_args.clone(),
             agent_url: https.as_ref().map(|h| h.url.clone()),
             ca_sha256: https.as_ref().map(|h| h.ca_sha256.clone()),
         }),

@@ -124,6 +124,16 @@ fn lookup_request() -> LookupRequest {
             mac_address: MAC.into(),
             has_carrier: true,
             speed_mbps: Some(10_000),
+            lldp: Some(proto::LldpNeighbor {
+                chassis_id: "00:1c:73:aa:bb:cc".into(),
+                chassis_id_subtype: 4,
+                port_id: "Ethernet12".into(),
+                port_id_subtype: 5,
+                ttl: 120,
+                system_name: Some("leaf-07".into()),
+                port_vlan_id: Some(100),
+                ..Default::default()
+            }),
             ..Default::default()
         }],
         ..Default::default()

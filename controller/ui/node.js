@@ -204,8 +204,17 @@ function inventorySection(inv) {
         h('td', null, n.speed_mbps ? `${n.speed_mbps} Mb/s` : ''),
         h('td', { class: 'mono' }, n.ipv4_address || ''),
         h('td', null, n.driver || ''),
-        h('td', null, n.lldp ? JSON.stringify(n.lldp) : '—')))))),
+        h('td', { class: 'lldp' }, lldpText(n.lldp))))))),
   );
+}
+
+// A NIC's LLDP neighbour in one line: switch (name, else chassis ID), port, native VLAN.
+function lldpText(l) {
+  if (!l) return '—';
+  const parts = [l.system_name || l.chassis_id, l.port_id];
+  if (l.port_vlan_id) parts.push(`VLAN ${l.port_vlan_id}`);
+  if (l.vlans && l.vlans.length) parts.push(`VLANs ${l.vlans.map((v) => v.id).join(',')}`);
+  return parts.join(' · ');
 }
 
 function portsSection(ports) {

@@ -18,6 +18,7 @@ pub mod htpasswd;
 pub mod image_head;
 pub mod ipmi;
 pub mod json_patch;
+pub mod lldp;
 pub mod qemu_img_info;
 pub mod redfish;
 pub mod rt;
@@ -37,6 +38,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("image_head", image_head::run),
     ("ipmi", ipmi::run),
     ("json_patch", json_patch::run),
+    ("lldp", lldp::run),
     ("qemu_img_info", qemu_img_info::run),
     ("redfish", redfish::run),
     ("tftp", tftp::run),

@@ -325,6 +325,33 @@ def image_seeds():
         put("qemu_img_info", name, out)
 
 
+# ---------------------------------------------------------------- LLDP
+def lldp_tlv(kind, value):
+    return struct.pack("!H", (kind << 9) | len(value)) + value
+
+
+def lldp_seeds():
+    fixture = os.path.join(HERE, "../../agent/src/inventory/lldp/lldpd-1.0.16.frame")
+    with open(fixture, "rb") as f:
+        lldpd = f.read()
+    put("lldp", "lldpd-1.0.16", lldpd)
+    head = bytes.fromhex("0180c200000e525400000001")
+    pdu = (lldp_tlv(1, b"\x04" + bytes.fromhex("001c73aabbcc"))
+           + lldp_tlv(2, b"\x05Ethernet12")
+           + lldp_tlv(3, b"\x00\x78")
+           + lldp_tlv(4, b"to node 12")
+           + lldp_tlv(5, b"leaf-07.rack3")
+           + lldp_tlv(8, bytes([5, 1, 10, 0, 0, 7, 2, 0, 0, 0, 1, 0]))
+           + lldp_tlv(127, bytes.fromhex("0080c201") + struct.pack("!H", 100))
+           + lldp_tlv(127, bytes.fromhex("0080c203") + struct.pack("!HB", 200, 7) + b"tenant1")
+           + lldp_tlv(0, b""))
+    put("lldp", "switch-vlans", head + b"\x88\xcc" + pdu)
+    put("lldp", "switch-vlans-tagged", head + b"\x81\x00\x00\x64\x88\xcc" + pdu)
+    put("lldp", "pdu-only", pdu)
+    put("lldp", "network-address-ids", head + b"\x88\xcc" + lldp_tlv(1, b"\x05\x01\xc0\x00\x02\x01")
+        + lldp_tlv(2, b"\x04\x02" + bytes(16)) + lldp_tlv(3, b"\x00\x04"))
+
+
 if __name__ == "__main__":
     dhcp_seeds()
     tftp_seeds()
@@ -333,4 +360,5 @@ if __name__ == "__main__":
     api_seeds()
     agent_seeds()
     image_seeds()
+    lldp_seeds()
     print("seeds written under", HERE)

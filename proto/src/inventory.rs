@@ -133,6 +133,54 @@ pub struct Interface {
     /// All addresses with prefix length, e.g. `192.0.2.5/24`. Extra field.
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// The switch port this NIC is cabled to, from the first LLDP frame heard on it during
+    /// inspection. Extra field (IPA reports raw TLVs; this is them parsed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lldp: Option<LldpNeighbor>,
+}
+
+/// What an LLDP frame says about the switch port at the other end of a cable (IEEE
+/// 802.1AB). Identifiers of the MAC subtype are written `aa:bb:cc:dd:ee:ff`, network
+/// addresses as IP text, everything else as text with control characters dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LldpNeighbor {
+    /// Chassis ID (TLV 1), rendered by its subtype.
+    pub chassis_id: String,
+    /// Chassis ID subtype: 4 is a MAC address (what Ironic's `switch_id` takes).
+    pub chassis_id_subtype: u8,
+    /// Port ID (TLV 2), rendered by its subtype.
+    pub port_id: String,
+    /// Port ID subtype: 3 MAC address, 5 interface name, 7 locally assigned.
+    pub port_id_subtype: u8,
+    /// Time to live in seconds (TLV 3).
+    pub ttl: u16,
+    /// Port description (TLV 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_description: Option<String>,
+    /// System name (TLV 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_name: Option<String>,
+    /// System description (TLV 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_description: Option<String>,
+    /// Management addresses (TLV 8), IPv4 and IPv6 only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub management_addresses: Vec<String>,
+    /// The port's native VLAN (IEEE 802.1 Port VLAN ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_vlan_id: Option<u16>,
+    /// VLANs the port carries (IEEE 802.1 VLAN Name TLVs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vlans: Vec<LldpVlan>,
+}
+
+/// One VLAN an LLDP frame names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LldpVlan {
+    /// VLAN ID.
+    pub id: u16,
+    /// VLAN name.
+    pub name: String,
 }
 
 /// Processor summary.

@@ -15,8 +15,8 @@ pub use events::{
 };
 pub use hints::{RootDeviceHints, SizeHint, SizeHintError, SizeOp};
 pub use inventory::{
-    Baseboard, Boot, BootMode, Chassis, Cpu, Disk, Firmware, Interface, Inventory, Memory, NumaCpu,
-    NumaNic, NumaRam, NumaTopology, PciDevice, SystemVendor,
+    Baseboard, Boot, BootMode, Chassis, Cpu, Disk, Firmware, Interface, Inventory, LldpNeighbor,
+    LldpVlan, Memory, NumaCpu, NumaNic, NumaRam, NumaTopology, PciDevice, SystemVendor,
 };
 
 /// Version of the agent/controller protocol; the controller rejects a mismatch.

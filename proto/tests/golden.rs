@@ -39,6 +39,7 @@ fn sample_inventory() -> Inventory {
             driver: Some("virtio_net".into()),
             pci_address: Some("0000:00:03.0".into()),
             addresses: vec!["192.0.2.10/24".into()],
+            lldp: None,
         }],
         cpu: Cpu {
             model_name: "QEMU Virtual CPU version 2.5+".into(),

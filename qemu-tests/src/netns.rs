@@ -2,7 +2,10 @@
 //!
 //! There is no veth to the root namespace and no default route, so nothing started inside
 //! can reach any other network. IPv6 is off except on the bridge (for router
-//! advertisements, which iPXE waits for).
+//! advertisements, which iPXE waits for). The bridge is also the machines' "switch": an
+//! `lldpd` on it sends LLDP every second (system name [`SWITCH_NAME`], chassis ID the
+//! bridge's MAC [`BRIDGE_MAC`], port ID `br0`), so every inspection in a lab hears a
+//! neighbour, as on a real rack.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,6 +18,10 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub const BRIDGE_ADDR: &str = "172.31.250.1";
 /// Prefix length of the lab subnet.
 pub const PREFIX: u8 = 24;
+/// The bridge's MAC, which LLDP sends as the switch's chassis ID.
+pub const BRIDGE_MAC: &str = "02:1a:b0:00:00:01";
+/// The system name the lab's LLDP daemon announces.
+pub const SWITCH_NAME: &str = "ingot-lab-switch";
 
 /// Runs `ip` with the arguments and fails with its stderr.
 fn ip(args: &[&str]) -> anyhow::Result<()> {
@@ -38,6 +45,10 @@ pub struct Lab {
     pub name: String,
     taps: Vec<String>,
     children: Vec<Child>,
+    /// `lldpd` on br0, stopped with SIGTERM (its privilege-separated child follows).
+    lldpd: Option<Child>,
+    /// lldpd's control socket and the commands it starts with.
+    lldp_files: [std::path::PathBuf; 2],
 }
 
 impl Lab {
@@ -46,10 +57,16 @@ impl Lab {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("ingot-{}-{n}", std::process::id());
         ip(&["netns", "add", &name])?;
-        let lab = Lab {
+        let tmp = std::env::temp_dir();
+        let mut lab = Lab {
+            lldp_files: [
+                tmp.join(format!("{name}-lldpd.sock")),
+                tmp.join(format!("{name}-lldpd.conf")),
+            ],
             name,
             taps: Vec::new(),
             children: Vec::new(),
+            lldpd: None,
         };
         lab.exec_ok(&[
             "sysctl",
@@ -66,7 +83,7 @@ impl Lab {
             "add",
             "br0",
             "address",
-            "02:1a:b0:00:00:01",
+            BRIDGE_MAC,
             "type",
             "bridge",
             "stp_state",
@@ -95,7 +112,34 @@ impl Lab {
             "nodad",
         ])?;
         ip(&["-n", ns, "link", "set", "br0", "up"])?;
+        lab.start_lldpd()?;
         Ok(lab)
+    }
+
+    /// Starts `lldpd` on br0 only, sending every second, with its own control socket.
+    fn start_lldpd(&mut self) -> anyhow::Result<()> {
+        let [sock, conf] = &self.lldp_files;
+        std::fs::write(
+            conf,
+            format!(
+                "configure lldp tx-interval 1\nconfigure lldp portidsubtype ifname\n\
+                 configure system hostname {SWITCH_NAME}\n"
+            ),
+        )
+        .context("writing the lldpd commands")?;
+        let child = self
+            .command("lldpd")
+            .args(["-d", "-I", "br0", "-u"])
+            .arg(sock)
+            .arg("-O")
+            .arg(conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting lldpd (Debian package lldpd, in .ci/packages.txt)")?;
+        self.lldpd = Some(child);
+        Ok(())
     }
 
     /// Adds a persistent tap enslaved to br0 (before QEMU opens it, so the firmware's first
@@ -143,6 +187,21 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if let Some(mut c) = self.lldpd.take() {
+            if let Ok(pid) = i32::try_from(c.id()) {
+                // SAFETY: kill(2) on the pid of a child this lab started and has not reaped.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            while matches!(c.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for f in &self.lldp_files {
+            let _ = std::fs::remove_file(f);
+        }
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();

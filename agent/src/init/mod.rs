@@ -334,6 +334,7 @@ fn agent_main(
         url,
         ca_sha256: cfg.ca_sha256,
         boot_mac: cfg.boot_mac.clone(),
+        lldp_timeout: cfg.lldp_timeout,
     };
     let (u, pin) = (opts.url.clone(), opts.ca_sha256);
     let client = std::thread::spawn(move || -> anyhow::Result<_> {

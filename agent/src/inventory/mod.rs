@@ -6,6 +6,7 @@
 pub mod block;
 pub mod bmc;
 pub mod cpu;
+pub mod lldp;
 pub mod net;
 pub mod numa;
 pub mod pci;

@@ -67,6 +67,7 @@ pub fn interfaces(root: &Path, addrs: &BTreeMap<String, Vec<String>>) -> Vec<Int
             ipv6_address: first(true),
             addresses: list,
             name,
+            lldp: None,
         });
     }
     out

@@ -2,6 +2,7 @@
 //! existing inventory, wipe, image and config drive code. Blocking; the driver calls it on a
 //! blocking thread. Also builds the lookup request.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub struct LiveHost {
     pub early: std::sync::Arc<std::sync::Mutex<Option<Inventory>>>,
     /// `ingot.ca=`: the image fetcher pins the same CA as the controller client.
     pub ca_sha256: Option<[u8; 32]>,
+    /// How long inspection listens for LLDP on NICs with a carrier.
+    pub lldp_timeout: Duration,
 }
 
 /// The lookup request for an inventory.
@@ -82,7 +85,7 @@ impl Host for LiveHost {
     fn execute(&self, command: &Command, sink: &dyn EventSink) -> Report {
         match command {
             Command::Inspect => Report::Succeeded {
-                inventory: Some(Box::new(crate::inventory::collect_live())),
+                inventory: Some(Box::new(inspect(self.lldp_timeout))),
                 detail: None,
             },
             Command::Wipe { mode, devices } => wipe(*mode, devices, sink),
@@ -96,6 +99,27 @@ impl Host for LiveHost {
             ),
         }
     }
+}
+
+/// The inventory, with the LLDP neighbour of each NIC that has a carrier: the listeners run
+/// beside the collection, each until its NIC's first frame or `lldp_timeout`.
+fn inspect(lldp_timeout: Duration) -> Inventory {
+    let carrier: Vec<String> = crate::inventory::net::interfaces(Path::new("/"), &BTreeMap::new())
+        .into_iter()
+        .filter(|i| i.has_carrier)
+        .map(|i| i.name)
+        .collect();
+    let listener = (!lldp_timeout.is_zero() && !carrier.is_empty()).then(|| {
+        std::thread::spawn(move || crate::inventory::lldp::listen(&carrier, lldp_timeout))
+    });
+    let mut inv = crate::inventory::collect_live();
+    if let Some(heard) = listener.map(std::thread::JoinHandle::join) {
+        let mut heard = heard.unwrap_or_default();
+        for nic in &mut inv.interfaces {
+            nic.lldp = heard.remove(&nic.name);
+        }
+    }
+    inv
 }
 
 fn wipe(mode: WipeMode, devices: &[String], sink: &dyn EventSink) -> Report {

@@ -267,6 +267,8 @@ pub struct RunOptions {
     pub url: String,
     pub ca_sha256: Option<[u8; 32]>,
     pub boot_mac: Option<String>,
+    /// How long inspection listens for LLDP (`ingot.lldp_timeout=`).
+    pub lldp_timeout: std::time::Duration,
 }
 
 /// Runs the loop on the live machine until a reboot or power-off is asked for.
@@ -287,6 +289,7 @@ pub async fn run_with(
         scratch: std::env::temp_dir().join("ingot-agent"),
         early: std::sync::Arc::new(Mutex::new(early)),
         ca_sha256: opts.ca_sha256,
+        lldp_timeout: opts.lldp_timeout,
     });
     tracing::info!(url = %opts.url, pinned = opts.ca_sha256.is_some(), "contacting the controller");
     drive(ctl, host).await

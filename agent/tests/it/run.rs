@@ -113,6 +113,7 @@ fn run_wipes_a_loop_device_for_a_fake_controller() {
             url: format!("http://{addr}"),
             ca_sha256: None,
             boot_mac: Some("52:54:00:12:34:56".into()),
+            lldp_timeout: std::time::Duration::ZERO,
         };
         tokio::time::timeout(
             std::time::Duration::from_secs(60),

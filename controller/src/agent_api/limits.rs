@@ -125,6 +125,24 @@ mod tests {
                             "192.0.2.10/24".into(),
                             "fe80::5054:ff:fe12:3456/64".into(),
                         ],
+                        lldp: Some(proto::LldpNeighbor {
+                            chassis_id: "00:1c:73:aa:bb:cc".into(),
+                            chassis_id_subtype: 4,
+                            port_id: format!("Ethernet{i}/1"),
+                            port_id_subtype: 5,
+                            ttl: 120,
+                            port_description: Some(format!("to rack 7 node {i} port 1")),
+                            system_name: Some("leaf-07.rack7.dc1.example.net".into()),
+                            system_description: Some("x".repeat(200)),
+                            management_addresses: vec!["10.0.0.7".into(), "fd00::7".into()],
+                            port_vlan_id: Some(100),
+                            vlans: (0..16)
+                                .map(|v| proto::LldpVlan {
+                                    id: 100 + v,
+                                    name: format!("tenant-vlan-{v:04}"),
+                                })
+                                .collect(),
+                        }),
                     })
                     .collect(),
                 ..Default::default()

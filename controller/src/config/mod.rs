@@ -207,6 +207,8 @@ pub struct Config {
     pub boot_http_listen: Option<SocketAddr>,
     pub agent_kernel: PathBuf,
     pub agent_initramfs: PathBuf,
+    /// `[netboot] agent_kernel_args`, each checked by `netboot::ipxe::check_arg`.
+    pub agent_kernel_args: Vec<String>,
     pub discovery: DiscoveryConfig,
     pub agent_heartbeat_timeout: Duration,
     /// `enabled_hardware_types`, checked against the known types.
@@ -485,6 +487,11 @@ impl FileConfig {
             });
         let agent_kernel = netboot.agent_kernel.clone().unwrap_or(default_kernel);
         let agent_initramfs = netboot.agent_initramfs.clone().unwrap_or(default_initramfs);
+        let agent_kernel_args = netboot.agent_kernel_args.clone().unwrap_or_default();
+        for arg in &agent_kernel_args {
+            crate::netboot::ipxe::check_arg(arg)
+                .map_err(|e| anyhow::anyhow!("[netboot] agent_kernel_args: {e}"))?;
+        }
         let heartbeat_interval = Duration::from_secs(c.heartbeat_interval_secs.unwrap_or(3));
         let heartbeat_timeout = Duration::from_secs(c.heartbeat_timeout_secs.unwrap_or(10));
         if heartbeat_interval.is_zero() || heartbeat_timeout <= heartbeat_interval {
@@ -542,6 +549,7 @@ impl FileConfig {
             boot_http_listen,
             agent_kernel,
             agent_initramfs,
+            agent_kernel_args,
             discovery,
             agent_heartbeat_timeout: Duration::from_secs(d.heartbeat_timeout_secs.unwrap_or(30)),
             enabled_hardware_types,

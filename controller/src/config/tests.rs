@@ -297,6 +297,7 @@ fn netboot_and_discovery_sections() {
 [netboot]
 http_listen = "127.0.0.1:8080"
 agent_kernel = "/k"
+agent_kernel_args = ["ingot.lldp_timeout=5", "panic=30"]
 [discovery]
 enabled = true
 allowed_subnets = ["192.0.2.0/24"]
@@ -316,9 +317,21 @@ actions = [{ action = "add_trait", value = "CUSTOM_X" }, { action = "manage" }]
         Some("127.0.0.1:8080".parse().expect("addr"))
     );
     assert_eq!(c.agent_kernel, PathBuf::from("/k"));
+    assert_eq!(c.agent_kernel_args, ["ingot.lldp_timeout=5", "panic=30"]);
     assert!(c.discovery.enabled);
     assert_eq!(c.discovery.rate_per_minute, 5);
     assert_eq!(c.discovery.rules.len(), 1);
+    for arg in ["ingot.token=abc", "a b", ""] {
+        let bad = FileConfig {
+            netboot: NetbootSection {
+                agent_kernel_args: Some(vec![arg.into()]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = bad.validate().expect_err(arg).to_string();
+        assert!(e.contains("agent_kernel_args"), "{arg}: {e}");
+    }
     let bad = FileConfig {
         discovery: DiscoverySection {
             allowed_subnets: Some(vec!["nope".into()]),

@@ -4,6 +4,7 @@
 //! The pure parts ([`properties_from_inventory`], [`Cidr`], [`TokenBucket`], [`rules`]) do
 //! no IO; [`Discovery`] applies them to the store.
 
+pub mod local_link;
 pub mod rules;
 
 use std::net::IpAddr;
@@ -326,6 +327,7 @@ impl Discovery {
             .map(|i| i.mac_address.to_ascii_lowercase())
             .collect();
         add_ports(store, node, &macs, None).await?;
+        link_ports(store, node, inventory).await?;
         for _ in 0..8 {
             let Some(mut n) = store.get_node_by_uuid(node).await? else {
                 return Err(StoreError::NotFound {
@@ -385,6 +387,32 @@ fn stored_inventory(inv: &Value) -> Value {
 /// writes, Ironic's `{"inventory": ..., "plugin_data": ...}`), if it reads as one.
 pub fn inventory_of(stored: &Value) -> Option<proto::Inventory> {
     serde_json::from_value(stored.get("inventory")?.clone()).ok()
+}
+
+/// Fills the `local_link_connection` of this node's ports from the LLDP neighbour their
+/// NIC heard (`local_link::apply`); a MAC owned by another node is left alone.
+async fn link_ports(
+    store: &dyn Store,
+    node: Uuid,
+    inventory: &Inventory,
+) -> Result<(), StoreError> {
+    for nic in &inventory.interfaces {
+        let Some(lldp) = &nic.lldp else { continue };
+        let ports = store
+            .list_ports(&PortQuery {
+                address: Some(nic.mac_address.to_ascii_lowercase()),
+                ..Default::default()
+            })
+            .await?;
+        for mut port in ports.into_iter().filter(|p| p.node_uuid == node) {
+            if local_link::apply(&mut port.local_link_connection, lldp) {
+                port.updated_at = Some(Utc::now());
+                store.update_port(&port).await?;
+                tracing::info!(node = %node, port = %port.uuid, mac = %port.address, link = ?port.local_link_connection, "local link connection from LLDP");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates a port per MAC not yet known; MACs owned by another node are left alone.

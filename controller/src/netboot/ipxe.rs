@@ -69,7 +69,7 @@ fn check_url(field: &'static str, value: &str) -> Result<(), BootPlanError> {
     }
 }
 
-fn check_arg(arg: &str) -> Result<(), BootPlanError> {
+pub fn check_arg(arg: &str) -> Result<(), BootPlanError> {
     let name = arg
         .split('=')
         .next()

@@ -67,6 +67,9 @@ pub struct NetbootSection {
     pub agent_kernel: Option<PathBuf>,
     /// Agent initramfs file (default `target/initramfs/qemu/initramfs.cpio.zst`).
     pub agent_initramfs: Option<PathBuf>,
+    /// More kernel arguments for the agent (`ingot.lldp_timeout=10`, `ingot.log=debug`,
+    /// `panic=30`), as Ironic's `kernel_append_params`; nothing that looks secret is taken.
+    pub agent_kernel_args: Option<Vec<String>>,
 }
 
 /// Validated netboot configuration.

@@ -529,6 +529,16 @@ async fn inspect_refreshes_inventory_and_adds_ports() {
     let mut inv = inventory(&["52:54:00:ee:00:01", "52:54:00:ee:00:02"], "H1");
     inv.cpu.count = 16;
     inv.cpu.architecture = "aarch64".into();
+    // The second NIC heard its switch over LLDP.
+    inv.interfaces[1].lldp = Some(proto::LldpNeighbor {
+        chassis_id: "00:1c:73:aa:bb:cc".into(),
+        chassis_id_subtype: 4,
+        port_id: "Ethernet12".into(),
+        port_id_subtype: 5,
+        ttl: 120,
+        system_name: Some("leaf-07".into()),
+        ..Default::default()
+    });
     let report = Report::Succeeded {
         inventory: Some(Box::new(inv)),
         detail: None,
@@ -548,6 +558,30 @@ async fn inspect_refreshes_inventory_and_adds_ports() {
         .await
         .expect("ports");
     assert_eq!(ports.len(), 2);
+    let (_, port) = env
+        .api(
+            Method::GET,
+            "/v1/ports/detail?address=52:54:00:ee:00:02",
+            None,
+        )
+        .await;
+    assert_eq!(
+        port["ports"][0]["local_link_connection"],
+        json!({"switch_id": "00:1c:73:aa:bb:cc", "port_id": "Ethernet12", "switch_info": "leaf-07"}),
+        "{port}"
+    );
+    let (_, port) = env
+        .api(
+            Method::GET,
+            "/v1/ports/detail?address=52:54:00:ee:00:01",
+            None,
+        )
+        .await;
+    assert_eq!(
+        port["ports"][0]["local_link_connection"],
+        json!({}),
+        "{port}"
+    );
     let (_, inv) = env
         .api(Method::GET, &format!("/v1/nodes/{id}/inventory"), None)
         .await;

@@ -228,6 +228,7 @@ async function run(context) {
   seen = await page.evaluate(() => window.seenStates);
   assert(seen.includes('active'), `active seen: ${seen}`);
   await page.waitForSelector('#deploy-timeline rect');
+  await waitText(page, '#nics', 'leaf-07 · Ethernet12 · VLAN 100');
   await waitText(page, '#history', '-> active');
   await page.screenshot({ path: `${SHOTS}/node-full.png`, fullPage: true });
 

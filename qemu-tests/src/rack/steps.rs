@@ -162,7 +162,44 @@ impl Rack {
                 && props["local_gb"].as_u64().is_some_and(|g| g >= 1),
             "inspection left no properties: {props}"
         );
+        self.ensure_lldp_link(node)?;
         Ok(n)
+    }
+
+    /// After an inspection: the lab's switch (`lldpd` on the bridge) was heard over LLDP, so
+    /// the inventory names it and the node's PXE port has its `local_link_connection`, seen
+    /// through the real `baremetal` CLI.
+    pub fn ensure_lldp_link(&self, node: &str) -> anyhow::Result<()> {
+        use crate::netns::{BRIDGE_MAC, SWITCH_NAME};
+        let inv = self
+            .api_get(&format!("/v1/nodes/{node}/inventory"))?
+            .context("no inventory after inspection")?;
+        let heard: Vec<&Value> = inv["inventory"]["interfaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.get("lldp"))
+            .collect();
+        ensure!(
+            heard.iter().any(|l| l["chassis_id"] == BRIDGE_MAC
+                && l["port_id"] == "br0"
+                && l["system_name"] == SWITCH_NAME),
+            "no NIC heard the lab switch over LLDP: {}",
+            inv["inventory"]["interfaces"]
+        );
+        let ports = self.baremetal_json(&["port", "list", "--node", node, "--long"])?;
+        let want = serde_json::json!({
+            "switch_id": BRIDGE_MAC,
+            "port_id": "br0",
+            "switch_info": SWITCH_NAME,
+        });
+        ensure!(
+            ports
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["local_link_connection"] == want)),
+            "no port has the lab switch as its local link connection: {ports}"
+        );
+        Ok(())
     }
 
     /// `baremetal node provide` (cleaning) -> `available`.
