@@ -120,6 +120,7 @@ suite!(
     dhcp_lease_rules,
     dhcp_reservations,
     dhcp_server_restart,
+    dhcp_two_replicas_race,
     conductor_rows,
     conductors_register_and_heartbeat,
 );

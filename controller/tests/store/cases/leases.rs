@@ -261,16 +261,21 @@ pub async fn dhcp_reservations(db: &mut Db) {
 }
 
 fn dhcp_config() -> DhcpConfig {
+    dhcp_config_of(ip(1), ip(103))
+}
+
+/// Full mode as the server at `server_ip`, pool `10.7.0.100..=end`.
+fn dhcp_config_of(server_ip: Ipv4Addr, end: Ipv4Addr) -> DhcpConfig {
     let cfg = DhcpConfig {
         mode: DhcpMode::Full,
-        server_ip: ip(1),
+        server_ip,
         http_base: "http://10.7.0.1:8080".to_owned(),
         script_path: "/boot/ipxe".to_owned(),
         http_boot_path: "/boot/ipxe.efi".to_owned(),
         boot_files: BootFiles::default(),
         pool: Some(Pool {
             start: ip(100),
-            end: ip(103),
+            end,
             netmask: Ipv4Addr::new(255, 255, 255, 0),
             routers: vec![],
             dns: vec![],
@@ -383,3 +388,142 @@ pub async fn dhcp_server_restart(db: &mut Db) {
     let reused = dora(&restarted, late, after).await;
     assert!(seen.contains(&reused));
 }
+
+/// Two replicas serve one boot network from one lease table: every client's DISCOVER and
+/// REQUEST reach both servers at once (as broadcasts do), many clients race, and no address
+/// is ever acknowledged to two clients; the pool fills exactly, and the table holds what
+/// the servers acknowledged.
+pub async fn dhcp_two_replicas_race(db: &mut Db) {
+    const POOL: usize = 16;
+    const CLIENTS: u8 = 24;
+    let now = SystemTime::UNIX_EPOCH + StdDuration::from_secs(1_800_000_000);
+    let end = ip(100 + u8::try_from(POOL - 1).unwrap());
+    let stores: [Arc<dyn Store>; 2] = [Arc::new(db.store.clone()), Arc::new(db.second().await)];
+    let servers: Vec<(Ipv4Addr, Arc<DhcpServer>)> = stores
+        .iter()
+        .zip([ip(1), ip(2)])
+        .map(|(store, id)| {
+            let server = DhcpServer::new(
+                dhcp_config_of(id, end),
+                Arc::new(FixedBootPolicy::new(BootTarget::Netboot)),
+                Arc::new(StoreLeaseStore::new(store.clone())),
+            )
+            .unwrap();
+            (id, Arc::new(server))
+        })
+        .collect();
+    let servers = Arc::new(servers);
+    // One client's DORA against both servers at once: the first offer wins; the REQUEST
+    // names its server and goes to both. `None` when no server offered or the chosen one
+    // did not acknowledge.
+    async fn dora_both(
+        servers: Arc<Vec<(Ipv4Addr, Arc<DhcpServer>)>>,
+        mac: MacAddr,
+        xid: u32,
+        now: SystemTime,
+    ) -> Option<(Ipv4Addr, Ipv4Addr)> {
+        let (a, b) = (servers[0].clone(), servers[1].clone());
+        let discover = || RequestBuilder::new(MessageType::Discover, mac, xid);
+        let (oa, ob) = tokio::join!(
+            exchange(&a.1, discover(), now),
+            exchange(&b.1, discover(), now)
+        );
+        // Which offer "arrives first": half the clients prefer each server.
+        let offers = match (oa, ob) {
+            (Some((MessageType::Offer, x)), Some((MessageType::Offer, y))) if mac.0[5] % 2 == 1 => {
+                [Some((b.0, y)), Some((a.0, x))]
+            }
+            (oa, ob) => [
+                oa.filter(|o| o.0 == MessageType::Offer).map(|o| (a.0, o.1)),
+                ob.filter(|o| o.0 == MessageType::Offer).map(|o| (b.0, o.1)),
+            ],
+        };
+        let (server_id, offered) = offers.into_iter().flatten().next()?;
+        let request = || {
+            RequestBuilder::new(MessageType::Request, mac, xid + 1)
+                .server_id(server_id)
+                .requested(offered)
+        };
+        let (ra, rb) = tokio::join!(
+            exchange(&a.1, request(), now),
+            exchange(&b.1, request(), now)
+        );
+        // Only the named server answers a REQUEST in the SELECTING state.
+        let (mine, other) = if server_id == a.0 { (ra, rb) } else { (rb, ra) };
+        assert_eq!(
+            other, None,
+            "the server not chosen answered a REQUEST for another"
+        );
+        match mine {
+            Some((MessageType::Ack, acked)) => {
+                assert_eq!(acked, offered);
+                Some((acked, server_id))
+            }
+            _ => None,
+        }
+    }
+    let mut bound: Vec<(MacAddr, Ipv4Addr)> = Vec::new();
+    let mut waiting: Vec<MacAddr> = (0..CLIENTS)
+        .map(|i| format!("52:54:00:bb:00:{i:02x}").parse().unwrap())
+        .collect();
+    // Clients that got nothing (every free address held by an offer of the other race)
+    // try again, as real clients do, until the pool is full.
+    for round in 0..10u32 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, mac) in waiting.iter().enumerate() {
+            let xid = round * 1000 + u32::try_from(i).unwrap() * 2;
+            tasks.spawn(dora_both(servers.clone(), *mac, xid, now).map_with(*mac));
+        }
+        waiting.clear();
+        while let Some(done) = tasks.join_next().await {
+            match done.unwrap() {
+                (mac, Some((addr, _))) => bound.push((mac, addr)),
+                (mac, None) => waiting.push(mac),
+            }
+        }
+        if bound.len() == POOL {
+            break;
+        }
+    }
+    // A full pool: the clients left get nothing from either replica.
+    for (i, mac) in waiting.iter().enumerate() {
+        let xid = 50_000 + u32::try_from(i).unwrap() * 2;
+        assert_eq!(
+            dora_both(servers.clone(), *mac, xid, now).await,
+            None,
+            "{mac}"
+        );
+    }
+    assert_eq!(waiting.len(), usize::from(CLIENTS) - POOL);
+    let mut addrs: Vec<Ipv4Addr> = bound.iter().map(|(_, a)| *a).collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(
+        addrs.len(),
+        bound.len(),
+        "an address was acknowledged twice: {bound:?}"
+    );
+    assert_eq!(bound.len(), POOL, "the pool did not fill: {bound:?}");
+    // The table holds exactly what was acknowledged.
+    let rows = db.store.dhcp_leases_in(ip(100), end).await.unwrap();
+    let held: Vec<(String, Ipv4Addr)> = rows
+        .iter()
+        .filter(|r| r.state == DhcpLeaseState::Bound)
+        .map(|r| (r.mac.clone(), r.ip))
+        .collect();
+    assert_eq!(held.len(), POOL, "{rows:?}");
+    for (mac, addr) in &bound {
+        assert!(
+            held.contains(&(mac.to_string(), *addr)),
+            "{mac} acknowledged {addr} but the table says {rows:?}"
+        );
+    }
+}
+
+/// Pairs a future's output with a value known before it ran.
+trait MapWith: std::future::Future + Sized {
+    fn map_with<T>(self, with: T) -> impl std::future::Future<Output = (T, Self::Output)> {
+        async move { (with, self.await) }
+    }
+}
+impl<F: std::future::Future> MapWith for F {}
