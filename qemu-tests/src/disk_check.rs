@@ -164,6 +164,24 @@ pub fn check_wiped(disk: &Path, old_offsets: &[u64]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Fails unless the `len` bytes at each of `offsets` of `disk` read as zeroes (where the
+/// agent wrote its secure-erase markers).
+pub fn ensure_zero_at(disk: &Path, offsets: &[u64], len: usize) -> anyhow::Result<()> {
+    use std::io::{Seek as _, SeekFrom};
+    let mut f = std::fs::File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
+    let mut buf = vec![0u8; len];
+    for &o in offsets {
+        f.seek(SeekFrom::Start(o))?;
+        f.read_exact(&mut buf)?;
+        ensure!(
+            buf.iter().all(|&b| b == 0),
+            "{} holds data at byte {o} after the erase",
+            disk.display()
+        );
+    }
+    Ok(())
+}
+
 /// Fails when the first sector of `disk` is a boot sector (0x55AA) or holds an MBR
 /// partition entry: firmware finds nothing to boot there (after a failed deploy).
 pub fn ensure_no_boot_sector(disk: &Path) -> anyhow::Result<()> {

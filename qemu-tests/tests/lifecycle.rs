@@ -14,8 +14,10 @@
 
 use std::time::Duration;
 
-use anyhow::ensure;
-use qemu_tests::disk_check::{check_wiped, mbr_partitions, probe, read_config_drive};
+use anyhow::{Context as _, ensure};
+use qemu_tests::disk_check::{
+    check_wiped, ensure_zero_at, mbr_partitions, probe, read_config_drive,
+};
 use qemu_tests::marker_disk::{self, BIOS_MARKER, MarkerDisk, UEFI_MARKER};
 use qemu_tests::rack::steps::WriteFigures;
 use qemu_tests::rack::{Machine, Rack, RackOptions, Timeline};
@@ -65,6 +67,41 @@ fn check_deployed_disk(m: &Machine, image: &MarkerDisk) -> anyhow::Result<u64> {
     Ok(cd.start)
 }
 
+/// Manual cleaning with `erase_devices` through the real CLI: the agent writes markers and
+/// erases the disk the strongest way it has. On the OVMF machine the disk is QEMU's NVMe,
+/// whose controller offers Format NVM with user-data erase but no crypto erase; on the
+/// SeaBIOS machine it is virtio-blk, with no firmware erase, so the fallback writes zeroes.
+/// Either way every marker is proven gone, the history names the method per disk, and the
+/// disk file reads as zeroes at every marker from the host.
+fn secure_erase(rack: &Rack, m: &Machine, node: &str, t: &mut Timeline) -> anyhow::Result<()> {
+    let (prefix, method) = match m.spec.firmware {
+        Firmware::Bios => ("wipe /dev/vd", "method write_zeroes"),
+        _ => ("wipe /dev/nvme", "method nvme_user_data_erase"),
+    };
+    let steps = json!([{"interface": "deploy", "step": "erase_devices"}]);
+    let events = t.phase("clean erase_devices", || rack.clean(node, &steps))?;
+    let wipe = events
+        .iter()
+        .find(|e| e.starts_with(prefix))
+        .with_context(|| format!("no {prefix} in the history: {events:?}"))?;
+    ensure!(
+        wipe.contains("wiped and verified") && wipe.contains(method),
+        "{wipe}"
+    );
+    let offsets: Vec<u64> = wipe
+        .split_whitespace()
+        .filter_map(|w| {
+            w.trim_end_matches(',')
+                .strip_prefix("marker@")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    ensure!(offsets.len() >= 3, "markers not listed: {wipe}");
+    println!("{}: {wipe}", m.spec.name);
+    ensure_zero_at(&m.disk, &offsets, 4096)
+}
+
 /// One machine through the lifecycle; returns its phase timings and the agent's write figures.
 fn lifecycle(
     rack: &Rack,
@@ -83,6 +120,7 @@ fn lifecycle(
     let inspected = t.phase("inspect", || rack.inspect(node))?;
     let props = &inspected["properties"];
     ensure!(props["cpus"] == 1, "inspected properties: {props}");
+    secure_erase(rack, m, node, &mut t)?;
     t.phase("provide (clean)", || rack.provide(node))?;
     let instance_info = [
         format!("image_source={}", image.url),

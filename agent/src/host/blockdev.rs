@@ -170,7 +170,13 @@ impl Disk {
         Ok(disk)
     }
 
-    /// Device path.
+    /// The open descriptor, for device ioctls (NVMe admin commands).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd as _;
+        self.file.as_fd()
+    }
+
+    /// The device path this disk was opened at.
     pub fn path(&self) -> &Path {
         &self.path
     }

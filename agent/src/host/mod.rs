@@ -3,6 +3,7 @@
 
 pub mod aligned;
 pub mod blockdev;
+pub mod nvme;
 pub mod packet;
 
 use std::process::Command;

@@ -1,9 +1,12 @@
 //! Disk wiping: `metadata` (every known signature, on the disk and on each
 //! partition, plus both ends), `full` (zero everything, verified by reading
-//! back) and `secure` (firmware erase, verified by a marker). Several disks
+//! back) and `secure` (`secure.rs`: the firmware erase of an NVMe namespace, crypto then
+//! user-data, each proven by markers read back, falling back to `full`). Several disks
 //! are wiped in parallel; every disk gets a result and the job fails closed. Progress
 //! (bytes cleared of the total, rate) is reported like the image writer's.
 
+pub mod nvme;
+mod secure;
 pub mod select;
 pub mod signatures;
 
@@ -181,12 +184,7 @@ fn wipe_one_with_progress(device: &Path, mode: WipeMode, p: &WipeProgress) -> Wi
         .and_then(|disk| match mode {
             WipeMode::Metadata => metadata(&disk, p).map(|c| ("signatures", c)),
             WipeMode::Full => full(&disk, p).map(|m| (m, vec![])),
-            WipeMode::Secure => {
-                p.add_total(disk.size());
-                let m = secure(&disk)?;
-                p.add_done(disk.size());
-                Ok((m, vec![]))
-            }
+            WipeMode::Secure => secure::secure(&disk, p),
         });
     match res {
         Ok((method, cleared)) => {
@@ -297,7 +295,7 @@ fn sysfs_queue(disk: &Disk, attr: &str) -> Option<u64> {
 
 /// Zero the whole device by the cheapest way that guarantees zeroes, then
 /// verify by reading back.
-fn full(disk: &Disk, p: &WipeProgress) -> Result<&'static str, WipeError> {
+pub(crate) fn full(disk: &Disk, p: &WipeProgress) -> Result<&'static str, WipeError> {
     let size = disk.size();
     p.add_total(size);
     // Offload in 1 GiB steps and overwrite in 64 MiB ones, so progress moves; an offload
@@ -355,86 +353,6 @@ fn verify_zero(disk: &Disk) -> Result<(), WipeError> {
         }
     }
     Ok(())
-}
-
-/// What firmware erase a device offers.
-fn secure_kind(disk: &Disk) -> Result<&'static str, WipeError> {
-    let real = std::fs::canonicalize(disk.path()).unwrap_or_else(|_| disk.path().to_path_buf());
-    let name = real
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let sys = Path::new("/sys/class/block").join(&name);
-    let devpath = std::fs::canonicalize(&sys)
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if name.starts_with("nvme") {
-        Ok("nvme_format")
-    } else if devpath.contains("/ata") {
-        Ok("ata_secure_erase")
-    } else {
-        Err(WipeError::SecureUnsupported {
-            device: disk.path().display().to_string(),
-            why: "it is neither an NVMe namespace nor an ATA disk, so it has no firmware erase"
-                .into(),
-        })
-    }
-}
-
-fn secure(disk: &Disk) -> Result<&'static str, WipeError> {
-    let kind = secure_kind(disk)?;
-    let marker: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 13) as u8).collect();
-    let spots = [0, disk.size() / 2 / 4096 * 4096];
-    for &o in &spots {
-        disk.write_at(&marker, o)?;
-    }
-    disk.sync()?;
-    let dev = disk.path().display().to_string();
-    let cmd = match kind {
-        "nvme_format" => crate::host::run(
-            std::process::Command::new("nvme").args(["format", &dev, "--ses=2", "--force"]),
-        )
-        .or_else(|_| {
-            crate::host::run(
-                std::process::Command::new("nvme").args(["format", &dev, "--ses=1", "--force"]),
-            )
-        }),
-        _ => crate::host::run(std::process::Command::new("hdparm").args([
-            "--user-master",
-            "u",
-            "--security-set-pass",
-            "ingot",
-            &dev,
-        ]))
-        .and_then(|_| {
-            crate::host::run(std::process::Command::new("hdparm").args([
-                "--user-master",
-                "u",
-                "--security-erase-enhanced",
-                "ingot",
-                &dev,
-            ]))
-            .or_else(|_| {
-                crate::host::run(std::process::Command::new("hdparm").args([
-                    "--user-master",
-                    "u",
-                    "--security-erase",
-                    "ingot",
-                    &dev,
-                ]))
-            })
-        }),
-    };
-    cmd.map_err(WipeError::Command)?;
-    let mut buf = AlignedBuf::new(4096);
-    for &o in &spots {
-        disk.read_at(&mut buf[..4096], o)?;
-        if buf[..4096] == marker[..] {
-            return Err(WipeError::MarkerSurvived(o));
-        }
-    }
-    disk.reread_partitions()?;
-    Ok(kind)
 }
 
 #[cfg(test)]

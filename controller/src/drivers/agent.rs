@@ -276,7 +276,8 @@ impl DeployInterface for AgentDeploy {
     ) -> Result<StepOutcome, DriverError> {
         let mode = match step.step.as_str() {
             "erase_devices_metadata" => WipeMode::Metadata,
-            "erase_devices" => WipeMode::Full,
+            // As IPA: the firmware erase where the disk has one, else zeroes (the agent falls back).
+            "erase_devices" => WipeMode::Secure,
             other => {
                 return Err(DriverError::Unsupported(format!(
                     "agent does not support clean step {other}"

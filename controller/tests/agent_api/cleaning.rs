@@ -54,7 +54,7 @@ async fn cleaning(env: &Env, mac: &str, serial: &str) -> (Uuid, String, Uuid) {
     assert_eq!(
         cmd,
         Command::Wipe {
-            mode: WipeMode::Full,
+            mode: WipeMode::Secure,
             devices: vec![]
         }
     );

@@ -448,7 +448,7 @@ async fn manual_clean_full_erase_and_deploy_checksum_failure() {
     assert_eq!(
         cmd,
         Command::Wipe {
-            mode: WipeMode::Full,
+            mode: WipeMode::Secure,
             devices: vec![]
         }
     );

@@ -394,7 +394,7 @@ async fn a_result_the_store_cannot_take_is_503_and_its_retry_applies_once() {
         matches!(
             cmd,
             Command::Wipe {
-                mode: WipeMode::Full,
+                mode: WipeMode::Secure,
                 ..
             }
         ),

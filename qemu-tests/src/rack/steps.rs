@@ -202,6 +202,28 @@ impl Rack {
         Ok(())
     }
 
+    /// `baremetal node clean --clean-steps STEPS` (manual cleaning of a `manageable` node)
+    /// -> `manageable`; returns the node's history events written by the cleaning.
+    pub fn clean(&self, node: &str, steps: &Value) -> anyhow::Result<Vec<String>> {
+        let before = self.history(node)?.len();
+        self.baremetal(&["node", "clean", node, "--clean-steps", &steps.to_string()])?;
+        self.wait_provision_state(node, "manageable", AGENT_STEP_TIMEOUT)?;
+        Ok(self.history(node)?.split_off(before))
+    }
+
+    /// The node's history events, oldest first, as their text.
+    pub fn history(&self, node: &str) -> anyhow::Result<Vec<String>> {
+        let h = self
+            .api_get(&format!("/v1/nodes/{node}/history?detail=true"))?
+            .context("GET history")?;
+        Ok(h["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["event"].as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// `baremetal node provide` (cleaning) -> `available`.
     pub fn provide(&self, node: &str) -> anyhow::Result<Value> {
         self.baremetal(&["node", "provide", node])?;
