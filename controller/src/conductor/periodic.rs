@@ -9,6 +9,7 @@ use super::Conductor;
 use super::task::TaskFlags;
 use crate::drivers::PowerState;
 use crate::machine::{Event, NodeView, ProvisionState, StateKind};
+use crate::model::Node;
 use crate::store::{AllocationQuery, NodeQuery, StoreError};
 
 impl Conductor {
@@ -138,43 +139,70 @@ impl Conductor {
         }
     }
 
-    /// One round of the power-state sync: records the power state drivers report for
-    /// resting, unlocked nodes. It never touches `last_error`.
-    pub async fn sync_power_states(&self) -> Result<(), StoreError> {
-        for node in self.store.list_nodes(&NodeQuery::default()).await? {
-            if node.reservation.is_some() || node.target_power_state.is_some() {
-                continue;
-            }
+    /// One round of the power-state sync: reads the power state of every resting, unlocked
+    /// node this conductor owns and records what changed; it never touches `last_error`.
+    /// The reads are spread over three quarters of the sync interval ([`power_sync_gap`])
+    /// with at most [`POWER_SYNC_WORKERS`] at once, so 10,000 nodes make a steady trickle of
+    /// BMC calls rather than a burst (and a slow BMC holds up only its own worker).
+    pub async fn sync_power_states(self: &Arc<Self>) -> Result<(), StoreError> {
+        let nodes: Vec<Node> = self
+            .store
+            .list_nodes(&NodeQuery::default())
+            .await?
+            .into_iter()
+            .filter(|n| n.reservation.is_none() && n.target_power_state.is_none())
             // Each node is read by its owner only (one BMC call per node per interval).
-            if !self.owns(&node) {
-                continue;
-            }
-            let resting = NodeView::from_node(&node).is_ok_and(|v| {
-                !matches!(
-                    v.provision_state.kind(),
-                    StateKind::Transient | StateKind::Wait
-                )
+            .filter(|n| self.owns(n))
+            .filter(|n| {
+                NodeView::from_node(n).is_ok_and(|v| {
+                    !matches!(
+                        v.provision_state.kind(),
+                        StateKind::Transient | StateKind::Wait
+                    )
+                })
+            })
+            .collect();
+        let gap = power_sync_gap(nodes.len(), self.config.power_sync_interval);
+        let workers = Arc::new(tokio::sync::Semaphore::new(POWER_SYNC_WORKERS));
+        let mut running = tokio::task::JoinSet::new();
+        let start = tokio::time::Instant::now();
+        for (i, node) in nodes.into_iter().enumerate() {
+            tokio::time::sleep_until(start + gap * u32::try_from(i).unwrap_or(u32::MAX)).await;
+            let Ok(permit) = workers.clone().acquire_owned().await else {
+                break;
+            };
+            let this = self.clone();
+            running.spawn(async move {
+                let _permit = permit;
+                this.sync_one(node).await
             });
-            if !resting {
-                continue;
-            }
-            let Ok(drivers) = self.drivers.resolve(&node) else {
-                continue;
-            };
-            let state = match drivers.power.get_power_state(&node).await {
-                Ok(Some(state)) => state,
-                Ok(None) => continue,
-                Err(err) => {
-                    tracing::warn!(node = %node.uuid, error = %err, "reading power state failed");
-                    continue;
-                }
-            };
-            if node.power_state.as_deref() == Some(state.as_str()) {
-                continue;
-            }
-            self.record_power_state(node.uuid, state).await?;
         }
-        Ok(())
+        let mut first_err = None;
+        while let Some(done) = running.join_next().await {
+            if let Ok(Err(e)) = done {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Reads one node's power state and records it when it changed.
+    async fn sync_one(&self, node: Node) -> Result<(), StoreError> {
+        let Ok(drivers) = self.drivers.resolve(&node) else {
+            return Ok(());
+        };
+        let state = match drivers.power.get_power_state(&node).await {
+            Ok(Some(state)) => state,
+            Ok(None) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(node = %node.uuid, error = %err, "reading power state failed");
+                return Ok(());
+            }
+        };
+        if node.power_state.as_deref() == Some(state.as_str()) {
+            return Ok(());
+        }
+        self.record_power_state(node.uuid, state).await
     }
 
     async fn record_power_state(&self, uuid: Uuid, state: PowerState) -> Result<(), StoreError> {
@@ -194,5 +222,43 @@ impl Conductor {
         .await;
         self.release(uuid).await;
         result
+    }
+}
+
+/// BMC power reads a sync round runs at once (Ironic's `sync_power_state_workers`).
+pub const POWER_SYNC_WORKERS: usize = 8;
+
+/// PURE: the pause between the starts of `n` power reads so that they spread over three
+/// quarters of `interval` (the rest is slack for slow BMCs before the next round).
+pub fn power_sync_gap(n: usize, interval: std::time::Duration) -> std::time::Duration {
+    match u32::try_from(n) {
+        Ok(0 | 1) => std::time::Duration::ZERO,
+        Ok(n) => interval * 3 / 4 / n,
+        Err(_) => std::time::Duration::ZERO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn power_reads_spread_over_three_quarters_of_the_interval() {
+        let minute = Duration::from_secs(60);
+        let rows = [
+            (0, minute, Duration::ZERO),
+            (1, minute, Duration::ZERO),
+            (2, minute, Duration::from_millis(22_500)),
+            (45, minute, Duration::from_secs(1)),
+            (10_000, minute, Duration::from_micros(4_500)),
+            (10_000, Duration::ZERO, Duration::ZERO),
+        ];
+        for (n, interval, gap) in rows {
+            assert_eq!(power_sync_gap(n, interval), gap, "{n} nodes, {interval:?}");
+            // The last read starts inside the first three quarters.
+            assert!(gap * u32::try_from(n.max(1) - 1).expect("n") <= interval * 3 / 4);
+        }
     }
 }

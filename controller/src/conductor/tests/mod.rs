@@ -3,6 +3,7 @@
 mod agent;
 mod faults;
 mod lifecycle;
+mod power_sync;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
