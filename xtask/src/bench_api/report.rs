@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::workload::{
-    KIND_DETAIL, KIND_NODE_CREATE, KIND_POLL, KIND_PORT_CREATE, KIND_PROVISION, Outcome,
+    KIND_DETAIL, KIND_FILTERED, KIND_NODE_CREATE, KIND_PAGE, KIND_POLL, KIND_PORT_CREATE,
+    KIND_PROVISION, Outcome,
 };
 
 /// What one server did in one run.
@@ -176,6 +177,18 @@ fn rows(servers: &[ServerReport], lifecycle_nodes: usize) -> Vec<Row> {
             better: Better::Lower,
             target,
         });
+    }
+    // DESIGN.md §7: with 10,000 nodes, a page of 1,000 in <= 50 ms p99.
+    for (kind, target) in [(KIND_PAGE, Some(50.0)), (KIND_FILTERED, None)] {
+        for p in [50.0, 99.0] {
+            rows.push(Row {
+                label: format!("{kind}, {nodes} nodes, p{p}"),
+                values: each(&|s| s.lat(kind, p)),
+                unit: "ms",
+                better: Better::Lower,
+                target: if p == 99.0 { target } else { None },
+            });
+        }
     }
     rows.push(Row {
         label: format!("lifecycle of {lifecycle_nodes} nodes (wall)"),

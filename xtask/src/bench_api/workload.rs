@@ -82,6 +82,8 @@ pub struct Outcome {
 pub const KIND_NODE_CREATE: &str = "POST /v1/nodes";
 pub const KIND_PORT_CREATE: &str = "POST /v1/ports";
 pub const KIND_DETAIL: &str = "GET /v1/nodes/detail (all)";
+pub const KIND_PAGE: &str = "GET /v1/nodes/detail?limit=1000 (each page)";
+pub const KIND_FILTERED: &str = "GET /v1/nodes?provision_state=..&sort_key=name&limit=1000";
 pub const KIND_PROVISION: &str = "PUT .../states/provision";
 pub const KIND_POLL: &str = "GET /v1/nodes/{uuid} (poll)";
 
@@ -305,6 +307,30 @@ pub async fn run(target: &Target, cfg: &Config, cpu: &dyn Fn() -> f64) -> anyhow
                 .and_then(|v| v.get("nodes").and_then(Value::as_array).map(Vec::len))
                 .unwrap_or(0);
         }
+    }
+    // Paged: every page of 1,000 by its `next` link, then a filtered, sorted page.
+    for _ in 0..cfg.list_repeats.div_ceil(10) {
+        let mut url = format!("{base}/v1/nodes/detail?limit=1000");
+        for _ in 0..1_000 {
+            let Some(body) = call(&mut rec, KIND_PAGE, client.get(&url), 200).await else {
+                break;
+            };
+            let next = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("next").and_then(Value::as_str).map(str::to_owned));
+            match next {
+                // The link names the server's own address; keep ours (the same server).
+                Some(n) => match n.split_once("/v1/") {
+                    Some((_, rest)) => url = format!("{base}/v1/{rest}"),
+                    None => break,
+                },
+                None => break,
+            }
+        }
+        let req = client.get(format!(
+            "{base}/v1/nodes?provision_state=enroll&sort_key=name&sort_dir=desc&limit=1000"
+        ));
+        call(&mut rec, KIND_FILTERED, req, 200).await;
     }
     rec.merge_into(&mut out);
     out.list = Phase {
