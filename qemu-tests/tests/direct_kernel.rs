@@ -208,3 +208,114 @@ fn direct_boot_virtio_net_lookup_reaches_controller() -> anyhow::Result<()> {
 fn direct_boot_e1000_lookup_reaches_controller() -> anyhow::Result<()> {
     boot("e1000", 2)
 }
+
+/// The `secure` wipe on QEMU's SATA (AHCI) and NVMe disks, by the agent as PID 1 against the
+/// fake controller: each disk gets markers, then the drive's own erase where it has one.
+/// QEMU's NVMe controller offers Format NVM with user-data erase (no crypto erase); its ATA
+/// disk reports no security feature set to IDENTIFY DEVICE (read through SG_IO) and has no
+/// Write Zeroes, so the SATA disk falls back to overwriting. Both are proven by the markers, and the disk files
+/// read as zeroes at every marker from the host.
+#[test]
+fn direct_boot_secure_erase_of_sata_and_nvme() -> anyhow::Result<()> {
+    use proto::protocol::{Command as AgentCommand, Report};
+    use proto::{AgentEvent, WipeMode};
+    const SIZE: u64 = 64 << 20;
+    let (kernel, initrd) = initramfs()?;
+    let ctl = FakeController::start(vec![AgentCommand::Wipe {
+        mode: WipeMode::Secure,
+        devices: vec!["/dev/sda".into(), "/dev/nvme0n1".into()],
+    }])?;
+    let dir = tempfile::tempdir()?;
+    let (sata, nvme) = (dir.path().join("sata.img"), dir.path().join("nvme.img"));
+    for f in [&sata, &nvme] {
+        std::fs::write(f, vec![0x5au8; usize::try_from(SIZE)?])?;
+    }
+    let serial_log = dir.path().join("serial.log");
+    let append = format!(
+        "console=ttyS0 quiet ingot.url=http://10.0.2.2:{} ingot.on_fatal=poweroff ingot.fatal_delay=1",
+        ctl.port
+    );
+    let child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "2"])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", &append])
+        .args(["-serial", &format!("file:{}", serial_log.display())])
+        .args(["-nic", "user,model=virtio-net-pci,mac=52:54:00:d1:00:33"])
+        .args([
+            "-drive",
+            &format!("file={},format=raw,if=none,id=sata0", sata.display()),
+        ])
+        .args([
+            "-device",
+            "ahci,id=ahci0",
+            "-device",
+            "ide-hd,drive=sata0,bus=ahci0.0,serial=SATA-33",
+        ])
+        .args([
+            "-drive",
+            &format!("file={},format=raw,if=none,id=nvme0", nvme.display()),
+        ])
+        .args(["-device", "nvme,drive=nvme0,serial=NVME-33"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting qemu")?;
+    let mut qemu = Qemu(child);
+    let read_serial = || std::fs::read_to_string(&serial_log).unwrap_or_default();
+    let stop = Instant::now() + Duration::from_secs(240);
+    while qemu.0.try_wait()?.is_none() {
+        if Instant::now() > stop {
+            bail!("the VM did not finish\n--- serial ---\n{}", read_serial());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let seen = ctl.seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let report = seen
+        .events
+        .iter()
+        .find_map(|e| match &e.report {
+            Report::Event {
+                event: AgentEvent::WipeDone(r),
+            } => Some(r.clone()),
+            _ => None,
+        })
+        .with_context(|| format!("no wipe report\n--- serial ---\n{}", read_serial()))?;
+    let log = read_serial();
+    assert!(report.ok, "{report:?}\n{log}");
+    for (dev, method, file) in [
+        ("/dev/sda", "overwrite", &sata),
+        ("/dev/nvme0n1", "nvme_user_data_erase", &nvme),
+    ] {
+        let d = report
+            .disks
+            .iter()
+            .find(|d| d.device == dev)
+            .with_context(|| format!("no result for {dev}: {report:?}"))?;
+        assert!(d.ok, "{dev}: {d:?}");
+        assert_eq!(d.method.as_deref(), Some(method), "{dev}: {d:?}\n{log}");
+        let offsets: Vec<u64> = d
+            .cleared
+            .iter()
+            .filter_map(|c| c.strip_prefix("marker@")?.parse().ok())
+            .collect();
+        assert_eq!(offsets.len(), 4, "{d:?}");
+        qemu_tests::disk_check::ensure_zero_at(file, &offsets, 4096)?;
+        println!("{dev}: {method} in {} ms", d.elapsed_ms);
+    }
+    assert!(
+        log.contains("no ATA security erase"),
+        "the SATA disk was not asked through SG_IO:\n{log}"
+    );
+    Ok(())
+}

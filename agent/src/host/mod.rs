@@ -5,6 +5,7 @@ pub mod aligned;
 pub mod blockdev;
 pub mod nvme;
 pub mod packet;
+pub mod sgio;
 
 use std::process::Command;
 

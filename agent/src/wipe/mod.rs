@@ -1,10 +1,12 @@
 //! Disk wiping: `metadata` (every known signature, on the disk and on each
 //! partition, plus both ends), `full` (zero everything, verified by reading
 //! back) and `secure` (`secure.rs`: the firmware erase of an NVMe namespace, crypto then
-//! user-data, each proven by markers read back, falling back to `full`). Several disks
+//! user-data, or of an ATA disk, enhanced then normal, each proven by markers read back,
+//! falling back to `full`). Several disks
 //! are wiped in parallel; every disk gets a result and the job fails closed. Progress
 //! (bytes cleared of the total, rate) is reported like the image writer's.
 
+pub mod ata;
 pub mod nvme;
 mod secure;
 pub mod select;

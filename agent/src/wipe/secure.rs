@@ -7,7 +7,8 @@
 //! every marker reads back changed. When the device has no firmware erase, refuses it, or an
 //! erase leaves a marker (a drive that lies), the disk falls back to `full` (discard with guaranteed zeroes,
 //! write-zeroes, overwrite; read back). The report's `method` names what erased the disk.
-//! ATA security erase (SG_IO) is not built yet: SATA disks take the `full` path.
+//! On an ATA disk (behind libata) the same is done with ATA security erase through SG_IO
+//! (`wipe::ata`: enhanced, then normal), never leaving the drive with a password.
 
 use std::path::Path;
 use std::time::Duration;
@@ -85,6 +86,14 @@ fn erase(disk: &Disk, offsets: &[u64], p: &WipeProgress) -> Result<&'static str,
                 tracing::warn!(device = %dev, error = %crate::error_chain(&e), "NVMe secure erase failed, falling back")
             }
         }
+    } else if is_ata(disk.path()) {
+        match ata_erase(disk, offsets, &pattern, p) {
+            Ok(Some(method)) => return Ok(method),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(device = %dev, error = %crate::error_chain(&e), "ATA security erase failed, falling back")
+            }
+        }
     } else {
         tracing::info!(device = %dev, "no firmware erase on this device: writing zeroes");
     }
@@ -131,6 +140,110 @@ fn nvme_erase(
     Ok(None)
 }
 
+/// ATA security erase (`wipe::ata`): `Some(method)` when an erase ran and every marker is
+/// gone, `None` when the drive offers none or none worked (its password is then disabled,
+/// so it is never left locked).
+fn ata_erase(
+    disk: &Disk,
+    offsets: &[u64],
+    pattern: &[u8],
+    p: &WipeProgress,
+) -> Result<Option<&'static str>, WipeError> {
+    use super::ata::{self, Plan, Proto};
+    use crate::host::sgio::{self, Data};
+    let dev = disk.path().display().to_string();
+    let fd = disk.fd();
+    let short = Duration::from_secs(15);
+    let err = |e: sgio::SgError| WipeError::Command(anyhow::Error::new(e));
+    let send = |command: u8, block: &[u8; 512], timeout: Duration| {
+        sgio::command(
+            fd,
+            &ata::cdb(command, Proto::PioOut),
+            Data::Out(block),
+            timeout,
+        )
+    };
+    let mut id = [0u8; 512];
+    sgio::command(
+        fd,
+        &ata::cdb(ata::IDENTIFY_DEVICE, Proto::PioIn),
+        Data::In(&mut id),
+        short,
+    )
+    .map_err(err)?;
+    let security = ata::security(&id);
+    let (unlock, tries) = match ata::plan(security) {
+        Plan::Skip(why) => {
+            tracing::info!(device = %dev, why, "no ATA security erase: writing zeroes");
+            return Ok(None);
+        }
+        Plan::Erase { unlock, tries } => (unlock, tries),
+    };
+    let user = ata::password_block(false);
+    if unlock {
+        send(ata::SECURITY_UNLOCK, &user, short).map_err(err)?;
+    }
+    send(ata::SECURITY_SET_PASSWORD, &user, short).map_err(err)?;
+    for (enhanced, timeout) in tries {
+        let method = if enhanced {
+            "ata_enhanced_secure_erase"
+        } else {
+            "ata_secure_erase"
+        };
+        p.add_total(disk.size());
+        let done = sgio::command(
+            fd,
+            &ata::cdb(ata::SECURITY_ERASE_PREPARE, Proto::NonData),
+            Data::None,
+            short,
+        )
+        .and_then(|()| {
+            send(
+                ata::SECURITY_ERASE_UNIT,
+                &ata::password_block(enhanced),
+                timeout,
+            )
+        });
+        p.add_done(disk.size());
+        match done {
+            Ok(()) if surviving(disk, offsets, pattern)?.is_empty() => {
+                tracing::info!(device = %dev, method, "erased; every marker is gone");
+                let _ = disk.reread_partitions();
+                return Ok(Some(method));
+            }
+            Ok(()) => {
+                tracing::error!(device = %dev, method, "the erase completed but markers survived")
+            }
+            Err(e) => tracing::warn!(device = %dev, method, error = %e, "the erase failed"),
+        }
+        // A failed erase may leave the password set: set it again for the next try.
+        let _ = send(ata::SECURITY_SET_PASSWORD, &user, short);
+    }
+    // Never leave the drive with a password (locked at its next power-on).
+    send(ata::SECURITY_DISABLE_PASSWORD, &user, short).map_err(err)?;
+    Ok(None)
+}
+
+/// Whether `path` is a disk behind libata (its sysfs device path runs through `ata<N>`).
+fn is_ata(path: &Path) -> bool {
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let Some(name) = real.file_name() else {
+        return false;
+    };
+    std::fs::canonicalize(Path::new("/sys/class/block").join(name))
+        .is_ok_and(|p| through_ata_port(&p))
+}
+
+/// PURE: whether a sysfs device path has an `ata<N>` component.
+fn through_ata_port(sysfs: &Path) -> bool {
+    sysfs.components().any(|c| {
+        c.as_os_str()
+            .to_str()
+            .and_then(|s| s.strip_prefix("ata"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
 /// Whether `path` is an NVMe namespace (`nvme<c>n<n>`, after following links).
 fn is_nvme(path: &Path) -> bool {
     let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
@@ -161,6 +274,31 @@ mod tests {
         assert!(v.iter().all(|o| o % 4096 == 0 && o + 4096 <= gib));
         assert_eq!(v[3], gib - 4096);
         assert!(v.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn ata_ports() {
+        for (p, want) in [
+            (
+                "/sys/devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0/block/sda",
+                true,
+            ),
+            (
+                "/sys/devices/pci0000:00/0000:00:1f.2/ata12/host3/target3:0:0/3:0:0:0/block/sdd",
+                true,
+            ),
+            (
+                "/sys/devices/pci0000:00/0000:00:04.0/virtio1/block/vda",
+                false,
+            ),
+            (
+                "/sys/devices/pci0000:00/0000:00:05.0/usb1/1-1/host2/target2:0:0/2:0:0:0/block/sdb",
+                false,
+            ),
+            ("/sys/devices/virtual/block/atafake", false),
+        ] {
+            assert_eq!(through_ata_port(Path::new(p)), want, "{p}");
+        }
     }
 
     #[test]
