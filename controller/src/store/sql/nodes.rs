@@ -648,6 +648,69 @@ mod tests {
         assert_eq!(node_sort_column("name; DROP TABLE nodes"), None);
     }
 
+    /// The list shapes a large inventory is browsed with run in index order: SQLite's plan
+    /// for them has no temporary B-tree (a sort of every matching row).
+    #[tokio::test]
+    async fn common_lists_are_read_in_index_order() {
+        let store = crate::store::sql::SqlStore::connect("sqlite::memory:")
+            .await
+            .expect("store");
+        let super::super::Backend::Sqlite { read, .. } = &store.backend else {
+            panic!("sqlite");
+        };
+        let state = || Some("available".to_owned());
+        let shapes = [
+            NodeQuery::default(),
+            NodeQuery {
+                sort_dir: SortDir::Desc,
+                ..Default::default()
+            },
+            NodeQuery {
+                provision_state: state(),
+                ..Default::default()
+            },
+            NodeQuery {
+                provision_state: state(),
+                sort_key: Some("name".to_owned()),
+                sort_dir: SortDir::Desc,
+                ..Default::default()
+            },
+            NodeQuery {
+                provision_state: state(),
+                sort_key: Some("name".to_owned()),
+                ..Default::default()
+            },
+            NodeQuery {
+                sort_key: Some("name".to_owned()),
+                ..Default::default()
+            },
+            NodeQuery {
+                sort_key: Some("created_at".to_owned()),
+                ..Default::default()
+            },
+            NodeQuery {
+                sort_key: Some("updated_at".to_owned()),
+                sort_dir: SortDir::Desc,
+                ..Default::default()
+            },
+        ];
+        for query in shapes {
+            let built = build_list(&query).expect("valid");
+            let explain = format!("EXPLAIN QUERY PLAN {}", built.sql);
+            let rows: Vec<(i64, i64, i64, String)> =
+                bind_args!(sqlx::query_as(AssertSqlSafe(explain)), &built.args)
+                    .fetch_all(read)
+                    .await
+                    .expect("explain");
+            let plan: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();
+            assert!(
+                !plan.iter().any(|l| l.contains("TEMP B-TREE")),
+                "{query:?} sorts: {plan:?}\n{}",
+                built.sql
+            );
+        }
+    }
+
     #[test]
     fn list_query_binds_every_filter() {
         let query = NodeQuery {
