@@ -46,6 +46,10 @@ impl Store for Watched {
         self.inner.pool_use()
     }
 
+    async fn count_nodes_by_state(&self) -> Result<Vec<crate::store::StateCount>, StoreError> {
+        self.inner.count_nodes_by_state().await
+    }
+
     async fn register_conductor(&self, conductor: &ConductorRecord) -> Result<(), StoreError> {
         self.inner.register_conductor(conductor).await
     }

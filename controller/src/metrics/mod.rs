@@ -31,7 +31,7 @@ use crate::events::{NodeEvent, NodeEvents};
 use crate::machine::ProvisionState;
 use crate::netboot::dhcp::server::{DhcpCounters, DhcpServer};
 use crate::netboot::tftp::TftpCounters;
-use crate::store::{NodeQuery, Store};
+use crate::store::Store;
 use crate::webhooks::HookStats;
 pub use ops::failure_class;
 use ops::{Ops, Scraped};
@@ -281,13 +281,12 @@ impl Metrics {
 
     /// Reads the scrape-time sources and encodes every family.
     pub async fn render(&self, store: &dyn Store) -> anyhow::Result<String> {
-        let nodes = store.list_nodes(&NodeQuery::default()).await?;
         let mut by_state: HashMap<String, i64> = HashMap::new();
         let mut by_power: HashMap<String, i64> = HashMap::new();
-        for n in &nodes {
-            *by_state.entry(n.provision_state.clone()).or_default() += 1;
-            let power = n.power_state.clone().unwrap_or_else(|| "none".to_owned());
-            *by_power.entry(power).or_default() += 1;
+        for c in store.count_nodes_by_state().await? {
+            *by_state.entry(c.provision_state).or_default() += c.nodes;
+            let power = c.power_state.unwrap_or_else(|| "none".to_owned());
+            *by_power.entry(power).or_default() += c.nodes;
         }
         self.nodes.clear();
         for (state, n) in by_state {

@@ -149,6 +149,14 @@ pub struct PoolUse {
     pub max: u32,
 }
 
+/// Nodes in one provision state and power state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateCount {
+    pub provision_state: String,
+    pub power_state: Option<String>,
+    pub nodes: i64,
+}
+
 /// The inventory store. Implementations must be safe to share between tasks.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -169,6 +177,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_node(&self, ident: &str) -> Result<Option<Node>, StoreError>;
     async fn get_node_by_uuid(&self, uuid: Uuid) -> Result<Option<Node>, StoreError>;
     async fn list_nodes(&self, query: &NodeQuery) -> Result<Vec<Node>, StoreError>;
+    /// How many nodes are in each (provision state, power state), without reading them (for
+    /// `/metrics`, which must not decode 10,000 documents per scrape).
+    async fn count_nodes_by_state(&self) -> Result<Vec<StateCount>, StoreError> {
+        let mut counts: std::collections::BTreeMap<(String, Option<String>), i64> =
+            std::collections::BTreeMap::new();
+        for n in self.list_nodes(&NodeQuery::default()).await? {
+            *counts
+                .entry((n.provision_state, n.power_state))
+                .or_default() += 1;
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((provision_state, power_state), nodes)| StateCount {
+                provision_state,
+                power_state,
+                nodes,
+            })
+            .collect())
+    }
     /// Replaces the node if `node.revision` matches the stored one (else `Stale`), and
     /// returns the new revision. A name taken by another node gives `Duplicate`.
     ///

@@ -121,6 +121,7 @@ suite!(
     dhcp_reservations,
     dhcp_server_restart,
     dhcp_two_replicas_race,
+    node_state_counts,
     conductor_rows,
     conductors_register_and_heartbeat,
 );

@@ -398,6 +398,28 @@ impl Store for SqlStore {
         self.node_list(query).await
     }
 
+    async fn count_nodes_by_state(&self) -> Result<Vec<crate::store::StateCount>, StoreError> {
+        let rows: Vec<(String, Option<String>, i64)> = with_db!(self, read, |pool| {
+            sqlx::query_as(
+                "SELECT provision_state, power_state, COUNT(*) FROM nodes \
+                 GROUP BY provision_state, power_state \
+                 ORDER BY provision_state, power_state NULLS FIRST",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(provision_state, power_state, nodes)| crate::store::StateCount {
+                    provision_state,
+                    power_state,
+                    nodes,
+                },
+            )
+            .collect())
+    }
+
     async fn update_node(&self, node: &Node) -> Result<i64, StoreError> {
         self.node_update(node).await
     }

@@ -691,3 +691,39 @@ pub async fn node_by_system_uuid(db: &mut Db) {
         [a.uuid]
     );
 }
+
+/// `/metrics` counts nodes by provision and power state in the database, and the counts agree
+/// with the nodes themselves (a null power state is its own group).
+pub async fn node_state_counts(db: &mut Db) {
+    let store = &db.store;
+    assert_eq!(store.count_nodes_by_state().await.unwrap(), vec![]);
+    for i in 0..7u32 {
+        let mut n = node(i);
+        n.provision_state = if i < 4 { "available" } else { "active" }.to_owned();
+        n.power_state = match i % 3 {
+            0 => None,
+            1 => Some("power on".to_owned()),
+            _ => Some("power off".to_owned()),
+        };
+        store.create_node(&n).await.unwrap();
+    }
+    let got: Vec<(String, Option<String>, i64)> = store
+        .count_nodes_by_state()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.provision_state, c.power_state, c.nodes))
+        .collect();
+    let s = |x: &str| Some(x.to_owned());
+    assert_eq!(
+        got,
+        vec![
+            ("active".to_owned(), None, 1),
+            ("active".to_owned(), s("power off"), 1),
+            ("active".to_owned(), s("power on"), 1),
+            ("available".to_owned(), None, 2),
+            ("available".to_owned(), s("power off"), 1),
+            ("available".to_owned(), s("power on"), 1),
+        ]
+    );
+}
