@@ -35,14 +35,6 @@ pub enum WipeError {
     /// Zeroes were not read back where they should be.
     #[error("verification failed: non-zero data at offset {0} after wiping")]
     NotZero(u64),
-    /// Secure erase is not possible on this device.
-    #[error("secure erase unsupported on {device}: {why}")]
-    SecureUnsupported {
-        /// Device.
-        device: String,
-        /// Detail.
-        why: String,
-    },
     /// The firmware erase ran but the marker survived.
     #[error("secure erase did not erase: marker still readable at offset {0}")]
     MarkerSurvived(u64),
