@@ -41,28 +41,6 @@ const CREATABLE: [&str; 7] = [
     "owner",
 ];
 
-/// States in which a node's allocation may be removed without maintenance mode (stable and
-/// failed states, as Ironic's `UPDATE_ALLOWED_STATES`).
-const DEALLOCATE_ALLOWED: [&str; 17] = [
-    "enroll",
-    "manageable",
-    "available",
-    "active",
-    "error",
-    "rescue",
-    "deploy failed",
-    "inspecting",
-    "inspect failed",
-    "inspect wait",
-    "clean failed",
-    "verifying",
-    "adopt failed",
-    "rescue failed",
-    "unrescue failed",
-    "service failed",
-    "clean wait",
-];
-
 async fn create(
     State(state): State<ApiState>,
     ctx: ReqCtx,
@@ -310,7 +288,11 @@ async fn delete(
     // claims for an allocation that no longer exists.
     if let Some(node_uuid) = allocation.node_uuid {
         let freed = edit_node(&state, node_uuid, |node| {
-            if !node.maintenance && !DEALLOCATE_ALLOWED.contains(&node.provision_state.as_str()) {
+            let freeable = node
+                .provision_state
+                .parse::<crate::machine::ProvisionState>()
+                .is_ok_and(|s| s.allows_deallocate());
+            if !node.maintenance && !freeable {
                 return Err(ApiError::Conflict(format!(
                     "Cannot remove allocation {} from node {} in provision state {}",
                     allocation.uuid, node.uuid, node.provision_state

@@ -31,43 +31,6 @@ pub fn routes(provision_body_limit: usize) -> Router<ApiState> {
         .merge(super::node_states::routes(provision_body_limit))
 }
 
-/// Every provision state name (stable, transient and failed) a list filter may ask for.
-pub const PROVISION_STATES: [&str; 33] = [
-    "enroll",
-    "verifying",
-    "manageable",
-    "inspecting",
-    "inspect wait",
-    "inspect failed",
-    "cleaning",
-    "clean wait",
-    "clean failed",
-    "clean hold",
-    "available",
-    "deploying",
-    "wait call-back",
-    "deploy failed",
-    "deploy hold",
-    "active",
-    "deleting",
-    "deleted",
-    "error",
-    "rebuild",
-    "adopting",
-    "adopt failed",
-    "rescuing",
-    "rescue wait",
-    "rescue failed",
-    "rescue",
-    "unrescuing",
-    "unrescue failed",
-    "servicing",
-    "service wait",
-    "service failed",
-    "service hold",
-    "unholding",
-];
-
 /// The node rendered for one response.
 pub fn node_response(
     state: &ApiState,
@@ -223,7 +186,7 @@ async fn list_nodes(
         ..NodeQuery::default()
     };
     if let Some(ps) = &query.provision_state
-        && !PROVISION_STATES.contains(&ps.as_str())
+        && !crate::machine::ProvisionState::is_filter_name(ps)
     {
         return Err(ApiError::bad_request(format!(
             "Provision state \"{ps}\" is not valid"
@@ -466,9 +429,6 @@ fn patch_document(node: &Node) -> serde_json::Map<String, Value> {
         .collect()
 }
 
-/// States a node may be deleted in without maintenance mode.
-const DELETE_ALLOWED: [&str; 4] = ["manageable", "enroll", "adopt failed", "available"];
-
 async fn delete(
     State(state): State<ApiState>,
     ctx: ReqCtx,
@@ -477,7 +437,11 @@ async fn delete(
     let node = find_node(&state, &ctx, &ident).await?;
     let store = state.store.clone();
     with_reservation(&state, node.uuid, |node| async move {
-        if !node.maintenance && !DELETE_ALLOWED.contains(&node.provision_state.as_str()) {
+        let deletable = node
+            .provision_state
+            .parse::<crate::machine::ProvisionState>()
+            .is_ok_and(|s| s.allows_delete());
+        if !node.maintenance && !deletable {
             return Err(ApiError::Conflict(format!(
                 "Can not delete node \"{}\" while it is in provision state \"{}\". Valid provision states to perform deletion are: \"('manageable', 'enroll', 'adopt failed', 'available')\", or set the node into maintenance mode",
                 node.uuid, node.provision_state

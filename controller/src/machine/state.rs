@@ -210,6 +210,51 @@ impl ProvisionState {
     }
 }
 
+impl ProvisionState {
+    /// Names Ironic accepts in a `provision_state` list filter besides the states themselves:
+    /// states of its machine that no node rests in here.
+    pub const FILTER_ONLY_NAMES: [&'static str; 3] = ["deleted", "rebuild", "unholding"];
+
+    /// Whether `name` may be asked for in a list filter (a state, or one of
+    /// [`Self::FILTER_ONLY_NAMES`]).
+    pub fn is_filter_name(name: &str) -> bool {
+        name.parse::<Self>().is_ok() || Self::FILTER_ONLY_NAMES.contains(&name)
+    }
+
+    /// Whether a node may be deleted in this state without maintenance mode (Ironic's
+    /// `DELETE_ALLOWED_STATES`).
+    pub fn allows_delete(self) -> bool {
+        use ProvisionState::*;
+        matches!(self, Manageable | Enroll | AdoptFailed | Available)
+    }
+
+    /// Whether a node's allocation may be removed in this state without maintenance mode
+    /// (Ironic's `UPDATE_ALLOWED_STATES`: stable, failed and wait states, and inspection).
+    pub fn allows_deallocate(self) -> bool {
+        use ProvisionState::*;
+        matches!(
+            self,
+            Enroll
+                | Manageable
+                | Available
+                | Active
+                | Error
+                | Rescue
+                | DeployFailed
+                | Inspecting
+                | InspectFailed
+                | InspectWait
+                | CleanFailed
+                | Verifying
+                | AdoptFailed
+                | RescueFailed
+                | UnrescueFailed
+                | ServiceFailed
+                | CleanWait
+        )
+    }
+}
+
 impl fmt::Display for ProvisionState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

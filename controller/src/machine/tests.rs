@@ -520,3 +520,62 @@ fn agent_lookup_is_answered_only_where_an_agent_is_expected() {
         );
     }
 }
+
+/// Every state with whether a node in it may be deleted and have its allocation removed
+/// without maintenance mode (Ironic's `DELETE_ALLOWED_STATES` and `UPDATE_ALLOWED_STATES`).
+#[test]
+fn delete_and_deallocate_states() {
+    use ProvisionState as S;
+    let table: [(S, bool, bool); 30] = [
+        (S::Enroll, true, true),
+        (S::Verifying, false, true),
+        (S::Manageable, true, true),
+        (S::Available, true, true),
+        (S::Active, false, true),
+        (S::Deploying, false, false),
+        (S::DeployWait, false, false),
+        (S::DeployFailed, false, true),
+        (S::DeployHold, false, false),
+        (S::Deleting, false, false),
+        (S::Cleaning, false, false),
+        (S::CleanWait, false, true),
+        (S::CleanFailed, false, true),
+        (S::CleanHold, false, false),
+        (S::Error, false, true),
+        (S::Inspecting, false, true),
+        (S::InspectWait, false, true),
+        (S::InspectFailed, false, true),
+        (S::Adopting, false, false),
+        (S::AdoptFailed, true, true),
+        (S::Rescue, false, true),
+        (S::Rescuing, false, false),
+        (S::RescueWait, false, false),
+        (S::RescueFailed, false, true),
+        (S::Unrescuing, false, false),
+        (S::UnrescueFailed, false, true),
+        (S::Servicing, false, false),
+        (S::ServiceWait, false, false),
+        (S::ServiceFailed, false, true),
+        (S::ServiceHold, false, false),
+    ];
+    let listed: Vec<S> = table.iter().map(|row| row.0).collect();
+    assert_eq!(listed, S::ALL.to_vec(), "one row per state, in order");
+    for (state, delete, deallocate) in table {
+        assert_eq!(state.allows_delete(), delete, "{state}: delete");
+        assert_eq!(state.allows_deallocate(), deallocate, "{state}: deallocate");
+    }
+}
+
+/// A list filter takes every state's name and Ironic's three machine-only names, nothing else.
+#[test]
+fn list_filter_names() {
+    for s in ProvisionState::ALL {
+        assert!(ProvisionState::is_filter_name(s.as_str()), "{s}");
+    }
+    for name in ["deleted", "rebuild", "unholding"] {
+        assert!(ProvisionState::is_filter_name(name), "{name}");
+    }
+    for name in ["", "Active", "activ", "deploy", "wait callback"] {
+        assert!(!ProvisionState::is_filter_name(name), "{name:?}");
+    }
+}
