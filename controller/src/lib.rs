@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod drivers;
 pub mod events;
 pub mod flavors;
+pub mod hub;
 pub mod images;
 pub mod instance;
 pub mod live;

@@ -11,6 +11,30 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+/// The `properties` (or `extra`) key holding a node's SMBIOS system UUID, which an agent
+/// lookup finds the node by (kept in an indexed column by the store).
+pub const SYSTEM_UUID_KEY: &str = "system_uuid";
+
+/// Whether `name` is a trait name: `CUSTOM_*` or a standard os-traits-looking name (upper
+/// case, digits, underscores, at least two segments), at most 255 characters. The one rule
+/// for node traits, allocation traits and flavors.
+pub fn is_valid_trait(name: &str) -> bool {
+    let custom = name.strip_prefix("CUSTOM_").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    });
+    let standard = name.starts_with(|c: char| c.is_ascii_uppercase())
+        && name.contains('_')
+        && !name.ends_with('_')
+        && !name.contains("__")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    name.len() <= 255 && (custom || standard)
+}
+
 /// A JSON object (`properties`, `driver_info`, `extra`, ...).
 pub type JsonMap = Map<String, Value>;
 

@@ -12,7 +12,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::agent_api::hub::AgentHub;
 use crate::agent_api::{self, AgentApiState};
 use crate::api::auth::{AuthStrategy, HtpasswdUsers};
 use crate::api::{self, ApiSettings, ApiState};
@@ -23,6 +22,7 @@ use crate::discovery::Discovery;
 use crate::drivers::DriverRegistry;
 use crate::drivers::qemu::QemuSettings;
 use crate::events::Fanout;
+use crate::hub::AgentHub;
 use crate::images::{self, ImageStore, resolve::LocalImages, signing::UrlSigner};
 use crate::instance::{self, InstanceLock};
 use crate::live::{LiveEvents, store::Watched};

@@ -22,10 +22,10 @@ use proto::protocol::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::hub::Claim;
 use super::{AgentApiState, AgentError, PROGRESS_KEY, authorize, bad_json, edit_node};
 use crate::conductor::ConductorError;
 use crate::drivers::wipe_proof;
+use crate::hub::Claim;
 use crate::store::StoreError;
 
 pub(super) async fn heartbeat(

@@ -16,13 +16,13 @@ use proto::PROTOCOL_VERSION;
 use proto::protocol::{LookupRequest, LookupResponse};
 use serde_json::Value;
 
-use super::session::Decision;
 use super::{
     AgentApiState, AgentError, bad_json, edit_node, hash_token, limits, new_token, presented,
-    stored_token_hash, sync_token_hash,
 };
 use crate::conductor::ProvisionRequest;
 use crate::discovery::EnrollError;
+use crate::hub::session::Decision;
+use crate::hub::{stored_token_hash, sync_token_hash};
 use crate::machine::{ProvisionState, Verb};
 use crate::model::Node;
 

@@ -205,24 +205,9 @@ pub fn normalize_mac(field: &str, raw: &str) -> Result<String, ApiError> {
     Ok(out)
 }
 
-/// Traits are `CUSTOM_*` or standard os-traits-looking names (upper case, digits,
-/// underscores, at least two segments).
+/// A trait name as the API takes it (`model::is_valid_trait`), or Ironic's schema error.
 pub fn check_trait(name: &str) -> Result<(), ApiError> {
-    let custom = name.strip_prefix("CUSTOM_").is_some_and(|rest| {
-        !rest.is_empty()
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-    });
-    let standard = name.len() <= 255
-        && name.starts_with(|c: char| c.is_ascii_uppercase())
-        && name.contains('_')
-        && !name.ends_with('_')
-        && !name.contains("__")
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-    if (custom && name.len() <= 255) || standard {
+    if crate::model::is_valid_trait(name) {
         Ok(())
     } else {
         Err(ApiError::schema(

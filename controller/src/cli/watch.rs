@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use serde_json::Value;
 
 use super::client::ApiClient;
-use crate::agent_api::PROGRESS_KEY;
+use crate::hub::PROGRESS_KEY;
 use crate::machine::{ProvisionState, StateKind};
 
 /// One agent progress report, as stored on the node.

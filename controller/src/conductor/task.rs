@@ -110,7 +110,7 @@ impl Conductor {
             // The agent API may have started or ended a session since this copy was read:
             // the hub's view is what is stored.
             if let Some(hub) = self.drivers.agent_hub() {
-                crate::agent_api::sync_token_hash(hub, node);
+                crate::hub::sync_token_hash(hub, node);
             }
             match self.store.commit_transition(node, history, holder).await {
                 Ok(revision) => {
@@ -197,8 +197,7 @@ impl Conductor {
         req: &ProvisionRequest,
     ) -> Result<(), ConductorError> {
         // A new operation: the agent progress of the last one must not show as this one's.
-        node.driver_internal_info
-            .remove(crate::agent_api::PROGRESS_KEY);
+        node.driver_internal_info.remove(crate::hub::PROGRESS_KEY);
         match req.verb {
             Verb::Deploy | Verb::Rebuild => {
                 if let Some(configdrive) = &req.configdrive {

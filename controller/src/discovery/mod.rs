@@ -22,7 +22,7 @@ use crate::model::{JsonMap, Node, Port};
 use crate::store::{NodeQuery, PortQuery, Store, StoreError};
 
 /// `properties` key where the SMBIOS system UUID of a discovered node is kept.
-pub const SYSTEM_UUID_KEY: &str = "system_uuid";
+pub use crate::model::SYSTEM_UUID_KEY;
 
 /// An IP network in CIDR notation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use super::{
     BootDevice, CleanStep, DeployInterface, DriverError, HardwareType, InspectInterface,
     ManagementInterface, PowerInterface, PowerState, PowerTarget, StepOutcome,
 };
-use crate::agent_api::hub::AgentHub;
+use crate::hub::AgentHub;
 use crate::images::resolve::{ImageResolver, ResolvedImage, stored_name};
 use crate::model::Node;
 

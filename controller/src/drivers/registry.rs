@@ -15,7 +15,7 @@ use super::manual::ManualHardware;
 use super::measured::{CallObserver, Measured};
 use super::qemu::QemuSettings;
 use super::{DeployInterface, DriverError, InspectInterface, ManagementInterface, PowerInterface};
-use crate::agent_api::hub::AgentHub;
+use crate::hub::AgentHub;
 use crate::model::Node;
 
 /// Every hardware type Ingot implements.

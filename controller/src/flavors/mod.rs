@@ -71,8 +71,11 @@ pub fn validate(flavors: &[Flavor]) -> anyhow::Result<()> {
             );
         }
         for t in &f.traits {
-            if let Err(e) = crate::api::schema::check_trait(t) {
-                bail!("flavors[{n}] ({}): traits: {e}", f.name);
+            if !crate::model::is_valid_trait(t) {
+                bail!(
+                    "flavors[{n}] ({}): traits: {t:?} does not match '^CUSTOM_[A-Z0-9_]+$'",
+                    f.name
+                );
             }
         }
         for (key, v) in [

@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::agent_api::PROGRESS_KEY;
+use crate::hub::PROGRESS_KEY;
 use crate::model::Node;
 
 /// Events kept for the slowest stream before it is dropped.

@@ -23,11 +23,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use uuid::Uuid;
 
-use crate::agent_api::hub::AgentHub;
 use crate::conductor::Conductor;
 use crate::drivers::DriverError;
 use crate::drivers::measured::CallObserver;
 use crate::events::{NodeEvent, NodeEvents};
+use crate::hub::AgentHub;
 use crate::machine::ProvisionState;
 use crate::netboot::dhcp::server::{DhcpCounters, DhcpServer};
 use crate::netboot::tftp::TftpCounters;

@@ -126,15 +126,14 @@ async fn agent_progress_of_one_operation_does_not_show_in_the_next() {
     let uuid = enroll(&env.store, "manual", "manageable").await;
     let mut node = get(&env.store, uuid).await;
     node.driver_internal_info.insert(
-        crate::agent_api::PROGRESS_KEY.into(),
+        crate::hub::PROGRESS_KEY.into(),
         json!({"phase": "wipe", "bytes_written": 1024, "bytes_total": 1024}),
     );
     env.store.update_node(&node).await.expect("progress");
     provision(&env, uuid, Verb::Provide).await;
     let node = wait_state(&env.store, uuid, "clean wait").await;
     assert_eq!(
-        node.driver_internal_info
-            .get(crate::agent_api::PROGRESS_KEY),
+        node.driver_internal_info.get(crate::hub::PROGRESS_KEY),
         None,
         "the last wipe's progress shows in the new cleaning"
     );

@@ -45,7 +45,7 @@ use super::{
     BootDevice, DriverError, HardwareType, ManagementInterface, PowerInterface, PowerState,
     PowerTarget,
 };
-use crate::agent_api::hub::AgentHub;
+use crate::hub::AgentHub;
 use crate::model::Node;
 
 /// `driver_info` keys of the `qemu` type, with descriptions.

@@ -26,7 +26,7 @@ use super::{
     BootDevice, BootMode, DriverError, HardwareType, ManagementInterface, PowerInterface,
     PowerState, PowerTarget,
 };
-use crate::agent_api::hub::AgentHub;
+use crate::hub::AgentHub;
 use crate::model::Node;
 
 /// Default wait for a power change to show.

@@ -189,7 +189,7 @@ macro_rules! bind_node {
 fn system_uuid_of(node: &Node) -> Option<String> {
     [&node.properties, &node.extra]
         .into_iter()
-        .find_map(|m| m.get(crate::discovery::SYSTEM_UUID_KEY)?.as_str())
+        .find_map(|m| m.get(crate::model::SYSTEM_UUID_KEY)?.as_str())
         .map(str::to_ascii_lowercase)
 }
 

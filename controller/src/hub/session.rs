@@ -1,5 +1,5 @@
 //! PURE: whether a lookup for a known node starts an agent session (one token per ramdisk
-//! boot). No IO and no clock; [`super::hub::AgentHub::lookup`] feeds it the node's session.
+//! boot). No IO and no clock; [`super::AgentHub::lookup`] feeds it the node's session.
 
 /// What the hub knows about a node's session when a lookup arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -248,3 +248,34 @@ fn token_hashes_compare() {
     assert!(hashes_equal(&a, &hash_token("abc")));
     assert!(!hashes_equal(&a, &hash_token("abd")));
 }
+
+#[test]
+fn hex_round_trip() {
+    let h = hash_token("x");
+    assert_eq!(from_hex(&to_hex(&h)), Some(h));
+    assert_eq!(from_hex("zz"), None);
+}
+
+#[test]
+fn the_hubs_view_is_what_a_save_stores() {
+    use crate::model::Node;
+    let hub = AgentHub::new();
+    let mut node = Node::new(Uuid::new_v4(), "manual", chrono::Utc::now());
+    let old = hash_token("old");
+    node.driver_internal_info.insert(
+        TOKEN_HASH_KEY.into(),
+        serde_json::Value::String(to_hex(&old)),
+    );
+    // Unknown to this run (a restart): the stored hash stays.
+    sync_token_hash(&hub, &mut node);
+    assert_eq!(stored_token_hash(&node), Some(old));
+    // The conductor rebooted the machine: the dead token is not saved back.
+    hub.boot_requested(node.uuid);
+    sync_token_hash(&hub, &mut node);
+    assert_eq!(stored_token_hash(&node), None);
+    // A lookup took a new token meanwhile: the save keeps it.
+    let new = hash_token("new");
+    hub.lookup(node.uuid, None, new);
+    sync_token_hash(&hub, &mut node);
+    assert_eq!(stored_token_hash(&node), Some(new));
+}

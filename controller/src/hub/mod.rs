@@ -25,7 +25,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::session::{self, Decision, SessionView};
+pub mod session;
+
+use self::session::{Decision, SessionView};
 use crate::images::resolve::ImageResolver;
 
 /// `driver_internal_info` key holding the hex SHA-256 of the current agent token.
@@ -459,6 +461,51 @@ impl AgentHub {
         self.lock().nodes.get(&node).is_some_and(|s| {
             s.token_hash.is_some() && s.last_seen.is_some_and(|t| t.elapsed() <= window)
         })
+    }
+}
+
+/// `driver_internal_info` key with the latest agent progress report.
+pub const PROGRESS_KEY: &str = "agent_progress";
+
+/// Lower-case hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(s: &str) -> Option<TokenHash> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The token hash stored in a node's `driver_internal_info`.
+pub fn stored_token_hash(node: &crate::model::Node) -> Option<TokenHash> {
+    node.driver_internal_info
+        .get(TOKEN_HASH_KEY)
+        .and_then(serde_json::Value::as_str)
+        .and_then(from_hex)
+}
+
+/// Writes the hub's view of the node's session into `driver_internal_info` (the conductor
+/// calls this before it saves a node it holds, so its copy never brings back a dead token
+/// or drops a new one). No-op while the hub does not know the node (after a restart).
+pub fn sync_token_hash(hub: &AgentHub, node: &mut crate::model::Node) {
+    match hub.session_hash(node.uuid) {
+        Some(Some(hash)) => {
+            node.driver_internal_info.insert(
+                TOKEN_HASH_KEY.into(),
+                serde_json::Value::String(to_hex(&hash)),
+            );
+        }
+        Some(None) => {
+            node.driver_internal_info.remove(TOKEN_HASH_KEY);
+        }
+        None => {}
     }
 }
 
