@@ -1,5 +1,7 @@
-//! Boot stage timings of the ramdisk agent, as times since boot (the kernel's
-//! `CLOCK_MONOTONIC`, which `/proc/uptime` also shows).
+//! Boot stage timings of the ramdisk agent, as times since boot ([`uptime`], the kernel's
+//! `CLOCK_MONOTONIC`, which `/proc/uptime` also shows). Its own module so that `init` (PID 1,
+//! which records the stages) and `run` (whose first lookup ends the timeline) both use it
+//! while `run` never reaches into `init`.
 //!
 //! PID 1 records each stage (mounts, coldplug, link, DHCP, inventory, lookup) as it ends and
 //! logs it; the first answered lookup prints the whole timeline on one console line, which
@@ -8,6 +10,19 @@
 
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
+
+/// Time since boot (`CLOCK_MONOTONIC`).
+pub fn uptime() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec for the kernel to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
 
 /// One finished stage.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,6 @@ pub mod dhcp;
 pub mod ifconfig;
 pub mod lease;
 pub mod net;
-pub mod timeline;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,18 +29,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use crate::cmdline::{AgentConfig, OnFatal};
 use crate::run::machine::Halt;
 
-/// Time since boot (`CLOCK_MONOTONIC`).
-pub fn uptime() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec for the kernel to fill.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) } != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
+pub use crate::boot::uptime;
 
 /// Mounts /proc, /sys, /dev (devtmpfs), /run and /tmp; returns the failures.
 pub fn mount_pseudo_filesystems() -> Vec<String> {
@@ -150,7 +138,7 @@ pub fn pid1_main() -> ! {
         Err(e) => (AgentConfig::default(), Some(format!("{e:#}"))),
     };
     console(&format!("PID 1 start at uptime {:.3} s", t0.as_secs_f64()));
-    timeline::start(t0);
+    crate::boot::start(t0);
     // SAFETY: no other thread exists yet (nothing above spawns one), so the child may run
     // any code.
     match unsafe { fork() } {
@@ -271,7 +259,7 @@ fn start_coldplug(done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
                     r.passes,
                     slowest.join(" ")
                 );
-                if let Some(tl) = timeline::boot() {
+                if let Some(tl) = crate::boot::boot() {
                     tl.stage("coldplug", start, uptime(), detail);
                 }
             }
@@ -281,7 +269,7 @@ fn start_coldplug(done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
         }
         if let Ok((n, t, end)) = enabling.join()
             && n > 0
-            && let Some(tl) = timeline::boot()
+            && let Some(tl) = crate::boot::boot()
         {
             tl.stage("enable", t, end, format!("{n} PCI NICs enabled"));
         }
@@ -307,7 +295,7 @@ fn agent_main(
         uptime_ms = uptime().as_millis() as u64,
         "ingot-agent ramdisk starting"
     );
-    let tl = timeline::start(init);
+    let tl = crate::boot::start(init);
     tl.stage("mounts", init, mounted, "pseudo filesystems".into());
     for e in &mount_errors {
         tracing::warn!("{e}");

@@ -19,8 +19,8 @@ use super::dhcp::Lease;
 use super::dhcp::edge::Port;
 use super::ifconfig::Ioctl;
 use super::lease;
-use super::timeline::Timeline;
 use super::uptime;
+use crate::boot::Timeline;
 
 /// A physical NIC.
 #[derive(Debug, Clone)]

@@ -155,7 +155,7 @@ pub async fn drive_with<C: Controller, H: Host>(
             Action::Lookup { delay, token } => {
                 tokio::time::sleep(delay).await;
                 let h = host.clone();
-                let inv_start = crate::init::uptime();
+                let inv_start = crate::boot::uptime();
                 let req = match tokio::task::spawn_blocking(move || h.lookup_request()).await {
                     Ok(r) => r,
                     Err(e) => {
@@ -164,13 +164,13 @@ pub async fn drive_with<C: Controller, H: Host>(
                         continue;
                     }
                 };
-                let call_start = crate::init::uptime();
+                let call_start = crate::boot::uptime();
                 let r = ctl.lookup(&req, token).await;
                 match &r {
                     Ok(resp) => {
                         if !looked_up {
                             looked_up = true;
-                            if let Some(tl) = crate::init::timeline::boot() {
+                            if let Some(tl) = crate::boot::boot() {
                                 tl.stage(
                                     "inventory",
                                     inv_start,
@@ -184,7 +184,7 @@ pub async fn drive_with<C: Controller, H: Host>(
                                 tl.stage(
                                     "lookup",
                                     call_start,
-                                    crate::init::uptime(),
+                                    crate::boot::uptime(),
                                     format!("node {}", resp.node_uuid),
                                 );
                                 tracing::info!("{}", tl.summary());
@@ -193,7 +193,7 @@ pub async fn drive_with<C: Controller, H: Host>(
                                 node = %resp.node_uuid,
                                 discovered = resp.discovered,
                                 macs = ?req.macs,
-                                uptime_ms = crate::init::uptime().as_millis() as u64,
+                                uptime_ms = crate::boot::uptime().as_millis() as u64,
                                 since_start_ms = started.elapsed().as_millis() as u64,
                                 pid1_rss_kib = vm_rss_kib("/proc/1/status"),
                                 self_rss_kib = vm_rss_kib("/proc/self/status"),
