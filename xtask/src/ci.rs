@@ -1,4 +1,4 @@
-//! `cargo xtask ci`: formatting, clippy, `cargo deny`, every test and a short run of every
+//! `cargo xtask ci`: formatting, clippy, `cargo deny`, `cargo xtask tidy`, every test and a short run of every
 //! fuzz target, reporting all failures at the end.
 //! Clippy runs with `--keep-going` so one broken crate does not hide lints in the others.
 //!
@@ -102,6 +102,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     results.push(step("clippy", clippy)?);
 
     results.push(deny_step()?);
+
+    let mut tidy = cargo();
+    tidy.args(["xtask", "tidy"]);
+    results.push(step("tidy", tidy)?);
 
     let mut tests = cargo();
     if has_nextest() {

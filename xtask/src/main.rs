@@ -2,8 +2,8 @@
 //!
 //! Subcommands, one file each: `ci` (fmt, clippy, all tests, the package check, a short fuzz
 //! run), `fuzz` (the cargo-fuzz targets of `fuzz/`), `bench api [--peer ironic]`, `bench write`,
-//! `bench tls`, `image`, `initramfs`, `lab`, `package` (the Debian package), and `ironic
-//! serve|clients` (the real Ironic peer used by the API bench and to validate the client
+//! `bench tls`, `image`, `initramfs`, `lab`, `package` (the Debian package), `tidy` (structure
+//! checks), and `ironic serve|clients` (the real Ironic peer used by the API bench and to validate the client
 //! session scripts). Keep dependencies minimal.
 
 mod bench_api;
@@ -20,6 +20,7 @@ mod paths;
 mod proc_stats;
 mod pyvenv;
 mod server;
+mod tidy;
 
 const USAGE: &str = "usage: cargo xtask <command>
   ci                      cargo fmt --check, clippy -D warnings, cargo deny, all tests; reports every failure
@@ -40,7 +41,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   package [--profile release|dev] [--check]
                           target/package/ingot_<version>_amd64.deb; --check installs it in a private root
   ironic serve [--port N] run real Ironic 39.0.0 standalone on 127.0.0.1 (fake-hardware, sqlite)
-  ironic clients          run controller/tests/clients/*.py against a fresh real Ironic";
+  ironic clients          run controller/tests/clients/*.py against a fresh real Ironic
+  tidy                    structure checks: no module cycle in controller/src, agent init -> run one-way";
 
 fn main() {
     // An anyhow error returned from main would print a backtrace when RUST_BACKTRACE is set;
@@ -70,6 +72,7 @@ fn run() -> anyhow::Result<()> {
         (Some("ironic"), _) => ironic::run(rest(1)),
         (Some("lab"), _) => lab::run(rest(1)),
         (Some("package"), _) => package::run(rest(1)),
+        (Some("tidy"), _) => tidy::run(rest(1)),
         (Some("-h" | "--help" | "help"), _) => {
             println!("{USAGE}");
             Ok(())
