@@ -169,27 +169,19 @@ async fn authorize(
     }
 }
 
-/// Re-reads and updates a node until the write is not stale.
+/// A write of the agent API (progress, session fields): `store::update_node_with`, without
+/// the node's reservation.
 async fn edit_node(
     store: &dyn Store,
     uuid: Uuid,
     edit: impl Fn(&mut Node),
 ) -> Result<(), StoreError> {
-    for _ in 0..8 {
-        let Some(mut node) = store.get_node_by_uuid(uuid).await? else {
-            return Err(StoreError::NotFound {
-                kind: "node",
-                ident: uuid.to_string(),
-            });
-        };
-        edit(&mut node);
-        match store.update_node(&node).await {
-            Ok(_) => return Ok(()),
-            Err(StoreError::Stale { .. }) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Stale { uuid })
+    crate::store::update_node_with(store, uuid, None, |n| {
+        edit(n);
+        Ok::<(), StoreError>(())
+    })
+    .await
+    .map(|_| ())
 }
 
 #[cfg(test)]

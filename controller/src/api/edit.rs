@@ -2,7 +2,6 @@
 //! uses: take the node's reservation (409 when a task holds it, as Ironic's `NodeLocked`),
 //! apply the change, write it with the revision check, and always release.
 
-use chrono::Utc;
 use uuid::Uuid;
 
 use super::ApiState;
@@ -31,9 +30,6 @@ pub async fn find_node(state: &ApiState, ctx: &ReqCtx, ident: &str) -> ApiResult
         .ok_or_else(|| ApiError::node_not_found(ident))
 }
 
-/// How many times a write that lost an optimistic-concurrency race is retried.
-const STALE_RETRIES: usize = 5;
-
 /// Reserves the node, runs `change` on it (which may refuse with an error), stores it and
 /// releases the reservation. Returns the node as written (with `reservation` still showing
 /// the holder, as Ironic's PATCH response does).
@@ -57,37 +53,36 @@ where
     result
 }
 
-async fn write_with_retries<F>(
-    state: &ApiState,
-    mut current: Node,
-    change: &mut F,
-) -> ApiResult<Node>
+/// An edit's refusal, or the store's failure (kept apart to word a lost race as before).
+enum EditError {
+    Refused(ApiError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for EditError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+async fn write_with_retries<F>(state: &ApiState, current: Node, change: &mut F) -> ApiResult<Node>
 where
     F: FnMut(&mut Node) -> ApiResult<()>,
 {
-    for _ in 0..STALE_RETRIES {
-        let mut node = current.clone();
-        change(&mut node)?;
-        node.updated_at = Some(Utc::now());
-        match state.store.update_node(&node).await {
-            Ok(revision) => {
-                node.revision = revision;
-                return Ok(node);
-            }
-            Err(StoreError::Stale { .. }) => {
-                current = state
-                    .store
-                    .get_node_by_uuid(node.uuid)
-                    .await?
-                    .ok_or_else(|| ApiError::node_not_found(node.uuid))?;
-            }
-            Err(e) => return Err(e.into()),
-        }
+    let uuid = current.uuid;
+    let written = crate::store::update_node_with(state.store.as_ref(), uuid, Some(current), |n| {
+        change(n).map_err(EditError::Refused)
+    })
+    .await;
+    match written {
+        Ok(node) => Ok(node),
+        Err(EditError::Refused(e)) => Err(e),
+        Err(EditError::Store(StoreError::Stale { .. })) => Err(ApiError::Conflict(format!(
+            "Node {uuid} is being changed concurrently, please retry."
+        ))),
+        Err(EditError::Store(StoreError::NotFound { .. })) => Err(ApiError::node_not_found(uuid)),
+        Err(EditError::Store(e)) => Err(e.into()),
     }
-    Err(ApiError::Conflict(format!(
-        "Node {} is being changed concurrently, please retry.",
-        current.uuid
-    )))
 }
 
 /// Runs `f` while holding the node's reservation (for deletes), releasing afterwards.

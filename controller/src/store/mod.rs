@@ -19,6 +19,51 @@ pub mod sql;
 
 pub use sql::{NODE_SORT_KEYS, SqlStore, node_sort_column};
 
+/// How many times [`update_node_with`] retries a write that lost a race.
+pub const STALE_RETRIES: usize = 8;
+
+/// The one read-change-write loop for node writers that are not the conductor's task (the
+/// API's edits, made under the node's reservation, and the agent API's progress and session
+/// fields, made without it): applies `change` to `first` (or a fresh read), writes it, and
+/// after a lost optimistic-concurrency race (`Stale`) reads the node again and re-applies
+/// `change`, at most [`STALE_RETRIES`] times. `change` may refuse with its own error. The
+/// conductor's task writes go through `Conductor::save_with` instead, which merges its own
+/// fields into the fresh copy. Returns the node as written; `Stale` after the last retry.
+pub async fn update_node_with<E>(
+    store: &dyn Store,
+    uuid: Uuid,
+    first: Option<Node>,
+    mut change: impl FnMut(&mut Node) -> Result<(), E>,
+) -> Result<Node, E>
+where
+    E: From<StoreError>,
+{
+    let mut current = first;
+    for _ in 0..STALE_RETRIES {
+        let mut node = match current.take() {
+            Some(n) => n,
+            None => store
+                .get_node_by_uuid(uuid)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: "node",
+                    ident: uuid.to_string(),
+                })?,
+        };
+        change(&mut node)?;
+        node.updated_at = Some(chrono::Utc::now());
+        match store.update_node(&node).await {
+            Ok(revision) => {
+                node.revision = revision;
+                return Ok(node);
+            }
+            Err(StoreError::Stale { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Stale { uuid }.into())
+}
+
 /// Errors a caller may branch on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
