@@ -19,7 +19,6 @@ use proto::AgentEvent;
 use proto::protocol::{
     AgentState, Command, EventReport, HeartbeatRequest, HeartbeatResponse, Report,
 };
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{AgentApiState, AgentError, PROGRESS_KEY, authorize, bad_json, edit_node};
@@ -102,15 +101,16 @@ pub(super) async fn events(
                     p.bytes_written,
                     p.rate_bps,
                 );
-                let value = json!({
-                    "command_id": rep.command_id,
-                    "phase": p.phase,
-                    "bytes_fetched": p.bytes_fetched,
-                    "bytes_written": p.bytes_written,
-                    "bytes_total": p.bytes_total,
-                    "rate_bps": p.rate_bps,
-                    "elapsed_ms": p.elapsed_ms,
-                });
+                let value = crate::hub::AgentProgress {
+                    command_id: Some(rep.command_id),
+                    phase: phase_name(p.phase),
+                    bytes_fetched: p.bytes_fetched,
+                    bytes_written: p.bytes_written,
+                    bytes_total: p.bytes_total,
+                    rate_bps: p.rate_bps,
+                    elapsed_ms: p.elapsed_ms,
+                }
+                .to_value();
                 edit_node(st.store.as_ref(), node, |n| {
                     n.driver_internal_info
                         .insert(PROGRESS_KEY.into(), value.clone());

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use serde_json::Value;
 
 use super::client::ApiClient;
-use crate::hub::PROGRESS_KEY;
+use crate::hub::{AgentProgress, PROGRESS_KEY};
 use crate::machine::{ProvisionState, StateKind};
 
 /// One agent progress report, as stored on the node.
@@ -29,17 +29,16 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// The progress stored on `node` (an API node body), if any.
+    /// The progress stored on `node` (an API node body), if any (`hub::AgentProgress`).
     pub fn of_node(node: &Value) -> Option<Progress> {
-        let p = node.get("driver_internal_info")?.get(PROGRESS_KEY)?;
-        let num = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let p = AgentProgress::from_value(node.get("driver_internal_info")?.get(PROGRESS_KEY)?)?;
         Some(Progress {
-            phase: p.get("phase")?.as_str()?.to_owned(),
-            bytes_fetched: num("bytes_fetched"),
-            bytes_written: num("bytes_written"),
-            bytes_total: p.get("bytes_total").and_then(Value::as_u64),
-            rate_bps: num("rate_bps"),
-            elapsed_ms: num("elapsed_ms"),
+            phase: p.phase,
+            bytes_fetched: p.bytes_fetched,
+            bytes_written: p.bytes_written,
+            bytes_total: p.bytes_total,
+            rate_bps: p.rate_bps,
+            elapsed_ms: p.elapsed_ms,
         })
     }
 

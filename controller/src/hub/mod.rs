@@ -464,8 +464,41 @@ impl AgentHub {
     }
 }
 
-/// `driver_internal_info` key with the latest agent progress report.
+/// `driver_internal_info` key with the latest agent progress report ([`AgentProgress`]).
 pub const PROGRESS_KEY: &str = "agent_progress";
+
+/// The latest progress report of a node's agent, as stored under [`PROGRESS_KEY`]: the one
+/// shape the agent API writes and `ingot node watch` and the console read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentProgress {
+    /// The command reporting (always written; a reader takes a report without it).
+    #[serde(default)]
+    pub command_id: Option<Uuid>,
+    /// `proto::Phase` as its wire name (`fetch`, `write`, `wipe`, `verify`, ...).
+    pub phase: String,
+    #[serde(default)]
+    pub bytes_fetched: u64,
+    #[serde(default)]
+    pub bytes_written: u64,
+    #[serde(default)]
+    pub bytes_total: Option<u64>,
+    #[serde(default)]
+    pub rate_bps: u64,
+    #[serde(default)]
+    pub elapsed_ms: u64,
+}
+
+impl AgentProgress {
+    /// The stored value of a report.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The report stored in a `driver_internal_info` value, if it reads as one.
+    pub fn from_value(v: &serde_json::Value) -> Option<Self> {
+        serde_json::from_value(v.clone()).ok()
+    }
+}
 
 /// Lower-case hex of `bytes`.
 pub fn to_hex(bytes: &[u8]) -> String {
