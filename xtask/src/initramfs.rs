@@ -83,71 +83,20 @@ impl Options {
     }
 }
 
-/// Module metadata of one kernel: `modules.dep`, `modules.alias`, `modules.softdep`.
-#[derive(Debug, Default)]
-pub struct ModuleIndex {
-    /// Module name (with `_`) -> relative path.
-    pub paths: BTreeMap<String, String>,
-    /// Relative path -> relative paths of its dependencies.
-    pub deps: BTreeMap<String, Vec<String>>,
-    /// (alias pattern, module name) in file order.
-    pub aliases: Vec<(String, String)>,
-    /// Module name -> soft dependencies (names or aliases).
-    pub softdeps: BTreeMap<String, Vec<String>>,
-}
+/// The kernel's module index (`kmod-index`, shared with the agent's coldplug).
+pub use kmod_index::{ModuleIndex, module_name};
 
-/// `virtio-net.ko.xz` -> `virtio_net`.
-pub fn module_name(path: &str) -> String {
-    let file = path.rsplit('/').next().unwrap_or(path);
-    let stem = file.split(".ko").next().unwrap_or(file);
-    stem.replace('-', "_")
-}
-
-impl ModuleIndex {
-    pub fn parse(dep: &str, alias: &str, softdep: &str) -> Self {
-        let mut idx = ModuleIndex::default();
-        for line in dep.lines() {
-            let Some((path, rest)) = line.split_once(':') else {
-                continue;
-            };
-            let path = path.trim().to_owned();
-            idx.paths.insert(module_name(&path), path.clone());
-            idx.deps
-                .insert(path, rest.split_whitespace().map(str::to_owned).collect());
-        }
-        for line in alias.lines() {
-            let mut w = line.split_whitespace();
-            if let (Some("alias"), Some(pat), Some(m)) = (w.next(), w.next(), w.next()) {
-                idx.aliases.push((pat.to_owned(), m.replace('-', "_")));
-            }
-        }
-        for line in softdep.lines() {
-            let mut w = line.split_whitespace();
-            if w.next() != Some("softdep") {
-                continue;
-            }
-            let Some(m) = w.next() else { continue };
-            let names = w.filter(|t| !t.ends_with(':')).map(str::to_owned).collect();
-            idx.softdeps.insert(m.replace('-', "_"), names);
-        }
-        idx
-    }
-
-    /// A module name, or an exact (glob-free) alias, to a module name.
-    fn resolve(&self, name: &str) -> Option<String> {
-        let n = name.replace('-', "_");
-        if self.paths.contains_key(&n) {
-            return Some(n);
-        }
-        self.aliases
-            .iter()
-            .find(|(pat, _)| pat == name)
-            .map(|(_, m)| m.clone())
-    }
-
+/// What the builder asks of the index: which modules a profile needs.
+pub trait Closure {
     /// The closure of `roots` over hard and soft dependencies, as relative paths.
     /// Names that are not modules (built into the kernel) are returned separately.
-    pub fn closure(&self, roots: &[String]) -> (BTreeSet<String>, Vec<String>) {
+    fn closure(&self, roots: &[String]) -> (BTreeSet<String>, Vec<String>);
+    /// `modules.dep`, `modules.alias` and `modules.softdep` restricted to `shipped`.
+    fn subset_files(&self, shipped: &BTreeSet<String>) -> (String, String, String);
+}
+
+impl Closure for ModuleIndex {
+    fn closure(&self, roots: &[String]) -> (BTreeSet<String>, Vec<String>) {
         let mut out = BTreeSet::new();
         let mut missing = Vec::new();
         let mut todo: Vec<String> = roots.to_vec();
@@ -165,7 +114,11 @@ impl ModuleIndex {
             for d in self.deps.get(path).into_iter().flatten() {
                 todo.push(module_name(d));
             }
-            for s in self.softdeps.get(&m).into_iter().flatten() {
+            for s in self
+                .soft(&m)
+                .into_iter()
+                .flat_map(|s| s.pre.iter().chain(&s.post))
+            {
                 // Soft dependencies are optional: only follow the ones that exist as modules.
                 if self.resolve(s).is_some() {
                     todo.push(s.clone());
@@ -175,8 +128,7 @@ impl ModuleIndex {
         (out, missing)
     }
 
-    /// `modules.dep`, `modules.alias` and `modules.softdep` restricted to `shipped`.
-    pub fn subset_files(&self, shipped: &BTreeSet<String>) -> (String, String, String) {
+    fn subset_files(&self, shipped: &BTreeSet<String>) -> (String, String, String) {
         let names: BTreeSet<String> = shipped.iter().map(|p| module_name(p)).collect();
         let mut dep = String::new();
         for p in shipped {
@@ -192,7 +144,12 @@ impl ModuleIndex {
         let mut soft = String::new();
         for (m, s) in &self.softdeps {
             if names.contains(m) {
-                soft.push_str(&format!("softdep {m} pre: {}\n", s.join(" ")));
+                let post = if s.post.is_empty() {
+                    String::new()
+                } else {
+                    format!(" post: {}", s.post.join(" "))
+                };
+                soft.push_str(&format!("softdep {m} pre: {}{post}\n", s.pre.join(" ")));
             }
         }
         (dep, alias, soft)

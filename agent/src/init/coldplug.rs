@@ -12,7 +12,7 @@
 //! The matching and the scheduling are pure over a sysfs root and a [`ModuleLoader`]; only
 //! [`FinitLoader`] calls the kernel.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -102,76 +102,20 @@ fn literal_prefix(pat: &str) -> &str {
     &pat[..end]
 }
 
-/// `modules.dep`, `modules.alias` and `modules.softdep` of the running kernel.
-#[derive(Debug, Default)]
-pub struct ModuleIndex {
-    /// Module name (`-` as `_`) -> path relative to the modules directory.
-    pub paths: BTreeMap<String, String>,
-    /// Path -> dependency paths, as listed (the last must load first).
-    pub deps: BTreeMap<String, Vec<String>>,
-    /// (pattern, module name) in file order.
-    pub aliases: Vec<(String, String)>,
-    /// Module name -> soft `pre:` dependencies (names).
-    pub softdeps: BTreeMap<String, Vec<String>>,
-}
+/// The running kernel's module index (parsed by `kmod-index`, shared with the initramfs
+/// builder).
+pub use kmod_index::{ModuleIndex, module_name};
 
-/// `kernel/x/virtio-net.ko.xz` -> `virtio_net`.
-pub fn module_name(path: &str) -> String {
-    let file = path.rsplit('/').next().unwrap_or(path);
-    file.split(".ko").next().unwrap_or(file).replace('-', "_")
-}
-
-impl ModuleIndex {
-    /// Parses the three files' text.
-    pub fn parse(dep: &str, alias: &str, softdep: &str) -> Self {
-        let mut idx = ModuleIndex::default();
-        for line in dep.lines() {
-            if let Some((path, rest)) = line.split_once(':') {
-                let path = path.trim().to_owned();
-                idx.paths.insert(module_name(&path), path.clone());
-                idx.deps
-                    .insert(path, rest.split_whitespace().map(str::to_owned).collect());
-            }
-        }
-        for line in alias.lines() {
-            let mut w = line.split_whitespace();
-            if let (Some("alias"), Some(pat), Some(m)) = (w.next(), w.next(), w.next()) {
-                idx.aliases.push((pat.to_owned(), m.replace('-', "_")));
-            }
-        }
-        for line in softdep.lines() {
-            let mut w = line.split_whitespace();
-            if w.next() != Some("softdep") {
-                continue;
-            }
-            let Some(m) = w.next() else { continue };
-            let mut pre = Vec::new();
-            let mut in_pre = false;
-            for t in w {
-                match t {
-                    "pre:" => in_pre = true,
-                    "post:" => in_pre = false,
-                    n if in_pre => pre.push(n.replace('-', "_")),
-                    _ => {}
-                }
-            }
-            idx.softdeps.insert(m.replace('-', "_"), pre);
-        }
-        idx
-    }
-
-    /// Reads the index from a modules directory (`/lib/modules/KVER`).
-    pub fn load(dir: &Path) -> std::io::Result<Self> {
-        let read = |f: &str| std::fs::read_to_string(dir.join(f));
-        Ok(Self::parse(
-            &read("modules.dep")?,
-            &read("modules.alias").unwrap_or_default(),
-            &read("modules.softdep").unwrap_or_default(),
-        ))
-    }
-
+/// What coldplug asks of the index.
+pub trait Lookup {
     /// Module names whose alias pattern matches `modalias`, in file order, without repeats.
-    pub fn matches(&self, modalias: &str) -> Vec<String> {
+    fn matches(&self, modalias: &str) -> Vec<String>;
+    /// The paths to load for `name`, dependencies first, `name` last.
+    fn load_order(&self, name: &str) -> Vec<String>;
+}
+
+impl Lookup for ModuleIndex {
+    fn matches(&self, modalias: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for (pat, m) in &self.aliases {
             if modalias.starts_with(literal_prefix(pat))
@@ -184,32 +128,32 @@ impl ModuleIndex {
         out
     }
 
-    /// The paths to load for `name`, dependencies first, `name` last.
-    pub fn load_order(&self, name: &str) -> Vec<String> {
+    fn load_order(&self, name: &str) -> Vec<String> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
-        self.order_into(name, &mut out, &mut seen);
+        order_into(self, name, &mut out, &mut seen);
         out
     }
+}
 
-    fn order_into(&self, name: &str, out: &mut Vec<String>, seen: &mut BTreeSet<String>) {
-        let n = name.replace('-', "_");
-        if !seen.insert(n.clone()) {
-            return;
-        }
-        for s in self.softdeps.get(&n).into_iter().flatten() {
-            self.order_into(s, out, seen);
-        }
-        let Some(path) = self.paths.get(&n) else {
-            return;
-        };
-        // modules.dep lists a module's dependencies so that the last one loads first.
-        for d in self.deps.get(path).into_iter().flatten().rev() {
-            self.order_into(&module_name(d), out, seen);
-        }
-        if !out.contains(path) {
-            out.push(path.clone());
-        }
+fn order_into(idx: &ModuleIndex, name: &str, out: &mut Vec<String>, seen: &mut BTreeSet<String>) {
+    let n = kmod_index::normalise(name);
+    if !seen.insert(n.clone()) {
+        return;
+    }
+    for s in idx.soft(&n).into_iter().flat_map(|s| &s.pre) {
+        // A soft dependency may name an alias (`crypto-crc32c`).
+        order_into(idx, &idx.resolve(s).unwrap_or_else(|| s.clone()), out, seen);
+    }
+    let Some(path) = idx.paths.get(&n) else {
+        return;
+    };
+    // modules.dep lists a module's dependencies so that the last one loads first.
+    for d in idx.deps.get(path).into_iter().flatten().rev() {
+        order_into(idx, &module_name(d), out, seen);
+    }
+    if !out.contains(path) {
+        out.push(path.clone());
     }
 }
 
@@ -336,8 +280,12 @@ struct Job {
 /// modules), as paths.
 fn prerequisites(idx: &ModuleIndex, path: &str) -> Vec<String> {
     let mut out: Vec<String> = idx.deps.get(path).cloned().unwrap_or_default();
-    for s in idx.softdeps.get(&module_name(path)).into_iter().flatten() {
-        if let Some(p) = idx.paths.get(s) {
+    for s in idx
+        .soft(&module_name(path))
+        .into_iter()
+        .flat_map(|s| &s.pre)
+    {
+        if let Some(p) = idx.resolve(s).and_then(|m| idx.paths.get(&m)) {
             out.push(p.clone());
         }
     }

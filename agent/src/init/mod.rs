@@ -24,6 +24,8 @@ use nix::sys::reboot::{RebootMode, reboot};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 use tracing_subscriber::layer::SubscriberExt as _;
+
+use self::coldplug::Lookup as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::cmdline::{AgentConfig, OnFatal};
