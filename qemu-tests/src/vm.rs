@@ -190,6 +190,35 @@ impl VmSpec {
     }
 }
 
+/// The arguments every direct-kernel boot of the agent ramdisk shares (no default devices,
+/// no display, no reboot, the kernel, the initramfs, its command line, the serial console
+/// into `serial_log`); the caller adds the accelerator, CPU, memory, NIC and disks.
+pub fn direct_kernel_args(
+    kernel: &Path,
+    initrd: &Path,
+    append: &str,
+    serial_log: &Path,
+) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = [
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-kernel",
+    ]
+    .map(Into::into)
+    .to_vec();
+    v.push(kernel.into());
+    v.push("-initrd".into());
+    v.push(initrd.into());
+    v.push("-append".into());
+    v.push(append.into());
+    v.push("-serial".into());
+    v.push(format!("file:{}", serial_log.display()).into());
+    v
+}
+
 /// Creates the machine's disk: empty, or a sparse copy of `spec.disk_image`, at least
 /// `spec.disk_bytes` long.
 pub fn create_disk(spec: &VmSpec, disk: &Path) -> anyhow::Result<()> {

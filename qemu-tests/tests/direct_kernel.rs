@@ -56,19 +56,12 @@ fn boot(nic_model: &str, n: u8) -> anyhow::Result<()> {
     let started = Instant::now();
     let child = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "2"])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-no-reboot",
-        ])
-        .args(["-kernel"])
-        .arg(&kernel)
-        .args(["-initrd"])
-        .arg(&initrd)
-        .args(["-append", &append])
-        .args(["-serial", &format!("file:{}", serial_log.display())])
+        .args(qemu_tests::vm::direct_kernel_args(
+            &kernel,
+            &initrd,
+            &append,
+            &serial_log,
+        ))
         .args(["-nic", &format!("user,model={nic_model},mac={mac}")])
         .args([
             "-smbios",
@@ -237,19 +230,12 @@ fn direct_boot_secure_erase_of_sata_and_nvme() -> anyhow::Result<()> {
     );
     let child = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "2"])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-no-reboot",
-        ])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args(["-append", &append])
-        .args(["-serial", &format!("file:{}", serial_log.display())])
+        .args(qemu_tests::vm::direct_kernel_args(
+            &kernel,
+            &initrd,
+            &append,
+            &serial_log,
+        ))
         .args(["-nic", "user,model=virtio-net-pci,mac=52:54:00:d1:00:33"])
         .args([
             "-drive",

@@ -57,22 +57,12 @@ fn ramdisk_agent_renews_its_lease_at_t1() -> anyhow::Result<()> {
     let child = lab
         .command("qemu-system-x86_64")
         .args(["-accel", "tcg", "-cpu", "max", "-m", "256"])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-no-reboot",
-        ])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args([
-            "-append",
+        .args(qemu_tests::vm::direct_kernel_args(
+            &kernel,
+            &initrd,
             &format!("console=ttyS0 quiet ingot.url=http://{BRIDGE_ADDR}:9"),
-        ])
-        .args(["-serial", &format!("file:{}", serial_log.display())])
+            &serial_log,
+        ))
         .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
         .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={mac}")])
         .stdin(Stdio::null())

@@ -101,19 +101,12 @@ fn direct_boot_on_user_networking_registers_through_slirp() -> anyhow::Result<()
         .args(["netns", "exec", &ns.0, "qemu-system-x86_64"])
         // The default CPU model on purpose (no RDRAND), and no RNG device.
         .args(["-accel", "tcg", "-m", "256"])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-no-reboot",
-        ])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args(["-append", &append])
-        .args(["-serial", &format!("file:{}", serial_log.display())])
+        .args(qemu_tests::vm::direct_kernel_args(
+            &kernel,
+            &initrd,
+            &append,
+            &serial_log,
+        ))
         .args(["-netdev", "user,id=n0"])
         .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={mac}")])
         .stdin(Stdio::null())
