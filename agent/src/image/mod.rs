@@ -211,6 +211,25 @@ pub fn write_image(
     result
 }
 
+/// The verify stage: the hex digest of the bytes as served (the pipeline's hash thread)
+/// against the expected checksum; a mismatch names both.
+pub(crate) fn verify_checksum(
+    expected: &Checksum,
+    digest_hex: &str,
+) -> Result<(), ImageWriteError> {
+    let actual = Checksum {
+        algo: expected.algo,
+        hex: digest_hex.to_owned(),
+    };
+    if actual != *expected {
+        return Err(ImageWriteError::ChecksumMismatch {
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Zero the first and last MiB, and the last MiB before `written_end` (where a
 /// partly written image keeps its backup GPT), then sync and re-read.
 pub fn destroy_table(disk: &Disk, written_end: Option<u64>) -> Result<(), DiskError> {
@@ -260,19 +279,7 @@ fn run(
     let streamed = streamed?;
     *written_end = streamed.image_len;
 
-    let actual = Checksum {
-        algo: opts.checksum.algo,
-        hex: streamed.digest.clone(),
-    };
-    if actual != opts.checksum {
-        return Err((
-            Phase::Stream,
-            ImageWriteError::ChecksumMismatch {
-                expected: opts.checksum.to_string(),
-                actual: actual.to_string(),
-            },
-        ));
-    }
+    verify_checksum(&opts.checksum, &streamed.digest).map_err(|e| (Phase::Stream, e))?;
 
     let mut head = streamed.head;
     let plan = timings.run(Phase::RelocateGpt, events, || {
@@ -311,7 +318,7 @@ fn run(
     Ok(WriteImageResult {
         device: opts.device.display().to_string(),
         format: streamed.format.name().to_string(),
-        checksum: actual.to_string(),
+        checksum: opts.checksum.to_string(),
         bytes_fetched: streamed.fetch.bytes,
         bytes_written: streamed.image_len,
         retries: streamed.fetch.retries,

@@ -406,3 +406,6 @@ pub fn stream(
         })
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,6 +4,7 @@
 
 mod configdrive;
 mod dhcp_lease;
+mod fetch;
 mod image_tables;
 mod inventory;
 mod run;
