@@ -40,7 +40,7 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
     v.try_into().ok()
 }
 
-/// NICs backed by a device (`sys/class/net/*/device`), Ethernet type, sorted by name.
+/// Physical NICs ([`crate::inventory::net::is_physical`]) of Ethernet type, sorted by name.
 pub fn physical_nics(sys: &Path) -> Vec<Nic> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(sys.join("class/net")) else {
@@ -49,7 +49,8 @@ pub fn physical_nics(sys: &Path) -> Vec<Nic> {
     for e in rd.flatten() {
         let p = e.path();
         let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
-        if !p.join("device").exists() || read("type").trim() != "1" {
+        // ARPHRD_ETHER: DHCP over AF_PACKET here speaks Ethernet (no InfiniBand).
+        if !crate::inventory::net::is_physical(&p) || read("type").trim() != "1" {
             continue;
         }
         let (Some(mac), Ok(ifindex)) =

@@ -17,7 +17,15 @@ fn is_pci_addr(s: &str) -> bool {
     b.len() == 12 && b[4] == b':' && b[7] == b':' && b[10] == b'.'
 }
 
-/// Physical interfaces (those with a `device`) under `root/sys/class/net`.
+/// Whether the interface at `iface` (a `sys/class/net/NAME` directory) is physical: backed
+/// by a device (a `device` link), so not `lo`, a bridge, a tap, a VLAN or a bond. The one
+/// rule for "a NIC" in the agent: the inventory (and so the lookup's MACs) and the ramdisk's
+/// network bring-up (`init::net::physical_nics`, which also wants Ethernet) both use it.
+pub fn is_physical(iface: &Path) -> bool {
+    iface.join("device").exists()
+}
+
+/// Physical interfaces ([`is_physical`]) under `root/sys/class/net`.
 /// `addrs` maps interface name to its addresses with prefix length.
 pub fn interfaces(root: &Path, addrs: &BTreeMap<String, Vec<String>>) -> Vec<Interface> {
     let dir = root.join("sys/class/net");
@@ -32,10 +40,10 @@ pub fn interfaces(root: &Path, addrs: &BTreeMap<String, Vec<String>>) -> Vec<Int
     let mut out = Vec::new();
     for name in names {
         let base = dir.join(&name);
-        let dev = base.join("device");
-        if !dev.exists() {
+        if !is_physical(&base) {
             continue;
         }
+        let dev = base.join("device");
         let real = super::block::sys_path(root, &dev);
         let pci = real
             .split('/')
