@@ -254,6 +254,146 @@ fn lookup_responses_golden() {
     assert_eq!(later["token"], serde_json::Value::Null);
 }
 
+fn node() -> uuid::Uuid {
+    uuid::Uuid::from_u128(0x6a3f_0c1e_2b4d_4e5f_8a9b_0c1d_2e3f_4a5b)
+}
+
+fn command_id() -> uuid::Uuid {
+    uuid::Uuid::from_u128(0x1d2c_3b4a_5968_4776_8584_9392_a1b0_cfde)
+}
+
+#[test]
+fn lookup_request_golden() {
+    use proto::protocol::LookupRequest;
+    let req = LookupRequest {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: "0.1.0".into(),
+        macs: vec!["52:54:00:12:34:56".into(), "52:54:00:12:34:57".into()],
+        boot_mac: Some("52:54:00:12:34:56".into()),
+        system_uuid: Some("2b7e1516-28ae-4d2a-8f0e-1f2e3d4c5b6a".into()),
+        system_serial: Some("SN-1".into()),
+        inventory: sample_inventory(),
+    };
+    check("lookup_request", &req);
+}
+
+/// One value of every [`Command`] variant (a deploy for each config drive kind). The match
+/// makes a new variant a compile error here until it has a golden value.
+fn every_command() -> Vec<proto::protocol::Command> {
+    use proto::protocol::{Command, ConfigDrive, DeployCommand};
+    let deploy = |configdrive| {
+        Command::Deploy(Box::new(DeployCommand {
+            image_url: "https://192.0.2.1:8443/images/debian-12.raw.zst?node=n&expires=1&sig=s"
+                .into(),
+            checksum: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+                .into(),
+            root_device_hints: RootDeviceHints {
+                serial: Some("S5GXNX0R123456".into()),
+                ..Default::default()
+            },
+            configdrive,
+            min_disk_bytes: Some(10_737_418_240),
+        }))
+    };
+    let commands = vec![
+        Command::Wait { seconds: 5 },
+        Command::Inspect,
+        Command::Wipe {
+            mode: WipeMode::Metadata,
+            devices: vec!["/dev/sda".into()],
+        },
+        deploy(Some(ConfigDrive::Parts {
+            meta_data: serde_json::json!({"uuid": "u-1", "hostname": "web-1"}),
+            user_data: Some("#cloud-config\n".into()),
+            network_data: None,
+            vendor_data: None,
+        })),
+        deploy(Some(ConfigDrive::GzipBase64 {
+            data: "H4sIAAAAAAAA/wMAAAAAAAAAAAA=".into(),
+        })),
+        deploy(None),
+        Command::Reboot,
+        Command::PowerOff,
+    ];
+    for c in &commands {
+        match c {
+            Command::Wait { .. }
+            | Command::Inspect
+            | Command::Wipe { .. }
+            | Command::Deploy(_)
+            | Command::Reboot
+            | Command::PowerOff => {}
+        }
+    }
+    commands
+}
+
+#[test]
+fn commands_golden() {
+    check("commands", &every_command());
+}
+
+#[test]
+fn heartbeats_golden() {
+    use proto::protocol::{AgentState, HeartbeatRequest, HeartbeatResponse};
+    let requests = vec![
+        HeartbeatRequest {
+            node_uuid: node(),
+            state: AgentState::Idle,
+        },
+        HeartbeatRequest {
+            node_uuid: node(),
+            state: AgentState::Busy {
+                command_id: command_id(),
+            },
+        },
+    ];
+    check("heartbeat_requests", &requests);
+    let responses: Vec<HeartbeatResponse> = every_command()
+        .into_iter()
+        .map(|command| HeartbeatResponse {
+            command_id: command_id(),
+            command,
+        })
+        .take(3)
+        .collect();
+    check("heartbeat_responses", &responses);
+}
+
+#[test]
+fn reports_golden() {
+    use proto::protocol::{EventReport, Report};
+    let report = |report| EventReport {
+        node_uuid: node(),
+        command_id: command_id(),
+        report,
+    };
+    let reports = vec![
+        report(Report::Event {
+            event: AgentEvent::PhaseDone(PhaseTiming {
+                phase: Phase::WriteHead,
+                ms: 3,
+            }),
+        }),
+        report(Report::Succeeded {
+            inventory: Some(Box::new(sample_inventory())),
+            detail: None,
+        }),
+        report(Report::Succeeded {
+            inventory: None,
+            detail: Some(serde_json::json!({"device": "/dev/sda", "bytes_written": 67_108_864})),
+        }),
+        report(Report::Failed {
+            error: ErrorReport {
+                phase: Some(Phase::Stream),
+                message: "checksum mismatch".into(),
+                causes: vec!["expected sha256:9f86, got sha256:e3b0".into()],
+            },
+        }),
+    ];
+    check("reports", &reports);
+}
+
 #[test]
 fn protocol_version_is_two() {
     // A change to the wire shapes above bumps it (and this line).
