@@ -6,6 +6,8 @@
 //!   what it started (by PID) and deletes the namespace.
 //! - [`vm::VmSpec`] / [`vm::Vm`]: one QEMU machine with its own firmware, NIC, disk, MAC and
 //!   SMBIOS identity, a serial log and a QMP socket.
+//! - [`serial::SerialLog`]: a VM's serial console log, the one wait on it that every VM
+//!   handle uses.
 //! - [`wait`]: polling helpers with deadlines.
 //! - [`fake_controller::FakeController`]: the agent protocol on 127.0.0.1, for boot tests.
 //! - [`rack::Rack`]: `ingot serve` in a lab with machines it powers, an image server and
@@ -33,6 +35,7 @@ pub mod metrics_check;
 pub mod netns;
 pub mod power;
 pub mod rack;
+pub mod serial;
 pub mod site_dhcp;
 pub mod ssh;
 pub mod tls;

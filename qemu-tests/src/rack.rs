@@ -344,7 +344,7 @@ impl Rack {
         )?;
         let m = Machine {
             disk: dir.join("disk.img"),
-            serial_log: dir.join("serial.log"),
+            serial_log: crate::serial::SerialLog::new(&spec.name, dir.join("serial.log")),
             qmp_socket: dir.join("qmp.sock"),
             command_file,
             pid_file,

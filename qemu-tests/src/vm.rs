@@ -11,6 +11,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use crate::netns::Lab;
+use crate::serial::SerialLog;
+pub use crate::serial::tail;
 
 /// Which firmware the machine boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,7 +257,7 @@ pub enum BootOrder {
 pub struct Vm {
     pub spec: VmSpec,
     pub dir: PathBuf,
-    pub serial_log: PathBuf,
+    pub serial_log: SerialLog,
     pub qmp_path: PathBuf,
     child: Option<Child>,
     pub started: Instant,
@@ -273,7 +275,7 @@ impl Vm {
             std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", dir.join("OVMF_VARS.fd"))
                 .context("copying OVMF vars")?;
         }
-        let serial_log = dir.join("serial.log");
+        let serial_log = SerialLog::new(&spec.name, dir.join("serial.log"));
         let qmp_path = dir.join("qmp.sock");
         let argv = spec.qemu_args(&dir, BootOrder::NetworkFirst);
         let child = lab
@@ -296,37 +298,23 @@ impl Vm {
 
     /// The serial console so far.
     pub fn serial(&self) -> String {
-        std::fs::read(&self.serial_log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        self.serial_log.text()
     }
 
     /// Waits until the serial console contains `needle`; returns the time since start.
+    /// Fails early when QEMU exits first.
     pub fn wait_serial(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<Duration> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.serial().contains(needle) {
-                return Ok(self.started.elapsed());
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Some(st) = child.try_wait()?
-            {
-                let err = std::fs::read_to_string(self.dir.join("qemu.stderr")).unwrap_or_default();
-                bail!(
-                    "{} exited ({st}) before {needle:?} appeared: {err}\n--- serial ---\n{}",
-                    self.spec.name,
-                    tail(&self.serial(), 40)
-                );
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{}: {needle:?} not on the serial console after {timeout:?}\n--- serial ---\n{}",
-                    self.spec.name,
-                    tail(&self.serial(), 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let (child, dir) = (&mut self.child, &self.dir);
+        self.serial_log.wait_for(0, needle, timeout, || {
+            let Some(st) = child.as_mut().map(Child::try_wait).transpose()?.flatten() else {
+                return Ok(None);
+            };
+            let err = std::fs::read_to_string(dir.join("qemu.stderr")).unwrap_or_default();
+            Ok(Some(format!(
+                "did not appear before QEMU exited ({st}): {err}"
+            )))
+        })?;
+        Ok(self.started.elapsed())
     }
 
     /// Sends one QMP command and returns its `return` value.
@@ -372,12 +360,6 @@ fn read_return(r: &mut impl BufRead) -> anyhow::Result<Value> {
         }
         return Ok(v.get("return").cloned().unwrap_or(Value::Null));
     }
-}
-
-/// The last `n` lines of `s`.
-pub fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 impl Drop for Vm {

@@ -81,7 +81,8 @@ fn boot(nic_model: &str, n: u8) -> anyhow::Result<()> {
         .spawn()
         .context("starting qemu")?;
     let mut qemu = Qemu(child);
-    let read_serial = || std::fs::read_to_string(&serial_log).unwrap_or_default();
+    let console = qemu_tests::serial::SerialLog::new(nic_model, &serial_log);
+    let read_serial = || console.text();
     let deadline = started + Duration::from_secs(60);
     let (at, req) = loop {
         if let Some(l) = ctl.first_lookup() {

@@ -71,7 +71,8 @@ fn ramdisk_agent_renews_its_lease_at_t1() -> anyhow::Result<()> {
         .spawn()
         .context("starting qemu")?;
     let mut qemu = Qemu(child);
-    let read_serial = || std::fs::read_to_string(&serial_log).unwrap_or_default();
+    let console = qemu_tests::serial::SerialLog::new("ramdisk-lease", &serial_log);
+    let read_serial = || console.text();
     let deadline = Instant::now() + Duration::from_secs(60);
     let (addr, renewals) = loop {
         let s = read_serial();

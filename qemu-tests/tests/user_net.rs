@@ -115,7 +115,8 @@ fn direct_boot_on_user_networking_registers_through_slirp() -> anyhow::Result<()
         .spawn()
         .context("starting qemu")?;
     let mut qemu = Qemu(child);
-    let read_serial = || std::fs::read_to_string(&serial_log).unwrap_or_default();
+    let console = qemu_tests::serial::SerialLog::new("user-net", &serial_log);
+    let read_serial = || console.text();
     let deadline = started + Duration::from_secs(60);
     let (at, req) = loop {
         if let Some(l) = ctl.first_lookup() {

@@ -36,7 +36,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use crate::netns::Lab;
-use crate::vm::{BootOrder, Firmware, VmSpec, tail};
+use crate::serial::{SerialLog, tail};
+use crate::vm::{BootOrder, Firmware, VmSpec};
 
 mod protocol;
 mod qmp;
@@ -190,8 +191,8 @@ impl Machine {
     }
 
     /// The serial console log; it is appended to across power cycles.
-    pub fn serial_log(&self) -> PathBuf {
-        self.inner.dir.join("serial.log")
+    pub fn serial_log(&self) -> SerialLog {
+        SerialLog::new(&self.inner.spec.name, self.inner.dir.join("serial.log"))
     }
 
     /// The QMP socket (exists while powered on).
@@ -280,23 +281,17 @@ impl Machine {
 
     /// The serial console so far (all power cycles).
     pub fn serial(&self) -> String {
-        std::fs::read(self.serial_log())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        self.serial_log().text()
     }
 
     /// The serial console from byte offset `mark` on.
     pub fn serial_since(&self, mark: usize) -> String {
-        std::fs::read(self.serial_log())
-            .map(|b| String::from_utf8_lossy(b.get(mark..).unwrap_or_default()).into_owned())
-            .unwrap_or_default()
+        self.serial_log().since(mark)
     }
 
     /// The serial log's length now: a mark for [`Machine::wait_serial`].
     pub fn serial_mark(&self) -> usize {
-        std::fs::metadata(self.serial_log())
-            .map(|m| m.len() as usize)
-            .unwrap_or(0)
+        self.serial_log().mark()
     }
 
     /// Waits until the serial output after `mark` contains `needle`; returns how long it
@@ -307,28 +302,11 @@ impl Machine {
         needle: &str,
         timeout: Duration,
     ) -> anyhow::Result<Duration> {
-        let t0 = Instant::now();
-        loop {
-            let text = self.serial_since(mark);
-            if text.contains(needle) {
-                return Ok(t0.elapsed());
-            }
-            let on = self.is_on();
-            if !on || t0.elapsed() >= timeout {
-                let why = if on {
-                    format!("not on the serial console after {timeout:?}")
-                } else {
-                    "never appeared and the machine is off".to_owned()
-                };
-                bail!(
-                    "{}: {needle:?} {why}; power events {:?}\n--- serial ---\n{}",
-                    self.inner.spec.name,
-                    self.events(),
-                    tail(&text, 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.serial_log()
+            .wait_for(mark, needle, timeout, || {
+                Ok((!self.is_on()).then(|| "never appeared and the machine is off".to_owned()))
+            })
+            .with_context(|| format!("power events {:?}", self.events()))
     }
 }
 

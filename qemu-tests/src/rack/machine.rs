@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::Context;
-
-use crate::vm::{VmSpec, tail};
+use crate::serial::SerialLog;
+use crate::vm::VmSpec;
 
 /// A lab machine whose power the controller drives (through QMP or a BMC); it starts off.
 #[derive(Debug, Clone)]
@@ -15,7 +14,7 @@ pub struct Machine {
     pub spec: VmSpec,
     pub dir: PathBuf,
     pub disk: PathBuf,
-    pub serial_log: PathBuf,
+    pub serial_log: SerialLog,
     pub qmp_socket: PathBuf,
     /// JSON argv (`{"argv": [...]}`) that starts the machine: `qemu.json` in the machine's
     /// directory, under the rack's `[qemu] allowed_dir` (`machines/`).
@@ -26,14 +25,12 @@ pub struct Machine {
 impl Machine {
     /// The serial console so far (every power cycle appends to the same log).
     pub fn serial(&self) -> String {
-        std::fs::read(&self.serial_log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        self.serial_log.text()
     }
 
     /// Bytes of serial output so far: a mark for [`Machine::wait_serial_after`].
     pub fn serial_mark(&self) -> usize {
-        std::fs::metadata(&self.serial_log).map_or(0, |m| m.len() as usize)
+        self.serial_log.mark()
     }
 
     /// Waits until `needle` appears on the serial console after byte `mark`.
@@ -43,18 +40,9 @@ impl Machine {
         needle: &str,
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        crate::wait::until(timeout, Duration::from_millis(200), needle, || {
-            let text = std::fs::read(&self.serial_log).unwrap_or_default();
-            let seen = text.get(mark..).unwrap_or_default();
-            Ok(String::from_utf8_lossy(seen).contains(needle).then_some(()))
-        })
-        .with_context(|| {
-            format!(
-                "{}: serial console\n{}",
-                self.spec.name,
-                tail(&self.serial(), 30)
-            )
-        })
+        self.serial_log
+            .wait_for(mark, needle, timeout, || Ok(None))
+            .map(drop)
     }
 
     /// `driver_info` of the `qemu` hardware type for this machine, as `--driver-info` args:
