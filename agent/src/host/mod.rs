@@ -1,8 +1,10 @@
-//! The only module that touches the OS directly: block devices, ioctls and
+//! The only module that touches the OS directly: block devices, ioctls (interfaces in
+//! `ifconfig`, disks, NVMe, SG_IO, packet sockets) and
 //! external commands. Everything above it takes these types or traits.
 
 pub mod aligned;
 pub mod blockdev;
+pub mod ifconfig;
 pub mod nvme;
 pub mod packet;
 pub mod sgio;

@@ -13,8 +13,8 @@ use anyhow::Context;
 use super::dhcp::Lease;
 use super::dhcp::edge::{self, Port, Until};
 use super::dhcp::machine::{Action, Client};
-use super::ifconfig::Ioctl;
 use super::uptime;
+use crate::host::ifconfig::Ioctl;
 
 /// The NIC that holds the default route (set by the bring-up once it chose a lease).
 static ROUTE_NIC: Mutex<Option<String>> = Mutex::new(None);

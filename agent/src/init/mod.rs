@@ -9,7 +9,6 @@
 
 pub mod coldplug;
 pub mod dhcp;
-pub mod ifconfig;
 pub mod lease;
 pub mod net;
 

@@ -5,7 +5,7 @@
 //! background.
 //!
 //! Each NIC's worker keeps its lease afterwards ([`super::lease`]). IPv4 configuration goes
-//! through [`super::ifconfig`]. [`resolv_conf`] and [`hosts`] are pure.
+//! through [`crate::host::ifconfig`]. [`resolv_conf`] and [`hosts`] are pure.
 
 use std::net::Ipv4Addr;
 use std::ops::ControlFlow;
@@ -17,10 +17,10 @@ use anyhow::Context;
 
 use super::dhcp::Lease;
 use super::dhcp::edge::Port;
-use super::ifconfig::Ioctl;
 use super::lease;
 use super::uptime;
 use crate::boot::Timeline;
+use crate::host::ifconfig::Ioctl;
 
 /// A physical NIC.
 #[derive(Debug, Clone)]

@@ -14,9 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use agent::host::ifconfig::Ioctl;
 use agent::init::dhcp::edge::Port;
 use agent::init::dhcp::machine::{Action, Loss, Via};
-use agent::init::ifconfig::Ioctl;
 use agent::init::lease;
 use anyhow::{Context, bail, ensure};
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};

@@ -1,6 +1,7 @@
 //! Interface configuration through the classic `SIOCSIF*`/`SIOCADDRT` ioctls, which need
 //! no netlink stack: up, MII reads, IPv4 address and mask, default route. Nothing here
-//! decides anything; callers are [`super::net`] and [`super::lease`].
+//! decides anything; callers are the ramdisk's network bring-up ([`crate::init::net`]) and
+//! lease keeper ([`crate::init::lease`]).
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -63,8 +64,17 @@ impl Ioctl {
         Ok(Ioctl(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
-    fn call<T>(&self, req: libc::c_ulong, arg: &mut T, what: &str) -> anyhow::Result<()> {
-        // SAFETY: every caller passes the struct type the request expects.
+    /// Issues `ioctl(2)` request `req` on the socket with `arg` as its argument; a failure
+    /// is the OS error with `what` as context.
+    ///
+    /// # Safety
+    ///
+    /// `T` must be the type the kernel reads and writes for `req` (`libc::ifreq` for the
+    /// `SIOC*IF*` and MII requests, [`RtEntry`] for `SIOCADDRT`), with every pointer in it
+    /// valid for the call: the kernel copies `size_of` of that type from and to `arg`.
+    unsafe fn call<T>(&self, req: libc::c_ulong, arg: &mut T, what: &str) -> anyhow::Result<()> {
+        // SAFETY: the caller guarantees that `T` is what `req` expects (see # Safety), and
+        // `arg` is a live exclusive reference, so the kernel's copy stays within it.
         let r = unsafe { libc::ioctl(self.0.as_raw_fd(), req, arg as *mut T) };
         if r < 0 {
             return Err(std::io::Error::last_os_error()).context(what.to_owned());
@@ -74,11 +84,13 @@ impl Ioctl {
 
     pub fn up(&self, name: &str) -> anyhow::Result<()> {
         let mut r = ifreq(name)?;
-        self.call(libc::SIOCGIFFLAGS, &mut r, "reading interface flags")?;
+        // SAFETY: SIOCGIFFLAGS reads and writes a `struct ifreq`, which `r` is.
+        unsafe { self.call(libc::SIOCGIFFLAGS, &mut r, "reading interface flags") }?;
         // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
         let flags = unsafe { r.ifr_ifru.ifru_flags };
         r.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
-        self.call(libc::SIOCSIFFLAGS, &mut r, "setting the interface up")
+        // SAFETY: SIOCSIFFLAGS reads a `struct ifreq`, which `r` is.
+        unsafe { self.call(libc::SIOCSIFFLAGS, &mut r, "setting the interface up") }
             .with_context(|| format!("bringing {name} up"))
     }
 
@@ -95,13 +107,17 @@ impl Ioctl {
             val_out: u16,
         }
         let mut r = ifreq(name)?;
-        self.call(libc::SIOCGMIIPHY, &mut r, "SIOCGMIIPHY")?;
+        // SAFETY: SIOCGMIIPHY reads and writes a `struct ifreq` (MII data in its union),
+        // which `r` is.
+        unsafe { self.call(libc::SIOCGMIIPHY, &mut r, "SIOCGMIIPHY") }?;
         // SAFETY: the union is 24 bytes, larger than MiiData; SIOCGMIIPHY filled phy_id.
         let mut data: MiiData = unsafe { std::ptr::read((&raw const r.ifr_ifru).cast()) };
         data.reg_num = reg;
         // SAFETY: as above, writing within the union.
         unsafe { std::ptr::write((&raw mut r.ifr_ifru).cast(), data) };
-        self.call(libc::SIOCGMIIREG, &mut r, "SIOCGMIIREG")?;
+        // SAFETY: SIOCGMIIREG reads and writes a `struct ifreq` (MII data in its union),
+        // which `r` is.
+        unsafe { self.call(libc::SIOCGMIIREG, &mut r, "SIOCGMIIREG") }?;
         // SAFETY: SIOCGMIIREG filled val_out.
         let data: MiiData = unsafe { std::ptr::read((&raw const r.ifr_ifru).cast()) };
         Ok(data.val_out)
@@ -110,7 +126,8 @@ impl Ioctl {
     pub fn set_addr(&self, name: &str, addr: Ipv4Addr, prefix: u8) -> anyhow::Result<()> {
         let mut r = ifreq(name)?;
         r.ifr_ifru.ifru_addr = sockaddr_in(addr);
-        self.call(libc::SIOCSIFADDR, &mut r, "setting the address")?;
+        // SAFETY: SIOCSIFADDR reads a `struct ifreq`, which `r` is.
+        unsafe { self.call(libc::SIOCSIFADDR, &mut r, "setting the address") }?;
         let mask = if prefix == 0 {
             0
         } else {
@@ -118,14 +135,18 @@ impl Ioctl {
         };
         let mut r = ifreq(name)?;
         r.ifr_ifru.ifru_netmask = sockaddr_in(Ipv4Addr::from(mask));
-        self.call(libc::SIOCSIFNETMASK, &mut r, "setting the netmask")?;
+        // SAFETY: SIOCSIFNETMASK reads a `struct ifreq`, which `r` is.
+        unsafe { self.call(libc::SIOCSIFNETMASK, &mut r, "setting the netmask") }?;
         let mut r = ifreq(name)?;
         r.ifr_ifru.ifru_broadaddr = sockaddr_in(Ipv4Addr::from(u32::from(addr) | !mask));
-        self.call(
-            libc::SIOCSIFBRDADDR,
-            &mut r,
-            "setting the broadcast address",
-        )
+        // SAFETY: SIOCSIFBRDADDR reads a `struct ifreq`, which `r` is.
+        unsafe {
+            self.call(
+                libc::SIOCSIFBRDADDR,
+                &mut r,
+                "setting the broadcast address",
+            )
+        }
     }
 
     /// Removes the IPv4 address (setting 0.0.0.0 deletes it); the kernel drops the routes
@@ -133,13 +154,16 @@ impl Ioctl {
     pub fn del_addr(&self, name: &str) -> anyhow::Result<()> {
         let mut r = ifreq(name)?;
         r.ifr_ifru.ifru_addr = sockaddr_in(Ipv4Addr::UNSPECIFIED);
-        self.call(libc::SIOCSIFADDR, &mut r, "removing the address")
+        // SAFETY: SIOCSIFADDR reads a `struct ifreq`, which `r` is.
+        unsafe { self.call(libc::SIOCSIFADDR, &mut r, "removing the address") }
     }
 
     /// The interface's IPv4 address, if it has one.
     pub fn addr(&self, name: &str) -> anyhow::Result<Option<Ipv4Addr>> {
         let mut r = ifreq(name)?;
-        match self.call(libc::SIOCGIFADDR, &mut r, "reading the address") {
+        // SAFETY: SIOCGIFADDR reads and writes a `struct ifreq`, which `r` is.
+        let got = unsafe { self.call(libc::SIOCGIFADDR, &mut r, "reading the address") };
+        match got {
             Ok(()) => {}
             Err(e)
                 if e.downcast_ref::<std::io::Error>()
@@ -173,6 +197,8 @@ impl Ioctl {
             rt_window: 0,
             rt_irtt: 0,
         };
-        self.call(libc::SIOCADDRT, &mut rt, "adding the default route")
+        // SAFETY: SIOCADDRT reads a `struct rtentry`, which `RtEntry` lays out as glibc
+        // does; `rt_dev` points into `dev`, a NUL-terminated buffer that outlives the call.
+        unsafe { self.call(libc::SIOCADDRT, &mut rt, "adding the default route") }
     }
 }
