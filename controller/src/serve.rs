@@ -117,9 +117,37 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             AuthStrategy::HttpBasic(Arc::new(users))
         }
     };
-    let hub = AgentHub::with_fast_track(config.fast_track);
-    let mut drivers = hardware_types(config, &hub)?;
     let instance_lock = lock_instance(config)?;
+    // After the state dir exists (0700): the image store, and the key that signs its URLs.
+    let images = Arc::new(ImageStore::new(&config.state_dir));
+    // Stored images go only to the node being deployed: its deploy command carries a URL
+    // signed for it, valid for the callback timeout (the agent's boot) plus an hour of
+    // writing and resuming (the default: 1800 s + 3600 s = 90 min).
+    let signer =
+        Arc::new(UrlSigner::load_or_create(&config.state_dir).context("loading image URL key")?);
+    let base_url = config
+        .netboot
+        .http_base
+        .clone()
+        .or_else(|| config.boot_http_listen.map(|a| format!("http://{a}")))
+        .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+    // The agent fetches images where it talks to the controller: the provisioning side's
+    // HTTPS listener with `[tls]`, else the boot listener.
+    let https_url = config
+        .tls
+        .as_ref()
+        .and_then(|t| t.provisioning_listen)
+        .map(|listen| format!("https://{listen}"));
+    let hub = AgentHub::with_images(
+        config.fast_track,
+        Some(Arc::new(LocalImages {
+            store: images.clone(),
+            base_url: https_url.clone().unwrap_or_else(|| base_url.clone()),
+            signer: signer.clone(),
+            url_ttl: config.callback_timeout + IMAGE_URL_MARGIN,
+        })),
+    );
+    let mut drivers = hardware_types(config, &hub)?;
     // After the state dir exists (0700): the key file of the BMC secrets at rest.
     let secrets = crate::secrets::SecretBox::open_or_create(
         &config.state_dir.join(crate::secrets::KEY_FILE),
@@ -133,7 +161,6 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
     // Every saved node change also goes to the web console's event streams.
     let live = Arc::new(LiveEvents::default());
     let store: Arc<dyn Store> = Arc::new(Watched::new(sql, live.clone()));
-    let images = Arc::new(ImageStore::new(&config.state_dir));
     let webhooks = Arc::new(Webhooks::start(&config.webhooks).context("starting webhooks")?);
     let metrics = Arc::new(Metrics::new());
     metrics.attach_webhooks(webhooks.stats());
@@ -182,37 +209,16 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
     };
     let api = api::router(ApiState::new(store.clone(), conductor.clone(), settings));
     let discovery = Arc::new(Discovery::new(config.discovery.clone()));
-    let base_url = config
-        .netboot
-        .http_base
-        .clone()
-        .or_else(|| config.boot_http_listen.map(|a| format!("http://{a}")))
-        .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
-    // Stored images go only to the node being deployed: its deploy command carries a URL
-    // signed for it, valid for the callback timeout (the agent's boot) plus an hour of
-    // writing and resuming (the default: 1800 s + 3600 s = 90 min).
-    let signer =
-        Arc::new(UrlSigner::load_or_create(&config.state_dir).context("loading image URL key")?);
     // With `[tls]`, the API is HTTPS, the agent and the images are on the provisioning
     // side's HTTPS listener, and the iPXE script tells the agent which CA to pin.
-    let https = match (&config.tls, &api_tls) {
-        (Some(t), Some(server)) => match t.provisioning_listen {
-            Some(listen) => Some(HttpsSide {
-                server: server.clone(),
-                ca_sha256: chain_ca_sha256(&t.cert_file)?,
-                url: format!("https://{listen}"),
-            }),
-            None => None,
-        },
+    let https = match (&config.tls, &api_tls, &https_url) {
+        (Some(t), Some(server), Some(url)) => Some(HttpsSide {
+            server: server.clone(),
+            ca_sha256: chain_ca_sha256(&t.cert_file)?,
+            url: url.clone(),
+        }),
         _ => None,
     };
-    let agent_base = https.as_ref().map_or(base_url.clone(), |h| h.url.clone());
-    hub.set_image_resolver(Arc::new(LocalImages {
-        store: images.clone(),
-        base_url: agent_base,
-        signer: signer.clone(),
-        url_ttl: config.callback_timeout + IMAGE_URL_MARGIN,
-    }));
     let boot = boot_http::router(BootHttpState {
         store: store.clone(),
         discovery: discovery.clone(),

@@ -11,9 +11,9 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use agent::host::ifconfig::Ioctl;
 use agent::init::dhcp::edge::Port;
 use agent::init::dhcp::machine::{Action, Via};
-use agent::init::ifconfig::Ioctl;
 use agent::init::lease;
 use controller::netboot::MacAddr;
 use controller::netboot::dhcp::leases::{LeaseState, MemoryLeaseStore};

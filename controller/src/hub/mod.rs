@@ -17,7 +17,7 @@
 //! restarted controller restores the session on first use ([`AgentHub::restore`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use proto::protocol::Command;
@@ -99,9 +99,10 @@ pub struct AgentHub {
     inner: Mutex<Inner>,
     /// `[deploy] fast_track`: how recent the agent's last sign of life must be, or `None`.
     fast_track: Option<Duration>,
-    /// How `ingot://NAME` image sources resolve (set once by `ingot serve`); the agent
-    /// deploy interfaces of every hardware type share the hub, so it carries this too.
-    images: OnceLock<Arc<dyn ImageResolver>>,
+    /// How `ingot://NAME` image sources resolve (given by `ingot serve` at construction);
+    /// the agent deploy interfaces of every hardware type share the hub, so it carries this
+    /// too.
+    images: Option<Arc<dyn ImageResolver>>,
 }
 
 /// SHA-256 of a token.
@@ -126,8 +127,18 @@ impl AgentHub {
 
     /// A hub that allows fast track for an agent heard from within `window` (`None`: off).
     pub fn with_fast_track(window: Option<Duration>) -> Arc<Self> {
+        Self::with_images(window, None)
+    }
+
+    /// A hub with fast track as [`Self::with_fast_track`] that resolves `ingot://NAME`
+    /// through `images` (`ingot serve`: the controller's image store).
+    pub fn with_images(
+        window: Option<Duration>,
+        images: Option<Arc<dyn ImageResolver>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             fast_track: window,
+            images,
             ..Self::default()
         })
     }
@@ -137,14 +148,9 @@ impl AgentHub {
         self.fast_track.is_some()
     }
 
-    /// Sets the stored-image resolver (first call wins).
-    pub fn set_image_resolver(&self, resolver: Arc<dyn ImageResolver>) {
-        let _ = self.images.set(resolver);
-    }
-
     /// The stored-image resolver, if the controller has one.
     pub fn image_resolver(&self) -> Option<&Arc<dyn ImageResolver>> {
-        self.images.get()
+        self.images.as_ref()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
