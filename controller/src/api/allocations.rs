@@ -8,7 +8,6 @@ use axum::response::Response;
 use axum::routing::get;
 use chrono::Utc;
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
 use super::ApiState;
 use super::context::{JsonBody, ReqCtx};
@@ -17,7 +16,7 @@ use super::error::{ApiError, ApiResult};
 use super::query::{Params, next_link};
 use super::render::{self, ALLOCATION_FIELDS, AllocationView, Collection};
 use super::schema::{
-    Ty, as_object, check_known_keys, check_trait, check_type, is_valid_name, py_repr,
+    Ty, as_object, check_known_keys, check_trait, check_type, is_valid_name, py_repr, uuid_or_new,
 };
 use crate::model::Allocation;
 use crate::store::{AllocationQuery, StoreError};
@@ -92,21 +91,7 @@ async fn create(
             Some(n.to_owned())
         }
     };
-    let uuid = match obj.get("uuid") {
-        None | Some(Value::Null) => Uuid::new_v4(),
-        Some(Value::String(s)) => Uuid::parse_str(s).map_err(|_| {
-            ApiError::schema(
-                "allocation",
-                format!("{} is not a 'uuid'", py_repr(&Value::String(s.clone()))),
-            )
-        })?,
-        Some(other) => {
-            return Err(ApiError::schema(
-                "allocation",
-                format!("{} is not of type 'string', 'null'", py_repr(other)),
-            ));
-        }
-    };
+    let uuid = uuid_or_new("allocation", obj.get("uuid"))?;
     let extra = match obj.get("extra") {
         None => Map::new(),
         Some(v) => {

@@ -172,9 +172,7 @@ fn opt_string(v: Value) -> Option<String> {
 
 fn parse_uuid(field: &str, v: &Value) -> ApiResult<Option<Uuid>> {
     match v {
-        Value::String(s) => Uuid::parse_str(s)
-            .map(Some)
-            .map_err(|_| ApiError::bad_request(format!("Expected UUID for {field}: {s}"))),
+        Value::String(s) => super::schema::expect_uuid(field, s).map(Some),
         _ => Ok(None),
     }
 }

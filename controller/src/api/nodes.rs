@@ -17,7 +17,7 @@ use super::node_fields::{self, CREATABLE, Mode, PATCHABLE};
 use super::patch;
 use super::query::{Params, list_args, next_link};
 use super::render::{self, Collection, NODE_DEFAULT_FIELDS, NODE_FIELDS, NodeView};
-use super::schema::{Ty, as_object, check_known_keys, check_type, py_repr, require_key};
+use super::schema::{Ty, as_object, check_known_keys, check_type, require_key, uuid_or_new};
 use crate::model::Node;
 use crate::store::{NodeQuery, StoreError};
 
@@ -58,21 +58,7 @@ async fn create(
     check_known_keys("node", obj, &CREATABLE)?;
     let driver = require_key("node", obj, "driver")?;
     check_type("node", driver, Ty::Str, false)?;
-    let uuid = match obj.get("uuid") {
-        None | Some(Value::Null) => Uuid::new_v4(),
-        Some(Value::String(s)) => Uuid::parse_str(s).map_err(|_| {
-            ApiError::schema(
-                "node",
-                format!("{} is not a 'uuid'", py_repr(&Value::String(s.clone()))),
-            )
-        })?,
-        Some(other) => {
-            return Err(ApiError::schema(
-                "node",
-                format!("{} is not of type 'string', 'null'", py_repr(other)),
-            ));
-        }
-    };
+    let uuid = uuid_or_new("node", obj.get("uuid"))?;
     let mut node = Node::new(uuid, driver.as_str().unwrap_or_default(), Utc::now());
     for (key, value) in obj {
         if key == "uuid" {

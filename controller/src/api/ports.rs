@@ -17,7 +17,8 @@ use super::patch;
 use super::query::{Params, list_args, next_link};
 use super::render::{self, Collection, PORT_DEFAULT_FIELDS, PORT_FIELDS, PortView};
 use super::schema::{
-    Ty, as_object, check_known_keys, check_type, normalize_mac, py_repr, require_key,
+    Ty, as_object, check_known_keys, check_type, expect_uuid, normalize_mac, require_key,
+    uuid_or_new,
 };
 use crate::model::Port;
 use crate::store::PortQuery;
@@ -119,9 +120,7 @@ fn set_field(port: &mut Port, name: &str, value: Value) -> ApiResult<()> {
         "address" => port.address = normalize_mac("address", value.as_str().unwrap_or_default())?,
         "node_uuid" => {
             let raw = value.as_str().unwrap_or_default();
-            port.node_uuid = Uuid::parse_str(raw).map_err(|_| {
-                ApiError::bad_request(format!("Expected UUID for node_uuid: {raw}"))
-            })?;
+            port.node_uuid = expect_uuid("node_uuid", raw)?;
         }
         "portgroup_uuid" => {
             if let Some(pg) = text(value) {
@@ -188,23 +187,8 @@ async fn create(
     let node_uuid = require_key("port", obj, "node_uuid")?;
     check_type("port", node_uuid, Ty::Str, false)?;
     let raw = node_uuid.as_str().unwrap_or_default();
-    let node_uuid = Uuid::parse_str(raw)
-        .map_err(|_| ApiError::bad_request(format!("Expected UUID for node_uuid: {raw}")))?;
-    let uuid = match obj.get("uuid") {
-        None | Some(Value::Null) => Uuid::new_v4(),
-        Some(Value::String(s)) => Uuid::parse_str(s).map_err(|_| {
-            ApiError::schema(
-                "port",
-                format!("{} is not a 'uuid'", py_repr(&Value::String(s.clone()))),
-            )
-        })?,
-        Some(other) => {
-            return Err(ApiError::schema(
-                "port",
-                format!("{} is not of type 'string', 'null'", py_repr(other)),
-            ));
-        }
-    };
+    let node_uuid = expect_uuid("node_uuid", raw)?;
+    let uuid = uuid_or_new("port", obj.get("uuid"))?;
     let mut port = Port {
         uuid,
         node_uuid,

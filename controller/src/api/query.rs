@@ -48,10 +48,7 @@ impl Params {
 
     pub fn uuid(&self, name: &str) -> Result<Option<Uuid>, ApiError> {
         self.get(name)
-            .map(|v| {
-                Uuid::parse_str(v)
-                    .map_err(|_| ApiError::bad_request(format!("Expected UUID for {name}: {v}")))
-            })
+            .map(|v| super::schema::expect_uuid(name, v))
             .transpose()
     }
 

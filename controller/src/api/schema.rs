@@ -205,7 +205,32 @@ pub fn normalize_mac(field: &str, raw: &str) -> Result<String, ApiError> {
     Ok(out)
 }
 
-/// A trait name as the API takes it (`model::is_valid_trait`), or Ironic's schema error.
+/// The optional `uuid` of a created resource (`what`: `node`, `port`, `allocation`): a new
+/// random one when absent or null, else the given one, with Ironic's schema errors.
+pub fn uuid_or_new(what: &str, v: Option<&Value>) -> Result<Uuid, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(Uuid::new_v4()),
+        Some(Value::String(s)) => Uuid::parse_str(s).map_err(|_| {
+            ApiError::schema(
+                what,
+                format!("{} is not a 'uuid'", py_repr(&Value::String(s.clone()))),
+            )
+        }),
+        Some(other) => Err(ApiError::schema(
+            what,
+            format!("{} is not of type 'string', 'null'", py_repr(other)),
+        )),
+    }
+}
+
+/// A UUID given as text for `field` (a query parameter or a field value), else
+/// `Expected UUID for FIELD: TEXT`.
+pub fn expect_uuid(field: &str, text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::bad_request(format!("Expected UUID for {field}: {text}")))
+}
+
+/// A trait name the API takes ([`crate::model::is_valid_trait`]), else Ironic's schema error.
 pub fn check_trait(name: &str) -> Result<(), ApiError> {
     if crate::model::is_valid_trait(name) {
         Ok(())
@@ -279,5 +304,35 @@ mod tests {
             "Schema error for trait: 'lower_case' does not match '^CUSTOM_[A-Z0-9_]+$'"
         );
         assert!(check_trait("CUSTOM_").is_err());
+    }
+
+    #[test]
+    fn uuids_given_as_text() {
+        let id = "1be26c0b-03f2-4d2e-ae87-c02d7f33c123";
+        assert_eq!(
+            uuid_or_new("port", Some(&json!(id)))
+                .expect("given")
+                .to_string(),
+            id
+        );
+        assert!(uuid_or_new("port", None).is_ok());
+        assert!(uuid_or_new("port", Some(&Value::Null)).is_ok());
+        assert_eq!(
+            uuid_or_new("port", Some(&json!("x")))
+                .expect_err("bad")
+                .to_string(),
+            "Schema error for port: 'x' is not a 'uuid'"
+        );
+        assert_eq!(
+            uuid_or_new("node", Some(&json!(1)))
+                .expect_err("bad")
+                .to_string(),
+            "Schema error for node: 1 is not of type 'string', 'null'"
+        );
+        assert_eq!(expect_uuid("node_uuid", id).expect("valid").to_string(), id);
+        assert_eq!(
+            expect_uuid("node_uuid", "x").expect_err("bad").to_string(),
+            "Expected UUID for node_uuid: x"
+        );
     }
 }
