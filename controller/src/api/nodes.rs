@@ -18,6 +18,7 @@ use super::patch;
 use super::query::{Params, list_args, next_link};
 use super::render::{self, Collection, NODE_DEFAULT_FIELDS, NODE_FIELDS, NodeView};
 use super::schema::{Ty, as_object, check_known_keys, check_type, require_key, uuid_or_new};
+use crate::machine::ProvisionState;
 use crate::model::Node;
 use crate::store::{NodeQuery, StoreError};
 
@@ -172,7 +173,7 @@ async fn list_nodes(
         ..NodeQuery::default()
     };
     if let Some(ps) = &query.provision_state
-        && !crate::machine::ProvisionState::is_filter_name(ps)
+        && !ProvisionState::is_filter_name(ps)
     {
         return Err(ApiError::bad_request(format!(
             "Provision state \"{ps}\" is not valid"
@@ -395,7 +396,10 @@ async fn update(
             node_fields::set(node, field, new, Mode::Update(uuid))?;
         }
         node_fields::check_consistency(node)?;
-        if node.protected && !was_protected && !matches!(node.provision_state.as_str(), "active" | "rescue") {
+        if node.protected
+            && !was_protected
+            && !node.provision_state.parse::<ProvisionState>().is_ok_and(ProvisionState::allows_protect)
+        {
             return Err(ApiError::Conflict(format!(
                 "Node {uuid} can only be made protected in provision states \"active\" and \"rescue\", the current state is \"{}\"",
                 node.provision_state

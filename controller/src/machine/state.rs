@@ -228,6 +228,11 @@ impl ProvisionState {
         matches!(self, Manageable | Enroll | AdoptFailed | Available)
     }
 
+    /// Whether a node may be made protected in this state (Ironic: `active` and `rescue`).
+    pub fn allows_protect(self) -> bool {
+        matches!(self, ProvisionState::Active | ProvisionState::Rescue)
+    }
+
     /// Whether a node's allocation may be removed in this state without maintenance mode
     /// (Ironic's `UPDATE_ALLOWED_STATES`: stable, failed and wait states, and inspection).
     pub fn allows_deallocate(self) -> bool {

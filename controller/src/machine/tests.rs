@@ -521,48 +521,50 @@ fn agent_lookup_is_answered_only_where_an_agent_is_expected() {
     }
 }
 
-/// Every state with whether a node in it may be deleted and have its allocation removed
-/// without maintenance mode (Ironic's `DELETE_ALLOWED_STATES` and `UPDATE_ALLOWED_STATES`).
+/// Every state with whether a node in it may be deleted, have its allocation removed
+/// without maintenance mode (Ironic's `DELETE_ALLOWED_STATES` and `UPDATE_ALLOWED_STATES`),
+/// and be made protected (`active`, `rescue`).
 #[test]
 fn delete_and_deallocate_states() {
     use ProvisionState as S;
-    let table: [(S, bool, bool); 30] = [
-        (S::Enroll, true, true),
-        (S::Verifying, false, true),
-        (S::Manageable, true, true),
-        (S::Available, true, true),
-        (S::Active, false, true),
-        (S::Deploying, false, false),
-        (S::DeployWait, false, false),
-        (S::DeployFailed, false, true),
-        (S::DeployHold, false, false),
-        (S::Deleting, false, false),
-        (S::Cleaning, false, false),
-        (S::CleanWait, false, true),
-        (S::CleanFailed, false, true),
-        (S::CleanHold, false, false),
-        (S::Error, false, true),
-        (S::Inspecting, false, true),
-        (S::InspectWait, false, true),
-        (S::InspectFailed, false, true),
-        (S::Adopting, false, false),
-        (S::AdoptFailed, true, true),
-        (S::Rescue, false, true),
-        (S::Rescuing, false, false),
-        (S::RescueWait, false, false),
-        (S::RescueFailed, false, true),
-        (S::Unrescuing, false, false),
-        (S::UnrescueFailed, false, true),
-        (S::Servicing, false, false),
-        (S::ServiceWait, false, false),
-        (S::ServiceFailed, false, true),
-        (S::ServiceHold, false, false),
+    let table: [(S, bool, bool, bool); 30] = [
+        (S::Enroll, true, true, false),
+        (S::Verifying, false, true, false),
+        (S::Manageable, true, true, false),
+        (S::Available, true, true, false),
+        (S::Active, false, true, true),
+        (S::Deploying, false, false, false),
+        (S::DeployWait, false, false, false),
+        (S::DeployFailed, false, true, false),
+        (S::DeployHold, false, false, false),
+        (S::Deleting, false, false, false),
+        (S::Cleaning, false, false, false),
+        (S::CleanWait, false, true, false),
+        (S::CleanFailed, false, true, false),
+        (S::CleanHold, false, false, false),
+        (S::Error, false, true, false),
+        (S::Inspecting, false, true, false),
+        (S::InspectWait, false, true, false),
+        (S::InspectFailed, false, true, false),
+        (S::Adopting, false, false, false),
+        (S::AdoptFailed, true, true, false),
+        (S::Rescue, false, true, true),
+        (S::Rescuing, false, false, false),
+        (S::RescueWait, false, false, false),
+        (S::RescueFailed, false, true, false),
+        (S::Unrescuing, false, false, false),
+        (S::UnrescueFailed, false, true, false),
+        (S::Servicing, false, false, false),
+        (S::ServiceWait, false, false, false),
+        (S::ServiceFailed, false, true, false),
+        (S::ServiceHold, false, false, false),
     ];
     let listed: Vec<S> = table.iter().map(|row| row.0).collect();
     assert_eq!(listed, S::ALL.to_vec(), "one row per state, in order");
-    for (state, delete, deallocate) in table {
+    for (state, delete, deallocate, protect) in table {
         assert_eq!(state.allows_delete(), delete, "{state}: delete");
         assert_eq!(state.allows_deallocate(), deallocate, "{state}: deallocate");
+        assert_eq!(state.allows_protect(), protect, "{state}: protect");
     }
 }
 
