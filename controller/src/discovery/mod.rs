@@ -328,26 +328,16 @@ impl Discovery {
             .collect();
         add_ports(store, node, &macs, None).await?;
         link_ports(store, node, inventory).await?;
-        for _ in 0..8 {
-            let Some(mut n) = store.get_node_by_uuid(node).await? else {
-                return Err(StoreError::NotFound {
-                    kind: "node",
-                    ident: node.to_string(),
-                });
-            };
+        crate::store::update_node_with(store, node, None, |n| {
             for (k, v) in properties_from_inventory(inventory) {
                 n.properties.insert(k, v);
             }
-            apply_boot(&mut n, inventory);
-            rules::apply(&self.config.rules, &inv_value, &mut n);
-            n.updated_at = Some(Utc::now());
-            match store.update_node(&n).await {
-                Ok(_) => return Ok(()),
-                Err(StoreError::Stale { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(StoreError::Stale { uuid: node })
+            apply_boot(n, inventory);
+            rules::apply(&self.config.rules, &inv_value, n);
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .map(|_| ())
     }
 }
 
