@@ -3,7 +3,7 @@
 //! A venv `NAME` is `python/NAME.txt` installed under `python/NAME.constraints.txt` (every
 //! package pinned) into `<target>/pyvenv/NAME`; the script rebuilds it only when one of the
 //! two files changes and serialises builders with a lock file. The tests
-//! (`controller/tests/ironic_clients.rs`, `qemu-tests`) call the same script.
+//! (`controller/tests/it/ironic_clients.rs`, `qemu-tests`) call the same script.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -266,7 +266,7 @@ fn hardware_types_default_without_qemu_and_qemu_needs_its_directory() {
     assert_eq!(c.enabled_hardware_types, vec!["qemu", "ipmi"]);
     assert_eq!(c.qemu_allowed_dir, Some(PathBuf::from("/srv/vms")));
 
-    // From the file (the environment and flags: tests/serve_hardening.rs).
+    // From the file (the environment and flags: tests/it/serve_hardening.rs).
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path().join("ingot.toml");
     std::fs::write(

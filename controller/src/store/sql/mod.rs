@@ -16,7 +16,7 @@
 //! pool; the conditional `UPDATE`s make `reserve_node`/`claim_node` safe across processes.
 //!
 //! Speed (release build, loaded 2-core dev machine; details on the `timing` case in
-//! `controller/tests/store/cases/misc.rs`): SQLite enrols 4,000+ node+port pairs/s and
+//! `controller/tests/it/store/cases/misc.rs`): SQLite enrols 4,000+ node+port pairs/s and
 //! lists 500 full nodes in ~2 ms, about half of it JSON decoding; PostgreSQL lists them in
 //! ~2.5-3.5 ms.
 
