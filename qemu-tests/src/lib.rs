@@ -42,27 +42,14 @@ pub mod tls;
 pub mod vm;
 pub mod wait;
 
-use std::path::Path;
-
-/// Fails with a clear message when the machine cannot run lab tests.
+/// Fails with a clear message when the machine cannot run the lab (root, QEMU, the
+/// firmware: `test_needs::LAB`). Tests skip instead (`test_needs::need!`); the rack and the
+/// README's main job, which must not pass quietly, call this.
 pub fn require_lab() -> anyhow::Result<()> {
-    let uid = std::fs::read_to_string("/proc/self/status")?
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        .unwrap_or_default();
-    if uid != "0" {
-        anyhow::bail!("qemu-tests need root (network namespaces, taps)");
-    }
-    for p in [
-        "/usr/bin/qemu-system-x86_64",
-        "/usr/share/OVMF/OVMF_CODE_4M.fd",
-        "/usr/share/OVMF/OVMF_VARS_4M.fd",
-        "/usr/lib/ipxe/snponly.efi",
-    ] {
-        if !Path::new(p).exists() {
-            anyhow::bail!("{p} is missing: install the lab packages (.ci/setup)");
+    match test_needs::missing(test_needs::LAB) {
+        None => Ok(()),
+        Some(why) => {
+            anyhow::bail!("the lab {why}: run as root and install the lab packages (.ci/setup)")
         }
     }
-    Ok(())
 }

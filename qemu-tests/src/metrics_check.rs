@@ -1,7 +1,7 @@
 //! Reads `/metrics` after a lab run and checks that every family holds what the run must
 //! have produced: two machines discovered, cleaned, deployed and released behind an IPMI
 //! and a Redfish BMC, over the rack's DHCP and HTTP. (The lab's VMs boot QEMU's iPXE option
-//! ROM, which takes its script over HTTP: TFTP is counted in `controller/tests/netboot_netns.rs`.)
+//! ROM, which takes its script over HTTP: TFTP is counted in `controller/tests/it/netboot_netns.rs`.)
 
 use std::collections::BTreeMap;
 

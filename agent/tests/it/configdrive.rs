@@ -63,6 +63,7 @@ fn iso_tree(iso: &Path, into: &Path) -> Option<tempfile::TempDir> {
 
 #[test]
 fn config_drive_is_read_by_cloud_init() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let dir = tempfile::tempdir().expect("tempdir");
     let iso = build_iso(dir.path());
     let probe = sh(Command::new("blkid").args(["-p", "-o", "export"]).arg(&iso));
@@ -121,6 +122,7 @@ print(json.dumps({'md': r['metadata'], 'ud': r['userdata'].decode(), 'nd': r['ne
 
 #[test]
 fn write_image_appends_the_config_drive_as_a_partition() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let _l = lock();
     let dir = tempfile::tempdir().expect("tempdir");
     let iso = build_iso(dir.path());

@@ -271,11 +271,7 @@ fn scripted_responder(ns: String, stop: Instant) -> anyhow::Result<Vec<Option<Ip
 
 #[test]
 fn lease_is_renewed_rebound_and_recovered_after_a_nak() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: the DHCP lease test needs root (network namespaces)");
-        return Ok(());
-    }
+    test_needs::need!(test_needs::NETNS, test_needs::Need::Program("dnsmasq"));
     let mut net = Net::new()?;
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("dnsmasq.log");

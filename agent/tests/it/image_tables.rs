@@ -31,6 +31,7 @@ fn noise(len: usize) -> Vec<u8> {
 
 #[test]
 fn noise_is_refused_in_every_format_before_anything_is_written() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let _l = lock();
     let server = Server::start();
     let lo = LoopDev::new(32 * MIB, 512, false);
@@ -59,6 +60,7 @@ fn noise_is_refused_in_every_format_before_anything_is_written() {
 
 #[test]
 fn cli_refuses_noise_with_a_clear_error() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let _l = lock();
     let server = Server::start();
     let data = noise(4096);
@@ -106,6 +108,7 @@ fn image_from_script(size: usize, script: &str) -> Vec<u8> {
 
 #[test]
 fn gpt_for_512_byte_sectors_is_rewritten_for_a_4kn_disk() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let _l = lock();
     let server = Server::start();
     // ext4 in partition 1 at 1 MiB, as sfdisk lays it out for 512-byte sectors.
@@ -160,6 +163,7 @@ fn gpt_for_512_byte_sectors_is_rewritten_for_a_4kn_disk() {
 
 #[test]
 fn tables_that_cannot_be_read_on_a_4kn_disk_are_refused() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let _l = lock();
     let server = Server::start();
     let lo = LoopDev::new(64 * MIB, 4096, false);
@@ -217,6 +221,7 @@ fn esp_image(fat_sector: u32) -> Vec<u8> {
 
 #[test]
 fn esp_with_512_byte_fat_sectors_is_refused_on_a_4kn_disk() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let _l = lock();
     let server = Server::start();
     let lo = LoopDev::new(64 * MIB, 4096, false);

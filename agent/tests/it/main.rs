@@ -1,5 +1,6 @@
 //! Agent integration tests on real loop devices and real HTTP on 127.0.0.1.
-//! They need root (loop devices, mount); tests that share loop devices take
+//! Tests on loop devices and network namespaces need root (`test_needs::need!`: skipped
+//! with a message without it, a failure under CI); tests that share loop devices take
 //! the `LOOP` lock so they run one at a time.
 
 mod configdrive;

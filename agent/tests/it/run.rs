@@ -83,6 +83,7 @@ async fn events(State(s): State<S>, h: HeaderMap, Json(rep): Json<EventReport>) 
 
 #[test]
 fn run_wipes_a_loop_device_for_a_fake_controller() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let _g = lock();
     let disk = LoopDev::new(64 * MIB, 512, false);
     disk.fill(0xa5);

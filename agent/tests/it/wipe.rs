@@ -108,6 +108,7 @@ fn make(dev: &Path, what: &str) -> bool {
 
 #[test]
 fn metadata_wipe_clears_every_signature_wipefs_and_blkid_know() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let _l = lock();
     let lo = LoopDev::new(320 * MIB, 512, false);
     let mut made = 0;
@@ -147,6 +148,7 @@ fn metadata_wipe_clears_every_signature_wipefs_and_blkid_know() {
 
 #[test]
 fn full_wipe_zeroes_and_verifies_and_secure_falls_back_on_loop_devices() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let _l = lock();
     let a = LoopDev::new(64 * MIB, 512, false);
     let b = LoopDev::new(48 * MIB, 4096, false);
@@ -214,6 +216,7 @@ fn full_wipe_zeroes_and_verifies_and_secure_falls_back_on_loop_devices() {
 
 #[test]
 fn read_only_device_fails_closed_with_a_per_disk_report() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let _l = lock();
     let good = LoopDev::new(16 * MIB, 512, false);
     let ro = LoopDev::new(16 * MIB, 512, true);

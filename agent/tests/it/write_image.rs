@@ -42,6 +42,7 @@ pub(crate) fn route(data: Vec<u8>) -> Route {
 
 #[test]
 fn round_trips_every_format_on_512_and_4096_byte_sectors() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let _l = lock();
     let server = Server::start();
     for sector in [512usize, 4096] {
@@ -92,6 +93,7 @@ fn round_trips_every_format_on_512_and_4096_byte_sectors() {
 
 #[test]
 fn raw_image_that_fills_the_disk_is_byte_identical() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let _l = lock();
     let server = Server::start();
     let (img, _) = gpt_ext4_image(24 * MIB, 512);
@@ -129,6 +131,7 @@ pub(crate) fn expect_failure(lo: &LoopDev, o: &WriteImageOptions) -> ImageWriteE
 
 #[test]
 fn faults_leave_no_partition_table_and_report_the_cause() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let _l = lock();
     let server = Server::start();
     let (img, _) = gpt_ext4_image(24 * MIB, 512);
@@ -229,6 +232,7 @@ fn faults_leave_no_partition_table_and_report_the_cause() {
 
 #[test]
 fn cut_connection_resumes_with_range_or_restarts_without_it() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let _l = lock();
     let server = Server::start();
     let (img, files) = gpt_ext4_image(24 * MIB, 512);
@@ -260,6 +264,7 @@ fn cut_connection_resumes_with_range_or_restarts_without_it() {
 
 #[test]
 fn missing_and_read_only_devices_fail_clearly() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let _l = lock();
     let server = Server::start();
     let url = server.add("/x", route(vec![0; MIB]));
@@ -280,6 +285,7 @@ fn missing_and_read_only_devices_fail_clearly() {
 
 #[test]
 fn cli_writes_and_reports_json_events() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let _l = lock();
     let server = Server::start();
     let (img, _) = gpt_ext4_image(24 * MIB, 512);
@@ -343,6 +349,7 @@ fn cli_writes_and_reports_json_events() {
 
 #[test]
 fn stalled_transfer_times_out_and_resumes() {
+    test_needs::need!(test_needs::Need::Root, test_needs::Need::Program("losetup"));
     let _l = lock();
     let server = Server::start();
     let (img, files) = gpt_ext4_image(24 * MIB, 512);

@@ -1,5 +1,5 @@
 // A machine requested from the web console in a lab rack (driven by
-// qemu-tests/tests/server_create.rs, which runs this inside the lab namespace): log in,
+// qemu-tests/tests/it/server_create.rs, which runs this inside the lab namespace): log in,
 // open "Request a machine", choose the flavor and the image, paste the SSH key and the
 // user data, submit, and follow the server page to `active`. Prints `SERVER <uuid>` and
 // `ADDRESS <ip>` for the Rust test, which then logs in over SSH. With ACTION=delete it

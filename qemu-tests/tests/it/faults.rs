@@ -372,7 +372,7 @@ fn report(
 
 #[test]
 fn deploy_and_clean_faults_on_lab_machines() -> anyhow::Result<()> {
-    qemu_tests::require_lab()?;
+    test_needs::need!(test_needs::LAB);
     let mut rack = Rack::start(RackOptions {
         callback_timeout: CALLBACK_TIMEOUT,
         ..RackOptions::default()

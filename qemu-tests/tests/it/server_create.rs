@@ -251,7 +251,7 @@ fn scenario(rack: &Rack, m: &qemu_tests::rack::Machine, t: &mut Timeline) -> any
 
 #[test]
 fn a_user_requests_a_machine_by_flavor_and_logs_in() -> anyhow::Result<()> {
-    qemu_tests::require_lab()?;
+    test_needs::need!(test_needs::LAB);
     let debian = qemu_tests::build::debian_image()?;
     let mut rack = Rack::start(RackOptions {
         extra_config: FLAVORS.to_owned(),

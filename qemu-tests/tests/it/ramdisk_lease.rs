@@ -27,7 +27,7 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 
 #[test]
 fn ramdisk_agent_renews_its_lease_at_t1() -> anyhow::Result<()> {
-    qemu_tests::require_lab()?;
+    test_needs::need!(test_needs::LAB);
     let (kernel, initrd) = qemu_tests::build::agent_initramfs()?;
     let mut lab = Lab::new()?;
     lab.add_tap("tap0")?;

@@ -286,7 +286,7 @@ fn scenario(
 
 #[test]
 fn a_spoofed_mac_gets_no_session_and_the_real_machine_deploys_and_cleans() -> anyhow::Result<()> {
-    qemu_tests::require_lab()?;
+    test_needs::need!(test_needs::LAB);
     let mut rack = Rack::start(RackOptions::default())?;
     let image = marker_disk::build(&rack.dir().join("image"), IMAGE_MIB)?;
     let url = rack.publish(&image.zst, "marker-disk.img.zst")?;

@@ -139,6 +139,7 @@ const POWER_WAIT: Option<Duration> = Some(Duration::from_secs(15));
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boot_device_and_power_on_over_https_with_a_ca_file() {
+    test_needs::need!(test_needs::Need::Program("python3"));
     let sushy = Sushy::start(&["Off"]);
     let hw = hw();
     let node = sushy.node(json!({}));
@@ -178,6 +179,7 @@ async fn boot_device_and_power_on_over_https_with_a_ca_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soft_power_off_and_reboot_through_sushy() {
+    test_needs::need!(test_needs::Need::Program("python3"));
     let sushy = Sushy::start(&["On"]);
     let hw = hw();
     let node = sushy.node(json!({"redfish_system_id": format!("/redfish/v1/Systems/{SYSTEM}")}));
@@ -194,6 +196,7 @@ async fn soft_power_off_and_reboot_through_sushy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_checks_credentials_and_system_choice() {
+    test_needs::need!(test_needs::Need::Program("python3"));
     let sushy = Sushy::start(&["Off", "On"]);
     let hw = hw();
     let one = json!({"redfish_system_id": SYSTEM});

@@ -195,11 +195,13 @@ fn boot(nic_model: &str, n: u8) -> anyhow::Result<()> {
 
 #[test]
 fn direct_boot_virtio_net_lookup_reaches_controller() -> anyhow::Result<()> {
+    test_needs::need!(test_needs::LAB);
     boot("virtio-net-pci", 1)
 }
 
 #[test]
 fn direct_boot_e1000_lookup_reaches_controller() -> anyhow::Result<()> {
+    test_needs::need!(test_needs::LAB);
     boot("e1000", 2)
 }
 
@@ -211,6 +213,7 @@ fn direct_boot_e1000_lookup_reaches_controller() -> anyhow::Result<()> {
 /// read as zeroes at every marker from the host.
 #[test]
 fn direct_boot_secure_erase_of_sata_and_nvme() -> anyhow::Result<()> {
+    test_needs::need!(test_needs::LAB);
     use proto::protocol::{Command as AgentCommand, Report};
     use proto::{AgentEvent, WipeMode};
     const SIZE: u64 = 64 << 20;

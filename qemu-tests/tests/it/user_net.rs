@@ -82,6 +82,7 @@ impl Drop for Qemu {
 
 #[test]
 fn direct_boot_on_user_networking_registers_through_slirp() -> anyhow::Result<()> {
+    test_needs::need!(test_needs::LAB);
     if !std::path::Path::new("/usr/bin/qemu-system-x86_64").exists() {
         bail!("qemu-system-x86_64 is missing: install qemu-system-x86");
     }

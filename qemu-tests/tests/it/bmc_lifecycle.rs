@@ -181,7 +181,7 @@ fn lifecycle(
 
 #[test]
 fn ipmi_and_redfish_machines_deploy_debian_and_cloud_init_lets_ssh_in() -> anyhow::Result<()> {
-    qemu_tests::require_lab()?;
+    test_needs::need!(test_needs::LAB);
     let debian = qemu_tests::build::debian_image()?;
     let mut rack = Rack::start(RackOptions::default())?;
     let t0 = Instant::now();

@@ -154,7 +154,7 @@ fn lifecycle(
 
 #[test]
 fn bios_and_uefi_machines_go_through_the_whole_lifecycle() -> anyhow::Result<()> {
-    qemu_tests::require_lab()?;
+    test_needs::need!(test_needs::LAB);
     let mut rack = Rack::start(RackOptions::default())?;
     let disk = marker_disk::build(&rack.dir().join("image"), IMAGE_MIB)?;
     let url = rack.publish(&disk.zst, "marker-disk.img.zst")?;
@@ -195,7 +195,7 @@ fn bios_and_uefi_machines_go_through_the_whole_lifecycle() -> anyhow::Result<()>
 
 #[test]
 fn without_fast_track_every_step_boots_the_agent() -> anyhow::Result<()> {
-    qemu_tests::require_lab()?;
+    test_needs::need!(test_needs::LAB);
     let mut rack = Rack::start(RackOptions {
         fast_track: false,
         ..RackOptions::default()

@@ -9,7 +9,7 @@ use qemu_tests::netns::Lab;
 
 #[test]
 fn host_port_reaches_a_server_in_the_lab() -> anyhow::Result<()> {
-    qemu_tests::require_lab()?;
+    test_needs::need!(test_needs::NETNS);
     let lab = Lab::new()?;
     // A one-shot server on the lab's loopback (nothing listens there on the host).
     let mut server = lab

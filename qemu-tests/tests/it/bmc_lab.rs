@@ -138,7 +138,7 @@ async fn drive<H: PowerInterface + ManagementInterface>(
 
 #[test]
 fn ipmi_driver_powers_and_steers_a_bios_lab_vm() -> anyhow::Result<()> {
-    qemu_tests::require_lab()?;
+    test_needs::need!(test_needs::LAB);
     let dir = tempfile::tempdir()?;
     let mut lab = Lab::new()?;
     let bmc = IpmiBmc::start(&mut lab, VmSpec::numbered(1, Firmware::Bios), dir.path())?;
@@ -179,7 +179,7 @@ fn ipmi_driver_powers_and_steers_a_bios_lab_vm() -> anyhow::Result<()> {
 
 #[test]
 fn redfish_driver_powers_and_steers_a_uefi_lab_vm_through_sushy() -> anyhow::Result<()> {
-    qemu_tests::require_lab()?;
+    test_needs::need!(test_needs::LAB);
     let dir = tempfile::tempdir()?;
     let mut lab = Lab::new()?;
     let bmc = RedfishBmc::start(&mut lab, VmSpec::numbered(3, Firmware::Uefi), dir.path())?;
@@ -264,7 +264,7 @@ fn vm_tail(s: &str) -> String {
 /// machine keeps its boot order across power cycles.
 #[test]
 fn power_socket_one_time_boot_and_power_loss() -> anyhow::Result<()> {
-    qemu_tests::require_lab()?;
+    test_needs::need!(test_needs::LAB);
     let dir = tempfile::tempdir()?;
     let mut lab = Lab::new()?;
     let m = Machine::create(&mut lab, VmSpec::numbered(2, Firmware::Uefi), dir.path())?;

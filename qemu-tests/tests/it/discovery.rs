@@ -538,7 +538,7 @@ fn manage_and_inspect(lab: &Lab, m: &Machine, ingot_log: &Path) -> anyhow::Resul
 
 #[test]
 fn three_unknown_machines_register_then_one_is_inspected() -> anyhow::Result<()> {
-    qemu_tests::require_lab()?;
+    test_needs::need!(test_needs::LAB);
     let _lock = lab_lock()?;
     let dir = tempfile::tempdir()?;
     let mut lab = Lab::new()?;
@@ -609,7 +609,7 @@ fn three_unknown_machines_register_then_one_is_inspected() -> anyhow::Result<()>
 
 #[test]
 fn proxy_dhcp_discovers_a_machine() -> anyhow::Result<()> {
-    qemu_tests::require_lab()?;
+    test_needs::need!(test_needs::LAB);
     let _lock = lab_lock()?;
     let dir = tempfile::tempdir()?;
     let mut lab = Lab::new()?;

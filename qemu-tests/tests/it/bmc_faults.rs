@@ -63,7 +63,7 @@ fn assert_enroll_failed(node: &Value, expect: &[&str], log: &str) {
 
 #[test]
 fn wrong_password_and_dead_bmc_leave_nodes_in_enroll() -> anyhow::Result<()> {
-    qemu_tests::require_lab()?;
+    test_needs::need!(test_needs::LAB);
     let mut rack = Rack::start(RackOptions {
         log_filter: "debug".to_owned(),
         ..RackOptions::default()

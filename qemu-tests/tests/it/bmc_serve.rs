@@ -14,7 +14,7 @@ use qemu_tests::vm::{Firmware, VmSpec, tail};
 
 #[test]
 fn ingot_serve_manages_lab_machines_through_ipmi_and_redfish() -> anyhow::Result<()> {
-    qemu_tests::require_lab()?;
+    test_needs::need!(test_needs::LAB);
     let mut rack = Rack::start(RackOptions::default())?;
     let ipmi = rack.add_ipmi_machine(VmSpec::numbered(1, Firmware::Bios))?;
     let redfish = rack.add_redfish_machine(VmSpec::numbered(2, Firmware::Uefi))?;

@@ -8,7 +8,7 @@ use qemu_tests::vm::{Firmware, Vm, VmSpec};
 
 #[test]
 fn lab_has_no_route_out_and_firmwares_reach_ipxe() -> anyhow::Result<()> {
-    qemu_tests::require_lab()?;
+    test_needs::need!(test_needs::LAB);
     let dir = tempfile::tempdir()?;
     let mut lab = Lab::new()?;
     let routes = lab.exec_ok(&["ip", "route", "show"])?;
