@@ -21,7 +21,7 @@ use proto::protocol::{
 };
 use uuid::Uuid;
 
-use super::{AgentApiState, AgentError, PROGRESS_KEY, authorize, bad_json, edit_node};
+use super::{AgentApiState, AgentError, PROGRESS_KEY, authorize, bad_json, write_agent_fields};
 use crate::conductor::ConductorError;
 use crate::drivers::wipe_proof;
 use crate::hub::Claim;
@@ -111,7 +111,7 @@ pub(super) async fn events(
                     elapsed_ms: p.elapsed_ms,
                 }
                 .to_value();
-                edit_node(st.store.as_ref(), node, |n| {
+                write_agent_fields(st.store.as_ref(), node, |n| {
                     n.driver_internal_info
                         .insert(PROGRESS_KEY.into(), value.clone());
                 })
@@ -173,7 +173,7 @@ async fn store_result(
     match report {
         Report::Succeeded { inventory, detail } => {
             if let Some(detail) = &detail {
-                edit_node(st.store.as_ref(), node, |n| {
+                write_agent_fields(st.store.as_ref(), node, |n| {
                     n.driver_internal_info
                         .insert("agent_last_result".into(), detail.clone());
                 })

@@ -17,7 +17,8 @@ use proto::protocol::{LookupRequest, LookupResponse};
 use serde_json::Value;
 
 use super::{
-    AgentApiState, AgentError, bad_json, edit_node, hash_token, limits, new_token, presented,
+    AgentApiState, AgentError, bad_json, hash_token, limits, new_token, presented,
+    write_agent_fields,
 };
 use crate::conductor::ProvisionRequest;
 use crate::discovery::EnrollError;
@@ -171,7 +172,7 @@ async fn persist_session(
     version: &str,
 ) -> Result<(), crate::store::StoreError> {
     let hub = st.hub.clone();
-    edit_node(st.store.as_ref(), node, |n| {
+    write_agent_fields(st.store.as_ref(), node, |n| {
         sync_token_hash(&hub, n);
         n.driver_internal_info
             .insert("agent_version".into(), Value::String(version.to_owned()));

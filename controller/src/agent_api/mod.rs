@@ -171,7 +171,7 @@ async fn authorize(
 
 /// A write of the agent API (progress, session fields): `store::update_node_with`, without
 /// the node's reservation.
-async fn edit_node(
+async fn write_agent_fields(
     store: &dyn Store,
     uuid: Uuid,
     edit: impl Fn(&mut Node),
