@@ -3,27 +3,13 @@
 //! user and password, the operator CLI sends them, the access log names the user but never
 //! the password, and `noauth` on an address that is not loopback refuses to start.
 
-use std::net::TcpListener;
+use crate::support::{ChildGuard as Server, free_port};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
 const PASSWORD: &str = "Pa55-w0rd-unique-7781";
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start(dir: &Path, port: u16, log: &Path) -> Server {
     let htpasswd = dir.join("htpasswd");

@@ -15,9 +15,10 @@
 //! the same scripts against a server that is already running, such as real Ironic
 //! (`cargo xtask ironic serve`).
 
+use crate::support::free_port;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
@@ -48,11 +49,6 @@ fn clients_venv() -> PathBuf {
         out.status
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim_end())
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port is free");
-    listener.local_addr().expect("bound address").port()
 }
 
 /// Status and start of the answer to a plain HTTP `GET /v1`, or `None` if nothing answered.

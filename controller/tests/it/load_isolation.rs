@@ -3,29 +3,15 @@
 //! at the 64-op cap, detail lists of large nodes), agent lookups on the provisioning listener
 //! keep answering within milliseconds (the operator API runs on a runtime of its own).
 
-use std::net::TcpListener;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::{ChildGuard as Server, free_port};
 use proto::PROTOCOL_VERSION;
 use proto::protocol::{LookupRequest, PATH_LOOKUP};
 use serde_json::{Value, json};
 
 const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const VERSION: (&str, &str) = ("X-OpenStack-Ironic-API-Version", "1.115");
 

@@ -2,28 +2,14 @@
 //! `metrics_public`, and after a node's lifecycle it holds what that lifecycle produced
 //! (transitions, nodes by state, phase durations, API requests by folded route).
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{ChildGuard as Server, free_port};
 use serde_json::{Value, json};
 
 const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
 const PASSWORD: &str = "MetricsPw-2718";
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start(dir: &std::path::Path, extra: &str) -> (Server, String) {
     let port = free_port();

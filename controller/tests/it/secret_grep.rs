@@ -13,11 +13,11 @@
 //! the config drive. The test checks that those two do carry it, so the grep is known to see
 //! what it looks for.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::{ChildGuard as Server, free_port};
 use base64::Engine as _;
 use proto::protocol::{
     Command as AgentCommand, EventReport, HeartbeatRequest, HeartbeatResponse, LookupRequest,
@@ -38,20 +38,6 @@ const RULE_SECRET: &str = "RuleSecret-33cc-secret-grep";
 const USER_DATA_SECRET: &str = "UserDataPw-55dd-secret-grep";
 const MAC: &str = "52:54:00:5e:c0:01";
 const DISK_SERIAL: &str = "GREP-DISK-1";
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Everything the session saw: answers (status line, headers, body), CLI outputs.
 #[derive(Default)]

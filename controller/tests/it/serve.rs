@@ -2,19 +2,14 @@
 //! and a restart on the same database picks every node up as it was. The operator CLI
 //! (`ingot node list/show`) reads it.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use crate::support::{call, free_port, wait_state};
+use serde_json::json;
 
 const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 struct Server {
     child: Child,
@@ -82,52 +77,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-async fn call(
-    c: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut r = c
-        .request(method, url)
-        .header("X-OpenStack-Ironic-API-Version", "1.115");
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    let v = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).expect("json")
-    };
-    (status, v)
-}
-
-async fn wait_state(c: &reqwest::Client, url: &str, node: &str, want: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (s, n) = call(
-            c,
-            reqwest::Method::GET,
-            format!("{url}/v1/nodes/{node}"),
-            None,
-        )
-        .await;
-        assert_eq!(s, 200);
-        if n["provision_state"] == want {
-            return n;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {node} stuck in {}",
-            n["provision_state"]
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

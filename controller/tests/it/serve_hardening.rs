@@ -4,20 +4,15 @@
 //! and changes no node; the state dir and database are private; a netboot failure exits
 //! non-zero with the cause.
 
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{call, free_port, wait_state};
 use serde_json::{Value, json};
 
 const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 fn serve_command(state: &Path, port: u16) -> Command {
     let mut c = Command::new(INGOT);
@@ -83,24 +78,6 @@ fn run_to_end(mut cmd: Command, secs: u64) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().expect("output")
-}
-
-async fn call(
-    c: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut r = c
-        .request(method, url)
-        .header("X-OpenStack-Ironic-API-Version", "1.115");
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 async fn create_node(c: &reqwest::Client, url: &str, body: Value) -> String {
@@ -363,29 +340,6 @@ fn qemu_without_its_directory_is_a_start_error() {
         !tmp.path().join("ingot.db").exists(),
         "touched the database"
     );
-}
-
-async fn wait_state(c: &reqwest::Client, url: &str, node: &str, want: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (s, n) = call(
-            c,
-            reqwest::Method::GET,
-            format!("{url}/v1/nodes/{node}"),
-            None,
-        )
-        .await;
-        assert_eq!(s, 200, "{n}");
-        if n["provision_state"] == want {
-            return n;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {node} stuck in {}",
-            n["provision_state"]
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn mode(p: &Path) -> u32 {

@@ -135,3 +135,67 @@ pub fn cli(url: &str, user: Option<(&str, &str)>, args: &[&str]) -> std::process
     };
     cmd.output().expect("run ingot")
 }
+
+/// One request to the Ironic API at microversion 1.115: the status and the JSON body
+/// (`Null` for an empty or non-JSON body).
+pub async fn call(
+    c: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut r = c
+        .request(method, url)
+        .header("X-OpenStack-Ironic-API-Version", "1.115");
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Polls `GET /v1/nodes/{node}` at `url` until its provision state is `want` (20 s at most).
+pub async fn wait_state(
+    c: &reqwest::Client,
+    url: &str,
+    node: &str,
+    want: &str,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, n) = call(
+            c,
+            reqwest::Method::GET,
+            format!("{url}/v1/nodes/{node}"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{n}");
+        if n["provision_state"] == want {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node} stuck in {} (want {want}): {}",
+            n["provision_state"],
+            n["last_error"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A child process (an `ingot serve` a test started its own way) killed and reaped on drop,
+/// even when the test fails.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::free_port;
 use agent::run::client::{Controller, HttpController};
 use agent::run::machine::CallError;
 use controller::certs;
@@ -172,13 +173,6 @@ async fn agent_pins_the_ca_of_the_https_listener() {
         Err(CallError::Status(400, body)) => assert!(body.contains("use https://"), "{body}"),
         other => panic!("plain HTTP on the TLS port: {other:?}"),
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// Kills the `ingot serve` this test started (by its PID) when the test ends.

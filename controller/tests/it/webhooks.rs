@@ -4,30 +4,17 @@
 //! gets only those, and a receiver that never answers does not slow the conductor.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{ChildGuard as Server, free_port};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde_json::{Value, json};
 
 const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
 const SECRET: &str = "hook-secret-5150";
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One received POST: path, the headers we check, the body.
 #[derive(Debug, Clone)]
