@@ -45,9 +45,10 @@ enum Cmd {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Controller base URL, e.g. `http://192.0.2.1:6385`.
-    #[arg(long)]
-    url: String,
+    /// Controller base URL, e.g. `http://192.0.2.1:6385`; repeat it for each controller
+    /// replica (tried in order, the next when one stops answering).
+    #[arg(long, required = true)]
+    url: Vec<String>,
     /// Pin the controller's TLS certificate: `sha256:HEX` of its DER.
     #[arg(long)]
     ca: Option<String>,
@@ -285,7 +286,7 @@ fn write_image_cmd(a: WriteImageArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
-    let mut line = format!("ingot.url={}", a.url);
+    let mut line: String = a.url.iter().map(|u| format!("ingot.url={u} ")).collect();
     if let Some(ca) = &a.ca {
         line.push_str(&format!(" ingot.ca={ca}"));
     }
@@ -294,7 +295,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let cfg = crate::cmdline::parse(&line)?;
     let opts = crate::run::RunOptions {
-        url: a.url,
+        urls: cfg.urls,
         ca_sha256: cfg.ca_sha256,
         boot_mac: cfg.boot_mac,
         lldp_timeout: cfg.lldp_timeout,

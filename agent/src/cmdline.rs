@@ -4,7 +4,9 @@
 //! configured by the command line alone (the iPXE script writes it):
 //!
 //! - `ingot.url=http://IP:PORT`: the controller (required; an IP literal is best, DNS is
-//!   possible when DHCP gave a server);
+//!   possible when DHCP gave a server). It may repeat, one per controller replica (at most
+//!   [`MAX_URLS`]): the agent talks to the first and moves to the next when one stops
+//!   answering;
 //! - `ingot.ca=sha256:HEX`: pin the controller's TLS certificate by its SHA-256 fingerprint;
 //! - `BOOTIF=01-aa-bb-cc-dd-ee-ff`: the MAC the machine booted from (PXELINUX/iPXE style);
 //! - `ingot.on_fatal=reboot|poweroff` and `ingot.fatal_delay=SECS`: what to do after a fatal
@@ -28,8 +30,8 @@ pub enum OnFatal {
 /// The agent's settings from the kernel command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
-    /// Controller base URL, without a trailing slash.
-    pub url: Option<String>,
+    /// Controller base URLs in the order given, without a trailing slash, no duplicates.
+    pub urls: Vec<String>,
     /// SHA-256 fingerprint of the controller's certificate (DER).
     pub ca_sha256: Option<[u8; 32]>,
     /// Boot MAC, lower case with colons.
@@ -42,6 +44,9 @@ pub struct AgentConfig {
     pub lldp_timeout: Duration,
 }
 
+/// The most `ingot.url=` a command line may give.
+pub const MAX_URLS: usize = 8;
+
 /// Inspection's LLDP listening window unless `ingot.lldp_timeout=` says otherwise.
 pub const DEFAULT_LLDP_TIMEOUT: Duration = Duration::from_secs(35);
 /// The longest LLDP window the command line may ask for.
@@ -50,7 +55,7 @@ pub const MAX_LLDP_TIMEOUT: Duration = Duration::from_secs(300);
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
-            url: None,
+            urls: Vec::new(),
             ca_sha256: None,
             boot_mac: None,
             on_fatal: OnFatal::Reboot,
@@ -138,7 +143,13 @@ pub fn parse(text: &str) -> Result<AgentConfig, CmdlineError> {
                 if !(value.starts_with("http://") || value.starts_with("https://")) {
                     return Err(invalid(key, value, "must start with http:// or https://"));
                 }
-                cfg.url = Some(value.trim_end_matches('/').to_owned());
+                let url = value.trim_end_matches('/').to_owned();
+                if !cfg.urls.contains(&url) {
+                    if cfg.urls.len() == MAX_URLS {
+                        return Err(invalid(key, value, "at most 8 controller URLs"));
+                    }
+                    cfg.urls.push(url);
+                }
             }
             "ingot.ca" => {
                 let hex = value
@@ -197,7 +208,7 @@ mod tests {
     fn last_argument_loses_the_trailing_newline() {
         // Gotcha G1: procfs kept the newline on the last argument.
         let c = parse("console=ttyS0 ingot.url=http://10.0.2.2:6385\n").expect("parses");
-        assert_eq!(c.url.as_deref(), Some("http://10.0.2.2:6385"));
+        assert_eq!(c.urls, ["http://10.0.2.2:6385"]);
         let c = parse("ingot.on_fatal=poweroff\n").expect("parses");
         assert_eq!(c.on_fatal, OnFatal::PowerOff);
     }
@@ -212,7 +223,7 @@ mod tests {
                     "BOOT_IMAGE=vmlinuz ingot.url=https://192.0.2.1:6385/ ingot.ca=sha256:{fp} BOOTIF=01-52-54-00-AB-CD-EF ingot.fatal_delay=5 quiet"
                 ),
                 Ok(AgentConfig {
-                    url: Some("https://192.0.2.1:6385".into()),
+                    urls: vec!["https://192.0.2.1:6385".into()],
                     ca_sha256: Some([0xab; 32]),
                     boot_mac: Some("52:54:00:ab:cd:ef".into()),
                     on_fatal: OnFatal::Reboot,
@@ -224,12 +235,24 @@ mod tests {
             (
                 "x=\"a b\" ingot.url=\"http://10.0.0.1\" ingot.log=agent::init=debug\n".into(),
                 Ok(AgentConfig {
-                    url: Some("http://10.0.0.1".into()),
+                    urls: vec!["http://10.0.0.1".into()],
                     log: Some("agent::init=debug".into()),
                     ..Default::default()
                 }),
             ),
             ("ingot.url=ftp://x".into(), Err("ingot.url=ftp://x")),
+            (
+                // Replicas in the order given; a repeat of the same URL counts once.
+                "ingot.url=http://10.0.0.1:6385 ingot.url=https://10.0.0.2:6385/ ingot.url=http://10.0.0.1:6385/".into(),
+                Ok(AgentConfig {
+                    urls: vec!["http://10.0.0.1:6385".into(), "https://10.0.0.2:6385".into()],
+                    ..Default::default()
+                }),
+            ),
+            (
+                (1..=9).map(|i| format!("ingot.url=http://10.0.0.{i} ")).collect(),
+                Err("at most 8"),
+            ),
             ("ingot.ca=abcd".into(), Err("ingot.ca=abcd")),
             ("ingot.ca=sha256:abcd".into(), Err("64 hex digits")),
             ("BOOTIF=01-52-54".into(), Err("not a MAC")),

@@ -304,15 +304,15 @@ fn agent_main(
     if let Some(e) = cfg_error {
         fatal(cfg, &format!("bad kernel command line: {e}"));
     }
-    let Some(url) = cfg.url.clone() else {
+    if cfg.urls.is_empty() {
         fatal(cfg, "no ingot.url= on the kernel command line");
-    };
+    }
 
     // An IPv4 controller needs no IPv6 on the NICs. Without it no IPv6 multicast join
     // follows the carrier: each join rewrites the NIC's receive filter, and QEMU's e1000
     // holds received frames for 1 s after every RCTL write (a join that comes late, with
     // the storage probes busy, delayed the DHCP offer by 0.5 s).
-    if ipv4_literal_host(&url) {
+    if cfg.urls.iter().all(|u| ipv4_literal_host(u)) {
         for f in ["all", "default"] {
             let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{f}/disable_ipv6"), "1");
         }
@@ -320,19 +320,22 @@ fn agent_main(
     // The runtime and the HTTP client are built on a thread of their own while the NIC
     // comes up: off the path from the lease to the lookup.
     let opts = crate::run::RunOptions {
-        url,
+        urls: cfg.urls.clone(),
         ca_sha256: cfg.ca_sha256,
         boot_mac: cfg.boot_mac.clone(),
         lldp_timeout: cfg.lldp_timeout,
     };
-    let (u, pin) = (opts.url.clone(), opts.ca_sha256);
+    let (u, pin) = (opts.urls.clone(), opts.ca_sha256);
     let client = std::thread::spawn(move || -> anyhow::Result<_> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        Ok((rt, crate::run::client::HttpController::new(&u, pin)?))
+        Ok((
+            rt,
+            crate::run::client::HttpController::with_replicas(&u, pin)?,
+        ))
     });
     // The inventory (all but the addresses) is collected as soon as the loads are over,
     // while DHCP may still wait for its answer.

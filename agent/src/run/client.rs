@@ -1,7 +1,11 @@
 //! The controller's agent API over HTTP(S) (`proto::protocol`), with optional certificate
-//! pinning by SHA-256 fingerprint (`ingot.ca=sha256:HEX`).
+//! pinning by SHA-256 fingerprint (`ingot.ca=sha256:HEX`), against one or several controller
+//! replicas (`ingot.url=` repeated): calls go to the current one, and a call that does not
+//! reach it (connection refused, reset, timed out) moves on to the next, so the run loop's
+//! retry goes there. An answer with a status, even an error, keeps the controller.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use proto::protocol::{
@@ -135,13 +139,21 @@ pub fn pinned_tls_config(sha256: [u8; 32]) -> anyhow::Result<rustls::ClientConfi
 /// [`Controller`] over reqwest.
 #[derive(Debug, Clone)]
 pub struct HttpController {
-    base: String,
+    bases: Vec<String>,
+    /// Index into `bases` of the controller calls go to.
+    current: Arc<AtomicUsize>,
     http: reqwest::Client,
 }
 
 impl HttpController {
     /// `base` is `http(s)://host:port`; `pin` the controller certificate's SHA-256.
     pub fn new(base: &str, pin: Option<[u8; 32]>) -> anyhow::Result<Self> {
+        Self::with_replicas(&[base.to_owned()], pin)
+    }
+
+    /// A client of several controller replicas (`bases`, tried in order, at least one).
+    pub fn with_replicas(bases: &[String], pin: Option<[u8; 32]>) -> anyhow::Result<Self> {
+        anyhow::ensure!(!bases.is_empty(), "no controller URL");
         // reqwest needs a process-wide provider; installing it again (another caller was
         // first) is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -164,9 +176,39 @@ impl HttpController {
         };
         b = b.tls_backend_preconfigured(cfg);
         Ok(HttpController {
-            base: base.trim_end_matches('/').to_owned(),
+            bases: bases
+                .iter()
+                .map(|b| b.trim_end_matches('/').to_owned())
+                .collect(),
+            current: Arc::new(AtomicUsize::new(0)),
             http: b.build()?,
         })
+    }
+
+    /// The controller calls go to now.
+    pub fn current(&self) -> &str {
+        let i = self.current.load(Ordering::Acquire);
+        &self.bases[i % self.bases.len()]
+    }
+
+    /// After a call to `bases[failed]` did not reach it: the next replica becomes current
+    /// (unless another call already moved on).
+    fn move_on(&self, failed: usize) {
+        if self.bases.len() < 2 {
+            return;
+        }
+        let next = (failed + 1) % self.bases.len();
+        if self
+            .current
+            .compare_exchange(failed, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            tracing::warn!(
+                unreachable = %self.bases[failed],
+                next = %self.bases[next],
+                "the controller does not answer; moving to the next one"
+            );
+        }
     }
 
     async fn post<T: serde::Serialize, R: serde::de::DeserializeOwned>(
@@ -176,18 +218,19 @@ impl HttpController {
         body: &T,
         timeout: Duration,
     ) -> Result<Option<R>, CallError> {
+        let at = self.current.load(Ordering::Acquire) % self.bases.len();
         let mut req = self
             .http
-            .post(format!("{}{path}", self.base))
+            .post(format!("{}{path}", self.bases[at]))
             .json(body)
             .timeout(timeout);
         if let Some(t) = token {
             req = req.header(TOKEN_HEADER, t);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| CallError::Transport(crate::error_chain(&e)))?;
+        let resp = req.send().await.map_err(|e| {
+            self.move_on(at);
+            CallError::Transport(crate::error_chain(&e))
+        })?;
         let status = resp.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(CallError::Unauthorized);
@@ -258,5 +301,101 @@ impl Controller for HttpController {
         self.post::<_, serde_json::Value>(PATH_EVENTS, Some(token), rep, Duration::from_secs(30))
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use proto::protocol::{LookupRequest, LookupResponse};
+    use uuid::Uuid;
+
+    use super::*;
+
+    const NODE: Uuid = Uuid::from_u128(0x1234);
+
+    /// A controller on 127.0.0.1 whose lookup answers `status` (the node on 200).
+    async fn controller(status: u16) -> String {
+        let app = axum::Router::new().route(
+            PATH_LOOKUP,
+            post(move || async move {
+                let code = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                let body = axum::Json(LookupResponse {
+                    node_uuid: NODE,
+                    token: Some("t".into()),
+                    discovered: false,
+                    heartbeat_timeout_secs: 1,
+                });
+                (code, body)
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", l.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(l, app).await });
+        url
+    }
+
+    /// An address nothing listens on (connection refused).
+    fn dead() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    }
+
+    fn request() -> LookupRequest {
+        crate::run::exec::lookup_request(proto::Inventory::default(), None)
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_replica_sends_the_next_call_to_the_next_one() {
+        let (dead, live) = (dead(), controller(200).await);
+        let ctl =
+            HttpController::with_replicas(&[dead.clone(), live.clone()], None).expect("client");
+        assert_eq!(ctl.current(), dead);
+        let first = ctl.lookup(&request(), None).await;
+        assert!(matches!(first, Err(CallError::Transport(_))), "{first:?}");
+        assert_eq!(ctl.current(), live);
+        let second = ctl
+            .lookup(&request(), None)
+            .await
+            .expect("the next replica answers");
+        assert_eq!(second.node_uuid, NODE);
+        assert_eq!(ctl.current(), live, "an answer keeps the replica");
+    }
+
+    #[tokio::test]
+    async fn the_last_replica_wraps_around_to_the_first() {
+        let (live, dead) = (controller(200).await, dead());
+        let ctl =
+            HttpController::with_replicas(&[live.clone(), dead.clone()], None).expect("client");
+        ctl.move_on(0);
+        assert_eq!(ctl.current(), dead);
+        assert!(ctl.lookup(&request(), None).await.is_err());
+        assert_eq!(ctl.current(), live);
+        assert!(ctl.lookup(&request(), None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_error_status_keeps_the_replica() {
+        let (busy, live) = (controller(503).await, controller(200).await);
+        let ctl = HttpController::with_replicas(&[busy.clone(), live], None).expect("client");
+        let r = ctl.lookup(&request(), None).await;
+        assert!(matches!(r, Err(CallError::Status(503, _))), "{r:?}");
+        assert_eq!(
+            ctl.current(),
+            busy,
+            "a controller that answers is not skipped"
+        );
+    }
+
+    #[test]
+    fn one_url_or_more() {
+        assert!(HttpController::with_replicas(&[], None).is_err());
+        let one = HttpController::new("http://127.0.0.1:1/", None).expect("client");
+        assert_eq!(one.current(), "http://127.0.0.1:1");
+        one.move_on(0);
+        assert_eq!(one.current(), "http://127.0.0.1:1");
     }
 }

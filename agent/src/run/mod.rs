@@ -264,7 +264,8 @@ pub async fn drive_with<C: Controller, H: Host>(
 /// Options of `ingot-agent run` (and of PID 1, from the kernel command line).
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    pub url: String,
+    /// The controller replicas' base URLs, in the order to try them (at least one).
+    pub urls: Vec<String>,
     pub ca_sha256: Option<[u8; 32]>,
     pub boot_mac: Option<String>,
     /// How long inspection listens for LLDP (`ingot.lldp_timeout=`).
@@ -273,7 +274,7 @@ pub struct RunOptions {
 
 /// Runs the loop on the live machine until a reboot or power-off is asked for.
 pub async fn run_agent(opts: &RunOptions) -> anyhow::Result<Halt> {
-    let ctl = client::HttpController::new(&opts.url, opts.ca_sha256)?;
+    let ctl = client::HttpController::with_replicas(&opts.urls, opts.ca_sha256)?;
     Ok(run_with(&ctl, opts, None).await)
 }
 
@@ -291,7 +292,7 @@ pub async fn run_with(
         ca_sha256: opts.ca_sha256,
         lldp_timeout: opts.lldp_timeout,
     });
-    tracing::info!(url = %opts.url, pinned = opts.ca_sha256.is_some(), "contacting the controller");
+    tracing::info!(url = %ctl.current(), replicas = opts.urls.len(), pinned = opts.ca_sha256.is_some(), "contacting the controller");
     drive(ctl, host).await
 }
 

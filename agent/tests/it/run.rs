@@ -111,7 +111,7 @@ fn run_wipes_a_loop_device_for_a_fake_controller() {
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await });
         let opts = agent::run::RunOptions {
-            url: format!("http://{addr}"),
+            urls: vec![format!("http://{addr}")],
             ca_sha256: None,
             boot_mac: Some("52:54:00:12:34:56".into()),
             lldp_timeout: std::time::Duration::ZERO,
