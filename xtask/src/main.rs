@@ -1,12 +1,13 @@
 //! `cargo xtask`: project automation for Ingot.
 //!
 //! Subcommands, one file each: `ci` (fmt, clippy, all tests, the package check, a short fuzz
-//! run), `fuzz` (the cargo-fuzz targets of `fuzz/`), `bench api [--peer ironic]`, `bench write`,
+//! run), `fuzz` (the cargo-fuzz targets of `fuzz/`), `bench api [--peer ironic]`, `bench dhcp`, `bench write`,
 //! `bench tls`, `image`, `initramfs`, `lab`, `package` (the Debian package), `tidy` (structure
 //! checks), and `ironic serve|clients` (the real Ironic peer used by the API bench and to validate the client
 //! session scripts). Keep dependencies minimal.
 
 mod bench_api;
+mod bench_dhcp;
 mod bench_tls;
 mod bench_write;
 mod ci;
@@ -31,6 +32,9 @@ const USAGE: &str = "usage: cargo xtask <command>
                           operator API bench (release build); --secure adds ingot with http_basic
                           over HTTPS, --peer real Ironic 39.0.0
   bench write [...]       image write bench
+  bench dhcp [--clients N] [--release]
+                          PXE storm (root): N machines DISCOVER at once against ingot serve and
+                          dnsmasq in network namespaces; answered, drops, offers/s, CPU
   bench tls [--requests N] [--release]
                           agent heartbeats over HTTPS vs plain HTTP on 127.0.0.1 (handshake cost)
   image debian [--force] [--mirror URL]
@@ -65,6 +69,8 @@ fn run() -> anyhow::Result<()> {
         (Some("ci"), _) => ci::run(rest(1)),
         (Some("fuzz"), _) => fuzz::run(rest(1)),
         (Some("bench"), Some("api")) => bench_api::run(rest(2)),
+        (Some("bench"), Some("dhcp")) => bench_dhcp::run(rest(2)),
+        (Some("bench"), Some("dhcp-load")) => bench_dhcp::load::run(rest(2)),
         (Some("bench"), Some("write")) => bench_write::run(rest(2)),
         (Some("bench"), Some("tls")) => bench_tls::run(rest(2)),
         (Some("image"), _) => image::run_task(rest(1)),
