@@ -38,7 +38,7 @@ in_root getent passwd ingot >/dev/null
 for f in /usr/bin/ingot /usr/lib/ingot/agent/vmlinuz /usr/lib/ingot/agent/initramfs.cpio.zst \
          /lib/systemd/system/ingot.service /etc/ingot/ingot.toml \
          /usr/share/bash-completion/completions/ingot /usr/share/man/man1/ingot-serve.1.gz \
-         /usr/share/doc/ingot/copyright; do
+         /usr/share/doc/ingot/copyright /usr/lib/sysctl.d/60-ingot.conf; do
     [ -s "$r$f" ] || { echo "check-install: $f missing from the package" >&2; exit 1; }
 done
 in_root man -l /usr/share/man/man1/ingot.1.gz >/dev/null 2>&1 || \

@@ -155,6 +155,11 @@ fn build(root: &Path, profile: &str) -> anyhow::Result<PathBuf> {
         &stage.join("etc/ingot/ingot.toml"),
         0o644,
     )?;
+    copy(
+        &pkg.join("sysctl.conf"),
+        &stage.join("usr/lib/sysctl.d/60-ingot.conf"),
+        0o644,
+    )?;
     let doc = stage.join("usr/share/doc/ingot");
     write(&doc.join("copyright"), &copyright(root)?, 0o644)?;
     copy(

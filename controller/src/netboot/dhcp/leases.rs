@@ -122,6 +122,50 @@ pub fn pick_free(
     expired
 }
 
+/// PURE: the lowest address of `start..=end` that is not in `exclude` and has no row in
+/// `rows` (the rows of that range, any order): a never-used address.
+pub fn first_unused(
+    start: Ipv4Addr,
+    end: Ipv4Addr,
+    exclude: &BTreeSet<Ipv4Addr>,
+    rows: &[Lease],
+) -> Option<Ipv4Addr> {
+    let used: BTreeSet<Ipv4Addr> = rows.iter().map(|l| l.ip).collect();
+    (u32::from(start)..=u32::from(end))
+        .map(Ipv4Addr::from)
+        .find(|ip| !exclude.contains(ip) && !used.contains(ip))
+}
+
+/// How many addresses [`LeaseStore::find_unused_from`] reads at a time.
+pub const FREE_WINDOW: u32 = 64;
+
+/// PURE: the windows [`LeaseStore::find_unused_from`] reads, in order: from `from` to
+/// `end`, then from `start` to just before `from`, [`FREE_WINDOW`] addresses each.
+pub fn free_windows(start: Ipv4Addr, end: Ipv4Addr, from: Ipv4Addr) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+    let (s, e) = (u32::from(start), u32::from(end));
+    if s > e {
+        return Vec::new();
+    }
+    let f = u32::from(from).clamp(s, e);
+    let mut ranges = vec![(f, e)];
+    if f > s {
+        ranges.push((s, f - 1));
+    }
+    let mut out = Vec::new();
+    for (lo, hi) in ranges {
+        let mut a = lo;
+        loop {
+            let b = a.saturating_add(FREE_WINDOW - 1).min(hi);
+            out.push((Ipv4Addr::from(a), Ipv4Addr::from(b)));
+            if b >= hi {
+                break;
+            }
+            a = b + 1;
+        }
+    }
+    out
+}
+
 /// PURE: how many addresses of `start..=end` [`pick_free`] could still hand out at `now`
 /// (not in `exclude`, not `server`, no row active at `now`).
 pub fn count_free(
@@ -171,6 +215,27 @@ pub trait LeaseStore: Send + Sync {
     ) -> Result<Option<Ipv4Addr>, LeaseStoreError> {
         let rows = self.leases_in(start, end).await?;
         Ok(pick_free(start, end, exclude, &rows, now))
+    }
+
+    /// A never-used pool address, searched from `from` to `end` and then from `start`
+    /// ([`free_windows`], one read of at most [`FREE_WINDOW`] rows each), so a server that
+    /// passes the address after its last offer reads one small window per DISCOVER instead
+    /// of the whole pool. `None` when every address has a row (then [`Self::find_free`]
+    /// finds an expired one).
+    async fn find_unused_from(
+        &self,
+        start: Ipv4Addr,
+        end: Ipv4Addr,
+        from: Ipv4Addr,
+        exclude: &BTreeSet<Ipv4Addr>,
+    ) -> Result<Option<Ipv4Addr>, LeaseStoreError> {
+        for (lo, hi) in free_windows(start, end, from) {
+            let rows = self.leases_in(lo, hi).await?;
+            if let Some(ip) = first_unused(lo, hi, exclude, &rows) {
+                return Ok(Some(ip));
+            }
+        }
+        Ok(None)
     }
 
     /// How many pool addresses are free at `now` ([`count_free`]).
@@ -308,6 +373,62 @@ mod tests {
 
     fn ip(last: u8) -> Ipv4Addr {
         Ipv4Addr::new(10, 0, 0, last)
+    }
+
+    #[test]
+    fn free_windows_run_from_the_hint_to_the_end_then_from_the_start() {
+        let a = |n: u32| Ipv4Addr::from(0x0a00_0000 + n);
+        assert_eq!(
+            free_windows(a(0), a(9), a(4)),
+            vec![(a(4), a(9)), (a(0), a(3))]
+        );
+        assert_eq!(free_windows(a(0), a(9), a(0)), vec![(a(0), a(9))]);
+        // A hint outside the pool is clamped into it.
+        assert_eq!(free_windows(a(5), a(9), a(1)), vec![(a(5), a(9))]);
+        assert_eq!(
+            free_windows(a(5), a(9), a(30)),
+            vec![(a(9), a(9)), (a(5), a(8))]
+        );
+        assert!(free_windows(a(9), a(5), a(6)).is_empty());
+        let big = free_windows(a(0), a(199), a(100));
+        assert_eq!(
+            big,
+            vec![
+                (a(100), a(163)),
+                (a(164), a(199)),
+                (a(0), a(63)),
+                (a(64), a(99))
+            ]
+        );
+        // Every address exactly once.
+        let covered: u32 = big
+            .iter()
+            .map(|(l, h)| u32::from(*h) - u32::from(*l) + 1)
+            .sum();
+        assert_eq!(covered, 200);
+    }
+
+    #[test]
+    fn first_unused_skips_rows_of_any_state_and_exclusions() {
+        let now = SystemTime::now();
+        let lease = |last: u8, mac: MacAddr, expires: SystemTime| Lease {
+            ip: ip(last),
+            mac,
+            state: LeaseState::Offered,
+            expires,
+        };
+        // An active row and one long expired: neither address is "unused".
+        let rows = vec![
+            lease(10, A, now + Duration::from_secs(60)),
+            lease(12, B, now - Duration::from_secs(3600)),
+        ];
+        let excl: BTreeSet<Ipv4Addr> = [ip(11)].into();
+        assert_eq!(first_unused(ip(10), ip(14), &excl, &rows), Some(ip(13)));
+        assert_eq!(first_unused(ip(10), ip(12), &excl, &rows), None);
+        assert_eq!(
+            first_unused(ip(10), ip(10), &BTreeSet::new(), &[]),
+            Some(ip(10))
+        );
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -103,6 +103,33 @@ pub struct DhcpSocket {
     socket: StdUdpSocket,
 }
 
+/// The receive buffer each DHCP socket asks for: a rack powered on at once sends its
+/// DISCOVERs within milliseconds, each costing the kernel about 2 KiB of buffer, and the
+/// default (`net.core.rmem_default`, about 208 KiB) holds only ~160 of them, so the rest are
+/// dropped before we read them (`cargo xtask bench dhcp` measures it).
+pub const RECV_BUFFER: usize = 8 << 20;
+
+/// Asks for [`RECV_BUFFER`]: `SO_RCVBUFFORCE` with `CAP_NET_ADMIN`, else `SO_RCVBUF`, which
+/// the kernel caps at `net.core.rmem_max` (the package raises it, `packaging/sysctl.conf`).
+fn grow_receive_buffer(socket: &Socket, interface: &str) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(socket, sockopt::RcvBufForce, &RECV_BUFFER).is_err() {
+        let _ = socket.set_recv_buffer_size(RECV_BUFFER);
+    }
+    // The kernel reports twice what it grants (the doubling covers its bookkeeping).
+    let got = socket.recv_buffer_size().unwrap_or(0) / 2;
+    if got < RECV_BUFFER / 2 {
+        tracing::warn!(
+            %interface,
+            receive_buffer = got,
+            "dhcp socket receive buffer is small: a PXE storm will lose requests; raise \
+             net.core.rmem_max (the Debian package sets it) or grant CAP_NET_ADMIN"
+        );
+    } else {
+        tracing::debug!(%interface, receive_buffer = got, "dhcp socket receive buffer");
+    }
+}
+
 fn bind_one(interface: &str, port: u16) -> anyhow::Result<DhcpSocket> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
         .context("creating dhcp socket")?;
@@ -114,6 +141,7 @@ fn bind_one(interface: &str, port: u16) -> anyhow::Result<DhcpSocket> {
         .bind_device(Some(interface.as_bytes()))
         .with_context(|| format!("binding dhcp socket to interface {interface}"))?;
     socket.set_nonblocking(true).context("setting O_NONBLOCK")?;
+    grow_receive_buffer(&socket, interface);
     let addr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
     socket
         .bind(&addr.into())
@@ -150,6 +178,8 @@ pub struct DhcpServer {
     counters: Arc<DhcpCounters>,
     /// Serializes lease read-decide-write so two DISCOVERs never get the same address.
     lease_lock: tokio::sync::Mutex<()>,
+    /// Where the search for a never-used address starts: just after the last one found.
+    free_hint: AtomicU32,
 }
 
 impl std::fmt::Debug for DhcpServer {
@@ -181,6 +211,7 @@ impl DhcpServer {
             leases,
             counters: Arc::new(DhcpCounters::default()),
             lease_lock: tokio::sync::Mutex::new(()),
+            free_hint: AtomicU32::new(0),
         })
     }
 
@@ -231,10 +262,27 @@ impl DhcpServer {
             && let Some(pool) = &self.cfg.pool
         {
             let reserved = self.cfg.reservations.values().copied().collect();
-            ctx.free = self
+            // Never-used addresses in turn from after the last one found (one small read
+            // per DISCOVER, not the pool), then the lowest expired one.
+            let from = Ipv4Addr::from(self.free_hint.load(Ordering::Relaxed));
+            ctx.free = match self
                 .leases
-                .find_free(pool.start, pool.end, &reserved, now)
-                .await?;
+                .find_unused_from(pool.start, pool.end, from, &reserved)
+                .await?
+            {
+                Some(ip) => {
+                    let next = u32::from(ip)
+                        .checked_add(1)
+                        .unwrap_or(u32::from(pool.start));
+                    self.free_hint.store(next, Ordering::Relaxed);
+                    Some(ip)
+                }
+                None => {
+                    self.leases
+                        .find_free(pool.start, pool.end, &reserved, now)
+                        .await?
+                }
+            };
         }
         Ok(ctx)
     }
