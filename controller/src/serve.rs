@@ -108,6 +108,14 @@ fn plain_refusals(https_url: &str) -> Router {
 
 /// Opens the store, starts the conductor and builds the routers.
 pub async fn build(config: &Config) -> anyhow::Result<Services> {
+    build_with_clock(config, Arc::new(crate::conductor::clock::SystemClock)).await
+}
+
+/// [`build`] with the conductor's wait timers on `clock` (tests pass a manual one).
+pub async fn build_with_clock(
+    config: &Config,
+    clock: Arc<dyn crate::conductor::clock::Clock>,
+) -> anyhow::Result<Services> {
     // Read before anything starts: a bad user file must stop the server at once.
     let auth = match &config.auth {
         AuthConfig::NoAuth => AuthStrategy::NoAuth,
@@ -181,6 +189,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,
             listen: listen_addresses(config),
+            clock,
             ..ConductorConfig::default()
         },
     );

@@ -13,6 +13,7 @@
 //! life from the agent (lookup, heartbeat, event) starts that timeout again.
 
 mod allocation;
+pub mod clock;
 mod periodic;
 mod presence;
 pub mod ring;
@@ -73,6 +74,9 @@ pub struct ConductorConfig {
     pub heartbeat_timeout: Duration,
     /// Listen addresses shown in `/v1/conductors` (operator API, provisioning side).
     pub listen: Vec<String>,
+    /// Where wait-state timers read the time and sleep ([`clock::SystemClock`]; tests
+    /// drive a [`clock::ManualClock`]).
+    pub clock: Arc<dyn clock::Clock>,
 }
 
 impl Default for ConductorConfig {
@@ -90,6 +94,7 @@ impl Default for ConductorConfig {
             heartbeat_interval: Duration::from_secs(3),
             heartbeat_timeout: Duration::from_secs(10),
             listen: Vec::new(),
+            clock: Arc::new(clock::SystemClock),
         }
     }
 }

@@ -34,7 +34,7 @@ impl Conductor {
             // The next start fails the node; a timer now would only delay shutdown.
             return;
         }
-        let deadline = tokio::time::Instant::now() + self.wait_timeout(phase);
+        let deadline = self.config.clock.now() + self.wait_timeout(phase);
         let this = self.arc();
         let handle = self.spawn(async move {
             if this.sleep_until_timed_out(node, marker, deadline).await {
@@ -65,11 +65,11 @@ impl Conductor {
         mut deadline: tokio::time::Instant,
     ) -> bool {
         loop {
-            tokio::time::sleep_until(deadline).await;
+            self.config.clock.sleep_until(deadline).await;
             let mut timers = self.lock_timers();
             match timers.get(&node) {
                 Some(t) if t.marker == marker => {
-                    if t.deadline > tokio::time::Instant::now() {
+                    if t.deadline > self.config.clock.now() {
                         deadline = t.deadline;
                         continue;
                     }
@@ -91,7 +91,7 @@ impl Conductor {
         let Some(timer) = timers.get_mut(&node) else {
             return false;
         };
-        timer.deadline = tokio::time::Instant::now() + timeout_of(timer.phase);
+        timer.deadline = self.config.clock.now() + timeout_of(timer.phase);
         true
     }
 

@@ -75,11 +75,9 @@ async fn restart_fails_nodes_left_in_transient_states() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_hardware_waits_for_the_agent_and_times_out() {
-    let env = env_with(ConductorConfig {
-        callback_timeout: Duration::from_millis(300),
-        ..config()
-    })
-    .await;
+    let timeout = Duration::from_secs(1800);
+    let (config, clock) = manual_clock(timeout);
+    let env = env_with(config).await;
     let manual = env
         .conductor
         .registry()
@@ -128,6 +126,10 @@ async fn manual_hardware_waits_for_the_agent_and_times_out() {
             "agent: deploy the instance image".to_owned(),
         ]
     );
+    wait_sleepers(&clock, 1).await;
+    clock.advance(timeout - Duration::from_secs(1));
+    assert_stays(&env.store, uuid, "wait call-back").await;
+    clock.advance(Duration::from_secs(1));
     let node = wait_state(&env.store, uuid, "deploy failed").await;
     assert_eq!(node.target_provision_state.as_deref(), Some("active"));
     assert_eq!(
@@ -148,8 +150,8 @@ async fn manual_hardware_waits_for_the_agent_and_times_out() {
     assert_eq!(node.last_error, None);
     assert_eq!(node.target_provision_state, None);
     // The timer of the completed wait must not fire later.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(get(&env.store, uuid).await.provision_state, "active");
+    clock.advance(timeout * 2);
+    assert_stays(&env.store, uuid, "active").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

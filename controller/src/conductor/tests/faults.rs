@@ -40,17 +40,20 @@ async fn undeploy_to_available(env: &Env, uuid: Uuid) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_agent_times_out_and_undeploy_recovers() {
-    let env = env_with(ConductorConfig {
-        callback_timeout: Duration::from_millis(400),
-        ..config()
-    })
-    .await;
+    let timeout = Duration::from_secs(1800);
+    let (config, clock) = manual_clock(timeout);
+    let env = env_with(config).await;
     let uuid = enroll(&env.store, "manual", "available").await;
     with_image(&env.store, uuid).await;
     provision(&env, uuid, Verb::Deploy).await;
     wait_state(&env.store, uuid, "wait call-back").await;
+    wait_sleepers(&clock, 1).await;
 
-    // The machine died while writing: nothing calls back.
+    // The machine died while writing: nothing calls back. Just short of the timeout the
+    // node still waits; at it, the deploy fails.
+    clock.advance(timeout - Duration::from_secs(1));
+    assert_stays(&env.store, uuid, "wait call-back").await;
+    clock.advance(Duration::from_secs(1));
     let node = wait_state(&env.store, uuid, "deploy failed").await;
     assert_eq!(
         node.last_error,
@@ -72,12 +75,9 @@ async fn lost_agent_times_out_and_undeploy_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_keep_a_wait_alive_past_the_timeout_and_it_fails_when_they_stop() {
-    let timeout = Duration::from_millis(500);
-    let env = env_with(ConductorConfig {
-        callback_timeout: timeout,
-        ..config()
-    })
-    .await;
+    let timeout = Duration::from_secs(60);
+    let (config, clock) = manual_clock(timeout);
+    let env = env_with(config).await;
     let alive = enroll(&env.store, "manual", "available").await;
     let silent = enroll(&env.store, "manual", "available").await;
     for uuid in [alive, silent] {
@@ -85,30 +85,27 @@ async fn heartbeats_keep_a_wait_alive_past_the_timeout_and_it_fails_when_they_st
         provision(&env, uuid, Verb::Deploy).await;
         wait_state(&env.store, uuid, "wait call-back").await;
     }
-    // The agent of `alive` writes a long image and heartbeats every 100 ms, for three
+    wait_sleepers(&clock, 2).await;
+    // The agent of `alive` writes a long image and heartbeats every 10 s, for three
     // timeouts; the agent of `silent` died.
-    let started = Instant::now();
-    let mut last = started;
-    while started.elapsed() < timeout * 3 {
+    for _ in 0..18 {
         assert!(env.conductor.agent_alive(alive), "no wait timer to move on");
-        last = Instant::now();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        clock.advance(Duration::from_secs(10));
     }
+    let node = wait_state(&env.store, silent, "deploy failed").await;
     assert_eq!(
-        get(&env.store, alive).await.provision_state,
-        "wait call-back"
+        node.last_error,
+        Some(format!(
+            "Timeout reached while waiting for callback for node {silent}"
+        ))
     );
-    assert_eq!(
-        get(&env.store, silent).await.provision_state,
-        "deploy failed"
-    );
-    // Its heartbeats stop: the wait fails one timeout after the last one.
+    assert_stays(&env.store, alive, "wait call-back").await;
+    // Its heartbeats stop (the last was 10 s ago): the wait fails one timeout after it,
+    // not a second earlier.
+    clock.advance(timeout - Duration::from_secs(11));
+    assert_stays(&env.store, alive, "wait call-back").await;
+    clock.advance(Duration::from_secs(1));
     let node = wait_state(&env.store, alive, "deploy failed").await;
-    let after = last.elapsed();
-    assert!(
-        after >= timeout - Duration::from_millis(50) && after < timeout * 3,
-        "failed {after:?} after the last heartbeat"
-    );
     assert_eq!(
         node.last_error,
         Some(format!(

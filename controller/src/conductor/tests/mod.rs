@@ -56,6 +56,40 @@ pub(super) async fn env_with(config: ConductorConfig) -> Env {
     }
 }
 
+/// A config whose wait timers run on a [`clock::ManualClock`] with `timeout` as the
+/// callback timeout: time passes only when the test advances the clock.
+pub(super) fn manual_clock(timeout: Duration) -> (ConductorConfig, Arc<clock::ManualClock>) {
+    let clock = Arc::new(clock::ManualClock::default());
+    let config = ConductorConfig {
+        callback_timeout: timeout,
+        clock: clock.clone(),
+        ..config()
+    };
+    (config, clock)
+}
+
+/// Waits (in real time, briefly) until `n` wait timers sleep on `clock`, so that time
+/// advanced next is time they see.
+pub(super) async fn wait_sleepers(clock: &clock::ManualClock, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while clock.sleepers() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} timers sleep, not {n}",
+            clock.sleepers()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Asserts that the node stays in `state` while its timer tasks run (100 ms of real time).
+pub(super) async fn assert_stays(store: &Arc<dyn Store>, uuid: Uuid, state: &str) {
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(get(store, uuid).await.provision_state, state);
+    }
+}
+
 pub(super) async fn env() -> Env {
     env_with(config()).await
 }

@@ -15,12 +15,14 @@ mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use controller::conductor::clock::{Clock, SystemClock};
 use controller::config::{ConductorSection, Config, DeploySection, DiscoverySection, FileConfig};
 use controller::discovery::rules::Rule;
 use controller::netboot::service::NetbootSection;
-use controller::serve::{Services, build};
+use controller::serve::{Services, build_with_clock};
 use proto::protocol::{
     AgentState, Command, EventReport, HeartbeatRequest, HeartbeatResponse, LookupRequest,
     LookupResponse, PATH_EVENTS, PATH_HEARTBEAT, PATH_LOOKUP, Report, TOKEN_HEADER,
@@ -93,10 +95,20 @@ pub async fn start_full(
     conductor: ConductorSection,
     fast_track: bool,
 ) -> Env {
+    start_clocked(discovery, conductor, fast_track, Arc::new(SystemClock)).await
+}
+
+/// A controller whose wait timers run on `clock`.
+pub async fn start_clocked(
+    discovery: DiscoverySection,
+    conductor: ConductorSection,
+    fast_track: bool,
+    clock: Arc<dyn Clock>,
+) -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config_with(dir.path(), discovery, conductor, fast_track);
-    let services = build(&cfg).await.expect("build");
+    let services = build_with_clock(&cfg, clock).await.expect("build");
     let api_l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

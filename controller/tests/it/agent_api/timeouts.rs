@@ -2,8 +2,10 @@
 //! handed out keep a wait alive past the timeout; heartbeats about a command it does not
 //! know (an agent still busy with work from before a restart) do not.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use controller::conductor::clock::ManualClock;
 use controller::config::ConductorSection;
 use proto::protocol::AgentState;
 use reqwest::Method;
@@ -12,16 +14,19 @@ use serde_json::json;
 use super::flows::{manage_rules, wiped};
 use super::*;
 
-const TIMEOUT_SECS: u64 = 2;
+const TIMEOUT_SECS: u64 = 1800;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_heartbeats_about_the_handed_command_keep_the_wait_alive() {
-    let env = start_with(
+    let clock = Arc::new(ManualClock::default());
+    let env = start_clocked(
         manage_rules(),
         ConductorSection {
             callback_timeout_secs: Some(TIMEOUT_SECS),
             ..ConductorSection::default()
         },
+        true,
+        clock.clone(),
     )
     .await;
     let timeout = Duration::from_secs(TIMEOUT_SECS);
@@ -43,12 +48,13 @@ async fn busy_heartbeats_about_the_handed_command_keep_the_wait_alive() {
     assert_eq!(s, 202, "{b}");
     let (cmd_id, _) = env.next_command(live, &token).await;
     env.wait_state(live, "clean wait").await;
-    let started = Instant::now();
-    while started.elapsed() < timeout * 3 {
+    wait_sleepers(&clock, 1).await;
+    for _ in 0..9 {
         let r = env.heartbeat_state(live, Some(&token), busy(cmd_id)).await;
         assert_eq!(r.status(), 200);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        clock.advance(timeout / 3);
     }
+    settle().await;
     env.wait_state(live, "clean wait").await;
     assert_eq!(env.report(live, &token, cmd_id, wiped()).await, 204);
     env.wait_state(live, "available").await;
@@ -70,10 +76,19 @@ async fn busy_heartbeats_about_the_handed_command_keep_the_wait_alive() {
     let (_, _) = env.next_command(stale, &token).await;
     env.wait_state(stale, "clean wait").await;
     let lost = Uuid::new_v4();
-    let started = Instant::now();
-    let failed = loop {
+    wait_sleepers(&clock, 1).await;
+    // Heartbeats about a lost command leave the timeout where it was: just short of it the
+    // node still waits, at it the cleaning fails.
+    for _ in 0..2 {
         let r = env.heartbeat_state(stale, Some(&token), busy(lost)).await;
         assert_eq!(r.status(), 200);
+        clock.advance((timeout - Duration::from_secs(1)) / 2);
+    }
+    settle().await;
+    env.wait_state(stale, "clean wait").await;
+    clock.advance(Duration::from_secs(1));
+    let started = Instant::now();
+    let failed = loop {
         let (_, n) = env
             .api(Method::GET, &format!("/v1/nodes/{stale}"), None)
             .await;
@@ -81,10 +96,10 @@ async fn busy_heartbeats_about_the_handed_command_keep_the_wait_alive() {
             break n;
         }
         assert!(
-            started.elapsed() < timeout * 4,
+            started.elapsed() < Duration::from_secs(10),
             "the wait outlived its timeout: {n}"
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert!(
         failed["last_error"]
@@ -92,4 +107,22 @@ async fn busy_heartbeats_about_the_handed_command_keep_the_wait_alive() {
             .is_some_and(|e| e.contains("Timeout")),
         "{failed}"
     );
+}
+
+/// Waits (in real time, briefly) until `n` wait timers sleep on `clock`.
+async fn wait_sleepers(clock: &ManualClock, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while clock.sleepers() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} timers sleep, not {n}",
+            clock.sleepers()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Lets woken timer tasks run (and a wrongly fired time-out reach the store).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
