@@ -13,6 +13,7 @@ pub mod events;
 pub mod flavors;
 pub mod hub;
 pub mod images;
+pub mod inspection_rules;
 pub mod instance;
 pub mod live;
 pub mod machine;
