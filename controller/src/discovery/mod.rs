@@ -8,7 +8,6 @@ pub mod local_link;
 pub mod rules;
 
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -24,58 +23,7 @@ use crate::store::{NodeQuery, PortQuery, Store, StoreError};
 /// `properties` key where the SMBIOS system UUID of a discovered node is kept.
 pub use crate::model::SYSTEM_UUID_KEY;
 
-/// An IP network in CIDR notation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-/// A malformed CIDR.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid CIDR {0:?} (expected ADDR/PREFIX)")]
-pub struct CidrError(String);
-
-impl FromStr for Cidr {
-    type Err = CidrError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || CidrError(s.to_owned());
-        let (a, p) = s.split_once('/').ok_or_else(err)?;
-        let addr: IpAddr = a.parse().map_err(|_| err())?;
-        let prefix: u8 = p.parse().map_err(|_| err())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if prefix > max {
-            return Err(err());
-        }
-        Ok(Self { addr, prefix })
-    }
-}
-
-impl Cidr {
-    /// True when `ip` is inside the network (an IPv4-mapped IPv6 address counts as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
+pub use crate::model::{Cidr, CidrError};
 
 /// A token bucket: `capacity` tokens, refilled at `per_minute` per minute.
 #[derive(Debug)]

@@ -262,8 +262,7 @@ pub fn holds(name: &str, args: &Map<String, Value>) -> Result<bool, String> {
         }
         "in-net" => {
             let address: Option<IpAddr> = interp::as_text(&arg("address")).parse().ok();
-            let subnet: Option<crate::discovery::Cidr> =
-                interp::as_text(&arg("subnet")).parse().ok();
+            let subnet: Option<crate::model::Cidr> = interp::as_text(&arg("subnet")).parse().ok();
             match (address, subnet) {
                 (Some(a), Some(s)) => s.contains(a),
                 (_, None) => return Err(format!("'in-net': bad subnet {}", arg("subnet"))),

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::{LiveEvent, LiveEvents, NodeSummary};
 use chrono::{DateTime, Utc};
 
+use crate::inspection_rules::InspectionRule;
 use crate::model::{Allocation, ConductorRecord, DhcpLease, HistoryEvent, Node, Port};
 use crate::store::{AllocationQuery, LeaseWrite, NodeQuery, PoolUse, PortQuery, Store, StoreError};
 
@@ -65,6 +66,26 @@ impl Store for Watched {
 
     async fn list_conductors(&self) -> Result<Vec<ConductorRecord>, StoreError> {
         self.inner.list_conductors().await
+    }
+
+    async fn create_inspection_rule(&self, rule: &InspectionRule) -> Result<(), StoreError> {
+        self.inner.create_inspection_rule(rule).await
+    }
+
+    async fn get_inspection_rule(&self, uuid: Uuid) -> Result<Option<InspectionRule>, StoreError> {
+        self.inner.get_inspection_rule(uuid).await
+    }
+
+    async fn list_inspection_rules(&self) -> Result<Vec<InspectionRule>, StoreError> {
+        self.inner.list_inspection_rules().await
+    }
+
+    async fn update_inspection_rule(&self, rule: &InspectionRule) -> Result<(), StoreError> {
+        self.inner.update_inspection_rule(rule).await
+    }
+
+    async fn delete_inspection_rule(&self, uuid: Uuid) -> Result<(), StoreError> {
+        self.inner.delete_inspection_rule(uuid).await
     }
 
     async fn create_node(&self, node: &Node) -> Result<(), StoreError> {

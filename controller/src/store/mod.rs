@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 
 use chrono::{DateTime, Utc};
 
+use crate::inspection_rules::InspectionRule;
 use crate::model::{
     Allocation, ConductorRecord, DhcpLease, DhcpLeaseState, HistoryEvent, Node, Port,
 };
@@ -304,6 +305,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<bool, StoreError>;
     /// Every registered conductor, by hostname.
     async fn list_conductors(&self) -> Result<Vec<ConductorRecord>, StoreError>;
+
+    // Inspection rules (`/v1/inspection_rules`).
+    async fn create_inspection_rule(&self, rule: &InspectionRule) -> Result<(), StoreError>;
+    async fn get_inspection_rule(&self, uuid: Uuid) -> Result<Option<InspectionRule>, StoreError>;
+    /// Every rule, highest priority first, then by UUID.
+    async fn list_inspection_rules(&self) -> Result<Vec<InspectionRule>, StoreError>;
+    /// Replaces a rule's fields (`NotFound` when it is gone).
+    async fn update_inspection_rule(&self, rule: &InspectionRule) -> Result<(), StoreError>;
+    async fn delete_inspection_rule(&self, uuid: Uuid) -> Result<(), StoreError>;
 
     // History and inventory.
     async fn add_history(&self, event: &HistoryEvent) -> Result<(), StoreError>;

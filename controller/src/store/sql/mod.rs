@@ -23,6 +23,7 @@
 mod allocations;
 mod conductors;
 mod history;
+mod inspection_rules;
 pub(crate) mod leases;
 mod nodes;
 mod ports;
@@ -45,6 +46,7 @@ use uuid::Uuid;
 use super::{
     AllocationQuery, LeaseWrite, NodeQuery, PoolUse, PortQuery, SortDir, Store, StoreError,
 };
+use crate::inspection_rules::InspectionRule;
 use crate::model::{Allocation, ConductorRecord, DhcpLease, HistoryEvent, Node, Port};
 
 pub use nodes::{NODE_SORT_KEYS, node_sort_column};
@@ -514,6 +516,26 @@ impl Store for SqlStore {
 
     async fn list_conductors(&self) -> Result<Vec<ConductorRecord>, StoreError> {
         self.conductor_list().await
+    }
+
+    async fn create_inspection_rule(&self, rule: &InspectionRule) -> Result<(), StoreError> {
+        self.rule_create(rule).await
+    }
+
+    async fn get_inspection_rule(&self, uuid: Uuid) -> Result<Option<InspectionRule>, StoreError> {
+        self.rule_get(uuid).await
+    }
+
+    async fn list_inspection_rules(&self) -> Result<Vec<InspectionRule>, StoreError> {
+        self.rule_list().await
+    }
+
+    async fn update_inspection_rule(&self, rule: &InspectionRule) -> Result<(), StoreError> {
+        self.rule_update(rule).await
+    }
+
+    async fn delete_inspection_rule(&self, uuid: Uuid) -> Result<(), StoreError> {
+        self.rule_delete(uuid).await
     }
 
     async fn add_history(&self, event: &HistoryEvent) -> Result<(), StoreError> {

@@ -122,6 +122,7 @@ suite!(
     node_state_counts,
     conductor_rows,
     conductors_register_and_heartbeat,
+    inspection_rule_rows,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! The cases of the suite; each takes a fresh database.
 
 mod conductors;
+mod inspection_rules;
 mod leases;
 mod locks;
 mod misc;
@@ -8,6 +9,7 @@ mod nodes;
 mod related;
 
 pub use conductors::*;
+pub use inspection_rules::*;
 pub use leases::*;
 pub use locks::*;
 pub use misc::*;

@@ -1,0 +1,13 @@
+-- Inspection rules the operator manages at /v1/inspection_rules (Ironic's shape, API 1.96);
+-- SQLite dialect; postgres/0006_inspection_rules.sql is the same. `doc` holds the JSON of the
+-- description, sensitive flag, conditions and actions. Timestamps are microseconds since
+-- the Unix epoch.
+
+CREATE TABLE inspection_rules (
+    uuid TEXT PRIMARY KEY,
+    priority BIGINT NOT NULL,
+    phase TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT
+);
