@@ -190,7 +190,10 @@ async fn store_result(
                         )
                         .await;
                     };
-                    st.discovery.refresh(st.store.as_ref(), node, &inv).await?;
+                    if let Err(reason) = st.discovery.refresh(st.store.as_ref(), node, &inv).await?
+                    {
+                        return finish(st, node, "inspect wait", Err(reason)).await;
+                    }
                     "inspect wait"
                 }
                 Command::Wipe { devices, .. } => {

@@ -20,6 +20,7 @@ pub mod drivers;
 pub mod edit;
 pub mod error;
 pub mod ingot;
+pub mod inspection_rules;
 pub mod node_fields;
 pub mod node_misc;
 pub mod node_states;
@@ -184,6 +185,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(drivers::routes())
         .merge(ingot::routes())
         .merge(conductors::routes())
+        .merge(inspection_rules::routes())
         .merge(console::routes())
         .merge(crate::ui::routes())
         .fallback(fallback)

@@ -253,18 +253,30 @@ impl Discovery {
             .put_inventory(node.uuid, &stored_inventory(&inv_value))
             .await?;
         add_ports(store, node.uuid, &macs, req.boot_mac.as_deref()).await?;
+        let mut manage = outcome.manage;
+        if let Some(failed) = run_inspection_rules(store, node.uuid, &inv_value).await? {
+            // A rule failed the machine: it stays in `enroll` with the reason.
+            manage = false;
+            crate::store::update_node_with(store, node.uuid, None, |n| {
+                n.last_error = Some(failed.clone());
+                Ok::<_, StoreError>(())
+            })
+            .await?;
+        }
+        let node = store.get_node_by_uuid(node.uuid).await?.unwrap_or(node);
         tracing::info!(node = %node.uuid, name = ?node.name, rules = ?outcome.matched, "discovered a new machine");
-        Ok((node, outcome.manage))
+        Ok((node, manage))
     }
 
     /// After `inspect`: stores the inventory, refreshes properties, adds ports for new
-    /// MACs (existing ones are kept) and runs the rules.
+    /// MACs (existing ones are kept) and runs the rules: the built-in ones, then the
+    /// operator's. `Ok(Err(reason))` when a rule failed the inspection.
     pub async fn refresh(
         &self,
         store: &dyn Store,
         node: Uuid,
         inventory: &Inventory,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Result<(), String>, StoreError> {
         let inv_value = inventory_value(inventory);
         store
             .put_inventory(node, &stored_inventory(&inv_value))
@@ -284,9 +296,73 @@ impl Discovery {
             rules::apply(&self.config.rules, &inv_value, n);
             Ok::<_, StoreError>(())
         })
-        .await
-        .map(|_| ())
+        .await?;
+        Ok(match run_inspection_rules(store, node, &inv_value).await? {
+            Some(failed) => Err(failed),
+            None => Ok(()),
+        })
     }
+}
+
+/// Runs the operator's inspection rules (`/v1/inspection_rules`, highest priority first)
+/// on a node and its ports with `inventory`. `Ok(None)`: they ran and what they changed is
+/// saved; `Ok(Some(reason))`: a rule failed the inspection (`fail`) or could not be
+/// applied, and none of their changes is saved.
+pub async fn run_inspection_rules(
+    store: &dyn Store,
+    node: Uuid,
+    inventory: &Value,
+) -> Result<Option<String>, StoreError> {
+    let rules: Vec<_> = store
+        .list_inspection_rules()
+        .await?
+        .into_iter()
+        .filter(|r| r.phase == crate::inspection_rules::PHASE_MAIN)
+        .collect();
+    if rules.is_empty() {
+        return Ok(None);
+    }
+    let ports = store
+        .list_ports(&PortQuery {
+            node_uuid: Some(node),
+            ..PortQuery::default()
+        })
+        .await?;
+    let mut failure = None;
+    let mut changed_ports = Vec::new();
+    crate::store::update_node_with(store, node, None, |n| {
+        let (mut trial, mut trial_ports) = (n.clone(), ports.clone());
+        match crate::inspection_rules::engine::apply(
+            &rules,
+            inventory,
+            &mut trial,
+            &mut trial_ports,
+        ) {
+            Ok(applied) => {
+                *n = trial;
+                changed_ports = applied
+                    .ports_changed
+                    .iter()
+                    .filter_map(|i| trial_ports.get(*i).cloned())
+                    .collect();
+                failure = None;
+                tracing::info!(node = %node, rules = ?applied.matched, "inspection rules applied");
+            }
+            Err(e) => {
+                tracing::warn!(node = %node, error = %e, "inspection rules failed the inspection");
+                failure = Some(e.to_string());
+            }
+        }
+        Ok::<_, StoreError>(())
+    })
+    .await?;
+    if failure.is_none() {
+        for mut p in changed_ports {
+            p.updated_at = Some(Utc::now());
+            store.update_port(&p).await?;
+        }
+    }
+    Ok(failure)
 }
 
 fn discovered_name(req: &LookupRequest, macs: &[String], uuid: Uuid) -> String {

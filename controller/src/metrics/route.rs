@@ -1,10 +1,10 @@
 //! Route labels: a request path folded so that no request can create a label of its own.
 
 /// A request path as a bounded route label: the name or UUID of a node, port, portgroup,
-/// allocation, driver, chassis, history event, trait or server becomes a placeholder; every
+/// allocation, driver, chassis, inspection rule, history event, trait or server becomes a placeholder; every
 /// file of the web console is `/ui`; any path outside the API's shape is `other`.
 pub fn route_of(path: &str) -> String {
-    const COLLECTIONS: [&str; 8] = [
+    const COLLECTIONS: [&str; 9] = [
         "nodes",
         "ports",
         "portgroups",
@@ -13,6 +13,7 @@ pub fn route_of(path: &str) -> String {
         "chassis",
         "conductors",
         "deploy_templates",
+        "inspection_rules",
     ];
     const NODE_SUBS: [&str; 12] = [
         "states",
@@ -110,6 +111,8 @@ mod tests {
             ("/v1/ingot/anything", "other"),
             ("/v1/ingot", "other"),
             ("/v1/conductors/host-a", "/v1/conductors/{ident}"),
+            ("/v1/inspection_rules", "/v1/inspection_rules"),
+            ("/v1/inspection_rules/9f0e", "/v1/inspection_rules/{ident}"),
             ("/ui", "/ui"),
             ("/ui/app.js", "/ui"),
             ("/ui/made-up-file-123", "/ui"),

@@ -25,7 +25,9 @@ const PASSWORD: &str = "console-pass";
 
 /// A router over a watched store with http_basic users `admin`, `ro` (reader) and `p1`
 /// (member of project p1); at most `streams` event streams.
-async fn console_api(streams: usize) -> (axum::Router, Arc<dyn Store>, tempfile::TempDir) {
+pub(super) async fn console_api(
+    streams: usize,
+) -> (axum::Router, Arc<dyn Store>, tempfile::TempDir) {
     let (app, store, dir, _) = console_api_live(streams).await;
     (app, store, dir)
 }
@@ -85,7 +87,12 @@ async fn console_api_live(
     )
 }
 
-fn request(method: Method, path: &str, user: Option<&str>, body: Option<Value>) -> Request<Body> {
+pub(super) fn request(
+    method: Method,
+    path: &str,
+    user: Option<&str>,
+    body: Option<Value>,
+) -> Request<Body> {
     let mut req = Request::builder()
         .method(method)
         .uri(path)
@@ -100,7 +107,7 @@ fn request(method: Method, path: &str, user: Option<&str>, body: Option<Value>) 
     req.body(body).expect("request")
 }
 
-async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, Value) {
+pub(super) async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, Value) {
     let resp = app.clone().oneshot(req).await.expect("infallible");
     let status = resp.status();
     let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)

@@ -5,6 +5,7 @@ mod allocations;
 mod conductors;
 mod console;
 mod drivers;
+mod inspection_rules;
 mod nodes;
 mod nodes_list;
 mod nodes_patch;
