@@ -9,6 +9,7 @@
 
 mod cleaning;
 mod flows;
+mod rules;
 mod sessions;
 mod timeouts;
 mod watch;
