@@ -270,7 +270,12 @@ pub fn validate(body: &Value, built_in: bool) -> Result<RuleBody, String> {
             PHASE_MAIN.to_owned()
         }
     };
-    let priority = match o.get("priority") {
+    // The `baremetal` CLI sends `--priority 50` and `--sensitive true` as strings.
+    let priority_number = match o.get("priority") {
+        Some(Value::String(t)) => t.trim().parse::<i64>().ok().map(Value::from),
+        other => other.cloned(),
+    };
+    let priority = match priority_number.as_ref().or(o.get("priority")) {
         None => 0,
         Some(Value::Number(n)) if n.is_i64() => {
             let p = n.as_i64().unwrap_or(0);
@@ -290,6 +295,9 @@ pub fn validate(body: &Value, built_in: bool) -> Result<RuleBody, String> {
     let sensitive = match o.get("sensitive") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
+        Some(Value::String(t)) if matches!(t.to_ascii_lowercase().as_str(), "true" | "false") => {
+            t.eq_ignore_ascii_case("true")
+        }
         Some(other) => {
             errors.push(format!(
                 "sensitive: {} is not of type 'boolean', 'null'",

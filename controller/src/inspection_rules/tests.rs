@@ -102,8 +102,16 @@ fn validation_table() {
             Err("between 0 and 9999"),
         ),
         (
-            json!({"actions": ok_action, "priority": "1"}),
+            json!({"actions": ok_action, "priority": "1", "sensitive": "True"}),
+            Ok(()),
+        ),
+        (
+            json!({"actions": ok_action, "priority": "high"}),
             Err("not of type 'integer'"),
+        ),
+        (
+            json!({"actions": ok_action, "sensitive": "yes"}),
+            Err("not of type 'boolean'"),
         ),
         (
             json!({"actions": ok_action, "description": "x".repeat(256)}),

@@ -384,6 +384,33 @@ def main():
         for a in errored:
             ok("allocation", "delete", a.get("uuid"))
 
+    # Inspection rules (API 1.96). Run against Ingot only: the pinned Ironic peer predates
+    # the `baremetal inspection rule` commands' microversion on this recording.
+    if not peer_is_ironic():
+        with C.step("inspection rules"):
+            conditions = json.dumps([{"op": "contains", "args": {
+                "value": "{inventory[system_vendor][manufacturer]}", "regex": "(?i)dell"}}])
+            actions = json.dumps([{"op": "set-attribute", "args": {
+                "path": "/driver_info/redfish_address", "value": "https://{inventory[bmc_address]}"}}])
+            rule = ok("inspection", "rule", "create", "--description", "cli rule", "--priority", "50",
+                      "--conditions", conditions, "--actions", actions, "-f", "json") or {}
+            rid = rule.get("uuid")
+            C.ok("rule has a uuid", isinstance(rid, str) and len(rid) == 36, rule)
+            C.eq("rule priority", rule.get("priority"), 50)
+            C.eq("rule phase", rule.get("phase"), "main")
+            C.eq("rule actions", rule.get("actions"), json.loads(actions))
+            rows = ok("inspection", "rule", "list", "-f", "json") or []
+            C.ok("rule is listed", any(r.get("UUID", r.get("uuid")) == rid for r in rows), rows)
+            ok("inspection", "rule", "set", rid, "--priority", "60", "--description", "cli rule 2")
+            shown = ok("inspection", "rule", "show", rid, "-f", "json") or {}
+            C.eq("rule priority after set", shown.get("priority"), 60)
+            C.eq("rule description after set", shown.get("description"), "cli rule 2")
+            fails("inspection", "rule", "create", "--actions",
+                  json.dumps([{"op": "explode", "args": {}}]), status=400,
+                  contains=["Unsupported action operator: explode"], what="rule with a bad action")
+            ok("inspection", "rule", "delete", rid)
+            fails("inspection", "rule", "show", rid, status=404, what="deleted rule")
+
     with C.step("history"):
         events = ok("node", "history", "list", N1, "-f", "json") or []
         C.ok("history has events", isinstance(events, list) and len(events) > 0, events)
