@@ -16,6 +16,7 @@ pub mod ctl;
 pub mod dhcp_server;
 pub mod htpasswd;
 pub mod image_head;
+pub mod inspection_rule;
 pub mod ipmi;
 pub mod json_patch;
 pub mod lldp;
@@ -36,6 +37,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("dhcp_server", dhcp_server::run),
     ("htpasswd", htpasswd::run),
     ("image_head", image_head::run),
+    ("inspection_rule", inspection_rule::run),
     ("ipmi", ipmi::run),
     ("json_patch", json_patch::run),
     ("lldp", lldp::run),

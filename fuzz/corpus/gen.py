@@ -330,6 +330,29 @@ def lldp_tlv(kind, value):
     return struct.pack("!H", (kind << 9) | len(value)) + value
 
 
+def inspection_rule_seeds():
+    import json as _json
+    seeds = {
+        "dell-bmc": {"description": "Dell", "priority": 50,
+                     "conditions": [{"op": "contains", "args": {"value": "{inventory[system_vendor][manufacturer]}", "regex": "(?i)dell"}}],
+                     "actions": [{"op": "set-attribute", "args": {"path": "/driver_info/ipmi_address", "value": "{inventory[bmc_address]}"}},
+                                 {"op": "add-trait", "args": {"name": "CUSTOM_DELL"}}]},
+        "loop-ports": {"actions": [{"op": "set-port-attribute", "args": {"port_id": "{item[mac_address]}", "path": "/extra/nic", "value": "{item[name]}"},
+                                    "loop": "{inventory[interfaces]}"}]},
+        "conditions": {"conditions": [{"op": "!eq", "args": {"values": ["{inventory[cpu][count]}", 1]}},
+                                      {"op": "in-net", "args": ["{inventory[bmc_address]}", "192.0.2.0/24"]},
+                                      {"op": "is-empty", "args": {"value": "{inventory[nothing]}"}},
+                                      {"op": "one-of", "args": {"value": "{inventory[cpu][architecture]}", "values": ["x86_64"]}, "loop": [1, 2], "multiple": "all"}],
+                       "actions": [{"op": "set-capability", "args": {"name": "boot_mode", "value": "uefi"}},
+                                   {"op": "set-plugin-data", "args": {"path": "a/b", "value": "{plugin_data}"}},
+                                   {"op": "extend-attribute", "args": {"path": "/extra/tags", "value": "x", "unique": True}},
+                                   {"op": "log", "args": ["{node.driver_info[ipmi_password]}", "warning"]}]},
+        "sensitive-fail": {"sensitive": True, "actions": [{"op": "fail", "args": {"msg": "{inventory[bmc_password]}"}}]},
+    }
+    for name, body in seeds.items():
+        put("inspection_rule", name, _json.dumps(body))
+
+
 def lldp_seeds():
     fixture = os.path.join(HERE, "../../agent/src/inventory/lldp/lldpd-1.0.16.frame")
     with open(fixture, "rb") as f:
@@ -361,4 +384,5 @@ if __name__ == "__main__":
     agent_seeds()
     image_seeds()
     lldp_seeds()
+    inspection_rule_seeds()
     print("seeds written under", HERE)
