@@ -205,6 +205,31 @@ pub struct Port {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+impl Port {
+    /// A port of `node_uuid` with MAC `address` (lower-case, colon-separated), PXE-enabled,
+    /// everything else empty, created at `now`.
+    pub fn new(uuid: Uuid, node_uuid: Uuid, address: String, now: DateTime<Utc>) -> Self {
+        Port {
+            uuid,
+            node_uuid,
+            address,
+            name: None,
+            description: None,
+            extra: JsonMap::new(),
+            internal_info: JsonMap::new(),
+            local_link_connection: JsonMap::new(),
+            physical_network: None,
+            pxe_enabled: true,
+            is_smartnic: false,
+            vendor: None,
+            category: None,
+            portgroup_uuid: None,
+            created_at: now,
+            updated_at: None,
+        }
+    }
+}
+
 /// One `ingot serve` as it registered itself, and its last heartbeat (`/v1/conductors`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConductorRecord {

@@ -28,24 +28,12 @@ fn inventory() -> Value {
 }
 
 fn port(node: Uuid) -> Port {
-    Port {
-        uuid: Uuid::from_u128(7),
-        node_uuid: node,
-        address: "52:54:00:12:34:56".into(),
-        name: None,
-        description: None,
-        extra: Default::default(),
-        internal_info: Default::default(),
-        local_link_connection: Default::default(),
-        physical_network: None,
-        pxe_enabled: true,
-        is_smartnic: false,
-        vendor: None,
-        category: None,
-        portgroup_uuid: None,
-        created_at: Utc::now(),
-        updated_at: None,
-    }
+    Port::new(
+        Uuid::from_u128(7),
+        node,
+        "52:54:00:12:34:56".into(),
+        Utc::now(),
+    )
 }
 
 pub fn run(data: &[u8]) {

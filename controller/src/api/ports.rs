@@ -189,24 +189,7 @@ async fn create(
     let raw = node_uuid.as_str().unwrap_or_default();
     let node_uuid = expect_uuid("node_uuid", raw)?;
     let uuid = uuid_or_new("port", obj.get("uuid"))?;
-    let mut port = Port {
-        uuid,
-        node_uuid,
-        address,
-        name: None,
-        description: None,
-        extra: Map::new(),
-        internal_info: Map::new(),
-        local_link_connection: Map::new(),
-        physical_network: None,
-        pxe_enabled: true,
-        is_smartnic: false,
-        vendor: None,
-        category: None,
-        portgroup_uuid: None,
-        created_at: Utc::now(),
-        updated_at: None,
-    };
+    let mut port = Port::new(uuid, node_uuid, address, Utc::now());
     for (key, value) in obj {
         if !matches!(key.as_str(), "uuid" | "address" | "node_uuid") {
             set_field(&mut port, key, value.clone())?;

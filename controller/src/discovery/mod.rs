@@ -449,24 +449,8 @@ async fn add_ports(
             }
             continue;
         }
-        let port = Port {
-            uuid: Uuid::new_v4(),
-            node_uuid: node,
-            address: mac.clone(),
-            name: None,
-            description: None,
-            extra: JsonMap::new(),
-            internal_info: JsonMap::new(),
-            local_link_connection: JsonMap::new(),
-            physical_network: None,
-            pxe_enabled: boot_mac.is_none_or(|b| b.eq_ignore_ascii_case(mac)),
-            is_smartnic: false,
-            vendor: None,
-            category: None,
-            portgroup_uuid: None,
-            created_at: Utc::now(),
-            updated_at: None,
-        };
+        let mut port = Port::new(Uuid::new_v4(), node, mac.clone(), Utc::now());
+        port.pxe_enabled = boot_mac.is_none_or(|b| b.eq_ignore_ascii_case(mac));
         match store.create_port(&port).await {
             Ok(()) | Err(StoreError::Duplicate { .. }) => {}
             Err(e) => return Err(e),

@@ -45,24 +45,7 @@ fn node() -> Node {
 }
 
 fn port(node: &Node, mac: &str) -> Port {
-    Port {
-        uuid: Uuid::new_v4(),
-        node_uuid: node.uuid,
-        address: mac.to_owned(),
-        name: None,
-        description: None,
-        extra: Default::default(),
-        internal_info: Default::default(),
-        local_link_connection: Default::default(),
-        physical_network: None,
-        pxe_enabled: true,
-        is_smartnic: false,
-        vendor: None,
-        category: None,
-        portgroup_uuid: None,
-        created_at: Utc::now(),
-        updated_at: None,
-    }
+    Port::new(Uuid::new_v4(), node.uuid, mac.to_owned(), Utc::now())
 }
 
 #[test]

@@ -449,24 +449,12 @@ fn ui_first_paint_10k() {
                 .await
                 .expect("create");
             // A port and an inventory each, so searches by MAC and serial scan real rows.
-            let port = controller::model::Port {
-                uuid: Uuid::new_v4(),
-                node_uuid: node.uuid,
-                address: format!("52:54:01:{:02x}:{:02x}:{:02x}", i >> 16, (i >> 8) & 0xff, i & 0xff),
-                name: None,
-                description: None,
-                extra: Default::default(),
-                internal_info: Default::default(),
-                local_link_connection: Default::default(),
-                physical_network: None,
-                pxe_enabled: true,
-                is_smartnic: false,
-                vendor: None,
-                category: None,
-                portgroup_uuid: None,
-                created_at: chrono::Utc::now(),
-                updated_at: None,
-            };
+            let port = controller::model::Port::new(
+                Uuid::new_v4(),
+                node.uuid,
+                format!("52:54:01:{:02x}:{:02x}:{:02x}", i >> 16, (i >> 8) & 0xff, i & 0xff),
+                chrono::Utc::now(),
+            );
             controller::store::Store::create_port(&store, &port)
                 .await
                 .expect("port");

@@ -48,31 +48,21 @@ pub fn json_map(value: serde_json::Value) -> JsonMap {
 }
 
 pub fn port(node: Uuid, i: u32) -> Port {
-    Port {
-        uuid: Uuid::new_v4(),
-        node_uuid: node,
-        address: format!(
+    let mut p = Port::new(
+        Uuid::new_v4(),
+        node,
+        format!(
             "52:54:00:{:02x}:{:02x}:{:02x}",
             (i >> 16) & 0xff,
             (i >> 8) & 0xff,
             i & 0xff
         ),
-        name: None,
-        description: None,
-        extra: JsonMap::new(),
-        internal_info: JsonMap::new(),
-        local_link_connection: json_map(
-            json!({ "switch_id": "aa:bb:cc:dd:ee:ff", "port_id": format!("Eth1/{i}") }),
-        ),
-        physical_network: Some("physnet1".to_owned()),
-        pxe_enabled: true,
-        is_smartnic: false,
-        vendor: None,
-        category: None,
-        portgroup_uuid: None,
-        created_at: t0(),
-        updated_at: None,
-    }
+        t0(),
+    );
+    p.local_link_connection =
+        json_map(json!({ "switch_id": "aa:bb:cc:dd:ee:ff", "port_id": format!("Eth1/{i}") }));
+    p.physical_network = Some("physnet1".to_owned());
+    p
 }
 
 pub fn allocation(i: u32) -> Allocation {
