@@ -634,6 +634,15 @@ fn router_advertisement_with_lifetime_zero_answers_solicitations() {
         &lab.client_if,
         "nodad",
     ]);
+    // The client's socket first, so the RA sent at start cannot go out before anyone
+    // listens (a socket keeps the namespace it was created in).
+    let client_if = lab.client_if.clone();
+    let client = in_ns(&lab.client_ns, move || {
+        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).expect("raw socket");
+        s.bind_device(Some(client_if.as_bytes()))
+            .expect("bind device");
+        s
+    });
     let iface = lab.server_if.clone();
     let cfg = RaConfig {
         interface: iface.clone(),
@@ -646,11 +655,8 @@ fn router_advertisement_with_lifetime_zero_answers_solicitations() {
         let _ = ready.send(());
         ra::run(sock, cfg, cancel).await.map(|_| ())
     });
-    let client_if = lab.client_if.clone();
     let (first, solicited, elapsed) = in_ns(&lab.client_ns, move || {
-        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).expect("raw socket");
-        s.bind_device(Some(client_if.as_bytes()))
-            .expect("bind device");
+        let s = client;
         s.set_multicast_hops_v6(255).expect("hops");
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .expect("timeout");
