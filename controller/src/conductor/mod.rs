@@ -20,6 +20,7 @@ pub mod ring;
 mod server;
 mod slots;
 mod steps;
+mod takeover;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -229,6 +230,8 @@ pub struct Conductor {
     /// Live conductors by conductor group, as last read from the `conductors` table
     /// (`presence`); empty until registered.
     live: Mutex<HashMap<String, Vec<String>>>,
+    /// Replicas already seen offline (their nodes taken over once, `takeover`).
+    dead_seen: Mutex<std::collections::HashSet<String>>,
     /// The runtime the conductor was made on: its tasks run there even when an operator API
     /// request on the API's own runtime starts them (`serve` keeps the two apart).
     runtime: Option<tokio::runtime::Handle>,
@@ -253,6 +256,7 @@ impl Conductor {
             wait_timers: Mutex::default(),
             periodic: Mutex::default(),
             live: Mutex::default(),
+            dead_seen: Mutex::default(),
         })
     }
 
@@ -549,6 +553,20 @@ impl Conductor {
     }
 
     /// Stops taking work and waits (bounded) for running tasks.
+    /// Tests: stops the periodic work (the heartbeat among it) as a SIGKILL would, leaving
+    /// the `conductors` row to go stale.
+    #[cfg(test)]
+    pub(crate) fn stop_periodic(&self) {
+        for handle in self
+            .periodic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            handle.abort();
+        }
+    }
+
     pub async fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
         for handle in self

@@ -22,6 +22,25 @@ impl Conductor {
     /// state is simply processed (the recovery then finds the node locked or moved on).
     pub async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
         self.register().await?;
+        // Locks of replicas that are not alive (a killed run of another name): released, so
+        // the recovery below can fail what they were doing.
+        let dead: Vec<String> = self
+            .dead_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        for name in dead {
+            let released = self
+                .store
+                .release_all(&name)
+                .await
+                .context("releasing node locks of offline conductors")?;
+            if !released.is_empty() {
+                tracing::warn!(conductor = %name, count = released.len(), "released node locks of an offline conductor");
+            }
+        }
         let released = self
             .store
             .release_all(&self.config.name)
@@ -56,7 +75,7 @@ impl Conductor {
         self: &Arc<Self>,
         started_at: chrono::DateTime<chrono::Utc>,
     ) -> anyhow::Result<()> {
-        self.recover_interrupted(started_at)
+        self.recover_interrupted(super::takeover::Pass::Start { started_at })
             .await
             .context("recovering interrupted node tasks")?;
         let pending = self
@@ -78,13 +97,23 @@ impl Conductor {
         Ok(())
     }
 
-    /// Fails every unlocked node in a transient or wait state (their task died with the
-    /// previous run). A node that entered its state after `started_at` was put there by
+    /// Fails the nodes whose operation was interrupted (`takeover::interrupted`): at start
+    /// this conductor's own and those of replicas that are not alive; in a takeover pass a
+    /// dead replica's. A node that entered its state after `started_at` was put there by
     /// this run (the API answers while recovery runs) and is left alone.
-    async fn recover_interrupted(
+    pub(super) async fn recover_interrupted(
         self: &Arc<Self>,
-        started_at: chrono::DateTime<chrono::Utc>,
+        pass: super::takeover::Pass,
     ) -> Result<(), StoreError> {
+        let now = chrono::Utc::now();
+        let live: std::collections::HashSet<String> = self
+            .store
+            .list_conductors()
+            .await?
+            .into_iter()
+            .filter(|c| c.alive(now, self.config.heartbeat_timeout))
+            .map(|c| c.hostname)
+            .collect();
         let states = ProvisionState::ALL
             .into_iter()
             .filter(|s| matches!(s.kind(), StateKind::Transient | StateKind::Wait));
@@ -94,12 +123,12 @@ impl Conductor {
                 ..NodeQuery::default()
             };
             for node in self.store.list_nodes(&query).await? {
-                if node.reservation.is_some()
-                    || node.provision_updated_at.is_some_and(|at| at >= started_at)
-                {
+                let Some(reason) =
+                    super::takeover::interrupted(&node, &self.config.name, &live, pass)
+                else {
                     continue;
-                }
-                self.recover_node(node.uuid, state, node.provision_updated_at)
+                };
+                self.recover_node(node.uuid, state, node.provision_updated_at, reason)
                     .await;
             }
         }
@@ -111,6 +140,7 @@ impl Conductor {
         uuid: Uuid,
         state: ProvisionState,
         listed_at: Option<chrono::DateTime<chrono::Utc>>,
+        reason: String,
     ) {
         let node = match self.store.reserve_node(uuid, &self.config.name).await {
             Ok(node) => node,
@@ -119,17 +149,13 @@ impl Conductor {
                 return;
             }
         };
-        // Recovery runs beside the API: a node this run has moved on since it was listed
-        // (an agent result came first) is live, not interrupted.
+        // Recovery runs beside the API (and another replica's takeover): a node moved on
+        // since it was listed (an agent result came first) is live, not interrupted.
         if node.provision_state != state.as_str() || node.provision_updated_at != listed_at {
             self.release(uuid).await;
             return;
         }
-        let reason = format!(
-            "The conductor {} restarted while the node was in state \"{state}\"; the operation \
-             was interrupted",
-            self.config.name
-        );
+        tracing::warn!(node = %uuid, reason = %reason, "failing an interrupted operation");
         match self.begin_event(node, Event::Failed(reason)).await {
             Ok(run) => self.clone().run_guarded(uuid, run).await,
             Err(err) => {

@@ -2,7 +2,7 @@
 //! `heartbeat_interval`, offline at a clean stop. `/v1/conductors` reads it; a replica
 //! whose heartbeat is older than `heartbeat_timeout` is offline.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
@@ -72,30 +72,69 @@ impl Conductor {
         Ok(())
     }
 
-    /// Re-reads which conductors live (the ownership of nodes follows).
-    async fn refresh_live(&self) {
+    /// Re-reads which conductors live (the ownership of nodes follows). Returns the
+    /// replicas newly seen offline since the last read.
+    async fn refresh_live(&self) -> Vec<String> {
         let now = Utc::now();
         match self.store.list_conductors().await {
             Ok(rows) => {
                 let mut live: HashMap<String, Vec<String>> = HashMap::new();
-                for c in rows
-                    .into_iter()
-                    .filter(|c| c.alive(now, self.config.heartbeat_timeout))
-                {
-                    live.entry(c.conductor_group).or_default().push(c.hostname);
+                let mut dead = HashSet::new();
+                for c in rows {
+                    if c.alive(now, self.config.heartbeat_timeout) {
+                        live.entry(c.conductor_group).or_default().push(c.hostname);
+                    } else if c.hostname != self.config.name {
+                        dead.insert(c.hostname);
+                    }
                 }
+                let newly_dead: Vec<String> = {
+                    let mut seen = self.dead_seen.lock().unwrap_or_else(|e| e.into_inner());
+                    let newly = dead.difference(&seen).cloned().collect();
+                    *seen = dead;
+                    newly
+                };
                 let mut mine = self.live.lock().unwrap_or_else(|e| e.into_inner());
                 if *mine != live {
                     tracing::info!(live = ?live, "live conductors changed");
                     *mine = live;
                 }
+                newly_dead
             }
-            Err(e) => tracing::warn!(error = %e, "reading the live conductors failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the live conductors failed");
+                Vec::new()
+            }
         }
     }
 
-    async fn heartbeat(&self) {
-        self.refresh_live().await;
+    /// A replica's heartbeat stopped: its node locks are released and the nodes it was
+    /// working on are failed with a reason that names it (`takeover`).
+    async fn take_over(self: &Arc<Self>, dead: &[String]) {
+        for name in dead {
+            match self.store.release_all(name).await {
+                Ok(released) => tracing::warn!(
+                    conductor = %name,
+                    released = released.len(),
+                    "a conductor went offline; taking over its nodes"
+                ),
+                Err(e) => {
+                    tracing::warn!(conductor = %name, error = %e, "releasing an offline conductor's locks failed")
+                }
+            }
+        }
+        if let Err(e) = self
+            .recover_interrupted(super::takeover::Pass::Takeover)
+            .await
+        {
+            tracing::warn!(error = %e, "taking over an offline conductor's nodes failed");
+        }
+    }
+
+    async fn heartbeat(self: &Arc<Self>) {
+        let newly_dead = self.refresh_live().await;
+        if !newly_dead.is_empty() {
+            self.take_over(&newly_dead).await;
+        }
         let name = &self.config.name;
         match self.store.touch_conductor(name, true, Utc::now()).await {
             Ok(true) => {}

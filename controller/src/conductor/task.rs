@@ -107,6 +107,7 @@ impl Conductor {
         node.updated_at = Some(Utc::now());
         let holder = release.then_some(self.config.name.as_str());
         for _ in 0..8 {
+            super::takeover::stamp_affinity(node, &self.config.name);
             // The agent API may have started or ended a session since this copy was read:
             // the hub's view is what is stored.
             if let Some(hub) = self.drivers.agent_hub() {

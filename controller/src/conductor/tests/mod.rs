@@ -4,6 +4,7 @@ mod agent;
 mod faults;
 mod lifecycle;
 mod power_sync;
+mod takeover;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

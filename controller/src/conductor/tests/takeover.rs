@@ -1,0 +1,98 @@
+//! Two conductors on one database: a starting replica leaves a live one's waits alone; when
+//! a replica's heartbeat stops, the survivor fails what it was doing with a reason that
+//! names it, so no node is left in a wait nobody serves.
+
+use super::*;
+
+fn replica(name: &str) -> ConductorConfig {
+    ConductorConfig {
+        name: name.to_owned(),
+        heartbeat_interval: Duration::from_millis(100),
+        heartbeat_timeout: Duration::from_millis(800),
+        ..config()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replica_leaves_a_live_ones_wait_and_takes_over_a_dead_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(&dir).await;
+    let a = Conductor::new(store.clone(), DriverRegistry::builtin(), replica("a"));
+    a.start().await.expect("start a");
+    let node = enroll(&store, "manual", "manageable").await;
+    a.provision(node, ProvisionRequest::new(Verb::Inspect))
+        .await
+        .expect("inspect");
+    let waiting = wait_state(&store, node, "inspect wait").await;
+    assert_eq!(
+        waiting.driver_internal_info[super::super::takeover::CONDUCTOR_AFFINITY_KEY],
+        "a"
+    );
+
+    // A second replica starts while `a` lives: the wait is `a`'s, left alone.
+    let b = Conductor::new(store.clone(), DriverRegistry::builtin(), replica("b"));
+    b.start().await.expect("start b");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get(&store, node).await.provision_state, "inspect wait");
+
+    // `a` is killed: its heartbeat stops; within the timeout and a heartbeat, `b` fails
+    // the inspection with a reason that names `a`.
+    a.stop_periodic();
+    let started = Instant::now();
+    let failed = wait_state(&store, node, "inspect failed").await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "took over after {took:?}");
+    let reason = failed.last_error.unwrap_or_default();
+    assert!(
+        reason.contains("The conductor a went offline") && reason.contains("\"inspect wait\""),
+        "{reason}"
+    );
+    assert!(
+        !failed
+            .driver_internal_info
+            .contains_key(super::super::takeover::CONDUCTOR_AFFINITY_KEY),
+        "a failed node is at rest"
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_locked_node_is_released_and_failed_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(&dir).await;
+    // `gone` registered once, long ago, and died holding a node's lock mid-deploy.
+    let old = crate::model::ConductorRecord {
+        hostname: "gone".into(),
+        conductor_group: String::new(),
+        drivers: vec![],
+        listen: vec![],
+        version: "0".into(),
+        online: true,
+        started_at: Utc::now() - chrono::Duration::hours(1),
+        created_at: Utc::now() - chrono::Duration::hours(1),
+        updated_at: Utc::now() - chrono::Duration::hours(1),
+    };
+    store.register_conductor(&old).await.expect("register");
+    let node = enroll(&store, "manual", "deploying").await;
+    let mut n = get(&store, node).await;
+    n.target_provision_state = Some("active".into());
+    n.provision_updated_at = Some(Utc::now() - chrono::Duration::minutes(5));
+    n.driver_internal_info.insert(
+        super::super::takeover::CONDUCTOR_AFFINITY_KEY.into(),
+        serde_json::json!("gone"),
+    );
+    store.update_node(&n).await.expect("node");
+    store.reserve_node(node, "gone").await.expect("lock");
+
+    let b = Conductor::new(store.clone(), DriverRegistry::builtin(), replica("b"));
+    b.start().await.expect("start b");
+    let failed = wait_state(&store, node, "deploy failed").await;
+    assert!(
+        failed
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("The conductor gone went offline")),
+        "{failed:?}"
+    );
+    b.shutdown().await;
+}
