@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use super::ApiState;
 use super::context::ReqCtx;
 use super::error::{ApiError, ApiResult};
-use super::query::{Params, encode};
+use super::query::{Params, encode, page_in_memory};
 use super::render::{self, Ts};
 use crate::model::ConductorRecord;
 use crate::store::SortDir;
@@ -109,17 +109,14 @@ async fn list(State(state): State<ApiState>, ctx: ReqCtx, uri: Uri) -> ApiResult
             order
         }
     });
-    if let Some(marker) = params.get("marker") {
-        let at = rows
-            .iter()
-            .position(|c| c.hostname == marker)
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("Conductor {marker} could not be found."))
-            })?;
-        rows.drain(..=at);
-    }
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
+    let marker = params.get("marker");
+    let more =
+        page_in_memory(&mut rows, marker, |c| c.hostname.clone(), limit).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Conductor {} could not be found.",
+                marker.unwrap_or_default()
+            ))
+        })?;
     let shown: Vec<&str> = match (&fields, detail) {
         (Some(f), _) => f.iter().map(String::as_str).collect(),
         (None, true) => FIELDS.to_vec(),

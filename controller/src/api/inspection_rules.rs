@@ -20,7 +20,7 @@ use super::context::{JsonBody, ReqCtx};
 use super::error::{ApiError, ApiResult};
 use super::patch;
 use super::policy::Role;
-use super::query::{Params, encode};
+use super::query::{Params, list_args, next_link, page_in_memory};
 use super::render::{self, Ts};
 use crate::inspection_rules::{self as rules, InspectionRule};
 use crate::store::SortDir;
@@ -181,15 +181,9 @@ async fn list(State(state): State<ApiState>, ctx: ReqCtx, uri: Uri) -> ApiResult
             order
         }
     });
-    if let Some(marker) = params.get("marker") {
-        let at = rows
-            .iter()
-            .position(|r| r.uuid.to_string() == marker)
-            .ok_or_else(|| not_found(marker))?;
-        rows.drain(..=at);
-    }
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
+    let marker = params.get("marker");
+    let more = page_in_memory(&mut rows, marker, |r| r.uuid.to_string(), limit)
+        .ok_or_else(|| not_found(marker.unwrap_or_default()))?;
     let shown: Vec<&str> = match (&fields, detail) {
         (Some(f), _) => f.iter().map(String::as_str).collect(),
         (None, true) => FIELDS.to_vec(),
@@ -198,23 +192,18 @@ async fn list(State(state): State<ApiState>, ctx: ReqCtx, uri: Uri) -> ApiResult
     let docs: Vec<Value> = rows.iter().map(|r| doc(&ctx, r, &shown)).collect();
     let mut body = json!({ "inspection_rules": docs });
     if more && let Some(last) = rows.last() {
-        let mut next = format!("{}/v1/inspection_rules?", ctx.base);
-        if detail {
-            next.push_str("detail=True&");
-        }
-        if let Some(f) = &fields {
-            next.push_str(&format!("fields={}&", encode(&f.join(","))));
-        }
-        next.push_str(&format!(
-            "limit={limit}&sort_key={sort_key}&sort_dir={}&marker={}",
-            if sort_dir == SortDir::Desc {
-                "desc"
-            } else {
-                "asc"
-            },
+        let echo = params
+            .get("phase")
+            .map(|p| vec![("phase", p.to_owned())])
+            .unwrap_or_default();
+        let args = list_args(sort_key, sort_dir, echo, detail, fields.as_deref());
+        body["next"] = json!(next_link(
+            &ctx.base,
+            "inspection_rules",
+            &args,
+            limit,
             last.uuid
         ));
-        body["next"] = json!(next);
     }
     render::json(StatusCode::OK, &body)
 }

@@ -162,6 +162,24 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// Pages a list sorted in memory (the short collections: conductors, inspection rules):
+/// drops everything up to the row whose `key` is `marker` (`None`: an unknown marker), keeps
+/// `limit` rows, and says whether more follow.
+pub fn page_in_memory<T>(
+    rows: &mut Vec<T>,
+    marker: Option<&str>,
+    key: impl Fn(&T) -> String,
+    limit: u32,
+) -> Option<bool> {
+    if let Some(m) = marker {
+        let at = rows.iter().position(|r| key(r) == m)?;
+        rows.drain(..=at);
+    }
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    Some(more)
+}
+
 /// Builds Ironic's `next` link: `<base>/v1/<path>?<args>&limit=<n>&marker=<uuid>`.
 /// `args` are (key, value) pairs already in the order Ironic emits them.
 pub fn next_link(
