@@ -26,7 +26,7 @@ use crate::machine::ProvisionState;
 use crate::netboot::dhcp::{BootPolicy, BootTarget};
 use crate::netboot::ipxe::{self, AgentBoot, BootPlan};
 use crate::netboot::{MacAddr, Platform};
-use crate::store::{PortQuery, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Path of the agent kernel.
 pub const PATH_KERNEL: &str = "/boot/vmlinuz";
@@ -115,19 +115,7 @@ struct ScriptQuery {
 
 /// The provision state of the node owning `mac`, if any.
 async fn node_state(store: &dyn Store, mac: MacAddr) -> Result<Option<(Uuid, String)>, StoreError> {
-    let ports = store
-        .list_ports(&PortQuery {
-            address: Some(mac.to_string()),
-            ..Default::default()
-        })
-        .await?;
-    let Some(port) = ports.first() else {
-        return Ok(None);
-    };
-    Ok(store
-        .get_node_by_uuid(port.node_uuid)
-        .await?
-        .map(|n| (n.uuid, n.provision_state)))
+    store.node_state_by_mac(&mac.to_string()).await
 }
 
 fn plan_for(

@@ -159,6 +159,10 @@ impl Store for Watched {
         self.inner.list_ports(query).await
     }
 
+    async fn node_state_by_mac(&self, mac: &str) -> Result<Option<(Uuid, String)>, StoreError> {
+        self.inner.node_state_by_mac(mac).await
+    }
+
     async fn update_port(&self, port: &Port) -> Result<(), StoreError> {
         self.inner.update_port(port).await
     }

@@ -278,6 +278,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn create_port(&self, port: &Port) -> Result<(), StoreError>;
     async fn get_port(&self, uuid: Uuid) -> Result<Option<Port>, StoreError>;
     async fn list_ports(&self, query: &PortQuery) -> Result<Vec<Port>, StoreError>;
+    /// The node that port MAC `mac` belongs to and its provision state, without reading the
+    /// node (DHCP and the iPXE script ask it of every booting machine).
+    async fn node_state_by_mac(&self, mac: &str) -> Result<Option<(Uuid, String)>, StoreError>;
     async fn update_port(&self, port: &Port) -> Result<(), StoreError>;
     async fn delete_port(&self, uuid: Uuid) -> Result<(), StoreError>;
 

@@ -467,6 +467,10 @@ impl Store for SqlStore {
         self.port_list(query).await
     }
 
+    async fn node_state_by_mac(&self, mac: &str) -> Result<Option<(Uuid, String)>, StoreError> {
+        self.port_node_state(mac).await
+    }
+
     async fn update_port(&self, port: &Port) -> Result<(), StoreError> {
         self.port_update(port).await
     }

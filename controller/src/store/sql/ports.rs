@@ -110,6 +110,29 @@ impl SqlStore {
         }
     }
 
+    /// The node a MAC belongs to and its provision state, in one indexed read (no node
+    /// document decoded): what DHCP and the iPXE script ask of every booting machine.
+    pub(super) async fn port_node_state(
+        &self,
+        mac: &str,
+    ) -> Result<Option<(Uuid, String)>, StoreError> {
+        let row: Option<(String, String)> = with_db!(self, read, |pool| {
+            sqlx::query_as(
+                "SELECT n.uuid, n.provision_state FROM ports p JOIN nodes n ON n.uuid = p.node_uuid \
+                 WHERE p.address = $1",
+            )
+            .bind(mac.to_ascii_lowercase())
+            .fetch_optional(pool)
+            .await?
+        });
+        row.map(|(uuid, state)| {
+            Uuid::parse_str(&uuid)
+                .map(|u| (u, state))
+                .map_err(|e| StoreError::Database(format!("node uuid {uuid:?}: {e}").into()))
+        })
+        .transpose()
+    }
+
     pub(super) async fn port_get(&self, uuid: Uuid) -> Result<Option<Port>, StoreError> {
         let row: Option<(String,)> = with_db!(self, read, |pool| {
             sqlx::query_as("SELECT doc FROM ports WHERE uuid = $1")

@@ -123,6 +123,7 @@ suite!(
     conductor_rows,
     conductors_register_and_heartbeat,
     inspection_rule_rows,
+    node_state_by_mac,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

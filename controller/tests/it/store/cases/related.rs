@@ -509,3 +509,29 @@ pub async fn delete_cascade(db: &mut Db) {
     };
     store.create_port(&reused).await.unwrap();
 }
+
+pub async fn node_state_by_mac(db: &mut Db) {
+    let store = &db.store;
+    let mut owner = node(7);
+    owner.provision_state = "inspect wait".to_owned();
+    store.create_node(&owner).await.unwrap();
+    let mut p = port(owner.uuid, 7);
+    p.address = "52:54:00:AB:CD:07".to_owned();
+    store.create_port(&p).await.unwrap();
+    for mac in ["52:54:00:ab:cd:07", "52:54:00:AB:CD:07"] {
+        assert_eq!(
+            store.node_state_by_mac(mac).await.unwrap(),
+            Some((owner.uuid, "inspect wait".to_owned())),
+            "{mac}"
+        );
+    }
+    assert_eq!(
+        store.node_state_by_mac("52:54:00:00:00:00").await.unwrap(),
+        None
+    );
+    store.delete_node(owner.uuid).await.unwrap();
+    assert_eq!(
+        store.node_state_by_mac("52:54:00:ab:cd:07").await.unwrap(),
+        None
+    );
+}
