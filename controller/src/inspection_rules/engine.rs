@@ -358,11 +358,19 @@ fn action(name: &str, args: &Map<String, Value>, t: &mut Target<'_>) -> Result<(
     Ok(())
 }
 
+/// Runs one action. `ctx` is what the rule sees; `masked` the same with every secret
+/// masked, which `log` and `fail` always use: their text goes to logs and `last_error`.
 fn run_action(
     op: &Operation,
     ctx: &Map<String, Value>,
+    masked: &Map<String, Value>,
     t: &mut Target<'_>,
 ) -> Result<(), RuleError> {
+    let ctx = if matches!(op.op.as_str(), "log" | "fail") {
+        masked
+    } else {
+        ctx
+    };
     let broken = |why: String| RuleError::Broken {
         rule: String::new(),
         why,
@@ -400,10 +408,20 @@ pub fn apply(
     for rule in order {
         let name = rule.uuid.to_string();
         let node_doc = serde_json::to_value(&*node).unwrap_or(Value::Null);
+        let masked = super::context(&mask(inventory), &mask(&plugin_data), &mask(&node_doc));
         let ctx = if rule.sensitive {
             super::context(inventory, &plugin_data, &node_doc)
         } else {
-            super::context(&mask(inventory), &mask(&plugin_data), &mask(&node_doc))
+            masked.clone()
+        };
+        // A sensitive rule sees secrets, so what went wrong in it may quote one: it is not
+        // shown (the reason becomes `last_error`, visible in the API).
+        let hide = |why: String| {
+            if rule.sensitive {
+                "the rule is sensitive, so the details are not shown".to_owned()
+            } else {
+                why
+            }
         };
         let mut holds = true;
         for c in &rule.conditions {
@@ -413,7 +431,12 @@ pub fn apply(
                     holds = false;
                     break;
                 }
-                Err(why) => return Err(RuleError::Broken { rule: name, why }),
+                Err(why) => {
+                    return Err(RuleError::Broken {
+                        rule: name,
+                        why: hide(why),
+                    });
+                }
             }
         }
         if !holds {
@@ -427,10 +450,10 @@ pub fn apply(
             applied: &mut applied,
         };
         for a in &rule.actions {
-            run_action(a, &ctx, &mut target).map_err(|e| match e {
+            run_action(a, &ctx, &masked, &mut target).map_err(|e| match e {
                 RuleError::Broken { why, .. } => RuleError::Broken {
                     rule: name.clone(),
-                    why,
+                    why: hide(why),
                 },
                 failed => failed,
             })?;

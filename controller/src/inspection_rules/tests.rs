@@ -330,6 +330,32 @@ fn secrets_are_masked_unless_the_rule_is_sensitive() {
     assert_eq!(n.extra["seen"], json!("******/******"));
     apply(&[rule(body(true))], &inventory(), &mut n, &mut []).expect("applies");
     assert_eq!(n.extra["seen"], json!("hunter2/s3cret"));
+
+    // What goes to logs and `last_error` never quotes a secret, sensitive rule or not.
+    let log = rule(json!({"sensitive": true, "actions": [
+        {"op": "log", "args": {"msg": "pw {node.driver_info[ipmi_password]}"}}
+    ]}));
+    let applied = apply(&[log], &inventory(), &mut node(), &mut []).expect("applies");
+    assert_eq!(applied.log, vec!["pw ******".to_owned()]);
+    let fail = rule(json!({"sensitive": true, "actions": [
+        {"op": "fail", "args": {"msg": "bmc {inventory[bmc_password]}"}}
+    ]}));
+    assert_eq!(
+        apply(&[fail], &inventory(), &mut node(), &mut []),
+        Err(RuleError::Failed("bmc ******".into()))
+    );
+    // A sensitive rule's error is not shown (a bad value there may be a secret).
+    let broken = rule(json!({"sensitive": true, "actions": [
+        {"op": "set-attribute", "args": {"path": "/driver_info", "value": "{inventory[bmc_password]}"}}
+    ]}));
+    match apply(&[broken], &inventory(), &mut node(), &mut []) {
+        Err(e @ RuleError::Broken { .. }) => {
+            let text = e.to_string();
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("sensitive"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
