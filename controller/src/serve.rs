@@ -22,7 +22,7 @@ use crate::discovery::Discovery;
 use crate::drivers::DriverRegistry;
 use crate::drivers::qemu::QemuSettings;
 use crate::events::Fanout;
-use crate::hub::AgentHub;
+use crate::hub::{AgentHub, HubOptions};
 use crate::images::{self, ImageStore, resolve::LocalImages, signing::UrlSigner};
 use crate::instance::{self, InstanceLock};
 use crate::live::{LiveEvents, store::Watched};
@@ -146,26 +146,33 @@ pub async fn build_with_clock(
         .as_ref()
         .and_then(|t| t.provisioning_listen)
         .map(|listen| format!("https://{listen}"));
-    let hub = AgentHub::with_images(
-        config.fast_track,
-        Some(Arc::new(LocalImages {
-            store: images.clone(),
-            base_url: https_url.clone().unwrap_or_else(|| base_url.clone()),
-            signer: signer.clone(),
-            url_ttl: config.callback_timeout + IMAGE_URL_MARGIN,
-        })),
-    );
-    let mut drivers = hardware_types(config, &hub)?;
     // After the state dir exists (0700): the key file of the BMC secrets at rest.
     let secrets = crate::secrets::SecretBox::open_or_create(
         &config.state_dir.join(crate::secrets::KEY_FILE),
     )?;
-    let sql: Arc<dyn Store> = Arc::new(
+    let sql_store = Arc::new(
         SqlStore::connect(&config.database)
             .await
             .with_context(|| format!("opening store {}", redact_url(&config.database)))?
             .with_secrets(Arc::new(secrets)),
     );
+    // Agent sessions and commands live in the database, so any replica answers any agent.
+    let hub = AgentHub::with_options(
+        sql_store.clone(),
+        HubOptions {
+            fast_track: config.fast_track,
+            images: Some(Arc::new(LocalImages {
+                store: images.clone(),
+                base_url: https_url.clone().unwrap_or_else(|| base_url.clone()),
+                signer: signer.clone(),
+                url_ttl: config.callback_timeout + IMAGE_URL_MARGIN,
+            })),
+            // Other replicas queue commands too: a long-poll looks at the store each second.
+            poll_every: sql_store.is_shared().then_some(HUB_POLL_SHARED),
+        },
+    );
+    let sql: Arc<dyn Store> = sql_store;
+    let mut drivers = hardware_types(config, &hub)?;
     // Every saved node change also goes to the web console's event streams.
     let live = Arc::new(LiveEvents::default());
     let store: Arc<dyn Store> = Arc::new(Watched::new(sql, live.clone()));
@@ -489,6 +496,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Worker threads of the operator API's runtime.
+/// How often an agent's long-poll re-reads the store for commands other replicas queued.
+const HUB_POLL_SHARED: std::time::Duration = std::time::Duration::from_secs(1);
+
 const API_WORKER_THREADS: usize = 2;
 
 /// The operator API's runtime, shut down without waiting when dropped (also on an early

@@ -180,7 +180,7 @@ async fn build() -> Ctl {
     n.provision_state = "clean wait".to_owned();
     n.target_provision_state = Some("available".to_owned());
     store.update_node(&n).await.expect("store");
-    hub.boot_requested(NODE);
+    hub.boot_requested(NODE).await.expect("booting the agent");
     let lookup = serde_json::to_value(lookup_request(MAC)).expect("a lookup serializes");
     let answer = send(
         &agent,
@@ -194,7 +194,9 @@ async fn build() -> Ctl {
         .json()
         .and_then(|v| v.get("token").and_then(Value::as_str).map(str::to_owned));
     // Hand the agent a command, so that event reports have one to report on.
-    hub.enqueue(NODE, proto::protocol::Command::Inspect);
+    hub.enqueue(NODE, proto::protocol::Command::Inspect)
+        .await
+        .expect("queueing a command");
     let heartbeat = json!({"node_uuid": NODE, "state": {"state": "idle"}});
     let answer = send(
         &agent,

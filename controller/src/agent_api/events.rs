@@ -39,8 +39,8 @@ pub(super) async fn heartbeat(
         // A keep-alive while a command runs: nothing new is handed out. Only work this
         // controller handed to this session keeps a wait alive: an agent still busy with a
         // command from before a restart must not hold the node's wait open forever.
-        st.hub.touch(node);
-        if st.hub.sent(node, &session, command_id).is_some() {
+        st.hub.touch(node).await?;
+        if st.hub.sent(node, &session, command_id).await?.is_some() {
             st.conductor.agent_alive(node);
         }
         return Ok(Json(HeartbeatResponse {
@@ -52,11 +52,11 @@ pub(super) async fn heartbeat(
     st.conductor.agent_alive(node);
     // An idle agent runs nothing: what this session was handed and never reported went to
     // a dead connection. Hand it out again, to this session only.
-    let lost = st.hub.requeue_sent(node, &session);
+    let lost = st.hub.requeue_sent(node, &session).await?;
     if lost > 0 {
         tracing::warn!(node = %node, lost, "agent is idle: handing its lost commands out again");
     }
-    let answer = match st.hub.next(node, &session, st.heartbeat_timeout).await {
+    let answer = match st.hub.next(node, &session, st.heartbeat_timeout).await? {
         Some((command_id, command)) => {
             tracing::info!(node = %node, command_id = %command_id, "command handed to the agent");
             HeartbeatResponse {
@@ -80,7 +80,7 @@ pub(super) async fn events(
     let Json(rep) = body.map_err(bad_json)?;
     let node = rep.node_uuid;
     let session = authorize(&st, &headers, node).await?;
-    st.hub.touch(node);
+    st.hub.touch(node).await?;
     let unknown = || {
         AgentError::new(
             StatusCode::NOT_FOUND,
@@ -89,7 +89,7 @@ pub(super) async fn events(
     };
     let event = match rep.report {
         Report::Event { event } => {
-            if st.hub.sent(node, &session, rep.command_id).is_none() {
+            if st.hub.sent(node, &session, rep.command_id).await?.is_none() {
                 return Err(unknown());
             }
             // Progress of work this controller handed out: the wait counts from now.
@@ -121,7 +121,7 @@ pub(super) async fn events(
         }
         result => result,
     };
-    let command = match st.hub.claim_result(node, &session, rep.command_id) {
+    let command = match st.hub.claim_result(node, &session, rep.command_id).await? {
         Claim::Apply(command) => command,
         Claim::Duplicate => {
             tracing::info!(node = %node, command_id = %rep.command_id, "result reported again; it is stored already");
@@ -150,14 +150,17 @@ pub(super) async fn events(
     match store_result(&st, node, &command, event).await {
         Ok(()) => {
             st.metrics.agent_done(rep.command_id, phase, final_bytes);
-            st.hub.result_stored(rep.command_id);
+            st.hub.result_stored(rep.command_id).await?;
             if matches!(command, Command::Reboot | Command::PowerOff) {
-                st.hub.session_ended(node);
+                st.hub.session_ended(node).await?;
             }
             Ok(StatusCode::NO_CONTENT)
         }
         Err(e) => {
-            st.hub.result_not_stored(rep.command_id);
+            if let Err(undo) = st.hub.result_not_stored(rep.command_id).await {
+                // The claim goes stale and the agent's retry takes it (`REPORT_STALE`).
+                tracing::warn!(node = %node, error = %undo, "could not give a result claim back");
+            }
             Err(e)
         }
     }

@@ -23,7 +23,6 @@ use super::{
 use crate::conductor::ProvisionRequest;
 use crate::discovery::EnrollError;
 use crate::hub::session::Decision;
-use crate::hub::{stored_token_hash, sync_token_hash};
 use crate::machine::{ProvisionState, Verb};
 use crate::model::Node;
 
@@ -82,15 +81,16 @@ async fn known_machine(
         tracing::info!(node = %id, peer = %peer, state = %state, "lookup refused: no agent is expected in this state");
         return Err(not_expected());
     }
-    if !st.hub.knows(id) {
-        st.hub.restore(id, stored_token_hash(&node));
-    }
     let token = new_token();
     let fresh = hash_token(&token);
-    let token = match st.hub.lookup(id, presented(headers).as_ref(), fresh) {
+    let token = match st
+        .hub
+        .lookup(id, presented(headers).as_ref(), fresh)
+        .await?
+    {
         Decision::Issue => {
             if let Err(e) = persist_session(st, id, &req.agent_version).await {
-                st.hub.undo_issue(id, &fresh);
+                st.hub.undo_issue(id, &fresh).await?;
                 return Err(e.into());
             }
             Some(token)
@@ -145,10 +145,10 @@ async fn unknown_machine(
     };
     let token = new_token();
     let fresh = hash_token(&token);
-    st.hub.discovered(node.uuid, fresh);
+    st.hub.discovered(node.uuid, fresh).await?;
     if let Err(e) = persist_session(st, node.uuid, &req.agent_version).await {
         // Nobody got this token: the agent's retry may start the session.
-        st.hub.undo_issue(node.uuid, &fresh);
+        st.hub.undo_issue(node.uuid, &fresh).await?;
         return Err(e.into());
     }
     st.conductor.agent_alive(node.uuid);
@@ -165,15 +165,13 @@ async fn unknown_machine(
     Ok(Json(response(st, node.uuid, Some(token), true)))
 }
 
-/// Stores the hub's view of the session (the new token's hash) and the agent's version.
+/// Stores the agent's version and when it looked up (the session itself is the hub's).
 async fn persist_session(
     st: &AgentApiState,
     node: uuid::Uuid,
     version: &str,
 ) -> Result<(), crate::store::StoreError> {
-    let hub = st.hub.clone();
     write_agent_fields(st.store.as_ref(), node, |n| {
-        sync_token_hash(&hub, n);
         n.driver_internal_info
             .insert("agent_version".into(), Value::String(version.to_owned()));
         n.driver_internal_info.insert(

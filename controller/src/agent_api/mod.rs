@@ -4,7 +4,7 @@
 //! Lookup ([`lookup`]) finds or enrolls the node, answers only where an agent is expected
 //! ([`crate::machine::ProvisionState::allows_agent_lookup`]) and hands out a token only at
 //! the start of a session ([`hub`]: one token per ramdisk boot; only its SHA-256 is kept, in
-//! the hub and in `driver_internal_info.agent_token_sha256`). Heartbeats long-poll the hub
+//! the `agent_sessions` table every replica reads). Heartbeats long-poll the hub
 //! for the next command of their session; result reports ([`events`]) are stored through
 //! [`Conductor::agent_finished`] before they are answered 2xx, and a repeated report of a
 //! stored result is answered without being applied again. A lookup, an idle heartbeat, and a
@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 use crate::conductor::Conductor;
 use crate::discovery::Discovery;
-use crate::hub::{AgentHub, TokenHash, hash_token, stored_token_hash, to_hex};
+use crate::hub::{AgentHub, TokenHash, hash_token, to_hex};
 use crate::model::Node;
 use crate::store::{Store, StoreError};
 use limits::SourceLimiter;
@@ -139,20 +139,6 @@ fn presented(headers: &HeaderMap) -> Option<TokenHash> {
         .map(hash_token)
 }
 
-/// Makes sure the hub knows the node's session (after a restart, from the store).
-async fn known(st: &AgentApiState, node: Uuid) -> Result<(), AgentError> {
-    if !st.hub.knows(node) {
-        let stored = st
-            .store
-            .get_node_by_uuid(node)
-            .await?
-            .as_ref()
-            .and_then(stored_token_hash);
-        st.hub.restore(node, stored);
-    }
-    Ok(())
-}
-
 /// Checks the token header against the node's live session; returns the session's hash.
 async fn authorize(
     st: &AgentApiState,
@@ -161,8 +147,7 @@ async fn authorize(
 ) -> Result<TokenHash, AgentError> {
     let unauthorized = || AgentError::new(StatusCode::UNAUTHORIZED, "missing or stale agent token");
     let given = presented(headers).ok_or_else(unauthorized)?;
-    known(st, node).await?;
-    if st.hub.is_live(node, &given) {
+    if st.hub.is_live(node, &given).await? {
         Ok(given)
     } else {
         Err(unauthorized())

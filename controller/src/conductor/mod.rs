@@ -206,6 +206,9 @@ struct WaitTimer {
     marker: Option<DateTime<Utc>>,
     phase: machine::Phase,
     deadline: tokio::time::Instant,
+    /// Wall time of the last sign of life heard here (or of arming): a later one recorded
+    /// by another replica (`AgentHub::last_seen`) also moves the deadline on.
+    heard_here: DateTime<Utc>,
     handle: AbortHandle,
 }
 

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use uuid::Uuid;
 
 use super::Conductor;
+use super::takeover::Recovery;
 use super::task::TaskFlags;
 use crate::drivers::PowerState;
 use crate::machine::{Event, NodeView, ProvisionState, StateKind};
@@ -97,10 +98,12 @@ impl Conductor {
         Ok(())
     }
 
-    /// Fails the nodes whose operation was interrupted (`takeover::interrupted`): at start
+    /// Recovers the nodes whose operation was interrupted (`takeover::recovery`): at start
     /// this conductor's own and those of replicas that are not alive; in a takeover pass a
-    /// dead replica's. A node that entered its state after `started_at` was put there by
-    /// this run (the API answers while recovery runs) and is left alone.
+    /// dead replica's (waits only where this conductor owns the node on the ring, so the
+    /// survivors share them). Waits are adopted, transient states failed. A node that
+    /// entered its state after `started_at` was put there by this run (the API answers
+    /// while recovery runs) and is left alone.
     pub(super) async fn recover_interrupted(
         self: &Arc<Self>,
         pass: super::takeover::Pass,
@@ -123,16 +126,72 @@ impl Conductor {
                 ..NodeQuery::default()
             };
             for node in self.store.list_nodes(&query).await? {
-                let Some(reason) =
-                    super::takeover::interrupted(&node, &self.config.name, &live, pass)
-                else {
-                    continue;
-                };
-                self.recover_node(node.uuid, state, node.provision_updated_at, reason)
-                    .await;
+                match super::takeover::recovery(&node, &self.config.name, &live, pass) {
+                    None => {}
+                    Some(Recovery::Adopt { from }) => {
+                        let own_share = from == self.config.name || self.owns(&node);
+                        if own_share {
+                            self.adopt_node(node.uuid, state, node.provision_updated_at, &from)
+                                .await;
+                        }
+                    }
+                    Some(Recovery::Fail(reason)) => {
+                        self.recover_node(node.uuid, state, node.provision_updated_at, reason)
+                            .await;
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// Keeps a wait of an interrupted run going under this conductor: stamps it (one
+    /// transition commit with a history line) and arms its timer, a full timeout from now.
+    /// The agent's session and commands are in the database, so its next heartbeat and
+    /// result reach this replica (or any other) as if nothing happened.
+    async fn adopt_node(
+        self: &Arc<Self>,
+        uuid: Uuid,
+        state: ProvisionState,
+        listed_at: Option<chrono::DateTime<chrono::Utc>>,
+        from: &str,
+    ) {
+        let mut node = match self.store.reserve_node(uuid, &self.config.name).await {
+            Ok(node) => node,
+            Err(err) => {
+                tracing::warn!(node = %uuid, error = %err, "cannot lock a wait to adopt");
+                return;
+            }
+        };
+        let moved_on = node.provision_state != state.as_str()
+            || node.provision_updated_at != listed_at
+            || super::takeover::affinity(&node).is_some_and(|a| a != from);
+        let Some(phase) = state.phase().filter(|_| !moved_on) else {
+            self.release(uuid).await;
+            return;
+        };
+        let text = if from == self.config.name {
+            format!(
+                "Conductor {from} restarted; the node keeps waiting in \"{state}\" for its agent"
+            )
+        } else {
+            format!(
+                "Conductor {from} went offline; {} took over the node, which keeps waiting in \"{state}\" for its agent",
+                self.config.name
+            )
+        };
+        let event = self.history_event(uuid, chrono::Utc::now(), "info", "takeover", text);
+        let flags = TaskFlags::default();
+        match self.save_with(&mut node, &flags, Some(&event), true).await {
+            Ok(()) => {
+                tracing::warn!(node = %uuid, from = %from, state = %state, "adopted a wait of an interrupted conductor");
+                self.arm_wait_timer(uuid, phase, node.provision_updated_at);
+            }
+            Err(err) => {
+                tracing::error!(node = %uuid, error = %err, "adopting a wait failed");
+                self.release(uuid).await;
+            }
+        }
     }
 
     async fn recover_node(

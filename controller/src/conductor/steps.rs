@@ -130,7 +130,7 @@ impl Conductor {
         drivers: &NodeDrivers,
         target: PowerTarget,
     ) -> Result<(), DriverError> {
-        self.end_agent_session(node.uuid, false);
+        self.end_agent_session(node.uuid, false).await?;
         self.drive_power(node, drivers, target).await
     }
 
@@ -147,14 +147,21 @@ impl Conductor {
 
     /// The machine leaves its agent session: a power change ends it; a boot into the agent
     /// (`booting_agent`) also opens the window in which the next lookup gets a token.
-    pub(super) fn end_agent_session(&self, node: Uuid, booting_agent: bool) {
-        if let Some(hub) = self.drivers.agent_hub() {
-            if booting_agent {
-                hub.boot_requested(node);
-            } else {
-                hub.session_ended(node);
-            }
-        }
+    pub(super) async fn end_agent_session(
+        &self,
+        node: Uuid,
+        booting_agent: bool,
+    ) -> Result<(), DriverError> {
+        let Some(hub) = self.drivers.agent_hub() else {
+            return Ok(());
+        };
+        let ended = if booting_agent {
+            hub.boot_requested(node).await
+        } else {
+            hub.session_ended(node).await
+        };
+        // A power change whose session could not end would leave the old token accepted.
+        ended.map_err(|e| DriverError::Failed(format!("the agent session could not be ended: {e}")))
     }
 
     /// Boots the agent ramdisk: one-time PXE, then power on (or reboot when running).
@@ -180,7 +187,7 @@ impl Conductor {
             Ok(Some(state)) => state == PowerState::On,
             _ => node.power_state.as_deref() == Some(PowerState::On.as_str()),
         };
-        self.end_agent_session(node.uuid, true);
+        self.end_agent_session(node.uuid, true).await?;
         self.drive_power(
             node,
             drivers,
@@ -197,7 +204,7 @@ impl Conductor {
         let ramdisk = drivers.deploy.needs_ramdisk();
         let result = async {
             if !resume {
-                if ramdisk && !drivers.deploy.fast_track(node) {
+                if ramdisk && !drivers.deploy.fast_track(node).await {
                     self.boot_ramdisk(node, drivers).await?;
                 }
                 if drivers.deploy.deploy(node).await? == StepOutcome::Wait {
@@ -291,7 +298,7 @@ impl Conductor {
         let ramdisk = drivers.deploy.needs_ramdisk() && !steps.is_empty();
         if ramdisk
             && !resume
-            && !drivers.deploy.fast_track(node)
+            && !drivers.deploy.fast_track(node).await
             && let Err(e) = self.boot_ramdisk(node, drivers).await
         {
             return Event::Failed(format!(
@@ -330,7 +337,7 @@ impl Conductor {
         }
         node.clean_step = None;
         if ramdisk
-            && !drivers.deploy.fast_track(node)
+            && !drivers.deploy.fast_track(node).await
             && let Err(e) = self.power(node, drivers, PowerTarget::Off).await
         {
             return Event::Failed(format!(
@@ -349,9 +356,9 @@ impl Conductor {
         timeout: Option<Duration>,
     ) {
         let uuid = node.uuid;
-        self.end_agent_session(uuid, false);
         let result =
             async {
+                self.end_agent_session(uuid, false).await?;
                 let drivers = self.drivers.resolve(&node)?;
                 let call = drivers.power.set_power_state(&node, target, timeout);
                 match timeout {

@@ -1,15 +1,22 @@
-//! Which interrupted nodes a conductor fails, at its start and when another replica dies.
+//! What a conductor does with interrupted nodes, at its start and when another replica dies.
 //!
 //! Every node in a transient or wait state carries the name of the conductor that put it
 //! there (`driver_internal_info.conductor_affinity`, as Ironic's `conductor_affinity`,
-//! stamped by the task's transition commit). At start a conductor fails its own
-//! interrupted nodes (its previous run's tasks, timers and agent commands are gone) and
-//! those of conductors that are not alive; it leaves alone a node another live replica is
-//! working on. While running, when a replica's heartbeat stops (`heartbeat_timeout`), the
-//! survivors release its node locks and fail the nodes it was working on with a reason that
-//! names it: never left transient. (Continuing such a deploy under a survivor needs the
-//! agent commands in the database: not yet, see ARCHITECTURE.md.) The rule is pure
-//! ([`interrupted`]); the node lock keeps two survivors from failing one node twice.
+//! stamped by the task's transition commit). At start a conductor recovers its own
+//! interrupted nodes (its previous run's tasks and timers are gone) and those of conductors
+//! that are not alive; while running, the survivors recover a replica's nodes when its
+//! heartbeat stops (`heartbeat_timeout`). A node another live replica works on is left
+//! alone.
+//!
+//! Recovering means: a node in a **wait** state is adopted. Its agent session and commands
+//! are in the database (`store::sessions`), so the agent's next heartbeat and result reach
+//! any replica: the adopter stamps itself, arms the wait's timer, and the deploy, cleaning
+//! or inspection finishes. A node in a **transient** state was in a step the dead
+//! conductor executed itself (a BMC call, a write of its own): that step's outcome is
+//! unknown, so the node is failed with a reason that names the conductor, never left
+//! transient. The rule is pure ([`recovery`]); the node lock keeps two survivors from
+//! recovering one node twice, and in a takeover pass each survivor adopts only the waits
+//! it owns on the ring.
 
 use std::collections::HashSet;
 
@@ -36,6 +43,13 @@ pub fn stamp_affinity(node: &mut Node, me: &str) {
     }
 }
 
+/// The conductor a node's operation runs under, if stamped.
+pub fn affinity(node: &Node) -> Option<&str> {
+    node.driver_internal_info
+        .get(CONDUCTOR_AFFINITY_KEY)
+        .and_then(Value::as_str)
+}
+
 /// Which pass asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pass {
@@ -45,40 +59,55 @@ pub enum Pass {
     Takeover,
 }
 
-/// Why `node` (in a transient or wait state) must be failed by conductor `me`, given the
+/// What to do with an interrupted node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// A wait: keep waiting under this conductor (`from` is the conductor it ran under).
+    Adopt { from: String },
+    /// A transient state: fail it for this reason.
+    Fail(String),
+}
+
+/// What conductor `me` does with `node` (in a transient or wait state), given the
 /// conductors alive now, or `None` when it is not interrupted (someone works on it).
-pub fn interrupted(node: &Node, me: &str, live: &HashSet<String>, pass: Pass) -> Option<String> {
+pub fn recovery(node: &Node, me: &str, live: &HashSet<String>, pass: Pass) -> Option<Recovery> {
     let state = node.provision_state.parse::<ProvisionState>().ok()?;
-    if !matches!(state.kind(), StateKind::Transient | StateKind::Wait) {
-        return None;
-    }
+    let wait = match state.kind() {
+        StateKind::Wait => true,
+        StateKind::Transient => false,
+        _ => return None,
+    };
     // A lock is a task at work (locks of a dead conductor are released first).
     if node.reservation.is_some() {
         return None;
     }
-    let affinity = node
-        .driver_internal_info
-        .get(CONDUCTOR_AFFINITY_KEY)
-        .and_then(Value::as_str);
-    match (pass, affinity) {
+    let affinity = affinity(node);
+    let from = match (pass, affinity) {
         (Pass::Start { started_at }, _)
             if node.provision_updated_at.is_some_and(|at| at >= started_at) =>
         {
-            None
+            return None;
         }
         // Another replica that lives works on it.
-        (_, Some(a)) if a != me && live.contains(a) => None,
-        (_, Some(a)) if a != me => Some(format!(
-            "The conductor {a} went offline while the node was in state \"{state}\"; the \
-             operation was interrupted"
-        )),
-        (Pass::Start { .. }, _) => Some(format!(
+        (_, Some(a)) if a != me && live.contains(a) => return None,
+        (_, Some(a)) if a != me => a.to_owned(),
+        (Pass::Start { .. }, _) => me.to_owned(),
+        // Ours, in this run: live.
+        (Pass::Takeover, _) => return None,
+    };
+    Some(if wait {
+        Recovery::Adopt { from }
+    } else if from == me {
+        Recovery::Fail(format!(
             "The conductor {me} restarted while the node was in state \"{state}\"; the \
              operation was interrupted"
-        )),
-        // Ours, in this run: live.
-        (Pass::Takeover, _) => None,
-    }
+        ))
+    } else {
+        Recovery::Fail(format!(
+            "The conductor {from} went offline while the node was in state \"{state}\"; the \
+             operation was interrupted"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -106,7 +135,7 @@ mod tests {
         let start = Pass::Start {
             started_at: Utc::now() - chrono::Duration::seconds(5),
         };
-        // (state, affinity, reserved, age s, pass, failed, reason names)
+        // (state, affinity, reserved, age s, pass, recovered, reason names / adopted from)
         let rows = [
             (
                 "wait call-back",
@@ -198,17 +227,26 @@ mod tests {
                 "",
             ),
         ];
-        for (state, affinity, reserved, age, pass, failed, names) in rows {
+        for (state, affinity, reserved, age, pass, recovered, names) in rows {
             let n = node(state, affinity, reserved, age);
-            let got = interrupted(&n, "me", &live, pass);
+            let got = recovery(&n, "me", &live, pass);
             assert_eq!(
                 got.is_some(),
-                failed,
+                recovered,
                 "{state} {affinity:?} {pass:?}: {got:?}"
             );
-            if let Some(reason) = got {
-                assert!(reason.contains(names), "{reason}");
-                assert!(reason.contains(&format!("\"{state}\"")), "{reason}");
+            match got {
+                // Waits are adopted: their sessions and commands are in the database.
+                Some(Recovery::Adopt { from }) => {
+                    assert!(state.contains("wait"), "{state} adopted");
+                    assert!(names.contains(&from), "{from} vs {names}");
+                }
+                Some(Recovery::Fail(reason)) => {
+                    assert!(!state.contains("wait"), "{state} failed");
+                    assert!(reason.contains(names), "{reason}");
+                    assert!(reason.contains(&format!("\"{state}\"")), "{reason}");
+                }
+                None => {}
             }
         }
     }

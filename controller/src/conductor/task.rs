@@ -108,11 +108,6 @@ impl Conductor {
         let holder = release.then_some(self.config.name.as_str());
         for _ in 0..8 {
             super::takeover::stamp_affinity(node, &self.config.name);
-            // The agent API may have started or ended a session since this copy was read:
-            // the hub's view is what is stored.
-            if let Some(hub) = self.drivers.agent_hub() {
-                crate::hub::sync_token_hash(hub, node);
-            }
             match self.store.commit_transition(node, history, holder).await {
                 Ok(revision) => {
                     node.revision = revision;

@@ -12,6 +12,10 @@ use super::Conductor;
 use crate::machine::{Event, NodeView, Phase, StateKind};
 use crate::store::StoreError;
 
+/// How much later than the last sign heard here another replica's record must be to
+/// count (this replica's own signs are recorded a moment after it hears them).
+const HEARD_ELSEWHERE_MARGIN_SECS: i64 = 10;
+
 impl Conductor {
     pub(super) fn wait_timeout(&self, phase: Phase) -> Duration {
         match phase {
@@ -35,9 +39,14 @@ impl Conductor {
             return;
         }
         let deadline = self.config.clock.now() + self.wait_timeout(phase);
+        let heard_here = Utc::now();
         let this = self.arc();
         let handle = self.spawn(async move {
             if this.sleep_until_timed_out(node, marker, deadline).await {
+                if this.heard_elsewhere(node, heard_here).await {
+                    this.arm_wait_timer(node, phase, marker);
+                    return;
+                }
                 this.wait_timed_out(node, marker).await;
             }
         });
@@ -47,6 +56,7 @@ impl Conductor {
                 marker,
                 phase,
                 deadline,
+                heard_here,
                 handle,
             },
         );
@@ -92,7 +102,32 @@ impl Conductor {
             return false;
         };
         timer.deadline = self.config.clock.now() + timeout_of(timer.phase);
+        timer.heard_here = Utc::now();
         true
+    }
+
+    /// With replicas, the agent may talk to another one: its signs of life there are
+    /// recorded with the session (every few seconds). True when one is recorded clearly
+    /// after the last heard here (`heard_here`), so the wait goes on. One process alone
+    /// hears every sign itself and never asks (its tests' manual clocks stay exact).
+    async fn heard_elsewhere(&self, node: Uuid, heard_here: DateTime<Utc>) -> bool {
+        if !self.store.is_shared() {
+            return false;
+        }
+        let Some(hub) = self.drivers.agent_hub() else {
+            return false;
+        };
+        match hub.last_seen(node).await {
+            Ok(Some(seen)) => {
+                seen > heard_here + chrono::Duration::seconds(HEARD_ELSEWHERE_MARGIN_SECS)
+            }
+            Ok(None) => false,
+            Err(e) => {
+                // Failing a live deploy on a database hiccup is worse than waiting longer.
+                tracing::warn!(node = %node, error = %e, "reading the agent's last sign of life failed");
+                true
+            }
+        }
     }
 
     pub(super) fn lock_timers(&self) -> std::sync::MutexGuard<'_, super::WaitTimers> {

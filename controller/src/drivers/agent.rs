@@ -246,20 +246,29 @@ impl DeployInterface for AgentDeploy {
         true
     }
 
-    fn fast_track(&self, node: &Node) -> bool {
-        self.hub.fast_track_ready(node.uuid)
+    async fn fast_track(&self, node: &Node) -> bool {
+        self.hub
+            .fast_track_ready(node.uuid)
+            .await
+            .unwrap_or_else(|e| {
+                // Without the store's word the agent is booted afresh (slower, never wrong).
+                tracing::warn!(node = %node.uuid, error = %e, "fast track check failed");
+                false
+            })
     }
 
     async fn deploy(&self, node: &Node) -> Result<StepOutcome, DriverError> {
         let cmd = deploy_command(node, self.hub.image_resolver().map(|r| r.as_ref()))?;
         self.note(node, "agent: deploy the instance image");
-        self.hub.enqueue(node.uuid, Command::Deploy(Box::new(cmd)));
+        self.hub
+            .enqueue(node.uuid, Command::Deploy(Box::new(cmd)))
+            .await
+            .map_err(hub_error)?;
         Ok(StepOutcome::Wait)
     }
 
     async fn tear_down(&self, node: &Node) -> Result<(), DriverError> {
-        self.hub.clear(node.uuid);
-        Ok(())
+        self.hub.clear(node.uuid).await.map_err(hub_error)
     }
 
     fn clean_steps(&self, _node: &Node) -> Vec<CleanStep> {
@@ -285,15 +294,26 @@ impl DeployInterface for AgentDeploy {
             }
         };
         self.note(node, &format!("agent: run clean step {}", step.step));
-        self.hub.enqueue(
-            node.uuid,
-            Command::Wipe {
-                mode,
-                devices: vec![],
-            },
-        );
+        self.hub
+            .enqueue(
+                node.uuid,
+                Command::Wipe {
+                    mode,
+                    devices: vec![],
+                },
+            )
+            .await
+            .map_err(hub_error)?;
         Ok(StepOutcome::Wait)
     }
+}
+
+/// A store error of the hub, as a step failure (the node's `last_error`).
+fn hub_error(e: crate::store::StoreError) -> DriverError {
+    tracing::error!(error = %e, "agent hub store access failed");
+    DriverError::Failed(format!(
+        "the agent's command queue could not be stored: {e}"
+    ))
 }
 
 /// Agent-driven inspection: boots the agent (PXE + power on or reboot) unless fast track
@@ -357,7 +377,12 @@ impl InspectInterface for AgentInspect {
     }
 
     async fn inspect(&self, node: &Node) -> Result<StepOutcome, DriverError> {
-        if !self.hub.fast_track_ready(node.uuid) {
+        if !self
+            .hub
+            .fast_track_ready(node.uuid)
+            .await
+            .map_err(hub_error)?
+        {
             if self
                 .management
                 .supported_boot_devices(node)
@@ -374,10 +399,16 @@ impl InspectInterface for AgentInspect {
                 PowerTarget::On
             };
             // A new boot: the old session ends and the next lookup starts the new one.
-            self.hub.boot_requested(node.uuid);
+            self.hub
+                .boot_requested(node.uuid)
+                .await
+                .map_err(hub_error)?;
             self.power.set_power_state(node, target, None).await?;
         }
-        self.hub.enqueue(node.uuid, Command::Inspect);
+        self.hub
+            .enqueue(node.uuid, Command::Inspect)
+            .await
+            .map_err(hub_error)?;
         Ok(StepOutcome::Wait)
     }
 }

@@ -303,7 +303,7 @@ pub trait DeployInterface: Send + Sync + fmt::Debug {
     fn needs_ramdisk(&self) -> bool;
     /// True when an agent already runs on the node and takes work without a reboot (fast
     /// track): the conductor then neither boots the ramdisk nor powers off after cleaning.
-    fn fast_track(&self, _node: &Node) -> bool {
+    async fn fast_track(&self, _node: &Node) -> bool {
         false
     }
     /// Writes the instance (`node.instance_info`).

@@ -1,9 +1,16 @@
-//! The in-memory command hub between the conductor's `agent` interfaces and the agent API,
-//! and the agent sessions it hands commands to.
+//! The command hub between the conductor's `agent` interfaces and the agent API, and the
+//! agent sessions it hands commands to.
+//!
+//! Sessions and commands live in the database (`store::sessions`), so every replica's
+//! agent API and conductor see one truth: an agent may talk to any replica, a command queued
+//! by one is handed out by another, and a survivor accepts the result of a command a dead
+//! replica handed out. The hub holds the rules; in memory it keeps only wake-ups for
+//! long-polls and when it last recorded each agent's sign of life.
 //!
 //! Drivers enqueue [`Command`]s per node; a heartbeat takes the next one, waiting on a
-//! [`Notify`] for at most the long-poll timeout. Commands handed out are remembered by id,
-//! with the session (token hash) they went to, until the agent reports their result.
+//! [`Notify`] (this replica's enqueues) and re-reading the store every `poll_every` (other
+//! replicas') for at most the long-poll timeout. A command handed out is the session's
+//! (token hash) until the agent reports its result.
 //!
 //! **One token per ramdisk boot.** A node has at most one live agent session. A token is
 //! issued only when the conductor (re)booted the machine into the agent
@@ -12,14 +19,14 @@
 //! ([`AgentHub::session_ended`]). A later lookup gets no token ([`session::Decision`]).
 //! A command handed to one session is never handed to another: the requeue of commands lost
 //! with a dead connection stays within the session that had them, and a long-poll of a
-//! session that is no longer live ends empty. The hash of the live token is also kept in
-//! `driver_internal_info` (the conductor writes the hub's view at each task save), so a
-//! restarted controller restores the session on first use ([`AgentHub::restore`]).
+//! session that is no longer live ends empty. Each change is one conditional write, so two
+//! replicas never both issue a token or hand out one command.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use proto::protocol::Command;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
@@ -29,54 +36,29 @@ pub mod session;
 
 use self::session::{Decision, SessionView};
 use crate::images::resolve::ImageResolver;
+use crate::store::StoreError;
+use crate::store::sessions::{AgentSessions, CommandState, MemorySessions, SessionRow};
 
-/// `driver_internal_info` key holding the hex SHA-256 of the current agent token.
-pub const TOKEN_HASH_KEY: &str = "agent_token_sha256";
-
-/// Reported command ids remembered per hub, so a repeated report is answered without being
-/// applied twice.
-const DONE_KEPT: usize = 4096;
+/// A result report being stored for longer than this is taken to have died with its
+/// replica: the agent's retry may store it.
+const REPORT_STALE: Duration = Duration::from_secs(120);
+/// An agent's sign of life is written to the store at most this often (timers and fast
+/// track on other replicas read it).
+const RECORD_SEEN_EVERY: Duration = Duration::from_secs(5);
+/// Conditional writes retried after losing a race.
+const RACE_RETRIES: usize = 8;
 
 /// A token's SHA-256.
 pub type TokenHash = [u8; 32];
 
+/// What this replica keeps in memory per node.
 #[derive(Debug, Default)]
-struct Slot {
-    /// Whether `token_hash` is this run's knowledge (false after a restart until
-    /// [`AgentHub::restore`] read the stored hash).
-    known: bool,
-    token_hash: Option<TokenHash>,
-    /// The token of the session the last boot ended (refused in the next window).
-    previous_hash: Option<TokenHash>,
-    /// The conductor booted the machine into the agent and no lookup took a token yet.
-    boot_window: bool,
-    queue: VecDeque<(Uuid, Command)>,
-    /// Last heartbeat, lookup or event of the live session (fast track).
-    last_seen: Option<Instant>,
+struct Local {
     notify: Arc<Notify>,
-    /// Bumped whenever the live session changes; a long-poll of an older one returns empty.
-    generation: u64,
-    handed_seq: u64,
-}
-
-#[derive(Debug)]
-struct Sent {
-    node: Uuid,
-    session: TokenHash,
-    command: Command,
-    seq: u64,
-    /// A result report for it is being stored.
-    reporting: bool,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    nodes: HashMap<Uuid, Slot>,
-    /// Commands handed to an agent and not yet reported.
-    sent: HashMap<Uuid, Sent>,
-    /// Commands whose result was stored: id -> (node, session), oldest first in `done_order`.
-    done: HashMap<Uuid, (Uuid, TokenHash)>,
-    done_order: VecDeque<Uuid>,
+    /// Last heartbeat, lookup or event heard here.
+    last_seen: Option<Instant>,
+    /// When that was last written to the store.
+    recorded: Option<Instant>,
 }
 
 /// What a result report may do with a command ([`AgentHub::claim_result`]).
@@ -93,16 +75,24 @@ pub enum Claim {
     Unknown,
 }
 
-/// Shared per-node command queues and agent sessions. Share as `Arc<AgentHub>`.
-#[derive(Debug, Default)]
-pub struct AgentHub {
-    inner: Mutex<Inner>,
+/// How a hub behaves besides its store.
+#[derive(Debug, Clone, Default)]
+pub struct HubOptions {
     /// `[deploy] fast_track`: how recent the agent's last sign of life must be, or `None`.
-    fast_track: Option<Duration>,
-    /// How `ingot://NAME` image sources resolve (given by `ingot serve` at construction);
-    /// the agent deploy interfaces of every hardware type share the hub, so it carries this
-    /// too.
-    images: Option<Arc<dyn ImageResolver>>,
+    pub fast_track: Option<Duration>,
+    /// How `ingot://NAME` image sources resolve (the controller's image store).
+    pub images: Option<Arc<dyn ImageResolver>>,
+    /// How often a long-poll re-reads the store for commands other replicas queued
+    /// (`None`: only this replica queues, its wake-ups suffice).
+    pub poll_every: Option<Duration>,
+}
+
+/// Agent sessions and their command queues. Share as `Arc<AgentHub>`.
+#[derive(Debug)]
+pub struct AgentHub {
+    store: Arc<dyn AgentSessions>,
+    local: Mutex<HashMap<Uuid, Local>>,
+    options: HubOptions,
 }
 
 /// SHA-256 of a token.
@@ -115,205 +105,213 @@ pub fn hashes_equal(a: &TokenHash, b: &TokenHash) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn same(a: Option<&TokenHash>, b: &TokenHash) -> bool {
-    a.is_some_and(|a| hashes_equal(a, b))
+/// Whether a stored hex hash is `hash` (constant time over the bytes).
+fn stored_is(stored: Option<&str>, hash: &TokenHash) -> bool {
+    stored.is_some_and(|s| constant_eq(s.as_bytes(), to_hex(hash).as_bytes()))
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn command_body(command: &Command) -> Result<String, StoreError> {
+    Ok(serde_json::to_string(command)?)
+}
+
+fn parse_command(body: &str) -> Result<Command, StoreError> {
+    Ok(serde_json::from_str(body)?)
 }
 
 impl AgentHub {
-    /// A hub with fast track off.
+    /// A hub over sessions kept in memory, fast track off (unit tests).
     pub fn new() -> Arc<Self> {
-        Self::with_fast_track(None)
+        Self::with_options(Arc::new(MemorySessions::default()), HubOptions::default())
     }
 
-    /// A hub that allows fast track for an agent heard from within `window` (`None`: off).
-    pub fn with_fast_track(window: Option<Duration>) -> Arc<Self> {
-        Self::with_images(window, None)
-    }
-
-    /// A hub with fast track as [`Self::with_fast_track`] that resolves `ingot://NAME`
-    /// through `images` (`ingot serve`: the controller's image store).
-    pub fn with_images(
-        window: Option<Duration>,
-        images: Option<Arc<dyn ImageResolver>>,
-    ) -> Arc<Self> {
+    /// A hub over `store` (`ingot serve`: the database every replica shares).
+    pub fn with_options(store: Arc<dyn AgentSessions>, options: HubOptions) -> Arc<Self> {
         Arc::new(Self {
-            fast_track: window,
-            images,
-            ..Self::default()
+            store,
+            local: Mutex::default(),
+            options,
         })
     }
 
     /// Whether fast track is enabled at all.
     pub fn fast_track_enabled(&self) -> bool {
-        self.fast_track.is_some()
+        self.options.fast_track.is_some()
     }
 
     /// The stored-image resolver, if the controller has one.
     pub fn image_resolver(&self) -> Option<&Arc<dyn ImageResolver>> {
-        self.images.as_ref()
+        self.options.images.as_ref()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn local(&self) -> MutexGuard<'_, HashMap<Uuid, Local>> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake(&self, node: Uuid) {
+        if let Some(l) = self.local().get(&node) {
+            l.notify.notify_waiters();
+        }
     }
 
     /// Queues a command for a node's agent; returns its id.
-    pub fn enqueue(&self, node: Uuid, command: Command) -> Uuid {
+    pub async fn enqueue(&self, node: Uuid, command: Command) -> Result<Uuid, StoreError> {
         let id = Uuid::new_v4();
-        let mut inner = self.lock();
-        let slot = inner.nodes.entry(node).or_default();
-        slot.queue.push_back((id, command));
-        slot.notify.notify_waiters();
-        slot.notify.notify_one();
-        id
+        self.store
+            .push_agent_command(node, id, &command_body(&command)?, Utc::now())
+            .await?;
+        self.wake(node);
+        Ok(id)
     }
 
     /// Commands queued and not yet taken, oldest first.
-    pub fn pending(&self, node: Uuid) -> Vec<Command> {
-        self.lock()
-            .nodes
-            .get(&node)
-            .map(|s| s.queue.iter().map(|(_, c)| c.clone()).collect())
-            .unwrap_or_default()
+    pub async fn pending(&self, node: Uuid) -> Result<Vec<Command>, StoreError> {
+        self.store
+            .queued_agent_commands(node)
+            .await?
+            .iter()
+            .map(|b| parse_command(b))
+            .collect()
     }
 
-    /// Forgets everything about a node (for example when it is deleted or torn down): its
-    /// queue, what it was handed, and its session.
-    pub fn clear(&self, node: Uuid) {
-        let mut inner = self.lock();
-        if let Some(slot) = inner.nodes.get_mut(&node) {
-            slot.queue.clear();
-        }
-        inner.sent.retain(|_, s| s.node != node);
-        drop(inner);
-        self.end(node, false);
+    /// Forgets a node's commands and ends its session (for example when it is torn down).
+    pub async fn clear(&self, node: Uuid) -> Result<(), StoreError> {
+        self.end(node, false, true).await
     }
 
-    /// Ends the live session: its token is refused from now on, its long-polls end, and
-    /// what it was handed is dropped (it can never report it).
-    fn end(&self, node: Uuid, open_window: bool) {
-        let mut inner = self.lock();
-        inner.sent.retain(|_, s| s.node != node);
-        let slot = inner.nodes.entry(node).or_default();
-        if slot.token_hash.is_some() {
-            slot.previous_hash = slot.token_hash.take();
+    async fn end(&self, node: Uuid, window: bool, drop_queued: bool) -> Result<(), StoreError> {
+        self.store
+            .end_agent_session(node, window, drop_queued)
+            .await?;
+        if let Some(l) = self.local().get_mut(&node) {
+            l.last_seen = None;
+            l.recorded = None;
         }
-        slot.known = true;
-        slot.boot_window = open_window;
-        slot.last_seen = None;
-        slot.generation += 1;
-        slot.notify.notify_waiters();
+        self.wake(node);
+        Ok(())
     }
 
     /// The conductor is about to boot the machine into the agent: the current session
     /// ends, nothing queued for it survives, and the next lookup gets a fresh token.
-    pub fn boot_requested(&self, node: Uuid) {
-        if let Some(slot) = self.lock().nodes.get_mut(&node) {
-            slot.queue.clear();
-        }
-        self.end(node, true);
+    pub async fn boot_requested(&self, node: Uuid) -> Result<(), StoreError> {
+        self.end(node, true, true).await
     }
 
     /// The machine left the agent (powered off, rebooted into its instance, or power
     /// changed by the operator): the token is dead and no new one is handed out until the
-    /// conductor boots the agent again.
-    pub fn session_ended(&self, node: Uuid) {
-        self.end(node, false);
-    }
-
-    /// Whether the hub knows the node's session this run (else [`Self::restore`] first).
-    pub fn knows(&self, node: Uuid) -> bool {
-        self.lock().nodes.get(&node).is_some_and(|s| s.known)
-    }
-
-    /// After a restart: the session as stored (`driver_internal_info`), unless this run
-    /// already knows better.
-    pub fn restore(&self, node: Uuid, stored: Option<TokenHash>) {
-        let mut inner = self.lock();
-        let slot = inner.nodes.entry(node).or_default();
-        if !slot.known {
-            slot.known = true;
-            slot.token_hash = stored;
-        }
-    }
-
-    /// The live token's hash as this run knows it (`None` inside: no live session;
-    /// outer `None`: not known yet, see [`Self::restore`]).
-    pub fn session_hash(&self, node: Uuid) -> Option<Option<TokenHash>> {
-        self.lock()
-            .nodes
-            .get(&node)
-            .filter(|s| s.known)
-            .map(|s| s.token_hash)
+    /// conductor boots the agent again. What it was handed is dropped (it can never report
+    /// it); what is queued stays.
+    pub async fn session_ended(&self, node: Uuid) -> Result<(), StoreError> {
+        self.end(node, false, false).await
     }
 
     /// How many nodes have a live agent session (a token handed out and not ended).
-    pub fn live_sessions(&self) -> usize {
-        self.lock()
-            .nodes
-            .values()
-            .filter(|s| s.token_hash.is_some())
-            .count()
+    pub async fn live_sessions(&self) -> Result<u64, StoreError> {
+        self.store.count_agent_sessions().await
     }
 
-    /// True when `hash` is the node's live token (the node must be known).
-    pub fn is_live(&self, node: Uuid, hash: &TokenHash) -> bool {
-        self.lock()
-            .nodes
-            .get(&node)
-            .is_some_and(|s| same(s.token_hash.as_ref(), hash))
+    /// True when `hash` is the node's live token.
+    pub async fn is_live(&self, node: Uuid, hash: &TokenHash) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .agent_session(node)
+            .await?
+            .is_some_and(|r| stored_is(r.token_hash.as_deref(), hash)))
     }
 
     /// A lookup for a known node: decides (and records) whether a token is issued. `fresh`
     /// is the hash of the token to issue; `presented` the hash of a token the caller sent.
-    pub fn lookup(&self, node: Uuid, presented: Option<&TokenHash>, fresh: TokenHash) -> Decision {
-        let mut inner = self.lock();
-        let slot = inner.nodes.entry(node).or_default();
-        let view = SessionView {
-            boot_window: slot.boot_window,
-            live: slot.token_hash.is_some(),
-            presented_live: presented.is_some_and(|p| same(slot.token_hash.as_ref(), p)),
-            presented_previous: presented.is_some_and(|p| same(slot.previous_hash.as_ref(), p)),
-        };
-        let decision = session::decide(&view);
-        match decision {
-            Decision::Issue => {
-                slot.known = true;
-                slot.boot_window = false;
-                slot.token_hash = Some(fresh);
-                slot.last_seen = Some(Instant::now());
-                slot.generation += 1;
-                slot.notify.notify_waiters();
+    pub async fn lookup(
+        &self,
+        node: Uuid,
+        presented: Option<&TokenHash>,
+        fresh: TokenHash,
+    ) -> Result<Decision, StoreError> {
+        for _ in 0..RACE_RETRIES {
+            let row = self.store.agent_session(node).await?;
+            let expected = row.as_ref().map(|r| r.generation);
+            let row = row.unwrap_or_default();
+            let view = SessionView {
+                boot_window: row.boot_window,
+                live: row.token_hash.is_some(),
+                presented_live: presented.is_some_and(|p| stored_is(row.token_hash.as_deref(), p)),
+                presented_previous: presented
+                    .is_some_and(|p| stored_is(row.previous_hash.as_deref(), p)),
+            };
+            let decision = session::decide(&view);
+            match decision {
+                Decision::Issue => {
+                    let next = SessionRow {
+                        token_hash: Some(to_hex(&fresh)),
+                        previous_hash: row.previous_hash.clone(),
+                        boot_window: false,
+                        generation: row.generation + 1,
+                        last_seen: Some(Utc::now()),
+                    };
+                    if !self.store.put_agent_session(node, expected, &next).await? {
+                        continue;
+                    }
+                    self.seen_locally(node, true);
+                    self.wake(node);
+                }
+                Decision::Continue => self.touch(node).await?,
+                Decision::Conflict | Decision::NoBoot => {}
             }
-            Decision::Continue => slot.last_seen = Some(Instant::now()),
-            Decision::Conflict | Decision::NoBoot => {}
+            return Ok(decision);
         }
-        decision
+        Err(StoreError::Stale { uuid: node })
     }
 
     /// Discovery enrolled the machine just now: its agent's session begins with this token.
-    pub fn discovered(&self, node: Uuid, fresh: TokenHash) {
-        let mut inner = self.lock();
-        let slot = inner.nodes.entry(node).or_default();
-        slot.known = true;
-        slot.boot_window = false;
-        slot.token_hash = Some(fresh);
-        slot.last_seen = Some(Instant::now());
-        slot.generation += 1;
-        slot.notify.notify_waiters();
+    pub async fn discovered(&self, node: Uuid, fresh: TokenHash) -> Result<(), StoreError> {
+        for _ in 0..RACE_RETRIES {
+            let row = self.store.agent_session(node).await?;
+            let expected = row.as_ref().map(|r| r.generation);
+            let row = row.unwrap_or_default();
+            let next = SessionRow {
+                token_hash: Some(to_hex(&fresh)),
+                previous_hash: row.token_hash.or(row.previous_hash),
+                boot_window: false,
+                generation: row.generation + 1,
+                last_seen: Some(Utc::now()),
+            };
+            if self.store.put_agent_session(node, expected, &next).await? {
+                self.seen_locally(node, true);
+                self.wake(node);
+                return Ok(());
+            }
+        }
+        Err(StoreError::Stale { uuid: node })
     }
 
-    /// The token issued by [`Self::lookup`] could not be stored: take it back and reopen
-    /// the window, unless the session moved on meanwhile.
-    pub fn undo_issue(&self, node: Uuid, fresh: &TokenHash) {
-        let mut inner = self.lock();
-        if let Some(slot) = inner.nodes.get_mut(&node)
-            && same(slot.token_hash.as_ref(), fresh)
-        {
-            slot.token_hash = None;
-            slot.boot_window = true;
-            slot.generation += 1;
+    /// The token issued by [`Self::lookup`] could not be handed out: take it back and
+    /// reopen the window, unless the session moved on meanwhile.
+    pub async fn undo_issue(&self, node: Uuid, fresh: &TokenHash) -> Result<(), StoreError> {
+        for _ in 0..RACE_RETRIES {
+            let Some(row) = self.store.agent_session(node).await? else {
+                return Ok(());
+            };
+            if !stored_is(row.token_hash.as_deref(), fresh) {
+                return Ok(());
+            }
+            let next = SessionRow {
+                token_hash: None,
+                boot_window: true,
+                generation: row.generation + 1,
+                ..row.clone()
+            };
+            if self
+                .store
+                .put_agent_session(node, Some(row.generation), &next)
+                .await?
+            {
+                return Ok(());
+            }
         }
+        Err(StoreError::Stale { uuid: node })
     }
 
     /// Takes the next command for the session `session` of `node`, waiting up to
@@ -323,150 +321,198 @@ impl AgentHub {
         node: Uuid,
         session: &TokenHash,
         timeout: Duration,
-    ) -> Option<(Uuid, Command)> {
+    ) -> Result<Option<(Uuid, Command)>, StoreError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let generation = self.lock().nodes.entry(node).or_default().generation;
+        let hex = to_hex(session);
         loop {
-            let notify = {
-                let mut inner = self.lock();
-                let inner = &mut *inner;
-                let slot = inner.nodes.entry(node).or_default();
-                if slot.generation != generation || !same(slot.token_hash.as_ref(), session) {
-                    return None;
-                }
-                slot.last_seen = Some(Instant::now());
-                if let Some((id, command)) = slot.queue.pop_front() {
-                    slot.handed_seq += 1;
-                    inner.sent.insert(
-                        id,
-                        Sent {
-                            node,
-                            session: *session,
-                            command: command.clone(),
-                            seq: slot.handed_seq,
-                            reporting: false,
-                        },
-                    );
-                    return Some((id, command));
-                }
-                slot.notify.clone()
-            };
+            let notify = self.local().entry(node).or_default().notify.clone();
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            // Re-check after registering, so an enqueue in between is not missed.
-            if !self
-                .lock()
-                .nodes
-                .get(&node)
-                .is_none_or(|s| s.queue.is_empty() && s.generation == generation)
+            // Registered before reading, so an enqueue in between is not missed.
+            if let Some((id, body)) = self
+                .store
+                .hand_out_agent_command(node, &hex, Utc::now())
+                .await?
             {
-                continue;
+                self.seen_locally(node, false);
+                return Ok(Some((id, parse_command(&body)?)));
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return None;
+            if !self.is_live(node, session).await? {
+                return Ok(None);
+            }
+            self.touch(node).await?;
+            let wake_at = match self.options.poll_every {
+                Some(every) => deadline.min(tokio::time::Instant::now() + every),
+                None => deadline,
+            };
+            let woken = tokio::time::timeout_at(wake_at, notified).await.is_ok();
+            if !woken && tokio::time::Instant::now() >= deadline {
+                return Ok(None);
             }
         }
     }
 
-    /// Puts every command handed to `session` and not reported at the front of the node's
-    /// queue, in hand-out order. Called when that session's agent says it is idle: those
-    /// commands went to a connection that died. Commands of other sessions stay where they
-    /// are: a command is never handed to a token it was not handed to. Returns how many.
-    pub fn requeue_sent(&self, node: Uuid, session: &TokenHash) -> usize {
-        let mut inner = self.lock();
-        let mut lost: Vec<(u64, Uuid, Command)> = Vec::new();
-        inner.sent.retain(|id, s| {
-            if s.node == node && hashes_equal(&s.session, session) && !s.reporting {
-                lost.push((s.seq, *id, s.command.clone()));
-                false
-            } else {
-                true
-            }
-        });
-        if lost.is_empty() {
-            return 0;
+    /// Puts every command handed to `session` and not reported back in the node's queue,
+    /// in hand-out order. Called when that session's agent says it is idle: those commands
+    /// went to a connection that died. Commands of other sessions stay where they are: a
+    /// command is never handed to a token it was not handed to. Returns how many.
+    pub async fn requeue_sent(&self, node: Uuid, session: &TokenHash) -> Result<u64, StoreError> {
+        let n = self
+            .store
+            .requeue_agent_commands(node, &to_hex(session), Utc::now())
+            .await?;
+        if n > 0 {
+            self.wake(node);
         }
-        let slot = inner.nodes.entry(node).or_default();
-        lost.sort_by_key(|e| std::cmp::Reverse(e.0));
-        for (_, id, cmd) in &lost {
-            slot.queue.push_front((*id, cmd.clone()));
-        }
-        slot.notify.notify_waiters();
-        lost.len()
+        Ok(n)
     }
 
     /// A handed-out command of `session`, still running (for progress reports).
-    pub fn sent(&self, node: Uuid, session: &TokenHash, command_id: Uuid) -> Option<Command> {
-        match self.lock().sent.get(&command_id) {
-            Some(s) if s.node == node && hashes_equal(&s.session, session) => {
-                Some(s.command.clone())
+    pub async fn sent(
+        &self,
+        node: Uuid,
+        session: &TokenHash,
+        command_id: Uuid,
+    ) -> Result<Option<Command>, StoreError> {
+        match self.store.agent_command(command_id).await? {
+            Some(c)
+                if c.node == node
+                    && matches!(c.state, CommandState::Sent | CommandState::Reporting)
+                    && stored_is(c.session_hash.as_deref(), session) =>
+            {
+                Ok(Some(parse_command(&c.body)?))
             }
-            _ => None,
+            _ => Ok(None),
         }
     }
 
     /// A result report for `command_id` arrived from `session`: what to do with it.
-    pub fn claim_result(&self, node: Uuid, session: &TokenHash, command_id: Uuid) -> Claim {
-        let mut inner = self.lock();
-        if let Some((n, s)) = inner.done.get(&command_id) {
-            return if *n == node && hashes_equal(s, session) {
-                Claim::Duplicate
-            } else {
-                Claim::Unknown
+    pub async fn claim_result(
+        &self,
+        node: Uuid,
+        session: &TokenHash,
+        command_id: Uuid,
+    ) -> Result<Claim, StoreError> {
+        for _ in 0..RACE_RETRIES {
+            let Some(c) = self.store.agent_command(command_id).await? else {
+                return Ok(Claim::Unknown);
             };
-        }
-        match inner.sent.get_mut(&command_id) {
-            Some(s) if s.node == node && hashes_equal(&s.session, session) => {
-                if s.reporting {
-                    Claim::InProgress
-                } else {
-                    s.reporting = true;
-                    Claim::Apply(s.command.clone())
-                }
+            if c.node != node || !stored_is(c.session_hash.as_deref(), session) {
+                return Ok(Claim::Unknown);
             }
-            _ => Claim::Unknown,
+            let now = Utc::now();
+            let (from, before) = match c.state {
+                CommandState::Queued => return Ok(Claim::Unknown),
+                CommandState::Done => return Ok(Claim::Duplicate),
+                CommandState::Sent => (CommandState::Sent, None),
+                CommandState::Reporting => {
+                    let stale = now - chrono::Duration::from_std(REPORT_STALE).unwrap_or_default();
+                    if c.updated_at >= stale {
+                        return Ok(Claim::InProgress);
+                    }
+                    (CommandState::Reporting, Some(stale))
+                }
+            };
+            if self
+                .store
+                .move_agent_command(command_id, from, before, CommandState::Reporting, now)
+                .await?
+            {
+                return Ok(Claim::Apply(parse_command(&c.body)?));
+            }
         }
+        Ok(Claim::InProgress)
     }
 
     /// The claimed result is stored: the command is done, a repeated report is a duplicate.
-    pub fn result_stored(&self, command_id: Uuid) {
-        let mut inner = self.lock();
-        if let Some(s) = inner.sent.remove(&command_id) {
-            inner.done.insert(command_id, (s.node, s.session));
-            inner.done_order.push_back(command_id);
-            while inner.done_order.len() > DONE_KEPT {
-                if let Some(old) = inner.done_order.pop_front() {
-                    inner.done.remove(&old);
-                }
-            }
-        }
+    pub async fn result_stored(&self, command_id: Uuid) -> Result<(), StoreError> {
+        self.store
+            .move_agent_command(
+                command_id,
+                CommandState::Reporting,
+                None,
+                CommandState::Done,
+                Utc::now(),
+            )
+            .await
+            .map(|_| ())
     }
 
     /// The claimed result could not be stored: the agent will send it again.
-    pub fn result_not_stored(&self, command_id: Uuid) {
-        if let Some(s) = self.lock().sent.get_mut(&command_id) {
-            s.reporting = false;
-        }
+    pub async fn result_not_stored(&self, command_id: Uuid) -> Result<(), StoreError> {
+        self.store
+            .move_agent_command(
+                command_id,
+                CommandState::Reporting,
+                None,
+                CommandState::Sent,
+                Utc::now(),
+            )
+            .await
+            .map(|_| ())
     }
 
-    /// Marks the live session as heard from now.
-    pub fn touch(&self, node: Uuid) {
-        if let Some(slot) = self.lock().nodes.get_mut(&node) {
-            slot.last_seen = Some(Instant::now());
+    /// Notes a sign of life here; true when it is time to write it to the store.
+    fn seen_locally(&self, node: Uuid, recorded: bool) -> bool {
+        let now = Instant::now();
+        let mut local = self.local();
+        let l = local.entry(node).or_default();
+        l.last_seen = Some(now);
+        if recorded {
+            l.recorded = Some(now);
+            return false;
         }
+        let due = l.recorded.is_none_or(|t| t.elapsed() >= RECORD_SEEN_EVERY);
+        if due {
+            l.recorded = Some(now);
+        }
+        due
+    }
+
+    /// Marks the live session as heard from now (written to the store at most every few
+    /// seconds, for the other replicas' timers and fast track).
+    pub async fn touch(&self, node: Uuid) -> Result<(), StoreError> {
+        if self.seen_locally(node, false) {
+            self.store.touch_agent_session(node, Utc::now()).await?;
+        }
+        Ok(())
+    }
+
+    /// When the node's agent was last heard from, by any replica (as recorded).
+    pub async fn last_seen(&self, node: Uuid) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .store
+            .agent_session(node)
+            .await?
+            .filter(|r| r.token_hash.is_some())
+            .and_then(|r| r.last_seen))
     }
 
     /// Fast track: fast track is on, the node has a live session (which began with a boot
     /// the conductor asked for or with discovery, as every session does) and its agent was
-    /// heard within the fast-track timeout.
-    pub fn fast_track_ready(&self, node: Uuid) -> bool {
-        let Some(window) = self.fast_track else {
-            return false;
+    /// heard within the fast-track timeout, here or by another replica.
+    pub async fn fast_track_ready(&self, node: Uuid) -> Result<bool, StoreError> {
+        let Some(window) = self.options.fast_track else {
+            return Ok(false);
         };
-        self.lock().nodes.get(&node).is_some_and(|s| {
-            s.token_hash.is_some() && s.last_seen.is_some_and(|t| t.elapsed() <= window)
-        })
+        let Some(row) = self.store.agent_session(node).await? else {
+            return Ok(false);
+        };
+        if row.token_hash.is_none() {
+            return Ok(false);
+        }
+        let here = self
+            .local()
+            .get(&node)
+            .and_then(|l| l.last_seen)
+            .is_some_and(|t| t.elapsed() <= window);
+        let recorded = row.last_seen.is_some_and(|t| {
+            (Utc::now() - t)
+                .to_std()
+                .is_ok_and(|age| age <= window.saturating_sub(RECORD_SEEN_EVERY))
+        });
+        Ok(here || recorded)
     }
 }
 
@@ -509,43 +555,6 @@ impl AgentProgress {
 /// Lower-case hex of `bytes`.
 pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn from_hex(s: &str) -> Option<TokenHash> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, slot) in out.iter_mut().enumerate() {
-        *slot = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// The token hash stored in a node's `driver_internal_info`.
-pub fn stored_token_hash(node: &crate::model::Node) -> Option<TokenHash> {
-    node.driver_internal_info
-        .get(TOKEN_HASH_KEY)
-        .and_then(serde_json::Value::as_str)
-        .and_then(from_hex)
-}
-
-/// Writes the hub's view of the node's session into `driver_internal_info` (the conductor
-/// calls this before it saves a node it holds, so its copy never brings back a dead token
-/// or drops a new one). No-op while the hub does not know the node (after a restart).
-pub fn sync_token_hash(hub: &AgentHub, node: &mut crate::model::Node) {
-    match hub.session_hash(node.uuid) {
-        Some(Some(hash)) => {
-            node.driver_internal_info.insert(
-                TOKEN_HASH_KEY.into(),
-                serde_json::Value::String(to_hex(&hash)),
-            );
-        }
-        Some(None) => {
-            node.driver_internal_info.remove(TOKEN_HASH_KEY);
-        }
-        None => {}
-    }
 }
 
 #[cfg(test)]

@@ -309,8 +309,18 @@ impl Metrics {
                 s.conductor.as_ref().and_then(Weak::upgrade),
             )
         };
+        let agent_sessions = match hub {
+            Some(h) => match h.live_sessions().await {
+                Ok(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: counting agent sessions failed");
+                    None
+                }
+            },
+            None => None,
+        };
         let mut scraped = Scraped {
-            agent_sessions: hub.map(|h| h.live_sessions()),
+            agent_sessions,
             queue: conductor.map(|c| c.queue_depth()),
             dhcp_pool: None,
             db_pools: store.pool_use(),

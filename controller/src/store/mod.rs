@@ -16,6 +16,7 @@ use crate::model::{
     Allocation, ConductorRecord, DhcpLease, DhcpLeaseState, HistoryEvent, Node, Port,
 };
 
+pub mod sessions;
 pub mod sql;
 
 pub use sql::{NODE_SORT_KEYS, SqlStore, node_sort_column};

@@ -23,6 +23,7 @@ mod netboot_ipxe;
 mod netboot_netns;
 mod netboot_qemu;
 mod netboot_support;
+mod replicas;
 mod secret_grep;
 mod secrets;
 mod serve;

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_fails_nodes_left_in_transient_states() {
+async fn restart_fails_transient_states_and_adopts_waits() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_store(&dir).await;
     let deploying = enroll(&store, "fake-hardware", "deploying").await;
@@ -54,8 +54,29 @@ async fn restart_fails_nodes_left_in_transient_states() {
     assert!(node.last_error.is_some());
     let node = wait_state(&store, deleting, "error").await;
     assert_eq!(node.target_provision_state, None);
-    let node = wait_state(&store, clean_wait, "clean failed").await;
-    assert_eq!(node.target_provision_state.as_deref(), Some("available"));
+    // A wait keeps waiting (its agent's session and commands are in the database); its
+    // agent's result finishes it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !store
+        .list_history(clean_wait)
+        .await
+        .expect("history")
+        .iter()
+        .any(|h| h.event_type == "takeover")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "clean wait never adopted"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    wait_state(&store, clean_wait, "clean wait").await;
+    conductor
+        .agent_finished(clean_wait, Ok(()))
+        .await
+        .expect("result after the restart");
+    let node = wait_state(&store, clean_wait, "available").await;
+    assert_eq!(node.last_error, None);
     let node = get(&store, stable).await;
     assert_eq!(
         (node.provision_state.as_str(), node.last_error),

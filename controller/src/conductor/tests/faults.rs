@@ -137,7 +137,7 @@ async fn agent_progress_of_one_operation_does_not_show_in_the_next() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conductor_killed_mid_deploy_restarts_into_clean_failures() {
+async fn conductor_killed_mid_deploy_fails_its_steps_and_adopts_its_waits() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_store(&dir).await;
     let drivers = DriverRegistry::builtin();
@@ -174,30 +174,42 @@ async fn conductor_killed_mid_deploy_restarts_into_clean_failures() {
         fake,
         _dir: dir,
     };
-    for uuid in [waiting, busy] {
-        let node = wait_state(&env.store, uuid, "deploy failed").await;
-        assert_eq!(node.reservation, None);
-        assert_eq!(node.target_provision_state.as_deref(), Some("active"));
-        let err = node.last_error.unwrap_or_default();
-        assert!(err.contains("restarted"), "{err}");
+    // The busy node was in a step the killed run executed itself: failed, named.
+    let node = wait_state(&env.store, busy, "deploy failed").await;
+    assert_eq!(node.reservation, None);
+    assert_eq!(node.target_provision_state.as_deref(), Some("active"));
+    let err = node.last_error.unwrap_or_default();
+    assert!(err.contains("restarted"), "{err}");
+    // The waiting node keeps waiting under the new run (its agent's session and commands
+    // are in the database): the agent's callback finishes the deploy.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let history = env.store.list_history(waiting).await.expect("history");
+        if history
+            .iter()
+            .any(|h| h.event_type == "takeover" && h.event.contains("restarted"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never adopted: {history:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // The agent of the interrupted deploy finishes its write and reports: too late, the
-    // node stays failed until the operator acts.
-    assert!(env.conductor.agent_finished(waiting, Ok(())).await.is_err());
+    wait_state(&env.store, waiting, "wait call-back").await;
     assert_eq!(
         get(&env.store, waiting).await.provision_state,
-        "deploy failed"
+        "wait call-back"
     );
-
-    // Both are recoverable: one deployed again, one undeployed.
-    provision(&env, waiting, Verb::Deploy).await;
-    wait_state(&env.store, waiting, "wait call-back").await;
     env.conductor
         .agent_finished(waiting, Ok(()))
         .await
-        .expect("callback");
+        .expect("callback after the restart");
     let node = wait_state(&env.store, waiting, "active").await;
     assert_eq!(node.last_error, None);
+
+    // The failed one is recoverable.
     undeploy_to_available(&env, busy).await;
     first.shutdown().await;
 }

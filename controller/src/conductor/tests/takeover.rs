@@ -1,6 +1,7 @@
 //! Two conductors on one database: a starting replica leaves a live one's waits alone; when
-//! a replica's heartbeat stops, the survivor fails what it was doing with a reason that
-//! names it, so no node is left in a wait nobody serves.
+//! a replica's heartbeat stops, the survivor adopts its waits (which then finish) and fails
+//! the steps it was executing with a reason that names it, so no node is left in a wait
+//! nobody serves or in a transient state.
 
 use super::*;
 
@@ -14,7 +15,7 @@ fn replica(name: &str) -> ConductorConfig {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_replica_leaves_a_live_ones_wait_and_takes_over_a_dead_ones() {
+async fn a_new_replica_leaves_a_live_ones_wait_and_adopts_a_dead_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_store(&dir).await;
     let a = Conductor::new(store.clone(), DriverRegistry::builtin(), replica("a"));
@@ -35,23 +36,41 @@ async fn a_new_replica_leaves_a_live_ones_wait_and_takes_over_a_dead_ones() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(get(&store, node).await.provision_state, "inspect wait");
 
-    // `a` is killed: its heartbeat stops; within the timeout and a heartbeat, `b` fails
-    // the inspection with a reason that names `a`.
+    // `a` is killed: its heartbeat stops; within the timeout and a heartbeat, `b` adopts
+    // the wait, and the agent's result (reaching `b`) finishes the inspection.
     a.stop_periodic();
     let started = Instant::now();
-    let failed = wait_state(&store, node, "inspect failed").await;
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(5), "took over after {took:?}");
-    let reason = failed.last_error.unwrap_or_default();
+    loop {
+        let n = get(&store, node).await;
+        let affinity = n
+            .driver_internal_info
+            .get(super::super::takeover::CONDUCTOR_AFFINITY_KEY)
+            .cloned();
+        if affinity == Some(serde_json::json!("b")) && n.reservation.is_none() {
+            assert_eq!(n.provision_state, "inspect wait");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never adopted: {n:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let history = store.list_history(node).await.expect("history");
     assert!(
-        reason.contains("The conductor a went offline") && reason.contains("\"inspect wait\""),
-        "{reason}"
+        history
+            .iter()
+            .any(|h| h.event_type == "takeover" && h.event.contains("Conductor a went offline")),
+        "{history:?}"
     );
+    b.agent_finished(node, Ok(())).await.expect("result");
+    let done = wait_state(&store, node, "manageable").await;
+    assert_eq!(done.last_error, None);
     assert!(
-        !failed
+        !done
             .driver_internal_info
             .contains_key(super::super::takeover::CONDUCTOR_AFFINITY_KEY),
-        "a failed node is at rest"
+        "a node at rest has no affinity"
     );
     b.shutdown().await;
 }

@@ -27,6 +27,7 @@ mod inspection_rules;
 pub(crate) mod leases;
 mod nodes;
 mod ports;
+mod sessions;
 
 use std::net::Ipv4Addr;
 use std::str::FromStr;

@@ -111,9 +111,12 @@ async fn unknown_machine_is_enrolled_and_known_one_found_again() {
         .expect("node");
     assert!(stored.discovered);
     assert!(
-        stored
-            .driver_internal_info
-            .contains_key("agent_token_sha256")
+        env.services
+            .hub
+            .is_live(id, &controller::hub::hash_token(&first_token))
+            .await
+            .expect("session"),
+        "the agent's session is live"
     );
     assert!(
         !serde_json::to_string(&stored.driver_internal_info)

@@ -7,7 +7,7 @@
 
 mod cases;
 mod fixtures;
-mod pg;
+pub(crate) mod pg;
 
 use std::sync::Arc;
 
