@@ -189,6 +189,7 @@ async fn a_killed_replicas_deploys_and_cleanings_finish_on_the_survivors() {
         return;
     };
     let db = pg.create_database().await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let c = reqwest::Client::new();
     // Replicas share the keys of the secrets at rest (the queued commands are sealed with
     // it) and of the image URLs: the first one creates them, the others get copies.
@@ -218,6 +219,23 @@ async fn a_killed_replicas_deploys_and_cleanings_finish_on_the_survivors() {
             _dir: dir,
         });
     }
+    // Every replica sees the three alive (and, a heartbeat later, has the ring of three).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for r in &replicas {
+        loop {
+            let (s, v) = api(&c, reqwest::Method::GET, format!("{}/v1/conductors", r.api), None).await;
+            assert_eq!(s, 200, "{v}");
+            let alive = v["conductors"]
+                .as_array()
+                .map_or(0, |l| l.iter().filter(|c| c["alive"] == json!(true)).count());
+            if alive == REPLICAS {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} sees {alive} alive: {v}", r.name);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let urls: Vec<String> = replicas.iter().map(|r| r.boot.clone()).collect();
     // Each machine's agent starts at another replica.
     let agent_urls = |i: usize| -> Vec<String> {
