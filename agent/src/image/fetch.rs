@@ -4,6 +4,10 @@
 //! for `stall_timeout` counts as cut. Retries are bounded, with exponential
 //! backoff. Every byte goes to `deliver` exactly once and in order. No error carries the
 //! URL's query string (a signed image URL's signature): see [`crate::redact`].
+//!
+//! With controller replicas the same image is served by each of them at the same path
+//! ([`mirror_urls`]): each retry goes to the next one, resuming at the same offset, so a
+//! download cut by its replica's death goes on from another.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +34,32 @@ pub struct FetchOptions {
     /// `ingot.ca=`: trust only the CA (or certificate) with this SHA-256 of its DER, as the
     /// controller client does (the ramdisk's deploys of `ingot://` images over HTTPS).
     pub pin_sha256: Option<[u8; 32]>,
+    /// The same image elsewhere (other controller replicas): each retry takes the next URL
+    /// of the URL and these, in turn.
+    pub mirrors: Vec<String>,
+}
+
+/// PURE: the URLs of the same image at the other controllers, when `url` is served by one
+/// of `controllers` (base URLs, as `ingot.url=`): same path and query (a signed URL is
+/// valid on every replica that shares the signing key) on each other controller's base.
+/// Empty when `url` is not a controller's (an operator's web server has no replicas).
+pub fn mirror_urls(url: &str, controllers: &[String]) -> Vec<String> {
+    let base_of = |c: &String| c.trim_end_matches('/').to_owned();
+    let Some((own, rest)) = controllers.iter().map(base_of).find_map(|b| {
+        url.strip_prefix(b.as_str())
+            .filter(|rest| rest.starts_with('/'))
+            .map(|rest| (b.clone(), rest.to_owned()))
+    }) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for b in controllers.iter().map(base_of) {
+        let m = format!("{b}{rest}");
+        if b != own && !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    out
 }
 
 impl Default for FetchOptions {
@@ -42,6 +72,7 @@ impl Default for FetchOptions {
             connect_timeout: Duration::from_secs(10),
             ca_cert: None,
             pin_sha256: None,
+            mirrors: Vec::new(),
         }
     }
 }
@@ -185,11 +216,16 @@ pub async fn fetch(
     mut deliver: impl FnMut(Bytes) -> bool,
 ) -> Result<FetchSummary, FetchError> {
     let client = client(opts)?;
+    let urls: Vec<&str> = std::iter::once(url)
+        .chain(opts.mirrors.iter().map(String::as_str))
+        .collect();
     let mut offset = 0u64;
     let mut retries = 0u32;
     let mut backoff = opts.backoff;
     loop {
-        match attempt(&client, url, opts, &mut offset, &mut on_total, &mut deliver).await {
+        // The first URL, then each retry at the next mirror.
+        let at = urls[usize::try_from(retries).unwrap_or(0) % urls.len()];
+        match attempt(&client, at, opts, &mut offset, &mut on_total, &mut deliver).await {
             Ok(()) => {
                 return Ok(FetchSummary {
                     bytes: offset,
@@ -327,6 +363,41 @@ async fn attempt(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirrors_are_the_other_controllers() {
+        let ctl = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let three = ctl(&[
+            "https://10.0.0.1:8443",
+            "https://10.0.0.2:8443/",
+            "https://10.0.0.3:8443",
+        ]);
+        // (url, controllers, mirrors)
+        let rows: [(&str, Vec<String>, Vec<&str>); 5] = [
+            (
+                "https://10.0.0.2:8443/images/x.raw.zst?node=a&sig=b",
+                three.clone(),
+                vec![
+                    "https://10.0.0.1:8443/images/x.raw.zst?node=a&sig=b",
+                    "https://10.0.0.3:8443/images/x.raw.zst?node=a&sig=b",
+                ],
+            ),
+            // An image elsewhere has no mirrors.
+            ("http://images.example/x.raw", three.clone(), vec![]),
+            // A longer port is not the same base.
+            ("https://10.0.0.1:84430/images/x", three.clone(), vec![]),
+            // One controller: nothing else to try.
+            (
+                "https://10.0.0.1:8443/images/x",
+                ctl(&["https://10.0.0.1:8443"]),
+                vec![],
+            ),
+            ("https://10.0.0.1:8443/images/x", vec![], vec![]),
+        ];
+        for (url, controllers, want) in rows {
+            assert_eq!(mirror_urls(url, &controllers), want, "{url}");
+        }
+    }
 
     #[test]
     fn parses_content_range() {

@@ -36,6 +36,9 @@ pub struct LiveHost {
     pub ca_sha256: Option<[u8; 32]>,
     /// How long inspection listens for LLDP on NICs with a carrier.
     pub lldp_timeout: Duration,
+    /// The controllers' base URLs (`ingot.url=`): an image one of them serves is fetched
+    /// from the others when it stops answering.
+    pub controllers: Vec<String>,
 }
 
 /// The lookup request for an inventory.
@@ -89,7 +92,7 @@ impl Host for LiveHost {
                 detail: None,
             },
             Command::Wipe { mode, devices } => wipe(*mode, devices, sink),
-            Command::Deploy(d) => match deploy(d, &self.scratch, self.ca_sha256, sink) {
+            Command::Deploy(d) => match deploy(d, self, sink) {
                 Ok(r) => r,
                 Err(e) => failed(&e, Some(proto::Phase::Prepare)),
             },
@@ -214,12 +217,8 @@ pub fn configdrive_bytes(cd: &ConfigDrive) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-fn deploy(
-    d: &DeployCommand,
-    scratch: &Path,
-    pin_sha256: Option<[u8; 32]>,
-    sink: &dyn EventSink,
-) -> anyhow::Result<Report> {
+fn deploy(d: &DeployCommand, host: &LiveHost, sink: &dyn EventSink) -> anyhow::Result<Report> {
+    let scratch = host.scratch.as_path();
     let checksum = d.checksum.parse().context("parsing the checksum")?;
     let disks = crate::inventory::block::disks(Path::new("/")).context("listing disks")?;
     let boot = crate::wipe::select::boot_disks(Path::new("/"));
@@ -240,7 +239,8 @@ fn deploy(
         device,
         configdrive,
         fetch: FetchOptions {
-            pin_sha256,
+            pin_sha256: host.ca_sha256,
+            mirrors: crate::image::fetch::mirror_urls(&d.image_url, &host.controllers),
             ..FetchOptions::default()
         },
         direct: true,

@@ -291,6 +291,7 @@ pub async fn run_with(
         early: std::sync::Arc::new(Mutex::new(early)),
         ca_sha256: opts.ca_sha256,
         lldp_timeout: opts.lldp_timeout,
+        controllers: opts.urls.clone(),
     });
     tracing::info!(url = %ctl.current(), replicas = opts.urls.len(), pinned = opts.ca_sha256.is_some(), "contacting the controller");
     drive(ctl, host).await

@@ -112,3 +112,38 @@ async fn fetch_gives_up_after_its_retries_naming_the_offset() {
         "{msg}"
     );
 }
+
+/// A replica that dies mid-download (its connection cut, then refused): the download goes
+/// on from the next replica at the same offset, every byte once.
+#[tokio::test]
+async fn a_download_cut_by_its_replica_goes_on_from_another() {
+    let data = body();
+    let dying = Server::start();
+    let survivor = Server::start();
+    let route = |cuts| Route {
+        data: data.clone().into(),
+        range: true,
+        cut_after: Some(1_000_000),
+        cuts,
+        ..Default::default()
+    };
+    // The test server matches the whole target, query included.
+    let url = dying.add("/images/x.raw.zst?node=n&sig=s", route(usize::MAX));
+    survivor.add("/images/x.raw.zst?node=n&sig=s", route(0));
+    let controllers = vec![dying.addr.clone(), format!("{}/", survivor.addr)];
+    let mirrors = agent::image::fetch::mirror_urls(&url, &controllers);
+    assert_eq!(
+        mirrors,
+        [format!("{}/images/x.raw.zst?node=n&sig=s", survivor.addr)]
+    );
+    let opts = FetchOptions { mirrors, ..quick() };
+    let (r, got) = download(&url, &opts).await;
+    let (bytes, retries) = r.expect("downloaded from the survivor");
+    assert_eq!((bytes, retries), (data.len() as u64, 1));
+    assert!(got == data, "bytes differ");
+    // Gone altogether (connection refused): straight to the other one.
+    drop(dying);
+    let (r, got) = download(&url, &opts).await;
+    assert_eq!(r.expect("downloaded").0, data.len() as u64);
+    assert!(got == data, "bytes differ");
+}

@@ -223,15 +223,25 @@ async fn a_killed_replicas_deploys_and_cleanings_finish_on_the_survivors() {
     let deadline = Instant::now() + Duration::from_secs(20);
     for r in &replicas {
         loop {
-            let (s, v) = api(&c, reqwest::Method::GET, format!("{}/v1/conductors", r.api), None).await;
+            let (s, v) = api(
+                &c,
+                reqwest::Method::GET,
+                format!("{}/v1/conductors", r.api),
+                None,
+            )
+            .await;
             assert_eq!(s, 200, "{v}");
-            let alive = v["conductors"]
-                .as_array()
-                .map_or(0, |l| l.iter().filter(|c| c["alive"] == json!(true)).count());
+            let alive = v["conductors"].as_array().map_or(0, |l| {
+                l.iter().filter(|c| c["alive"] == json!(true)).count()
+            });
             if alive == REPLICAS {
                 break;
             }
-            assert!(Instant::now() < deadline, "{} sees {alive} alive: {v}", r.name);
+            assert!(
+                Instant::now() < deadline,
+                "{} sees {alive} alive: {v}",
+                r.name
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
