@@ -1,13 +1,14 @@
 //! `cargo xtask`: project automation for Ingot.
 //!
 //! Subcommands, one file each: `ci` (fmt, clippy, all tests, the package check, a short fuzz
-//! run), `fuzz` (the cargo-fuzz targets of `fuzz/`), `bench api [--peer ironic]`, `bench dhcp`, `bench write`,
+//! run), `fuzz` (the cargo-fuzz targets of `fuzz/`), `bench api [--peer ironic]`, `bench dhcp`, `bench rack`, `bench write`,
 //! `bench tls`, `image`, `initramfs`, `lab`, `package` (the Debian package), `tidy` (structure
 //! checks), and `ironic serve|clients` (the real Ironic peer used by the API bench and to validate the client
 //! session scripts). Keep dependencies minimal.
 
 mod bench_api;
 mod bench_dhcp;
+mod bench_rack;
 mod bench_tls;
 mod bench_write;
 mod ci;
@@ -32,6 +33,8 @@ const USAGE: &str = "usage: cargo xtask <command>
                           operator API bench (release build); --secure adds ingot with http_basic
                           over HTTPS, --peer real Ironic 39.0.0
   bench write [...]       image write bench
+  bench rack [--agents N] [--image-mib M]
+                          N simulated machines discovered, cleaned, deployed, released (release build)
   bench dhcp [--clients N] [--release]
                           PXE storm (root): N machines DISCOVER at once against ingot serve and
                           dnsmasq in network namespaces; answered, drops, offers/s, CPU
@@ -71,6 +74,7 @@ fn run() -> anyhow::Result<()> {
         (Some("bench"), Some("api")) => bench_api::run(rest(2)),
         (Some("bench"), Some("dhcp")) => bench_dhcp::run(rest(2)),
         (Some("bench"), Some("dhcp-load")) => bench_dhcp::load::run(rest(2)),
+        (Some("bench"), Some("rack")) => bench_rack::run(rest(2)),
         (Some("bench"), Some("write")) => bench_write::run(rest(2)),
         (Some("bench"), Some("tls")) => bench_tls::run(rest(2)),
         (Some("image"), _) => image::run_task(rest(1)),

@@ -153,6 +153,25 @@ impl HttpController {
 
     /// A client of several controller replicas (`bases`, tried in order, at least one).
     pub fn with_replicas(bases: &[String], pin: Option<[u8; 32]>) -> anyhow::Result<Self> {
+        Self::build(bases, pin, None)
+    }
+
+    /// [`Self::with_replicas`] from the source address `local` (the rack bench's simulated
+    /// machines each take a loopback address, as real machines each have their own: the
+    /// controller limits lookups per source address).
+    pub fn with_source(
+        bases: &[String],
+        pin: Option<[u8; 32]>,
+        local: std::net::IpAddr,
+    ) -> anyhow::Result<Self> {
+        Self::build(bases, pin, Some(local))
+    }
+
+    fn build(
+        bases: &[String],
+        pin: Option<[u8; 32]>,
+        local: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(!bases.is_empty(), "no controller URL");
         // reqwest needs a process-wide provider; installing it again (another caller was
         // first) is fine.
@@ -160,6 +179,7 @@ impl HttpController {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut b = reqwest::Client::builder()
             .no_proxy()
+            .local_address(local)
             .connect_timeout(Duration::from_secs(5));
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?;

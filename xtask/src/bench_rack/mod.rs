@@ -1,0 +1,561 @@
+//! `cargo xtask bench rack [--agents N] [--image-mib M] [--no-build]`: N simulated machines
+//! against one `ingot serve` (release build, SQLite, loopback only).
+//!
+//! Each machine (`sim.rs`) speaks the real agent protocol with the agent's own client and
+//! fetches images with the agent's own downloader. The machines power on unregistered and
+//! are discovered; then each is managed, cleaned (`provide`), deployed with a stored image
+//! (`ingot://bench`, streamed from the controller over a signed URL, discarded) and
+//! released (`undeploy`, cleaned again), all at once with fast track on, as an operator
+//! would drive a new rack. Printed: each phase's wall time, the controller's CPU seconds
+//! and peak RSS (total and per 100 machines), the agent API calls' p50/p99 (lookups and
+//! result reports), the aggregate image throughput (first byte of the first download to the
+//! last byte of the last) against loopback's ceiling measured in the same run (the same
+//! bytes over plain TCP connections from memory, 1 MiB per system call: what the kernel
+//! moves), and the errors. Targets (DESIGN.md, issue 13): 0 errors, image fan-out at 80% of
+//! the ceiling or better, agent API p99 under 50 ms.
+//!
+//! Not measured here: several replicas (that needs PostgreSQL; `controller/tests/it/
+//! replicas.rs` kills one of three under 24 machines).
+
+mod sim;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use crate::paths::{cargo, target_dir};
+use crate::proc_stats::{clock_ticks, sample_tree};
+use crate::server::{ServerProcess, free_port};
+
+const USAGE: &str = "usage: cargo xtask bench rack [--agents N] [--image-mib M] [--no-build]";
+
+#[derive(Debug)]
+struct Args {
+    agents: usize,
+    image_mib: usize,
+    no_build: bool,
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Args> {
+    let mut out = Args {
+        agents: 100,
+        image_mib: 4,
+        no_build: false,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut number = |name: &str, max: usize| -> anyhow::Result<usize> {
+            let v = it.next().with_context(|| format!("{name} needs a value"))?;
+            let n: usize = v
+                .parse()
+                .with_context(|| format!("{name} {v}: not a number"))?;
+            if n == 0 || n > max {
+                bail!("{name} must be between 1 and {max}");
+            }
+            Ok(n)
+        };
+        match arg.as_str() {
+            "--agents" => out.agents = number("--agents", 20_000)?,
+            "--image-mib" => out.image_mib = number("--image-mib", 1024)?,
+            "--no-build" => out.no_build = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}\n{USAGE}"),
+        }
+    }
+    Ok(out)
+}
+
+/// Entry point.
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let args = parse(args)?;
+    let bin = target_dir().join("release").join("ingot");
+    if !args.no_build {
+        println!("bench rack: cargo build --release -p controller --bin ingot");
+        let st = cargo()
+            .args(["build", "--release", "-p", "controller", "--bin", "ingot"])
+            .status()
+            .context("running cargo build")?;
+        if !st.success() {
+            bail!("cargo build failed: {st}");
+        }
+    }
+    let work = target_dir().join("bench-rack");
+    if work.exists() {
+        std::fs::remove_dir_all(&work).with_context(|| format!("clearing {}", work.display()))?;
+    }
+    std::fs::create_dir_all(&work)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let image = image_bytes(args.image_mib);
+    let state = work.join("state");
+    import_image(&bin, &state, &work, &image)?;
+    let (api_port, boot_port) = (free_port()?, free_port()?);
+    let config = config(&work, &state, api_port, boot_port, args.agents)?;
+    let mut cmd = Command::new(&bin);
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("INGOT_LOG", "warn");
+    let server = ServerProcess::spawn(
+        "ingot",
+        cmd,
+        api_port,
+        work.join("ingot.log"),
+        Duration::from_secs(30),
+    )?;
+    let result = runtime.block_on(drive(&args, &server, boot_port, &image));
+    let tail = server.log_tail(20);
+    let _ = server.stop(Duration::from_secs(10));
+    if result.is_err() {
+        eprintln!("--- ingot log (last lines) ---\n{tail}");
+    }
+    result
+}
+
+/// Incompressible bytes (the stored image's zstd is then as large as the raw one, so the
+/// bytes on the wire are what was asked for).
+fn image_bytes(mib: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut bytes: Vec<u8> = (0..mib << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    // A disk image: an MBR with one Linux partition over the rest (the import refuses raw
+    // files without a partition table).
+    bytes[..512].fill(0);
+    let sectors = u32::try_from((mib << 20) / 512).unwrap_or(u32::MAX);
+    let entry = &mut bytes[446..462];
+    entry[4] = 0x83;
+    entry[8..12].copy_from_slice(&2048u32.to_le_bytes());
+    entry[12..16].copy_from_slice(&sectors.saturating_sub(2048).to_le_bytes());
+    bytes[510] = 0x55;
+    bytes[511] = 0xaa;
+    bytes
+}
+
+fn import_image(bin: &Path, state: &Path, work: &Path, image: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(state)?;
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))?;
+    let raw = work.join("bench.raw");
+    std::fs::write(&raw, image)?;
+    let out = Command::new(bin)
+        .args(["image", "import"])
+        .arg(&raw)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .context("running ingot image import")?;
+    if !out.status.success() {
+        bail!(
+            "ingot image import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn config(
+    work: &Path,
+    state: &Path,
+    api_port: u16,
+    boot_port: u16,
+    agents: usize,
+) -> anyhow::Result<std::path::PathBuf> {
+    let kernel = work.join("vmlinuz");
+    let initramfs = work.join("initramfs.cpio.zst");
+    std::fs::write(&kernel, vec![1u8; 4096])?;
+    std::fs::write(&initramfs, vec![7u8; 1000])?;
+    let text = format!(
+        r#"api_listen = "127.0.0.1:{api_port}"
+database = "sqlite://{db}"
+state_dir = "{state}"
+enabled_hardware_types = ["manual"]
+
+[netboot]
+mode = "off"
+http_listen = "127.0.0.1:{boot_port}"
+agent_kernel = "{kernel}"
+agent_initramfs = "{initramfs}"
+
+[discovery]
+enabled = true
+rate_per_minute = {rate}
+burst = {agents}
+
+[conductor]
+max_concurrent_deploys = {agents}
+max_concurrent_cleanings = {agents}
+power_sync_interval_secs = 0
+
+[deploy]
+fast_track = true
+"#,
+        db = work.join("ingot.db").display(),
+        state = state.display(),
+        kernel = kernel.display(),
+        initramfs = initramfs.display(),
+        rate = agents.max(60) * 60,
+    );
+    let path = work.join("ingot.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// The API client with the microversion that shows every field used here.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("X-OpenStack-Ironic-API-Version", "1.96");
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("calling {path}"))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    /// Node UUID -> provision state.
+    async fn states(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut path = "/v1/nodes?fields=uuid,provision_state&limit=1000".to_owned();
+        loop {
+            let (s, v) = self.call(reqwest::Method::GET, &path, None).await?;
+            if s != 200 {
+                bail!("listing nodes: {s} {v}");
+            }
+            for n in v["nodes"].as_array().cloned().unwrap_or_default() {
+                out.push((
+                    n["uuid"].as_str().unwrap_or_default().to_owned(),
+                    n["provision_state"].as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+            match v["next"].as_str() {
+                Some(next) => {
+                    path = next
+                        .find("/v1/")
+                        .map(|i| next[i..].to_owned())
+                        .context("next link")?;
+                }
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Waits until `count` nodes are in `state`; the time it took.
+    async fn wait(&self, state: &str, count: usize, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let states = self.states().await?;
+            let there = states.iter().filter(|(_, s)| s == state).count();
+            if there >= count {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let mut by: std::collections::BTreeMap<&str, usize> = Default::default();
+                for (_, s) in &states {
+                    *by.entry(s.as_str()).or_default() += 1;
+                }
+                bail!("{there} of {count} nodes {state} after {limit:?}: {by:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Sends `verb` (with `body` extra) to every node, 32 at a time.
+    async fn all(&self, nodes: &[String], target: &str) -> anyhow::Result<()> {
+        use futures_util::StreamExt as _;
+        let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(nodes.iter())
+            .map(|uuid| async move {
+                let (s, v) = self
+                    .call(
+                        reqwest::Method::PUT,
+                        &format!("/v1/nodes/{uuid}/states/provision"),
+                        Some(json!({"target": target})),
+                    )
+                    .await?;
+                if s != 202 {
+                    bail!("{target} {uuid}: {s} {v}");
+                }
+                Ok(())
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+async fn drive(
+    args: &Args,
+    server: &ServerProcess,
+    boot_port: u16,
+    image: &[u8],
+) -> anyhow::Result<()> {
+    let n = args.agents;
+    let api = Api {
+        http: reqwest::Client::builder().no_proxy().build()?,
+        base: server.base_url.clone(),
+    };
+    let ticks = clock_ticks();
+    let pid = server.pid();
+    let idle = sample_tree(pid, ticks)?;
+    let boot = format!("http://127.0.0.1:{boot_port}");
+    let stats = Arc::new(Mutex::new(sim::Stats::default()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    println!(
+        "bench rack: {n} simulated machines, image {} MiB, one replica (SQLite), loopback",
+        args.image_mib
+    );
+    let mut phases: Vec<(String, Duration)> = Vec::new();
+    let t = Instant::now();
+    let mut machines = Vec::new();
+    for i in 0..n {
+        let ctl = agent::run::client::HttpController::with_source(
+            std::slice::from_ref(&boot),
+            None,
+            sim::source(i),
+        )?;
+        machines.push(tokio::spawn(sim::run(
+            i,
+            ctl,
+            stats.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    let long = Duration::from_secs(120 + n as u64 / 2);
+    api.wait("enroll", n, long).await.context("discovery")?;
+    phases.push(("discover".into(), t.elapsed()));
+    let nodes: Vec<String> = api.states().await?.into_iter().map(|(u, _)| u).collect();
+    let t = Instant::now();
+    api.all(&nodes, "manage").await?;
+    api.wait("manageable", n, long).await.context("manage")?;
+    phases.push(("manage".into(), t.elapsed()));
+    let t = Instant::now();
+    api.all(&nodes, "provide").await?;
+    api.wait("available", n, long).await.context("clean")?;
+    phases.push(("clean (provide)".into(), t.elapsed()));
+    for uuid in &nodes {
+        let (s, v) = api
+            .call(
+                reqwest::Method::PATCH,
+                &format!("/v1/nodes/{uuid}"),
+                Some(json!([
+                    {"op": "add", "path": "/instance_info/image_source", "value": "ingot://bench"},
+                    {"op": "add", "path": "/instance_info/root_gb", "value": 1}
+                ])),
+            )
+            .await?;
+        if s != 200 {
+            bail!("setting the image of {uuid}: {s} {v}");
+        }
+    }
+    let t = Instant::now();
+    api.all(&nodes, "active").await?;
+    api.wait("active", n, long).await.context("deploy")?;
+    let deploy = t.elapsed();
+    phases.push(("deploy".into(), deploy));
+    let t = Instant::now();
+    api.all(&nodes, "deleted").await?;
+    api.wait("available", n, long).await.context("undeploy")?;
+    phases.push(("release (undeploy + clean)".into(), t.elapsed()));
+    let busy = sample_tree(pid, ticks)?;
+    let hwm_kib = peak_rss_kib(pid);
+    let _ = stop_tx.send(true);
+    for m in machines {
+        let _ = m.await;
+    }
+
+    // Loopback's ceiling for the same downloader, as many fetches at once.
+    let ceiling = loopback_ceiling(image, n).await?;
+    let s = stats.lock().unwrap_or_else(|e| e.into_inner());
+    let mut calls = s.calls_us.clone();
+    calls.sort_unstable();
+    let first = s.fetches.iter().map(|f| f.0).min();
+    let last = s.fetches.iter().map(|f| f.1).max();
+    let fanout = match (first, last) {
+        (Some(a), Some(b)) if b > a => s.image_bytes as f64 / (b - a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let cpu = busy.cpu_secs - idle.cpu_secs;
+    let per100 = 100.0 / n as f64;
+    println!();
+    for (name, d) in &phases {
+        println!("  {name:<28} {:>9.2} s", d.as_secs_f64());
+    }
+    println!(
+        "  controller CPU               {cpu:>9.2} s ({:.3} s per 100 machines)",
+        cpu * per100
+    );
+    println!(
+        "  controller peak RSS          {:>9.1} MiB ({:.1} MiB per 100 machines)",
+        hwm_kib as f64 / 1024.0,
+        hwm_kib as f64 / 1024.0 * per100
+    );
+    println!(
+        "  agent API calls              {:>9} (lookups + reports) p50 {:.1} ms  p99 {:.1} ms  (target p99 < 50 ms)",
+        calls.len(),
+        percentile(&calls, 0.50),
+        percentile(&calls, 0.99)
+    );
+    for (name, v) in [("lookups", &s.lookups_us), ("reports", &s.reports_us)] {
+        let mut v = v.clone();
+        v.sort_unstable();
+        println!(
+            "    {name:<26} {:>9} p50 {:.1} ms  p99 {:.1} ms",
+            v.len(),
+            percentile(&v, 0.50),
+            percentile(&v, 0.99)
+        );
+    }
+    println!(
+        "  image fan-out                {:>9.1} MiB/s ({} fetches, {:.1} MiB)",
+        fanout / 1048576.0,
+        s.fetches.len(),
+        s.image_bytes as f64 / 1048576.0
+    );
+    println!(
+        "  loopback ceiling             {:>9.1} MiB/s (kernel: TCP from memory, 1 MiB calls) -> {:.0}% (target >= 80%)",
+        ceiling / 1048576.0,
+        if ceiling > 0.0 {
+            100.0 * fanout / ceiling
+        } else {
+            0.0
+        }
+    );
+    println!("  errors                       {:>9}", s.errors);
+    for e in &s.error_samples {
+        println!("    {e}");
+    }
+    let results = json!({
+        "agents": n, "image_mib": args.image_mib,
+        "phases_s": phases.iter().map(|(k, d)| (k.clone(), d.as_secs_f64())).collect::<std::collections::BTreeMap<_, _>>(),
+        "controller_cpu_s": cpu, "controller_peak_rss_kib": hwm_kib,
+        "agent_api_p50_ms": percentile(&calls, 0.5), "agent_api_p99_ms": percentile(&calls, 0.99),
+        "image_fanout_bps": fanout, "loopback_ceiling_bps": ceiling, "errors": s.errors,
+    });
+    let out = target_dir().join("bench-rack").join("results.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
+    println!("figures written to {}", out.display());
+    if s.errors > 0 {
+        bail!("{} errors during the run", s.errors);
+    }
+    Ok(())
+}
+
+/// `VmHWM` of the process, KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Loopback's ceiling: `count` TCP connections at once (at most 64 threads each side),
+/// each carrying `image` from memory to a reader that discards it, 1 MiB per system call;
+/// bytes per second over the whole. No HTTP, no TLS: what the kernel moves.
+async fn loopback_ceiling(image: &[u8], count: usize) -> anyhow::Result<f64> {
+    let image = Arc::new(image.to_vec());
+    tokio::task::spawn_blocking(move || raw_ceiling(&image, count))
+        .await
+        .context("joining the ceiling run")?
+}
+
+fn raw_ceiling(image: &Arc<Vec<u8>>, count: usize) -> anyhow::Result<f64> {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let lanes = count.clamp(1, 64);
+    let per_lane = count.div_ceil(lanes);
+    let started = Instant::now();
+    let total = std::thread::scope(|s| -> anyhow::Result<u64> {
+        let server = s.spawn(|| {
+            let mut writers = Vec::new();
+            for _ in 0..lanes {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    break;
+                };
+                let image = image.clone();
+                writers.push(std::thread::spawn(move || {
+                    for _ in 0..per_lane {
+                        for chunk in image.chunks(1 << 20) {
+                            if conn.write_all(chunk).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }));
+            }
+            for w in writers {
+                let _ = w.join();
+            }
+        });
+        let readers: Vec<_> = (0..lanes)
+            .map(|_| {
+                s.spawn(move || -> anyhow::Result<u64> {
+                    let mut conn = std::net::TcpStream::connect(addr)?;
+                    let mut buf = vec![0u8; 1 << 20];
+                    let mut got = 0u64;
+                    loop {
+                        match conn.read(&mut buf)? {
+                            0 => return Ok(got),
+                            n => got += n as u64,
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for r in readers {
+            total += r.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        }
+        let _ = server.join();
+        Ok(total)
+    })?;
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
