@@ -132,6 +132,10 @@ pub async fn run(
 ) {
     let req = lookup_request(i);
     let record = |what: String| stats.lock().unwrap_or_else(|e| e.into_inner()).error(what);
+    // Refused lookups in a row: a machine the controller did not boot into the agent (in
+    // its OS, or powered off) looks up again after a growing pause (0.3 s to 2 s), as a
+    // real one would only at its next boot.
+    let mut refused = 0u32;
     'boot: loop {
         if *stop.borrow() {
             return;
@@ -139,7 +143,10 @@ pub async fn run(
         // A fresh boot: no token until a lookup gives one.
         let session = match timed(&stats, true, ctl.lookup(&req, None)).await {
             Ok(r) => match r.token {
-                Some(token) => (r.node_uuid, token, r.heartbeat_timeout_secs),
+                Some(token) => {
+                    refused = 0;
+                    (r.node_uuid, token, r.heartbeat_timeout_secs)
+                }
                 None => {
                     record(format!("machine {i}: lookup without a token"));
                     pause(&mut stop, Duration::from_secs(1)).await;
@@ -149,7 +156,9 @@ pub async fn run(
             // No agent expected now (the node is active, or the boot window is not open
             // yet): a real machine would sit in its OS or in iPXE; try again soon.
             Err(CallError::Status(409 | 403 | 404, _)) => {
-                pause(&mut stop, Duration::from_millis(300)).await;
+                refused += 1;
+                let ms = (300u64 << refused.min(3)).min(2_000);
+                pause(&mut stop, Duration::from_millis(ms)).await;
                 continue;
             }
             Err(CallError::TooManyRequests(d)) => {
