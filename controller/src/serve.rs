@@ -169,6 +169,7 @@ pub async fn build_with_clock(
             })),
             // Other replicas queue commands too: a long-poll looks at the store each second.
             poll_every: sql_store.is_shared().then_some(HUB_POLL_SHARED),
+            record_seen: sql_store.is_shared(),
         },
     );
     let sql: Arc<dyn Store> = sql_store;

@@ -18,6 +18,8 @@
 //! - [`browser`]: the pinned Playwright and Debian's chromium, for console tests.
 //! - [`tls`]: `ingot certs init` and the `[tls]` table for an `ingot serve` in a lab (on
 //!   unless `QEMU_TESTS_TLS=off`, for measurements).
+//! - [`pg::PgServer`]: a throw-away PostgreSQL server on 127.0.0.1 (store and replica
+//!   tests, the rack bench's replicas).
 //! - [`site_dhcp::SiteDhcp`]: a site DHCP server (dnsmasq, addresses only) in a second
 //!   namespace on the lab bridge, for proxy-DHCP tests.
 //!
@@ -33,6 +35,7 @@ pub mod forward;
 pub mod marker_disk;
 pub mod metrics_check;
 pub mod netns;
+pub mod pg;
 pub mod power;
 pub mod rack;
 pub mod serial;

@@ -85,6 +85,9 @@ pub struct HubOptions {
     /// How often a long-poll re-reads the store for commands other replicas queued
     /// (`None`: only this replica queues, its wake-ups suffice).
     pub poll_every: Option<Duration>,
+    /// Write agents' signs of life to the store (other replicas' timers and fast track read
+    /// them); off for a single process, which hears every sign itself.
+    pub record_seen: bool,
 }
 
 /// Agent sessions and their command queues. Share as `Arc<AgentHub>`.
@@ -473,7 +476,7 @@ impl AgentHub {
     /// Marks the live session as heard from now (written to the store at most every few
     /// seconds, for the other replicas' timers and fast track).
     pub async fn touch(&self, node: Uuid) -> Result<(), StoreError> {
-        if self.seen_locally(node, false) {
+        if self.seen_locally(node, false) && self.options.record_seen {
             self.store.touch_agent_session(node, Utc::now()).await?;
         }
         Ok(())

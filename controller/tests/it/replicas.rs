@@ -18,8 +18,8 @@ use proto::protocol::{Command, LookupRequest, Report};
 use proto::{Interface, Inventory, WipeReport};
 use serde_json::{Value, json};
 
-use crate::store::pg::PgServer;
 use crate::support::{Serve, dummy_agent_files, free_port};
+use qemu_tests::pg::PgServer;
 
 const REPLICAS: usize = 3;
 const NODES: usize = 24;
@@ -188,7 +188,7 @@ async fn a_killed_replicas_deploys_and_cleanings_finish_on_the_survivors() {
     let Some(pg) = PgServer::shared() else {
         return;
     };
-    let db = pg.create_database().await;
+    let db = pg.create_database();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let c = reqwest::Client::new();
     // Replicas share the keys of the secrets at rest (the queued commands are sealed with

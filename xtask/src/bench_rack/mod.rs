@@ -31,12 +31,15 @@ use crate::paths::{cargo, target_dir};
 use crate::proc_stats::{clock_ticks, sample_tree};
 use crate::server::{ServerProcess, free_port};
 
-const USAGE: &str = "usage: cargo xtask bench rack [--agents N] [--image-mib M] [--no-build]";
+const USAGE: &str =
+    "usage: cargo xtask bench rack [--agents N] [--image-mib M] [--replicas 1|3] [--no-build]";
 
 #[derive(Debug)]
 struct Args {
     agents: usize,
     image_mib: usize,
+    /// 1: SQLite; more: PostgreSQL started by the bench.
+    replicas: usize,
     no_build: bool,
 }
 
@@ -44,6 +47,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
     let mut out = Args {
         agents: 100,
         image_mib: 4,
+        replicas: 1,
         no_build: false,
     };
     let mut it = args.iter();
@@ -61,6 +65,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
         match arg.as_str() {
             "--agents" => out.agents = number("--agents", 20_000)?,
             "--image-mib" => out.image_mib = number("--image-mib", 1024)?,
+            "--replicas" => out.replicas = number("--replicas", 8)?,
             "--no-build" => out.no_build = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -96,29 +101,72 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .build()
         .context("building the tokio runtime")?;
     let image = image_bytes(args.image_mib);
-    let state = work.join("state");
-    import_image(&bin, &state, &work, &image)?;
-    let (api_port, boot_port) = (free_port()?, free_port()?);
-    let config = config(&work, &state, api_port, boot_port, args.agents)?;
-    let mut cmd = Command::new(&bin);
-    cmd.arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .env("INGOT_LOG", "warn");
-    let server = ServerProcess::spawn(
-        "ingot",
-        cmd,
-        api_port,
-        work.join("ingot.log"),
-        Duration::from_secs(30),
-    )?;
-    let result = runtime.block_on(drive(&args, &server, boot_port, &image));
-    let tail = server.log_tail(20);
-    let _ = server.stop(Duration::from_secs(10));
-    if result.is_err() {
-        eprintln!("--- ingot log (last lines) ---\n{tail}");
+    let pg = if args.replicas > 1 {
+        Some(qemu_tests::pg::PgServer::shared().context("PostgreSQL is not installed")?)
+    } else {
+        None
+    };
+    let database = match &pg {
+        Some(pg) => pg.create_database(),
+        None => format!("sqlite://{}", work.join("ingot.db").display()),
+    };
+    let mut servers: Vec<ServerProcess> = Vec::new();
+    let mut boot_urls = Vec::new();
+    let first_state = work.join("r0").join("state");
+    for r in 0..args.replicas {
+        let dir = work.join(format!("r{r}"));
+        let state = dir.join("state");
+        if r == 0 {
+            import_image(&bin, &state, &dir, &image)?;
+        } else {
+            share_state(&first_state, &state)?;
+        }
+        let (api_port, boot_port) = (free_port()?, free_port()?);
+        let config = config(&dir, &state, &database, r, api_port, boot_port, args.agents)?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("INGOT_LOG", "warn");
+        servers.push(ServerProcess::spawn(
+            "ingot",
+            cmd,
+            api_port,
+            dir.join("ingot.log"),
+            Duration::from_secs(30),
+        )?);
+        boot_urls.push(format!("http://127.0.0.1:{boot_port}"));
     }
+    let pg_pid = pg.as_ref().map(|p| p.pid());
+    let result = runtime.block_on(drive(&args, &servers, &boot_urls, &image, pg_pid));
+    for server in servers {
+        let tail = server.log_tail(20);
+        let _ = server.stop(Duration::from_secs(10));
+        if result.is_err() {
+            eprintln!("--- ingot log (last lines) ---\n{tail}");
+        }
+    }
+    drop(pg);
     result
+}
+
+/// A replica's state dir: the first one's keys (queued commands and BMC secrets are sealed
+/// with `secrets.key`, image URLs signed with `image-url.key`) and its images directory
+/// (replicas serve images from one shared directory).
+fn share_state(first: &Path, state: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(state)?;
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))?;
+    for key in ["secrets.key", "image-url.key"] {
+        let from = first.join(key);
+        if from.exists() {
+            std::fs::copy(&from, state.join(key))
+                .with_context(|| format!("copying {}", from.display()))?;
+        }
+    }
+    std::os::unix::fs::symlink(first.join("images"), state.join("images"))
+        .context("sharing the images directory")?;
+    Ok(())
 }
 
 /// Incompressible bytes (the stored image's zstd is then as large as the raw one, so the
@@ -171,6 +219,8 @@ fn import_image(bin: &Path, state: &Path, work: &Path, image: &[u8]) -> anyhow::
 fn config(
     work: &Path,
     state: &Path,
+    database: &str,
+    replica: usize,
     api_port: u16,
     boot_port: u16,
     agents: usize,
@@ -181,8 +231,9 @@ fn config(
     std::fs::write(&initramfs, vec![7u8; 1000])?;
     let text = format!(
         r#"api_listen = "127.0.0.1:{api_port}"
-database = "sqlite://{db}"
+database = "{database}"
 state_dir = "{state}"
+conductor_name = "r{replica}"
 enabled_hardware_types = ["manual"]
 
 [netboot]
@@ -204,7 +255,6 @@ power_sync_interval_secs = 0
 [deploy]
 fast_track = true
 "#,
-        db = work.join("ingot.db").display(),
         state = state.display(),
         kernel = kernel.display(),
         initramfs = initramfs.display(),
@@ -215,10 +265,11 @@ fast_track = true
     Ok(path)
 }
 
-/// The API client with the microversion that shows every field used here.
+/// The API client with the microversion that shows every field used here; verbs go to
+/// the replicas in turn (any replica takes any request).
 struct Api {
     http: reqwest::Client,
-    base: String,
+    bases: Vec<String>,
 }
 
 impl Api {
@@ -228,9 +279,20 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<(u16, Value)> {
+        self.call_at(0, method, path, body).await
+    }
+
+    async fn call_at(
+        &self,
+        replica: usize,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let base = &self.bases[replica % self.bases.len()];
         let mut req = self
             .http
-            .request(method, format!("{}{path}", self.base))
+            .request(method, format!("{base}{path}"))
             .header("X-OpenStack-Ironic-API-Version", "1.96");
         if let Some(b) = body {
             req = req.json(&b);
@@ -294,13 +356,15 @@ impl Api {
         }
     }
 
-    /// Sends `verb` (with `body` extra) to every node, 32 at a time.
+    /// Sends the provision verb `target` to every node, 32 at a time, node `k` through
+    /// replica `k` (in turn).
     async fn all(&self, nodes: &[String], target: &str) -> anyhow::Result<()> {
         use futures_util::StreamExt as _;
-        let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(nodes.iter())
-            .map(|uuid| async move {
+        let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(nodes.iter().enumerate())
+            .map(|(k, uuid)| async move {
                 let (s, v) = self
-                    .call(
+                    .call_at(
+                        k,
                         reqwest::Method::PUT,
                         &format!("/v1/nodes/{uuid}/states/provision"),
                         Some(json!({"target": target})),
@@ -326,36 +390,79 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
+/// CPU seconds of all the servers' process trees.
+fn cpu_of(servers: &[ServerProcess], ticks: f64) -> anyhow::Result<f64> {
+    let mut cpu = 0.0;
+    for s in servers {
+        cpu += sample_tree(s.pid(), ticks)?.cpu_secs;
+    }
+    Ok(cpu)
+}
+
+/// Waits until every replica sees all of them alive (the ring is then complete a
+/// heartbeat later).
+async fn wait_replicas(api: &Api, count: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for r in 0..api.bases.len() {
+        loop {
+            let (s, v) = api
+                .call_at(r, reqwest::Method::GET, "/v1/conductors", None)
+                .await?;
+            let alive = v["conductors"].as_array().map_or(0, |l| {
+                l.iter().filter(|c| c["alive"] == json!(true)).count()
+            });
+            if s == 200 && alive == count {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("replica {r} sees {alive} of {count} alive: {v}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    Ok(())
+}
+
 async fn drive(
     args: &Args,
-    server: &ServerProcess,
-    boot_port: u16,
+    servers: &[ServerProcess],
+    boot_urls: &[String],
     image: &[u8],
+    pg: Option<u32>,
 ) -> anyhow::Result<()> {
     let n = args.agents;
     let api = Api {
         http: reqwest::Client::builder().no_proxy().build()?,
-        base: server.base_url.clone(),
+        bases: servers.iter().map(|s| s.base_url.clone()).collect(),
     };
+    if servers.len() > 1 {
+        wait_replicas(&api, servers.len()).await?;
+    }
     let ticks = clock_ticks();
-    let pid = server.pid();
-    let idle = sample_tree(pid, ticks)?;
-    let boot = format!("http://127.0.0.1:{boot_port}");
+    let idle = cpu_of(servers, ticks)?;
+    let pg_idle = pg.map(|pid| sample_tree(pid, ticks)).transpose()?;
     let stats = Arc::new(Mutex::new(sim::Stats::default()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let store = if servers.len() > 1 {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     println!(
-        "bench rack: {n} simulated machines, image {} MiB, one replica (SQLite), loopback",
-        args.image_mib
+        "bench rack: {n} simulated machines, image {} MiB, {} replica(s) on {store}, loopback",
+        args.image_mib,
+        servers.len()
     );
     let mut phases: Vec<(String, Duration)> = Vec::new();
     let t = Instant::now();
     let mut machines = Vec::new();
     for i in 0..n {
-        let ctl = agent::run::client::HttpController::with_source(
-            std::slice::from_ref(&boot),
-            None,
-            sim::source(i),
-        )?;
+        // Each machine starts at another replica and moves on when it stops answering.
+        let urls: Vec<String> = (0..boot_urls.len())
+            .map(|k| boot_urls[(i + k) % boot_urls.len()].clone())
+            .collect();
+        let ctl = agent::run::client::HttpController::with_source(&urls, None, sim::source(i))?;
         machines.push(tokio::spawn(sim::run(
             i,
             ctl,
@@ -399,8 +506,9 @@ async fn drive(
     api.all(&nodes, "deleted").await?;
     api.wait("available", n, long).await.context("undeploy")?;
     phases.push(("release (undeploy + clean)".into(), t.elapsed()));
-    let busy = sample_tree(pid, ticks)?;
-    let hwm_kib = peak_rss_kib(pid);
+    let busy = cpu_of(servers, ticks)?;
+    let pg_busy = pg.map(|pid| sample_tree(pid, ticks)).transpose()?;
+    let hwm_kib: u64 = servers.iter().map(|s| peak_rss_kib(s.pid())).sum();
     let _ = stop_tx.send(true);
     for m in machines {
         let _ = m.await;
@@ -417,7 +525,7 @@ async fn drive(
         (Some(a), Some(b)) if b > a => s.image_bytes as f64 / (b - a).as_secs_f64(),
         _ => 0.0,
     };
-    let cpu = busy.cpu_secs - idle.cpu_secs;
+    let cpu = busy - idle;
     let per100 = 100.0 / n as f64;
     println!();
     for (name, d) in &phases {
@@ -427,6 +535,15 @@ async fn drive(
         "  controller CPU               {cpu:>9.2} s ({:.3} s per 100 machines)",
         cpu * per100
     );
+    if let (Some(a), Some(b)) = (pg_idle, pg_busy) {
+        let db = b.cpu_secs - a.cpu_secs;
+        println!(
+            "  PostgreSQL CPU               {db:>9.2} s ({:.3} s per 100 machines; RSS {:.1} MiB over {} processes)",
+            db * per100,
+            b.rss_kib as f64 / 1024.0,
+            b.processes
+        );
+    }
     println!(
         "  controller peak RSS          {:>9.1} MiB ({:.1} MiB per 100 machines)",
         hwm_kib as f64 / 1024.0,
@@ -468,13 +585,16 @@ async fn drive(
         println!("    {e}");
     }
     let results = json!({
-        "agents": n, "image_mib": args.image_mib,
+        "agents": n, "image_mib": args.image_mib, "replicas": servers.len(),
         "phases_s": phases.iter().map(|(k, d)| (k.clone(), d.as_secs_f64())).collect::<std::collections::BTreeMap<_, _>>(),
-        "controller_cpu_s": cpu, "controller_peak_rss_kib": hwm_kib,
+        "controller_cpu_s": cpu,
+        "postgres_cpu_s": match (pg_idle, pg_busy) { (Some(a), Some(b)) => json!(b.cpu_secs - a.cpu_secs), _ => Value::Null }, "controller_peak_rss_kib": hwm_kib,
         "agent_api_p50_ms": percentile(&calls, 0.5), "agent_api_p99_ms": percentile(&calls, 0.99),
         "image_fanout_bps": fanout, "loopback_ceiling_bps": ceiling, "errors": s.errors,
     });
-    let out = target_dir().join("bench-rack").join("results.json");
+    let out = target_dir()
+        .join("bench-rack")
+        .join(format!("results-{}.json", servers.len()));
     std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
     println!("figures written to {}", out.display());
     if s.errors > 0 {

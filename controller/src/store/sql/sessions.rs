@@ -216,6 +216,18 @@ impl AgentSessions for SqlStore {
         session: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<(Uuid, String)>, StoreError> {
+        // Most long-polls find nothing: ask a reader first, so they never queue for the
+        // writer (SQLite has one).
+        let peek = "SELECT 1 FROM agent_commands WHERE node_uuid = $1 AND state = 'queued' LIMIT 1";
+        let any: Option<(i32,)> = with_db!(self, read, |pool| {
+            sqlx::query_as(peek)
+                .bind(node.to_string())
+                .fetch_optional(pool)
+                .await?
+        });
+        if any.is_none() {
+            return Ok(None);
+        }
         let sql = "UPDATE agent_commands SET state = 'sent', session_hash = $2, updated_at = $3 \
                    WHERE id = (SELECT c.id FROM agent_commands c WHERE c.node_uuid = $1 \
                    AND c.state = 'queued' ORDER BY c.seq LIMIT 1) \
@@ -241,6 +253,19 @@ impl AgentSessions for SqlStore {
         session: &str,
         at: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
+        // Every idle heartbeat asks; almost always nothing was lost: a reader says so.
+        let peek = "SELECT 1 FROM agent_commands WHERE node_uuid = $1 AND session_hash = $2 \
+                    AND state = 'sent' LIMIT 1";
+        let any: Option<(i32,)> = with_db!(self, read, |pool| {
+            sqlx::query_as(peek)
+                .bind(node.to_string())
+                .bind(session)
+                .fetch_optional(pool)
+                .await?
+        });
+        if any.is_none() {
+            return Ok(0);
+        }
         let sql = "UPDATE agent_commands SET state = 'queued', session_hash = NULL, \
                    updated_at = $3 WHERE node_uuid = $1 AND session_hash = $2 AND state = 'sent'";
         Ok(with_db!(self, write, |pool| {

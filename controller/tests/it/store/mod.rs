@@ -1,5 +1,6 @@
 //! The store test suite, written once and run against real databases: SQLite in a
-//! temporary directory and a PostgreSQL server the harness starts itself (`pg.rs`).
+//! temporary directory and a PostgreSQL server the harness starts itself
+//! (`qemu_tests::pg`).
 //!
 //! Run: `cargo test -p controller --test it store::`. For the timing figures:
 //! `CARGO_PROFILE_DEV_PACKAGE_CONTROLLER_OPT_LEVEL=3 cargo test -p controller --test it store::
@@ -7,11 +8,11 @@
 
 mod cases;
 mod fixtures;
-pub(crate) mod pg;
 
 use std::sync::Arc;
 
 use controller::store::SqlStore;
+use qemu_tests::pg;
 
 /// An open store on a fresh database, plus what keeps that database alive.
 pub struct Db {
@@ -42,7 +43,7 @@ impl Db {
         let server = tokio::task::spawn_blocking(pg::PgServer::shared)
             .await
             .expect("start postgres")?;
-        let url = server.create_database().await;
+        let url = server.create_database();
         let store = SqlStore::connect(&url).await.expect("open postgres store");
         assert_eq!(store.backend_name(), "postgres");
         Some(Db {

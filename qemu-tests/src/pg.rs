@@ -1,4 +1,5 @@
-//! A throw-away PostgreSQL server for the store tests.
+//! A throw-away PostgreSQL server for the store tests, the replica tests and `cargo xtask
+//! bench rack --replicas 3`.
 //!
 //! The server is started from the local binaries (`initdb`, `postgres` on `PATH` or under
 //! `/usr/lib/postgresql/*/bin`), in a temporary directory, listening on 127.0.0.1 at a free
@@ -13,14 +14,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use sqlx::Connection;
-
 static SERVER: Mutex<Weak<PgServer>> = Mutex::new(Weak::new());
 
 /// A running PostgreSQL server, stopped on drop.
 pub struct PgServer {
     child: Child,
     port: u16,
+    bin: PathBuf,
     next_db: AtomicU32,
     log: PathBuf,
     // Dropped last: removes the data directory once the server is gone.
@@ -103,6 +103,7 @@ impl PgServer {
         let mut server = PgServer {
             child,
             port,
+            bin: bin.to_path_buf(),
             next_db: AtomicU32::new(0),
             log,
             _dir: dir,
@@ -135,21 +136,35 @@ impl PgServer {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The server's process id (its backends are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, database: &str) -> String {
         format!("postgres://ingot@127.0.0.1:{}/{database}", self.port)
     }
 
-    /// Creates a fresh, empty database and returns its URL.
-    pub async fn create_database(&self) -> String {
+    /// Creates a fresh, empty database (`createdb`) and returns its URL.
+    pub fn create_database(&self) -> String {
         let name = format!("t{}", self.next_db.fetch_add(1, Ordering::SeqCst));
-        let mut conn = sqlx::PgConnection::connect(&self.url("postgres"))
-            .await
-            .expect("connect to postgres");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .expect("create database");
-        conn.close().await.expect("close admin connection");
+        let out = Command::new(self.bin.join("createdb"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "ingot",
+                &name,
+            ])
+            .output()
+            .expect("run createdb");
+        assert!(
+            out.status.success(),
+            "createdb {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         self.url(&name)
     }
 }
@@ -219,7 +234,7 @@ fn run_as_user() -> Option<(u32, u32)> {
 /// newest `/usr/lib/postgresql/<version>/bin`.
 fn find_bin_dir() -> Option<PathBuf> {
     let has_all = |dir: &Path| {
-        ["initdb", "postgres"]
+        ["initdb", "postgres", "createdb"]
             .iter()
             .all(|bin| dir.join(bin).is_file())
     };
