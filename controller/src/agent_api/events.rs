@@ -79,8 +79,10 @@ pub(super) async fn events(
 ) -> Result<StatusCode, AgentError> {
     let Json(rep) = body.map_err(bad_json)?;
     let node = rep.node_uuid;
+    let t0 = std::time::Instant::now();
     let session = authorize(&st, &headers, node).await?;
     st.hub.touch(node).await?;
+    let t_auth = t0.elapsed();
     let unknown = || {
         AgentError::new(
             StatusCode::NOT_FOUND,
@@ -147,10 +149,14 @@ pub(super) async fn events(
         (Command::Wipe { .. }, _) => ("wipe", None),
         _ => ("stream", None),
     };
-    match store_result(&st, node, &command, event).await {
+    let t_claim = t0.elapsed();
+    let stored = store_result(&st, node, &command, event).await;
+    let t_store = t0.elapsed();
+    match stored {
         Ok(()) => {
             st.metrics.agent_done(rep.command_id, phase, final_bytes);
             st.hub.result_stored(rep.command_id).await?;
+            tracing::debug!(node = %node, auth = ?t_auth, claim = ?t_claim, store = ?t_store, done = ?t0.elapsed(), "result timing");
             if matches!(command, Command::Reboot | Command::PowerOff) {
                 st.hub.session_ended(node).await?;
             }
@@ -263,7 +269,7 @@ async fn finish(
     wait_state: &str,
     result: Result<(), String>,
 ) -> Result<(), AgentError> {
-    for _ in 0..500 {
+    for tries in 0..500 {
         match st.store.get_node_by_uuid(node).await? {
             Some(n) if n.provision_state == wait_state => {}
             // The task that sent the command has not saved the wait state yet (a fast agent
@@ -282,7 +288,10 @@ async fn finish(
             None => return Ok(()),
         }
         match st.conductor.agent_finished(node, result.clone()).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                tracing::debug!(node = %node, tries, "result handed to the conductor");
+                return Ok(());
+            }
             Err(ConductorError::Locked { .. }) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -124,10 +124,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let (api_port, boot_port) = (free_port()?, free_port()?);
         let config = config(&dir, &state, &database, r, api_port, boot_port, args.agents)?;
         let mut cmd = Command::new(&bin);
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("INGOT_LOG", "warn");
+        cmd.arg("serve").arg("--config").arg(&config).env(
+            "INGOT_LOG",
+            std::env::var("BENCH_RACK_LOG").unwrap_or_else(|_| "warn".into()),
+        );
         servers.push(ServerProcess::spawn(
             "ingot",
             cmd,

@@ -197,10 +197,16 @@ pub async fn run(
             };
             let report = match &command {
                 Command::Wait { .. } => continue,
-                Command::Wipe { .. } => Report::Succeeded {
-                    inventory: None,
-                    detail: Some(wiped(i)),
-                },
+                Command::Wipe { .. } => {
+                    // A metadata wipe of a real disk takes a moment (0.2-0.7 s here); an
+                    // instant answer would race the conductor's own commit of the wait.
+                    let ms = 200 + (i as u64 * 7919) % 500;
+                    pause(&mut stop, Duration::from_millis(ms)).await;
+                    Report::Succeeded {
+                        inventory: None,
+                        detail: Some(wiped(i)),
+                    }
+                }
                 Command::Inspect => Report::Succeeded {
                     inventory: Some(Box::new(req.inventory.clone())),
                     detail: None,
