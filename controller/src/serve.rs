@@ -196,7 +196,7 @@ pub async fn build_with_clock(
             conductor_group: config.conductor_group.clone(),
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,
-            listen: listen_addresses(config),
+            listen: listen_addresses(config, https_url.as_deref().unwrap_or(&base_url)),
             clock,
             ..ConductorConfig::default()
         },
@@ -249,6 +249,10 @@ pub async fn build_with_clock(
             ca_sha256: https.as_ref().map(|h| h.ca_sha256.clone()),
         }),
         fast_track: hub.fast_track_enabled(),
+        replicas: boot_http::Replicas {
+            me: config.conductor_name.clone(),
+            heartbeat_timeout: config.heartbeat_timeout,
+        },
     });
     let agent_side = agent_api::router(AgentApiState {
         store: store.clone(),
@@ -334,7 +338,10 @@ fn lock_instance(config: &Config) -> anyhow::Result<Option<InstanceLock>> {
 }
 
 /// The addresses `/v1/conductors` shows: the operator API's and the provisioning side's.
-fn listen_addresses(config: &Config) -> Vec<String> {
+/// What a conductor registers as its listen addresses, with `url AGENT_URL`: the URL its
+/// agents talk to, which the other replicas' iPXE scripts hand out too
+/// (`boot_http::replica_urls`).
+fn listen_addresses(config: &Config, agent_url: &str) -> Vec<String> {
     let mut out = vec![format!("api {}", config.api_listen)];
     if let Some(a) = config.boot_http_listen {
         out.push(format!("boot {a}"));
@@ -342,6 +349,7 @@ fn listen_addresses(config: &Config) -> Vec<String> {
     if let Some(a) = config.tls.as_ref().and_then(|t| t.provisioning_listen) {
         out.push(format!("agent {a}"));
     }
+    out.push(format!("{} {agent_url}", crate::boot_http::URL_KIND));
     out
 }
 

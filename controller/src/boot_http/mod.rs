@@ -92,6 +92,56 @@ pub struct BootHttpState {
     pub config: Arc<BootHttpConfig>,
     /// `[deploy] fast_track`: the idle states boot the agent too (as its lookup is answered).
     pub fast_track: bool,
+    /// Which conductor this is, to name the other live replicas' agent URLs in the script.
+    pub replicas: Replicas,
+}
+
+/// This conductor among the replicas (`conductors` table).
+#[derive(Debug, Clone)]
+pub struct Replicas {
+    /// `conductor_name`.
+    pub me: String,
+    /// `[conductor] heartbeat_timeout_secs`: older replicas are not handed out.
+    pub heartbeat_timeout: std::time::Duration,
+}
+
+/// The kind of the `listen` entry of a conductor that holds its agents' URL.
+pub const URL_KIND: &str = "url";
+
+/// The most `ingot.url=` an agent accepts (`agent::cmdline`).
+const MAX_AGENT_URLS: usize = 8;
+
+/// PURE: the agent URLs of the other live replicas, for `ingot.url=` after this one's own:
+/// registered as `url URL` in their `listen`, alive at `now`, none already named in
+/// `already`, so that the agent gets at most [`MAX_AGENT_URLS`] in all (it refuses more).
+pub fn replica_urls(
+    conductors: &[crate::model::ConductorRecord],
+    me: &Replicas,
+    now: chrono::DateTime<chrono::Utc>,
+    already: &[String],
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in conductors {
+        if c.hostname == me.me || !c.alive(now, me.heartbeat_timeout) {
+            continue;
+        }
+        for entry in &c.listen {
+            let Some(url) = entry
+                .strip_prefix(URL_KIND)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .map(|u| u.trim_end_matches('/').to_owned())
+            else {
+                continue;
+            };
+            if already.len() + out.len() >= MAX_AGENT_URLS {
+                return out;
+            }
+            if !already.contains(&url) && !out.contains(&url) && ipxe::check_arg(&url).is_ok() {
+                out.push(url);
+            }
+        }
+    }
+    out
 }
 
 /// The boot routes.
@@ -122,6 +172,7 @@ fn plan_for(
     cfg: &BootHttpConfig,
     boot: Boot,
     platform: Option<Platform>,
+    replicas: &[String],
 ) -> Result<BootPlan, String> {
     Ok(match boot {
         Boot::Agent => {
@@ -142,6 +193,7 @@ fn plan_for(
             }
             a = a
                 .with_extra_args(&cfg.extra_args)
+                .and_then(|a| a.with_extra_args(replicas.iter().map(|u| format!("ingot.url={u}"))))
                 .map_err(|e| e.to_string())?;
             BootPlan::Agent(a)
         }
@@ -170,7 +222,23 @@ async fn script(State(st): State<BootHttpState>, Query(q): Query<ScriptQuery>) -
         st.fast_track,
     );
     tracing::info!(mac = ?q.mac, node = ?state.as_ref().map(|s| s.0), ?boot, "boot script");
-    match plan_for(&st.config, boot, platform) {
+    // The agent learns every live replica, so it can move on when its controller dies.
+    let replicas = match boot {
+        Boot::Agent => match st.store.list_conductors().await {
+            Ok(all) => replica_urls(
+                &all,
+                &st.replicas,
+                chrono::Utc::now(),
+                &named_urls(&st.config),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "boot script: the other replicas are unknown");
+                Vec::new()
+            }
+        },
+        _ => Vec::new(),
+    };
+    match plan_for(&st.config, boot, platform, &replicas) {
         Ok(plan) => (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             ipxe::render(&plan),
@@ -185,6 +253,20 @@ async fn script(State(st): State<BootHttpState>, Query(q): Query<ScriptQuery>) -
                 .into_response()
         }
     }
+}
+
+/// The agent URLs the script names already: this replica's and any `ingot.url=` of
+/// `[netboot] agent_kernel_args`.
+fn named_urls(cfg: &BootHttpConfig) -> Vec<String> {
+    let own = cfg.agent_url.as_deref().unwrap_or(&cfg.base_url);
+    std::iter::once(own.trim_end_matches('/').to_owned())
+        .chain(
+            cfg.extra_args
+                .iter()
+                .filter_map(|a| a.strip_prefix("ingot.url="))
+                .map(|u| u.trim_end_matches('/').to_owned()),
+        )
+        .collect()
 }
 
 /// The DHCP [`BootPolicy`] backed by the store.
@@ -222,6 +304,65 @@ impl BootPolicy for StoreBootPolicy {
 mod tests {
     use super::*;
     use crate::machine::AgentLookup;
+
+    #[test]
+    fn scripts_name_the_other_live_replicas() {
+        let now = chrono::Utc::now();
+        let record =
+            |name: &str, listen: &[&str], age: i64, online: bool| crate::model::ConductorRecord {
+                hostname: name.into(),
+                conductor_group: String::new(),
+                drivers: vec![],
+                listen: listen.iter().map(|s| (*s).to_owned()).collect(),
+                version: "0".into(),
+                online,
+                started_at: now,
+                created_at: now,
+                updated_at: now - chrono::Duration::seconds(age),
+            };
+        let me = Replicas {
+            me: "a".into(),
+            heartbeat_timeout: std::time::Duration::from_secs(10),
+        };
+        let all = [
+            record(
+                "a",
+                &["api 0.0.0.0:6385", "url https://10.0.0.1:8443"],
+                0,
+                true,
+            ),
+            record(
+                "b",
+                &["api 0.0.0.0:6385", "url https://10.0.0.2:8443/"],
+                1,
+                true,
+            ),
+            // Dead, stopped, without a URL, or a URL named already: not handed out.
+            record("c", &["url https://10.0.0.3:8443"], 60, true),
+            record("d", &["url https://10.0.0.4:8443"], 0, false),
+            record("e", &["api 0.0.0.0:6385"], 0, true),
+            record("f", &["url https://10.0.0.6:8443"], 0, true),
+            record("g", &["url https://bad url"], 0, true),
+        ];
+        let own = vec!["https://10.0.0.1:8443".to_owned()];
+        assert_eq!(
+            replica_urls(&all, &me, now, &own),
+            ["https://10.0.0.2:8443", "https://10.0.0.6:8443"]
+        );
+        let configured = vec![own[0].clone(), "https://10.0.0.6:8443".to_owned()];
+        assert_eq!(
+            replica_urls(&all, &me, now, &configured),
+            ["https://10.0.0.2:8443"]
+        );
+        // Never more than the agent takes (8 in all).
+        let many: Vec<String> = (0..7).map(|i| format!("https://10.1.0.{i}:8443")).collect();
+        assert_eq!(
+            replica_urls(&all, &me, now, &many),
+            ["https://10.0.0.2:8443"]
+        );
+        let full: Vec<String> = (0..8).map(|i| format!("https://10.1.0.{i}:8443")).collect();
+        assert!(replica_urls(&all, &me, now, &full).is_empty());
+    }
 
     #[test]
     fn unknown_machines_boot_the_agent_only_with_discovery() {

@@ -627,6 +627,34 @@ async fn boot_scripts_and_ranged_downloads() {
     );
     assert!(script.contains(" ingot.url=http://"), "{script}");
     assert!(script.contains("initrd http://"), "{script}");
+    // Another live replica: its agent URL goes into the script too, a dead one's not.
+    let now = chrono::Utc::now();
+    for (name, url, age) in [
+        ("replica-b", "http://10.9.0.2:8080", 0),
+        ("replica-gone", "http://10.9.0.3:8080", 3600),
+    ] {
+        env.services
+            .store
+            .register_conductor(&controller::model::ConductorRecord {
+                hostname: name.into(),
+                conductor_group: String::new(),
+                drivers: vec!["manual".into()],
+                listen: vec![format!("url {url}")],
+                version: "0".into(),
+                online: true,
+                started_at: now,
+                created_at: now,
+                updated_at: now - chrono::Duration::seconds(age),
+            })
+            .await
+            .expect("register");
+    }
+    let (_, script) = boot_script(&env, "52:54:00:ff:00:01").await;
+    assert!(
+        script.contains(" ingot.url=http://10.9.0.2:8080"),
+        "{script}"
+    );
+    assert!(!script.contains("10.9.0.3"), "{script}");
     assert!(!script.to_lowercase().contains("token"), "{script}");
     // Known node needing the agent (manageable, fast track) -> agent.
     let lr = env
