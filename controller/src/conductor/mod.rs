@@ -235,6 +235,9 @@ pub struct Conductor {
     live: Mutex<HashMap<String, Vec<String>>>,
     /// Replicas already seen offline (their nodes taken over once, `takeover`).
     dead_seen: Mutex<std::collections::HashSet<String>>,
+    /// Heartbeats since start (every `TAKEOVER_SWEEP_EVERY`th one sweeps for waits of
+    /// offline replicas that no takeover pass adopted).
+    beats: std::sync::atomic::AtomicU64,
     /// The runtime the conductor was made on: its tasks run there even when an operator API
     /// request on the API's own runtime starts them (`serve` keeps the two apart).
     runtime: Option<tokio::runtime::Handle>,
@@ -260,6 +263,7 @@ impl Conductor {
             periodic: Mutex::default(),
             live: Mutex::default(),
             dead_seen: Mutex::default(),
+            beats: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

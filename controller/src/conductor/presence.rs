@@ -11,6 +11,10 @@ use chrono::Utc;
 use super::Conductor;
 use crate::model::ConductorRecord;
 
+/// Heartbeats between two sweeps for unadopted nodes of offline replicas (30 s at the
+/// default interval).
+const TAKEOVER_SWEEP_EVERY: u64 = 10;
+
 impl Conductor {
     /// This conductor as it registers itself now.
     fn record(&self) -> ConductorRecord {
@@ -134,6 +138,16 @@ impl Conductor {
         let newly_dead = self.refresh_live().await;
         if !newly_dead.is_empty() {
             self.take_over(&newly_dead).await;
+        } else if self.sweep_due() {
+            // A takeover pass can miss a node (its lock was held at that moment, or the
+            // ring gave it to a survivor that died too): look again now and then, so no wait
+            // of an offline replica stays without a timer.
+            if let Err(e) = self
+                .recover_interrupted(super::takeover::Pass::Takeover)
+                .await
+            {
+                tracing::warn!(error = %e, "sweeping for nodes of offline conductors failed");
+            }
         }
         let name = &self.config.name;
         match self.store.touch_conductor(name, true, Utc::now()).await {
@@ -146,6 +160,20 @@ impl Conductor {
             }
             Err(e) => tracing::warn!(conductor = %name, error = %e, "conductor heartbeat failed"),
         }
+    }
+
+    /// Every [`TAKEOVER_SWEEP_EVERY`]th heartbeat while some replica is known offline.
+    fn sweep_due(&self) -> bool {
+        let beat = self
+            .beats
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        beat % TAKEOVER_SWEEP_EVERY == 0
+            && !self
+                .dead_seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
     }
 
     /// A clean stop: the row says offline at once (others need not wait for the timeout).

@@ -115,3 +115,51 @@ async fn a_dead_replicas_locked_node_is_released_and_failed_at_start() {
     );
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_missed_by_the_takeover_is_adopted_by_a_later_sweep() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(&dir).await;
+    let a = Conductor::new(store.clone(), DriverRegistry::builtin(), replica("a"));
+    a.start().await.expect("start a");
+    let node = enroll(&store, "manual", "manageable").await;
+    a.provision(node, ProvisionRequest::new(Verb::Inspect))
+        .await
+        .expect("inspect");
+    wait_state(&store, node, "inspect wait").await;
+    let b = Conductor::new(store.clone(), DriverRegistry::builtin(), replica("b"));
+    b.start().await.expect("start b");
+    // Someone else (an operator's API call, say) holds the node when `a` dies: the
+    // takeover pass must leave it.
+    store.reserve_node(node, "busy").await.expect("lock");
+    a.stop_periodic();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let affinity = |n: &crate::model::Node| {
+        n.driver_internal_info
+            .get(super::super::takeover::CONDUCTOR_AFFINITY_KEY)
+            .cloned()
+    };
+    assert_eq!(
+        affinity(&get(&store, node).await),
+        Some(serde_json::json!("a")),
+        "not adopted while locked"
+    );
+    store.release_node(node, "busy").await.expect("unlock");
+    // A sweep (every 10 heartbeats of 100 ms) adopts it.
+    let started = Instant::now();
+    loop {
+        let n = get(&store, node).await;
+        if affinity(&n) == Some(serde_json::json!("b")) && n.reservation.is_none() {
+            assert_eq!(n.provision_state, "inspect wait");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never adopted: {n:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.agent_finished(node, Ok(())).await.expect("result");
+    wait_state(&store, node, "manageable").await;
+    b.shutdown().await;
+}
