@@ -168,7 +168,7 @@ impl Conductor {
             .beats
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        beat % TAKEOVER_SWEEP_EVERY == 0
+        beat.is_multiple_of(TAKEOVER_SWEEP_EVERY)
             && !self
                 .dead_seen
                 .lock()
