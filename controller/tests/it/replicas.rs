@@ -266,7 +266,10 @@ async fn a_killed_replicas_deploys_and_cleanings_finish_on_the_survivors() {
             &c,
             reqwest::Method::POST,
             format!("{base}/v1/nodes"),
+            // Fixed UUIDs: the ring's shares (rendezvous hashing of node and conductor
+            // names) are then the same in every run.
             Some(json!({
+                "uuid": format!("00000000-0000-4000-8000-{i:012x}"),
                 "name": name, "driver": "manual",
                 "instance_info": {
                     "image_source": "http://127.0.0.1:9/os.raw",
@@ -306,9 +309,16 @@ async fn a_killed_replicas_deploys_and_cleanings_finish_on_the_survivors() {
         *shares.entry(owner.as_str()).or_default() += 1;
     }
     println!("ownership of {NODES} nodes: {shares:?}");
+    // Each replica owns a share within 30% of a third (the ring's own table test checks
+    // the balance on 10,000 nodes).
     for r in &replicas {
         let n = shares.get(r.name.as_str()).copied().unwrap_or(0);
-        assert!(n >= NODES / 6, "{} owns {n} of {NODES}: {shares:?}", r.name);
+        let third = NODES as f64 / REPLICAS as f64;
+        assert!(
+            (n as f64 - third).abs() <= 0.3 * third,
+            "{} owns {n} of {NODES}: {shares:?}",
+            r.name
+        );
     }
     // Each node's verbs go to its owner, so every replica works on some.
     let owner_api = |name: &str| by_name[&owners[name]].clone();
