@@ -186,6 +186,19 @@ impl AgentHub {
     }
 
     async fn end(&self, node: Uuid, window: bool, drop_queued: bool) -> Result<(), StoreError> {
+        // Most power changes are of machines without an agent (or whose session ended
+        // already): a read says so, and nothing is written.
+        if !window {
+            let idle = match self.store.agent_session(node).await? {
+                None => true,
+                Some(r) => r.token_hash.is_none() && !r.boot_window,
+            };
+            let nothing_queued =
+                !drop_queued || self.store.queued_agent_commands(node).await?.is_empty();
+            if idle && nothing_queued {
+                return Ok(());
+            }
+        }
         self.store
             .end_agent_session(node, window, drop_queued)
             .await?;
