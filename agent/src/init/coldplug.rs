@@ -141,11 +141,18 @@ fn order_into(idx: &ModuleIndex, name: &str, out: &mut Vec<String>, seen: &mut B
     if !seen.insert(n.clone()) {
         return;
     }
+    let path = idx.paths.get(&n);
+    let mut after = Vec::new();
     for s in idx.soft(&n).into_iter().flat_map(|s| &s.pre) {
         // A soft dependency may name an alias (`crypto-crc32c`).
-        order_into(idx, &idx.resolve(s).unwrap_or_else(|| s.clone()), out, seen);
+        let m = idx.resolve(s).unwrap_or_else(|| s.clone());
+        if path.is_some_and(|p| needs(idx, &m, p)) {
+            after.push(m);
+        } else {
+            order_into(idx, &m, out, seen);
+        }
     }
-    let Some(path) = idx.paths.get(&n) else {
+    let Some(path) = path else {
         return;
     };
     // modules.dep lists a module's dependencies so that the last one loads first.
@@ -155,6 +162,21 @@ fn order_into(idx: &ModuleIndex, name: &str, out: &mut Vec<String>, seen: &mut B
     if !out.contains(path) {
         out.push(path.clone());
     }
+    for m in after {
+        order_into(idx, &m, out, seen);
+    }
+}
+
+/// Whether module `name` needs the module file `path` (modules.dep lists every dependency,
+/// transitive ones too). A soft pre-dependency that needs the module naming it cannot load
+/// first: Debian's `softdep ipmi_msghandler pre: ipmi_devintf` with `ipmi_devintf`
+/// depending on `ipmi_msghandler` (modprobe loads the handler first, as the soft one's
+/// dependency); such a soft dependency loads right after instead.
+fn needs(idx: &ModuleIndex, name: &str, path: &str) -> bool {
+    idx.paths
+        .get(&kmod_index::normalise(name))
+        .and_then(|p| idx.deps.get(p))
+        .is_some_and(|deps| deps.iter().any(|d| d == path))
 }
 
 /// Loads one module file. Implementations treat "already loaded / built in" as success.
@@ -285,7 +307,10 @@ fn prerequisites(idx: &ModuleIndex, path: &str) -> Vec<String> {
         .into_iter()
         .flat_map(|s| &s.pre)
     {
-        if let Some(p) = idx.resolve(s).and_then(|m| idx.paths.get(&m)) {
+        // Not one that needs this module itself (it loads after, see `needs`).
+        if let Some(m) = idx.resolve(s).filter(|m| !needs(idx, m, path))
+            && let Some(p) = idx.paths.get(&m)
+        {
             out.push(p.clone());
         }
     }

@@ -107,6 +107,35 @@ fn load_order_puts_dependencies_first() {
     );
 }
 
+/// Debian's IPMI modules: `ipmi_msghandler` names `ipmi_devintf` as a soft pre-dependency,
+/// and `ipmi_devintf` depends on `ipmi_msghandler`. The handler must load first, or every
+/// other IPMI module fails with unknown symbols (seen on QEMU's KCS BMC: no /dev/ipmi0).
+#[test]
+fn a_soft_dependency_that_needs_its_module_loads_after_it() {
+    let dep = "kernel/drivers/char/ipmi/ipmi_devintf.ko: kernel/drivers/char/ipmi/ipmi_msghandler.ko\n\
+kernel/drivers/char/ipmi/ipmi_msghandler.ko:\n\
+kernel/drivers/char/ipmi/ipmi_si.ko: kernel/drivers/char/ipmi/ipmi_msghandler.ko\n";
+    let soft = "softdep ipmi_msghandler pre: ipmi_devintf\n";
+    let idx = ModuleIndex::parse(dep, "", soft);
+    let (h, d, si) = (
+        "kernel/drivers/char/ipmi/ipmi_msghandler.ko",
+        "kernel/drivers/char/ipmi/ipmi_devintf.ko",
+        "kernel/drivers/char/ipmi/ipmi_si.ko",
+    );
+    assert_eq!(idx.load_order("ipmi_si"), vec![h, d, si]);
+    assert_eq!(idx.load_order("ipmi_devintf"), vec![h, d]);
+    assert_eq!(idx.load_order("ipmi_msghandler"), vec![h, d]);
+    // The parallel loader waits for the hard dependency only (no cycle to break).
+    assert_eq!(prerequisites(&idx, h), Vec::<String>::new());
+    assert_eq!(prerequisites(&idx, d), vec![h.to_owned()]);
+    // An ordinary soft dependency still loads first.
+    let idx = ModuleIndex::parse(DEP, ALIAS, "softdep virtio_blk pre: crc32c_generic\n");
+    assert_eq!(
+        idx.load_order("virtio_blk").first().map(String::as_str),
+        Some("kernel/crypto/crc32c_generic.ko")
+    );
+}
+
 /// A fake kernel: loading virtio_pci makes the virtio devices appear in the sysfs tree;
 /// `slow` takes 300 ms to "probe".
 struct FakeKernel {
