@@ -15,6 +15,7 @@ mod discovery;
 mod faults;
 mod forward;
 mod harness;
+mod inband_bmc;
 mod lifecycle;
 mod ramdisk_lease;
 mod server_create;
