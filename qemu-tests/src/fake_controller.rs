@@ -54,6 +54,30 @@ impl FakeController {
     pub fn first_lookup(&self) -> Option<(Instant, LookupRequest)> {
         self.seen.lock().ok()?.lookups.first().cloned()
     }
+
+    /// Waits for the first lookup of the agent in `vm` (started at `started`) for at most
+    /// `timeout`; fails, with the VM's serial console, when the VM exits or time runs out.
+    pub fn wait_lookup(
+        &self,
+        vm: &mut std::process::Child,
+        started: Instant,
+        timeout: std::time::Duration,
+        console: &crate::serial::SerialLog,
+    ) -> anyhow::Result<(Instant, LookupRequest)> {
+        loop {
+            if let Some(l) = self.first_lookup() {
+                return Ok(l);
+            }
+            if started.elapsed() > timeout || vm.try_wait()?.is_some() {
+                anyhow::bail!(
+                    "no lookup after {:?}\n--- serial ---\n{}",
+                    started.elapsed(),
+                    console.text()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 }
 
 fn serve(c: TcpStream, seen: &Mutex<Seen>) -> anyhow::Result<()> {

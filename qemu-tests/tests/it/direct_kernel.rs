@@ -83,20 +83,7 @@ fn boot(nic_model: &str, n: u8) -> anyhow::Result<()> {
     let mut qemu = Qemu(child);
     let console = qemu_tests::serial::SerialLog::new(nic_model, &serial_log);
     let read_serial = || console.text();
-    let deadline = started + Duration::from_secs(60);
-    let (at, req) = loop {
-        if let Some(l) = ctl.first_lookup() {
-            break l;
-        }
-        if Instant::now() > deadline || qemu.0.try_wait()?.is_some() {
-            bail!(
-                "no lookup from the {nic_model} VM after {:?}\n--- serial ---\n{}",
-                started.elapsed(),
-                read_serial()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (at, req) = ctl.wait_lookup(&mut qemu.0, started, Duration::from_secs(60), &console)?;
     let total = at.duration_since(started);
 
     assert!(req.macs.contains(&mac), "macs {:?} lack {mac}", req.macs);

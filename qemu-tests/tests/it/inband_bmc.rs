@@ -169,20 +169,7 @@ fn the_agent_reports_the_bmc_address_it_reads_in_band() -> anyhow::Result<()> {
         .context("starting qemu")?;
     let mut qemu = Reaped(qemu);
     let console = qemu_tests::serial::SerialLog::new("inband-bmc", &serial_log);
-    let deadline = started + Duration::from_secs(90);
-    let (_, req) = loop {
-        if let Some(l) = ctl.first_lookup() {
-            break l;
-        }
-        if Instant::now() > deadline || qemu.0.try_wait()?.is_some() {
-            bail!(
-                "no lookup after {:?}\n--- serial ---\n{}",
-                started.elapsed(),
-                console.text()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (_, req) = ctl.wait_lookup(&mut qemu.0, started, Duration::from_secs(90), &console)?;
     let serial = console.text();
     anyhow::ensure!(
         req.inventory.bmc_address.as_deref() == Some(BMC_ADDRESS),

@@ -118,20 +118,7 @@ fn direct_boot_on_user_networking_registers_through_slirp() -> anyhow::Result<()
     let mut qemu = Qemu(child);
     let console = qemu_tests::serial::SerialLog::new("user-net", &serial_log);
     let read_serial = || console.text();
-    let deadline = started + Duration::from_secs(60);
-    let (at, req) = loop {
-        if let Some(l) = ctl.first_lookup() {
-            break l;
-        }
-        if Instant::now() > deadline || qemu.0.try_wait()?.is_some() {
-            bail!(
-                "no lookup through slirp after {:?}\n--- serial ---\n{}",
-                started.elapsed(),
-                read_serial()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (at, req) = ctl.wait_lookup(&mut qemu.0, started, Duration::from_secs(60), &console)?;
     let total = at.duration_since(started);
     ensure!(
         req.macs.iter().any(|m| m == mac),
