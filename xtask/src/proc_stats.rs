@@ -48,7 +48,7 @@ fn stat_fields(pid: u32) -> Option<(u32, u64)> {
 }
 
 /// Value in KiB of a `Key:   123 kB` line in a `/proc` file.
-fn kib_field(path: &str, key: &str) -> Option<u64> {
+pub fn kib_field(path: &str, key: &str) -> Option<u64> {
     let text = fs::read_to_string(path).ok()?;
     text.lines()
         .find(|l| l.starts_with(key))

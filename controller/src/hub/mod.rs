@@ -105,7 +105,7 @@ pub fn hash_token(token: &str) -> TokenHash {
 
 /// Compares two hashes in constant time.
 pub fn hashes_equal(a: &TokenHash, b: &TokenHash) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    constant_eq(a, b)
 }
 
 /// Whether a stored hex hash is `hash` (constant time over the bytes).

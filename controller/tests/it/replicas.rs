@@ -18,7 +18,7 @@ use proto::protocol::{Command, LookupRequest, Report};
 use proto::{Interface, Inventory, WipeReport};
 use serde_json::{Value, json};
 
-use crate::support::{Serve, dummy_agent_files, free_port};
+use crate::support::{Serve, call, dummy_agent_files, free_port};
 use qemu_tests::pg::PgServer;
 
 const REPLICAS: usize = 3;
@@ -112,30 +112,8 @@ struct Replica {
     _dir: tempfile::TempDir,
 }
 
-async fn api(
-    c: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = c
-        .request(method, &url)
-        .header("X-OpenStack-Ironic-API-Version", "1.96");
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 async fn nodes(c: &reqwest::Client, base: &str) -> Vec<Value> {
-    let (s, v) = api(
-        c,
+    let (s, v) = call(c,
         reqwest::Method::GET,
         format!("{base}/v1/nodes?fields=uuid,name,provision_state,conductor,reservation,last_error&limit=1000"),
         None,
@@ -146,7 +124,7 @@ async fn nodes(c: &reqwest::Client, base: &str) -> Vec<Value> {
 }
 
 async fn verb(c: &reqwest::Client, base: &str, node: &str, target: &str) {
-    let (s, v) = api(
+    let (s, v) = call(
         c,
         reqwest::Method::PUT,
         format!("{base}/v1/nodes/{node}/states/provision"),
@@ -223,7 +201,7 @@ async fn a_killed_replicas_deploys_and_cleanings_finish_on_the_survivors() {
     let deadline = Instant::now() + Duration::from_secs(20);
     for r in &replicas {
         loop {
-            let (s, v) = api(
+            let (s, v) = call(
                 &c,
                 reqwest::Method::GET,
                 format!("{}/v1/conductors", r.api),
@@ -262,7 +240,7 @@ async fn a_killed_replicas_deploys_and_cleanings_finish_on_the_survivors() {
     // Enroll, with a port each, and manage.
     let names: Vec<String> = (0..NODES).map(|i| format!("sim-{i:02}")).collect();
     for (i, name) in names.iter().enumerate() {
-        let (s, v) = api(
+        let (s, v) = call(
             &c,
             reqwest::Method::POST,
             format!("{base}/v1/nodes"),
@@ -281,7 +259,7 @@ async fn a_killed_replicas_deploys_and_cleanings_finish_on_the_survivors() {
         .await;
         assert_eq!(s, 201, "{v}");
         let uuid = v["uuid"].as_str().expect("uuid").to_owned();
-        let (s, v) = api(
+        let (s, v) = call(
             &c,
             reqwest::Method::POST,
             format!("{base}/v1/ports"),
@@ -422,7 +400,7 @@ async fn a_killed_replicas_deploys_and_cleanings_finish_on_the_survivors() {
     }
 
     // The dead replica is offline.
-    let (s, v) = api(
+    let (s, v) = call(
         &c,
         reqwest::Method::GET,
         format!("{survivor}/v1/conductors/{victim_name}"),
@@ -437,7 +415,7 @@ async fn a_killed_replicas_deploys_and_cleanings_finish_on_the_survivors() {
     let mut adopted = 0;
     for n in nodes(&c, &survivor).await {
         let uuid = n["uuid"].as_str().expect("uuid");
-        let (s, v) = api(
+        let (s, v) = call(
             &c,
             reqwest::Method::GET,
             format!("{survivor}/v1/nodes/{uuid}/history?detail=true"),

@@ -28,7 +28,7 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use crate::paths::{cargo, target_dir};
-use crate::proc_stats::{clock_ticks, sample_tree};
+use crate::proc_stats::{clock_ticks, kib_field, sample_tree};
 use crate::server::{ServerProcess, free_port};
 
 const USAGE: &str =
@@ -603,17 +603,9 @@ async fn drive(
     Ok(())
 }
 
-/// `VmHWM` of the process, KiB.
+/// `VmHWM` (peak RSS) of the process, KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    kib_field(&format!("/proc/{pid}/status"), "VmHWM:").unwrap_or(0)
 }
 
 /// Loopback's ceiling: `count` TCP connections at once (at most 64 threads each side),

@@ -14,17 +14,44 @@ fn replica(name: &str) -> ConductorConfig {
     }
 }
 
+/// Replica `a`, started, with a node it put in `inspect wait`.
+async fn inspecting_under_a(store: &Arc<dyn Store>) -> (Arc<Conductor>, Uuid, crate::model::Node) {
+    let a = Conductor::new(store.clone(), DriverRegistry::builtin(), replica("a"));
+    a.start().await.expect("start a");
+    let node = enroll(store, "manual", "manageable").await;
+    a.provision(node, ProvisionRequest::new(Verb::Inspect))
+        .await
+        .expect("inspect");
+    let waiting = wait_state(store, node, "inspect wait").await;
+    (a, node, waiting)
+}
+
+/// Waits (5 s at most) until `by` adopted the node, unlocked and still in `inspect wait`.
+async fn wait_adopted(store: &Arc<dyn Store>, node: Uuid, by: &str) {
+    let started = Instant::now();
+    loop {
+        let n = get(store, node).await;
+        let affinity = n
+            .driver_internal_info
+            .get(super::super::takeover::CONDUCTOR_AFFINITY_KEY)
+            .cloned();
+        if affinity == Some(serde_json::json!(by)) && n.reservation.is_none() {
+            assert_eq!(n.provision_state, "inspect wait");
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never adopted: {n:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_replica_leaves_a_live_ones_wait_and_adopts_a_dead_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_store(&dir).await;
-    let a = Conductor::new(store.clone(), DriverRegistry::builtin(), replica("a"));
-    a.start().await.expect("start a");
-    let node = enroll(&store, "manual", "manageable").await;
-    a.provision(node, ProvisionRequest::new(Verb::Inspect))
-        .await
-        .expect("inspect");
-    let waiting = wait_state(&store, node, "inspect wait").await;
+    let (a, node, waiting) = inspecting_under_a(&store).await;
     assert_eq!(
         waiting.driver_internal_info[super::super::takeover::CONDUCTOR_AFFINITY_KEY],
         "a"
@@ -39,23 +66,7 @@ async fn a_new_replica_leaves_a_live_ones_wait_and_adopts_a_dead_ones() {
     // `a` is killed: its heartbeat stops; within the timeout and a heartbeat, `b` adopts
     // the wait, and the agent's result (reaching `b`) finishes the inspection.
     a.stop_periodic();
-    let started = Instant::now();
-    loop {
-        let n = get(&store, node).await;
-        let affinity = n
-            .driver_internal_info
-            .get(super::super::takeover::CONDUCTOR_AFFINITY_KEY)
-            .cloned();
-        if affinity == Some(serde_json::json!("b")) && n.reservation.is_none() {
-            assert_eq!(n.provision_state, "inspect wait");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "never adopted: {n:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_adopted(&store, node, "b").await;
     let history = store.list_history(node).await.expect("history");
     assert!(
         history
@@ -120,13 +131,7 @@ async fn a_dead_replicas_locked_node_is_released_and_failed_at_start() {
 async fn a_wait_missed_by_the_takeover_is_adopted_by_a_later_sweep() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_store(&dir).await;
-    let a = Conductor::new(store.clone(), DriverRegistry::builtin(), replica("a"));
-    a.start().await.expect("start a");
-    let node = enroll(&store, "manual", "manageable").await;
-    a.provision(node, ProvisionRequest::new(Verb::Inspect))
-        .await
-        .expect("inspect");
-    wait_state(&store, node, "inspect wait").await;
+    let (a, node, _) = inspecting_under_a(&store).await;
     let b = Conductor::new(store.clone(), DriverRegistry::builtin(), replica("b"));
     b.start().await.expect("start b");
     // Someone else (an operator's API call, say) holds the node when `a` dies: the
@@ -146,19 +151,7 @@ async fn a_wait_missed_by_the_takeover_is_adopted_by_a_later_sweep() {
     );
     store.release_node(node, "busy").await.expect("unlock");
     // A sweep (every 10 heartbeats of 100 ms) adopts it.
-    let started = Instant::now();
-    loop {
-        let n = get(&store, node).await;
-        if affinity(&n) == Some(serde_json::json!("b")) && n.reservation.is_none() {
-            assert_eq!(n.provision_state, "inspect wait");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "never adopted: {n:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_adopted(&store, node, "b").await;
     b.agent_finished(node, Ok(())).await.expect("result");
     wait_state(&store, node, "manageable").await;
     b.shutdown().await;

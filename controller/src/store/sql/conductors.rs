@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
 
-use super::{SqlStore, micros, with_db};
+use super::{SqlStore, from_micros, micros, with_db};
 use crate::model::ConductorRecord;
 use crate::store::StoreError;
 
@@ -21,11 +21,6 @@ type Row = (String, String, String, i64, i64, i64, i64);
 const SELECT: &str = "SELECT hostname, conductor_group, doc, online, started_at, created_at, \
                       updated_at FROM conductors";
 
-fn time(us: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::<Utc>::from_timestamp_micros(us)
-        .ok_or_else(|| StoreError::Database(format!("timestamp {us} out of range").into()))
-}
-
 fn from_row(row: Row) -> Result<ConductorRecord, StoreError> {
     let (hostname, conductor_group, doc, online, started, created, updated) = row;
     let doc: Doc = serde_json::from_str(&doc)?;
@@ -36,9 +31,9 @@ fn from_row(row: Row) -> Result<ConductorRecord, StoreError> {
         listen: doc.listen,
         version: doc.version,
         online: online != 0,
-        started_at: time(started)?,
-        created_at: time(created)?,
-        updated_at: time(updated)?,
+        started_at: from_micros(started)?,
+        created_at: from_micros(created)?,
+        updated_at: from_micros(updated)?,
     })
 }
 

@@ -1,10 +1,9 @@
 //! The `inspection_rules` table: the rules the operator manages at `/v1/inspection_rules`.
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{SqlStore, Violation, micros, violation, with_db};
+use super::{SqlStore, Violation, from_micros, micros, violation, with_db};
 use crate::inspection_rules::{InspectionRule, Operation};
 use crate::store::StoreError;
 
@@ -22,11 +21,6 @@ type Row = (String, i64, String, String, i64, Option<i64>);
 const SELECT: &str =
     "SELECT uuid, priority, phase, doc, created_at, updated_at FROM inspection_rules";
 
-fn time(us: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::<Utc>::from_timestamp_micros(us)
-        .ok_or_else(|| StoreError::Database(format!("timestamp {us} out of range").into()))
-}
-
 fn from_row(row: Row) -> Result<InspectionRule, StoreError> {
     let (uuid, priority, phase, doc, created, updated) = row;
     let doc: Doc = serde_json::from_str(&doc)?;
@@ -39,8 +33,8 @@ fn from_row(row: Row) -> Result<InspectionRule, StoreError> {
         phase,
         conditions: doc.conditions,
         actions: doc.actions,
-        created_at: time(created)?,
-        updated_at: updated.map(time).transpose()?,
+        created_at: from_micros(created)?,
+        updated_at: updated.map(from_micros).transpose()?,
     })
 }
 

@@ -338,6 +338,12 @@ fn micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
 }
 
+/// A stored timestamp (microseconds since the Unix epoch, as [`micros`] writes them).
+fn from_micros(us: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::<Utc>::from_timestamp_micros(us)
+        .ok_or_else(|| StoreError::Database(format!("timestamp {us} out of range").into()))
+}
+
 fn opt_text(value: Option<Uuid>) -> Option<String> {
     value.map(|uuid| uuid.to_string())
 }

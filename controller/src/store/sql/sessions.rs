@@ -4,21 +4,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{SqlStore, micros, with_db};
+use super::{SqlStore, from_micros, micros, parse_uuid, with_db};
 use crate::store::StoreError;
 use crate::store::sessions::{AgentSessions, CommandRow, CommandState, SessionRow};
 
 type SessionTuple = (Option<String>, Option<String>, i64, i64, Option<i64>);
 type CommandTuple = (String, String, i64, String, Option<String>, String, i64);
-
-fn time(us: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::<Utc>::from_timestamp_micros(us)
-        .ok_or_else(|| StoreError::Database(format!("timestamp {us} out of range").into()))
-}
-
-fn uuid(text: &str) -> Result<Uuid, StoreError> {
-    Uuid::parse_str(text).map_err(|e| StoreError::Database(Box::new(e)))
-}
 
 impl SqlStore {
     /// A command body as stored: sealed when secrets at rest are on (a config drive may
@@ -42,13 +33,13 @@ impl SqlStore {
     fn command_row(&self, row: CommandTuple) -> Result<CommandRow, StoreError> {
         let (id, node, seq, state, session_hash, body, updated_at) = row;
         Ok(CommandRow {
-            id: uuid(&id)?,
-            node: uuid(&node)?,
+            id: parse_uuid(&id)?,
+            node: parse_uuid(&node)?,
             seq,
             state: CommandState::parse(&state)?,
             session_hash,
             body: self.open_body(body)?,
-            updated_at: time(updated_at)?,
+            updated_at: from_micros(updated_at)?,
         })
     }
 }
@@ -70,7 +61,7 @@ impl AgentSessions for SqlStore {
                 previous_hash,
                 boot_window: window != 0,
                 generation,
-                last_seen: seen.map(time).transpose()?,
+                last_seen: seen.map(from_micros).transpose()?,
             })
         })
         .transpose()
@@ -243,7 +234,7 @@ impl AgentSessions for SqlStore {
                 .fetch_optional(pool)
                 .await?
         });
-        row.map(|(id, body)| Ok((uuid(&id)?, self.open_body(body)?)))
+        row.map(|(id, body)| Ok((parse_uuid(&id)?, self.open_body(body)?)))
             .transpose()
     }
 
