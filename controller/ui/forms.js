@@ -210,6 +210,7 @@ export function renderServer(main, ctx, uuid) {
   let progress = null;
   let timer = null;
   let stopped = false;
+  let deleted = false;
 
   function draw() {
     const s = server;
@@ -237,7 +238,14 @@ export function renderServer(main, ctx, uuid) {
           id: 'server-delete',
           onclick: async () => {
             if (!(await ctx.confirm('Delete this server? Its machine is undeployed and wiped.', s.name || s.uuid))) return;
-            await ctx.run('Delete', () => api('DELETE', `/v1/ingot/servers/${encodeURIComponent(s.uuid)}`));
+            const done = await ctx.run('Delete', () => api('DELETE', `/v1/ingot/servers/${encodeURIComponent(s.uuid)}`));
+            // Accepted: the server is deleting now, even if its node reaches cleaning (and
+            // the server disappears) before the next read.
+            if (done !== undefined && server) {
+              deleted = true;
+              server.state = 'deleting';
+              draw();
+            }
             load();
           },
         }, 'Delete'))
@@ -249,6 +257,12 @@ export function renderServer(main, ctx, uuid) {
     try {
       server = await api('GET', `/v1/ingot/servers/${encodeURIComponent(uuid)}`);
     } catch (e) {
+      if (absent(e) && deleted) {
+        // Its undeploy reached cleaning: the server is gone. Node events no longer redraw it.
+        server = null;
+        fill(card, h('p', { class: 'notice', id: 'server-gone' }, `Server ${uuid} is deleted; its machine is being cleaned.`));
+        return;
+      }
       fill(card, h('p', { class: absent(e) ? 'notice' : 'error' }, absent(e) ? `Server ${uuid} was not found (or this controller has no server API).` : e.message));
       return;
     }

@@ -351,6 +351,19 @@ async function requestServer(page, flavors) {
   await page.waitForSelector('#server');
   await waitText(page, '#server-state', 'active', 60000);
   await waitText(page, '#server-login', '192.0.2.50');
+  // Delete: fake hardware undeploys at once, so the server is gone by the page's next read;
+  // the page says so and later node events (its cleaning) do not bring back the old server.
+  await page.click('#server-delete');
+  await page.waitForSelector('dialog#confirm');
+  await page.click('#confirm-yes');
+  await page.waitForSelector('#server-gone', { timeout: 30000 });
+  for (let i = 0; i < 100; i += 1) {
+    if ((await api('GET', `/v1/nodes/${node.body.uuid}`)).body.provision_state === 'available') break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await page.waitForTimeout(500);
+  assert(await page.$('#server-gone'), 'the deleted server page was redrawn by a node event');
+  assert(!(await page.$('#server-state')), 'the deleted server still shows a state');
 }
 
 const context = await chromium.launchPersistentContext(env('USER_DATA_DIR'), {

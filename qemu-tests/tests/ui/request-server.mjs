@@ -4,7 +4,7 @@
 // user data, submit, and follow the server page to `active`. Prints `SERVER <uuid>` and
 // `ADDRESS <ip>` for the Rust test, which then logs in over SSH. With ACTION=delete it
 // instead opens the server page, deletes the server through the confirmation dialog, and
-// waits for the page to show it deleting.
+// waits for the page to show it deleting (or deleted, when its undeploy is that fast).
 //
 // The API is HTTPS with the rack's own CA: chromium accepts exactly the server's key
 // (`--ignore-certificate-errors-spki-list` with the SHA-256 of SERVER_CERT's public key),
@@ -97,8 +97,19 @@ async function remove(page) {
   await page.click('#server-delete');
   await page.waitForSelector('dialog#confirm');
   await page.click('#confirm-yes');
-  await waitText(page, '#server-state', 'deleting');
-  log('deleting');
+  // The page shows the server deleting, or (a fast undeploy already reached cleaning) gone.
+  try {
+    await page.waitForFunction(
+      () => document.querySelector('#server-state')?.textContent === 'deleting'
+        || document.querySelector('#server-gone') !== null,
+      null,
+      { timeout: T, polling: 100 },
+    );
+  } catch (e) {
+    const got = await page.evaluate(() => document.querySelector('#server')?.textContent);
+    throw new Error(`the server page never showed the server deleting or gone (shows ${JSON.stringify(got)})`);
+  }
+  log(await page.evaluate(() => (document.querySelector('#server-gone') ? 'deleted' : 'deleting')));
 }
 
 const pem = readFileSync(env('SERVER_CERT'));
