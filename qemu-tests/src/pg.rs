@@ -23,8 +23,9 @@ pub struct PgServer {
     bin: PathBuf,
     next_db: AtomicU32,
     log: PathBuf,
-    // Dropped last: removes the data directory once the server is gone.
-    _dir: tempfile::TempDir,
+    /// The data directory's parent and the server's Unix socket. Dropped last: removes the
+    /// data once the server is gone.
+    dir: tempfile::TempDir,
 }
 
 impl PgServer {
@@ -106,7 +107,7 @@ impl PgServer {
             bin: bin.to_path_buf(),
             next_db: AtomicU32::new(0),
             log,
-            _dir: dir,
+            dir,
         };
         server.wait_ready(&data);
         server
@@ -147,6 +148,22 @@ impl PgServer {
 
     /// Creates a fresh, empty database (`createdb`) and returns its URL.
     pub fn create_database(&self) -> String {
+        self.url(&self.new_database())
+    }
+
+    /// Creates a fresh database; returns its URL through the server's Unix socket, which
+    /// reaches it from every network namespace (a lab's `ingot serve`, whose loopback is not
+    /// the host's).
+    pub fn create_socket_database(&self) -> String {
+        let name = self.new_database();
+        format!(
+            "postgres://ingot@localhost/{name}?host={}&port={}",
+            self.dir.path().display(),
+            self.port
+        )
+    }
+
+    fn new_database(&self) -> String {
         let name = format!("t{}", self.next_db.fetch_add(1, Ordering::SeqCst));
         let out = Command::new(self.bin.join("createdb"))
             .args([
@@ -165,7 +182,7 @@ impl PgServer {
             "createdb {name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        self.url(&name)
+        name
     }
 }
 

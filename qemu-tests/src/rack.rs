@@ -19,11 +19,13 @@
 //!
 //! Submodules: [`access`] (credentials, CA and the files that hand them to clients),
 //! [`bmc`] (machines behind ipmi_sim / sushy-tools, `ingot image import` into the rack),
-//! [`steps`] (the operator's lifecycle steps through the CLI) and [`timeline`].
+//! [`steps`] (the operator's lifecycle steps through the CLI), [`timeline`] and `replica`
+//! (more controllers on the rack's PostgreSQL, [`Rack::start_replica`]).
 
 pub mod access;
 pub mod bmc;
 mod machine;
+mod replica;
 pub mod steps;
 pub mod timeline;
 mod venv;
@@ -39,6 +41,8 @@ pub use access::{API, ApiAccess, USER};
 pub use machine::Machine;
 pub use timeline::Timeline;
 pub use venv::clients_venv;
+
+use replica::{Replica, Role};
 
 use crate::netns::{BRIDGE_ADDR, Lab};
 use crate::vm::{BootOrder, Firmware, VmSpec, tail};
@@ -72,6 +76,13 @@ pub struct RackOptions {
     /// `INGOT_LOG` of `ingot serve`, its log filter (its log is `ingot.log` in the rack
     /// directory).
     pub log_filter: String,
+    /// `database` (default: SQLite in the rack directory). A PostgreSQL URL lets
+    /// [`Rack::start_replica`] add controllers that share it.
+    pub database: Option<String>,
+    /// `conductor_name` of the rack's first controller (default: the host's name).
+    pub conductor_name: Option<String>,
+    /// More lines of the `[conductor]` table (`heartbeat_timeout_secs = 6`, ...).
+    pub conductor_extra: String,
 }
 
 impl Default for RackOptions {
@@ -83,6 +94,9 @@ impl Default for RackOptions {
             extra_config: String::new(),
             keep_dir: std::env::var_os("QEMU_TESTS_KEEP").is_some(),
             log_filter: "info".to_owned(),
+            database: None,
+            conductor_name: None,
+            conductor_extra: String::new(),
         }
     }
 }
@@ -102,6 +116,10 @@ pub struct Rack {
     log_filter: String,
     /// The API's password and CA, for every client.
     access: ApiAccess,
+    /// How the first controller was configured, for its replicas.
+    opts: RackOptions,
+    agent_files: (PathBuf, PathBuf),
+    replicas: Vec<Replica>,
     // Declared last: removed after the lab is gone.
     dir: DirGuard,
 }
@@ -150,6 +168,9 @@ impl Rack {
             ingot: None,
             log_filter: opts.log_filter.clone(),
             access,
+            opts: opts.clone(),
+            agent_files: (kernel.clone(), initrd.clone()),
+            replicas: Vec::new(),
             machines: Vec::new(),
             lab,
             ingot_log: dir.join("ingot.log"),
@@ -165,20 +186,15 @@ impl Rack {
         // The qemu type's `allowed_dir` must exist when `ingot serve` starts.
         std::fs::create_dir_all(rack.machines_dir())?;
         let config = rack.dir.path.join("ingot.toml");
-        std::fs::write(&config, rack.config_toml(&opts, &kernel, &initrd))?;
-        let log = std::fs::File::create(&rack.ingot_log)?;
-        let server = rack
-            .lab
-            .command(ingot.to_str().context("ingot path is not UTF-8")?)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("INGOT_LOG", &opts.log_filter)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting ingot serve in the lab")?;
-        rack.ingot = Some(server);
+        let first = Role {
+            name: opts.conductor_name.as_deref(),
+            api_listen: "127.0.0.1:6385".to_owned(),
+            state_dir: &rack.dir.path,
+            replica_ports: None,
+        };
+        std::fs::write(&config, rack.config_toml(&first))?;
+        std::fs::File::create(&rack.ingot_log)?;
+        rack.ingot = Some(rack.spawn_serve(&config, &rack.ingot_log)?);
         let http_log = std::fs::File::create(rack.dir.path.join("images.log"))?;
         let http = rack
             .lab
@@ -222,23 +238,46 @@ impl Rack {
         Ok(rack)
     }
 
-    fn config_toml(&self, opts: &RackOptions, kernel: &Path, initrd: &Path) -> String {
+    fn config_toml(&self, role: &Role<'_>) -> String {
+        let opts = &self.opts;
+        let (kernel, initrd) = &self.agent_files;
         let (auth, tls) = self.access.config();
+        let name = role
+            .name
+            .map(|n| format!("conductor_name = \"{n}\"\n"))
+            .unwrap_or_default();
+        let database = opts
+            .database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.dir.path.join("ingot.db").display()));
+        let netboot = match role.replica_ports {
+            None => format!(
+                "mode = \"full\"\n\
+                 interfaces = [\"br0\"]\n\
+                 server_ip = \"{BRIDGE_ADDR}\"\n\
+                 http_listen = \"{BRIDGE_ADDR}:8080\"\n"
+            ),
+            Some((http, https)) => format!(
+                "mode = \"off\"\n\
+                 server_ip = \"{BRIDGE_ADDR}\"\n\
+                 http_listen = \"{BRIDGE_ADDR}:{http}\"\n\
+                 https_listen = \"{BRIDGE_ADDR}:{https}\"\n"
+            ),
+        };
         format!(
-            "api_listen = \"127.0.0.1:6385\"\n\
+            "api_listen = \"{api}\"\n\
+             {name}\
              {auth}\
-             database = \"sqlite://{db}\"\n\
+             database = \"{database}\"\n\
              state_dir = \"{state}\"\n\
              enabled_hardware_types = [\"qemu\", \"ipmi\", \"redfish\", \"manual\", \"fake-hardware\"]\n\
              [qemu]\n\
              allowed_dir = \"{machines}\"\n\
              [conductor]\n\
              callback_timeout_secs = {callback}\n\
+             {conductor_extra}\n\
              [netboot]\n\
-             mode = \"full\"\n\
-             interfaces = [\"br0\"]\n\
-             server_ip = \"{BRIDGE_ADDR}\"\n\
-             http_listen = \"{BRIDGE_ADDR}:8080\"\n\
+             {netboot}\
              pool_start = \"172.31.250.100\"\n\
              pool_end = \"172.31.250.199\"\n\
              netmask = \"255.255.255.0\"\n\
@@ -251,8 +290,9 @@ impl Rack {
              fast_track = {fast_track}\n\
              {extra}\n\
              {tls}",
-            db = self.dir.path.join("ingot.db").display(),
-            state = self.dir.path.display(),
+            api = role.api_listen,
+            conductor_extra = opts.conductor_extra,
+            state = role.state_dir.display(),
             machines = self.machines_dir().display(),
             callback = opts.callback_timeout.as_secs().max(1),
             kernel = kernel.display(),
@@ -286,6 +326,12 @@ impl Rack {
     /// How clients reach the rack's API (the password stays inside).
     pub fn access(&self) -> &ApiAccess {
         &self.access
+    }
+
+    /// Points every client of the rack (the CLIs, curl) at another controller's API, e.g.
+    /// a replica's once the first controller is dead.
+    pub fn use_api(&mut self, url: &str) {
+        self.access.set_api(url);
     }
 
     /// The rack's working directory (logs, database, machines, images).
@@ -430,7 +476,7 @@ impl Rack {
             .command("curl")
             .args(self.access.curl_args())
             .args(["-s", "-f", "-H", "X-OpenStack-Ironic-API-Version: 1.115"])
-            .arg(format!("{API}{path}"))
+            .arg(format!("{}{path}", self.access.api()))
             .stdin(Stdio::null())
             .output()
             .context("running curl in the lab")?;
@@ -603,37 +649,66 @@ impl Rack {
     /// appended to) and waits for the API.
     pub fn restart_controller(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.ingot.is_none(), "ingot serve still runs");
-        let ingot = crate::build::ingot_binary()?;
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.ingot_log)
-            .context("opening the ingot log")?;
         let server = self
-            .lab
-            .command(ingot.to_str().context("ingot path is not UTF-8")?)
-            .args(["serve", "--config"])
-            .arg(self.dir.path.join("ingot.toml"))
-            .env("INGOT_LOG", &self.log_filter)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("restarting ingot serve in the lab")?;
+            .spawn_serve(&self.dir.path.join("ingot.toml"), &self.ingot_log)
+            .context("restarting ingot serve")?;
         self.ingot = Some(server);
         crate::wait::until(
             Duration::from_secs(30),
             Duration::from_millis(100),
             "the API after a restart",
-            || Ok(self.api_get("/v1")?.map(|_| ())),
+            // Its own API: the clients may be on a replica's meanwhile.
+            || Ok(self.answers(&format!("{API}/v1"))?.then_some(())),
         )
         .with_context(|| format!("ingot log:\n{}", tail(&self.ingot_log(), 30)))
     }
 }
 
+impl Rack {
+    /// Whether `url` answers a GET with success (curl in the lab, with the API's
+    /// credentials and CA).
+    fn answers(&self, url: &str) -> anyhow::Result<bool> {
+        Ok(self
+            .lab
+            .command("curl")
+            .args(self.access.curl_args())
+            .args(["-s", "-f", "-o", "/dev/null"])
+            .arg(url)
+            .stdin(Stdio::null())
+            .status()
+            .context("running curl in the lab")?
+            .success())
+    }
+
+    /// `ingot serve --config CONFIG` in the lab, its output appended to `log`.
+    fn spawn_serve(&self, config: &Path, log: &Path) -> anyhow::Result<Child> {
+        let ingot = crate::build::ingot_binary()?;
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        self.lab
+            .command(ingot.to_str().context("ingot path is not UTF-8")?)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("INGOT_LOG", &self.log_filter)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting ingot serve in the lab")
+    }
+}
+
 impl Drop for Rack {
     fn drop(&mut self) {
-        // The controller first, so that it starts no machine while they are killed.
-        if let Some(mut ingot) = self.ingot.take() {
+        // The controllers first, so that none starts a machine while they are killed.
+        for mut ingot in self
+            .replicas
+            .iter_mut()
+            .filter_map(|r| r.child.take())
+            .chain(self.ingot.take())
+        {
             let _ = ingot.kill();
             let _ = ingot.wait();
         }

@@ -15,7 +15,7 @@ use std::process::Command;
 
 use anyhow::Context;
 
-/// The operator API inside the lab namespace.
+/// The operator API inside the lab namespace (of the rack's first controller).
 pub const API: &str = "https://127.0.0.1:6385";
 /// The user of the rack's API.
 pub const USER: &str = "operator";
@@ -26,6 +26,8 @@ const BCRYPT_COST: u32 = 5;
 #[derive(Clone)]
 pub struct ApiAccess {
     password: String,
+    /// The API the clients use: [`API`] unless a test moved them to another replica.
+    api: String,
     /// `ca.pem` of `ingot certs init`.
     pub ca: PathBuf,
     /// `server.pem` and `server.key` for `[tls]`.
@@ -63,6 +65,7 @@ impl ApiAccess {
             htpasswd: dir.join("htpasswd"),
             curl_config: dir.join("curl.conf"),
             openrc: dir.join("openrc"),
+            api: API.to_owned(),
             password,
         };
         let hash = bcrypt::hash(&access.password, BCRYPT_COST).context("hashing the password")?;
@@ -104,9 +107,20 @@ impl ApiAccess {
         )
     }
 
+    /// The API's base URL the clients use.
+    pub fn api(&self) -> &str {
+        &self.api
+    }
+
+    /// Points every client at another controller's API (a replica, when the first one is
+    /// dead); `openrc` keeps naming [`API`].
+    pub fn set_api(&mut self, url: &str) {
+        url.clone_into(&mut self.api);
+    }
+
     /// The `baremetal` CLI's environment: endpoint, http_basic, user, password, CA.
     pub fn baremetal_env(&self, cmd: &mut Command) {
-        cmd.env("OS_ENDPOINT", API)
+        cmd.env("OS_ENDPOINT", &self.api)
             .env("OS_AUTH_TYPE", "http_basic")
             .env("OS_USERNAME", USER)
             .env("OS_PASSWORD", &self.password)
@@ -117,7 +131,7 @@ impl ApiAccess {
 
     /// `ingot node ...`'s environment.
     pub fn ingot_env(&self, cmd: &mut Command) {
-        cmd.env("INGOT_URL", API)
+        cmd.env("INGOT_URL", &self.api)
             .env("INGOT_USERNAME", USER)
             .env("INGOT_PASSWORD", &self.password)
             .env("INGOT_CACERT", &self.ca);
@@ -126,7 +140,7 @@ impl ApiAccess {
     /// The lab console test's environment (`tests/ui/request-server.mjs`): the API's URL,
     /// the user and password, and the server certificate chromium pins.
     pub fn browser_env(&self, cmd: &mut Command) {
-        cmd.env("INGOT_URL", API)
+        cmd.env("INGOT_URL", &self.api)
             .env("ADMIN_USER", USER)
             .env("ADMIN_PASSWORD", &self.password)
             .env("SERVER_CERT", &self.cert);

@@ -18,6 +18,7 @@ mod harness;
 mod inband_bmc;
 mod lifecycle;
 mod ramdisk_lease;
+mod replica_takeover;
 mod server_create;
 mod spoof;
 mod user_net;
