@@ -32,7 +32,7 @@ pub(super) struct Replica {
 
 impl Rack {
     /// Starts another `ingot serve` named `name` on the rack's database (which must be
-    /// PostgreSQL, [`RackOptions::database`]): its API on `127.0.0.1:api_port`, its agent API
+    /// PostgreSQL, `RackOptions::database`): its API on `127.0.0.1:api_port`, its agent API
     /// and images on the bridge's `http_port` / `https_port` (the same certificate), no boot
     /// network (the first controller's DHCP and iPXE scripts name every live replica's agent
     /// URL). Its state directory is its own, with the first controller's keys (image URL
