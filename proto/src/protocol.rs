@@ -118,6 +118,28 @@ pub enum Command {
     Reboot,
     /// Power off now (after the result is reported).
     PowerOff,
+    /// Create (or reset) the BMC user `user` through the local IPMI device with a fresh
+    /// random password and administrator privilege on the LAN channel; the result's
+    /// `detail` carries the BMC's address and the credentials.
+    EnrollBmc { user: String },
+}
+
+/// Longest BMC user name: IPMI's Set User Name carries 16 bytes.
+pub const BMC_USER_MAX: usize = 16;
+
+/// Checks the user name of [`Command::EnrollBmc`]: 1 to [`BMC_USER_MAX`] printable ASCII
+/// characters, no space (what every BMC accepts).
+pub fn check_bmc_user(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > BMC_USER_MAX {
+        return Err(format!(
+            "a BMC user name has 1 to {BMC_USER_MAX} characters, not {}",
+            name.len()
+        ));
+    }
+    if !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("a BMC user name is printable ASCII without spaces".to_owned());
+    }
+    Ok(())
 }
 
 /// What a deploy writes.
@@ -185,6 +207,30 @@ pub enum Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bmc_user_names() {
+        for (name, ok) in [
+            ("ingot", true),
+            ("a", true),
+            ("sixteen-chars-ok", true),
+            ("seventeen-chars-x", false),
+            ("", false),
+            ("two words", false),
+            ("tab\t", false),
+            ("caf\u{e9}", false),
+        ] {
+            assert_eq!(check_bmc_user(name).is_ok(), ok, "{name:?}");
+        }
+        let c = Command::EnrollBmc {
+            user: "ingot".into(),
+        };
+        let j = serde_json::to_value(&c).expect("json");
+        assert_eq!(
+            j,
+            serde_json::json!({"command": "enroll_bmc", "user": "ingot"})
+        );
+    }
 
     #[test]
     fn commands_are_tagged() {

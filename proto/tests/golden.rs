@@ -314,6 +314,9 @@ fn every_command() -> Vec<proto::protocol::Command> {
         deploy(None),
         Command::Reboot,
         Command::PowerOff,
+        Command::EnrollBmc {
+            user: "ingot".into(),
+        },
     ];
     for c in &commands {
         match c {
@@ -322,7 +325,8 @@ fn every_command() -> Vec<proto::protocol::Command> {
             | Command::Wipe { .. }
             | Command::Deploy(_)
             | Command::Reboot
-            | Command::PowerOff => {}
+            | Command::PowerOff
+            | Command::EnrollBmc { .. } => {}
         }
     }
     commands

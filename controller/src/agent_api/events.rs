@@ -22,9 +22,10 @@ use proto::protocol::{
 use uuid::Uuid;
 
 use super::{AgentApiState, AgentError, PROGRESS_KEY, authorize, bad_json, write_agent_fields};
-use crate::conductor::ConductorError;
+use crate::conductor::{ConductorError, ProvisionRequest};
 use crate::drivers::wipe_proof;
 use crate::hub::Claim;
+use crate::machine::Verb;
 use crate::store::StoreError;
 
 pub(super) async fn heartbeat(
@@ -179,6 +180,11 @@ async fn store_result(
     command: &Command,
     report: Report,
 ) -> Result<(), AgentError> {
+    if let Command::EnrollBmc { .. } = command {
+        // Its detail holds a password: it goes to the node's sealed driver_info only,
+        // never to `agent_last_result`.
+        return bmc_enrolled(st, node, report).await;
+    }
     match report {
         Report::Succeeded { inventory, detail } => {
             if let Some(detail) = &detail {
@@ -245,6 +251,50 @@ async fn store_result(
         }
         Report::Event { .. } => Ok(()),
     }
+}
+
+/// The result of `enroll_bmc`: the node gets the BMC and is managed (which reads its power
+/// state over the LAN with the new credentials), or records why not.
+async fn bmc_enrolled(st: &AgentApiState, node: Uuid, report: Report) -> Result<(), AgentError> {
+    use crate::discovery::bmc_enrol::{self, ApplyError};
+    let conductor = st.conductor.name();
+    let parsed = match report {
+        Report::Succeeded { detail, .. } => bmc_enrol::parse(detail.as_ref()),
+        Report::Failed { error } => {
+            let mut text = error.message;
+            for cause in &error.causes {
+                text.push_str(": ");
+                text.push_str(cause);
+            }
+            Err(text)
+        }
+        Report::Event { .. } => return Ok(()),
+    };
+    let bmc = match parsed {
+        Ok(bmc) => bmc,
+        Err(reason) => {
+            tracing::warn!(node = %node, error = %reason, "in-band BMC enrolment failed");
+            bmc_enrol::failed(st.store.as_ref(), node, &reason, conductor).await?;
+            return Ok(());
+        }
+    };
+    match bmc_enrol::apply(st.store.as_ref(), node, &bmc, conductor).await {
+        Ok(()) => {}
+        Err(ApplyError::Refused(why)) => {
+            tracing::warn!(node = %node, reason = %why, "in-band BMC credentials not applied");
+            return Ok(());
+        }
+        Err(ApplyError::Store(e)) => return Err(e.into()),
+    }
+    tracing::info!(node = %node, bmc = %bmc.address, user = %bmc.username, "BMC enrolled in-band; managing");
+    if let Err(e) = st
+        .conductor
+        .provision(node, ProvisionRequest::new(Verb::Manage))
+        .await
+    {
+        tracing::warn!(node = %node, error = %e, "managing the node with its enrolled BMC failed");
+    }
+    Ok(())
 }
 
 /// The state a node is in between the conductor handing a command to the hub and saving

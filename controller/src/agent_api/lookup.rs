@@ -13,7 +13,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use proto::PROTOCOL_VERSION;
-use proto::protocol::{LookupRequest, LookupResponse};
+use proto::protocol::{Command, LookupRequest, LookupResponse};
 use serde_json::Value;
 
 use super::{
@@ -152,8 +152,21 @@ async fn unknown_machine(
         return Err(e.into());
     }
     st.conductor.agent_alive(node.uuid);
-    // After the token is stored: the manage task's node writes must not drop it.
-    if manage_after
+    // A machine with no BMC settings from the rules sets up its BMC in-band first; the
+    // node is managed once the credentials are stored (`events::bmc_enrolled`).
+    let enroll_bmc = st
+        .discovery
+        .config
+        .enroll_bmc
+        .clone()
+        .filter(|_| !node.driver_info.keys().any(|k| k.ends_with("_address")));
+    if let Some(user) = enroll_bmc {
+        st.hub
+            .enqueue(node.uuid, Command::EnrollBmc { user })
+            .await?;
+        tracing::info!(node = %node.uuid, "asked the agent to enroll its BMC in-band");
+    } else if manage_after
+        // After the token is stored: the manage task's node writes must not drop it.
         && let Err(e) = st
             .conductor
             .provision(node.uuid, ProvisionRequest::new(Verb::Manage))

@@ -154,6 +154,13 @@ pub struct DiscoverySection {
     pub default_driver: Option<String>,
     /// Longest a heartbeat long-poll is held, seconds (default 30).
     pub heartbeat_timeout_secs: Option<u64>,
+    /// Have the agent of a discovered machine create a BMC user in-band (through
+    /// `/dev/ipmi0`) and use it: the node gets the `ipmi` hardware type with those
+    /// credentials and is managed (default false).
+    pub enroll_bmc: Option<bool>,
+    /// The BMC user `enroll_bmc` creates or resets (default `ingot`; at most 16 printable
+    /// ASCII characters, IPMI's limit).
+    pub enroll_bmc_user: Option<String>,
     /// Inspection rules, run in order after discovery and inspection.
     #[serde(default)]
     pub rules: Vec<Rule>,
@@ -453,6 +460,15 @@ impl FileConfig {
             rate_per_minute: d.rate_per_minute.unwrap_or(60),
             burst: d.burst.unwrap_or(10),
             default_driver: d.default_driver.unwrap_or_else(|| "manual".to_owned()),
+            enroll_bmc: match (d.enroll_bmc.unwrap_or(false), d.enroll_bmc_user) {
+                (false, _) => None,
+                (true, user) => {
+                    let user = user.unwrap_or_else(|| "ingot".to_owned());
+                    proto::protocol::check_bmc_user(&user)
+                        .map_err(|e| anyhow::anyhow!("discovery.enroll_bmc_user: {e}"))?;
+                    Some(user)
+                }
+            },
             rules: d.rules,
         };
         let netboot = self.netboot;
@@ -514,6 +530,11 @@ impl FileConfig {
         }
         let (enabled_hardware_types, qemu_allowed_dir) =
             hardware_types(self.enabled_hardware_types, self.qemu)?;
+        if discovery.enroll_bmc.is_some() && !enabled_hardware_types.iter().any(|t| t == "ipmi") {
+            bail!(
+                "discovery.enroll_bmc gives nodes the ipmi hardware type, which is not in enabled_hardware_types"
+            );
+        }
         if discovery.enabled && !enabled_hardware_types.contains(&discovery.default_driver) {
             bail!(
                 "discovery.default_driver {:?} is not in enabled_hardware_types",

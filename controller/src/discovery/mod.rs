@@ -4,6 +4,7 @@
 //! The pure parts ([`properties_from_inventory`], [`Cidr`], [`TokenBucket`], [`rules`]) do
 //! no IO; [`Discovery`] applies them to the store.
 
+pub mod bmc_enrol;
 pub mod local_link;
 pub mod rules;
 
@@ -122,6 +123,9 @@ pub struct DiscoveryConfig {
     pub burst: u32,
     /// Driver of a discovered node unless a rule sets another.
     pub default_driver: String,
+    /// `[discovery] enroll_bmc`: the BMC user a discovered machine's agent creates
+    /// in-band (`None`: off).
+    pub enroll_bmc: Option<String>,
     pub rules: Vec<rules::Rule>,
 }
 
@@ -133,6 +137,7 @@ impl Default for DiscoveryConfig {
             rate_per_minute: 60,
             burst: 10,
             default_driver: "manual".to_owned(),
+            enroll_bmc: None,
             rules: Vec::new(),
         }
     }

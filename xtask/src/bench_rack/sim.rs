@@ -216,6 +216,14 @@ pub async fn run(
                     inventory: None,
                     detail: None,
                 },
+                // As a real agent on a machine without an IPMI device answers.
+                Command::EnrollBmc { .. } => Report::Failed {
+                    error: proto::ErrorReport {
+                        message: "no IPMI device (/dev/ipmi0)".to_owned(),
+                        causes: Vec::new(),
+                        phase: None,
+                    },
+                },
             };
             let rep = EventReport {
                 node_uuid: node,

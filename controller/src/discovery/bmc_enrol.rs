@@ -1,0 +1,336 @@
+//! In-band BMC enrolment (`[discovery] enroll_bmc`, as MAAS's `bmc_config`): a discovered
+//! machine's agent creates (or resets) a BMC user through `/dev/ipmi0` and reports the
+//! BMC's address and the credentials over the TLS agent channel (`Command::EnrollBmc`).
+//! Here: the pure reading of that result ([`parse`]) and its application to the node
+//! ([`apply`]): the `ipmi` hardware type with `ipmi_address`, `ipmi_username` and
+//! `ipmi_password` (sealed by the store like every secret of `driver_info`), and a history
+//! line that names the BMC and the user, never the password. The agent API then manages
+//! the node, which reads its power state over the LAN with those credentials.
+
+use std::net::IpAddr;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::model::{HistoryEvent, Secret};
+use crate::store::{Store, StoreError};
+
+/// The hardware type an enrolled node gets.
+pub const HARDWARE_TYPE: &str = "ipmi";
+/// IPMI 2.0's longest password (Set User Password with the 20-byte flag).
+const PASSWORD_MAX: usize = 20;
+
+/// What the agent reported: the BMC's LAN address and the user it set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrolledBmc {
+    pub address: IpAddr,
+    pub mac: Option<String>,
+    pub channel: u8,
+    pub user_id: u8,
+    pub username: String,
+    pub password: Secret,
+}
+
+/// PURE: the enrolment result the agent reported as its `detail`; `Err` names what is
+/// wrong (never the password's value).
+pub fn parse(detail: Option<&Value>) -> Result<EnrolledBmc, String> {
+    let d = detail.ok_or("the agent reported no BMC credentials")?;
+    let text = |key: &str| {
+        d.get(key)
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("the BMC enrolment result has no {key}"))
+    };
+    let small = |key: &str, range: std::ops::RangeInclusive<u8>| {
+        d.get(key)
+            .and_then(Value::as_u64)
+            .and_then(|v| u8::try_from(v).ok())
+            .filter(|v| range.contains(v))
+            .ok_or_else(|| format!("the BMC enrolment result's {key} is missing or out of range"))
+    };
+    let address: IpAddr = text("bmc_address")?
+        .parse()
+        .map_err(|_| "the BMC enrolment result's bmc_address is not an IP address".to_owned())?;
+    if address.is_unspecified() || address.is_loopback() || address.is_multicast() {
+        return Err(format!(
+            "the BMC reported {address}, which cannot be its LAN address"
+        ));
+    }
+    let username = text("username")?.to_owned();
+    proto::protocol::check_bmc_user(&username)?;
+    let password = text("password")?;
+    if password.is_empty()
+        || password.len() > PASSWORD_MAX
+        || !password.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(format!(
+            "the BMC enrolment result's password is not 1 to {PASSWORD_MAX} printable characters"
+        ));
+    }
+    let mac = match d.get("bmc_mac") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(m)) if is_mac(m) => Some(m.to_ascii_lowercase()),
+        Some(_) => return Err("the BMC enrolment result's bmc_mac is not a MAC".to_owned()),
+    };
+    Ok(EnrolledBmc {
+        address,
+        mac,
+        channel: small("channel", 1..=15)?,
+        // User 1 is the anonymous user; IPMI numbers users up to 63.
+        user_id: small("user_id", 2..=63)?,
+        username,
+        password: Secret(password.to_owned()),
+    })
+}
+
+fn is_mac(s: &str) -> bool {
+    s.len() == 17
+        && s.split(':')
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Why an enrolment result was not applied to a node.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The node is no longer a freshly discovered one without a BMC.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Gives the node the enrolled BMC: only a node still in `enroll` with no BMC address in
+/// its `driver_info` (an operator's settings always win); writes the history line.
+pub async fn apply(
+    store: &dyn Store,
+    node: Uuid,
+    bmc: &EnrolledBmc,
+    conductor: &str,
+) -> Result<(), ApplyError> {
+    crate::store::update_node_with(store, node, None, |n| {
+        if n.provision_state != "enroll" {
+            return Err(ApplyError::Refused(format!(
+                "the node is in {:?}, not enroll: the in-band BMC credentials are not applied",
+                n.provision_state
+            )));
+        }
+        if let Some(key) = n.driver_info.keys().find(|k| k.ends_with("_address")) {
+            return Err(ApplyError::Refused(format!(
+                "the node's driver_info already has {key}: the in-band BMC credentials are not applied"
+            )));
+        }
+        n.driver = HARDWARE_TYPE.to_owned();
+        n.driver_info
+            .insert("ipmi_address".into(), json!(bmc.address.to_string()));
+        n.driver_info
+            .insert("ipmi_username".into(), json!(bmc.username));
+        n.driver_info
+            .insert("ipmi_password".into(), json!(bmc.password.0));
+        n.last_error = None;
+        Ok(())
+    })
+    .await?;
+    let event = format!(
+        "BMC enrolled in-band: {HARDWARE_TYPE} at {} ({}user {:?}, id {}, LAN channel {})",
+        bmc.address,
+        bmc.mac
+            .as_deref()
+            .map(|m| format!("MAC {m}, "))
+            .unwrap_or_default(),
+        bmc.username,
+        bmc.user_id,
+        bmc.channel
+    );
+    store
+        .add_history(&history(node, conductor, "INFO", event))
+        .await?;
+    Ok(())
+}
+
+/// Records why an enrolment failed, in the node's `last_error` and history (the node stays
+/// in `enroll`; an operator can still set a BMC by hand).
+pub async fn failed(
+    store: &dyn Store,
+    node: Uuid,
+    reason: &str,
+    conductor: &str,
+) -> Result<(), StoreError> {
+    let text = format!("in-band BMC enrolment failed: {reason}");
+    crate::store::update_node_with(store, node, None, |n| {
+        n.last_error = Some(text.clone());
+        Ok::<_, StoreError>(())
+    })
+    .await?;
+    store
+        .add_history(&history(node, conductor, "ERROR", text))
+        .await
+}
+
+fn history(node: Uuid, conductor: &str, severity: &str, event: String) -> HistoryEvent {
+    HistoryEvent {
+        uuid: Uuid::new_v4(),
+        node_uuid: node,
+        created_at: Utc::now(),
+        severity: severity.to_owned(),
+        event_type: "discovery".to_owned(),
+        event,
+        conductor: Some(conductor.to_owned()),
+        user: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> Value {
+        json!({
+            "bmc_address": "10.11.12.13",
+            "bmc_mac": "52:54:00:AB:CD:EF",
+            "channel": 1,
+            "user_id": 3,
+            "username": "ingot",
+            "password": "Ab3dEfGh1jKlMn0p",
+        })
+    }
+
+    #[test]
+    fn parses_a_good_result() {
+        let b = parse(Some(&good())).expect("parse");
+        assert_eq!(b.address.to_string(), "10.11.12.13");
+        assert_eq!(b.mac.as_deref(), Some("52:54:00:ab:cd:ef"));
+        assert_eq!((b.channel, b.user_id), (1, 3));
+        assert_eq!(b.username, "ingot");
+        assert_eq!(b.password.0, "Ab3dEfGh1jKlMn0p");
+        // The password never shows in Debug.
+        assert!(!format!("{b:?}").contains("Ab3dEfGh1jKlMn0p"));
+        let mut v6 = good();
+        v6["bmc_address"] = json!("fd00::5");
+        v6["bmc_mac"] = Value::Null;
+        assert!(parse(Some(&v6)).is_ok());
+    }
+
+    #[test]
+    fn refuses_bad_results_without_showing_the_password() {
+        let cases: Vec<(&str, Value, &str)> = vec![
+            ("no address", json!(null), "bmc_address"),
+            ("not an ip", json!("bmc.example"), "not an IP"),
+            ("unspecified", json!("0.0.0.0"), "cannot be"),
+            ("loopback", json!("127.0.0.1"), "cannot be"),
+        ];
+        for (what, addr, want) in cases {
+            let mut d = good();
+            d["bmc_address"] = addr;
+            let e = parse(Some(&d)).expect_err(what);
+            assert!(e.contains(want), "{what}: {e}");
+        }
+        let edits: Vec<(&str, &str, Value, &str)> = vec![
+            ("long user", "username", json!("x".repeat(17)), "1 to 16"),
+            ("spaced user", "username", json!("a b"), "printable"),
+            ("empty password", "password", json!(""), "password"),
+            (
+                "long password",
+                "password",
+                json!("p".repeat(21)),
+                "password",
+            ),
+            (
+                "control in password",
+                "password",
+                json!("abc\ndef"),
+                "password",
+            ),
+            ("anonymous slot", "user_id", json!(1), "user_id"),
+            ("slot past 63", "user_id", json!(64), "user_id"),
+            ("channel 0", "channel", json!(0), "channel"),
+            ("channel text", "channel", json!("1"), "channel"),
+            ("bad mac", "bmc_mac", json!("nope"), "MAC"),
+        ];
+        for (what, key, value, want) in edits {
+            let mut d = good();
+            d[key] = value;
+            let e = parse(Some(&d)).expect_err(what);
+            assert!(e.contains(want), "{what}: {e}");
+            assert!(!e.contains("Ab3dEfGh1jKlMn0p"), "{what}: {e}");
+        }
+        assert!(parse(None).is_err());
+    }
+
+    async fn store_with(node: &crate::model::Node) -> crate::store::SqlStore {
+        let store = crate::store::SqlStore::connect("sqlite::memory:")
+            .await
+            .expect("sqlite");
+        store.create_node(node).await.expect("create");
+        store
+    }
+
+    #[tokio::test]
+    async fn apply_gives_a_discovered_node_the_bmc_and_logs_no_password() {
+        let node = crate::model::Node::new(Uuid::new_v4(), "manual", Utc::now());
+        let store = store_with(&node).await;
+        let bmc = parse(Some(&good())).expect("parse");
+        apply(&store, node.uuid, &bmc, "c1").await.expect("apply");
+        let n = store
+            .get_node_by_uuid(node.uuid)
+            .await
+            .expect("get")
+            .expect("node");
+        assert_eq!(n.driver, "ipmi");
+        assert_eq!(n.driver_info["ipmi_address"], "10.11.12.13");
+        assert_eq!(n.driver_info["ipmi_username"], "ingot");
+        assert_eq!(n.driver_info["ipmi_password"], "Ab3dEfGh1jKlMn0p");
+        let history = store.list_history(node.uuid).await.expect("history");
+        let line = &history.last().expect("a history line").event;
+        assert!(
+            line.contains("10.11.12.13") && line.contains("\"ingot\""),
+            "{line}"
+        );
+        assert!(!line.contains("Ab3dEfGh1jKlMn0p"), "{line}");
+
+        // A second report (an agent's retry after a lost answer) finds the BMC set: refused.
+        let again = apply(&store, node.uuid, &bmc, "c1").await;
+        assert!(matches!(again, Err(ApplyError::Refused(ref w)) if w.contains("ipmi_address")));
+    }
+
+    #[tokio::test]
+    async fn apply_leaves_operator_settings_and_moved_nodes_alone() {
+        let bmc = parse(Some(&good())).expect("parse");
+        let mut set = crate::model::Node::new(Uuid::new_v4(), "redfish", Utc::now());
+        set.driver_info
+            .insert("redfish_address".into(), json!("https://10.0.0.9"));
+        let store = store_with(&set).await;
+        let e = apply(&store, set.uuid, &bmc, "c1").await;
+        assert!(matches!(e, Err(ApplyError::Refused(ref w)) if w.contains("redfish_address")));
+        let n = store
+            .get_node_by_uuid(set.uuid)
+            .await
+            .expect("get")
+            .expect("node");
+        assert_eq!(n.driver, "redfish");
+
+        let mut moved = crate::model::Node::new(Uuid::new_v4(), "manual", Utc::now());
+        moved.provision_state = "manageable".into();
+        store.create_node(&moved).await.expect("create");
+        let e = apply(&store, moved.uuid, &bmc, "c1").await;
+        assert!(matches!(e, Err(ApplyError::Refused(ref w)) if w.contains("manageable")));
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_the_nodes_last_error() {
+        let node = crate::model::Node::new(Uuid::new_v4(), "manual", Utc::now());
+        let store = store_with(&node).await;
+        failed(&store, node.uuid, "no IPMI device (/dev/ipmi0)", "c1")
+            .await
+            .expect("failed");
+        let n = store
+            .get_node_by_uuid(node.uuid)
+            .await
+            .expect("get")
+            .expect("node");
+        assert_eq!(
+            n.last_error.as_deref(),
+            Some("in-band BMC enrolment failed: no IPMI device (/dev/ipmi0)")
+        );
+        assert_eq!(n.provision_state, "enroll");
+    }
+}
