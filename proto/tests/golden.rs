@@ -314,6 +314,9 @@ fn every_command() -> Vec<proto::protocol::Command> {
         deploy(None),
         Command::Reboot,
         Command::PowerOff,
+        Command::EnrollBmc {
+            user: "ingot".into(),
+        },
     ];
     for c in &commands {
         match c {
@@ -322,7 +325,8 @@ fn every_command() -> Vec<proto::protocol::Command> {
             | Command::Wipe { .. }
             | Command::Deploy(_)
             | Command::Reboot
-            | Command::PowerOff => {}
+            | Command::PowerOff
+            | Command::EnrollBmc { .. } => {}
         }
     }
     commands
@@ -392,6 +396,31 @@ fn reports_golden() {
         }),
     ];
     check("reports", &reports);
+}
+
+/// The result document of `enroll_bmc`, with and without what the BMC may not say.
+#[test]
+fn bmc_enrolled_golden() {
+    use proto::protocol::BmcEnrolled;
+    let enrolled = vec![
+        BmcEnrolled {
+            bmc_address: Some("10.11.12.13".into()),
+            bmc_mac: Some("52:54:00:aa:bb:cc".into()),
+            channel: 1,
+            user_id: 3,
+            username: "ingot".into(),
+            password: "Q7rXk2mPz9LcW4tB".into(),
+        },
+        BmcEnrolled {
+            bmc_address: None,
+            bmc_mac: None,
+            channel: 8,
+            user_id: 10,
+            username: "ingot".into(),
+            password: "h3NwT8vRq1ZyB6pK".into(),
+        },
+    ];
+    check("bmc_enrolled", &enrolled);
 }
 
 #[test]

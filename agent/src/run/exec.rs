@@ -96,6 +96,10 @@ impl Host for LiveHost {
                 Ok(r) => r,
                 Err(e) => failed(&e, Some(proto::Phase::Prepare)),
             },
+            Command::EnrollBmc { .. } => failed(
+                &anyhow::anyhow!("enroll_bmc is not supported by this agent yet"),
+                None,
+            ),
             Command::Wait { .. } | Command::Reboot | Command::PowerOff => failed(
                 &anyhow::anyhow!("{command:?} is not run by the executor"),
                 None,

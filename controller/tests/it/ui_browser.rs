@@ -300,6 +300,16 @@ async fn agent(boot: String) {
                 .await;
                 session = None;
             }
+            Command::EnrollBmc { .. } => {
+                report(Report::Failed {
+                    error: proto::ErrorReport {
+                        phase: None,
+                        message: "this browser test's machine has no BMC".into(),
+                        causes: vec![],
+                    },
+                })
+                .await;
+            }
         }
     }
 }

@@ -216,6 +216,13 @@ pub async fn run(
                     inventory: None,
                     detail: None,
                 },
+                Command::EnrollBmc { .. } => Report::Failed {
+                    error: proto::ErrorReport {
+                        phase: None,
+                        message: "a simulated machine has no BMC".into(),
+                        causes: vec![],
+                    },
+                },
             };
             let rep = EventReport {
                 node_uuid: node,
