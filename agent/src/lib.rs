@@ -3,6 +3,7 @@
 //! these modules, and runs as PID 1 of the deploy ramdisk ([`init`]) where it speaks the
 //! agent protocol ([`run`]).
 
+pub mod bmc;
 pub mod boot;
 pub mod cli;
 pub mod cmdline;

@@ -118,9 +118,10 @@ pub enum Command {
     Reboot,
     /// Power off now (after the result is reported).
     PowerOff,
-    /// Create (or reset) the BMC user `user` through the local IPMI device with a fresh
-    /// random password and administrator privilege on the LAN channel; the result's
-    /// `detail` carries the BMC's address and the credentials.
+    /// Create, or reset, the BMC user named `user` through the machine's own IPMI device
+    /// (`/dev/ipmi0`): a new random password, administrator on the BMC's LAN channel. The
+    /// result's `detail` is a [`BmcEnrolled`]. `user` is 1 to 16 printable ASCII characters
+    /// without spaces; the agent refuses anything else.
     EnrollBmc { user: String },
 }
 
@@ -176,6 +177,37 @@ pub enum ConfigDrive {
     },
     /// A ready image, gzip-compressed and base64-encoded (what the Ironic CLI sends).
     GzipBase64 { data: String },
+}
+
+/// The result document of [`Command::EnrollBmc`] (`Report::Succeeded::detail`): the BMC
+/// user the agent created or reset, and where the BMC answers on the LAN. Holds a secret:
+/// `Debug` shows the password as `******`; whoever stores it must seal it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BmcEnrolled {
+    /// The BMC's IPv4 address on its LAN channel, if it has one.
+    pub bmc_address: Option<String>,
+    /// The LAN channel's MAC address (lower case, colon separated), if the BMC says.
+    pub bmc_mac: Option<String>,
+    /// The LAN channel the user may log in on.
+    pub channel: u8,
+    /// The user's slot in the BMC's user table (2 to 63; the same slot on a reset).
+    pub user_id: u8,
+    pub username: String,
+    /// The new password (16 characters of `[A-Za-z0-9]`).
+    pub password: String,
+}
+
+impl std::fmt::Debug for BmcEnrolled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BmcEnrolled")
+            .field("bmc_address", &self.bmc_address)
+            .field("bmc_mac", &self.bmc_mac)
+            .field("channel", &self.channel)
+            .field("user_id", &self.user_id)
+            .field("username", &self.username)
+            .field("password", &"******")
+            .finish()
+    }
 }
 
 /// A report about a running or finished command.
@@ -244,6 +276,41 @@ mod tests {
         assert_eq!(back, c);
         let w: Command = serde_json::from_str(r#"{"command":"wait","seconds":5}"#).expect("wait");
         assert_eq!(w, Command::Wait { seconds: 5 });
+    }
+
+    #[test]
+    fn enroll_bmc_round_trips() {
+        let c = Command::EnrollBmc {
+            user: "ingot".into(),
+        };
+        let j = serde_json::to_value(&c).expect("json");
+        assert_eq!(
+            j,
+            serde_json::json!({"command": "enroll_bmc", "user": "ingot"})
+        );
+        let back: Command = serde_json::from_value(j).expect("back");
+        assert_eq!(back, c);
+        assert!(serde_json::from_str::<Command>(r#"{"command":"enroll_bmc"}"#).is_err());
+    }
+
+    #[test]
+    fn bmc_enrolled_round_trips_and_hides_the_password_from_debug() {
+        let e = BmcEnrolled {
+            bmc_address: Some("10.11.12.13".into()),
+            bmc_mac: None,
+            channel: 1,
+            user_id: 3,
+            username: "ingot".into(),
+            password: "Abcdefgh12345678".into(),
+        };
+        let j = serde_json::to_value(&e).expect("json");
+        assert_eq!(j["password"], "Abcdefgh12345678");
+        assert_eq!(j["bmc_mac"], Value::Null);
+        let back: BmcEnrolled = serde_json::from_value(j).expect("back");
+        assert_eq!(back, e);
+        let shown = format!("{e:?}");
+        assert!(!shown.contains("Abcdefgh"), "{shown}");
+        assert!(shown.contains("******"), "{shown}");
     }
 
     #[test]

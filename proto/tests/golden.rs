@@ -398,6 +398,31 @@ fn reports_golden() {
     check("reports", &reports);
 }
 
+/// The result document of `enroll_bmc`, with and without what the BMC may not say.
+#[test]
+fn bmc_enrolled_golden() {
+    use proto::protocol::BmcEnrolled;
+    let enrolled = vec![
+        BmcEnrolled {
+            bmc_address: Some("10.11.12.13".into()),
+            bmc_mac: Some("52:54:00:aa:bb:cc".into()),
+            channel: 1,
+            user_id: 3,
+            username: "ingot".into(),
+            password: "Q7rXk2mPz9LcW4tB".into(),
+        },
+        BmcEnrolled {
+            bmc_address: None,
+            bmc_mac: None,
+            channel: 8,
+            user_id: 10,
+            username: "ingot".into(),
+            password: "h3NwT8vRq1ZyB6pK".into(),
+        },
+    ];
+    check("bmc_enrolled", &enrolled);
+}
+
 #[test]
 fn protocol_version_is_two() {
     // A change to the wire shapes above bumps it (and this line).

@@ -1,6 +1,8 @@
 //! A minimal controller for agent boot tests: speaks the agent protocol (`proto::protocol`)
 //! over HTTP/1.1 on 127.0.0.1, records every lookup (with the time it arrived) and event, and
-//! answers heartbeats from a script (then `power_off`).
+//! answers idle heartbeats from a script (then `power_off`, or `wait` while the test holds
+//! the agent to queue more); busy heartbeats (a command running) get `wait` and leave the
+//! script alone.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -9,8 +11,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use proto::protocol::{
-    Command, EventReport, HeartbeatResponse, LookupRequest, LookupResponse, PATH_EVENTS,
-    PATH_HEARTBEAT, PATH_LOOKUP,
+    AgentState, Command, EventReport, HeartbeatRequest, HeartbeatResponse, LookupRequest,
+    LookupResponse, PATH_EVENTS, PATH_HEARTBEAT, PATH_LOOKUP, Report,
 };
 
 /// What the fake saw.
@@ -20,6 +22,8 @@ pub struct Seen {
     pub events: Vec<EventReport>,
     pub heartbeats: u32,
     pub script: Vec<Command>,
+    /// While set, an idle heartbeat with the script empty gets `wait` 1 s, not `power_off`.
+    pub hold: bool,
 }
 
 /// The running fake; its threads stop with the process.
@@ -53,6 +57,71 @@ impl FakeController {
     /// The first lookup, if one arrived.
     pub fn first_lookup(&self) -> Option<(Instant, LookupRequest)> {
         self.seen.lock().ok()?.lookups.first().cloned()
+    }
+
+    /// Like [`FakeController::start`], but the agent is held (`wait`) once the script is
+    /// done, until [`FakeController::release`]; [`FakeController::queue`] adds commands.
+    pub fn start_held(script: Vec<Command>) -> anyhow::Result<Self> {
+        let ctl = Self::start(script)?;
+        ctl.seen
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .hold = true;
+        Ok(ctl)
+    }
+
+    /// Appends a command to the script.
+    pub fn queue(&self, command: Command) -> anyhow::Result<()> {
+        self.seen
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .script
+            .push(command);
+        Ok(())
+    }
+
+    /// Ends the hold: the next idle heartbeat after the script gets `power_off`.
+    pub fn release(&self) -> anyhow::Result<()> {
+        self.seen
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .hold = false;
+        Ok(())
+    }
+
+    /// The `n`th (from 1) final result (succeeded or failed) the agent reported, waiting
+    /// for it at most `timeout`; fails, with the VM's serial console, when the VM exits or
+    /// time runs out.
+    pub fn wait_result(
+        &self,
+        n: usize,
+        vm: &mut std::process::Child,
+        timeout: std::time::Duration,
+        console: &crate::serial::SerialLog,
+    ) -> anyhow::Result<Report> {
+        let started = Instant::now();
+        loop {
+            let found = self
+                .seen
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .events
+                .iter()
+                .filter(|e| !matches!(e.report, Report::Event { .. }))
+                .nth(n.saturating_sub(1))
+                .map(|e| e.report.clone());
+            if let Some(r) = found {
+                return Ok(r);
+            }
+            if started.elapsed() > timeout || vm.try_wait()?.is_some() {
+                anyhow::bail!(
+                    "no result {n} after {:?}\n--- serial ---\n{}",
+                    started.elapsed(),
+                    console.text()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// Waits for the first lookup of the agent in `vm` (started at `started`) for at most
@@ -118,11 +187,16 @@ fn serve(c: TcpStream, seen: &Mutex<Seen>) -> anyhow::Result<()> {
                     heartbeat_timeout_secs: 5,
                 })?)
             } else if path == PATH_HEARTBEAT {
+                let req: HeartbeatRequest = serde_json::from_slice(&body)?;
                 s.heartbeats += 1;
-                let command = if s.script.is_empty() {
-                    Command::PowerOff
-                } else {
+                let command = if matches!(req.state, AgentState::Busy { .. }) {
+                    Command::Wait { seconds: 5 }
+                } else if !s.script.is_empty() {
                     s.script.remove(0)
+                } else if s.hold {
+                    Command::Wait { seconds: 1 }
+                } else {
+                    Command::PowerOff
                 };
                 Some(serde_json::to_string(&HeartbeatResponse {
                     command_id: uuid::Uuid::from_u128(u128::from(s.heartbeats)),

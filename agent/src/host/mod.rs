@@ -1,10 +1,11 @@
 //! The only module that touches the OS directly: block devices, ioctls (interfaces in
-//! `ifconfig`, disks, NVMe, SG_IO, packet sockets) and
+//! `ifconfig`, disks, NVMe, SG_IO, the IPMI device, packet sockets) and
 //! external commands. Everything above it takes these types or traits.
 
 pub mod aligned;
 pub mod blockdev;
 pub mod ifconfig;
+pub mod ipmi;
 pub mod nvme;
 pub mod packet;
 pub mod sgio;

@@ -4,7 +4,6 @@
 //! system can tell (addresses, host name, the BMC address over `/dev/ipmi0`).
 
 pub mod block;
-pub mod bmc;
 pub mod cpu;
 pub mod lldp;
 pub mod net;
@@ -74,7 +73,7 @@ pub fn collect_live() -> Inventory {
         std::env::consts::ARCH,
         &net::live_addresses(),
     );
-    inv.bmc_address = bmc::address(Path::new("/dev/ipmi0"));
+    inv.bmc_address = crate::bmc::address(Path::new(crate::bmc::IPMI_DEVICE));
     cpu::refresh_live(&mut inv.cpu, &mut inv.memory);
     refresh_live(&mut inv);
     inv

@@ -1,5 +1,5 @@
-//! Running the controller's commands on this machine: `inspect`, `wipe` and `deploy` with the
-//! existing inventory, wipe, image and config drive code. Blocking; the driver calls it on a
+//! Running the controller's commands on this machine: `inspect`, `wipe`, `deploy` and
+//! `enroll_bmc` with the existing inventory, wipe, image, config drive and BMC code. Blocking; the driver calls it on a
 //! blocking thread. Also builds the lookup request.
 
 use std::collections::BTreeMap;
@@ -18,7 +18,8 @@ use crate::image::{WriteImageOptions, write_image};
 pub trait Host: Send + Sync + 'static {
     /// Inventory and identity for a lookup.
     fn lookup_request(&self) -> LookupRequest;
-    /// Runs `inspect`, `wipe` or `deploy` to its final report; events go to `sink`.
+    /// Runs `inspect`, `wipe`, `deploy` or `enroll_bmc` to its final report; events go to
+    /// `sink`.
     fn execute(&self, command: &Command, sink: &dyn EventSink) -> Report;
 }
 
@@ -96,15 +97,33 @@ impl Host for LiveHost {
                 Ok(r) => r,
                 Err(e) => failed(&e, Some(proto::Phase::Prepare)),
             },
-            Command::EnrollBmc { .. } => failed(
-                &anyhow::anyhow!("this agent cannot enroll a BMC in-band"),
-                None,
-            ),
+            Command::EnrollBmc { user } => {
+                enroll_report(crate::bmc::enroll(Path::new(crate::bmc::IPMI_DEVICE), user))
+            }
             Command::Wait { .. } | Command::Reboot | Command::PowerOff => failed(
                 &anyhow::anyhow!("{command:?} is not run by the executor"),
                 None,
             ),
         }
+    }
+}
+
+/// The result of `enroll_bmc`: the [`proto::protocol::BmcEnrolled`] document as the
+/// detail (it carries the password: the loop logs a result's command id and outcome only,
+/// never its detail), or the error (which never holds the password).
+pub fn enroll_report(r: Result<crate::bmc::Enrolled, crate::bmc::EnrollError>) -> Report {
+    match r {
+        Ok(e) => Report::Succeeded {
+            inventory: None,
+            detail: serde_json::to_value(e.document()).ok(),
+        },
+        Err(e) => Report::Failed {
+            error: ErrorReport {
+                phase: None,
+                message: format!("BMC enrolment failed: {e}"),
+                causes: crate::error_causes(&e),
+            },
+        },
     }
 }
 

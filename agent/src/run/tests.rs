@@ -195,3 +195,127 @@ fn busy_interval_follows_the_controller() {
     );
     assert_eq!(next_busy_interval(&Command::Inspect, cur), cur);
 }
+
+/// A log writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `enroll_bmc` on a fake BMC through the real enrolment and result code, logging
+/// into `dispatch` on the command's own thread too; the third run meets a BMC that refuses
+/// Set User Access.
+struct BmcHost {
+    bmc: Mutex<crate::bmc::fake::FakeBmc>,
+    dispatch: tracing::Dispatch,
+    passwords: Mutex<Vec<String>>,
+}
+
+impl Host for BmcHost {
+    fn lookup_request(&self) -> LookupRequest {
+        exec::lookup_request(Inventory::default(), None)
+    }
+
+    fn execute(&self, command: &Command, _sink: &dyn EventSink) -> Report {
+        tracing::dispatcher::with_default(&self.dispatch, || {
+            let Command::EnrollBmc { user } = command else {
+                return exec::enroll_report(Err(crate::bmc::EnrollError::NoLanChannel));
+            };
+            let pw = crate::bmc::Password::generate().expect("getrandom");
+            let mut passwords = self.passwords.lock().expect("lock");
+            passwords.push(pw.expose().to_owned());
+            let mut bmc = self.bmc.lock().expect("lock");
+            if passwords.len() == 3 {
+                bmc.refuse
+                    .push((crate::bmc::wire::CMD_SET_USER_ACCESS, 0xd4));
+            }
+            exec::enroll_report(crate::bmc::enroll_with(&mut *bmc, user, pw))
+        })
+    }
+}
+
+/// What the agent logs (every level, every target) while it enrols, reports, resets and
+/// fails an enrolment holds none of the passwords; the controller gets them in the results.
+#[tokio::test]
+async fn enrolment_passwords_reach_the_controller_and_never_the_log() {
+    let out = Captured::default();
+    let writer = out.clone();
+    let dispatch = tracing::Dispatch::new(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let _guard = tracing::dispatcher::set_default(&dispatch);
+    let ctl = FakeController::default();
+    let enroll = || Command::EnrollBmc {
+        user: "ingot".into(),
+    };
+    ctl.heartbeats.lock().expect("lock").extend([
+        cmd(1, enroll()),
+        cmd(2, enroll()),
+        cmd(3, enroll()),
+    ]);
+    let host = Arc::new(BmcHost {
+        bmc: Mutex::new(crate::bmc::fake::FakeBmc::new(8).with_user(2, "admin", "password")),
+        dispatch: dispatch.clone(),
+        passwords: Mutex::new(Vec::new()),
+    });
+    assert_eq!(drive(&ctl, host.clone()).await, Halt::PowerOff);
+
+    let passwords = host.passwords.lock().expect("lock").clone();
+    assert_eq!(passwords.len(), 3);
+    let results: Vec<Report> = ctl
+        .events
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|e| e.command_id.as_u128() <= 3)
+        .map(|e| e.report.clone())
+        .collect();
+    let detail = |r: &Report| match r {
+        Report::Succeeded {
+            detail: Some(d), ..
+        } => serde_json::from_value::<proto::protocol::BmcEnrolled>(d.clone()).ok(),
+        _ => None,
+    };
+    let first = detail(&results[0]).expect("first enrolment");
+    let second = detail(&results[1]).expect("second enrolment");
+    assert_eq!((first.user_id, second.user_id), (3, 3), "reset in place");
+    assert_eq!(first.password, passwords[0]);
+    assert_eq!(second.password, passwords[1]);
+    let Report::Failed { error } = &results[2] else {
+        panic!("the third enrolment fails: {:?}", results[2]);
+    };
+    assert_eq!(
+        error.message,
+        "BMC enrolment failed: Set User Access (channel 1, user 3)"
+    );
+    assert_eq!(
+        error.causes,
+        vec!["completion code 0xd4 (insufficient privilege level)"]
+    );
+
+    let log = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+    for needle in [
+        "running command",
+        "BMC user enrolled",
+        "reporting result",
+        "command failed",
+    ] {
+        assert!(log.contains(needle), "{needle} not logged:\n{log}");
+    }
+    for pw in &passwords {
+        assert!(!log.contains(pw.as_str()), "a password in the log:\n{log}");
+    }
+}

@@ -13,6 +13,8 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use proto::protocol::BmcEnrolled;
+
 use crate::model::{HistoryEvent, Secret};
 use crate::store::{Store, StoreError};
 
@@ -32,23 +34,22 @@ pub struct EnrolledBmc {
     pub password: Secret,
 }
 
-/// PURE: the enrolment result the agent reported as its `detail`; `Err` names what is
-/// wrong (never the password's value).
+/// PURE: the enrolment result the agent reported (a [`BmcEnrolled`] document) checked for
+/// what the controller will use; `Err` names what is wrong (never the password's value).
 pub fn parse(detail: Option<&Value>) -> Result<EnrolledBmc, String> {
     let d = detail.ok_or("the agent reported no BMC credentials")?;
-    let text = |key: &str| {
-        d.get(key)
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("the BMC enrolment result has no {key}"))
-    };
-    let small = |key: &str, range: std::ops::RangeInclusive<u8>| {
-        d.get(key)
-            .and_then(Value::as_u64)
-            .and_then(|v| u8::try_from(v).ok())
-            .filter(|v| range.contains(v))
-            .ok_or_else(|| format!("the BMC enrolment result's {key} is missing or out of range"))
-    };
-    let address: IpAddr = text("bmc_address")?
+    // serde's messages quote values: keep them out, the password is one.
+    let r: BmcEnrolled = serde_json::from_value(d.clone()).map_err(|e| {
+        format!(
+            "the BMC enrolment result is malformed (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let address: IpAddr = r
+        .bmc_address
+        .as_deref()
+        .ok_or("the BMC reported no LAN address")?
         .parse()
         .map_err(|_| "the BMC enrolment result's bmc_address is not an IP address".to_owned())?;
     if address.is_unspecified() || address.is_loopback() || address.is_multicast() {
@@ -56,30 +57,34 @@ pub fn parse(detail: Option<&Value>) -> Result<EnrolledBmc, String> {
             "the BMC reported {address}, which cannot be its LAN address"
         ));
     }
-    let username = text("username")?.to_owned();
-    proto::protocol::check_bmc_user(&username)?;
-    let password = text("password")?;
-    if password.is_empty()
-        || password.len() > PASSWORD_MAX
-        || !password.bytes().all(|b| b.is_ascii_graphic())
+    proto::protocol::check_bmc_user(&r.username)?;
+    if r.password.is_empty()
+        || r.password.len() > PASSWORD_MAX
+        || !r.password.bytes().all(|b| b.is_ascii_graphic())
     {
         return Err(format!(
             "the BMC enrolment result's password is not 1 to {PASSWORD_MAX} printable characters"
         ));
     }
-    let mac = match d.get("bmc_mac") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(m)) if is_mac(m) => Some(m.to_ascii_lowercase()),
+    let mac = match r.bmc_mac {
+        None => None,
+        Some(m) if is_mac(&m) => Some(m.to_ascii_lowercase()),
         Some(_) => return Err("the BMC enrolment result's bmc_mac is not a MAC".to_owned()),
     };
+    if !(1..=15).contains(&r.channel) {
+        return Err("the BMC enrolment result's channel is out of range".to_owned());
+    }
+    // User 1 is the anonymous user; IPMI numbers users up to 63.
+    if !(2..=63).contains(&r.user_id) {
+        return Err("the BMC enrolment result's user_id is out of range".to_owned());
+    }
     Ok(EnrolledBmc {
         address,
         mac,
-        channel: small("channel", 1..=15)?,
-        // User 1 is the anonymous user; IPMI numbers users up to 63.
-        user_id: small("user_id", 2..=63)?,
-        username,
-        password: Secret(password.to_owned()),
+        channel: r.channel,
+        user_id: r.user_id,
+        username: r.username,
+        password: Secret(r.password),
     })
 }
 
@@ -213,7 +218,7 @@ mod tests {
     #[test]
     fn refuses_bad_results_without_showing_the_password() {
         let cases: Vec<(&str, Value, &str)> = vec![
-            ("no address", json!(null), "bmc_address"),
+            ("no address", json!(null), "no LAN address"),
             ("not an ip", json!("bmc.example"), "not an IP"),
             ("unspecified", json!("0.0.0.0"), "cannot be"),
             ("loopback", json!("127.0.0.1"), "cannot be"),
@@ -243,7 +248,8 @@ mod tests {
             ("anonymous slot", "user_id", json!(1), "user_id"),
             ("slot past 63", "user_id", json!(64), "user_id"),
             ("channel 0", "channel", json!(0), "channel"),
-            ("channel text", "channel", json!("1"), "channel"),
+            ("channel text", "channel", json!("1"), "malformed"),
+            ("password number", "password", json!(1234), "malformed"),
             ("bad mac", "bmc_mac", json!("nope"), "MAC"),
         ];
         for (what, key, value, want) in edits {

@@ -300,8 +300,16 @@ async fn agent(boot: String) {
                 .await;
                 session = None;
             }
-            // The console test does not enable in-band BMC enrolment.
-            Command::EnrollBmc { .. } => {}
+            Command::EnrollBmc { .. } => {
+                report(Report::Failed {
+                    error: proto::ErrorReport {
+                        phase: None,
+                        message: "this browser test's machine has no BMC".into(),
+                        causes: vec![],
+                    },
+                })
+                .await;
+            }
         }
     }
 }

@@ -216,12 +216,11 @@ pub async fn run(
                     inventory: None,
                     detail: None,
                 },
-                // As a real agent on a machine without an IPMI device answers.
                 Command::EnrollBmc { .. } => Report::Failed {
                     error: proto::ErrorReport {
-                        message: "no IPMI device (/dev/ipmi0)".to_owned(),
-                        causes: Vec::new(),
                         phase: None,
+                        message: "a simulated machine has no BMC".into(),
+                        causes: vec![],
                     },
                 },
             };
