@@ -18,6 +18,7 @@ pub mod htpasswd;
 pub mod image_head;
 pub mod inspection_rule;
 pub mod ipmi;
+pub mod ipmi_inband;
 pub mod json_patch;
 pub mod lldp;
 pub mod qemu_img_info;
@@ -39,6 +40,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("image_head", image_head::run),
     ("inspection_rule", inspection_rule::run),
     ("ipmi", ipmi::run),
+    ("ipmi_inband", ipmi_inband::run),
     ("json_patch", json_patch::run),
     ("lldp", lldp::run),
     ("qemu_img_info", qemu_img_info::run),

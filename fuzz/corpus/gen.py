@@ -375,6 +375,53 @@ def lldp_seeds():
         + lldp_tlv(2, b"\x04\x02" + bytes(16)) + lldp_tlv(3, b"\x00\x04"))
 
 
+# ---------------------------------------------------------------- in-band IPMI (/dev/ipmi0)
+def inband(*answers):
+    """Answers of the machine's BMC in the order the agent asks, each length-prefixed."""
+    return b"".join(bytes([len(a)]) + a for a in answers)
+
+
+def user_name(name):
+    return b"\0" + name.ljust(16, b"\0")
+
+
+def ipmi_inband_seeds():
+    # As ipmi_sim 2.0.33 answers: IPMI 2.0, LAN channel 1 at 10.11.12.13, 63 users, user 2
+    # "admin"; every unnamed slot is free.
+    device_id = bytes([0, 0, 0x03, 0x09, 0x08, 0x02, 0x9F, 0x91, 0x12, 0, 0x02, 0x0F])
+    lan_info = bytes([0, 0x01, 0x04, 0x01, 0x81, 0xF2, 0x1B, 0, 0, 0])
+    lan_ip = bytes([0, 0x11, 10, 11, 12, 13])
+    table = bytes([0, 0x3F, 0x01, 0x00, 0x00])
+    free = bytes([0, 0x3F, 0x01, 0x00, 0x00])
+    mac = bytes([0, 0x11, 0x52, 0x54, 0x00, 0xB3, 0xC0, 0x01])
+    ok = b"\0"
+    names = [user_name(b"admin")] + [user_name(b"")] * 61
+    # New user in slot 3: names of 2..63, access of 3, name, password, enable, access, test.
+    put("ipmi_inband", "sim-new-user", inband(device_id, lan_info, lan_ip, table, *names, free,
+                                              ok, ok, ok, ok, ok, mac))
+    # Reset of "ingot" in slot 3: the name search stops there; no Set User Name.
+    put("ipmi_inband", "sim-reset", inband(device_id, lan_info, lan_ip, table, user_name(b"admin"),
+                                           user_name(b"ingot"), ok, ok, ok, ok, mac))
+    # IPMI 1.5, a system interface channel first, channel 2 LAN without an address, 4 users
+    # all in use: no free slot.
+    put("ipmi_inband", "v15-full", inband(bytes([0, 0x20, 0x01, 0x01, 0x00, 0x51]), bytes([0xCC]),
+                                          lan_info.replace(b"\x01\x04", b"\x02\x04", 1),
+                                          bytes([0, 0x11, 0, 0, 0, 0]), *[bytes([0xCB])] * 9,
+                                          bytes([0, 0x04, 0x03, 0x01, 0x14]),
+                                          user_name(b"root"), user_name(b""), user_name(b"ops"),
+                                          bytes([0, 0x04, 0x03, 0x01, 0x12])))
+    # A 2.0 BMC refusing the 20-byte password (0xc7), then taking 16 bytes.
+    put("ipmi_inband", "twenty-refused", inband(device_id, lan_info, lan_ip, bytes([0, 0x03, 0, 1, 0]),
+                                                user_name(b""), user_name(b""), free, ok,
+                                                bytes([0xC7]), ok, ok, ok, ok, mac))
+    # Set User Access refused: the new slot is undone.
+    put("ipmi_inband", "access-refused", inband(device_id, lan_info, lan_ip, bytes([0, 0x02, 0, 1, 0]),
+                                                user_name(b""), free, ok, ok, ok, bytes([0xD4]), ok, ok))
+    # Single answers for the parsers.
+    put("ipmi_inband", "user-access-all-bits", bytes([0, 0xFF, 0xFF, 0xFF, 0x74]))
+    put("ipmi_inband", "lan-mac", mac)
+
+
 if __name__ == "__main__":
     dhcp_seeds()
     tftp_seeds()
@@ -385,4 +432,5 @@ if __name__ == "__main__":
     image_seeds()
     lldp_seeds()
     inspection_rule_seeds()
+    ipmi_inband_seeds()
     print("seeds written under", HERE)
