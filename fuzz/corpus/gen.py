@@ -251,6 +251,10 @@ def agent_seeds():
                             (0x82, "event-failed", event), (0x82, "event-progress", progress), (0x82, "event-succeeded", done),
                             (0x82, "event-write-done", write_done), (0x82, "event-inspected", inspected)]:
         put("agent_api", name, bytes([sel]) + json.dumps(body).encode())
+    # An in-band BMC enrolment result document, as the agent reports it (also read whole).
+    with open(os.path.join(golden, "bmc_enrolled.json")) as f:
+        enrolled = json.load(f)
+    put("agent_api", "bmc-enrolled", bytes([0x82]) + json.dumps(enrolled[0]).encode())
 
     deploy = {"command_id": "11111111-2222-4333-8444-555555555555", "command": {"command": "deploy",
               "image_url": "https://10.9.0.1:8443/images/debian-12.raw.zst?node=x&expires=1&sig=ab",
