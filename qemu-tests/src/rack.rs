@@ -63,6 +63,9 @@ const FAILED_STATES: &[&str] = &[
 pub struct RackOptions {
     /// Enroll unknown machines that boot the agent (`[discovery] enabled`).
     pub discovery: bool,
+    /// `[discovery] enroll_bmc`: a discovered machine's agent sets up a BMC user in-band
+    /// and the node gets it (machines of [`Rack::add_ipmi_machine_in_band`]).
+    pub enroll_bmc: bool,
     /// `[conductor] callback_timeout_secs`: how long a wait state may last.
     pub callback_timeout: Duration,
     /// `[deploy] fast_track` (default on, as the lab: an agent already running takes the
@@ -89,6 +92,7 @@ impl Default for RackOptions {
     fn default() -> Self {
         Self {
             discovery: false,
+            enroll_bmc: false,
             callback_timeout: Duration::from_secs(600),
             fast_track: true,
             extra_config: String::new(),
@@ -285,6 +289,7 @@ impl Rack {
              agent_initramfs = \"{initrd}\"\n\
              [discovery]\n\
              enabled = {discovery}\n\
+             enroll_bmc = {enroll_bmc}\n\
              allowed_subnets = [\"172.31.250.0/24\"]\n\
              [deploy]\n\
              fast_track = {fast_track}\n\
@@ -298,6 +303,7 @@ impl Rack {
             kernel = kernel.display(),
             initrd = initrd.display(),
             discovery = opts.discovery,
+            enroll_bmc = opts.enroll_bmc,
             fast_track = opts.fast_track,
             extra = opts.extra_config,
         )

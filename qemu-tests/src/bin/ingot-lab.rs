@@ -4,10 +4,13 @@
 //! two machines nobody registered, each behind a real BMC simulator: a SeaBIOS machine
 //! behind `ipmi_sim` and an OVMF machine behind sushy-tools (Redfish over HTTPS). The
 //! operator powers them on at their BMCs; they PXE-boot the agent and register themselves.
-//! Then, as an operator would with the real `baremetal` CLI, each discovered node gets its
-//! BMC credentials, is managed, cleaned (`provide`), deployed with a disk image and a config
-//! drive, boots that image from its disk, and is released (undeploy: cleaning again) and
-//! powered off. Every phase is timed; a table closes the run.
+//! The IPMI machine's BMC is also wired to it in-band (QEMU's KCS interface): with
+//! `[discovery] enroll_bmc`, its agent creates a BMC user with a random password through
+//! `/dev/ipmi0` and the node is managed with it, nobody typing an address or a password.
+//! The Redfish machine gets its BMC credentials from the operator with the real `baremetal`
+//! CLI, and is managed. Then each is cleaned (`provide`), deployed with a disk image and a
+//! config drive, boots that image from its disk, and is released (undeploy: cleaning
+//! again) and powered off. Every phase is timed; a table closes the run.
 //!
 //! The API is HTTPS with http_basic, as on a real network; the run ends with `ingot node
 //! list` through it. `--keep` leaves the rack running afterwards (until Enter is pressed)
@@ -60,6 +63,7 @@ fn run(keep: bool) -> anyhow::Result<()> {
     println!("building the agent ramdisk and the controller (first run: a few minutes)");
     let mut rack = Rack::start(RackOptions {
         discovery: true,
+        enroll_bmc: true,
         keep_dir: keep,
         ..RackOptions::default()
     })?;
@@ -72,7 +76,7 @@ fn run(keep: bool) -> anyhow::Result<()> {
     );
     let disk = marker_disk::build(&rack.dir().join("image"), IMAGE_MIB)?;
     let url = rack.publish(&disk.zst, "marker-disk.img.zst")?;
-    let ipmi = rack.add_ipmi_machine(VmSpec::numbered(1, Firmware::Bios))?;
+    let ipmi = rack.add_ipmi_machine_in_band(VmSpec::numbered(1, Firmware::Bios))?;
     let redfish = rack.add_redfish_machine(VmSpec::numbered(2, Firmware::Uefi))?;
     let mates = [(&ipmi, BIOS_MARKER), (&redfish, UEFI_MARKER)].map(|(bmc, marker)| Rackmate {
         label: bmc.label(),
@@ -285,11 +289,36 @@ fn lifecycle(
     let node = node.as_str();
     let shown = rack.node(node)?;
     println!("  [{}] properties: {}", m.label, shown["properties"]);
-    let info = driver_info_args(&m.bmc.driver_info());
-    t.phase("set BMC + manage", || {
-        rack.set_driver(node, m.bmc.driver(), &info)?;
-        rack.manage(node)
-    })?;
+    match m.bmc {
+        BmcMachine::Ipmi(bmc) => {
+            let managed = t.phase("BMC enrolled in-band + manage", || {
+                rack.wait_provision_state(node, "manageable", Duration::from_secs(120))
+            })?;
+            let info = &managed["driver_info"];
+            ensure!(
+                managed["driver"] == "ipmi"
+                    && info["ipmi_address"] == bmc.address()
+                    && info["ipmi_username"] == "ingot",
+                "the node is not managed through its in-band BMC user: {managed}"
+            );
+            ensure!(
+                info["ipmi_password"] == "******",
+                "the API shows the BMC password"
+            );
+            println!(
+                "  [{}] BMC {} enrolled in-band as user \"ingot\" (random password, sealed)",
+                m.label,
+                bmc.address()
+            );
+        }
+        BmcMachine::Redfish(_) => {
+            let info = driver_info_args(&m.bmc.driver_info());
+            t.phase("set BMC + manage", || {
+                rack.set_driver(node, m.bmc.driver(), &info)?;
+                rack.manage(node)
+            })?;
+        }
+    }
     t.phase("provide (clean)", || rack.provide(node))?;
     let instance_info = [
         format!("image_source={url}"),

@@ -21,6 +21,9 @@ use crate::vm::VmSpec;
 
 /// The IPMI port every lab BMC listens on (each has its own address).
 pub const PORT: u16 = 623;
+/// The port of an in-band BMC's `serial ... codec VM` socket (on the BMC's address), which
+/// the machine's QEMU connects its KCS interface to.
+pub const VM_PORT: u16 = 9002;
 
 /// A lab machine behind its own `ipmi_sim`; both stopped on drop.
 #[derive(Debug)]
@@ -34,9 +37,41 @@ pub struct IpmiBmc {
 impl IpmiBmc {
     /// Creates the machine (powered off) in `<dir>/<name>` and starts its BMC.
     pub fn start(lab: &mut Lab, spec: VmSpec, dir: &Path) -> anyhow::Result<IpmiBmc> {
+        Self::start_with(lab, spec, dir, false)
+    }
+
+    /// As [`IpmiBmc::start`], and the BMC is also the machine's own, in-band: QEMU's KCS
+    /// system interface (`isa-ipmi-kcs` on `ipmi-bmc-extern`) is wired to the same
+    /// `ipmi_sim` through its `serial ... codec VM` socket, so what the machine's agent sets
+    /// through `/dev/ipmi0` (a user, a password) is what the LAN side accepts. The BMC's LAN
+    /// address is configured in its LAN parameters (`ipmitool lan set 1 ipaddr`), as a site
+    /// does, so the agent reads it in-band.
+    pub fn start_in_band(lab: &mut Lab, spec: VmSpec, dir: &Path) -> anyhow::Result<IpmiBmc> {
+        Self::start_with(lab, spec, dir, true)
+    }
+
+    fn start_with(
+        lab: &mut Lab,
+        mut spec: VmSpec,
+        dir: &Path,
+        in_band: bool,
+    ) -> anyhow::Result<IpmiBmc> {
         let chassis = chassis_binary()?;
-        let machine = Machine::create(lab, spec, dir)?;
         let address = add_bmc_address(lab)?;
+        let vm_serial = if in_band {
+            spec.extra_args.extend([
+                "-chardev".to_owned(),
+                format!("socket,id=ipmi0,host={address},port={VM_PORT},reconnect=2"),
+                "-device".to_owned(),
+                "ipmi-bmc-extern,chardev=ipmi0,id=bmc0".to_owned(),
+                "-device".to_owned(),
+                "isa-ipmi-kcs,bmc=bmc0".to_owned(),
+            ]);
+            format!("\x20 serial 15 {address} {VM_PORT} codec VM\n")
+        } else {
+            String::new()
+        };
+        let machine = Machine::create(lab, spec, dir)?;
         let bmc_dir = machine.dir().join("ipmi");
         std::fs::create_dir_all(bmc_dir.join("state")).context("creating the BMC dir")?;
         let guid = machine.spec().smbios_uuid.replace('-', "");
@@ -56,6 +91,7 @@ impl IpmiBmc {
                  \x20   guid {guid}\n\
                  \x20 endlan\n\
                  \x20 chassis_control \"{chassis} {socket}\"\n\
+                 {vm_serial}\
                  \x20 user 2 true \"{USERNAME}\" \"{PASSWORD}\" admin 10 none md5 straight\n",
                 name = machine.spec().name,
                 chassis = chassis.display(),
@@ -106,7 +142,32 @@ impl IpmiBmc {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        if in_band {
+            bmc.ipmitool(lab, &["lan", "set", "1", "ipaddr", &bmc.address.clone()])
+                .context("setting the in-band BMC's LAN address")?;
+        }
         Ok(bmc)
+    }
+
+    /// Runs `ipmitool ARGS` against this BMC over its LAN side (lanplus, as the lab's
+    /// administrator) inside the lab; returns its stdout.
+    pub fn ipmitool(&self, lab: &Lab, args: &[&str]) -> anyhow::Result<String> {
+        let out = lab
+            .command("ipmitool")
+            .args(["-I", "lanplus", "-C", "3", "-H", &self.address])
+            .args(["-U", USERNAME, "-P", PASSWORD])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running ipmitool in the lab (Debian package ipmitool)")?;
+        if !out.status.success() {
+            bail!(
+                "ipmitool {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The `driver_info` an operator gives `baremetal node create --driver ipmi`.

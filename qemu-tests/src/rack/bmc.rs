@@ -95,6 +95,17 @@ impl Rack {
         Ok(BmcMachine::Ipmi(IpmiBmc::start(&mut self.lab, spec, &dir)?))
     }
 
+    /// As [`Rack::add_ipmi_machine`], the BMC also wired to the machine in-band (its KCS
+    /// interface; see [`IpmiBmc::start_in_band`]), for `[discovery] enroll_bmc`.
+    pub fn add_ipmi_machine_in_band(&mut self, spec: VmSpec) -> anyhow::Result<BmcMachine> {
+        let dir = self.dir.path.join("machines");
+        Ok(BmcMachine::Ipmi(IpmiBmc::start_in_band(
+            &mut self.lab,
+            spec,
+            &dir,
+        )?))
+    }
+
     /// A powered-off machine behind its own sushy-tools Redfish BMC on the rack's network.
     pub fn add_redfish_machine(&mut self, spec: VmSpec) -> anyhow::Result<BmcMachine> {
         let dir = self.dir.path.join("machines");
