@@ -199,6 +199,7 @@ async fn provision(
         configdrive,
         clean_steps: steps(obj, "clean_steps")?,
         deploy_steps,
+        service_steps: steps(obj, "service_steps")?,
         disable_ramdisk,
         rescue_password,
     };

@@ -41,7 +41,9 @@ use tokio::task::AbortHandle;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::drivers::{BootDevice, DriverError, DriverRegistry, InterfaceValidation, PowerTarget};
+use crate::drivers::{
+    BootDevice, DriverError, DriverRegistry, InterfaceValidation, PowerTarget, resolve_step,
+};
 use crate::machine::{self, Event, NodeView, Rejected, Verb};
 use crate::model::Node;
 use crate::store::{Store, StoreError};
@@ -107,6 +109,7 @@ pub struct ProvisionRequest {
     pub configdrive: Option<Value>,
     pub clean_steps: Option<Vec<Value>>,
     pub deploy_steps: Option<Vec<Value>>,
+    pub service_steps: Option<Vec<Value>>,
     pub disable_ramdisk: Option<bool>,
     pub rescue_password: Option<String>,
 }
@@ -119,6 +122,7 @@ impl ProvisionRequest {
             configdrive: None,
             clean_steps: None,
             deploy_steps: None,
+            service_steps: None,
             disable_ramdisk: None,
             rescue_password: None,
         }
@@ -390,6 +394,58 @@ impl Conductor {
         }
     }
 
+    /// `deploy_steps` of a deploy: each must name a step the deploy runs, at the priority
+    /// it runs at (one step today; reordering or disabling it is not supported).
+    fn check_deploy_steps(&self, node: &Node, steps: &[Value]) -> Result<(), ConductorError> {
+        let drivers = self.drivers.resolve(node).map_err(driver_bad_request)?;
+        let offered = drivers.deploy.deploy_steps(node);
+        for requested in steps {
+            let step = resolve_step("Deploy", &offered, requested).map_err(|e| {
+                ConductorError::BadRequest(format!(
+                    "Failed to validate deploy steps for node {}: {e}",
+                    node.uuid
+                ))
+            })?;
+            let built_in = offered
+                .iter()
+                .find(|s| s.interface == step.interface && s.step == step.step)
+                .map_or(0, |s| s.priority);
+            if step.priority != built_in {
+                return Err(ConductorError::BadRequest(format!(
+                    "Failed to validate deploy steps for node {}: deploy step {}.{} runs at \
+                     priority {built_in}; changing its priority is not supported",
+                    node.uuid, step.interface, step.step
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `service_steps` of a `service`: required, and each must be one the drivers offer.
+    fn check_service_steps(
+        &self,
+        node: &Node,
+        steps: Option<&[Value]>,
+    ) -> Result<(), ConductorError> {
+        let steps = steps.filter(|s| !s.is_empty()).ok_or_else(|| {
+            ConductorError::BadRequest(
+                "\"service_steps\" is required when setting target provision state to service"
+                    .to_owned(),
+            )
+        })?;
+        let drivers = self.drivers.resolve(node).map_err(driver_bad_request)?;
+        let offered = drivers.deploy.service_steps(node);
+        for requested in steps {
+            resolve_step("Service", &offered, requested).map_err(|e| {
+                ConductorError::BadRequest(format!(
+                    "Failed to validate service steps for node {}: {e}",
+                    node.uuid
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
     /// Request checks that need no lock (Ironic's API-side validation).
     fn check_request(&self, node: &Node, req: &ProvisionRequest) -> Result<(), ConductorError> {
         if req.configdrive.is_some() && !matches!(req.verb, Verb::Deploy | Verb::Rebuild) {
@@ -404,6 +460,12 @@ impl Conductor {
                 "\"clean_steps\" is only valid when setting target provision state to clean"
                     .to_owned(),
             ));
+        }
+        if let Some(steps) = &req.deploy_steps {
+            self.check_deploy_steps(node, steps)?;
+        }
+        if req.verb == Verb::Service {
+            self.check_service_steps(node, req.service_steps.as_deref())?;
         }
         match req.verb {
             Verb::Clean if req.clean_steps.is_none() => Err(ConductorError::BadRequest(

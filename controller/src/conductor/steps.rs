@@ -13,7 +13,7 @@ use super::task::{CLEAN_STEP_INDEX, CLEAN_STEPS, REQUESTED_CLEAN_STEPS, TaskFlag
 use super::{Conductor, ConductorError};
 use crate::drivers::{
     BootDevice, CleanStep, DriverError, NodeDrivers, PowerState, PowerTarget, StepOutcome,
-    resolve_clean_step,
+    resolve_step,
 };
 use crate::machine::{Action, Event, Phase};
 use crate::model::Node;
@@ -257,7 +257,7 @@ impl Conductor {
                 .unwrap_or_default();
             return requested
                 .iter()
-                .map(|r| resolve_clean_step(&offered, r))
+                .map(|r| resolve_step("Clean", &offered, r))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| {
                     format!("Failed to validate clean steps for node {}: {e}", node.uuid)

@@ -312,6 +312,16 @@ pub trait DeployInterface: Send + Sync + fmt::Debug {
     async fn tear_down(&self, node: &Node) -> Result<(), DriverError>;
     /// Every clean step this interface offers, automated ones with priority > 0.
     fn clean_steps(&self, node: &Node) -> Vec<CleanStep>;
+    /// The deploy steps a deploy runs, in Ironic's shape. The deploy is one step today,
+    /// `deploy.deploy` (write the image, boot it); `user_deploy_steps` may only name it.
+    fn deploy_steps(&self, _node: &Node) -> Vec<CleanStep> {
+        vec![CleanStep::new("deploy", "deploy", 100)]
+    }
+    /// The service steps `service` may run on an active node (none yet: `service` is
+    /// refused rather than accepted and ignored).
+    fn service_steps(&self, _node: &Node) -> Vec<CleanStep> {
+        Vec::new()
+    }
     /// Runs one clean step.
     async fn execute_clean_step(
         &self,
@@ -342,14 +352,20 @@ pub trait InspectInterface: Send + Sync + fmt::Debug {
     async fn inspect(&self, node: &Node) -> Result<StepOutcome, DriverError>;
 }
 
-/// Checks that a clean step requested by an operator names a step the driver offers;
-/// returns the driver's step with the operator's arguments.
-pub fn resolve_clean_step(
+/// Which kind of step an operator names: `Clean`, `Deploy` or `Service` (the word in
+/// errors).
+pub type StepKind = &'static str;
+
+/// Checks that a step requested by an operator (`kind`: "Clean", "Deploy", "Service")
+/// names a step the driver offers; returns the driver's step with the operator's arguments
+/// (and priority, when given).
+pub fn resolve_step(
+    kind: StepKind,
     offered: &[CleanStep],
     requested: &serde_json::Value,
 ) -> Result<CleanStep, DriverError> {
     let obj = requested.as_object().ok_or_else(|| {
-        DriverError::InvalidParameter(format!("Clean step {requested} is not an object"))
+        DriverError::InvalidParameter(format!("{kind} step {requested} is not an object"))
     })?;
     let interface = obj
         .get("interface")
@@ -358,13 +374,16 @@ pub fn resolve_clean_step(
     let name = obj.get("step").and_then(|v| v.as_str()).unwrap_or_default();
     let found = offered.iter().find(|s| s.interface == interface && s.step == name).ok_or_else(|| {
         DriverError::InvalidParameter(format!(
-            "Clean step {{'interface': '{interface}', 'step': '{name}'}} is not supported by the \
+            "{kind} step {{'interface': '{interface}', 'step': '{name}'}} is not supported by the \
              driver"
         ))
     })?;
     let mut step = found.clone();
     if let Some(args) = obj.get("args").and_then(|v| v.as_object()) {
         step.args = args.clone();
+    }
+    if let Some(p) = obj.get("priority").and_then(serde_json::Value::as_u64) {
+        step.priority = u32::try_from(p).unwrap_or(u32::MAX);
     }
     Ok(step)
 }

@@ -402,3 +402,82 @@ async fn allocation_is_processed_and_freed() {
         a["uuid"].as_str().unwrap()
     )));
 }
+
+/// Steps the drivers do not run are refused, never accepted and ignored: `deploy_steps`
+/// may only name the deploy's own step at its own priority, `service` needs
+/// `service_steps`, and no service step is offered yet.
+#[tokio::test]
+async fn deploy_and_service_steps_that_would_not_run_are_refused() {
+    let api = Api::new().await;
+    let uuid = api.node("n1").await["uuid"].as_str().unwrap().to_owned();
+    api.provision("n1", json!({"target": "manage"}), "manageable")
+        .await;
+    api.provision("n1", json!({"target": "provide"}), "available")
+        .await;
+    api.patch("/v1/nodes/n1", json!([{"op": "add", "path": "/instance_info/image_source", "value": "http://127.0.0.1:1/img"}]))
+        .await
+        .expect(StatusCode::OK);
+    let before = api.stored_node("n1").await;
+    let refused = [
+        (
+            json!([{"interface": "deploy", "step": "install_bootloader", "args": {}, "priority": 50}]),
+            format!(
+                "Failed to validate deploy steps for node {uuid}: Deploy step {{'interface': 'deploy', 'step': 'install_bootloader'}} is not supported by the driver"
+            ),
+        ),
+        (
+            json!([{"interface": "deploy", "step": "deploy", "args": {}, "priority": 0}]),
+            format!(
+                "Failed to validate deploy steps for node {uuid}: deploy step deploy.deploy runs at priority 100; changing its priority is not supported"
+            ),
+        ),
+    ];
+    for (steps, fault) in refused {
+        api.put(
+            "/v1/nodes/n1/states/provision",
+            Some(json!({"target": "active", "deploy_steps": steps})),
+        )
+        .await
+        .expect_fault(StatusCode::BAD_REQUEST, &fault);
+    }
+    assert_eq!(
+        api.stored_node("n1").await,
+        before,
+        "a refused deploy changed the node"
+    );
+    // The deploy's own step at its own priority is what runs anyway.
+    let n = api
+        .provision(
+            "n1",
+            json!({"target": "active", "deploy_steps": [{"interface": "deploy", "step": "deploy", "args": {}, "priority": 100}]}),
+            "active",
+        )
+        .await;
+    assert!(n["last_error"].is_null(), "{n}");
+
+    let cases = [
+        (
+            json!({"target": "service"}),
+            "\"service_steps\" is required when setting target provision state to service"
+                .to_owned(),
+        ),
+        (
+            json!({"target": "service", "service_steps": []}),
+            "\"service_steps\" is required when setting target provision state to service"
+                .to_owned(),
+        ),
+        (
+            json!({"target": "service", "service_steps": [{"interface": "deploy", "step": "erase_devices"}]}),
+            format!(
+                "Failed to validate service steps for node {uuid}: Service step {{'interface': 'deploy', 'step': 'erase_devices'}} is not supported by the driver"
+            ),
+        ),
+    ];
+    for (body, fault) in cases {
+        api.put("/v1/nodes/n1/states/provision", Some(body))
+            .await
+            .expect_fault(StatusCode::BAD_REQUEST, &fault);
+    }
+    let n = api.get("/v1/nodes/n1").await.body;
+    assert_eq!(n["provision_state"], "active", "{n}");
+}
