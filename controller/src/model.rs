@@ -88,6 +88,9 @@ pub struct Node {
     pub reservation: Option<String>,
     pub clean_step: Option<JsonMap>,
     pub deploy_step: Option<JsonMap>,
+    /// The service step running (`service`), shown as Ironic's `service_step`.
+    #[serde(default)]
+    pub service_step: Option<JsonMap>,
     pub automated_clean: Option<bool>,
     #[serde(default)]
     pub protected: bool,
@@ -155,6 +158,7 @@ impl Node {
             reservation: None,
             clean_step: None,
             deploy_step: None,
+            service_step: None,
             automated_clean: None,
             protected: false,
             protected_reason: None,

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::{AgentApiState, AgentError, PROGRESS_KEY, authorize, bad_json, write_agent_fields};
 use crate::conductor::{ConductorError, ProvisionRequest};
+use crate::drivers::agent::INSTANCE_DEVICE_KEY;
 use crate::drivers::wipe_proof;
 use crate::hub::Claim;
 use crate::machine::Verb;
@@ -185,31 +186,45 @@ async fn store_result(
         // never to `agent_last_result`.
         return bmc_enrolled(st, node, report).await;
     }
+    // Inspect and wipe also run as service steps, which wait in `service wait`.
+    let servicing = st
+        .store
+        .get_node_by_uuid(node)
+        .await?
+        .is_some_and(|n| matches!(n.provision_state.as_str(), "servicing" | "service wait"));
+    let Some(wait) = wait_state_for(command, servicing) else {
+        if let Report::Failed { error } = &report {
+            tracing::warn!(node = %node, error = %error.message, "agent command failed");
+        }
+        return Ok(());
+    };
     match report {
         Report::Succeeded { inventory, detail } => {
             if let Some(detail) = &detail {
+                // The disk a deploy wrote: service steps never erase it.
+                let device = matches!(command, Command::Deploy(_))
+                    .then(|| detail.get("device").cloned())
+                    .flatten();
                 write_agent_fields(st.store.as_ref(), node, |n| {
                     n.driver_internal_info
                         .insert("agent_last_result".into(), detail.clone());
+                    if let Some(d) = &device {
+                        n.driver_internal_info
+                            .insert(INSTANCE_DEVICE_KEY.into(), d.clone());
+                    }
                 })
                 .await?;
             }
-            let wait_state = match command {
+            match command {
                 Command::Inspect => {
                     let Some(inv) = inventory else {
-                        return finish(
-                            st,
-                            node,
-                            "inspect wait",
-                            Err("the agent reported no inventory".into()),
-                        )
-                        .await;
+                        return finish(st, node, wait, Err("the agent reported no inventory".into()))
+                            .await;
                     };
                     if let Err(reason) = st.discovery.refresh(st.store.as_ref(), node, &inv).await?
                     {
-                        return finish(st, node, "inspect wait", Err(reason)).await;
+                        return finish(st, node, wait, Err(reason)).await;
                     }
-                    "inspect wait"
                 }
                 Command::Wipe { devices, .. } => {
                     // A whole-machine wipe must prove it covered every inventoried disk.
@@ -223,14 +238,12 @@ async fn store_result(
                         .await?
                     {
                         tracing::warn!(node = %node, error = %reason, "cleaning refused");
-                        return finish(st, node, "clean wait", Err(reason)).await;
+                        return finish(st, node, wait, Err(reason)).await;
                     }
-                    "clean wait"
                 }
-                Command::Deploy(_) => "wait call-back",
-                _ => return Ok(()),
-            };
-            finish(st, node, wait_state, Ok(())).await
+                _ => {}
+            }
+            finish(st, node, wait, Ok(())).await
         }
         Report::Failed { error } => {
             let mut text = error.message.clone();
@@ -238,19 +251,24 @@ async fn store_result(
                 text.push_str(": ");
                 text.push_str(cause);
             }
-            let wait_state = match command {
-                Command::Inspect => "inspect wait",
-                Command::Wipe { .. } => "clean wait",
-                Command::Deploy(_) => "wait call-back",
-                _ => {
-                    tracing::warn!(node = %node, error = %text, "agent command failed");
-                    return Ok(());
-                }
-            };
-            finish(st, node, wait_state, Err(text)).await
+            finish(st, node, wait, Err(text)).await
         }
         Report::Event { .. } => Ok(()),
     }
+}
+
+/// PURE: the wait state a command's result completes (`servicing`: the node runs service
+/// steps), `None` for commands no state waits for.
+fn wait_state_for(command: &Command, servicing: bool) -> Option<&'static str> {
+    Some(match command {
+        Command::Inspect | Command::Wipe { .. } if servicing => "service wait",
+        Command::Inspect => "inspect wait",
+        Command::Wipe { .. } => "clean wait",
+        Command::Deploy(_) => "wait call-back",
+        Command::Wait { .. } | Command::Reboot | Command::PowerOff | Command::EnrollBmc { .. } => {
+            return None;
+        }
+    })
 }
 
 /// The result of `enroll_bmc`: the node gets the BMC and is managed (which reads its power
@@ -305,6 +323,7 @@ fn entering_state(wait_state: &str) -> Option<&'static str> {
         "inspect wait" => Some("inspecting"),
         "clean wait" => Some("cleaning"),
         "wait call-back" => Some("deploying"),
+        "service wait" => Some("servicing"),
         _ => None,
     }
 }
@@ -375,5 +394,27 @@ mod tests {
         assert_eq!(entering_state("clean wait"), Some("cleaning"));
         assert_eq!(entering_state("wait call-back"), Some("deploying"));
         assert_eq!(entering_state("manageable"), None);
+        assert_eq!(entering_state("service wait"), Some("servicing"));
+    }
+
+    #[test]
+    fn results_complete_the_wait_of_their_phase() {
+        let wipe = Command::Wipe {
+            mode: proto::WipeMode::Secure,
+            devices: vec!["/dev/vdb".into()],
+        };
+        let cases: Vec<(Command, bool, Option<&str>)> = vec![
+            (Command::Inspect, false, Some("inspect wait")),
+            (Command::Inspect, true, Some("service wait")),
+            (wipe.clone(), false, Some("clean wait")),
+            (wipe, true, Some("service wait")),
+            (Command::Reboot, false, None),
+            (Command::PowerOff, true, None),
+            (Command::Wait { seconds: 1 }, false, None),
+            (Command::EnrollBmc { user: "ingot".into() }, false, None),
+        ];
+        for (command, servicing, want) in cases {
+            assert_eq!(wait_state_for(&command, servicing), want, "{command:?} {servicing}");
+        }
     }
 }

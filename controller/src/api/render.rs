@@ -404,7 +404,7 @@ impl Serialize for NodeView<'_> {
         put!("retired", n.retired);
         put!("retired_reason", n.retired_reason);
         put!("secure_boot", n.secure_boot);
-        put!("service_step", Empty);
+        put!("service_step", ObjOrEmpty(&n.service_step));
         put!("shard", n.shard);
         iface!("storage_interface");
         put!("target_power_state", n.target_power_state);

@@ -436,12 +436,14 @@ impl Conductor {
         let drivers = self.drivers.resolve(node).map_err(driver_bad_request)?;
         let offered = drivers.deploy.service_steps(node);
         for requested in steps {
-            resolve_step("Service", &offered, requested).map_err(|e| {
-                ConductorError::BadRequest(format!(
-                    "Failed to validate service steps for node {}: {e}",
-                    node.uuid
-                ))
-            })?;
+            resolve_step("Service", &offered, requested)
+                .and_then(|step| drivers.deploy.validate_service_step(node, &step))
+                .map_err(|e| {
+                    ConductorError::BadRequest(format!(
+                        "Failed to validate service steps for node {}: {e}",
+                        node.uuid
+                    ))
+                })?;
         }
         Ok(())
     }

@@ -9,7 +9,10 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::task::{CLEAN_STEP_INDEX, CLEAN_STEPS, REQUESTED_CLEAN_STEPS, TaskFlags};
+use super::task::{
+    CLEAN_STEP_INDEX, CLEAN_STEPS, REQUESTED_CLEAN_STEPS, REQUESTED_SERVICE_STEPS, SERVICE_STEP_INDEX,
+    SERVICE_STEPS, TaskFlags,
+};
 use super::{Conductor, ConductorError};
 use crate::drivers::{
     BootDevice, CleanStep, DriverError, NodeDrivers, PowerState, PowerTarget, StepOutcome,
@@ -108,7 +111,9 @@ impl Conductor {
                 }
                 Err(e) => Event::Failed(format!("Failed to unrescue node {}: {e}", node.uuid)),
             }),
-            Action::Service | Action::Resume(_) => Some(Event::StepDone),
+            Action::Service => Some(self.run_service(node, &drivers, false).await),
+            Action::Resume(Phase::Service) => Some(self.run_service(node, &drivers, true).await),
+            Action::Resume(_) => Some(Event::StepDone),
             Action::StartWaitTimer(phase) => {
                 self.arm_wait_timer(node.uuid, phase, node.provision_updated_at);
                 None
@@ -212,17 +217,7 @@ impl Conductor {
                 }
             }
             if ramdisk {
-                if drivers
-                    .management
-                    .supported_boot_devices(node)
-                    .contains(&BootDevice::Disk)
-                {
-                    drivers
-                        .management
-                        .set_boot_device(node, BootDevice::Disk, true)
-                        .await?;
-                }
-                self.power(node, drivers, PowerTarget::Reboot).await?;
+                self.boot_instance(node, drivers).await?;
             }
             Ok::<_, DriverError>(true)
         }
@@ -238,6 +233,104 @@ impl Conductor {
                 node.uuid
             )),
         }
+    }
+
+    /// Boots the instance from its disk: persistent disk boot, then a reboot (the end of a
+    /// deploy and of a service).
+    async fn boot_instance(&self, node: &mut Node, drivers: &NodeDrivers) -> Result<(), DriverError> {
+        if drivers
+            .management
+            .supported_boot_devices(node)
+            .contains(&BootDevice::Disk)
+        {
+            drivers
+                .management
+                .set_boot_device(node, BootDevice::Disk, true)
+                .await?;
+        }
+        self.power(node, drivers, PowerTarget::Reboot).await
+    }
+
+    /// `service`: the requested steps on an active node, in the order given, in the ramdisk
+    /// (booted first, the instance booted again at the end); a step that waits for the
+    /// agent leaves `service wait` and comes back here with `resume`.
+    async fn run_service(&self, node: &mut Node, drivers: &NodeDrivers, resume: bool) -> Event {
+        let (steps, start) = if resume {
+            let steps: Vec<CleanStep> = node
+                .driver_internal_info
+                .get(SERVICE_STEPS)
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            let index = node
+                .driver_internal_info
+                .get(SERVICE_STEP_INDEX)
+                .and_then(Value::as_u64);
+            (steps, index.map_or(0, |i| i as usize + 1))
+        } else {
+            let offered = drivers.deploy.service_steps(node);
+            let requested = node
+                .driver_internal_info
+                .get(REQUESTED_SERVICE_STEPS)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let plan = requested
+                .iter()
+                .map(|r| resolve_step("Service", &offered, r))
+                .collect::<Result<Vec<_>, _>>();
+            match plan {
+                Ok(steps) if !steps.is_empty() => (steps, 0),
+                Ok(_) => return Event::Failed(format!("Node {} has no service steps to run", node.uuid)),
+                Err(e) => {
+                    return Event::Failed(format!(
+                        "Failed to validate service steps for node {}: {e}",
+                        node.uuid
+                    ));
+                }
+            }
+        };
+        let ramdisk = drivers.deploy.needs_ramdisk();
+        if ramdisk
+            && !resume
+            && let Err(e) = self.boot_ramdisk(node, drivers).await
+        {
+            return Event::Failed(format!(
+                "Failed to prepare node {} for servicing: {e}",
+                node.uuid
+            ));
+        }
+        for (index, step) in steps.iter().enumerate().skip(start) {
+            node.service_step = serde_json::to_value(step)
+                .ok()
+                .and_then(|v| v.as_object().cloned());
+            match drivers.deploy.execute_service_step(node, step).await {
+                Ok(StepOutcome::Done) => {}
+                Ok(StepOutcome::Wait) => {
+                    node.driver_internal_info
+                        .insert(SERVICE_STEPS.into(), json!(steps));
+                    node.driver_internal_info
+                        .insert(SERVICE_STEP_INDEX.into(), index.into());
+                    return Event::StepWaiting;
+                }
+                Err(e) => {
+                    return Event::Failed(format!(
+                        "Node {} failed service step {{'interface': '{}', 'step': '{}'}}: {e}",
+                        node.uuid, step.interface, step.step
+                    ));
+                }
+            }
+        }
+        for key in [REQUESTED_SERVICE_STEPS, SERVICE_STEPS, SERVICE_STEP_INDEX] {
+            node.driver_internal_info.remove(key);
+        }
+        node.service_step = None;
+        if ramdisk && let Err(e) = self.boot_instance(node, drivers).await {
+            return Event::Failed(format!(
+                "Failed to boot the instance of node {} after servicing: {e}",
+                node.uuid
+            ));
+        }
+        Event::StepDone
     }
 
     /// The steps a cleaning runs.

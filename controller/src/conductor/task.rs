@@ -23,6 +23,9 @@ use crate::store::StoreError;
 pub(super) const REQUESTED_CLEAN_STEPS: &str = "requested_clean_steps";
 pub(super) const CLEAN_STEPS: &str = "clean_steps";
 pub(super) const CLEAN_STEP_INDEX: &str = "clean_step_index";
+pub(super) const REQUESTED_SERVICE_STEPS: &str = "requested_service_steps";
+pub(super) const SERVICE_STEPS: &str = "service_steps";
+pub(super) const SERVICE_STEP_INDEX: &str = "service_step_index";
 
 /// What a task changed besides the fields it always owns.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +70,7 @@ fn merge_task_fields(mut fresh: Node, ours: &Node, flags: &TaskFlags) -> Node {
     fresh.boot_device_persistent = ours.boot_device_persistent;
     fresh.clean_step.clone_from(&ours.clean_step);
     fresh.deploy_step.clone_from(&ours.deploy_step);
+    fresh.service_step.clone_from(&ours.service_step);
     fresh
         .driver_internal_info
         .clone_from(&ours.driver_internal_info);
@@ -224,6 +228,11 @@ impl Conductor {
                         .insert("disable_ramdisk".into(), disable.into());
                 }
             }
+            Verb::Service => {
+                let steps = req.service_steps.clone().unwrap_or_default();
+                node.driver_internal_info
+                    .insert(REQUESTED_SERVICE_STEPS.into(), Value::Array(steps));
+            }
             Verb::Rescue => {
                 if let Some(password) = &req.rescue_password {
                     node.instance_info
@@ -280,6 +289,7 @@ impl Conductor {
         if t.provision_state.is_stable() {
             node.deploy_step = None;
             node.clean_step = None;
+            node.service_step = None;
         }
         let release = at_rest(&rest);
         if release {

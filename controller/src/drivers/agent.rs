@@ -306,6 +306,94 @@ impl DeployInterface for AgentDeploy {
             .map_err(hub_error)?;
         Ok(StepOutcome::Wait)
     }
+
+    /// On an active node, through the ramdisk: a secure erase of named disks other than
+    /// the instance's, and a fresh inventory (the inspection rules run on it).
+    fn service_steps(&self, _node: &Node) -> Vec<CleanStep> {
+        vec![
+            CleanStep::new("deploy", "erase_devices", 0),
+            CleanStep::new("inspect", "inspect", 0),
+        ]
+    }
+
+    fn validate_service_step(&self, node: &Node, step: &CleanStep) -> Result<(), DriverError> {
+        match (step.interface.as_str(), step.step.as_str()) {
+            ("deploy", "erase_devices") => service_erase_devices(node, step).map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn execute_service_step(
+        &self,
+        node: &Node,
+        step: &CleanStep,
+    ) -> Result<StepOutcome, DriverError> {
+        let command = match (step.interface.as_str(), step.step.as_str()) {
+            ("deploy", "erase_devices") => Command::Wipe {
+                mode: WipeMode::Secure,
+                devices: service_erase_devices(node, step)?,
+            },
+            ("inspect", "inspect") => Command::Inspect,
+            (i, s) => {
+                return Err(DriverError::Unsupported(format!(
+                    "agent does not support service step {i}.{s}"
+                )));
+            }
+        };
+        self.note(
+            node,
+            &format!("agent: run service step {}.{}", step.interface, step.step),
+        );
+        self.hub
+            .enqueue(node.uuid, command)
+            .await
+            .map_err(hub_error)?;
+        Ok(StepOutcome::Wait)
+    }
+}
+
+/// Where a deploy recorded the disk it wrote (`driver_internal_info`), so that a service
+/// step never erases the instance.
+pub const INSTANCE_DEVICE_KEY: &str = "instance_device";
+
+/// PURE: the devices a service `erase_devices` may erase: `args.devices`, a non-empty list
+/// of `/dev/...` paths, none of them the disk the instance was written to (which must be
+/// known: without it nothing is erased).
+pub fn service_erase_devices(node: &Node, step: &CleanStep) -> Result<Vec<String>, DriverError> {
+    let bad = |why: &str| {
+        DriverError::InvalidParameter(format!("service step deploy.erase_devices: {why}"))
+    };
+    let devices: Vec<String> = step
+        .args
+        .get("devices")
+        .and_then(serde_json::Value::as_array)
+        .ok_or_else(|| bad("args.devices, a list of the disks to erase, is required"))?
+        .iter()
+        .map(|d| d.as_str().map(str::to_owned))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("args.devices holds paths (strings)"))?;
+    if devices.is_empty() || devices.len() > 64 {
+        return Err(bad("args.devices names 1 to 64 disks"));
+    }
+    if let Some(d) = devices
+        .iter()
+        .find(|d| !d.starts_with("/dev/") || d.len() > 128 || d.contains(".."))
+    {
+        return Err(bad(&format!("{d:?} is not a device path")));
+    }
+    let instance = node
+        .driver_internal_info
+        .get(INSTANCE_DEVICE_KEY)
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| {
+            bad("the disk the instance was written to is not known, so no disk is erased")
+        })?;
+    if let Some(d) = devices.iter().find(|d| d.as_str() == instance) {
+        return Err(bad(&format!(
+            "{d} holds the instance; undeploy erases it with cleaning"
+        )));
+    }
+    Ok(devices)
 }
 
 /// A store error of the hub, as a step failure (the node's `last_error`).
@@ -419,6 +507,40 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_service_erase_names_disks_and_never_the_instance() {
+        let mut node = Node::new(uuid::Uuid::new_v4(), "manual", Utc::now());
+        let step = |args: serde_json::Value| {
+            let mut s = CleanStep::new("deploy", "erase_devices", 0);
+            s.args = args.as_object().cloned().unwrap_or_default();
+            s
+        };
+        // Unknown instance disk: nothing is erased.
+        let e = service_erase_devices(&node, &step(json!({"devices": ["/dev/vdb"]})));
+        assert!(format!("{e:?}").contains("not known"), "{e:?}");
+        node.driver_internal_info
+            .insert(INSTANCE_DEVICE_KEY.into(), json!("/dev/vda"));
+        let cases: Vec<(serde_json::Value, Result<Vec<&str>, &str>)> = vec![
+            (json!({"devices": ["/dev/vdb"]}), Ok(vec!["/dev/vdb"])),
+            (json!({"devices": ["/dev/vdb", "/dev/nvme0n1"]}), Ok(vec!["/dev/vdb", "/dev/nvme0n1"])),
+            (json!({"devices": ["/dev/vdb", "/dev/vda"]}), Err("/dev/vda holds the instance")),
+            (json!({}), Err("args.devices, a list")),
+            (json!({"devices": []}), Err("1 to 64")),
+            (json!({"devices": "/dev/vdb"}), Err("args.devices, a list")),
+            (json!({"devices": [7]}), Err("paths (strings)")),
+            (json!({"devices": ["vdb"]}), Err("is not a device path")),
+            (json!({"devices": ["/dev/../etc/passwd"]}), Err("is not a device path")),
+        ];
+        for (args, want) in cases {
+            let got = service_erase_devices(&node, &step(args.clone()));
+            match (got, want) {
+                (Ok(d), Ok(w)) => assert_eq!(d, w, "{args}"),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{args}: {e}"),
+                (got, want) => panic!("{args}: {got:?} instead of {want:?}"),
+            }
+        }
+    }
 
     #[test]
     fn checksums_are_normalized() {

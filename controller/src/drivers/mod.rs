@@ -317,10 +317,28 @@ pub trait DeployInterface: Send + Sync + fmt::Debug {
     fn deploy_steps(&self, _node: &Node) -> Vec<CleanStep> {
         vec![CleanStep::new("deploy", "deploy", 100)]
     }
-    /// The service steps `service` may run on an active node (none yet: `service` is
-    /// refused rather than accepted and ignored).
+    /// The service steps `service` may run on an active node (none: `service` is refused
+    /// rather than accepted and ignored).
     fn service_steps(&self, _node: &Node) -> Vec<CleanStep> {
         Vec::new()
+    }
+    /// Checks a service step's arguments before anything is booted (no IO).
+    fn validate_service_step(&self, _node: &Node, _step: &CleanStep) -> Result<(), DriverError> {
+        Ok(())
+    }
+    /// Runs one service step (the conductor has booted the ramdisk when
+    /// [`DeployInterface::needs_ramdisk`]).
+    async fn execute_service_step(
+        &self,
+        _node: &Node,
+        step: &CleanStep,
+    ) -> Result<StepOutcome, DriverError> {
+        Err(DriverError::Unsupported(format!(
+            "{} deploy does not support service step {}.{}",
+            self.name(),
+            step.interface,
+            step.step
+        )))
     }
     /// Runs one clean step.
     async fn execute_clean_step(

@@ -20,5 +20,6 @@ mod lifecycle;
 mod ramdisk_lease;
 mod replica_takeover;
 mod server_create;
+mod service;
 mod spoof;
 mod user_net;

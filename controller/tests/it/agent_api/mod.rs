@@ -11,6 +11,7 @@ mod bmc_enrol;
 mod cleaning;
 mod flows;
 mod rules;
+mod service;
 mod sessions;
 mod timeouts;
 mod watch;

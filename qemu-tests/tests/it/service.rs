@@ -1,0 +1,138 @@
+//! `service` on a real VM through the real `baremetal` CLI (`baremetal node service`): a
+//! SeaBIOS machine with a second (data) disk is deployed onto its first disk (root device
+//! hint by serial) and boots it; the data disk holds markers written from the host. A
+//! service that names the instance's disk is refused with a 400 and the node stays
+//! `active`; a service that erases the data disk boots the ramdisk, erases `/dev/vdb`
+//! securely, boots the instance again (`active`, the disk's boot marker on the console),
+//! and every marker on the data disk reads as zeroes from the host while the instance's
+//! disk still holds the image.
+
+use std::io::{Seek, SeekFrom, Write};
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use qemu_tests::disk_check::ensure_zero_at;
+use qemu_tests::marker_disk::{self, BIOS_MARKER};
+use qemu_tests::rack::{Rack, RackOptions, Timeline};
+use qemu_tests::vm::{Firmware, VmSpec};
+use serde_json::json;
+
+const IMAGE_MIB: u64 = 64;
+const DATA_BYTES: u64 = 256 << 20;
+const MARKER: &[u8] = b"INGOT-DATA-DISK-MARKER";
+const LONG: Duration = Duration::from_secs(300);
+
+#[test]
+fn service_erases_a_data_disk_and_the_instance_boots_again() -> anyhow::Result<()> {
+    test_needs::need!(test_needs::LAB);
+    let mut rack = Rack::start(RackOptions::default())?;
+    let image = marker_disk::build(&rack.dir().join("image"), IMAGE_MIB)?;
+    let url = rack.publish(&image.zst, "marker-disk.img.zst")?;
+    // The data disk, with markers the service must erase.
+    let dir = rack.machines_dir().join("vm1");
+    std::fs::create_dir_all(&dir)?;
+    let data = dir.join("data.img");
+    let offsets = [0, 1 << 20, 100 << 20, DATA_BYTES - 4096];
+    {
+        let mut f = std::fs::File::create(&data)?;
+        f.set_len(DATA_BYTES)?;
+        for &o in &offsets {
+            f.seek(SeekFrom::Start(o))?;
+            f.write_all(MARKER)?;
+        }
+    }
+    let m = rack.add_machine(VmSpec {
+        extra_args: vec![
+            "-drive".into(),
+            format!(
+                "file={},if=virtio,format=raw,serial=INGOT-DATA-01",
+                data.display()
+            ),
+        ],
+        ..VmSpec::numbered(1, Firmware::Bios)
+    })?;
+    let mut t = Timeline::new("service");
+    let result = (|| -> anyhow::Result<()> {
+        let node = t.phase("enroll + manage + provide", || {
+            let node = rack.enroll(&m.spec.name, "qemu", &m.qemu_driver_info(), &[], &m.spec.mac)?;
+            rack.baremetal(&[
+                "node",
+                "set",
+                &node,
+                "--property",
+                &format!("root_device={}", json!({"serial": m.spec.disk_serial})),
+            ])?;
+            rack.manage(&node)?;
+            rack.provide(&node)?;
+            Ok(node)
+        })?;
+        let mark = m.serial_mark();
+        t.phase("deploy", || {
+            rack.deploy(
+                &node,
+                &[
+                    format!("image_source={url}"),
+                    format!("image_checksum=sha256:{}", image.zst_sha256),
+                ],
+                &json!({"meta_data": {"uuid": node, "hostname": "svc"}}),
+            )
+        })?;
+        t.phase("boot from disk", || m.wait_serial_after(mark, BIOS_MARKER, LONG))?;
+        let n = rack.node(&node)?;
+        ensure!(
+            n["driver_internal_info"]["instance_device"] == "/dev/vda",
+            "the deploy wrote {}",
+            n["driver_internal_info"]["instance_device"]
+        );
+        // The instance's own disk: refused before anything boots.
+        let refused = rack.baremetal(&[
+            "node",
+            "service",
+            &node,
+            "--service-steps",
+            &json!([{"interface": "deploy", "step": "erase_devices",
+                     "args": {"devices": ["/dev/vda"]}}])
+            .to_string(),
+        ]);
+        let err = format!("{:#}", refused.err().context("erasing the instance disk was accepted")?);
+        ensure!(err.contains("/dev/vda holds the instance"), "{err}");
+        ensure!(rack.node(&node)?["provision_state"] == "active");
+
+        let mark = m.serial_mark();
+        let before = rack.history(&node)?.len();
+        t.phase("service erase_devices /dev/vdb", || {
+            rack.baremetal(&[
+                "node",
+                "service",
+                &node,
+                "--service-steps",
+                &json!([{"interface": "deploy", "step": "erase_devices",
+                         "args": {"devices": ["/dev/vdb"]}}])
+                .to_string(),
+            ])?;
+            rack.wait_provision_state(&node, "active", LONG)
+        })?;
+        t.phase("instance boots again", || m.wait_serial_after(mark, BIOS_MARKER, LONG))?;
+        let events = rack.history(&node)?.split_off(before);
+        ensure!(
+            events.iter().any(|e| e.contains("service requested")),
+            "{events:?}"
+        );
+        ensure_zero_at(&data, &offsets, MARKER.len())?;
+        let want = std::fs::read(&image.raw)?;
+        let mut got = vec![0u8; 446];
+        std::io::Read::read_exact(&mut std::fs::File::open(&m.disk)?, &mut got)?;
+        ensure!(got[..] == want[..446], "the instance's boot code changed");
+        rack.ensure_no_error(&node)?;
+        println!("[service] {} markers on /dev/vdb erased; the instance still boots", offsets.len());
+        Ok(())
+    })();
+    let failures = match result {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![format!(
+            "{e:#}\n--- vm serial ---\n{}",
+            qemu_tests::vm::tail(&m.serial(), 30)
+        )],
+    };
+    rack.conclude(&[t], &failures)
+}
