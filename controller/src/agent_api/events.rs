@@ -218,8 +218,13 @@ async fn store_result(
             match command {
                 Command::Inspect => {
                     let Some(inv) = inventory else {
-                        return finish(st, node, wait, Err("the agent reported no inventory".into()))
-                            .await;
+                        return finish(
+                            st,
+                            node,
+                            wait,
+                            Err("the agent reported no inventory".into()),
+                        )
+                        .await;
                     };
                     if let Err(reason) = st.discovery.refresh(st.store.as_ref(), node, &inv).await?
                     {
@@ -411,10 +416,20 @@ mod tests {
             (Command::Reboot, false, None),
             (Command::PowerOff, true, None),
             (Command::Wait { seconds: 1 }, false, None),
-            (Command::EnrollBmc { user: "ingot".into() }, false, None),
+            (
+                Command::EnrollBmc {
+                    user: "ingot".into(),
+                },
+                false,
+                None,
+            ),
         ];
         for (command, servicing, want) in cases {
-            assert_eq!(wait_state_for(&command, servicing), want, "{command:?} {servicing}");
+            assert_eq!(
+                wait_state_for(&command, servicing),
+                want,
+                "{command:?} {servicing}"
+            );
         }
     }
 }

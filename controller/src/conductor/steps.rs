@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::task::{
-    CLEAN_STEP_INDEX, CLEAN_STEPS, REQUESTED_CLEAN_STEPS, REQUESTED_SERVICE_STEPS, SERVICE_STEP_INDEX,
-    SERVICE_STEPS, TaskFlags,
+    CLEAN_STEP_INDEX, CLEAN_STEPS, REQUESTED_CLEAN_STEPS, REQUESTED_SERVICE_STEPS,
+    SERVICE_STEP_INDEX, SERVICE_STEPS, TaskFlags,
 };
 use super::{Conductor, ConductorError};
 use crate::drivers::{
@@ -237,7 +237,11 @@ impl Conductor {
 
     /// Boots the instance from its disk: persistent disk boot, then a reboot (the end of a
     /// deploy and of a service).
-    async fn boot_instance(&self, node: &mut Node, drivers: &NodeDrivers) -> Result<(), DriverError> {
+    async fn boot_instance(
+        &self,
+        node: &mut Node,
+        drivers: &NodeDrivers,
+    ) -> Result<(), DriverError> {
         if drivers
             .management
             .supported_boot_devices(node)
@@ -280,7 +284,9 @@ impl Conductor {
                 .collect::<Result<Vec<_>, _>>();
             match plan {
                 Ok(steps) if !steps.is_empty() => (steps, 0),
-                Ok(_) => return Event::Failed(format!("Node {} has no service steps to run", node.uuid)),
+                Ok(_) => {
+                    return Event::Failed(format!("Node {} has no service steps to run", node.uuid));
+                }
                 Err(e) => {
                     return Event::Failed(format!(
                         "Failed to validate service steps for node {}: {e}",

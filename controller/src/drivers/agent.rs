@@ -523,14 +523,23 @@ mod tests {
             .insert(INSTANCE_DEVICE_KEY.into(), json!("/dev/vda"));
         let cases: Vec<(serde_json::Value, Result<Vec<&str>, &str>)> = vec![
             (json!({"devices": ["/dev/vdb"]}), Ok(vec!["/dev/vdb"])),
-            (json!({"devices": ["/dev/vdb", "/dev/nvme0n1"]}), Ok(vec!["/dev/vdb", "/dev/nvme0n1"])),
-            (json!({"devices": ["/dev/vdb", "/dev/vda"]}), Err("/dev/vda holds the instance")),
+            (
+                json!({"devices": ["/dev/vdb", "/dev/nvme0n1"]}),
+                Ok(vec!["/dev/vdb", "/dev/nvme0n1"]),
+            ),
+            (
+                json!({"devices": ["/dev/vdb", "/dev/vda"]}),
+                Err("/dev/vda holds the instance"),
+            ),
             (json!({}), Err("args.devices, a list")),
             (json!({"devices": []}), Err("1 to 64")),
             (json!({"devices": "/dev/vdb"}), Err("args.devices, a list")),
             (json!({"devices": [7]}), Err("paths (strings)")),
             (json!({"devices": ["vdb"]}), Err("is not a device path")),
-            (json!({"devices": ["/dev/../etc/passwd"]}), Err("is not a device path")),
+            (
+                json!({"devices": ["/dev/../etc/passwd"]}),
+                Err("is not a device path"),
+            ),
         ];
         for (args, want) in cases {
             let got = service_erase_devices(&node, &step(args.clone()));

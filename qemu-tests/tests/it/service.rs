@@ -54,7 +54,13 @@ fn service_erases_a_data_disk_and_the_instance_boots_again() -> anyhow::Result<(
     let mut t = Timeline::new("service");
     let result = (|| -> anyhow::Result<()> {
         let node = t.phase("enroll + manage + provide", || {
-            let node = rack.enroll(&m.spec.name, "qemu", &m.qemu_driver_info(), &[], &m.spec.mac)?;
+            let node = rack.enroll(
+                &m.spec.name,
+                "qemu",
+                &m.qemu_driver_info(),
+                &[],
+                &m.spec.mac,
+            )?;
             rack.baremetal(&[
                 "node",
                 "set",
@@ -77,7 +83,9 @@ fn service_erases_a_data_disk_and_the_instance_boots_again() -> anyhow::Result<(
                 &json!({"meta_data": {"uuid": node, "hostname": "svc"}}),
             )
         })?;
-        t.phase("boot from disk", || m.wait_serial_after(mark, BIOS_MARKER, LONG))?;
+        t.phase("boot from disk", || {
+            m.wait_serial_after(mark, BIOS_MARKER, LONG)
+        })?;
         let n = rack.node(&node)?;
         ensure!(
             n["driver_internal_info"]["instance_device"] == "/dev/vda",
@@ -94,7 +102,12 @@ fn service_erases_a_data_disk_and_the_instance_boots_again() -> anyhow::Result<(
                      "args": {"devices": ["/dev/vda"]}}])
             .to_string(),
         ]);
-        let err = format!("{:#}", refused.err().context("erasing the instance disk was accepted")?);
+        let err = format!(
+            "{:#}",
+            refused
+                .err()
+                .context("erasing the instance disk was accepted")?
+        );
         ensure!(err.contains("/dev/vda holds the instance"), "{err}");
         ensure!(rack.node(&node)?["provision_state"] == "active");
 
@@ -112,7 +125,9 @@ fn service_erases_a_data_disk_and_the_instance_boots_again() -> anyhow::Result<(
             ])?;
             rack.wait_provision_state(&node, "active", LONG)
         })?;
-        t.phase("instance boots again", || m.wait_serial_after(mark, BIOS_MARKER, LONG))?;
+        t.phase("instance boots again", || {
+            m.wait_serial_after(mark, BIOS_MARKER, LONG)
+        })?;
         let events = rack.history(&node)?.split_off(before);
         ensure!(
             events.iter().any(|e| e.contains("service requested")),
@@ -124,7 +139,10 @@ fn service_erases_a_data_disk_and_the_instance_boots_again() -> anyhow::Result<(
         std::io::Read::read_exact(&mut std::fs::File::open(&m.disk)?, &mut got)?;
         ensure!(got[..] == want[..446], "the instance's boot code changed");
         rack.ensure_no_error(&node)?;
-        println!("[service] {} markers on /dev/vdb erased; the instance still boots", offsets.len());
+        println!(
+            "[service] {} markers on /dev/vdb erased; the instance still boots",
+            offsets.len()
+        );
         Ok(())
     })();
     let failures = match result {

@@ -125,7 +125,10 @@ async fn a_service_never_erases_the_instance_disk_and_a_failed_step_can_run_agai
     // The instance's own disk, or no list at all (a whole-machine erase is cleaning's
     // job): refused at once, before anything boots; the node stays active.
     for (args, want) in [
-        (json!({"devices": ["/dev/vdb", "/dev/vda"]}), "/dev/vda holds the instance"),
+        (
+            json!({"devices": ["/dev/vdb", "/dev/vda"]}),
+            "/dev/vda holds the instance",
+        ),
         (json!({}), "args.devices"),
     ] {
         let (s, b) = provision(
@@ -153,13 +156,21 @@ async fn a_service_never_erases_the_instance_disk_and_a_failed_step_can_run_agai
     let token = agent_of_new_boot(&env, id).await;
     let (cmd_id, _) = env.next_command(id, &token).await;
     assert_eq!(
-        env.report(id, &token, cmd_id, failed("secure erase of /dev/vdb failed", "EIO"))
-            .await,
+        env.report(
+            id,
+            &token,
+            cmd_id,
+            failed("secure erase of /dev/vdb failed", "EIO")
+        )
+        .await,
         204
     );
     let n = env.wait_state(id, "service failed").await;
     let err = n["last_error"].as_str().unwrap_or_default();
-    assert!(err.contains("secure erase of /dev/vdb failed: EIO"), "{err}");
+    assert!(
+        err.contains("secure erase of /dev/vdb failed: EIO"),
+        "{err}"
+    );
     provision(
         &env,
         id,
