@@ -285,7 +285,10 @@ impl Conductor {
             match plan {
                 Ok(steps) if !steps.is_empty() => (steps, 0),
                 Ok(_) => {
-                    return Event::Failed(format!("Node {} has no service steps to run", node.uuid));
+                    return Event::Failed(format!(
+                        "Node {} has no service steps to run",
+                        node.uuid
+                    ));
                 }
                 Err(e) => {
                     return Event::Failed(format!(

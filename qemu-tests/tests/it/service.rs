@@ -1,6 +1,6 @@
 //! `service` on a real VM through the real `baremetal` CLI (`baremetal node service`): a
 //! SeaBIOS machine with a second (data) disk is deployed onto its first disk (root device
-//! hint by serial) and boots it; the data disk holds markers written from the host. A
+//! hint by serial) and boots it; markers are then written on the data disk from the host. A
 //! service that names the instance's disk is refused with a 400 and the node stays
 //! `active`; a service that erases the data disk boots the ramdisk, erases `/dev/vdb`
 //! securely, boots the instance again (`active`, the disk's boot marker on the console),
@@ -33,21 +33,24 @@ fn service_erases_a_data_disk_and_the_instance_boots_again() -> anyhow::Result<(
     std::fs::create_dir_all(&dir)?;
     let data = dir.join("data.img");
     let offsets = [0, 1 << 20, 100 << 20, DATA_BYTES - 4096];
-    {
-        let mut f = std::fs::File::create(&data)?;
-        f.set_len(DATA_BYTES)?;
+    std::fs::File::create(&data)?.set_len(DATA_BYTES)?;
+    // Written while the instance runs (it halts after its boot message and never reads
+    // the data disk), after cleaning, so only the service can erase them.
+    let write_markers = || -> anyhow::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).open(&data)?;
         for &o in &offsets {
             f.seek(SeekFrom::Start(o))?;
             f.write_all(MARKER)?;
         }
-    }
+        f.sync_all()?;
+        Ok(())
+    };
     let m = rack.add_machine(VmSpec {
         extra_args: vec![
             "-drive".into(),
-            format!(
-                "file={},if=virtio,format=raw,serial=INGOT-DATA-01",
-                data.display()
-            ),
+            format!("file={},if=none,id=data,format=raw", data.display()),
+            "-device".into(),
+            "virtio-blk-pci,drive=data,serial=INGOT-DATA-01".into(),
         ],
         ..VmSpec::numbered(1, Firmware::Bios)
     })?;
@@ -86,6 +89,7 @@ fn service_erases_a_data_disk_and_the_instance_boots_again() -> anyhow::Result<(
         t.phase("boot from disk", || {
             m.wait_serial_after(mark, BIOS_MARKER, LONG)
         })?;
+        write_markers()?;
         let n = rack.node(&node)?;
         ensure!(
             n["driver_internal_info"]["instance_device"] == "/dev/vda",
