@@ -606,7 +606,7 @@ impl Conductor {
         let reserved = self.reserve(node).await?;
         let event = match result {
             Ok(()) => Event::AgentCallback,
-            Err(reason) => Event::Failed(reason),
+            Err(reason) => Event::Failed(agent_step_error(&reserved, &reason)),
         };
         let this = self.arc();
         match this.begin_event(reserved, event).await {
@@ -700,6 +700,35 @@ impl Conductor {
         if let Err(err) = self.store.release_node(node, &self.config.name).await {
             tracing::error!(node = %node, error = %err, "releasing node lock failed");
         }
+    }
+}
+
+/// PURE: an agent's failure as the node's `last_error`, naming the step it ran (as Ironic:
+/// "Agent returned error for clean step {...} on node ...") when one is recorded.
+fn agent_step_error(node: &Node, reason: &str) -> String {
+    let running = [
+        ("clean", &node.clean_step),
+        ("service", &node.service_step),
+        ("deploy", &node.deploy_step),
+    ]
+    .into_iter()
+    .find_map(|(kind, step)| step.as_ref().map(|s| (kind, s)));
+    match running {
+        Some((kind, step)) => {
+            let field = |k: &str| {
+                step.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_owned()
+            };
+            format!(
+                "Agent returned error for {kind} step {{'interface': '{}', 'step': '{}'}} on node {}: {reason}",
+                field("interface"),
+                field("step"),
+                node.uuid
+            )
+        }
+        None => reason.to_owned(),
     }
 }
 

@@ -218,7 +218,13 @@ async fn agent_waits_can_be_aborted_or_completed() {
         .await
         .expect("report");
     let node = wait_state(&env.store, uuid, "clean failed").await;
-    assert_eq!(node.last_error.as_deref(), Some("wipe of /dev/sda failed"));
+    assert_eq!(
+        node.last_error,
+        Some(format!(
+            "Agent returned error for clean step {{'interface': 'deploy', 'step': \
+             'erase_devices_metadata'}} on node {uuid}: wipe of /dev/sda failed"
+        ))
+    );
 
     // Maintenance blocks provisioning verbs with Ironic's message.
     let avail = enroll(&env.store, "fake-hardware", "available").await;
@@ -232,4 +238,32 @@ async fn agent_waits_can_be_aborted_or_completed() {
     assert!(
         matches!(err, Err(ConductorError::BadRequest(ref m)) if m.contains("maintenance mode"))
     );
+}
+
+#[test]
+fn an_agent_failure_names_the_step_it_ran() {
+    use crate::model::Node;
+    let mut node = Node::new(uuid::Uuid::new_v4(), "fake-hardware", chrono::Utc::now());
+    let step = |i: &str, s: &str| {
+        serde_json::json!({"interface": i, "step": s, "priority": 0, "args": {}})
+            .as_object()
+            .cloned()
+    };
+    assert_eq!(super::super::agent_step_error(&node, "EIO"), "EIO");
+    node.clean_step = step("deploy", "erase_devices");
+    assert_eq!(
+        super::super::agent_step_error(&node, "wipe failed on /dev/vda: EIO"),
+        format!(
+            "Agent returned error for clean step {{'interface': 'deploy', 'step': 'erase_devices'}} on node {}: wipe failed on /dev/vda: EIO",
+            node.uuid
+        )
+    );
+    node.clean_step = None;
+    node.service_step = step("inspect", "inspect");
+    assert!(super::super::agent_step_error(&node, "x").starts_with(
+        "Agent returned error for service step {'interface': 'inspect', 'step': 'inspect'}"
+    ));
+    node.service_step = None;
+    node.deploy_step = step("deploy", "deploy");
+    assert!(super::super::agent_step_error(&node, "checksum mismatch").contains("deploy step"));
 }
