@@ -260,16 +260,7 @@ impl Conductor {
     /// agent leaves `service wait` and comes back here with `resume`.
     async fn run_service(&self, node: &mut Node, drivers: &NodeDrivers, resume: bool) -> Event {
         let (steps, start) = if resume {
-            let steps: Vec<CleanStep> = node
-                .driver_internal_info
-                .get(SERVICE_STEPS)
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default();
-            let index = node
-                .driver_internal_info
-                .get(SERVICE_STEP_INDEX)
-                .and_then(Value::as_u64);
-            (steps, index.map_or(0, |i| i as usize + 1))
+            StepRun::Service.saved(node)
         } else {
             let offered = drivers.deploy.service_steps(node);
             let requested = node
@@ -308,26 +299,11 @@ impl Conductor {
                 node.uuid
             ));
         }
-        for (index, step) in steps.iter().enumerate().skip(start) {
-            node.service_step = serde_json::to_value(step)
-                .ok()
-                .and_then(|v| v.as_object().cloned());
-            match drivers.deploy.execute_service_step(node, step).await {
-                Ok(StepOutcome::Done) => {}
-                Ok(StepOutcome::Wait) => {
-                    node.driver_internal_info
-                        .insert(SERVICE_STEPS.into(), json!(steps));
-                    node.driver_internal_info
-                        .insert(SERVICE_STEP_INDEX.into(), index.into());
-                    return Event::StepWaiting;
-                }
-                Err(e) => {
-                    return Event::Failed(format!(
-                        "Node {} failed service step {{'interface': '{}', 'step': '{}'}}: {e}",
-                        node.uuid, step.interface, step.step
-                    ));
-                }
-            }
+        if let Some(stop) = self
+            .walk(node, drivers, StepRun::Service, &steps, start)
+            .await
+        {
+            return stop;
         }
         for key in [REQUESTED_SERVICE_STEPS, SERVICE_STEPS, SERVICE_STEP_INDEX] {
             node.driver_internal_info.remove(key);
@@ -340,6 +316,51 @@ impl Conductor {
             ));
         }
         Event::StepDone
+    }
+
+    /// Runs `steps` from `start` on the deploy interface; `Some(event)` when a step waits
+    /// for the agent (the list and its position saved for the resume) or fails, `None` when
+    /// every step is done.
+    async fn walk(
+        &self,
+        node: &mut Node,
+        drivers: &NodeDrivers,
+        run: StepRun,
+        steps: &[CleanStep],
+        start: usize,
+    ) -> Option<Event> {
+        for (index, step) in steps.iter().enumerate().skip(start) {
+            run.show(
+                node,
+                serde_json::to_value(step)
+                    .ok()
+                    .and_then(|v| v.as_object().cloned()),
+            );
+            let outcome = match run {
+                StepRun::Clean => drivers.deploy.execute_clean_step(node, step).await,
+                StepRun::Service => drivers.deploy.execute_service_step(node, step).await,
+            };
+            match outcome {
+                Ok(StepOutcome::Done) => {}
+                Ok(StepOutcome::Wait) => {
+                    let (list, position) = run.keys();
+                    node.driver_internal_info.insert(list.into(), json!(steps));
+                    node.driver_internal_info
+                        .insert(position.into(), index.into());
+                    return Some(Event::StepWaiting);
+                }
+                Err(e) => {
+                    return Some(Event::Failed(format!(
+                        "Node {} failed {} {{'interface': '{}', 'step': '{}'}}: {e}",
+                        node.uuid,
+                        run.label(),
+                        step.interface,
+                        step.step
+                    )));
+                }
+            }
+        }
+        None
     }
 
     /// The steps a cleaning runs.
@@ -381,16 +402,7 @@ impl Conductor {
         resume: bool,
     ) -> Event {
         let (steps, start) = if resume {
-            let steps: Vec<CleanStep> = node
-                .driver_internal_info
-                .get(CLEAN_STEPS)
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default();
-            let index = node
-                .driver_internal_info
-                .get(CLEAN_STEP_INDEX)
-                .and_then(Value::as_u64);
-            (steps, index.map_or(0, |i| i as usize + 1))
+            StepRun::Clean.saved(node)
         } else {
             match self.clean_plan(node, drivers, manual) {
                 Ok(steps) => (steps, 0),
@@ -408,26 +420,11 @@ impl Conductor {
                 node.uuid
             ));
         }
-        for (index, step) in steps.iter().enumerate().skip(start) {
-            node.clean_step = serde_json::to_value(step)
-                .ok()
-                .and_then(|v| v.as_object().cloned());
-            match drivers.deploy.execute_clean_step(node, step).await {
-                Ok(StepOutcome::Done) => {}
-                Ok(StepOutcome::Wait) => {
-                    node.driver_internal_info
-                        .insert(CLEAN_STEPS.into(), json!(steps));
-                    node.driver_internal_info
-                        .insert(CLEAN_STEP_INDEX.into(), index.into());
-                    return Event::StepWaiting;
-                }
-                Err(e) => {
-                    return Event::Failed(format!(
-                        "Node {} failed step {{'interface': '{}', 'step': '{}'}}: {e}",
-                        node.uuid, step.interface, step.step
-                    ));
-                }
-            }
+        if let Some(stop) = self
+            .walk(node, drivers, StepRun::Clean, &steps, start)
+            .await
+        {
+            return stop;
         }
         for key in [
             REQUESTED_CLEAN_STEPS,
@@ -502,5 +499,52 @@ impl Conductor {
             tracing::error!(node = %uuid, error = %err, "saving power state failed");
             self.release(uuid).await;
         }
+    }
+}
+
+/// A run over a list of steps: where it keeps the list and its position in
+/// `driver_internal_info`, and which node field shows the running step.
+#[derive(Debug, Clone, Copy)]
+enum StepRun {
+    Clean,
+    Service,
+}
+
+impl StepRun {
+    fn keys(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Clean => (CLEAN_STEPS, CLEAN_STEP_INDEX),
+            Self::Service => (SERVICE_STEPS, SERVICE_STEP_INDEX),
+        }
+    }
+
+    /// How a failure names the step (`Node X failed step {...}`, as Ironic's cleaning).
+    fn label(self) -> &'static str {
+        match self {
+            Self::Clean => "step",
+            Self::Service => "service step",
+        }
+    }
+
+    fn show(self, node: &mut Node, step: Option<crate::model::JsonMap>) {
+        match self {
+            Self::Clean => node.clean_step = step,
+            Self::Service => node.service_step = step,
+        }
+    }
+
+    /// The saved list and the index of the step after the one that waited (a resume).
+    fn saved(self, node: &Node) -> (Vec<CleanStep>, usize) {
+        let (list, position) = self.keys();
+        let steps = node
+            .driver_internal_info
+            .get(list)
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let index = node
+            .driver_internal_info
+            .get(position)
+            .and_then(Value::as_u64);
+        (steps, index.map_or(0, |i| i as usize + 1))
     }
 }

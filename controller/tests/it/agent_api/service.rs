@@ -49,6 +49,14 @@ async fn active_node(env: &Env) -> Uuid {
     id
 }
 
+/// The agent's answer to `inspect`: the machine's inventory.
+fn inventoried() -> Report {
+    Report::Succeeded {
+        inventory: Some(Box::new(inventory(&[MAC], "S1"))),
+        detail: None,
+    }
+}
+
 async fn provision(env: &Env, id: Uuid, body: Value) -> (u16, Value) {
     let (s, b) = env
         .api(
@@ -99,11 +107,7 @@ async fn service_steps_run_in_the_ramdisk_and_the_instance_boots_again() {
     // The second step: a fresh inventory through the same agent.
     let (cmd_id, cmd) = env.next_command(id, &token).await;
     assert_eq!(cmd, Command::Inspect);
-    let inventory = Report::Succeeded {
-        inventory: Some(Box::new(inventory(&[MAC], "S1"))),
-        detail: None,
-    };
-    assert_eq!(env.report(id, &token, cmd_id, inventory).await, 204);
+    assert_eq!(env.report(id, &token, cmd_id, inventoried()).await, 204);
     let n = env.wait_state(id, "active").await;
     assert!(n["last_error"].is_null(), "{n}");
     assert_eq!(n["service_step"], json!({}), "{n}");
@@ -180,11 +184,7 @@ async fn a_service_never_erases_the_instance_disk_and_a_failed_step_can_run_agai
     let token = agent_of_new_boot(&env, id).await;
     let (cmd_id, cmd) = env.next_command(id, &token).await;
     assert_eq!(cmd, Command::Inspect);
-    let inventory = Report::Succeeded {
-        inventory: Some(Box::new(inventory(&[MAC], "S1"))),
-        detail: None,
-    };
-    assert_eq!(env.report(id, &token, cmd_id, inventory).await, 204);
+    assert_eq!(env.report(id, &token, cmd_id, inventoried()).await, 204);
     let n = env.wait_state(id, "active").await;
     assert!(n["last_error"].is_null(), "{n}");
 }
