@@ -466,6 +466,16 @@ impl Conductor {
         if let Some(steps) = &req.deploy_steps {
             self.check_deploy_steps(node, steps)?;
         }
+        if req.disable_ramdisk == Some(true) && matches!(req.verb, Verb::Clean | Verb::Service) {
+            // Every step these drivers offer runs in the agent: without the ramdisk none could.
+            let drivers = self.drivers.resolve(node).map_err(driver_bad_request)?;
+            if drivers.deploy.needs_ramdisk() {
+                return Err(ConductorError::BadRequest(format!(
+                    "\"disable_ramdisk\" cannot be used with node {}: its {} steps run in the agent ramdisk",
+                    node.uuid, req.verb
+                )));
+            }
+        }
         if req.verb == Verb::Service {
             self.check_service_steps(node, req.service_steps.as_deref())?;
         }

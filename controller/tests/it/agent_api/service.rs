@@ -126,6 +126,17 @@ async fn service_steps_run_in_the_ramdisk_and_the_instance_boots_again() {
 async fn a_service_never_erases_the_instance_disk_and_a_failed_step_can_run_again() {
     let env = start(manage_rules()).await;
     let id = active_node(&env).await;
+    // Its steps run in the agent: `disable_ramdisk` would run none of them.
+    let (s, b) = provision(
+        &env,
+        id,
+        json!({"target": "service", "disable_ramdisk": true, "service_steps": [
+            {"interface": "inspect", "step": "inspect"}
+        ]}),
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.to_string().contains("disable_ramdisk"), "{b}");
     // The instance's own disk, or no list at all (a whole-machine erase is cleaning's
     // job): refused at once, before anything boots; the node stays active.
     for (args, want) in [
