@@ -175,16 +175,7 @@ impl Conductor {
         node: &mut Node,
         drivers: &NodeDrivers,
     ) -> Result<(), DriverError> {
-        if drivers
-            .management
-            .supported_boot_devices(node)
-            .contains(&BootDevice::Pxe)
-        {
-            drivers
-                .management
-                .set_boot_device(node, BootDevice::Pxe, false)
-                .await?;
-        }
+        steer_boot(node, drivers, BootDevice::Pxe, false).await?;
         // The machine's power as the BMC says (the stored one may be older than an agent
         // boot by inspection): a running machine must be rebooted, or the agent of its old
         // boot would stay and no new session could begin.
@@ -242,16 +233,7 @@ impl Conductor {
         node: &mut Node,
         drivers: &NodeDrivers,
     ) -> Result<(), DriverError> {
-        if drivers
-            .management
-            .supported_boot_devices(node)
-            .contains(&BootDevice::Disk)
-        {
-            drivers
-                .management
-                .set_boot_device(node, BootDevice::Disk, true)
-                .await?;
-        }
+        steer_boot(node, drivers, BootDevice::Disk, true).await?;
         self.power(node, drivers, PowerTarget::Reboot).await
     }
 
@@ -500,6 +482,27 @@ impl Conductor {
             self.release(uuid).await;
         }
     }
+}
+
+/// Sets the next boot device where the management interface can (a machine that cannot be
+/// steered boots as it is set up to).
+async fn steer_boot(
+    node: &Node,
+    drivers: &NodeDrivers,
+    device: BootDevice,
+    persistent: bool,
+) -> Result<(), DriverError> {
+    if drivers
+        .management
+        .supported_boot_devices(node)
+        .contains(&device)
+    {
+        drivers
+            .management
+            .set_boot_device(node, device, persistent)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A run over a list of steps: where it keeps the list and its position in
