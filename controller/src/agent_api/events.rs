@@ -297,7 +297,14 @@ async fn bmc_enrolled(st: &AgentApiState, node: Uuid, report: Report) -> Result<
         Ok(bmc) => bmc,
         Err(reason) => {
             tracing::warn!(node = %node, error = %reason, "in-band BMC enrolment failed");
-            bmc_enrol::failed(st.store.as_ref(), node, &reason, conductor).await?;
+            if bmc_enrol::failed(st.store.as_ref(), node, &reason, conductor).await?
+                && let Err(e) = st
+                    .conductor
+                    .provision(node, ProvisionRequest::new(Verb::Manage))
+                    .await
+            {
+                tracing::warn!(node = %node, error = %e, "inspection rule could not manage the node");
+            }
             return Ok(());
         }
     };

@@ -22,6 +22,7 @@ use super::{
 };
 use crate::conductor::ProvisionRequest;
 use crate::discovery::EnrollError;
+use crate::discovery::bmc_enrol::MANAGE_AFTER_KEY;
 use crate::hub::session::Decision;
 use crate::machine::{ProvisionState, Verb};
 use crate::model::Node;
@@ -161,6 +162,14 @@ async fn unknown_machine(
         .clone()
         .filter(|_| !node.driver_info.keys().any(|k| k.ends_with("_address")));
     if let Some(user) = enroll_bmc {
+        if manage_after {
+            // A failed enrolment still manages it, with the driver the rules gave.
+            write_agent_fields(st.store.as_ref(), node.uuid, |n| {
+                n.driver_internal_info
+                    .insert(MANAGE_AFTER_KEY.into(), Value::Bool(true));
+            })
+            .await?;
+        }
         st.hub
             .enqueue(node.uuid, Command::EnrollBmc { user })
             .await?;

@@ -18,6 +18,10 @@ use proto::protocol::BmcEnrolled;
 use crate::model::{HistoryEvent, Secret};
 use crate::store::{Store, StoreError};
 
+/// Set in `driver_internal_info` while an enrolment runs on a node the discovery rules
+/// asked to manage: a failed enrolment then manages it with the driver it has.
+pub const MANAGE_AFTER_KEY: &str = "manage_after_bmc_enrolment";
+
 /// The hardware type an enrolled node gets.
 pub const HARDWARE_TYPE: &str = "ipmi";
 /// IPMI 2.0's longest password (Set User Password with the 20-byte flag).
@@ -131,6 +135,7 @@ pub async fn apply(
             .insert("ipmi_username".into(), json!(bmc.username));
         n.driver_info
             .insert("ipmi_password".into(), json!(bmc.password.0));
+        n.driver_internal_info.remove(MANAGE_AFTER_KEY);
         n.last_error = None;
         Ok(())
     })
@@ -152,23 +157,28 @@ pub async fn apply(
     Ok(())
 }
 
-/// Records why an enrolment failed, in the node's `last_error` and history (the node stays
-/// in `enroll`; an operator can still set a BMC by hand).
+/// Records why an enrolment failed, in the node's `last_error` and history (an operator can
+/// still set a BMC by hand). Returns whether the discovery rules asked to manage the node
+/// (then it is managed with the driver it has, as without `enroll_bmc`).
 pub async fn failed(
     store: &dyn Store,
     node: Uuid,
     reason: &str,
     conductor: &str,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let text = format!("in-band BMC enrolment failed: {reason}");
+    let mut manage = false;
     crate::store::update_node_with(store, node, None, |n| {
         n.last_error = Some(text.clone());
+        manage = n.driver_internal_info.remove(MANAGE_AFTER_KEY).is_some()
+            && n.provision_state == "enroll";
         Ok::<_, StoreError>(())
     })
     .await?;
     store
         .add_history(&history(node, conductor, "ERROR", text))
-        .await
+        .await?;
+    Ok(manage)
 }
 
 fn history(node: Uuid, conductor: &str, severity: &str, event: String) -> HistoryEvent {
@@ -325,9 +335,10 @@ mod tests {
     async fn a_failure_is_the_nodes_last_error() {
         let node = crate::model::Node::new(Uuid::new_v4(), "manual", Utc::now());
         let store = store_with(&node).await;
-        failed(&store, node.uuid, "no IPMI device (/dev/ipmi0)", "c1")
+        let manage = failed(&store, node.uuid, "no IPMI device (/dev/ipmi0)", "c1")
             .await
             .expect("failed");
+        assert!(!manage, "no rule asked to manage it");
         let n = store
             .get_node_by_uuid(node.uuid)
             .await

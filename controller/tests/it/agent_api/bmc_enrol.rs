@@ -49,13 +49,53 @@ async fn a_discovered_machine_is_asked_to_enroll_its_bmc_before_it_is_managed() 
         },
     };
     assert_eq!(env.report(id, &token, cmd_id, failed).await, 204);
+    // The rules asked to manage it: it is managed with the driver it has (a machine
+    // without IPMI, say a Redfish one), and the history says why there is no BMC.
+    let n = env.wait_state(id, "manageable").await;
+    assert_eq!(n["driver"], "manual");
+    assert!(
+        n["driver_internal_info"]["manage_after_bmc_enrolment"].is_null(),
+        "{n}"
+    );
+    let (_, h) = env
+        .api(Method::GET, &format!("/v1/nodes/{id}/history"), None)
+        .await;
+    assert!(
+        h.to_string().contains(
+            "in-band BMC enrolment failed: no IPMI device: /dev/ipmi0: No such file or directory"
+        ),
+        "{h}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_manage_rule_a_failed_enrolment_stays_in_enroll_saying_why() {
+    let env = start(DiscoverySection {
+        enabled: Some(true),
+        enroll_bmc: Some(true),
+        ..DiscoverySection::default()
+    })
+    .await;
+    let lr = env
+        .lookup(&lookup_req(&["52:54:00:be:00:04"], "B4", "ub4"))
+        .await;
+    let (id, token) = (lr.node_uuid, lr.token.expect("token"));
+    let (cmd_id, cmd) = env.next_command(id, &token).await;
+    assert!(matches!(cmd, Command::EnrollBmc { .. }), "{cmd:?}");
+    let failed = Report::Failed {
+        error: ErrorReport {
+            phase: None,
+            message: "no IPMI device".into(),
+            causes: vec![],
+        },
+    };
+    assert_eq!(env.report(id, &token, cmd_id, failed).await, 204);
     let n = wait_error(&env, id).await;
     assert_eq!(
         n["last_error"],
-        "in-band BMC enrolment failed: no IPMI device: /dev/ipmi0: No such file or directory"
+        "in-band BMC enrolment failed: no IPMI device"
     );
     assert_eq!(n["provision_state"], "enroll");
-    assert_eq!(n["driver"], "manual");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -80,21 +120,21 @@ async fn an_untrustworthy_result_is_refused_and_the_password_shows_nowhere() {
         })),
     };
     assert_eq!(env.report(id, &token, cmd_id, report).await, 204);
-    let n = wait_error(&env, id).await;
-    let err = n["last_error"].as_str().unwrap_or_default();
-    assert!(
-        err.contains("127.0.0.1") && err.contains("cannot be"),
-        "{err}"
-    );
+    // Refused: no BMC; the rules' manage goes on with the driver it has.
+    let n = env.wait_state(id, "manageable").await;
     assert_eq!(n["driver"], "manual");
-    assert_eq!(n["provision_state"], "enroll");
-    // Not in the node (agent_last_result keeps no detail of this command), nor its history.
-    let text = n.to_string();
-    assert!(!text.contains(PASSWORD), "{text}");
     let (_, h) = env
         .api(Method::GET, &format!("/v1/nodes/{id}/history"), None)
         .await;
-    assert!(!h.to_string().contains(PASSWORD), "{h}");
+    let history = h.to_string();
+    assert!(
+        history.contains("127.0.0.1") && history.contains("cannot be"),
+        "{history}"
+    );
+    // Not in the node (agent_last_result keeps no detail of this command), nor its history.
+    let text = n.to_string();
+    assert!(!text.contains(PASSWORD), "{text}");
+    assert!(!history.contains(PASSWORD), "{history}");
     for file in ["ingot.db", "ingot.db-wal"] {
         let bytes = std::fs::read(env.dir.path().join(file)).unwrap_or_default();
         assert!(
