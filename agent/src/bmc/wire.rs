@@ -293,13 +293,18 @@ pub fn parse_user_name(resp: &[u8]) -> Result<Vec<u8>, AnswerError> {
     Ok(name[..end].to_vec())
 }
 
+/// `bytes` in a field of `len` bytes: cut to it, NUL padded (user names and passwords).
+fn padded(bytes: &[u8], len: usize) -> Vec<u8> {
+    let mut field = vec![0u8; len];
+    let n = bytes.len().min(len);
+    field[..n].copy_from_slice(&bytes[..n]);
+    field
+}
+
 /// Set User Name of `user_id` to `name` (at most 16 bytes, NUL padded).
 pub fn set_user_name(user_id: u8, name: &[u8]) -> Request {
     let mut data = vec![user_id & 0x3f];
-    let mut padded = [0u8; USER_NAME_LEN];
-    let n = name.len().min(USER_NAME_LEN);
-    padded[..n].copy_from_slice(&name[..n]);
-    data.extend_from_slice(&padded);
+    data.extend_from_slice(&padded(name, USER_NAME_LEN));
     Request {
         netfn: NETFN_APP,
         cmd: CMD_SET_USER_NAME,
@@ -336,11 +341,7 @@ fn user_password(
         if size == PasswordSize::Twenty {
             data[0] |= 0x80;
         }
-        let mut field = vec![0u8; size.len()];
-        let b = pw.expose().as_bytes();
-        let n = b.len().min(field.len());
-        field[..n].copy_from_slice(&b[..n]);
-        data.extend_from_slice(&field);
+        data.extend_from_slice(&padded(pw.expose().as_bytes(), size.len()));
     }
     Request {
         netfn: NETFN_APP,

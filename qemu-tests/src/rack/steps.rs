@@ -129,6 +129,18 @@ impl Rack {
         Ok(node)
     }
 
+    /// [`Rack::enroll`] of a rack machine with the `qemu` type (its power through QMP),
+    /// named after it, with its MAC as the port; returns the node's uuid.
+    pub fn enroll_machine(&self, m: &super::Machine) -> anyhow::Result<String> {
+        self.enroll(
+            &m.spec.name,
+            "qemu",
+            &m.qemu_driver_info(),
+            &[],
+            &m.spec.mac,
+        )
+    }
+
     /// `baremetal node set NODE --driver D --driver-info k=v...` (a discovered node gets
     /// its BMC).
     pub fn set_driver(

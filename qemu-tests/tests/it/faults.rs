@@ -116,13 +116,7 @@ fn prepare(rack: &Rack, m: &Machine, t: &mut Timeline) -> anyhow::Result<String>
 
 /// Enroll (`qemu` type, node and port through the CLI) and manage.
 fn enroll_and_manage(rack: &Rack, m: &Machine) -> anyhow::Result<String> {
-    let node = rack.enroll(
-        &m.spec.name,
-        "qemu",
-        &m.qemu_driver_info(),
-        &[],
-        &m.spec.mac,
-    )?;
+    let node = rack.enroll_machine(m)?;
     rack.manage(&node)?;
     Ok(node)
 }

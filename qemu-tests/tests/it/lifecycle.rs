@@ -111,10 +111,7 @@ fn lifecycle(
     image: &Published,
 ) -> anyhow::Result<(Timeline, WriteFigures)> {
     let mut t = Timeline::new(label);
-    let info = m.qemu_driver_info();
-    let node = t.phase("enroll", || {
-        rack.enroll(&m.spec.name, "qemu", &info, &[], &m.spec.mac)
-    })?;
+    let node = t.phase("enroll", || rack.enroll_machine(m))?;
     let node = node.as_str();
     t.phase("manage", || rack.manage(node))?;
     let inspected = t.phase("inspect", || rack.inspect(node))?;

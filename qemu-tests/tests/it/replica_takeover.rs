@@ -32,13 +32,7 @@ const LONG: Duration = Duration::from_secs(300);
 /// with two live conductors about half land on each), manages it; returns its UUID.
 fn enroll_owned_by_a(rack: &Rack, m: &qemu_tests::rack::Machine) -> anyhow::Result<String> {
     for _ in 0..16 {
-        let node = rack.enroll(
-            &m.spec.name,
-            "qemu",
-            &m.qemu_driver_info(),
-            &[],
-            &m.spec.mac,
-        )?;
+        let node = rack.enroll_machine(m)?;
         let owner = rack.node(&node)?["conductor"].clone();
         if owner == A {
             rack.manage(&node)?;

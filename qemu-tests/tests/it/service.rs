@@ -57,13 +57,7 @@ fn service_erases_a_data_disk_and_the_instance_boots_again() -> anyhow::Result<(
     let mut t = Timeline::new("service");
     let result = (|| -> anyhow::Result<()> {
         let node = t.phase("enroll + manage + provide", || {
-            let node = rack.enroll(
-                &m.spec.name,
-                "qemu",
-                &m.qemu_driver_info(),
-                &[],
-                &m.spec.mac,
-            )?;
+            let node = rack.enroll_machine(&m)?;
             rack.baremetal(&[
                 "node",
                 "set",
