@@ -109,13 +109,23 @@ pub enum ApplyError {
 }
 
 /// Gives the node the enrolled BMC: only a node still in `enroll` with no BMC address in
-/// its `driver_info` (an operator's settings always win); writes the history line.
+/// its `driver_info` (an operator's settings always win), and only a BMC no other node uses
+/// (two nodes on one BMC would power each other's machine; a machine that reports the BMC
+/// of a registered node is either that node under a new identity or lying); writes the
+/// history line.
 pub async fn apply(
     store: &dyn Store,
     node: Uuid,
     bmc: &EnrolledBmc,
     conductor: &str,
 ) -> Result<(), ApplyError> {
+    if let Some(other) = node_using(store, node, bmc.address).await? {
+        return Err(ApplyError::Refused(format!(
+            "the BMC at {} is already node {other}'s: the in-band BMC credentials are not \
+             applied (two nodes on one BMC would power each other's machine)",
+            bmc.address
+        )));
+    }
     crate::store::update_node_with(store, node, None, |n| {
         if n.provision_state != "enroll" {
             return Err(ApplyError::Refused(format!(
@@ -155,6 +165,29 @@ pub async fn apply(
         .add_history(&history(node, conductor, "INFO", event))
         .await?;
     Ok(())
+}
+
+/// Another node whose `driver_info` points at the IPMI endpoint `address`:623 (or a Redfish
+/// BMC on that host), through the indexed BMC host; named by its name, else its UUID.
+/// Not in the node's write transaction: two machines enrolling the same address at the same
+/// instant could both pass; an enrolment is once per discovered machine.
+async fn node_using(
+    store: &dyn Store,
+    node: Uuid,
+    address: IpAddr,
+) -> Result<Option<String>, StoreError> {
+    use crate::drivers::bmc_host::{IPMI_DEFAULT_PORT, uses_ipmi_endpoint};
+    let host = address.to_string();
+    let query = crate::store::NodeQuery {
+        bmc_host: Some(host.clone()),
+        ..Default::default()
+    };
+    Ok(store
+        .list_nodes(&query)
+        .await?
+        .into_iter()
+        .find(|n| n.uuid != node && uses_ipmi_endpoint(&n.driver_info, &host, IPMI_DEFAULT_PORT))
+        .map(|n| n.name.unwrap_or_else(|| n.uuid.to_string())))
 }
 
 /// Records why an enrolment failed, in the node's `last_error` and history (an operator can
@@ -270,6 +303,49 @@ mod tests {
             assert!(!e.contains("Ab3dEfGh1jKlMn0p"), "{what}: {e}");
         }
         assert!(parse(None).is_err());
+    }
+
+    #[tokio::test]
+    async fn apply_refuses_a_bmc_another_node_uses() {
+        let bmc = parse(Some(&good())).expect("parse");
+        let fresh = crate::model::Node::new(Uuid::new_v4(), "manual", Utc::now());
+        let store = store_with(&fresh).await;
+        // The same address on another IPMI port is another (simulated) BMC: no conflict.
+        let mut sim = crate::model::Node::new(Uuid::new_v4(), "ipmi", Utc::now());
+        sim.driver_info
+            .insert("ipmi_address".into(), json!("10.11.12.13"));
+        sim.driver_info.insert("ipmi_port".into(), json!(9001));
+        store.create_node(&sim).await.expect("create");
+        let mut taken = crate::model::Node::new(Uuid::new_v4(), "redfish", Utc::now());
+        taken.name = Some("rack1-07".into());
+        taken
+            .driver_info
+            .insert("redfish_address".into(), json!("https://10.11.12.13:443/"));
+        store.create_node(&taken).await.expect("create");
+        let e = apply(&store, fresh.uuid, &bmc, "c1").await;
+        assert!(
+            matches!(e, Err(ApplyError::Refused(ref w)) if w.contains("rack1-07") && w.contains("10.11.12.13")),
+            "{e:?}"
+        );
+        let n = store
+            .get_node_by_uuid(fresh.uuid)
+            .await
+            .expect("get")
+            .expect("node");
+        assert!(n.driver_info.is_empty(), "{:?}", n.driver_info);
+        // Once the other node moves to another BMC, the enrolment applies.
+        let mut taken = store
+            .get_node_by_uuid(taken.uuid)
+            .await
+            .expect("get")
+            .expect("node");
+        taken
+            .driver_info
+            .insert("redfish_address".into(), json!("https://10.0.0.99"));
+        store.update_node(&taken).await.expect("update");
+        apply(&store, fresh.uuid, &bmc, "c1")
+            .await
+            .expect("applies");
     }
 
     async fn store_with(node: &crate::model::Node) -> crate::store::SqlStore {

@@ -173,10 +173,12 @@ impl SqlStore {
                 .into(),
             ));
         };
-        Ok(SqlStore {
+        let store = SqlStore {
             backend,
             secrets: None,
-        })
+        };
+        store.fill_bmc_hosts().await?;
+        Ok(store)
     }
 
     /// `"sqlite"` or `"postgres"`.

@@ -51,9 +51,9 @@ pub fn node_sort_column(key: &str) -> Option<&'static str> {
         .find(|candidate| *candidate == key)
 }
 
-/// Columns written from the record on insert and update, in bind order (`$1`..`$26`).
+/// Columns written from the record on insert and update, in bind order (`$1`..`$27`).
 /// `reservation` is not among them: only the reservation calls change it.
-const COLUMNS: [&str; 26] = [
+const COLUMNS: [&str; 27] = [
     "uuid",
     "name",
     "description",
@@ -80,9 +80,10 @@ const COLUMNS: [&str; 26] = [
     "revision",
     "doc",
     "system_uuid",
+    "bmc_host",
 ];
 
-/// `$27` is the initial reservation.
+/// `$28` is the initial reservation.
 static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
     let placeholders: Vec<String> = (1..=COLUMNS.len() + 1).map(|i| format!("${i}")).collect();
     format!(
@@ -92,7 +93,7 @@ static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// `$24` is the new revision and `$27` the expected (current) one.
+/// `$24` is the new revision and `$28` the expected (current) one.
 static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
     let sets: Vec<String> = COLUMNS
         .iter()
@@ -107,7 +108,7 @@ static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// [`UPDATE_SQL`] that also clears the reservation when `$28` holds it.
+/// [`UPDATE_SQL`] that also clears the reservation when `$29` holds it.
 static UPDATE_RELEASE_SQL: LazyLock<String> = LazyLock::new(|| {
     UPDATE_SQL.replacen(
         " WHERE uuid = $1",
@@ -149,7 +150,7 @@ fn node_from_row(
     Ok(node)
 }
 
-/// Binds `COLUMNS` from `$node` with revision `$revision`, then `$extra` as `$27`.
+/// Binds `COLUMNS` from `$node` with revision `$revision`, then `$extra` as `$28`.
 macro_rules! bind_node {
     ($query:expr, $node:expr, $doc:expr, $revision:expr, $extra:expr) => {{
         let node: &Node = $node;
@@ -180,6 +181,7 @@ macro_rules! bind_node {
             .bind($revision)
             .bind($doc)
             .bind(system_uuid_of(node))
+            .bind(bmc_host_of(node))
             .bind($extra)
     }};
 }
@@ -191,6 +193,12 @@ fn system_uuid_of(node: &Node) -> Option<String> {
         .into_iter()
         .find_map(|m| m.get(crate::model::SYSTEM_UUID_KEY)?.as_str())
         .map(str::to_ascii_lowercase)
+}
+
+/// The host of the node's BMC for the indexed `bmc_host` column; '' when it has none (NULL
+/// marks a row written before the column existed, filled in by [`SqlStore::fill_bmc_hosts`]).
+fn bmc_host_of(node: &Node) -> String {
+    crate::drivers::bmc_host::bmc_host(&node.driver_info).unwrap_or_default()
 }
 
 /// Maps a failed node write to `Duplicate` when a unique column clashed.
@@ -232,6 +240,40 @@ impl SqlStore {
                 to_doc(&sealed, OVERLAID)
             }
             None => to_doc(node, OVERLAID),
+        }
+    }
+
+    /// Fills `bmc_host` for rows written before the column existed (NULL), from their
+    /// documents, in batches; a no-op index lookup once they are all filled.
+    pub(super) async fn fill_bmc_hosts(&self) -> Result<(), StoreError> {
+        const BATCH: i64 = 500;
+        loop {
+            let rows: Vec<(String, String)> = with_db!(self, write, |pool| {
+                sqlx::query_as("SELECT uuid, doc FROM nodes WHERE bmc_host IS NULL LIMIT $1")
+                    .bind(BATCH)
+                    .fetch_all(pool)
+                    .await?
+            });
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let count = rows.len();
+            for (uuid, doc) in rows {
+                let doc: serde_json::Value = serde_json::from_str(&doc)?;
+                let host = doc
+                    .get("driver_info")
+                    .and_then(serde_json::Value::as_object)
+                    .and_then(crate::drivers::bmc_host::bmc_host)
+                    .unwrap_or_default();
+                with_db!(self, write, |pool| {
+                    sqlx::query("UPDATE nodes SET bmc_host = $1 WHERE uuid = $2")
+                        .bind(host)
+                        .bind(uuid)
+                        .execute(pool)
+                        .await?;
+                });
+            }
+            tracing::info!(nodes = count, "filled the BMC host column");
         }
     }
 
@@ -547,6 +589,18 @@ fn build_list(query: &NodeQuery) -> Result<QueryBuilder, StoreError> {
         (
             "instance_uuid",
             query.instance_uuid.map(|uuid| Arg::Text(uuid.to_string())),
+        ),
+        // '' is the column's "no BMC": a query for it matches nothing (a stored host is
+        // trimmed, never a lone space; PostgreSQL refuses NUL in text).
+        (
+            "bmc_host",
+            query.bmc_host.as_deref().map(|h| {
+                Arg::Text(if h.is_empty() {
+                    " ".to_owned()
+                } else {
+                    h.to_owned()
+                })
+            }),
         ),
     ];
     for (column, value) in filters {

@@ -60,6 +60,26 @@ impl Db {
         self.store = SqlStore::connect(&self.url).await.expect("reopen store");
     }
 
+    /// Runs one SQL statement on the database outside the store (to set up a row as an
+    /// older controller left it).
+    pub async fn raw_exec(&self, sql: &str) {
+        if self.url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&self.url).await.expect("sqlite");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .expect(sql);
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(&self.url).await.expect("postgres");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .expect(sql);
+            pool.close().await;
+        }
+    }
+
     /// A second, independent store on the same database (another controller process).
     pub async fn second(&self) -> SqlStore {
         SqlStore::connect(&self.url)
@@ -98,6 +118,7 @@ suite!(
     node_duplicates,
     node_filters,
     node_by_system_uuid,
+    node_by_bmc_host,
     node_sorting,
     node_paging,
     stale_update,

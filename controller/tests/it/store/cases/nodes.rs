@@ -692,6 +692,72 @@ pub async fn node_by_system_uuid(db: &mut Db) {
     );
 }
 
+/// "Which nodes use this BMC" goes through the indexed `bmc_host` column: the canonical
+/// host of `ipmi_address` or `redfish_address`, kept in step by updates, and filled from the
+/// documents of rows an older controller wrote (NULL) when the store opens.
+pub async fn node_by_bmc_host(db: &mut Db) {
+    let mut a = node(1);
+    a.driver_info
+        .insert("ipmi_address".into(), serde_json::json!("FD00:0::5"));
+    let mut b = node(2);
+    b.driver_info.remove("ipmi_address");
+    b.driver_info.insert(
+        "redfish_address".into(),
+        serde_json::json!("https://BMC-2.example.com:8000/redfish/v1"),
+    );
+    let mut c = node(3);
+    c.driver_info.clear();
+    for n in [&a, &b, &c] {
+        db.store.create_node(n).await.unwrap();
+    }
+    let find = |h: &str| NodeQuery {
+        bmc_host: Some(h.to_owned()),
+        ..NodeQuery::default()
+    };
+    let uuids = |nodes: Vec<Node>| nodes.iter().map(|n| n.uuid).collect::<Vec<_>>();
+    let store: &dyn Store = &db.store;
+    assert_eq!(
+        uuids(store.list_nodes(&find("fd00::5")).await.unwrap()),
+        [a.uuid]
+    );
+    assert_eq!(
+        uuids(store.list_nodes(&find("bmc-2.example.com")).await.unwrap()),
+        [b.uuid]
+    );
+    // A node without a BMC is not found by the empty host.
+    assert!(store.list_nodes(&find("")).await.unwrap().is_empty());
+    // The column follows the document.
+    let mut a = store.get_node_by_uuid(a.uuid).await.unwrap().unwrap();
+    a.driver_info
+        .insert("ipmi_address".into(), serde_json::json!("10.0.0.7"));
+    store.update_node(&a).await.unwrap();
+    assert!(store.list_nodes(&find("fd00::5")).await.unwrap().is_empty());
+    assert_eq!(
+        uuids(store.list_nodes(&find("10.0.0.7")).await.unwrap()),
+        [a.uuid]
+    );
+    // Rows from before the column are filled when the store opens.
+    db.raw_exec("UPDATE nodes SET bmc_host = NULL").await;
+    assert!(
+        db.store
+            .list_nodes(&find("10.0.0.7"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    db.reopen().await;
+    let store: &dyn Store = &db.store;
+    assert_eq!(
+        uuids(store.list_nodes(&find("10.0.0.7")).await.unwrap()),
+        [a.uuid]
+    );
+    assert_eq!(
+        uuids(store.list_nodes(&find("bmc-2.example.com")).await.unwrap()),
+        [b.uuid]
+    );
+    assert!(store.list_nodes(&find("")).await.unwrap().is_empty());
+}
+
 /// `/metrics` counts nodes by provision and power state in the database, and the counts agree
 /// with the nodes themselves (a null power state is its own group).
 pub async fn node_state_counts(db: &mut Db) {
