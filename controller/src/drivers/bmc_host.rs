@@ -69,7 +69,7 @@ mod tests {
     use serde_json::json;
 
     fn info(v: serde_json::Value) -> JsonMap {
-        v.as_object().cloned().unwrap()
+        v.as_object().cloned().expect("an object")
     }
 
     #[test]
