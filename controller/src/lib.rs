@@ -7,6 +7,7 @@ pub mod certs;
 pub mod cli;
 pub mod conductor;
 pub mod config;
+pub mod deploy_templates;
 pub mod discovery;
 pub mod drivers;
 pub mod events;

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::{LiveEvent, LiveEvents, NodeSummary};
 use chrono::{DateTime, Utc};
 
+use crate::deploy_templates::DeployTemplate;
 use crate::inspection_rules::InspectionRule;
 use crate::model::{Allocation, ConductorRecord, DhcpLease, HistoryEvent, Node, Port};
 use crate::store::{AllocationQuery, LeaseWrite, NodeQuery, PoolUse, PortQuery, Store, StoreError};
@@ -86,6 +87,33 @@ impl Store for Watched {
 
     async fn delete_inspection_rule(&self, uuid: Uuid) -> Result<(), StoreError> {
         self.inner.delete_inspection_rule(uuid).await
+    }
+
+    async fn create_deploy_template(&self, t: &DeployTemplate) -> Result<(), StoreError> {
+        self.inner.create_deploy_template(t).await
+    }
+
+    async fn get_deploy_template(&self, uuid: Uuid) -> Result<Option<DeployTemplate>, StoreError> {
+        self.inner.get_deploy_template(uuid).await
+    }
+
+    async fn get_deploy_template_by_name(
+        &self,
+        name: &str,
+    ) -> Result<Option<DeployTemplate>, StoreError> {
+        self.inner.get_deploy_template_by_name(name).await
+    }
+
+    async fn list_deploy_templates(&self) -> Result<Vec<DeployTemplate>, StoreError> {
+        self.inner.list_deploy_templates().await
+    }
+
+    async fn update_deploy_template(&self, t: &DeployTemplate) -> Result<(), StoreError> {
+        self.inner.update_deploy_template(t).await
+    }
+
+    async fn delete_deploy_template(&self, uuid: Uuid) -> Result<(), StoreError> {
+        self.inner.delete_deploy_template(uuid).await
     }
 
     async fn create_node(&self, node: &Node) -> Result<(), StoreError> {

@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 
 use chrono::{DateTime, Utc};
 
+use crate::deploy_templates::DeployTemplate;
 use crate::inspection_rules::InspectionRule;
 use crate::model::{
     Allocation, ConductorRecord, DhcpLease, DhcpLeaseState, HistoryEvent, Node, Port,
@@ -321,6 +322,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Replaces a rule's fields (`NotFound` when it is gone).
     async fn update_inspection_rule(&self, rule: &InspectionRule) -> Result<(), StoreError>;
     async fn delete_inspection_rule(&self, uuid: Uuid) -> Result<(), StoreError>;
+
+    // Deploy templates (`/v1/deploy_templates`).
+    /// `Duplicate` on a name (or UUID) another template has.
+    async fn create_deploy_template(&self, t: &DeployTemplate) -> Result<(), StoreError>;
+    async fn get_deploy_template(&self, uuid: Uuid) -> Result<Option<DeployTemplate>, StoreError>;
+    async fn get_deploy_template_by_name(
+        &self,
+        name: &str,
+    ) -> Result<Option<DeployTemplate>, StoreError>;
+    /// Every template, in creation order.
+    async fn list_deploy_templates(&self) -> Result<Vec<DeployTemplate>, StoreError>;
+    /// Replaces a template's name, steps and extra (`NotFound` when it is gone,
+    /// `Duplicate` on another template's name).
+    async fn update_deploy_template(&self, t: &DeployTemplate) -> Result<(), StoreError>;
+    async fn delete_deploy_template(&self, uuid: Uuid) -> Result<(), StoreError>;
 
     // History and inventory.
     async fn add_history(&self, event: &HistoryEvent) -> Result<(), StoreError>;

@@ -22,6 +22,7 @@
 
 mod allocations;
 mod conductors;
+mod deploy_templates;
 mod history;
 mod inspection_rules;
 pub(crate) mod leases;
@@ -47,6 +48,7 @@ use uuid::Uuid;
 use super::{
     AllocationQuery, LeaseWrite, NodeQuery, PoolUse, PortQuery, SortDir, Store, StoreError,
 };
+use crate::deploy_templates::DeployTemplate;
 use crate::inspection_rules::InspectionRule;
 use crate::model::{Allocation, ConductorRecord, DhcpLease, HistoryEvent, Node, Port};
 
@@ -549,6 +551,33 @@ impl Store for SqlStore {
 
     async fn delete_inspection_rule(&self, uuid: Uuid) -> Result<(), StoreError> {
         self.rule_delete(uuid).await
+    }
+
+    async fn create_deploy_template(&self, t: &DeployTemplate) -> Result<(), StoreError> {
+        self.template_create(t).await
+    }
+
+    async fn get_deploy_template(&self, uuid: Uuid) -> Result<Option<DeployTemplate>, StoreError> {
+        self.template_get("uuid", uuid.to_string()).await
+    }
+
+    async fn get_deploy_template_by_name(
+        &self,
+        name: &str,
+    ) -> Result<Option<DeployTemplate>, StoreError> {
+        self.template_get("name", name.to_owned()).await
+    }
+
+    async fn list_deploy_templates(&self) -> Result<Vec<DeployTemplate>, StoreError> {
+        self.template_list().await
+    }
+
+    async fn update_deploy_template(&self, t: &DeployTemplate) -> Result<(), StoreError> {
+        self.template_update(t).await
+    }
+
+    async fn delete_deploy_template(&self, uuid: Uuid) -> Result<(), StoreError> {
+        self.template_delete(uuid).await
     }
 
     async fn add_history(&self, event: &HistoryEvent) -> Result<(), StoreError> {

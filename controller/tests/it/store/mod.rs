@@ -145,6 +145,7 @@ suite!(
     conductor_rows,
     conductors_register_and_heartbeat,
     inspection_rule_rows,
+    deploy_template_rows,
     node_state_by_mac,
 );
 

@@ -1,6 +1,7 @@
 //! The cases of the suite; each takes a fresh database.
 
 mod conductors;
+mod deploy_templates;
 mod inspection_rules;
 mod leases;
 mod locks;
@@ -9,6 +10,7 @@ mod nodes;
 mod related;
 
 pub use conductors::*;
+pub use deploy_templates::*;
 pub use inspection_rules::*;
 pub use leases::*;
 pub use locks::*;
