@@ -372,7 +372,12 @@ mod tests {
             s.args.insert("k".into(), json!(1));
             s
         };
-        let cases: Vec<(Vec<DeployTemplate>, Vec<CleanStep>, Result<Vec<&str>, &str>)> = vec![
+        type Case = (
+            Vec<DeployTemplate>,
+            Vec<CleanStep>,
+            Result<Vec<&'static str>, &'static str>,
+        );
+        let cases: Vec<Case> = vec![
             (vec![], vec![], Ok(vec!["deploy.deploy@100"])),
             (
                 vec![erase_first.clone()],
