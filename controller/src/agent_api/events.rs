@@ -186,13 +186,15 @@ async fn store_result(
         // never to `agent_last_result`.
         return bmc_enrolled(st, node, report).await;
     }
-    // Inspect and wipe also run as service steps, which wait in `service wait`.
-    let servicing = st
+    // Inspect and wipe also run as service steps, which wait in `service wait`, and a wipe
+    // as a deploy step, which waits in `wait call-back`.
+    let state = st
         .store
         .get_node_by_uuid(node)
         .await?
-        .is_some_and(|n| matches!(n.provision_state.as_str(), "servicing" | "service wait"));
-    let Some(wait) = wait_state_for(command, servicing) else {
+        .map(|n| n.provision_state)
+        .unwrap_or_default();
+    let Some(wait) = wait_state_for(command, &state) else {
         if let Report::Failed { error } = &report {
             tracing::warn!(node = %node, error = %error.message, "agent command failed");
         }
@@ -262,11 +264,14 @@ async fn store_result(
     }
 }
 
-/// PURE: the wait state a command's result completes (`servicing`: the node runs service
-/// steps), `None` for commands no state waits for.
-fn wait_state_for(command: &Command, servicing: bool) -> Option<&'static str> {
+/// PURE: the wait state a command's result completes on a node in `state` (service steps
+/// inspect and wipe; a deploy step wipes), `None` for commands no state waits for.
+fn wait_state_for(command: &Command, state: &str) -> Option<&'static str> {
+    let servicing = matches!(state, "servicing" | "service wait");
+    let deploying = matches!(state, "deploying" | "wait call-back");
     Some(match command {
         Command::Inspect | Command::Wipe { .. } if servicing => "service wait",
+        Command::Wipe { .. } if deploying => "wait call-back",
         Command::Inspect => "inspect wait",
         Command::Wipe { .. } => "clean wait",
         Command::Deploy(_) => "wait call-back",
@@ -415,28 +420,27 @@ mod tests {
             mode: proto::WipeMode::Secure,
             devices: vec!["/dev/vdb".into()],
         };
-        let cases: Vec<(Command, bool, Option<&str>)> = vec![
-            (Command::Inspect, false, Some("inspect wait")),
-            (Command::Inspect, true, Some("service wait")),
-            (wipe.clone(), false, Some("clean wait")),
-            (wipe, true, Some("service wait")),
-            (Command::Reboot, false, None),
-            (Command::PowerOff, true, None),
-            (Command::Wait { seconds: 1 }, false, None),
+        let cases: Vec<(Command, &str, Option<&str>)> = vec![
+            (Command::Inspect, "inspect wait", Some("inspect wait")),
+            (Command::Inspect, "service wait", Some("service wait")),
+            (wipe.clone(), "clean wait", Some("clean wait")),
+            (wipe.clone(), "cleaning", Some("clean wait")),
+            (wipe.clone(), "servicing", Some("service wait")),
+            (wipe.clone(), "wait call-back", Some("wait call-back")),
+            (wipe, "deploying", Some("wait call-back")),
+            (Command::Reboot, "clean wait", None),
+            (Command::PowerOff, "service wait", None),
+            (Command::Wait { seconds: 1 }, "clean wait", None),
             (
                 Command::EnrollBmc {
                     user: "ingot".into(),
                 },
-                false,
+                "enroll",
                 None,
             ),
         ];
-        for (command, servicing, want) in cases {
-            assert_eq!(
-                wait_state_for(&command, servicing),
-                want,
-                "{command:?} {servicing}"
-            );
+        for (command, state, want) in cases {
+            assert_eq!(wait_state_for(&command, state), want, "{command:?} {state}");
         }
     }
 }

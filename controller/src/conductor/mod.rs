@@ -394,33 +394,6 @@ impl Conductor {
         }
     }
 
-    /// `deploy_steps` of a deploy: each must name a step the deploy runs, at the priority
-    /// it runs at (one step today; reordering or disabling it is not supported).
-    fn check_deploy_steps(&self, node: &Node, steps: &[Value]) -> Result<(), ConductorError> {
-        let drivers = self.drivers.resolve(node).map_err(driver_bad_request)?;
-        let offered = drivers.deploy.deploy_steps(node);
-        for requested in steps {
-            let step = resolve_step("Deploy", &offered, requested).map_err(|e| {
-                ConductorError::BadRequest(format!(
-                    "Failed to validate deploy steps for node {}: {e}",
-                    node.uuid
-                ))
-            })?;
-            let built_in = offered
-                .iter()
-                .find(|s| s.interface == step.interface && s.step == step.step)
-                .map_or(0, |s| s.priority);
-            if step.priority != built_in {
-                return Err(ConductorError::BadRequest(format!(
-                    "Failed to validate deploy steps for node {}: deploy step {}.{} runs at \
-                     priority {built_in}; changing its priority is not supported",
-                    node.uuid, step.interface, step.step
-                )));
-            }
-        }
-        Ok(())
-    }
-
     /// `service_steps` of a `service`: required, and each must be one the drivers offer.
     fn check_service_steps(
         &self,
@@ -462,9 +435,6 @@ impl Conductor {
                 "\"clean_steps\" is only valid when setting target provision state to clean"
                     .to_owned(),
             ));
-        }
-        if let Some(steps) = &req.deploy_steps {
-            self.check_deploy_steps(node, steps)?;
         }
         if req.disable_ramdisk == Some(true) && matches!(req.verb, Verb::Clean | Verb::Service) {
             // Every step these drivers offer runs in the agent: without the ramdisk none could.

@@ -10,10 +10,11 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::task::{
-    CLEAN_STEP_INDEX, CLEAN_STEPS, REQUESTED_CLEAN_STEPS, REQUESTED_SERVICE_STEPS,
-    SERVICE_STEP_INDEX, SERVICE_STEPS, TaskFlags,
+    CLEAN_STEP_INDEX, CLEAN_STEPS, DEPLOY_STEP_INDEX, DEPLOY_STEPS, REQUESTED_CLEAN_STEPS,
+    REQUESTED_SERVICE_STEPS, SERVICE_STEP_INDEX, SERVICE_STEPS, TaskFlags,
 };
 use super::{Conductor, ConductorError};
+use crate::deploy_templates;
 use crate::drivers::{
     BootDevice, CleanStep, DriverError, NodeDrivers, PowerState, PowerTarget, StepOutcome,
     resolve_step,
@@ -196,34 +197,95 @@ impl Conductor {
         .await
     }
 
-    async fn run_deploy(&self, node: &mut Node, drivers: &NodeDrivers, resume: bool) -> Event {
-        let ramdisk = drivers.deploy.needs_ramdisk();
-        let result = async {
-            if !resume {
-                if ramdisk && !drivers.deploy.fast_track(node).await {
-                    self.boot_ramdisk(node, drivers).await?;
-                }
-                if drivers.deploy.deploy(node).await? == StepOutcome::Wait {
-                    return Ok(false);
-                }
-            }
-            if ramdisk {
-                self.boot_instance(node, drivers).await?;
-            }
-            Ok::<_, DriverError>(true)
-        }
-        .await;
-        match result {
-            Ok(true) => {
-                node.deploy_step = None;
-                Event::StepDone
-            }
-            Ok(false) => Event::StepWaiting,
-            Err(e) => Event::Failed(format!(
-                "Deploy step deploy.deploy failed on node {}: {e}",
+    /// The steps a deploy runs (`deploy_templates::deploy_plan`): the driver's, those of the
+    /// deploy templates named by the instance's traits, and the operator's `deploy_steps`;
+    /// a 400 when they do not fit together.
+    pub(super) async fn deploy_plan(
+        &self,
+        node: &Node,
+        requested: Option<&[Value]>,
+    ) -> Result<Vec<CleanStep>, ConductorError> {
+        let bad = |e: String| {
+            ConductorError::BadRequest(format!(
+                "Failed to validate deploy steps for node {}: {e}",
                 node.uuid
-            )),
+            ))
+        };
+        let drivers = self
+            .drivers
+            .resolve(node)
+            .map_err(|e| ConductorError::BadRequest(e.to_string()))?;
+        let offered = drivers.deploy.deploy_steps(node);
+        let user = requested
+            .unwrap_or_default()
+            .iter()
+            .map(|r| resolve_step("Deploy", &offered, r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        let traits =
+            deploy_templates::instance_traits(&node.instance_info, &node.traits).map_err(bad)?;
+        let mut templates = Vec::new();
+        for name in &traits {
+            if let Some(t) = self.store.get_deploy_template_by_name(name).await? {
+                templates.push(t);
+            }
         }
+        let plan = deploy_templates::deploy_plan(&offered, &templates, &user).map_err(bad)?;
+        if !plan
+            .iter()
+            .any(|s| s.interface == "deploy" && s.step == "deploy")
+        {
+            return Err(bad(
+                "deploy step deploy.deploy writes the instance and cannot be disabled".to_owned(),
+            ));
+        }
+        drivers
+            .deploy
+            .check_deploy_plan(node, &plan)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(plan)
+    }
+
+    /// A deploy: the saved plan's steps in order in the ramdisk (booted first unless fast
+    /// track finds an agent), then the instance booted from its disk; a step that waits for
+    /// the agent leaves `wait call-back` and comes back here with `resume`.
+    async fn run_deploy(&self, node: &mut Node, drivers: &NodeDrivers, resume: bool) -> Event {
+        let (steps, start) = StepRun::Deploy.saved(node);
+        let (steps, start) = if resume || !steps.is_empty() {
+            (steps, start)
+        } else {
+            // A deploy requested before plans were saved runs the interface's own deploy.
+            (vec![CleanStep::new("deploy", "deploy", 100)], 0)
+        };
+        let ramdisk = drivers.deploy.needs_ramdisk();
+        if ramdisk
+            && !resume
+            && !drivers.deploy.fast_track(node).await
+            && let Err(e) = self.boot_ramdisk(node, drivers).await
+        {
+            return Event::Failed(format!(
+                "Failed to prepare node {} for deployment: {e}",
+                node.uuid
+            ));
+        }
+        if let Some(stop) = self
+            .walk(node, drivers, StepRun::Deploy, &steps, start)
+            .await
+        {
+            return stop;
+        }
+        for key in [DEPLOY_STEPS, DEPLOY_STEP_INDEX] {
+            node.driver_internal_info.remove(key);
+        }
+        node.deploy_step = None;
+        if ramdisk && let Err(e) = self.boot_instance(node, drivers).await {
+            return Event::Failed(format!(
+                "Deploy step deploy.deploy failed on node {}: the instance could not be \
+                 booted: {e}",
+                node.uuid
+            ));
+        }
+        Event::StepDone
     }
 
     /// Boots the instance from its disk: persistent disk boot, then a reboot (the end of a
@@ -321,6 +383,7 @@ impl Conductor {
             let outcome = match run {
                 StepRun::Clean => drivers.deploy.execute_clean_step(node, step).await,
                 StepRun::Service => drivers.deploy.execute_service_step(node, step).await,
+                StepRun::Deploy => drivers.deploy.execute_deploy_step(node, step).await,
             };
             match outcome {
                 Ok(StepOutcome::Done) => {}
@@ -331,15 +394,7 @@ impl Conductor {
                         .insert(position.into(), index.into());
                     return Some(Event::StepWaiting);
                 }
-                Err(e) => {
-                    return Some(Event::Failed(format!(
-                        "Node {} failed {} {{'interface': '{}', 'step': '{}'}}: {e}",
-                        node.uuid,
-                        run.label(),
-                        step.interface,
-                        step.step
-                    )));
-                }
+                Err(e) => return Some(Event::Failed(run.failure(node, step, &e))),
             }
         }
         None
@@ -511,6 +566,7 @@ async fn steer_boot(
 enum StepRun {
     Clean,
     Service,
+    Deploy,
 }
 
 impl StepRun {
@@ -518,14 +574,24 @@ impl StepRun {
         match self {
             Self::Clean => (CLEAN_STEPS, CLEAN_STEP_INDEX),
             Self::Service => (SERVICE_STEPS, SERVICE_STEP_INDEX),
+            Self::Deploy => (DEPLOY_STEPS, DEPLOY_STEP_INDEX),
         }
     }
 
-    /// How a failure names the step (`Node X failed step {...}`, as Ironic's cleaning).
-    fn label(self) -> &'static str {
+    /// The `last_error` of a step that failed, worded as Ironic's (`Node X failed step
+    /// {...}` for cleaning, `Deploy step deploy.deploy failed on node X` for a deploy).
+    fn failure(self, node: &Node, step: &CleanStep, e: &DriverError) -> String {
+        let (uuid, interface, name) = (node.uuid, &step.interface, &step.step);
         match self {
-            Self::Clean => "step",
-            Self::Service => "service step",
+            Self::Clean => {
+                format!(
+                    "Node {uuid} failed step {{'interface': '{interface}', 'step': '{name}'}}: {e}"
+                )
+            }
+            Self::Service => format!(
+                "Node {uuid} failed service step {{'interface': '{interface}', 'step': '{name}'}}: {e}"
+            ),
+            Self::Deploy => format!("Deploy step {interface}.{name} failed on node {uuid}: {e}"),
         }
     }
 
@@ -533,6 +599,7 @@ impl StepRun {
         match self {
             Self::Clean => node.clean_step = step,
             Self::Service => node.service_step = step,
+            Self::Deploy => node.deploy_step = step,
         }
     }
 

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{Conductor, ConductorError, ProvisionRequest};
 use crate::events::NodeEvent;
 use crate::machine::{self, Action, Event, LastError, NodeView, Transition, Verb};
-use crate::model::{HistoryEvent, JsonMap, Node};
+use crate::model::{HistoryEvent, Node};
 use crate::store::StoreError;
 
 /// `driver_internal_info` keys the executor keeps.
@@ -26,6 +26,8 @@ pub(super) const CLEAN_STEP_INDEX: &str = "clean_step_index";
 pub(super) const REQUESTED_SERVICE_STEPS: &str = "requested_service_steps";
 pub(super) const SERVICE_STEPS: &str = "service_steps";
 pub(super) const SERVICE_STEP_INDEX: &str = "service_step_index";
+pub(super) const DEPLOY_STEPS: &str = "deploy_steps";
+pub(super) const DEPLOY_STEP_INDEX: &str = "deploy_step_index";
 
 /// What a task changed besides the fields it always owns.
 #[derive(Debug, Clone, Default)]
@@ -82,15 +84,6 @@ fn merge_task_fields(mut fresh: Node, ours: &Node, flags: &TaskFlags) -> Node {
         fresh.allocation_uuid = ours.allocation_uuid;
     }
     fresh
-}
-
-fn step_json(interface: &str, step: &str, priority: u32) -> JsonMap {
-    let mut map = JsonMap::new();
-    map.insert("interface".into(), interface.into());
-    map.insert("step".into(), step.into());
-    map.insert("priority".into(), priority.into());
-    map.insert("args".into(), Value::Object(JsonMap::new()));
-    map
 }
 
 impl Conductor {
@@ -217,7 +210,15 @@ impl Conductor {
                     node.driver_internal_info
                         .insert("user_deploy_steps".into(), json!(steps));
                 }
-                node.deploy_step = Some(step_json("deploy", "deploy", 100));
+                // What runs is fixed now, checked (400 before anything boots) and saved.
+                let plan = self.deploy_plan(node, req.deploy_steps.as_deref()).await?;
+                node.deploy_step = plan
+                    .first()
+                    .and_then(|s| serde_json::to_value(s).ok())
+                    .and_then(|v| v.as_object().cloned());
+                node.driver_internal_info
+                    .insert(DEPLOY_STEPS.into(), json!(plan));
+                node.driver_internal_info.remove(DEPLOY_STEP_INDEX);
             }
             Verb::Clean => {
                 let steps = req.clean_steps.clone().unwrap_or_default();

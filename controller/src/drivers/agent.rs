@@ -307,6 +307,62 @@ impl DeployInterface for AgentDeploy {
         Ok(StepOutcome::Wait)
     }
 
+    /// `deploy.deploy`, and `deploy.erase_devices_metadata` for a deploy template (or the
+    /// operator's `deploy_steps`) to run before it: stale partition tables, RAID and LVM
+    /// signatures on every disk are gone before the instance is written.
+    fn deploy_steps(&self, _node: &Node) -> Vec<CleanStep> {
+        vec![
+            CleanStep::new("deploy", "deploy", 100),
+            CleanStep::new("deploy", "erase_devices_metadata", 0),
+        ]
+    }
+
+    /// A metadata erase after the image is written would erase the instance: it must run
+    /// before `deploy.deploy`.
+    fn check_deploy_plan(&self, _node: &Node, plan: &[CleanStep]) -> Result<(), DriverError> {
+        let at = |name: &str| {
+            plan.iter()
+                .position(|s| s.interface == "deploy" && s.step == name)
+        };
+        if let (Some(erase), Some(deploy)) = (at("erase_devices_metadata"), at("deploy"))
+            && erase > deploy
+        {
+            return Err(DriverError::InvalidParameter(
+                "deploy step deploy.erase_devices_metadata must run before deploy.deploy (give \
+                 it a higher priority): after it, it would erase the instance"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn execute_deploy_step(
+        &self,
+        node: &Node,
+        step: &CleanStep,
+    ) -> Result<StepOutcome, DriverError> {
+        match (step.interface.as_str(), step.step.as_str()) {
+            ("deploy", "deploy") => self.deploy(node).await,
+            ("deploy", "erase_devices_metadata") => {
+                self.note(node, "agent: run deploy step erase_devices_metadata");
+                self.hub
+                    .enqueue(
+                        node.uuid,
+                        Command::Wipe {
+                            mode: WipeMode::Metadata,
+                            devices: vec![],
+                        },
+                    )
+                    .await
+                    .map_err(hub_error)?;
+                Ok(StepOutcome::Wait)
+            }
+            (i, s) => Err(DriverError::Unsupported(format!(
+                "agent does not support deploy step {i}.{s}"
+            ))),
+        }
+    }
+
     /// On an active node, through the ramdisk: a secure erase of named disks other than
     /// the instance's, and a fresh inventory (the inspection rules run on it).
     fn service_steps(&self, _node: &Node) -> Vec<CleanStep> {

@@ -313,10 +313,30 @@ pub trait DeployInterface: Send + Sync + fmt::Debug {
     async fn tear_down(&self, node: &Node) -> Result<(), DriverError>;
     /// Every clean step this interface offers, automated ones with priority > 0.
     fn clean_steps(&self, node: &Node) -> Vec<CleanStep>;
-    /// The deploy steps a deploy runs, in Ironic's shape. The deploy is one step today,
-    /// `deploy.deploy` (write the image, boot it); `user_deploy_steps` may only name it.
+    /// The deploy steps this interface offers, in Ironic's shape: `deploy.deploy` (write
+    /// the instance) at 100, and steps with priority 0 that run only when a deploy template
+    /// or the operator's `deploy_steps` give them a priority (`deploy_templates::deploy_plan`).
     fn deploy_steps(&self, _node: &Node) -> Vec<CleanStep> {
         vec![CleanStep::new("deploy", "deploy", 100)]
+    }
+    /// Checks a deploy's plan (its steps in order) before anything runs (no IO): rules of
+    /// order this interface needs.
+    fn check_deploy_plan(&self, _node: &Node, _plan: &[CleanStep]) -> Result<(), DriverError> {
+        Ok(())
+    }
+    /// Runs one deploy step; `deploy.deploy` is [`DeployInterface::deploy`].
+    async fn execute_deploy_step(
+        &self,
+        node: &Node,
+        step: &CleanStep,
+    ) -> Result<StepOutcome, DriverError> {
+        match (step.interface.as_str(), step.step.as_str()) {
+            ("deploy", "deploy") => self.deploy(node).await,
+            (i, s) => Err(DriverError::Unsupported(format!(
+                "{} deploy does not support deploy step {i}.{s}",
+                self.name()
+            ))),
+        }
     }
     /// The service steps `service` may run on an active node (none: `service` is refused
     /// rather than accepted and ignored).

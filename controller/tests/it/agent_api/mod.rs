@@ -9,6 +9,7 @@
 
 mod bmc_enrol;
 mod cleaning;
+mod deploy_steps;
 mod flows;
 mod rules;
 mod service;

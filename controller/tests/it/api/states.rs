@@ -428,7 +428,7 @@ async fn deploy_and_service_steps_that_would_not_run_are_refused() {
         (
             json!([{"interface": "deploy", "step": "deploy", "args": {}, "priority": 0}]),
             format!(
-                "Failed to validate deploy steps for node {uuid}: deploy step deploy.deploy runs at priority 100; changing its priority is not supported"
+                "Failed to validate deploy steps for node {uuid}: deploy step deploy.deploy writes the instance and cannot be disabled"
             ),
         ),
     ];
