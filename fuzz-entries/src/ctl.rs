@@ -234,6 +234,7 @@ pub fn lookup_request(mac: &str) -> proto::protocol::LookupRequest {
         system_uuid: None,
         system_serial: None,
         inventory: proto::Inventory::default(),
+        steps: Vec::new(),
     }
 }
 

@@ -54,6 +54,102 @@ pub struct LookupRequest {
     pub system_serial: Option<String>,
     /// The full hardware inventory.
     pub inventory: Inventory,
+    /// The steps this agent offers ([`AgentStep`]): the controller offers them for
+    /// cleaning, deploying and servicing without knowing them, and runs them with
+    /// [`Command::RunStep`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<AgentStep>,
+}
+
+/// At most this many steps in a lookup.
+pub const AGENT_STEPS_MAX: usize = 64;
+/// At most this many arguments described per step.
+pub const STEP_ARGS_MAX: usize = 16;
+/// Longest interface, step or argument name.
+pub const STEP_NAME_MAX: usize = 64;
+/// Longest argument description.
+pub const STEP_TEXT_MAX: usize = 512;
+
+/// A step an agent offers (Ironic's `get_clean_steps` / `get_deploy_steps` of a hardware
+/// manager): where it may run, at which priority, and the arguments it takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStep {
+    /// `deploy`, `raid`, `bios`, `management`, `power` (the interface it belongs to).
+    pub interface: String,
+    pub step: String,
+    /// As a clean step: its priority in automated cleaning (0: only when asked for);
+    /// `None`: not a clean step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clean_priority: Option<u32>,
+    /// As a deploy step: its priority in a deploy (0: only when a template or the
+    /// operator names it); `None`: not a deploy step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_priority: Option<u32>,
+    /// Whether `service` may run it on an active node.
+    #[serde(default)]
+    pub service: bool,
+    /// Whether it may be aborted while it runs.
+    #[serde(default)]
+    pub abortable: bool,
+    /// The arguments it takes, by name (Ironic's `argsinfo`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub argsinfo: std::collections::BTreeMap<String, StepArg>,
+}
+
+/// One argument of an [`AgentStep`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepArg {
+    pub description: String,
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// Checks an agent's steps before the controller offers them: at most
+/// [`AGENT_STEPS_MAX`], names of lower-case letters, digits and `_` up to
+/// [`STEP_NAME_MAX`], no step twice, bounded argument descriptions.
+pub fn check_agent_steps(steps: &[AgentStep]) -> Result<(), String> {
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= STEP_NAME_MAX
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    if steps.len() > AGENT_STEPS_MAX {
+        return Err(format!(
+            "an agent offers at most {AGENT_STEPS_MAX} steps, not {}",
+            steps.len()
+        ));
+    }
+    for (i, s) in steps.iter().enumerate() {
+        if !name_ok(&s.interface) || !name_ok(&s.step) {
+            return Err(format!(
+                "agent step {:?}.{:?}: names are lower-case letters, digits and _",
+                s.interface.chars().take(STEP_NAME_MAX).collect::<String>(),
+                s.step.chars().take(STEP_NAME_MAX).collect::<String>()
+            ));
+        }
+        if steps[..i]
+            .iter()
+            .any(|o| o.interface == s.interface && o.step == s.step)
+        {
+            return Err(format!(
+                "agent step {}.{} offered twice",
+                s.interface, s.step
+            ));
+        }
+        if s.argsinfo.len() > STEP_ARGS_MAX
+            || s.argsinfo
+                .iter()
+                .any(|(k, a)| !name_ok(k) || a.description.len() > STEP_TEXT_MAX)
+        {
+            return Err(format!(
+                "agent step {}.{}: at most {STEP_ARGS_MAX} arguments, named as steps, \
+                 described in at most {STEP_TEXT_MAX} bytes",
+                s.interface, s.step
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The controller's answer to a lookup.
@@ -123,6 +219,14 @@ pub enum Command {
     /// result's `detail` is a [`BmcEnrolled`]. `user` is 1 to 16 printable ASCII characters
     /// without spaces; the agent refuses anything else.
     EnrollBmc { user: String },
+    /// Run a step the agent offered at lookup ([`AgentStep`]) with `args`; the result's
+    /// `detail` is what the step reports.
+    RunStep {
+        interface: String,
+        step: String,
+        #[serde(default)]
+        args: serde_json::Map<String, Value>,
+    },
 }
 
 /// Longest BMC user name: IPMI's Set User Name carries 16 bytes.

@@ -273,7 +273,25 @@ fn lookup_request_golden() {
         system_uuid: Some("2b7e1516-28ae-4d2a-8f0e-1f2e3d4c5b6a".into()),
         system_serial: Some("SN-1".into()),
         inventory: sample_inventory(),
+        steps: vec![proto::protocol::AgentStep {
+            interface: "deploy".into(),
+            step: "scan_disks".into(),
+            clean_priority: Some(0),
+            deploy_priority: None,
+            service: true,
+            abortable: false,
+            argsinfo: [(
+                "devices".to_owned(),
+                proto::protocol::StepArg {
+                    description: "the disks to scan (every disk when absent)".into(),
+                    required: false,
+                },
+            )]
+            .into_iter()
+            .collect(),
+        }],
     };
+    proto::protocol::check_agent_steps(&req.steps).expect("valid steps");
     check("lookup_request", &req);
 }
 
@@ -317,6 +335,14 @@ fn every_command() -> Vec<proto::protocol::Command> {
         Command::EnrollBmc {
             user: "ingot".into(),
         },
+        Command::RunStep {
+            interface: "deploy".into(),
+            step: "scan_disks".into(),
+            args: serde_json::json!({"devices": ["/dev/sda"]})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        },
     ];
     for c in &commands {
         match c {
@@ -326,7 +352,8 @@ fn every_command() -> Vec<proto::protocol::Command> {
             | Command::Deploy(_)
             | Command::Reboot
             | Command::PowerOff
-            | Command::EnrollBmc { .. } => {}
+            | Command::EnrollBmc { .. }
+            | Command::RunStep { .. } => {}
         }
     }
     commands

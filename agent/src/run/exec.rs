@@ -60,6 +60,7 @@ pub fn lookup_request(inv: Inventory, boot_mac: Option<String>) -> LookupRequest
         system_uuid: inv.system_vendor.uuid.clone(),
         system_serial: inv.system_vendor.serial_number.clone(),
         inventory: inv,
+        steps: Vec::new(),
     }
 }
 
@@ -100,6 +101,12 @@ impl Host for LiveHost {
             Command::EnrollBmc { user } => {
                 enroll_report(crate::bmc::enroll(Path::new(crate::bmc::IPMI_DEVICE), user))
             }
+            Command::RunStep {
+                interface, step, ..
+            } => failed(
+                &anyhow::anyhow!("this agent does not offer step {interface}.{step}"),
+                None,
+            ),
             Command::Wait { .. } | Command::Reboot | Command::PowerOff => failed(
                 &anyhow::anyhow!("{command:?} is not run by the executor"),
                 None,

@@ -270,8 +270,11 @@ fn wait_state_for(command: &Command, state: &str) -> Option<&'static str> {
     let servicing = matches!(state, "servicing" | "service wait");
     let deploying = matches!(state, "deploying" | "wait call-back");
     Some(match command {
-        Command::Inspect | Command::Wipe { .. } if servicing => "service wait",
-        Command::Wipe { .. } if deploying => "wait call-back",
+        Command::Inspect | Command::Wipe { .. } | Command::RunStep { .. } if servicing => {
+            "service wait"
+        }
+        Command::Wipe { .. } | Command::RunStep { .. } if deploying => "wait call-back",
+        Command::RunStep { .. } => "clean wait",
         Command::Inspect => "inspect wait",
         Command::Wipe { .. } => "clean wait",
         Command::Deploy(_) => "wait call-back",

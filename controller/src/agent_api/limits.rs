@@ -147,6 +147,7 @@ mod tests {
                     .collect(),
                 ..Default::default()
             },
+            steps: Vec::new(),
         }
     }
 

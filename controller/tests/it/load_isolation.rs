@@ -97,6 +97,7 @@ fn probe_lookups(url: String, count: usize, until: Option<Instant>) -> Vec<Durat
                 system_uuid: None,
                 system_serial: None,
                 inventory: Default::default(),
+                steps: Vec::new(),
             };
             let body = serde_json::to_vec(&lookup).expect("json");
             let mut took = Vec::new();

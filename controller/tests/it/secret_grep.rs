@@ -349,6 +349,7 @@ async fn no_secret_reaches_any_answer_cli_output_or_log_line() {
         system_uuid: Some("0b7e5a4e-0000-4000-8000-5ec000000001".into()),
         system_serial: Some("GREP-SERIAL".into()),
         inventory: inventory(),
+        steps: Vec::new(),
     };
     let (st, raw) = s.agent_post(PATH_LOOKUP, None, &lookup).await;
     assert_eq!(st, 200, "{raw}");

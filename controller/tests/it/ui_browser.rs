@@ -160,6 +160,7 @@ fn lookup_request() -> LookupRequest {
         system_uuid: Some("5c0f5c0f-0000-4000-8000-00000000c0de".into()),
         system_serial: Some("UI-DISC-1".into()),
         inventory,
+        steps: Vec::new(),
     }
 }
 
@@ -300,11 +301,12 @@ async fn agent(boot: String) {
                 .await;
                 session = None;
             }
-            Command::EnrollBmc { .. } => {
+            Command::EnrollBmc { .. } | Command::RunStep { .. } => {
                 report(Report::Failed {
                     error: proto::ErrorReport {
                         phase: None,
-                        message: "this browser test's machine has no BMC".into(),
+                        message: "this browser test's machine has no BMC and offers no steps"
+                            .into(),
                         causes: vec![],
                     },
                 })

@@ -223,6 +223,13 @@ pub async fn run(
                         causes: vec![],
                     },
                 },
+                Command::RunStep { .. } => Report::Failed {
+                    error: proto::ErrorReport {
+                        phase: None,
+                        message: "a simulated machine offers no steps".into(),
+                        causes: vec![],
+                    },
+                },
             };
             let rep = EventReport {
                 node_uuid: node,

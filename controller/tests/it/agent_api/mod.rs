@@ -178,6 +178,7 @@ pub fn lookup_req(macs: &[&str], serial: &str, system_uuid: &str) -> LookupReque
         system_uuid: Some(system_uuid.into()),
         system_serial: Some(serial.into()),
         inventory: inventory(macs, serial),
+        steps: Vec::new(),
     }
 }
 
