@@ -62,6 +62,8 @@ pub(super) async fn lookup(
         ));
     }
     limits::check_macs(&req).map_err(|e| AgentError::new(StatusCode::BAD_REQUEST, e))?;
+    proto::protocol::check_agent_steps(&req.steps)
+        .map_err(|e| AgentError::new(StatusCode::BAD_REQUEST, e))?;
     match st.discovery.find(st.store.as_ref(), &req).await? {
         Some(node) => known_machine(&st, peer, &headers, &req, node).await,
         None => unknown_machine(&st, peer, &req).await,
@@ -90,7 +92,7 @@ async fn known_machine(
         .await?
     {
         Decision::Issue => {
-            if let Err(e) = persist_session(st, id, &req.agent_version).await {
+            if let Err(e) = persist_session(st, id, req).await {
                 st.hub.undo_issue(id, &fresh).await?;
                 return Err(e.into());
             }
@@ -147,7 +149,7 @@ async fn unknown_machine(
     let token = new_token();
     let fresh = hash_token(&token);
     st.hub.discovered(node.uuid, fresh).await?;
-    if let Err(e) = persist_session(st, node.uuid, &req.agent_version).await {
+    if let Err(e) = persist_session(st, node.uuid, req).await {
         // Nobody got this token: the agent's retry may start the session.
         st.hub.undo_issue(node.uuid, &fresh).await?;
         return Err(e.into());
@@ -187,15 +189,23 @@ async fn unknown_machine(
     Ok(Json(response(st, node.uuid, Some(token), true)))
 }
 
-/// Stores the agent's version and when it looked up (the session itself is the hub's).
+/// Stores the agent's version, the steps it offers (checked at the door) and when it
+/// looked up (the session itself is the hub's).
 async fn persist_session(
     st: &AgentApiState,
     node: uuid::Uuid,
-    version: &str,
+    req: &LookupRequest,
 ) -> Result<(), crate::store::StoreError> {
+    let steps = serde_json::to_value(&req.steps).unwrap_or_default();
     write_agent_fields(st.store.as_ref(), node, |n| {
-        n.driver_internal_info
-            .insert("agent_version".into(), Value::String(version.to_owned()));
+        n.driver_internal_info.insert(
+            "agent_version".into(),
+            Value::String(req.agent_version.clone()),
+        );
+        n.driver_internal_info.insert(
+            crate::drivers::agent_steps::AGENT_STEPS_KEY.into(),
+            steps.clone(),
+        );
         n.driver_internal_info.insert(
             "agent_last_lookup".into(),
             Value::String(chrono::Utc::now().to_rfc3339()),

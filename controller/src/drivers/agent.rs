@@ -14,6 +14,7 @@ use proto::{RootDeviceHints, WipeMode};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::agent_steps::{self, Phase};
 use super::manual::ManualHardware;
 use super::{
     BootDevice, CleanStep, DeployInterface, DriverError, HardwareType, InspectInterface,
@@ -218,6 +219,40 @@ impl AgentDeploy {
             hw.instruct(node.uuid, text.to_owned());
         }
     }
+
+    /// A step the node's agent offered (and the built-ins do not handle): `RunStep`.
+    async fn run_agent_step(
+        &self,
+        node: &Node,
+        step: &CleanStep,
+        phase: Phase,
+    ) -> Result<StepOutcome, DriverError> {
+        let offered = agent_steps::cached(node);
+        if agent_steps::find(&offered, step, phase)?.is_none() {
+            return Err(DriverError::Unsupported(format!(
+                "the node's agent does not offer {} step {}.{}",
+                phase.label(),
+                step.interface,
+                step.step
+            )));
+        }
+        self.note(
+            node,
+            &format!("agent: run step {}.{}", step.interface, step.step),
+        );
+        self.hub
+            .enqueue(
+                node.uuid,
+                Command::RunStep {
+                    interface: step.interface.clone(),
+                    step: step.step.clone(),
+                    args: step.args.clone(),
+                },
+            )
+            .await
+            .map_err(hub_error)?;
+        Ok(StepOutcome::Wait)
+    }
 }
 
 #[async_trait]
@@ -271,11 +306,16 @@ impl DeployInterface for AgentDeploy {
         self.hub.clear(node.uuid).await.map_err(hub_error)
     }
 
-    fn clean_steps(&self, _node: &Node) -> Vec<CleanStep> {
-        vec![
-            CleanStep::new("deploy", "erase_devices_metadata", 99),
-            CleanStep::new("deploy", "erase_devices", 0),
-        ]
+    /// The built-in erases, then the steps the node's agent offers.
+    fn clean_steps(&self, node: &Node) -> Vec<CleanStep> {
+        agent_steps::merge(
+            vec![
+                CleanStep::new("deploy", "erase_devices_metadata", 99),
+                CleanStep::new("deploy", "erase_devices", 0),
+            ],
+            &agent_steps::cached(node),
+            Phase::Clean,
+        )
     }
 
     async fn execute_clean_step(
@@ -287,11 +327,7 @@ impl DeployInterface for AgentDeploy {
             "erase_devices_metadata" => WipeMode::Metadata,
             // As IPA: the firmware erase where the disk has one, else zeroes (the agent falls back).
             "erase_devices" => WipeMode::Secure,
-            other => {
-                return Err(DriverError::Unsupported(format!(
-                    "agent does not support clean step {other}"
-                )));
-            }
+            _ => return self.run_agent_step(node, step, Phase::Clean).await,
         };
         self.note(node, &format!("agent: run clean step {}", step.step));
         self.hub
@@ -310,11 +346,15 @@ impl DeployInterface for AgentDeploy {
     /// `deploy.deploy`, and `deploy.erase_devices_metadata` for a deploy template (or the
     /// operator's `deploy_steps`) to run before it: stale partition tables, RAID and LVM
     /// signatures on every disk are gone before the instance is written.
-    fn deploy_steps(&self, _node: &Node) -> Vec<CleanStep> {
-        vec![
-            CleanStep::new("deploy", "deploy", 100),
-            CleanStep::new("deploy", "erase_devices_metadata", 0),
-        ]
+    fn deploy_steps(&self, node: &Node) -> Vec<CleanStep> {
+        agent_steps::merge(
+            vec![
+                CleanStep::new("deploy", "deploy", 100),
+                CleanStep::new("deploy", "erase_devices_metadata", 0),
+            ],
+            &agent_steps::cached(node),
+            Phase::Deploy,
+        )
     }
 
     /// A metadata erase after the image is written would erase the instance: it must run
@@ -357,25 +397,28 @@ impl DeployInterface for AgentDeploy {
                     .map_err(hub_error)?;
                 Ok(StepOutcome::Wait)
             }
-            (i, s) => Err(DriverError::Unsupported(format!(
-                "agent does not support deploy step {i}.{s}"
-            ))),
+            _ => self.run_agent_step(node, step, Phase::Deploy).await,
         }
     }
 
     /// On an active node, through the ramdisk: a secure erase of named disks other than
     /// the instance's, and a fresh inventory (the inspection rules run on it).
-    fn service_steps(&self, _node: &Node) -> Vec<CleanStep> {
-        vec![
-            CleanStep::new("deploy", "erase_devices", 0),
-            CleanStep::new("inspect", "inspect", 0),
-        ]
+    fn service_steps(&self, node: &Node) -> Vec<CleanStep> {
+        agent_steps::merge(
+            vec![
+                CleanStep::new("deploy", "erase_devices", 0),
+                CleanStep::new("inspect", "inspect", 0),
+            ],
+            &agent_steps::cached(node),
+            Phase::Service,
+        )
     }
 
     fn validate_service_step(&self, node: &Node, step: &CleanStep) -> Result<(), DriverError> {
         match (step.interface.as_str(), step.step.as_str()) {
             ("deploy", "erase_devices") => service_erase_devices(node, step).map(|_| ()),
-            _ => Ok(()),
+            ("inspect", "inspect") => Ok(()),
+            _ => agent_steps::find(&agent_steps::cached(node), step, Phase::Service).map(|_| ()),
         }
     }
 
@@ -390,11 +433,7 @@ impl DeployInterface for AgentDeploy {
                 devices: service_erase_devices(node, step)?,
             },
             ("inspect", "inspect") => Command::Inspect,
-            (i, s) => {
-                return Err(DriverError::Unsupported(format!(
-                    "agent does not support service step {i}.{s}"
-                )));
-            }
+            _ => return self.run_agent_step(node, step, Phase::Service).await,
         };
         self.note(
             node,

@@ -7,6 +7,7 @@
 //! `[deploy] fast_track` on; `sessions` plays the attacks on agent sessions with it on and
 //! off.
 
+mod agent_steps;
 mod bmc_enrol;
 mod cleaning;
 mod deploy_steps;

@@ -1,0 +1,194 @@
+//! Steps the agent offers (`LookupRequest::steps`, cached at each new agent session in
+//! `driver_internal_info.agent_cached_steps`): the `agent` deploy interface offers them for
+//! cleaning, deploying and servicing next to its built-in steps and runs them with
+//! `Command::RunStep`, so a new agent step needs no controller change. Pure: merging the
+//! lists, finding a step, checking its required arguments.
+
+use proto::protocol::AgentStep;
+
+use super::{CleanStep, DriverError};
+use crate::model::Node;
+
+/// Where the agent's steps are cached.
+pub const AGENT_STEPS_KEY: &str = "agent_cached_steps";
+
+/// Which list a step is offered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Clean,
+    Deploy,
+    Service,
+}
+
+impl Phase {
+    /// The word in messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Clean => "clean",
+            Self::Deploy => "deploy",
+            Self::Service => "service",
+        }
+    }
+}
+
+/// The steps the node's agent offered at its last session (none before the first).
+pub fn cached(node: &Node) -> Vec<AgentStep> {
+    node.driver_internal_info
+        .get(AGENT_STEPS_KEY)
+        .and_then(|v| serde_json::from_value::<Vec<AgentStep>>(v.clone()).ok())
+        .filter(|steps| proto::protocol::check_agent_steps(steps).is_ok())
+        .unwrap_or_default()
+}
+
+/// The agent step's priority in `phase`, `None` when it is not offered there.
+fn priority(step: &AgentStep, phase: Phase) -> Option<u32> {
+    match phase {
+        Phase::Clean => step.clean_priority,
+        Phase::Deploy => step.deploy_priority,
+        Phase::Service => step.service.then_some(0),
+    }
+}
+
+/// PURE: `built_in` followed by the agent's steps offered in `phase` that the built-ins do
+/// not already name (a built-in keeps the controller's handling of its result).
+pub fn merge(built_in: Vec<CleanStep>, agent: &[AgentStep], phase: Phase) -> Vec<CleanStep> {
+    let mut steps = built_in;
+    for a in agent {
+        let Some(p) = priority(a, phase) else {
+            continue;
+        };
+        if steps
+            .iter()
+            .any(|s| s.interface == a.interface && s.step == a.step)
+        {
+            continue;
+        }
+        let mut step = CleanStep::new(&a.interface, &a.step, p);
+        step.abortable = a.abortable;
+        steps.push(step);
+    }
+    steps
+}
+
+/// PURE: the agent step `step` names in `phase`, with its required arguments present;
+/// `Ok(None)` when the agent does not offer it there.
+pub fn find<'a>(
+    agent: &'a [AgentStep],
+    step: &CleanStep,
+    phase: Phase,
+) -> Result<Option<&'a AgentStep>, DriverError> {
+    let Some(found) = agent
+        .iter()
+        .find(|a| a.interface == step.interface && a.step == step.step)
+        .filter(|a| priority(a, phase).is_some())
+    else {
+        return Ok(None);
+    };
+    let missing: Vec<&str> = found
+        .argsinfo
+        .iter()
+        .filter(|(name, arg)| arg.required && !step.args.contains_key(name.as_str()))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(DriverError::InvalidParameter(format!(
+            "step {}.{} requires the argument(s) {}",
+            step.interface,
+            step.step,
+            missing.join(", ")
+        )));
+    }
+    Ok(Some(found))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::protocol::StepArg;
+    use serde_json::json;
+
+    fn step(name: &str, clean: Option<u32>, deploy: Option<u32>, service: bool) -> AgentStep {
+        AgentStep {
+            interface: "deploy".into(),
+            step: name.into(),
+            clean_priority: clean,
+            deploy_priority: deploy,
+            service,
+            abortable: true,
+            argsinfo: Default::default(),
+        }
+    }
+
+    fn names(steps: &[CleanStep]) -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| format!("{}@{}", s.step, s.priority))
+            .collect()
+    }
+
+    #[test]
+    fn agent_steps_join_the_built_ins_of_their_phase() {
+        let agent = [
+            step("erase_devices_metadata", Some(10), Some(0), false),
+            step("scan_disks", Some(0), None, true),
+            step("burnin", None, Some(0), false),
+        ];
+        let built_in = || vec![CleanStep::new("deploy", "erase_devices_metadata", 99)];
+        assert_eq!(
+            names(&merge(built_in(), &agent, Phase::Clean)),
+            ["erase_devices_metadata@99", "scan_disks@0"],
+            "a built-in keeps its own priority"
+        );
+        assert_eq!(
+            names(&merge(built_in(), &agent, Phase::Deploy)),
+            ["erase_devices_metadata@99", "burnin@0"]
+        );
+        assert_eq!(
+            names(&merge(Vec::new(), &agent, Phase::Service)),
+            ["scan_disks@0"]
+        );
+        assert!(merge(Vec::new(), &agent, Phase::Service)[0].abortable);
+    }
+
+    #[test]
+    fn a_step_is_found_in_its_phase_with_its_required_arguments() {
+        let mut scan = step("scan_disks", Some(0), None, true);
+        scan.argsinfo.insert(
+            "devices".into(),
+            StepArg {
+                description: "disks".into(),
+                required: true,
+            },
+        );
+        let agent = [scan];
+        let mut asked = CleanStep::new("deploy", "scan_disks", 0);
+        let e = find(&agent, &asked, Phase::Clean).expect_err("missing devices");
+        assert!(
+            e.to_string().contains("requires the argument(s) devices"),
+            "{e}"
+        );
+        asked.args.insert("devices".into(), json!(["/dev/sda"]));
+        assert!(find(&agent, &asked, Phase::Clean).expect("ok").is_some());
+        assert!(find(&agent, &asked, Phase::Deploy).expect("ok").is_none());
+        let other = CleanStep::new("raid", "scan_disks", 0);
+        assert!(find(&agent, &other, Phase::Clean).expect("ok").is_none());
+    }
+
+    #[test]
+    fn a_cache_that_breaks_the_bounds_is_ignored() {
+        let mut node = Node::new(uuid::Uuid::new_v4(), "ipmi", chrono::Utc::now());
+        node.driver_internal_info.insert(
+            AGENT_STEPS_KEY.into(),
+            json!([{"interface": "deploy", "step": "scan_disks", "clean_priority": 0}]),
+        );
+        assert_eq!(cached(&node).len(), 1);
+        node.driver_internal_info.insert(
+            AGENT_STEPS_KEY.into(),
+            json!([{"interface": "deploy", "step": "Bad Name", "clean_priority": 0}]),
+        );
+        assert!(cached(&node).is_empty());
+        node.driver_internal_info
+            .insert(AGENT_STEPS_KEY.into(), json!("junk"));
+        assert!(cached(&node).is_empty());
+    }
+}
