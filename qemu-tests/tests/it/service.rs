@@ -1,6 +1,9 @@
-//! `service` on a real VM through the real `baremetal` CLI (`baremetal node service`): a
-//! SeaBIOS machine with a second (data) disk is deployed onto its first disk (root device
-//! hint by serial) and boots it; markers are then written on the data disk from the host. A
+//! Deploy templates and `service` on a real VM through the real `baremetal` CLI: a SeaBIOS
+//! machine with a second (data) disk gets stale metadata on that disk after cleaning; a
+//! deploy template (`baremetal deploy template create`, the node's and the instance's trait)
+//! erases every disk's metadata before the image is written onto the first disk (root
+//! device hint by serial), which then boots; the data disk's stale metadata reads as
+//! zeroes. Markers are then written on the data disk from the host. A
 //! service that names the instance's disk is refused with a 400 and the node stays
 //! `active`; a service that erases the data disk boots the ramdisk, erases `/dev/vdb`
 //! securely, boots the instance again (`active`, the disk's boot marker on the console),
@@ -23,7 +26,7 @@ const MARKER: &[u8] = b"INGOT-DATA-DISK-MARKER";
 const LONG: Duration = Duration::from_secs(300);
 
 #[test]
-fn service_erases_a_data_disk_and_the_instance_boots_again() -> anyhow::Result<()> {
+fn a_deploy_template_clears_stale_metadata_and_service_erases_a_data_disk() -> anyhow::Result<()> {
     test_needs::need!(test_needs::LAB);
     let mut rack = Rack::start(RackOptions::default())?;
     let image = marker_disk::build(&rack.dir().join("image"), IMAGE_MIB)?;
@@ -69,17 +72,42 @@ fn service_erases_a_data_disk_and_the_instance_boots_again() -> anyhow::Result<(
             rack.provide(&node)?;
             Ok(node)
         })?;
+        // Stale metadata on the data disk (as a previous tenant's RAID or LVM would leave):
+        // the deploy template's erase_devices_metadata clears it before the image.
+        let stale = [0, 4 << 20, DATA_BYTES - 4096];
+        {
+            let mut f = std::fs::OpenOptions::new().write(true).open(&data)?;
+            for &o in &stale {
+                f.seek(SeekFrom::Start(o))?;
+                f.write_all(MARKER)?;
+            }
+            f.sync_all()?;
+        }
+        rack.baremetal(&[
+            "deploy",
+            "template",
+            "create",
+            "CUSTOM_WIPE_FIRST",
+            "--steps",
+            &json!([{"interface": "deploy", "step": "erase_devices_metadata",
+                     "args": {}, "priority": 150}])
+            .to_string(),
+        ])?;
+        rack.baremetal(&["node", "add", "trait", &node, "CUSTOM_WIPE_FIRST"])?;
         let mark = m.serial_mark();
-        t.phase("deploy", || {
+        t.phase("deploy with a template", || {
             rack.deploy(
                 &node,
                 &[
                     format!("image_source={url}"),
                     format!("image_checksum=sha256:{}", image.zst_sha256),
+                    r#"traits=["CUSTOM_WIPE_FIRST"]"#.to_owned(),
                 ],
                 &json!({"meta_data": {"uuid": node, "hostname": "svc"}}),
             )
         })?;
+        ensure_zero_at(&data, &stale, MARKER.len())
+            .context("the deploy template's metadata erase left the data disk's metadata")?;
         t.phase("boot from disk", || {
             m.wait_serial_after(mark, BIOS_MARKER, LONG)
         })?;
