@@ -1,17 +1,14 @@
 //! Deploy templates (Ironic's `/v1/deploy_templates`, API 1.55): named lists of deploy
 //! steps. A template whose name is one of the instance's traits (`instance_info.traits`,
-//! each of which must also be a node trait) adds its steps to the deploy. Here: the record,
-//! the pure checks of a template's name and steps, and [`deploy_plan`], the one place that
-//! merges the driver's deploy steps, the templates' and the operator's `deploy_steps`.
-
-use std::collections::BTreeMap;
+//! each of which must also be a node trait) adds its steps to the deploy. Here: the record
+//! and the pure checks of a template's name, its steps and the instance's traits; the
+//! conductor's `deploy_plan` merges the templates' steps into a deploy.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::drivers::CleanStep;
 use crate::model::JsonMap;
 
 /// Interfaces a deploy step may name (Ironic's deploying interfaces).
@@ -43,14 +40,6 @@ pub struct TemplateStep {
     #[serde(default)]
     pub args: JsonMap,
     pub priority: u32,
-}
-
-impl TemplateStep {
-    pub fn to_clean_step(&self) -> CleanStep {
-        let mut step = CleanStep::new(&self.interface, &self.step, self.priority);
-        step.args = self.args.clone();
-        step
-    }
 }
 
 /// PURE: whether `name` is a trait name a template may take: `CUSTOM_` followed by upper
@@ -189,87 +178,10 @@ pub fn instance_traits(
     Ok(traits)
 }
 
-/// PURE: the deploy steps a deploy runs, in order. The driver's steps (`offered`, those
-/// with a priority above 0 enabled) are overridden by the matching templates' steps (in
-/// the order given; a step named by two templates is refused), which are overridden by the
-/// operator's `deploy_steps` (already resolved against `offered`). Every template step must
-/// be a step the driver offers. Steps with priority 0 are dropped; the rest run highest
-/// priority first, and two enabled steps may not share a priority.
-pub fn deploy_plan(
-    offered: &[CleanStep],
-    templates: &[DeployTemplate],
-    user: &[CleanStep],
-) -> Result<Vec<CleanStep>, String> {
-    let key = |s: &CleanStep| (s.interface.clone(), s.step.clone());
-    let mut plan: BTreeMap<(String, String), CleanStep> =
-        offered.iter().map(|s| (key(s), s.clone())).collect();
-    let mut from_template: BTreeMap<(String, String), &str> = BTreeMap::new();
-    for template in templates {
-        for ts in &template.steps {
-            let step = ts.to_clean_step();
-            let k = key(&step);
-            let Some(driver_step) = offered.iter().find(|s| key(s) == k) else {
-                return Err(format!(
-                    "Deploy step {{'interface': '{}', 'step': '{}'}} of deploy template {} is \
-                     not supported by the driver",
-                    step.interface, step.step, template.name
-                ));
-            };
-            if let Some(other) = from_template.insert(k.clone(), &template.name) {
-                return Err(format!(
-                    "Deploy templates {other} and {} both name deploy step {}.{}",
-                    template.name, step.interface, step.step
-                ));
-            }
-            let mut merged = driver_step.clone();
-            merged.args = step.args;
-            merged.priority = step.priority;
-            plan.insert(k, merged);
-        }
-    }
-    for step in user {
-        plan.insert(key(step), step.clone());
-    }
-    let mut steps: Vec<CleanStep> = plan.into_values().filter(|s| s.priority > 0).collect();
-    steps.sort_by_key(|s| std::cmp::Reverse(s.priority));
-    if let Some(pair) = steps.windows(2).find(|w| w[0].priority == w[1].priority) {
-        return Err(format!(
-            "Deploy steps {}.{} and {}.{} have the same priority {}; give them different ones",
-            pair[0].interface, pair[0].step, pair[1].interface, pair[1].step, pair[0].priority
-        ));
-    }
-    Ok(steps)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn t(name: &str, steps: Value) -> DeployTemplate {
-        DeployTemplate {
-            uuid: Uuid::new_v4(),
-            name: name.to_owned(),
-            steps: parse_steps(&steps).expect("steps"),
-            extra: JsonMap::new(),
-            created_at: Utc::now(),
-            updated_at: None,
-        }
-    }
-
-    fn offered() -> Vec<CleanStep> {
-        vec![
-            CleanStep::new("deploy", "deploy", 100),
-            CleanStep::new("deploy", "erase_devices_metadata", 0),
-        ]
-    }
-
-    fn names(steps: &[CleanStep]) -> Vec<String> {
-        steps
-            .iter()
-            .map(|s| format!("{}.{}@{}", s.interface, s.step, s.priority))
-            .collect()
-    }
 
     #[test]
     fn names_are_traits() {
@@ -359,83 +271,5 @@ mod tests {
         assert!(e.contains("CUSTOM_C") && !e.contains("CUSTOM_B"), "{e}");
         assert!(instance_traits(&ii(json!({"traits": "CUSTOM_A"})), &node).is_err());
         assert!(instance_traits(&ii(json!({"traits": [1]})), &node).is_err());
-    }
-
-    #[test]
-    fn plan_merges_driver_templates_and_user_steps() {
-        let erase_first = t(
-            "CUSTOM_CLEAN_DISKS",
-            json!([{"interface": "deploy", "step": "erase_devices_metadata", "priority": 150}]),
-        );
-        let user_off = {
-            let mut s = CleanStep::new("deploy", "erase_devices_metadata", 0);
-            s.args.insert("k".into(), json!(1));
-            s
-        };
-        type Case = (
-            Vec<DeployTemplate>,
-            Vec<CleanStep>,
-            Result<Vec<&'static str>, &'static str>,
-        );
-        let cases: Vec<Case> = vec![
-            (vec![], vec![], Ok(vec!["deploy.deploy@100"])),
-            (
-                vec![erase_first.clone()],
-                vec![],
-                Ok(vec![
-                    "deploy.erase_devices_metadata@150",
-                    "deploy.deploy@100",
-                ]),
-            ),
-            // The operator's steps win over the templates' (priority 0 disables).
-            (
-                vec![erase_first.clone()],
-                vec![user_off],
-                Ok(vec!["deploy.deploy@100"]),
-            ),
-            (
-                vec![t(
-                    "CUSTOM_X",
-                    json!([{"interface": "raid", "step": "apply_configuration", "priority": 90}]),
-                )],
-                vec![],
-                Err("not supported by the driver"),
-            ),
-            (
-                vec![t(
-                    "CUSTOM_SAME",
-                    json!([{"interface": "deploy", "step": "erase_devices_metadata", "priority": 100}]),
-                )],
-                vec![],
-                Err("same priority 100"),
-            ),
-            (
-                vec![erase_first.clone(), {
-                    let mut other = erase_first.clone();
-                    other.name = "CUSTOM_OTHER".into();
-                    other
-                }],
-                vec![],
-                Err("both name deploy step"),
-            ),
-        ];
-        for (templates, user, want) in cases {
-            let got = deploy_plan(&offered(), &templates, &user);
-            match want {
-                Ok(w) => assert_eq!(names(&got.expect("plan")), w),
-                Err(w) => {
-                    let e = got.expect_err("refused");
-                    assert!(e.contains(w), "{e}");
-                }
-            }
-        }
-        // A template's arguments reach the step.
-        let with_args = t(
-            "CUSTOM_ARGS",
-            json!([{"interface": "deploy", "step": "erase_devices_metadata", "priority": 120,
-                    "args": {"a": true}}]),
-        );
-        let plan = deploy_plan(&offered(), &[with_args], &[]).expect("plan");
-        assert_eq!(plan[0].args["a"], true);
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod agent_api;
 pub mod api;
+pub mod bmc_host;
 pub mod boot_http;
 pub mod certs;
 pub mod cli;

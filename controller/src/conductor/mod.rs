@@ -14,6 +14,7 @@
 
 mod allocation;
 pub mod clock;
+mod deploy_plan;
 mod periodic;
 mod presence;
 pub mod ring;

@@ -230,7 +230,7 @@ impl Conductor {
                 templates.push(t);
             }
         }
-        let plan = deploy_templates::deploy_plan(&offered, &templates, &user).map_err(bad)?;
+        let plan = super::deploy_plan::deploy_plan(&offered, &templates, &user).map_err(bad)?;
         if !plan
             .iter()
             .any(|s| s.interface == "deploy" && s.step == "deploy")

@@ -176,7 +176,7 @@ async fn node_using(
     node: Uuid,
     address: IpAddr,
 ) -> Result<Option<String>, StoreError> {
-    use crate::drivers::bmc_host::{IPMI_DEFAULT_PORT, uses_ipmi_endpoint};
+    use crate::bmc_host::{IPMI_DEFAULT_PORT, uses_ipmi_endpoint};
     let host = address.to_string();
     let query = crate::store::NodeQuery {
         bmc_host: Some(host.clone()),

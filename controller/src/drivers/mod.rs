@@ -19,7 +19,6 @@
 
 pub mod agent;
 pub mod agent_steps;
-pub mod bmc_host;
 pub mod fake;
 pub mod ipmi;
 pub mod manual;

@@ -126,7 +126,7 @@ pub struct NodeQuery {
     /// SMBIOS system UUID (`properties.system_uuid`, else `extra.system_uuid`; any case),
     /// through an index.
     pub system_uuid: Option<String>,
-    /// The host of the node's BMC, canonical as `drivers::bmc_host::bmc_host` gives it,
+    /// The host of the node's BMC, canonical as `bmc_host::bmc_host` gives it,
     /// through an index.
     pub bmc_host: Option<String>,
     /// Sort key: `id` (creation order, default) or a node field name such as `name`,

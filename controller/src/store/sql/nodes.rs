@@ -198,7 +198,7 @@ fn system_uuid_of(node: &Node) -> Option<String> {
 /// The host of the node's BMC for the indexed `bmc_host` column; '' when it has none (NULL
 /// marks a row written before the column existed, filled in by [`SqlStore::fill_bmc_hosts`]).
 fn bmc_host_of(node: &Node) -> String {
-    crate::drivers::bmc_host::bmc_host(&node.driver_info).unwrap_or_default()
+    crate::bmc_host::bmc_host(&node.driver_info).unwrap_or_default()
 }
 
 /// Maps a failed node write to `Duplicate` when a unique column clashed.
@@ -263,7 +263,7 @@ impl SqlStore {
                 let host = doc
                     .get("driver_info")
                     .and_then(serde_json::Value::as_object)
-                    .and_then(crate::drivers::bmc_host::bmc_host)
+                    .and_then(crate::bmc_host::bmc_host)
                     .unwrap_or_default();
                 with_db!(self, write, |pool| {
                     sqlx::query("UPDATE nodes SET bmc_host = $1 WHERE uuid = $2")
