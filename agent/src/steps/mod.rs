@@ -10,6 +10,7 @@
 
 pub mod args;
 pub mod erase;
+pub mod scan;
 
 use proto::ErrorReport;
 use proto::protocol::{AgentStep, Report, StepArg};
@@ -71,6 +72,22 @@ const ERASE_DEVICES: ArgDef = ArgDef {
     kind: ArgKind::Devices,
 };
 
+const SCAN_DEVICES: ArgDef = ArgDef {
+    name: "devices",
+    description: "The disks to scan, as a list of /dev/... paths. Left out: every disk \
+                  but virtual media and the boot medium (read-only disks included).",
+    required: false,
+    kind: ArgKind::Devices,
+};
+
+const SCAN_MAX_BYTES: ArgDef = ArgDef {
+    name: "max_bytes",
+    description: "Read at most this many bytes from the start of each disk (a whole \
+                  number above 0), to bound the time the scan takes. Left out: whole disks.",
+    required: false,
+    kind: ArgKind::PositiveInt,
+};
+
 /// Every step this agent offers.
 pub static STEPS: &[StepDef] = &[
     // The `wipe` command in `metadata` mode: signatures, partition tables and both ends of
@@ -96,6 +113,17 @@ pub static STEPS: &[StepDef] = &[
         abortable: false,
         args: &[ERASE_DEVICES],
         run: erase::erase_devices,
+    },
+    // Read-only, so stopping it half way harms nothing.
+    StepDef {
+        interface: "deploy",
+        step: "scan_disks",
+        clean_priority: Some(0),
+        deploy_priority: None,
+        service: true,
+        abortable: true,
+        args: &[SCAN_DEVICES, SCAN_MAX_BYTES],
+        run: scan::scan_disks,
     },
 ];
 

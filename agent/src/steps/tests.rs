@@ -32,13 +32,17 @@ fn offered_steps_pass_the_controllers_check() {
 /// What the controller engineer relies on, spelled out: a change here is a change in what
 /// every node offers.
 #[test]
-fn offered_steps_are_the_built_ins() {
+fn offered_steps_are_the_built_ins_and_scan_disks() {
     let got = serde_json::to_value(offered()).expect("json");
-    let devices = json!({
-        "description": "The disks to erase, as a list of /dev/... paths. Left out: every disk \
-                        but virtual media and the boot medium.",
-        "required": false
-    });
+    let devices = |what: &str, extra: &str| {
+        json!({
+            "description": format!(
+                "The disks to {what}, as a list of /dev/... paths. Left out: every disk but \
+                 virtual media and the boot medium{extra}."
+            ),
+            "required": false
+        })
+    };
     assert_eq!(
         got,
         json!([
@@ -56,7 +60,23 @@ fn offered_steps_are_the_built_ins() {
                 "clean_priority": 0,
                 "service": true,
                 "abortable": false,
-                "argsinfo": {"devices": devices}
+                "argsinfo": {"devices": devices("erase", "")}
+            },
+            {
+                "interface": "deploy",
+                "step": "scan_disks",
+                "clean_priority": 0,
+                "service": true,
+                "abortable": true,
+                "argsinfo": {
+                    "devices": devices("scan", " (read-only disks included)"),
+                    "max_bytes": {
+                        "description": "Read at most this many bytes from the start of each \
+                                        disk (a whole number above 0), to bound the time the \
+                                        scan takes. Left out: whole disks.",
+                        "required": false
+                    }
+                }
             }
         ])
     );
@@ -79,7 +99,7 @@ fn unknown_steps_are_refused_naming_them() {
             "{}",
             e.message
         );
-        assert!(e.message.contains("deploy.erase_devices"), "{}", e.message);
+        assert!(e.message.contains("deploy.scan_disks"), "{}", e.message);
     }
     let long = "x".repeat(10_000);
     let r = run(&long, "s", &Map::new(), &sink);
@@ -96,21 +116,37 @@ fn bad_arguments_are_refused_before_anything_runs() {
     let sink = CollectSink::default();
     let cases: Vec<(&str, Value, &str)> = vec![
         (
-            "erase_devices",
+            "scan_disks",
             json!({"devices": "/dev/sda"}),
-            "step deploy.erase_devices: argument `devices` must be a list of 1 to 64 /dev/... \
+            "step deploy.scan_disks: argument `devices` must be a list of 1 to 64 /dev/... \
              paths: got the string \"/dev/sda\"",
         ),
         (
-            "erase_devices",
+            "scan_disks",
             json!({"devices": ["/tmp/disk.img"]}),
-            "step deploy.erase_devices: argument `devices` must be a list of 1 to 64 /dev/... \
+            "step deploy.scan_disks: argument `devices` must be a list of 1 to 64 /dev/... \
              paths: \"/tmp/disk.img\" is not a /dev/... path",
         ),
         (
-            "erase_devices",
-            json!({"devices": ["/dev/sda"], "mode": "full"}),
-            "step deploy.erase_devices: unknown argument `mode` (it takes devices)",
+            "scan_disks",
+            json!({"max_bytes": 0}),
+            "step deploy.scan_disks: argument `max_bytes` must be a whole number above 0, not 0",
+        ),
+        (
+            "scan_disks",
+            json!({"max_bytes": -1}),
+            "step deploy.scan_disks: argument `max_bytes` must be a whole number above 0, not -1",
+        ),
+        (
+            "scan_disks",
+            json!({"max_bytes": "lots"}),
+            "step deploy.scan_disks: argument `max_bytes` must be a whole number above 0, not \
+             the string \"lots\"",
+        ),
+        (
+            "scan_disks",
+            json!({"max_bytes": 4096, "verify": true}),
+            "step deploy.scan_disks: unknown argument `verify` (it takes devices, max_bytes)",
         ),
         (
             "erase_devices",
@@ -194,10 +230,10 @@ fn run_step_calls_the_named_step_with_its_checked_arguments() {
     );
     let r = run_in(FAKE, "deploy", "fake", &Map::new(), &sink);
     assert!(matches!(r, Report::Succeeded { .. }));
-    let r = run_in(FAKE, "deploy", "erase_devices", &Map::new(), &sink);
+    let r = run_in(FAKE, "deploy", "scan_disks", &Map::new(), &sink);
     assert_eq!(
         failure(&r).message,
-        "this agent does not offer step deploy.erase_devices (it offers deploy.fake)"
+        "this agent does not offer step deploy.scan_disks (it offers deploy.fake)"
     );
     assert_eq!(
         *RAN.lock().expect("lock"),
