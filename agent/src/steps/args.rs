@@ -2,8 +2,6 @@
 //! the JSON of `Command::RunStep` into [`Args`] or says which argument is wrong. A step's
 //! code runs only with checked arguments.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Map, Value};
 
 /// Most devices one `devices` argument may name (the controller's service check allows as
@@ -38,14 +36,19 @@ pub enum ArgValue {
     PositiveInt(u64),
 }
 
-/// A step's checked arguments, by name; an argument left out is absent.
+/// A step's checked arguments, by name; an argument left out is absent. (A list, not a map:
+/// a step takes a handful, and every generic map instance weighs on the ramdisk.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Args(BTreeMap<&'static str, ArgValue>);
+pub struct Args(Vec<(&'static str, ArgValue)>);
 
 impl Args {
+    fn get(&self, name: &str) -> Option<&ArgValue> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
     /// The device paths of a [`ArgKind::Devices`] argument, if given.
     pub fn devices(&self, name: &str) -> Option<&[String]> {
-        match self.0.get(name) {
+        match self.get(name) {
             Some(ArgValue::Devices(d)) => Some(d),
             _ => None,
         }
@@ -53,7 +56,7 @@ impl Args {
 
     /// The number of a [`ArgKind::PositiveInt`] argument, if given.
     pub fn positive_int(&self, name: &str) -> Option<u64> {
-        match self.0.get(name) {
+        match self.get(name) {
             Some(ArgValue::PositiveInt(n)) => Some(*n),
             _ => None,
         }
@@ -99,7 +102,7 @@ pub fn check(defs: &[ArgDef], given: &Map<String, Value>) -> Result<Args, String
                 )
             })?),
         };
-        args.0.insert(d.name, value);
+        args.0.push((d.name, value));
     }
     Ok(args)
 }

@@ -40,6 +40,17 @@ pub struct StepDef {
 impl StepDef {
     /// How the lookup describes it.
     pub fn describe(&self) -> AgentStep {
+        // Inserted one by one: collecting into the map would link a sort for a handful.
+        let mut argsinfo = std::collections::BTreeMap::new();
+        for a in self.args {
+            argsinfo.insert(
+                a.name.to_owned(),
+                StepArg {
+                    description: a.description.to_owned(),
+                    required: a.required,
+                },
+            );
+        }
         AgentStep {
             interface: self.interface.to_owned(),
             step: self.step.to_owned(),
@@ -47,19 +58,7 @@ impl StepDef {
             deploy_priority: self.deploy_priority,
             service: self.service,
             abortable: self.abortable,
-            argsinfo: self
-                .args
-                .iter()
-                .map(|a| {
-                    (
-                        a.name.to_owned(),
-                        StepArg {
-                            description: a.description.to_owned(),
-                            required: a.required,
-                        },
-                    )
-                })
-                .collect(),
+            argsinfo,
         }
     }
 }
@@ -165,7 +164,8 @@ fn run_in(
         Ok(a) => a,
         Err(why) => return refused(format!("step {interface}.{step}: {why}")),
     };
-    tracing::info!(interface, step, ?args, "running step");
+    // The arguments are in the loop's "running command" line already.
+    tracing::info!(interface, step, "running step");
     (def.run)(&args, sink)
 }
 
