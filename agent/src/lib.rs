@@ -16,6 +16,7 @@ pub mod init;
 pub mod inventory;
 pub mod redact;
 pub mod run;
+pub mod steps;
 pub mod wipe;
 
 /// Render an error and its sources as `a: b: c`, for logs and reports.
@@ -39,4 +40,16 @@ pub fn error_causes(e: &dyn std::error::Error) -> Vec<String> {
         cur = c.source();
     }
     v
+}
+
+/// A command's failure report for an error: its chain as the message, its sources as the
+/// causes.
+pub(crate) fn failed(e: &anyhow::Error, phase: Option<proto::Phase>) -> proto::protocol::Report {
+    proto::protocol::Report::Failed {
+        error: proto::ErrorReport {
+            phase,
+            message: format!("{e:#}"),
+            causes: e.chain().skip(1).map(|c| c.to_string()).collect(),
+        },
+    }
 }

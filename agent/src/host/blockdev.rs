@@ -1,5 +1,5 @@
 //! A disk (block device, or a regular file in unit tests) opened for image
-//! writing and wiping, with the block ioctls the agent needs.
+//! writing, wiping and surface scans, with the block ioctls the agent needs.
 //!
 //! Writes go through `O_DIRECT` when the device accepts it, so callers must
 //! pass sector-aligned offsets and lengths and [`AlignedBuf`] memory;
@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use super::aligned::AlignedBuf;
+use super::aligned::{ALIGN, AlignedBuf};
 
 /// Block ioctls, declared here because neither nix nor libc define them.
 mod ioctl {
@@ -89,6 +89,26 @@ impl Disk {
         Self::open_inner(path, false, false)
     }
 
+    /// Open `path` read-only for long sequential reads: with `O_DIRECT` (no page cache, so
+    /// the medium itself answers) when the device takes it, else buffered. A file system
+    /// that accepts `O_DIRECT` at open but refuses the first aligned read with `EINVAL`
+    /// gets a buffered descriptor too. Never exclusive: a mounted disk may be read.
+    pub fn open_read_direct(path: &Path) -> Result<Disk, DiskError> {
+        let disk = Self::open_inner(path, false, true)?;
+        if !disk.direct || disk.size == 0 {
+            return Ok(disk);
+        }
+        let mut probe = AlignedBuf::new(disk.direct_granule_len());
+        match disk.file.read_at(&mut probe, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::debug!(path = %path.display(), "O_DIRECT reads refused; reading through the page cache");
+                Self::open_inner(path, false, false)
+            }
+            // Any other failure (a bad first sector) is the reader's to find and report.
+            _ => Ok(disk),
+        }
+    }
+
     fn open_inner(path: &Path, write: bool, direct: bool) -> Result<Disk, DiskError> {
         let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => DiskError::NotFound(path.to_path_buf()),
@@ -120,7 +140,7 @@ impl Disk {
                 source: e,
             },
         };
-        let (file, direct) = if write && direct {
+        let (file, direct) = if direct {
             match open(flags | libc::O_DIRECT) {
                 Ok(f) => (f, true),
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
@@ -192,7 +212,7 @@ impl Disk {
     pub fn physical_sector_size(&self) -> u32 {
         self.physical
     }
-    /// Whether writes bypass the page cache.
+    /// Whether reads and writes bypass the page cache (`O_DIRECT`).
     pub fn is_direct(&self) -> bool {
         self.direct
     }
@@ -235,6 +255,19 @@ impl Disk {
         let skip = usize::try_from(offset - start).unwrap_or(0);
         buf[skip..skip + data.len()].copy_from_slice(data);
         self.write_aligned(buf, start)
+    }
+
+    /// Offsets and lengths of reads and writes on a direct disk are multiples of this: the
+    /// logical sector of a block device, at least [`ALIGN`] (which also covers a file's
+    /// file system block).
+    pub fn direct_granule_len(&self) -> usize {
+        usize::try_from(self.logical).unwrap_or(ALIGN).max(ALIGN)
+    }
+
+    /// One positional read of at most `buf.len()` bytes at `offset` (aligned if the disk is
+    /// direct): the bytes read, 0 at the end. A short read is not an error.
+    pub fn read_some_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
     }
 
     /// Read exactly `buf.len()` bytes at `offset` (aligned if the disk is direct).

@@ -1,6 +1,7 @@
-//! Running the controller's commands on this machine: `inspect`, `wipe`, `deploy` and
-//! `enroll_bmc` with the existing inventory, wipe, image, config drive and BMC code. Blocking; the driver calls it on a
-//! blocking thread. Also builds the lookup request.
+//! Running the controller's commands on this machine: `inspect`, `wipe`, `deploy`,
+//! `enroll_bmc` and `run_step` with the existing inventory, wipe, image, config drive, BMC
+//! and step code (`crate::steps`). Blocking; the driver calls it on a blocking thread. Also
+//! builds the lookup request, which lists the steps this agent offers.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,9 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use proto::protocol::{Command, ConfigDrive, DeployCommand, LookupRequest, Report};
-use proto::{AgentEvent, ErrorReport, Inventory, WipeMode, WipeReport};
+use proto::{AgentEvent, ErrorReport, Inventory};
 
 use crate::events::EventSink;
+use crate::failed;
 use crate::image::fetch::FetchOptions;
 use crate::image::{WriteImageOptions, write_image};
 
@@ -18,8 +20,8 @@ use crate::image::{WriteImageOptions, write_image};
 pub trait Host: Send + Sync + 'static {
     /// Inventory and identity for a lookup.
     fn lookup_request(&self) -> LookupRequest;
-    /// Runs `inspect`, `wipe`, `deploy` or `enroll_bmc` to its final report; events go to
-    /// `sink`.
+    /// Runs `inspect`, `wipe`, `deploy`, `enroll_bmc` or `run_step` to its final report;
+    /// events go to `sink`.
     fn execute(&self, command: &Command, sink: &dyn EventSink) -> Report;
 }
 
@@ -60,17 +62,7 @@ pub fn lookup_request(inv: Inventory, boot_mac: Option<String>) -> LookupRequest
         system_uuid: inv.system_vendor.uuid.clone(),
         system_serial: inv.system_vendor.serial_number.clone(),
         inventory: inv,
-        steps: Vec::new(),
-    }
-}
-
-fn failed(e: &anyhow::Error, phase: Option<proto::Phase>) -> Report {
-    Report::Failed {
-        error: ErrorReport {
-            phase,
-            message: format!("{e:#}"),
-            causes: e.chain().skip(1).map(|c| c.to_string()).collect(),
-        },
+        steps: crate::steps::offered(),
     }
 }
 
@@ -93,7 +85,7 @@ impl Host for LiveHost {
                 inventory: Some(Box::new(inspect(self.lldp_timeout))),
                 detail: None,
             },
-            Command::Wipe { mode, devices } => wipe(*mode, devices, sink),
+            Command::Wipe { mode, devices } => crate::steps::erase::wipe(*mode, devices, sink),
             Command::Deploy(d) => match deploy(d, self, sink) {
                 Ok(r) => r,
                 Err(e) => failed(&e, Some(proto::Phase::Prepare)),
@@ -102,11 +94,10 @@ impl Host for LiveHost {
                 enroll_report(crate::bmc::enroll(Path::new(crate::bmc::IPMI_DEVICE), user))
             }
             Command::RunStep {
-                interface, step, ..
-            } => failed(
-                &anyhow::anyhow!("this agent does not offer step {interface}.{step}"),
-                None,
-            ),
+                interface,
+                step,
+                args,
+            } => crate::steps::run(interface, step, args, sink),
             Command::Wait { .. } | Command::Reboot | Command::PowerOff => failed(
                 &anyhow::anyhow!("{command:?} is not run by the executor"),
                 None,
@@ -153,49 +144,6 @@ fn inspect(lldp_timeout: Duration) -> Inventory {
         }
     }
     inv
-}
-
-fn wipe(mode: WipeMode, devices: &[String], sink: &dyn EventSink) -> Report {
-    let (list, skipped) = if devices.is_empty() {
-        match crate::wipe::select::plan(Path::new("/"), mode) {
-            Ok(v) => v,
-            Err(e) => return failed(&e, Some(proto::Phase::Wipe)),
-        }
-    } else {
-        (devices.iter().map(PathBuf::from).collect(), vec![])
-    };
-    tracing::info!(?mode, devices = ?list, "wiping");
-    let mut report: WipeReport =
-        crate::wipe::wipe_all_with_progress(&list, mode, sink, Duration::from_secs(1));
-    report.disks.extend(skipped);
-    match crate::inventory::block::disks(Path::new("/")) {
-        Ok(disks) => crate::wipe::select::identify(&mut report, &disks),
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "no disk identities for the wipe report")
-        }
-    }
-    sink.emit(&AgentEvent::WipeDone(report.clone()));
-    let detail = serde_json::to_value(&report).ok();
-    if report.ok {
-        Report::Succeeded {
-            inventory: None,
-            detail,
-        }
-    } else {
-        let causes = report
-            .disks
-            .iter()
-            .filter(|d| !d.ok && d.skipped.is_none())
-            .map(|d| format!("{}: {}", d.device, d.error.as_deref().unwrap_or("failed")))
-            .collect();
-        Report::Failed {
-            error: ErrorReport {
-                phase: Some(proto::Phase::Wipe),
-                message: "wiping failed on at least one disk".into(),
-                causes,
-            },
-        }
-    }
 }
 
 /// Standard base64 (with or without padding, whitespace ignored).

@@ -181,6 +181,54 @@ async fn busy_heartbeats_while_a_command_runs() {
     );
 }
 
+/// `run_step` is a long command like the others: busy heartbeats carry its id while it runs,
+/// its progress and its result (with the step's detail) are reported; every lookup lists
+/// the steps the agent offers.
+#[tokio::test]
+async fn run_step_runs_like_every_long_command() {
+    let ctl = FakeController::default();
+    let step = Command::RunStep {
+        interface: "deploy".into(),
+        step: "scan_disks".into(),
+        args: serde_json::json!({"max_bytes": 4096})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    };
+    ctl.heartbeats
+        .lock()
+        .expect("lock")
+        .extend([cmd(5, step.clone())]);
+    let host = Arc::new(FakeHost {
+        runs_for: Duration::from_millis(350),
+    });
+    assert_eq!(
+        drive_with(&ctl, host, Duration::from_millis(100)).await,
+        Halt::PowerOff
+    );
+    assert_eq!(
+        ctl.lookups.lock().expect("lock")[0].steps,
+        crate::steps::offered()
+    );
+    let busy = ctl.busy.lock().expect("lock").clone();
+    assert!(!busy.is_empty(), "busy heartbeats while the step runs");
+    assert_eq!(busy[0].as_u128(), 5);
+    let ev = ctl.events.lock().expect("lock");
+    let mine: Vec<&Report> = ev
+        .iter()
+        .filter(|e| e.command_id.as_u128() == 5)
+        .map(|e| &e.report)
+        .collect();
+    assert!(matches!(mine[0], Report::Event { .. }), "{mine:?}");
+    assert_eq!(
+        mine[1],
+        &Report::Succeeded {
+            inventory: None,
+            detail: Some(serde_json::json!({ "ran": serde_json::to_value(&step).ok() })),
+        }
+    );
+}
+
 #[test]
 fn busy_interval_follows_the_controller() {
     let cur = Duration::from_secs(5);

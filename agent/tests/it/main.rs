@@ -9,6 +9,7 @@ mod fetch;
 mod image_tables;
 mod inventory;
 mod run;
+mod scan;
 mod server;
 mod support;
 mod wipe;

@@ -134,6 +134,12 @@ fn run_wipes_a_loop_device_for_a_fake_controller() {
     assert_eq!(l.boot_mac.as_deref(), Some("52:54:00:12:34:56"));
     assert!(l.inventory.memory.total > 0);
     assert!(l.inventory.cpu.count > 0);
+    assert_eq!(
+        l.steps,
+        agent::steps::offered(),
+        "every lookup lists the steps"
+    );
+    proto::protocol::check_agent_steps(&l.steps).expect("steps the controller accepts");
     // The wipe's result, for command 2, with the loop device's report.
     let done: Vec<&EventReport> = f
         .events

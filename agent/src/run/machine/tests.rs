@@ -94,6 +94,11 @@ fn transitions() {
         mode: WipeMode::Metadata,
         devices: vec!["/dev/loop0".into()],
     };
+    let run_step = Command::RunStep {
+        interface: "deploy".into(),
+        step: "scan_disks".into(),
+        args: serde_json::Map::new(),
+    };
     let transport = || CallError::Transport("connection refused".into());
     let failed = Report::Failed {
         error: ErrorReport {
@@ -149,6 +154,16 @@ fn transitions() {
                 session: sess(),
                 command_id: Uuid::from_u128(9),
                 command: wipe.clone(),
+            },
+        ),
+        (
+            "run_step -> run, like every long command",
+            heartbeat(Duration::ZERO, 0),
+            hb(run_step.clone()),
+            State::Run {
+                session: sess(),
+                command_id: Uuid::from_u128(9),
+                command: run_step.clone(),
             },
         ),
         (
