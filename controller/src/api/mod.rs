@@ -16,6 +16,7 @@ pub mod auth;
 pub mod conductors;
 pub mod console;
 pub mod context;
+pub mod deploy_templates;
 pub mod drivers;
 pub mod edit;
 pub mod error;
@@ -186,6 +187,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(ingot::routes())
         .merge(conductors::routes())
         .merge(inspection_rules::routes())
+        .merge(deploy_templates::routes())
         .merge(console::routes())
         .merge(crate::ui::routes())
         .fallback(fallback)

@@ -411,6 +411,53 @@ def main():
             ok("inspection", "rule", "delete", rid)
             fails("inspection", "rule", "show", rid, status=404, what="deleted rule")
 
+    # Deploy templates (API 1.55), against Ingot and real Ironic alike.
+    with C.step("deploy templates"):
+        t_steps = [{"interface": "deploy", "step": "erase_devices_metadata", "args": {}, "priority": 150}]
+        t_name, t_name2 = "CUSTOM_CLI_TEMPLATE", "CUSTOM_CLI_TEMPLATE2"
+        created = ok("deploy", "template", "create", t_name, "--steps", json.dumps(t_steps),
+                     "-f", "json") or {}
+        tid = created.get("uuid")
+        C.ok("template has a uuid", isinstance(tid, str) and len(tid) == 36, created)
+        C.eq("template name", created.get("name"), t_name)
+        C.eq("template steps", created.get("steps"), t_steps)
+        C.eq("template extra", created.get("extra"), {})
+        rows = ok("deploy", "template", "list", "-f", "json") or []
+        C.eq("template list", [(r.get("UUID", r.get("uuid")), r.get("Name", r.get("name")))
+                               for r in rows], [(tid, t_name)])
+        by_name = ok("deploy", "template", "show", t_name, "-f", "json") or {}
+        C.eq("template show by name", by_name.get("uuid"), tid)
+        C.eq("template steps shown", by_name.get("steps"), t_steps)
+        by_uuid = ok("deploy", "template", "show", tid, "-f", "json") or {}
+        C.eq("template show by uuid", by_uuid.get("name"), t_name)
+        C.eq("template updated_at before set", by_uuid.get("updated_at"), None)
+        ok("deploy", "template", "set", t_name, "--name", t_name2, "--extra", "k=v")
+        shown = ok("deploy", "template", "show", tid, "-f", "json") or {}
+        C.eq("template name after set", shown.get("name"), t_name2)
+        C.eq("template extra after set", shown.get("extra"), {"k": "v"})
+        C.ok("template updated_at after set", bool(shown.get("updated_at")), shown)
+        C.eq("template steps after set", shown.get("steps"), t_steps)
+        fails("deploy", "template", "show", t_name, status=404,
+              contains=[f"Deploy template {t_name} could not be found."], what="template by its old name")
+        ok("deploy", "template", "unset", t_name2, "--extra", "k")
+        shown = ok("deploy", "template", "show", t_name2, "-f", "json") or {}
+        C.eq("template extra after unset", shown.get("extra"), {})
+        # Both refuse a name that is not a trait, in their own words: Ironic's is its JSON
+        # schema's ("... does not match '^CUSTOM_[A-Z0-9_]+$'"), Ingot's names the rule.
+        bad_name_texts = ["cli-bad-name"]
+        if not peer_is_ironic():
+            bad_name_texts.append("Deploy template name must be a valid trait")
+        fails("deploy", "template", "create", "cli-bad-name", "--steps", json.dumps(t_steps),
+              status=400, contains=bad_name_texts, what="template with a bad name")
+        fails("--max-retries", "0", "deploy", "template", "create", t_name2, "--steps", json.dumps(t_steps),
+              status=409, contains=[f"A deploy template with name {t_name2} already exists."],
+              what="duplicate template name")
+        ok("deploy", "template", "delete", t_name2)
+        fails("deploy", "template", "show", tid, status=404,
+              contains=[f"Deploy template {tid} could not be found."], what="deleted template")
+        left = ok("deploy", "template", "list", "-f", "json") or []
+        C.eq("no templates left", left, [])
+
     with C.step("history"):
         events = ok("node", "history", "list", N1, "-f", "json") or []
         C.ok("history has events", isinstance(events, list) and len(events) > 0, events)

@@ -23,8 +23,9 @@ use super::{Api, HOST};
 
 const PASSWORD: &str = "console-pass";
 
-/// A router over a watched store with http_basic users `admin`, `ro` (reader) and `p1`
-/// (member of project p1); at most `streams` event streams.
+/// A router over a watched store with http_basic users `admin`, `ro` (reader), `member`
+/// (member of every project) and `p1` (member of project p1); at most `streams` event
+/// streams.
 pub(super) async fn console_api(
     streams: usize,
 ) -> (axum::Router, Arc<dyn Store>, tempfile::TempDir) {
@@ -43,13 +44,24 @@ async fn console_api_live(
     let dir = tempfile::tempdir().expect("tempdir");
     let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
     let file = dir.path().join("htpasswd");
-    std::fs::write(&file, format!("admin:{hash}\nro:{hash}\np1:{hash}\n")).expect("htpasswd");
+    std::fs::write(
+        &file,
+        format!("admin:{hash}\nro:{hash}\nmember:{hash}\np1:{hash}\n"),
+    )
+    .expect("htpasswd");
     let users = HtpasswdUsers::load(&file).expect("users");
     let mut policies = Policies::new();
     policies.insert(
         "ro".into(),
         UserPolicy {
             role: Role::Reader,
+            project: None,
+        },
+    );
+    policies.insert(
+        "member".into(),
+        UserPolicy {
+            role: Role::Member,
             project: None,
         },
     );

@@ -4,6 +4,7 @@
 mod allocations;
 mod conductors;
 mod console;
+mod deploy_templates;
 mod drivers;
 mod inspection_rules;
 mod nodes;
