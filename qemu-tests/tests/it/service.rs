@@ -6,9 +6,10 @@
 //! zeroes. Markers are then written on the data disk from the host. A
 //! service that names the instance's disk is refused with a 400 and the node stays
 //! `active`; a service that erases the data disk boots the ramdisk, erases `/dev/vdb`
-//! securely, boots the instance again (`active`, the disk's boot marker on the console),
-//! and every marker on the data disk reads as zeroes from the host while the instance's
-//! disk still holds the image.
+//! securely, runs the agent's own `scan_disks` on it (a step the agent offers at lookup,
+//! run by name), boots the instance again (`active`, the disk's boot marker on the
+//! console), and every marker on the data disk reads as zeroes from the host while the
+//! instance's disk still holds the image.
 
 use std::io::{Seek, SeekFrom, Write};
 use std::time::Duration;
@@ -139,13 +140,15 @@ fn a_deploy_template_clears_stale_metadata_and_service_erases_a_data_disk() -> a
 
         let mark = m.serial_mark();
         let before = rack.history(&node)?.len();
-        t.phase("service erase_devices /dev/vdb", || {
+        t.phase("service erase_devices + scan_disks /dev/vdb", || {
             rack.baremetal(&[
                 "node",
                 "service",
                 &node,
                 "--service-steps",
                 &json!([{"interface": "deploy", "step": "erase_devices",
+                         "args": {"devices": ["/dev/vdb"]}},
+                        {"interface": "deploy", "step": "scan_disks",
                          "args": {"devices": ["/dev/vdb"]}}])
                 .to_string(),
             ])?;
@@ -160,6 +163,16 @@ fn a_deploy_template_clears_stale_metadata_and_service_erases_a_data_disk() -> a
             "{events:?}"
         );
         ensure_zero_at(&data, &offsets, MARKER.len())?;
+        // The agent's own step (offered at lookup, run by name): every byte of the disk read.
+        let scan = &rack.node(&node)?["driver_internal_info"]["agent_last_result"]["disks"][0];
+        ensure!(
+            scan["device"] == "/dev/vdb" && scan["bytes_read"] == DATA_BYTES,
+            "scan_disks reported {scan}"
+        );
+        println!(
+            "[service] scan_disks read /dev/vdb at {} MiB/s",
+            scan["mib_per_s"]
+        );
         let want = std::fs::read(&image.raw)?;
         let mut got = vec![0u8; 446];
         std::io::Read::read_exact(&mut std::fs::File::open(&m.disk)?, &mut got)?;
