@@ -19,7 +19,6 @@ use super::ApiState;
 use super::context::{JsonBody, ReqCtx};
 use super::error::{ApiError, ApiResult};
 use super::patch;
-use super::policy::Role;
 use super::query::{Params, list_args, next_link, page_in_memory};
 use super::render::{self, Ts};
 use crate::deploy_templates::{DeployTemplate, TemplateStep, check_name, parse_steps};
@@ -62,31 +61,15 @@ pub fn routes() -> Router<ApiState> {
         )
 }
 
-/// The version floor (404 for reads, 405 for writes, as Ironic) and the policy.
+/// The version floor and the policy (`policy::check_system_resource`).
 fn check(ctx: &ReqCtx, method: &Method) -> ApiResult<()> {
-    let read = *method == Method::GET;
-    if !ctx.version.at_least(MIN_VERSION) {
-        return Err(if read {
-            ApiError::resource_not_found()
-        } else {
-            ApiError::MethodNotAllowed("The API version does not allow deploy templates".into())
-        });
-    }
-    if ctx.grant.project.is_some() {
-        return Err(ApiError::Forbidden(
-            "Access was denied to /v1/deploy_templates: deploy templates are for users of \
-             every project."
-                .to_owned(),
-        ));
-    }
-    if !read && ctx.grant.role != Role::Admin {
-        return Err(ApiError::Forbidden(
-            "Access was denied to /v1/deploy_templates: only administrators change deploy \
-             templates."
-                .to_owned(),
-        ));
-    }
-    Ok(())
+    super::policy::check_system_resource(
+        ctx,
+        method,
+        MIN_VERSION,
+        "/v1/deploy_templates",
+        "deploy templates",
+    )
 }
 
 fn not_found(ident: &str) -> ApiError {

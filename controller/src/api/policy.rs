@@ -133,6 +133,39 @@ impl Grant {
     }
 }
 
+/// The version floor and the policy of a resource for users of every project (Ironic's
+/// system-scoped rules: inspection rules, deploy templates): below `min_version` reads are
+/// 404 and writes 405 (as Ironic); a project-scoped user is refused; only an administrator
+/// writes. `plural` names the resource in messages ("deploy templates").
+pub(super) fn check_system_resource(
+    ctx: &super::context::ReqCtx,
+    method: &axum::http::Method,
+    min_version: u32,
+    path: &str,
+    plural: &str,
+) -> Result<(), super::error::ApiError> {
+    use super::error::ApiError;
+    let read = *method == axum::http::Method::GET;
+    if !ctx.version.at_least(min_version) {
+        return Err(if read {
+            ApiError::resource_not_found()
+        } else {
+            ApiError::MethodNotAllowed(format!("The API version does not allow {plural}"))
+        });
+    }
+    if ctx.grant.project.is_some() {
+        return Err(ApiError::Forbidden(format!(
+            "Access was denied to {path}: {plural} are for users of every project."
+        )));
+    }
+    if !read && ctx.grant.role != Role::Admin {
+        return Err(ApiError::Forbidden(format!(
+            "Access was denied to {path}: only administrators change {plural}."
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Utc;

@@ -62,18 +62,6 @@ fn done(detail: Value) -> Report {
     }
 }
 
-async fn provision(env: &Env, id: Uuid, body: Value) -> (u16, Value) {
-    let (s, b) = env
-        .api(
-            Method::PUT,
-            &format!("/v1/nodes/{id}/states/provision"),
-            Some(body),
-        )
-        .await;
-    assert!(s == 202 || s == 400, "{s} {b}");
-    (s, b)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_agents_own_steps_run_in_cleaning_deploy_templates_and_service() {
     let env = start(manage_rules()).await;
@@ -81,7 +69,7 @@ async fn the_agents_own_steps_run_in_cleaning_deploy_templates_and_service() {
     let (id, token) = (lr.node_uuid, lr.token.expect("token"));
     env.wait_state(id, "manageable").await;
     // Automated cleaning: the built-in erase (99), then the agent's own step (40).
-    provision(&env, id, json!({"target": "provide"})).await;
+    provision_as(&env, id, json!({"target": "provide"})).await;
     let (cmd_id, cmd) = env.next_command(id, &token).await;
     assert!(matches!(cmd, Command::Wipe { .. }), "{cmd:?}");
     assert_eq!(env.report(id, &token, cmd_id, wiped()).await, 204);
@@ -104,9 +92,9 @@ async fn the_agents_own_steps_run_in_cleaning_deploy_templates_and_service() {
     env.wait_state(id, "available").await;
 
     // Manual cleaning with the agent's scan, its arguments passed through.
-    provision(&env, id, json!({"target": "manage"})).await;
+    provision_as(&env, id, json!({"target": "manage"})).await;
     env.wait_state(id, "manageable").await;
-    let (s, b) = provision(
+    let (s, b) = provision_as(
         &env,
         id,
         json!({"target": "clean", "clean_steps": [
@@ -141,7 +129,7 @@ async fn the_agents_own_steps_run_in_cleaning_deploy_templates_and_service() {
     );
 
     // A required argument missing: the cleaning fails before the agent is asked.
-    provision(
+    provision_as(
         &env,
         id,
         json!({"target": "clean", "clean_steps": [{"interface": "deploy", "step": "tag_disks"}]}),
@@ -151,9 +139,9 @@ async fn the_agents_own_steps_run_in_cleaning_deploy_templates_and_service() {
     let err = n["last_error"].as_str().unwrap_or_default();
     assert!(err.contains("requires the argument(s) label"), "{err}");
     // A step the agent does not offer.
-    provision(&env, id, json!({"target": "manage"})).await;
+    provision_as(&env, id, json!({"target": "manage"})).await;
     env.wait_state(id, "manageable").await;
-    provision(
+    provision_as(
         &env,
         id,
         json!({"target": "clean", "clean_steps": [{"interface": "deploy", "step": "no_such_step"}]}),
@@ -164,9 +152,9 @@ async fn the_agents_own_steps_run_in_cleaning_deploy_templates_and_service() {
     assert!(err.contains("not supported by the driver"), "{err}");
 
     // A deploy template naming the agent's deploy step: it runs before the image.
-    provision(&env, id, json!({"target": "manage"})).await;
+    provision_as(&env, id, json!({"target": "manage"})).await;
     env.wait_state(id, "manageable").await;
-    provision(&env, id, json!({"target": "provide"})).await;
+    provision_as(&env, id, json!({"target": "provide"})).await;
     for _ in 0..2 {
         let (cmd_id, _) = env.next_command(id, &token).await;
         assert_eq!(env.report(id, &token, cmd_id, wiped()).await, 204);
@@ -206,7 +194,7 @@ async fn the_agents_own_steps_run_in_cleaning_deploy_templates_and_service() {
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    provision(&env, id, json!({"target": "active"})).await;
+    provision_as(&env, id, json!({"target": "active"})).await;
     let (cmd_id, cmd) = env.next_command(id, &token).await;
     assert!(
         matches!(&cmd, Command::RunStep { step, args, .. } if step == "tag_disks" && args["label"] == "web"),
@@ -221,7 +209,7 @@ async fn the_agents_own_steps_run_in_cleaning_deploy_templates_and_service() {
 
     // Service: a required argument missing is a 400 before anything boots; a failed agent
     // step leaves `service failed` with its text.
-    let (s, b) = provision(
+    let (s, b) = provision_as(
         &env,
         id,
         json!({"target": "service", "service_steps": [{"interface": "deploy", "step": "tag_disks"}]}),
@@ -232,7 +220,7 @@ async fn the_agents_own_steps_run_in_cleaning_deploy_templates_and_service() {
         b.to_string().contains("requires the argument(s) label"),
         "{b}"
     );
-    provision(
+    provision_as(
         &env,
         id,
         json!({"target": "service", "service_steps": [{"interface": "deploy", "step": "scan_disks"}]}),

@@ -22,7 +22,7 @@ async fn available_node(env: &Env, traits: &[&str]) -> (Uuid, String) {
     let lr = env.lookup(&lookup_req(&[MAC], "S2", "us2")).await;
     let (id, token) = (lr.node_uuid, lr.token.expect("token"));
     env.wait_state(id, "manageable").await;
-    provision(env, id, json!({"target": "provide"})).await;
+    provision_as(env, id, json!({"target": "provide"})).await;
     let (cmd_id, _) = env.next_command(id, &token).await;
     assert_eq!(env.report(id, &token, cmd_id, wiped()).await, 204);
     env.wait_state(id, "available").await;
@@ -74,18 +74,6 @@ async fn instance_traits(env: &Env, id: Uuid, traits: &[&str]) {
     assert_eq!(s, 200, "{b}");
 }
 
-async fn provision(env: &Env, id: Uuid, body: Value) -> (u16, Value) {
-    let (s, b) = env
-        .api(
-            Method::PUT,
-            &format!("/v1/nodes/{id}/states/provision"),
-            Some(body),
-        )
-        .await;
-    assert!(s == 202 || s == 400, "{s} {b}");
-    (s, b)
-}
-
 fn written() -> Report {
     Report::Succeeded {
         inventory: None,
@@ -109,7 +97,7 @@ async fn a_deploy_template_erases_metadata_before_the_image_is_written() {
     .await;
     let (id, token) = available_node(&env, &["CUSTOM_WIPE_FIRST", "CUSTOM_OTHER"]).await;
     instance_traits(&env, id, &["CUSTOM_WIPE_FIRST"]).await;
-    let (s, b) = provision(&env, id, json!({"target": "active"})).await;
+    let (s, b) = provision_as(&env, id, json!({"target": "active"})).await;
     assert_eq!(s, 202, "{b}");
     let (cmd_id, cmd) = env.next_command(id, &token).await;
     assert_eq!(
@@ -204,7 +192,7 @@ async fn plans_that_cannot_run_are_refused_and_the_operator_overrides_a_template
         if let Some(steps) = steps {
             body["deploy_steps"] = steps;
         }
-        let (s, b) = provision(&env, id, body).await;
+        let (s, b) = provision_as(&env, id, body).await;
         assert_eq!(s, 400, "{traits:?}: {b}");
         assert!(b.to_string().contains(want), "{traits:?}: {b}");
         let (_, n) = env.api(Method::GET, &format!("/v1/nodes/{id}"), None).await;
@@ -212,7 +200,7 @@ async fn plans_that_cannot_run_are_refused_and_the_operator_overrides_a_template
     }
     // The operator's deploy_steps win: the template's erase disabled, only the image runs.
     instance_traits(&env, id, &["CUSTOM_WIPE_FIRST"]).await;
-    let (s, b) = provision(
+    let (s, b) = provision_as(
         &env,
         id,
         json!({"target": "active", "deploy_steps": [
@@ -238,7 +226,7 @@ async fn a_failed_template_step_fails_the_deploy_and_names_the_step() {
     .await;
     let (id, token) = available_node(&env, &["CUSTOM_WIPE_FIRST"]).await;
     instance_traits(&env, id, &["CUSTOM_WIPE_FIRST"]).await;
-    provision(&env, id, json!({"target": "active"})).await;
+    provision_as(&env, id, json!({"target": "active"})).await;
     let (cmd_id, _) = env.next_command(id, &token).await;
     let report = failed("wiping /dev/vda failed", "EIO");
     assert_eq!(env.report(id, &token, cmd_id, report).await, 204);

@@ -170,6 +170,24 @@ pub fn inventory(macs: &[&str], serial: &str) -> Inventory {
     inv
 }
 
+/// A provision request as the operator sends it: accepted (202) or refused (400); returns
+/// the status and the body.
+pub async fn provision_as(
+    env: &Env,
+    id: Uuid,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let (s, b) = env
+        .api(
+            reqwest::Method::PUT,
+            &format!("/v1/nodes/{id}/states/provision"),
+            Some(body),
+        )
+        .await;
+    assert!(s == 202 || s == 400, "{s} {b}");
+    (s, b)
+}
+
 pub fn lookup_req(macs: &[&str], serial: &str, system_uuid: &str) -> LookupRequest {
     LookupRequest {
         protocol_version: PROTOCOL_VERSION,

@@ -8,7 +8,7 @@
 use proto::WipeMode;
 use proto::protocol::{Command, Report};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::flows::{failed, manage_rules, wiped};
 use super::*;
@@ -21,7 +21,7 @@ async fn active_node(env: &Env) -> Uuid {
     let lr = env.lookup(&lookup_req(&[MAC], "S1", "us1")).await;
     let (id, token) = (lr.node_uuid, lr.token.expect("token"));
     env.wait_state(id, "manageable").await;
-    provision(env, id, json!({"target": "provide"})).await;
+    provision_as(env, id, json!({"target": "provide"})).await;
     let (cmd_id, _) = env.next_command(id, &token).await;
     assert_eq!(env.report(id, &token, cmd_id, wiped()).await, 204);
     env.wait_state(id, "available").await;
@@ -36,7 +36,7 @@ async fn active_node(env: &Env) -> Uuid {
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    provision(env, id, json!({"target": "active"})).await;
+    provision_as(env, id, json!({"target": "active"})).await;
     let (cmd_id, cmd) = env.next_command(id, &token).await;
     assert!(matches!(cmd, Command::Deploy(_)), "{cmd:?}");
     let written = Report::Succeeded {
@@ -57,18 +57,6 @@ fn inventoried() -> Report {
     }
 }
 
-async fn provision(env: &Env, id: Uuid, body: Value) -> (u16, Value) {
-    let (s, b) = env
-        .api(
-            Method::PUT,
-            &format!("/v1/nodes/{id}/states/provision"),
-            Some(body),
-        )
-        .await;
-    assert!(s == 202 || s == 400, "{s} {b}");
-    (s, b)
-}
-
 /// The ramdisk of a service boots: its agent looks up and gets a new session.
 async fn agent_of_new_boot(env: &Env, id: Uuid) -> String {
     env.wait_state(id, "service wait").await;
@@ -81,7 +69,7 @@ async fn agent_of_new_boot(env: &Env, id: Uuid) -> String {
 async fn service_steps_run_in_the_ramdisk_and_the_instance_boots_again() {
     let env = start(manage_rules()).await;
     let id = active_node(&env).await;
-    let (s, _) = provision(
+    let (s, _) = provision_as(
         &env,
         id,
         json!({"target": "service", "service_steps": [
@@ -127,7 +115,7 @@ async fn a_service_never_erases_the_instance_disk_and_a_failed_step_can_run_agai
     let env = start(manage_rules()).await;
     let id = active_node(&env).await;
     // Its steps run in the agent: `disable_ramdisk` would run none of them.
-    let (s, b) = provision(
+    let (s, b) = provision_as(
         &env,
         id,
         json!({"target": "service", "disable_ramdisk": true, "service_steps": [
@@ -146,7 +134,7 @@ async fn a_service_never_erases_the_instance_disk_and_a_failed_step_can_run_agai
         ),
         (json!({}), "args.devices"),
     ] {
-        let (s, b) = provision(
+        let (s, b) = provision_as(
             &env,
             id,
             json!({"target": "service", "service_steps": [
@@ -160,7 +148,7 @@ async fn a_service_never_erases_the_instance_disk_and_a_failed_step_can_run_agai
         assert_eq!(n["provision_state"], "active");
     }
     // A step the agent fails: `service failed` with its text; then service again succeeds.
-    provision(
+    provision_as(
         &env,
         id,
         json!({"target": "service", "service_steps": [
@@ -186,7 +174,7 @@ async fn a_service_never_erases_the_instance_disk_and_a_failed_step_can_run_agai
         err.contains("secure erase of /dev/vdb failed: EIO"),
         "{err}"
     );
-    provision(
+    provision_as(
         &env,
         id,
         json!({"target": "service", "service_steps": [{"interface": "inspect", "step": "inspect"}]}),
