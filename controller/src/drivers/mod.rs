@@ -18,6 +18,7 @@
 //! ([`qemu`], QMP for lab VMs without a BMC), all in the same [`registry`].
 
 pub mod agent;
+mod agent_command;
 pub mod agent_steps;
 pub mod fake;
 pub mod ipmi;
