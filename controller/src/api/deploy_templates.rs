@@ -127,10 +127,12 @@ fn doc(ctx: &ReqCtx, t: &DeployTemplate, fields: &[&str]) -> Value {
                 Some(at) => json!(Ts(at).to_string()),
                 None => Value::Null,
             },
-            "links" => json!([
-                {"href": render::self_href(&ctx.base, "deploy_templates", &t.uuid), "rel": "self"},
-                {"href": format!("{}/deploy_templates/{}", ctx.base, t.uuid), "rel": "bookmark"},
-            ]),
+            "links" => json!(render::Links {
+                base: &ctx.base,
+                coll: "deploy_templates",
+                id: &t.uuid,
+                suffix: "",
+            }),
             _ => continue,
         };
         out.insert((*f).to_owned(), v);

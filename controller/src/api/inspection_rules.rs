@@ -112,10 +112,12 @@ fn doc(ctx: &ReqCtx, r: &InspectionRule, fields: &[&str]) -> Value {
                 Some(t) => json!(Ts(t).to_string()),
                 None => Value::Null,
             },
-            "links" => json!([
-                {"href": render::self_href(&ctx.base, "inspection_rules", &r.uuid), "rel": "self"},
-                {"href": format!("{}/inspection_rules/{}", ctx.base, r.uuid), "rel": "bookmark"},
-            ]),
+            "links" => json!(render::Links {
+                base: &ctx.base,
+                coll: "inspection_rules",
+                id: &r.uuid,
+                suffix: "",
+            }),
             _ => continue,
         };
         out.insert((*f).to_owned(), v);
