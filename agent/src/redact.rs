@@ -162,6 +162,7 @@ mod tests {
                 vendor_data: None,
             }),
             min_disk_bytes: None,
+            software_raid: None,
         }));
         let text = command(&c);
         for secret in ["5ec2e7", "AAAAsecretkey", "hunter2"] {

@@ -84,6 +84,9 @@ pub struct WriteImageResult {
     /// Start offset of the config drive partition, when one was written.
     #[serde(default)]
     pub configdrive_offset: Option<u64>,
+    /// The arrays built when the deploy asked for software RAID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raid: Option<crate::RaidReport>,
 }
 
 /// How thoroughly to wipe.

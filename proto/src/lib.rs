@@ -8,6 +8,7 @@ pub mod events;
 pub mod hints;
 pub mod inventory;
 pub mod protocol;
+pub mod raid;
 
 pub use events::{
     AgentEvent, DiskId, ErrorReport, Phase, PhaseTiming, ProgressEvent, WipeDiskResult, WipeMode,
@@ -18,6 +19,7 @@ pub use inventory::{
     Baseboard, Boot, BootMode, Chassis, Cpu, Disk, Firmware, Interface, Inventory, LldpNeighbor,
     LldpVlan, Memory, NumaCpu, NumaNic, NumaRam, NumaTopology, PciDevice, SystemVendor,
 };
+pub use raid::{RaidArray, RaidLevel, RaidMember, RaidReport, RaidVolume, SoftwareRaid};
 
 /// Version of the agent/controller protocol; the controller rejects a mismatch.
 ///

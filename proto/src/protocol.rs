@@ -263,6 +263,10 @@ pub struct DeployCommand {
     /// The smallest disk the instance accepts, in bytes (`instance_info.root_gb`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_disk_bytes: Option<u64>,
+    /// Build these arrays and put the image's root file system on the first one;
+    /// `root_device_hints` are then ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_raid: Option<crate::SoftwareRaid>,
 }
 
 /// A config drive, either built by the agent from its parts or given as an image.

@@ -187,6 +187,44 @@ fn events_golden() {
                 ms: 110,
             }],
             configdrive_offset: None,
+            raid: None,
+        }),
+        AgentEvent::WriteImageDone(WriteImageResult {
+            device: "/dev/md/root".into(),
+            format: "raw".into(),
+            checksum: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+                .into(),
+            bytes_fetched: 1_048_576,
+            bytes_written: 1_048_576,
+            retries: 0,
+            elapsed_ms: 120,
+            rate_bps: 8_738_133,
+            timings: vec![],
+            configdrive_offset: Some(2_080_374_784),
+            raid: Some(RaidReport {
+                arrays: vec![RaidArray {
+                    level: RaidLevel::Raid1,
+                    name: "root".into(),
+                    uuid: "3f2a9c41:0b1e5d27:9c4f6a80:12d3e4f5".into(),
+                    metadata: "1.0".into(),
+                    size_bytes: 2_013_265_920,
+                    members: vec![
+                        RaidMember {
+                            device: "/dev/vda3".into(),
+                            disk: "/dev/vda".into(),
+                            serial: Some("S5GXNX0R123456".into()),
+                            wwn: None,
+                        },
+                        RaidMember {
+                            device: "/dev/vdb3".into(),
+                            disk: "/dev/vdb".into(),
+                            serial: Some("S5GXNX0R654321".into()),
+                            wwn: Some("0x5002538e40a1b2c3".into()),
+                        },
+                    ],
+                    root: true,
+                }],
+            }),
         }),
         AgentEvent::WipeDone(WipeReport {
             ok: false,
@@ -311,8 +349,40 @@ fn every_command() -> Vec<proto::protocol::Command> {
             },
             configdrive,
             min_disk_bytes: Some(10_737_418_240),
+            software_raid: None,
         }))
     };
+    let raid_deploy = Command::Deploy(Box::new(DeployCommand {
+        image_url: "https://192.0.2.1:8443/images/debian-12.raw.zst?node=n&expires=1&sig=s".into(),
+        checksum: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+        root_device_hints: RootDeviceHints::default(),
+        configdrive: None,
+        min_disk_bytes: None,
+        software_raid: Some(SoftwareRaid {
+            disks: vec![
+                RootDeviceHints {
+                    name: Some("/dev/vda".into()),
+                    ..Default::default()
+                },
+                RootDeviceHints {
+                    serial: Some("S5GXNX0R654321".into()),
+                    ..Default::default()
+                },
+            ],
+            volumes: vec![
+                RaidVolume {
+                    level: RaidLevel::Raid1,
+                    size_gb: Some(100),
+                    name: Some("root".into()),
+                },
+                RaidVolume {
+                    level: RaidLevel::Raid0,
+                    size_gb: None,
+                    name: None,
+                },
+            ],
+        }),
+    }));
     let commands = vec![
         Command::Wait { seconds: 5 },
         Command::Inspect,
@@ -330,6 +400,7 @@ fn every_command() -> Vec<proto::protocol::Command> {
             data: "H4sIAAAAAAAA/wMAAAAAAAAAAAA=".into(),
         })),
         deploy(None),
+        raid_deploy,
         Command::Reboot,
         Command::PowerOff,
         Command::EnrollBmc {

@@ -326,6 +326,7 @@ fn run(
         rate_bps: rate(streamed.image_len, elapsed),
         timings: timings.list.clone(),
         configdrive_offset: plan.configdrive_offset,
+        raid: None,
     })
 }
 

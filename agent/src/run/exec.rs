@@ -297,6 +297,7 @@ mod tests {
             root_device_hints: serde_json::from_value(hints).expect("hints"),
             configdrive: None,
             min_disk_bytes: min_gib.map(|g| g << 30),
+            software_raid: None,
         };
         let cases: Vec<(serde_json::Value, Option<u64>, Result<&str, &str>)> = vec![
             (serde_json::json!({}), None, Ok("/dev/vdb")),

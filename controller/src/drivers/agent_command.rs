@@ -90,6 +90,7 @@ pub fn deploy_command(
         root_device_hints,
         configdrive,
         min_disk_bytes: root_gb(node)?.map(|gb| gb << 30),
+        software_raid: None,
     })
 }
 
