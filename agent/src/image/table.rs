@@ -6,6 +6,7 @@
 
 pub mod check;
 mod convert;
+pub mod raid;
 
 use uuid::Uuid;
 

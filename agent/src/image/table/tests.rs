@@ -5,7 +5,7 @@ use std::process::Command;
 
 use super::*;
 
-fn sfdisk(args: &[&str], path: &std::path::Path, stdin: Option<&str>) -> String {
+pub(super) fn sfdisk(args: &[&str], path: &std::path::Path, stdin: Option<&str>) -> String {
     use std::io::Write;
     let mut c = Command::new("sfdisk");
     c.args(args)
