@@ -31,6 +31,8 @@ pub enum Phase {
     Verify,
     /// Cleaning up after a failure (destroying the partial table).
     Cleanup,
+    /// Writing md superblocks and checking the arrays with the kernel (software RAID).
+    BuildRaid,
 }
 
 /// Periodic progress of a job.

@@ -254,32 +254,14 @@ fn run(
     written_end: &mut u64,
 ) -> Result<WriteImageResult, (Phase, ImageWriteError)> {
     timings.run(Phase::ClearTable, events, || Ok(destroy_table(disk, None)?))?;
-
-    let start = timings.start;
-    let done = AtomicBool::new(false);
-    let streamed = std::thread::scope(|s| {
-        let reporter = s.spawn(|| {
-            while !done.load(Ordering::Relaxed) {
-                std::thread::park_timeout(opts.progress_interval);
-                if done.load(Ordering::Relaxed) {
-                    break;
-                }
-                events.emit(&AgentEvent::Progress(progress(counters, start)));
-            }
-        });
-        let r = timings.run(Phase::Stream, events, || {
-            pipeline::stream(&opts.url, &opts.fetch, opts.checksum.algo, disk, counters)
-        });
-        done.store(true, Ordering::Relaxed);
-        reporter.thread().unpark();
-        r
-    });
-    // The writer may have written up to here even on failure.
-    *written_end = counters.written.load(Ordering::Relaxed) + HEAD_LEN as u64;
-    let streamed = streamed?;
-    *written_end = streamed.image_len;
-
-    verify_checksum(&opts.checksum, &streamed.digest).map_err(|e| (Phase::Stream, e))?;
+    let streamed = stream_verified(
+        opts,
+        events,
+        std::slice::from_ref(disk),
+        counters,
+        timings,
+        written_end,
+    )?;
 
     let mut head = streamed.head;
     let plan = timings.run(Phase::RelocateGpt, events, || {
@@ -328,6 +310,50 @@ fn run(
         configdrive_offset: plan.configdrive_offset,
         raid: None,
     })
+}
+
+/// The stream phase with progress events, then the checksum: every disk of `disks` gets the
+/// image but its held-back first MiB. `written_end` follows what may have been written, for
+/// the cleanup after a failure.
+fn stream_verified(
+    opts: &WriteImageOptions,
+    events: &dyn EventSink,
+    disks: &[Disk],
+    counters: &Arc<Counters>,
+    timings: &mut Timings,
+    written_end: &mut u64,
+) -> Result<pipeline::Streamed, (Phase, ImageWriteError)> {
+    let start = timings.start;
+    let done = AtomicBool::new(false);
+    let streamed = std::thread::scope(|s| {
+        let reporter = s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                std::thread::park_timeout(opts.progress_interval);
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
+                events.emit(&AgentEvent::Progress(progress(counters, start)));
+            }
+        });
+        let r = timings.run(Phase::Stream, events, || {
+            pipeline::stream(
+                &opts.url,
+                &opts.fetch,
+                opts.checksum.algo,
+                disks,
+                counters,
+            )
+        });
+        done.store(true, Ordering::Relaxed);
+        reporter.thread().unpark();
+        r
+    });
+    // The writer may have written up to here even on failure.
+    *written_end = counters.written.load(Ordering::Relaxed) + HEAD_LEN as u64;
+    let streamed = streamed?;
+    *written_end = streamed.image_len;
+    verify_checksum(&opts.checksum, &streamed.digest).map_err(|e| (Phase::Stream, e))?;
+    Ok(streamed)
 }
 
 fn progress(c: &Counters, start: Instant) -> ProgressEvent {

@@ -231,15 +231,25 @@ impl TableGate {
 }
 
 fn write_loop(
-    disk: &Disk,
+    disks: &[Disk],
     rx: Receiver<WriteMsg>,
     pool: SyncSender<AlignedBuf>,
     counters: &Counters,
 ) -> Result<(AlignedBuf, u64), ImageWriteError> {
-    let sector = u64::from(disk.logical_sector_size());
+    let first = disks
+        .first()
+        .ok_or(ImageWriteError::Internal("no disk to write"))?;
+    let sector_size = first.logical_sector_size();
+    if disks.iter().any(|d| d.logical_sector_size() != sector_size) {
+        return Err(ImageWriteError::Internal(
+            "mirrored disks have different logical sector sizes",
+        ));
+    }
+    let disk_size = disks.iter().map(Disk::size).min().unwrap_or(0);
+    let sector = u64::from(sector_size);
     let mut head = AlignedBuf::new(HEAD_LEN);
     let mut end = 0u64;
-    let mut gate = TableGate::new(disk.logical_sector_size());
+    let mut gate = TableGate::new(sector_size);
     loop {
         let Ok(msg) = rx.recv() else {
             return Err(ImageWriteError::Cancelled);
@@ -256,9 +266,9 @@ fn write_loop(
             return Ok((head, end));
         };
         end = offset + len as u64;
-        if end > disk.size() {
+        if end > disk_size {
             return Err(ImageWriteError::TooLarge {
-                disk_size: disk.size(),
+                disk_size,
                 image_at_least: end,
             });
         }
@@ -282,7 +292,9 @@ fn write_loop(
             gate.scan(&buf[..len], offset)?;
         }
         if from < padded {
-            disk.write_aligned(&buf[from..padded], offset + from as u64)?;
+            for disk in disks {
+                disk.write_aligned(&buf[from..padded], offset + from as u64)?;
+            }
         }
         counters
             .written
@@ -292,12 +304,14 @@ fn write_loop(
     }
 }
 
-/// Run the streaming stage against `disk`.
+/// Run the streaming stage against `disks`: every byte goes to each of them at the same
+/// offset (one disk for a plain deploy; the members of a software RAID, which all get the
+/// image). They must share one logical sector size; the smallest bounds the image.
 pub fn stream(
     url: &str,
     fetch_opts: &FetchOptions,
     algo: Algo,
-    disk: &Disk,
+    disks: &[Disk],
     counters: &Arc<Counters>,
 ) -> Result<Streamed, ImageWriteError> {
     let (hash_tx, hash_rx) = sync_channel::<Bytes>(NET_QUEUE);
@@ -364,7 +378,7 @@ pub fn stream(
             });
         let write_h = std::thread::Builder::new()
             .name("write".into())
-            .spawn_scoped(s, || write_loop(disk, write_rx, pool_tx, counters));
+            .spawn_scoped(s, || write_loop(disks, write_rx, pool_tx, counters));
 
         let spawn_err = |_| ImageWriteError::Internal("spawning a pipeline thread");
         let (fetch_h, hash_h, decode_h, write_h) = (

@@ -21,5 +21,6 @@ mod ramdisk_lease;
 mod replica_takeover;
 mod server_create;
 mod service;
+mod software_raid;
 mod spoof;
 mod user_net;

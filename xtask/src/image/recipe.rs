@@ -54,6 +54,10 @@ pub const PACKAGES: &[&str] = &[
     "e2fsprogs",
     // initramfs-tools compresses with it (faster to unpack under emulation than gzip).
     "zstd",
+    // Software RAID: its initramfs hook assembles md arrays (degraded ones too, after a
+    // wait) before the root file system is looked for, so the image boots from the arrays
+    // Ingot builds (`target_raid_config`), as Ironic requires of its images.
+    "mdadm",
     // Boot loaders for both firmwares (the -bin packages never rewrite grub.cfg).
     "grub-pc-bin",
     "grub-efi-amd64-bin",

@@ -199,6 +199,11 @@ fn file_disk(dir: &tempfile::TempDir, len: u64) -> Disk {
 
 /// Runs the writer stage on `data` as the decoder would send it (whole `BUF_LEN` buffers).
 fn write_stage(disk: &Disk, data: &[u8]) -> (Result<(AlignedBuf, u64), ImageWriteError>, u64) {
+    write_stage_to(std::slice::from_ref(disk), data)
+}
+
+/// Runs the writer stage against several disks.
+fn write_stage_to(disks: &[Disk], data: &[u8]) -> (Result<(AlignedBuf, u64), ImageWriteError>, u64) {
     let chunks: Vec<&[u8]> = data.chunks(BUF_LEN).collect();
     let (tx, rx) = sync_channel(chunks.len() + 1);
     for (i, c) in chunks.iter().enumerate() {
@@ -214,12 +219,39 @@ fn write_stage(disk: &Disk, data: &[u8]) -> (Result<(AlignedBuf, u64), ImageWrit
     tx.send(WriteMsg::Done).expect("queued");
     let (pool_tx, _pool_rx) = sync_channel(chunks.len() + 1);
     let counters = Counters::default();
-    let r = write_loop(disk, rx, pool_tx, &counters);
+    let r = write_loop(disks, rx, pool_tx, &counters);
     (r, counters.written.load(Ordering::Relaxed))
 }
 
 fn disk_bytes(disk: &Disk) -> Vec<u8> {
     std::fs::read(disk.path()).expect("read disk")
+}
+
+#[test]
+fn writer_mirrors_every_byte_to_each_disk_and_is_bounded_by_the_smallest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = dir.path().join("a");
+    std::fs::File::create(&a)
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("disk a");
+    let disks = [
+        Disk::open_write(&a, false).expect("open a"),
+        file_disk(&dir, 32 << 20),
+    ];
+    let img = image(2 * BUF_LEN + 3000);
+    let (r, written) = write_stage_to(&disks, &img);
+    r.expect("written");
+    assert_eq!(written, (img.len() - HEAD_LEN) as u64);
+    for d in &disks {
+        let on_disk = disk_bytes(d);
+        assert!(on_disk[..HEAD_LEN].iter().all(|&b| b == 0));
+        assert!(on_disk[HEAD_LEN..img.len()] == img[HEAD_LEN..]);
+    }
+    let (r, _) = write_stage_to(&disks, &image(5 * BUF_LEN));
+    assert!(
+        matches!(r, Err(ImageWriteError::TooLarge { disk_size, .. }) if disk_size == 16 << 20),
+        "the smaller disk bounds the image"
+    );
 }
 
 #[test]

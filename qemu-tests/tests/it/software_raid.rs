@@ -1,0 +1,304 @@
+//! Software RAID on real VMs through the real `baremetal` CLI: a SeaBIOS machine (two
+//! virtio disks) and an OVMF machine (two NVMe disks) side by side get
+//! `--raid-interface agent` and a `target_raid_config` of one RAID-1 root volume. The SeaBIOS
+//! machine first runs the manual clean step `raid.create_configuration` (both disks then
+//! carry md superblocks and the node's `raid_config` names the array). Both are provided
+//! and deployed with the Debian 12 image; the agent writes the image to both disks and
+//! builds the array around the image's root partition. Debian boots with its root file
+//! system on the md array with both members (the instance prints `findmnt /` and
+//! `/proc/mdstat` to the console at every boot). Then one disk is taken out of the machine
+//! (the second on SeaBIOS, the first on OVMF, so that OVMF must boot from the second disk's
+//! own ESP) and the machine boots again from the degraded array. The disk goes back, the node
+//! is undeployed (cleaning) and, from the host, neither disk holds an md superblock or a
+//! partition table any more.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use qemu_tests::disk_check::check_wiped;
+use qemu_tests::disk_check::partitions;
+use qemu_tests::rack::bmc::StoredImage;
+use qemu_tests::rack::steps;
+use qemu_tests::rack::{Machine, Rack, RackOptions, Timeline};
+use qemu_tests::vm::{Firmware, VmSpec, tail};
+use serde_json::{Value, json};
+
+/// Deploy reboot or power-on to the md lines on the console: Debian under TCG, two machines
+/// on two shared cores.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+const ROOT_LINE: &str = "INGOT-ROOT=";
+
+struct Case {
+    m: Machine,
+    second: PathBuf,
+    ip: String,
+}
+
+/// A machine with a second disk of the same size (virtio on SeaBIOS, NVMe on OVMF).
+fn raid_machine(rack: &mut Rack, n: u8, firmware: Firmware) -> anyhow::Result<Case> {
+    let mut spec = VmSpec::numbered(n, firmware);
+    // Debian with cloud-init (python) wants more than the agent's 512 MiB.
+    spec.mem_mib = 768;
+    let dir = rack.machines_dir().join(&spec.name);
+    std::fs::create_dir_all(&dir)?;
+    let second = dir.join("disk2.img");
+    std::fs::File::create(&second)?.set_len(spec.disk_bytes)?;
+    let serial = format!("INGOT-DISK-{n:02}B");
+    let device = match firmware {
+        Firmware::Bios => format!("virtio-blk-pci,drive=d1,id=disk1,bootindex=3,serial={serial}"),
+        _ => format!("nvme,drive=d1,id=disk1,bootindex=3,serial={serial}"),
+    };
+    spec.extra_args = vec![
+        "-drive".into(),
+        format!("file={},format=raw,if=none,id=d1", second.display()),
+        "-device".into(),
+        device,
+    ];
+    let m = rack.add_machine(spec)?;
+    Ok(Case {
+        m,
+        second,
+        ip: format!("172.31.250.{}", 30 + n),
+    })
+}
+
+/// The machine's argv without the drive backed by `file` and the device using it.
+fn without_disk(m: &Machine, file: &Path) -> anyhow::Result<Value> {
+    let saved: Value = serde_json::from_slice(&std::fs::read(&m.command_file)?)?;
+    let argv: Vec<String> = serde_json::from_value(saved["argv"].clone())?;
+    let needle = format!("file={},", file.display());
+    let id = argv
+        .iter()
+        .find(|a| a.starts_with(&needle))
+        .and_then(|a| a.split(',').find_map(|kv| kv.strip_prefix("id=")))
+        .context("no drive for that file")?
+        .to_owned();
+    let drive_ref = format!("drive={id},");
+    let mut out = Vec::new();
+    let mut skip = false;
+    let mut removed_boot_disk = false;
+    for (i, a) in argv.iter().enumerate() {
+        if skip {
+            skip = false;
+            continue;
+        }
+        let next = argv.get(i + 1).map(String::as_str).unwrap_or("");
+        if (a == "-drive" && next.starts_with(&needle))
+            || (a == "-device" && next.contains(&drive_ref))
+        {
+            removed_boot_disk |= next.contains("id=disk0,");
+            skip = true;
+            continue;
+        }
+        out.push(a.clone());
+    }
+    // The qemu driver selects the boot disk by the device id `disk0`: the disk left takes it.
+    if removed_boot_disk {
+        for a in &mut out {
+            if a.contains("id=disk1,") {
+                *a = a.replace("id=disk1,", "id=disk0,");
+            }
+        }
+    }
+    ensure!(out.len() + 4 == argv.len(), "removed {} args", argv.len() - out.len());
+    std::fs::write(
+        &m.command_file,
+        serde_json::to_vec_pretty(&json!({ "argv": out }))?,
+    )?;
+    Ok(saved)
+}
+
+/// Offsets of md superblocks (magic 0xa92b4efc, any version) on 4 KiB boundaries.
+fn md_superblocks(disk: &Path) -> anyhow::Result<Vec<u64>> {
+    let mut f = std::fs::File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
+    let mut buf = vec![0u8; 4 << 20];
+    let mut found = Vec::new();
+    let mut base = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        for off in (0..n.saturating_sub(3)).step_by(4096) {
+            if buf[off..off + 4] == 0xa92b_4efc_u32.to_le_bytes() {
+                found.push(base + off as u64);
+            }
+        }
+        base += n as u64;
+    }
+    Ok(found)
+}
+
+fn config_drive(case: &Case, node: &str) -> Value {
+    let spec = &case.m.spec;
+    json!({
+        "meta_data": {"uuid": node, "name": spec.name, "hostname": spec.name},
+        // Every boot: where / is mounted from and the kernel's view of the arrays.
+        "user_data": "#cloud-config\nbootcmd:\n  - [sh, -c, 'echo INGOT-ROOT=$(findmnt -no SOURCE /) > /dev/ttyS0; cat /proc/mdstat > /dev/ttyS0']\n",
+        "network_data": {
+            "links": [{"id": "nic0", "type": "phy", "ethernet_mac_address": spec.mac, "mtu": 1500}],
+            "networks": [{
+                "id": "net0", "type": "ipv4", "link": "nic0",
+                "ip_address": case.ip, "netmask": "255.255.255.0",
+            }],
+            "services": [],
+        },
+    })
+}
+
+/// Waits for the boot's root line after `mark`; returns the console from there.
+fn booted(m: &Machine, mark: usize) -> anyhow::Result<String> {
+    m.wait_serial_after(mark, ROOT_LINE, BOOT_TIMEOUT)?;
+    // mdstat follows the root line.
+    m.wait_serial_after(mark, "unused devices", Duration::from_secs(60))?;
+    let text = m.serial();
+    Ok(text.get(mark..).unwrap_or("").to_owned())
+}
+
+fn root_on_md(console: &str, members: &str) -> anyhow::Result<()> {
+    let root = console
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(ROOT_LINE))
+        .context("no root line")?;
+    ensure!(root.starts_with("/dev/md"), "/ is mounted from {root}");
+    ensure!(
+        console.contains("raid1") && console.contains(members),
+        "want a raid1 array with {members}: {console}"
+    );
+    Ok(())
+}
+
+fn run(rack: &Rack, case: &Case, image: &StoredImage) -> anyhow::Result<Timeline> {
+    let m = &case.m;
+    let bios = m.spec.firmware == Firmware::Bios;
+    let mut t = Timeline::new(&m.spec.name);
+    let node = t.phase("enroll + manage", || {
+        let node = rack.enroll_machine(m)?;
+        rack.baremetal(&[
+            "node",
+            "set",
+            &node,
+            "--raid-interface",
+            "agent",
+            "--target-raid-config",
+            &json!({"logical_disks": [
+                {"size_gb": "MAX", "raid_level": "1", "controller": "software"}
+            ]})
+            .to_string(),
+        ])?;
+        rack.manage(&node)?;
+        Ok(node)
+    })?;
+    let node = node.as_str();
+    if bios {
+        t.phase("clean: raid.create_configuration", || {
+            rack.clean(
+                node,
+                &json!([{"interface": "raid", "step": "create_configuration"}]),
+            )
+        })?;
+        let n = rack.node(node)?;
+        let disks = &n["raid_config"]["logical_disks"];
+        ensure!(
+            disks.as_array().is_some_and(|d| d.len() == 1)
+                && disks[0]["raid_level"] == "1"
+                && disks[0]["controller"] == "software"
+                && disks[0]["physical_disks"].as_array().is_some_and(|p| p.len() == 2),
+            "raid_config after create_configuration: {}",
+            n["raid_config"]
+        );
+        for d in [&m.disk, &case.second] {
+            ensure!(
+                !md_superblocks(d)?.is_empty(),
+                "create_configuration left no md superblock on {}",
+                d.display()
+            );
+        }
+    }
+    t.phase("provide (clean)", || rack.provide(node))?;
+    let mark = m.serial_mark();
+    let active = t.phase("deploy onto RAID-1", || {
+        rack.deploy(
+            node,
+            &[format!("image_source={}", image.source())],
+            &config_drive(case, node),
+        )
+    })?;
+    let arrays = &active["raid_config"]["logical_disks"];
+    ensure!(
+        arrays.as_array().is_some_and(|a| a.len() == 1) && arrays[0]["is_root_volume"] == true,
+        "raid_config after the deploy: {}",
+        active["raid_config"]
+    );
+    let console = t.phase("boot Debian from the array", || booted(m, mark))?;
+    root_on_md(&console, "[2/2]")?;
+    // Both disks: the image's boot partitions, the root member, the config drive.
+    for d in [&m.disk, &case.second] {
+        let parts = partitions(d)?;
+        ensure!(parts.len() == 4, "{}: {parts:?}", d.display());
+    }
+
+    // A disk dies: SeaBIOS loses the second, OVMF the first (it must boot the second's ESP).
+    rack.power_off(node)?;
+    let gone = if bios { case.second.clone() } else { m.disk.clone() };
+    let saved = without_disk(m, &gone)?;
+    let mark = m.serial_mark();
+    let console = t.phase("boot with one disk gone", || {
+        rack.baremetal(&["node", "power", "on", node])?;
+        booted(m, mark)
+    })?;
+    root_on_md(&console, "[2/1]")?;
+    rack.power_off(node)?;
+    std::fs::write(&m.command_file, serde_json::to_vec_pretty(&saved)?)?;
+
+    t.phase("undeploy (clean)", || rack.undeploy(node))?;
+    rack.power_off(node)?;
+    for d in [&m.disk, &case.second] {
+        let left = md_superblocks(d)?;
+        ensure!(
+            left.is_empty(),
+            "md superblocks left on {} at {left:?}",
+            d.display()
+        );
+        check_wiped(d, &[])?;
+    }
+    rack.ensure_no_error(node)?;
+    Ok(t)
+}
+
+#[test]
+fn software_raid1_boots_on_seabios_and_ovmf_and_survives_a_lost_disk() -> anyhow::Result<()> {
+    test_needs::need!(test_needs::LAB);
+    let debian = qemu_tests::build::debian_image()?;
+    let mut rack = Rack::start(RackOptions::default())?;
+    let image = rack.import_image(&debian, "debian-12")?;
+    let cases = [
+        raid_machine(&mut rack, 1, Firmware::Bios)?,
+        raid_machine(&mut rack, 2, Firmware::Uefi)?,
+    ];
+    let t0 = Instant::now();
+    let (r, im) = (&rack, &image);
+    let results = steps::side_by_side(&cases, |c| run(r, c, im));
+    let mut timelines = Vec::new();
+    let mut failures = Vec::new();
+    for (res, c) in results.into_iter().zip(&cases) {
+        match res {
+            Ok(t) => timelines.push(t),
+            Err(e) => failures.push(format!(
+                "{e:#}\n--- {} serial ---\n{}",
+                c.m.spec.name,
+                tail(&c.m.serial(), 60)
+            )),
+        }
+    }
+    println!(
+        "software RAID: both machines in {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
+    if failures.is_empty() && timelines.len() != 2 {
+        bail!("lost a machine's result");
+    }
+    rack.conclude(&timelines, &failures)
+}
