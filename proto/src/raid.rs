@@ -92,18 +92,17 @@ impl SoftwareRaid {
             if v.size_gb == Some(0) {
                 return Err("a software RAID volume's size_gb is at least 1".to_owned());
             }
-            if let Some(n) = &v.name {
-                if n.is_empty()
+            if let Some(n) = &v.name
+                && (n.is_empty()
                     || n.len() > RAID_NAME_MAX
                     || !n
                         .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-                {
-                    return Err(format!(
-                        "a software RAID volume name is 1 to {RAID_NAME_MAX} characters of \
-                         [A-Za-z0-9._-], not {n:?}"
-                    ));
-                }
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+            {
+                return Err(format!(
+                    "a software RAID volume name is 1 to {RAID_NAME_MAX} characters of \
+                     [A-Za-z0-9._-], not {n:?}"
+                ));
             }
         }
         if self.disks.len() == 1 {
