@@ -14,6 +14,8 @@ pub mod host;
 pub mod image;
 pub mod init;
 pub mod inventory;
+pub mod md;
+pub mod raid;
 pub mod redact;
 pub mod run;
 pub mod steps;

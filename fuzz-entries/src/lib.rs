@@ -21,6 +21,7 @@ pub mod ipmi;
 pub mod ipmi_inband;
 pub mod json_patch;
 pub mod lldp;
+pub mod md_superblock;
 pub mod qemu_img_info;
 pub mod redfish;
 pub mod rt;
@@ -43,6 +44,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("ipmi_inband", ipmi_inband::run),
     ("json_patch", json_patch::run),
     ("lldp", lldp::run),
+    ("md_superblock", md_superblock::run),
     ("qemu_img_info", qemu_img_info::run),
     ("redfish", redfish::run),
     ("tftp", tftp::run),

@@ -426,6 +426,38 @@ def ipmi_inband_seeds():
     put("ipmi_inband", "lan-mac", mac)
 
 
+# ---------------------------------------------------------------- md superblocks
+def md_sb1(level, raid_disks, dev, super_offset, data_offset, data_size, size, chunk, resync,
+           name=b"root", feature_map=0):
+    """An md v1 superblock (struct mdp_superblock_1) with the kernel's checksum."""
+    b = bytearray(4096)
+    struct.pack_into("<IIII", b, 0, 0xA92B4EFC, 1, feature_map, 0)
+    b[16:32] = bytes(range(16))
+    b[32:32 + len(name)] = name
+    struct.pack_into("<QIIQII", b, 64, 1700000000, level, 0, size, chunk, raid_disks)
+    struct.pack_into("<QQQQII", b, 128, data_offset, data_size, super_offset, 0, dev, 0)
+    b[168:184] = bytes([dev + 1] * 16)
+    struct.pack_into("<QQQII", b, 192, 1700000000, 1, resync, 0, raid_disks)
+    for i in range(raid_disks):
+        struct.pack_into("<H", b, 256 + 2 * i, i)
+    n = 256 + 2 * raid_disks
+    total = sum(struct.unpack_from("<%dI" % (n // 4), b, 0))
+    if n % 4:
+        total += struct.unpack_from("<H", b, n - 2)[0]
+    struct.pack_into("<I", b, 216, ((total & 0xFFFFFFFF) + (total >> 32)) & 0xFFFFFFFF)
+    return bytes(b)
+
+
+def md_superblock_seeds():
+    put("md_superblock", "raid1-v1.0-member0",
+        md_sb1(1, 2, 0, 2097136, 0, 2096872, 2096872, 0, 0))
+    put("md_superblock", "raid0-v1.2-member2-of-3",
+        md_sb1(0, 3, 2, 8, 2048, 2097152, 2097152, 1024, 0xFFFFFFFFFFFFFFFF, name=b"data"))
+    put("md_superblock", "raid1-bitmap", md_sb1(1, 2, 1, 8, 2048, 4096, 4096, 0, 0,
+                                                 feature_map=1))
+    put("md_superblock", "v0.90-magic", struct.pack("<IIII", 0xA92B4EFC, 0, 90, 0) + bytes(60))
+
+
 if __name__ == "__main__":
     dhcp_seeds()
     tftp_seeds()
@@ -437,4 +469,5 @@ if __name__ == "__main__":
     lldp_seeds()
     inspection_rule_seeds()
     ipmi_inband_seeds()
+    md_superblock_seeds()
     print("seeds written under", HERE)

@@ -17,6 +17,8 @@ pub enum ArgKind {
     Devices,
     /// A whole number above zero.
     PositiveInt,
+    /// A software RAID plan (`proto::SoftwareRaid` as JSON) that passes its `check`.
+    SoftwareRaid,
 }
 
 /// One argument a step takes.
@@ -30,15 +32,16 @@ pub struct ArgDef {
 }
 
 /// A checked argument.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ArgValue {
     Devices(Vec<String>),
     PositiveInt(u64),
+    SoftwareRaid(Box<proto::SoftwareRaid>),
 }
 
 /// A step's checked arguments, by name; an argument left out is absent. (A list, not a map:
 /// a step takes a handful, and every generic map instance weighs on the ramdisk.)
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Args(Vec<(&'static str, ArgValue)>);
 
 impl Args {
@@ -50,6 +53,14 @@ impl Args {
     pub fn devices(&self, name: &str) -> Option<&[String]> {
         match self.get(name) {
             Some(ArgValue::Devices(d)) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The plan of a [`ArgKind::SoftwareRaid`] argument, if given.
+    pub fn software_raid(&self, name: &str) -> Option<&proto::SoftwareRaid> {
+        match self.get(name) {
+            Some(ArgValue::SoftwareRaid(r)) => Some(r),
             _ => None,
         }
     }
@@ -101,6 +112,15 @@ pub fn check(defs: &[ArgDef], given: &Map<String, Value>) -> Result<Args, String
                     shown(v)
                 )
             })?),
+            ArgKind::SoftwareRaid => {
+                ArgValue::SoftwareRaid(Box::new(software_raid(v).map_err(|why| {
+                    format!(
+                        "argument `{}` must be a software RAID plan ({{\"volumes\": [...], \
+                         \"disks\": [...]}}): {why}",
+                        d.name
+                    )
+                })?))
+            }
         };
         args.0.push((d.name, value));
     }
@@ -136,6 +156,18 @@ fn devices(v: &Value) -> Result<Vec<String>, String> {
         out.push(p.clone());
     }
     Ok(out)
+}
+
+fn software_raid(v: &Value) -> Result<proto::SoftwareRaid, String> {
+    if !v.is_object() {
+        return Err(format!("got {}", shown(v)));
+    }
+    // serde's message names the field and what it expected; bounded, as it may quote a
+    // value.
+    let plan: proto::SoftwareRaid = serde_json::from_value(v.clone())
+        .map_err(|e| e.to_string().chars().take(200).collect::<String>())?;
+    plan.check()?;
+    Ok(plan)
 }
 
 fn positive_int(v: &Value) -> Option<u64> {

@@ -10,6 +10,7 @@
 
 pub mod args;
 pub mod erase;
+pub mod raid;
 pub mod scan;
 
 use proto::ErrorReport;
@@ -87,6 +88,17 @@ const SCAN_MAX_BYTES: ArgDef = ArgDef {
     kind: ArgKind::PositiveInt,
 };
 
+const RAID_PLAN: ArgDef = ArgDef {
+    name: "raid",
+    description: "The software RAID to build: {\"volumes\": [{\"level\": \"1\", \
+                  \"size_gb\": N or left out for MAX, \"name\": ...}, ...], \"disks\": \
+                  [root device hints, one set per member]}; the first volume holds the root \
+                  file system and is RAID-1. Disks left out: every disk but read-only, \
+                  removable and virtual media and the boot medium.",
+    required: true,
+    kind: ArgKind::SoftwareRaid,
+};
+
 /// Every step this agent offers.
 pub static STEPS: &[StepDef] = &[
     // The `wipe` command in `metadata` mode: signatures, partition tables and both ends of
@@ -123,6 +135,28 @@ pub static STEPS: &[StepDef] = &[
         abortable: true,
         args: &[SCAN_DEVICES, SCAN_MAX_BYTES],
         run: scan::scan_disks,
+    },
+    // Software RAID: the members' old arrays and tables go, then new ones are built. Not
+    // abortable: a half-built array is worse than either.
+    StepDef {
+        interface: "raid",
+        step: "create_configuration",
+        clean_priority: Some(0),
+        deploy_priority: None,
+        service: false,
+        abortable: false,
+        args: &[RAID_PLAN],
+        run: raid::create_configuration,
+    },
+    StepDef {
+        interface: "raid",
+        step: "delete_configuration",
+        clean_priority: Some(0),
+        deploy_priority: None,
+        service: false,
+        abortable: false,
+        args: &[],
+        run: raid::delete_configuration,
     },
 ];
 

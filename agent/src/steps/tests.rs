@@ -32,7 +32,7 @@ fn offered_steps_pass_the_controllers_check() {
 /// What the controller engineer relies on, spelled out: a change here is a change in what
 /// every node offers.
 #[test]
-fn offered_steps_are_the_built_ins_and_scan_disks() {
+fn offered_steps_are_the_built_ins_scan_disks_and_raid() {
     let got = serde_json::to_value(offered()).expect("json");
     let devices = |what: &str, extra: &str| {
         json!({
@@ -77,6 +77,31 @@ fn offered_steps_are_the_built_ins_and_scan_disks() {
                         "required": false
                     }
                 }
+            },
+            {
+                "interface": "raid",
+                "step": "create_configuration",
+                "clean_priority": 0,
+                "service": false,
+                "abortable": false,
+                "argsinfo": {
+                    "raid": {
+                        "description": "The software RAID to build: {\"volumes\": [{\"level\": \
+                                        \"1\", \"size_gb\": N or left out for MAX, \"name\": \
+                                        ...}, ...], \"disks\": [root device hints, one set per \
+                                        member]}; the first volume holds the root file system \
+                                        and is RAID-1. Disks left out: every disk but read-only, \
+                                        removable and virtual media and the boot medium.",
+                        "required": true
+                    }
+                }
+            },
+            {
+                "interface": "raid",
+                "step": "delete_configuration",
+                "clean_priority": 0,
+                "service": false,
+                "abortable": false
             }
         ])
     );
@@ -242,4 +267,86 @@ fn run_step_calls_the_named_step_with_its_checked_arguments() {
             (None, None)
         ]
     );
+}
+
+/// The RAID steps refuse a bad plan before any disk is looked at.
+#[test]
+fn raid_plans_are_checked_before_anything_runs() {
+    let sink = CollectSink::default();
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "create_configuration",
+            json!({}),
+            "step raid.create_configuration: argument `raid` is required",
+        ),
+        (
+            "create_configuration",
+            json!({"raid": "RAID-1 please"}),
+            "step raid.create_configuration: argument `raid` must be a software RAID plan \
+             ({\"volumes\": [...], \"disks\": [...]}): got the string \"RAID-1 please\"",
+        ),
+        (
+            "create_configuration",
+            json!({"raid": {"volumes": [{"level": "0"}]}}),
+            "first software RAID volume holds the root file system and must be RAID-1",
+        ),
+        (
+            "create_configuration",
+            json!({"raid": {"volumes": [{"level": "5"}]}}),
+            "unknown variant `5`, expected `0` or `1`",
+        ),
+        (
+            "create_configuration",
+            json!({"raid": {"volumes": [{"level": "1"}], "controller": "software"}}),
+            "unknown field `controller`",
+        ),
+        (
+            "create_configuration",
+            json!({"raid": {"volumes": [{"level": "1"}], "disks": [{"serial": "A"}]}}),
+            "software RAID needs at least 2 member disks, 1 named",
+        ),
+        (
+            "create_configuration",
+            json!({"raid": {"volumes": []}}),
+            "software RAID has 1 or 2 volumes, not 0",
+        ),
+        (
+            "delete_configuration",
+            json!({"raid": {"volumes": [{"level": "1"}]}}),
+            "step raid.delete_configuration: unknown argument `raid` (the step takes none)",
+        ),
+    ];
+    for (step, args, want) in cases {
+        let r = run("raid", step, &map(args.clone()), &sink);
+        let m = &failure(&r).message;
+        assert!(m.contains(want), "{step} {args}: {m}");
+    }
+    assert!(sink.events.lock().expect("lock").is_empty());
+}
+
+/// Members that cannot be resolved fail the step naming the hint, before any disk is
+/// written.
+#[test]
+fn raid_member_errors_are_surfaced() {
+    let t = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(t.path().join("sys/block")).expect("mkdir");
+    let plan = |v: Value| -> proto::SoftwareRaid { serde_json::from_value(v).expect("plan") };
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({"volumes": [{"level": "1"}], "disks": [{"serial": "A"}, {"serial": "B"}]}),
+            r#"software RAID member hint {"serial":"A"} matches no disk"#,
+        ),
+        (
+            json!({"volumes": [{"level": "1"}]}),
+            "software RAID needs at least 2 member disks; 0 eligible",
+        ),
+        (
+            json!({"volumes": [{"level": "1", "name": "x"}, {"level": "0", "name": "x"}]}),
+            "both software RAID volumes are named x",
+        ),
+    ];
+    for (v, want) in cases {
+        let e = super::raid::create(t.path(), &plan(v.clone())).expect_err("refused");
+        assert!(e.to_string().contains(want), "{v}: {e}");
+    }
 }
