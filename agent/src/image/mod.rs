@@ -22,6 +22,7 @@ pub mod checksum;
 pub mod fetch;
 pub mod format;
 pub mod pipeline;
+pub mod raid;
 pub mod table;
 
 use std::path::{Path, PathBuf};
@@ -88,6 +89,9 @@ pub enum ImageWriteError {
         #[source]
         source: std::io::Error,
     },
+    /// Building or checking the software RAID failed.
+    #[error("software RAID")]
+    Raid(#[source] crate::raid::RaidError),
     /// A pipeline stage stopped because another one failed (never reported).
     #[error("stopped because another pipeline stage failed")]
     Cancelled,
@@ -336,13 +340,7 @@ fn stream_verified(
             }
         });
         let r = timings.run(Phase::Stream, events, || {
-            pipeline::stream(
-                &opts.url,
-                &opts.fetch,
-                opts.checksum.algo,
-                disks,
-                counters,
-            )
+            pipeline::stream(&opts.url, &opts.fetch, opts.checksum.algo, disks, counters)
         });
         done.store(true, Ordering::Relaxed);
         reporter.thread().unpark();

@@ -77,6 +77,8 @@ pub enum RaidError {
         got: String,
         want: String,
     },
+    #[error("laying out a RAID member's partition table")]
+    Table(#[source] crate::image::table::TableError),
     #[error("{what}")]
     Other { what: String },
     #[error("{error}; and these md superblocks could not be zeroed again: {}", leftovers.join(", "))]
@@ -186,11 +188,28 @@ pub fn resolve_excluding(
     Ok(members)
 }
 
-/// The byte range of one volume's partition on every member disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Extent {
-    pub start: u64,
-    pub len: u64,
+/// The byte range of one volume's partition on every member disk (the table code's type).
+pub use crate::image::table::raid::Extent;
+
+/// The volume names: given, else `root` and `data`; two volumes may not share one.
+pub fn volume_names(plan: &SoftwareRaid) -> Result<Vec<String>, RaidError> {
+    let names: Vec<String> = plan
+        .volumes
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.name
+                .clone()
+                .unwrap_or_else(|| if i == 0 { "root" } else { "data" }.to_owned())
+        })
+        .collect();
+    if names.len() == 2 && names[0] == names[1] {
+        return Err(RaidError::Plan(format!(
+            "both software RAID volumes are named {}",
+            names[0]
+        )));
+    }
+    Ok(names)
 }
 
 /// The md metadata of volume `index`: 1.0 for the root volume (the first), else 1.2.
@@ -310,21 +329,24 @@ pub fn extents(
 }
 
 /// The blocks to write for a fresh GPT on a member disk of `disk_size` bytes and `sector`
-/// byte sectors, one Linux RAID partition per `(start, len, name)` (protective MBR and
-/// primary GPT at the head, backup at the end). The writer is
-/// `crate::image::table::raid::fresh_gpt`, being added beside the image code; until it is
-/// on this branch, this refuses, and switching is this one call.
+/// byte sectors, one Linux RAID partition per `(start, len, name)`: the first MiB (protective
+/// MBR and primary GPT) and the backup GPT at the end
+/// ([`crate::image::table::raid::fresh`]).
 pub fn member_gpt(
     sector: u32,
     disk_size: u64,
     parts: &[(u64, u64, &str)],
 ) -> Result<Vec<(u64, Vec<u8>)>, RaidError> {
-    let _ = (sector, disk_size, parts);
-    Err(RaidError::Other {
-        what: "writing a RAID member's GPT needs crate::image::table::raid::fresh_gpt, \
-               which this agent does not have yet"
-            .to_owned(),
-    })
+    let extents: Vec<Extent> = parts
+        .iter()
+        .map(|&(start, len, _)| Extent { start, len })
+        .collect();
+    let names: Vec<&str> = parts.iter().map(|&(_, _, n)| n).collect();
+    let (head, plan) = crate::image::table::raid::fresh(sector, disk_size, &extents, &names)
+        .map_err(RaidError::Table)?;
+    let mut blocks = vec![(0, head)];
+    blocks.extend(plan.writes);
+    Ok(blocks)
 }
 
 /// The path of partition `n` of `disk`: `/dev/vda` 3 is `/dev/vda3`, a name ending in a

@@ -200,7 +200,25 @@ fn deploy(d: &DeployCommand, host: &LiveHost, sink: &dyn EventSink) -> anyhow::R
     let checksum = d.checksum.parse().context("parsing the checksum")?;
     let disks = crate::inventory::block::disks(Path::new("/")).context("listing disks")?;
     let boot = crate::wipe::select::boot_disks(Path::new("/"));
-    let device = choose_target(&disks, &boot, d)?;
+    let raid_members = match &d.software_raid {
+        Some(raid) => {
+            raid.check()
+                .map_err(|e| anyhow::anyhow!(e))
+                .context("checking the software RAID plan")?;
+            Some(
+                crate::raid::resolve_excluding(raid, &disks, &boot)
+                    .context("choosing the RAID members")?,
+            )
+        }
+        None => None,
+    };
+    let device = match &raid_members {
+        Some(m) => m
+            .first()
+            .map(|x| PathBuf::from(&x.name))
+            .context("no RAID member")?,
+        None => choose_target(&disks, &boot, d)?,
+    };
     let configdrive = match &d.configdrive {
         Some(cd) => {
             std::fs::create_dir_all(scratch).ok();
@@ -224,7 +242,13 @@ fn deploy(d: &DeployCommand, host: &LiveHost, sink: &dyn EventSink) -> anyhow::R
         direct: true,
         progress_interval: Duration::from_secs(1),
     };
-    Ok(match write_image(&opts, sink) {
+    let written = match (&d.software_raid, &raid_members) {
+        (Some(raid), Some(members)) => {
+            crate::image::raid::write_image_raid(&opts, raid, members, sink)
+        }
+        _ => write_image(&opts, sink),
+    };
+    Ok(match written {
         Ok(r) => {
             sink.emit(&AgentEvent::WriteImageDone(r.clone()));
             Report::Succeeded {

@@ -57,32 +57,11 @@ fn listing(e: std::io::Error) -> RaidError {
     }
 }
 
-/// The volume names: given, else `root` and `data`; two volumes may not share one.
-fn names(plan: &SoftwareRaid) -> Result<Vec<String>, RaidError> {
-    let names: Vec<String> = plan
-        .volumes
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            v.name
-                .clone()
-                .unwrap_or_else(|| if i == 0 { "root" } else { "data" }.to_owned())
-        })
-        .collect();
-    if names.len() == 2 && names[0] == names[1] {
-        return Err(RaidError::Plan(format!(
-            "both software RAID volumes are named {}",
-            names[0]
-        )));
-    }
-    Ok(names)
-}
-
 /// Builds the plan on the disks found under `root` (`/` but in tests): members resolved,
 /// every table computed before anything is touched, old arrays and superblocks removed, a
 /// fresh GPT with one partition per volume on each member, then the arrays.
 pub fn create(root: &Path, plan: &SoftwareRaid) -> Result<RaidReport, RaidError> {
-    let names = names(plan)?;
+    let names = raid::volume_names(plan)?;
     let disks = crate::inventory::block::disks(root).map_err(listing)?;
     let boot = crate::wipe::select::boot_disks(root);
     let members = raid::resolve_excluding(plan, &disks, &boot)?;

@@ -102,7 +102,11 @@ fn without_disk(m: &Machine, file: &Path) -> anyhow::Result<Value> {
             }
         }
     }
-    ensure!(out.len() + 4 == argv.len(), "removed {} args", argv.len() - out.len());
+    ensure!(
+        out.len() + 4 == argv.len(),
+        "removed {} args",
+        argv.len() - out.len()
+    );
     std::fs::write(
         &m.command_file,
         serde_json::to_vec_pretty(&json!({ "argv": out }))?,
@@ -205,7 +209,9 @@ fn run(rack: &Rack, case: &Case, image: &StoredImage) -> anyhow::Result<Timeline
             disks.as_array().is_some_and(|d| d.len() == 1)
                 && disks[0]["raid_level"] == "1"
                 && disks[0]["controller"] == "software"
-                && disks[0]["physical_disks"].as_array().is_some_and(|p| p.len() == 2),
+                && disks[0]["physical_disks"]
+                    .as_array()
+                    .is_some_and(|p| p.len() == 2),
             "raid_config after create_configuration: {}",
             n["raid_config"]
         );
@@ -242,7 +248,11 @@ fn run(rack: &Rack, case: &Case, image: &StoredImage) -> anyhow::Result<Timeline
 
     // A disk dies: SeaBIOS loses the second, OVMF the first (it must boot the second's ESP).
     rack.power_off(node)?;
-    let gone = if bios { case.second.clone() } else { m.disk.clone() };
+    let gone = if bios {
+        case.second.clone()
+    } else {
+        m.disk.clone()
+    };
     let saved = without_disk(m, &gone)?;
     let mark = m.serial_mark();
     let console = t.phase("boot with one disk gone", || {

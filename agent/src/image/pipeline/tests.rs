@@ -203,7 +203,10 @@ fn write_stage(disk: &Disk, data: &[u8]) -> (Result<(AlignedBuf, u64), ImageWrit
 }
 
 /// Runs the writer stage against several disks.
-fn write_stage_to(disks: &[Disk], data: &[u8]) -> (Result<(AlignedBuf, u64), ImageWriteError>, u64) {
+fn write_stage_to(
+    disks: &[Disk],
+    data: &[u8],
+) -> (Result<(AlignedBuf, u64), ImageWriteError>, u64) {
     let chunks: Vec<&[u8]> = data.chunks(BUF_LEN).collect();
     let (tx, rx) = sync_channel(chunks.len() + 1);
     for (i, c) in chunks.iter().enumerate() {
