@@ -110,6 +110,17 @@ fn of_type(v: &Value, ok: bool, ty: &str) -> Result<(), String> {
     }
 }
 
+fn any_of(ok: bool, v: &Value) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not valid under any of the given schemas",
+            repr(v)
+        ))
+    }
+}
+
 /// Ironic's JSON schema of one logical disk.
 fn check_logical_disk(disk: &Value) -> Result<(), String> {
     let obj = disk
@@ -134,14 +145,7 @@ fn check_logical_disk(disk: &Value) -> Result<(), String> {
     for (key, v) in obj {
         match key.as_str() {
             "raid_level" => one_of(v, &RAID_LEVELS)?,
-            "size_gb" => {
-                if !(v.is_u64() || v.as_str() == Some("MAX")) {
-                    return Err(format!(
-                        "{} is not valid under any of the given schemas",
-                        repr(v)
-                    ));
-                }
-            }
+            "size_gb" => any_of(v.is_u64() || v.as_str() == Some("MAX"), v)?,
             "volume_name" | "controller" => of_type(v, v.is_string(), "string")?,
             "is_root_volume" | "share_physical_disks" => of_type(v, v.is_boolean(), "boolean")?,
             "disk_type" => one_of(v, &["hdd", "ssd"])?,
@@ -151,18 +155,13 @@ fn check_logical_disk(disk: &Value) -> Result<(), String> {
                 Some(n) => return Err(format!("{n} is less than or equal to the minimum of 0")),
                 None => return Err(format!("{} is not of type 'integer'", repr(v))),
             },
-            "physical_disks" => {
-                let ok = v.as_array().is_some_and(|a| {
+            "physical_disks" => any_of(
+                v.as_array().is_some_and(|a| {
                     a.iter().all(Value::is_string)
                         || (a.len() >= 2 && a.iter().all(Value::is_object))
-                });
-                if !ok {
-                    return Err(format!(
-                        "{} is not valid under any of the given schemas",
-                        repr(v)
-                    ));
-                }
-            }
+                }),
+                v,
+            )?,
             _ => {}
         }
     }
