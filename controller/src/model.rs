@@ -108,6 +108,15 @@ pub struct Node {
     pub network_data: JsonMap,
     #[serde(default)]
     pub disable_power_off: bool,
+    /// Ironic's `target_raid_config`: the RAID the node's RAID interface is to build (`{}`:
+    /// none). Set only through `PUT /v1/nodes/{node}/states/raid`, checked by
+    /// `drivers::raid`.
+    #[serde(default)]
+    pub target_raid_config: JsonMap,
+    /// Ironic's `raid_config`: the RAID last built (`{}`: none known), written from the
+    /// agent's report.
+    #[serde(default)]
+    pub raid_config: JsonMap,
     /// Per-interface overrides (`power_interface`, `deploy_interface`, ...); `None` = driver default.
     #[serde(default)]
     pub interfaces: std::collections::BTreeMap<String, String>,
@@ -171,6 +180,8 @@ impl Node {
             parent_node: None,
             chassis_uuid: None,
             network_data: JsonMap::new(),
+            target_raid_config: JsonMap::new(),
+            raid_config: JsonMap::new(),
             disable_power_off: false,
             interfaces: Default::default(),
             discovered: false,

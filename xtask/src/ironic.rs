@@ -48,7 +48,7 @@ fn config(dir: &Path, port: u16) -> String {
          enabled_network_interfaces = noop\n\
          default_network_interface = noop\n\
          enabled_power_interfaces = fake\n\
-         enabled_raid_interfaces = fake,no-raid\n\
+         enabled_raid_interfaces = fake,no-raid,agent\n\
          enabled_rescue_interfaces = fake,no-rescue\n\
          enabled_storage_interfaces = noop\n\
          enabled_vendor_interfaces = fake,no-vendor\n\

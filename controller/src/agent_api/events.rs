@@ -202,6 +202,23 @@ async fn store_result(
     };
     match report {
         Report::Succeeded { inventory, detail } => {
+            // What RAID the command built or destroyed (`raid_config`).
+            let now = chrono::Utc::now()
+                .format("%Y-%m-%d %H:%M:%S%.6f")
+                .to_string();
+            match crate::drivers::raid::config_after(command, detail.as_ref(), &now) {
+                None => {}
+                Some(Ok(config)) => {
+                    write_agent_fields(st.store.as_ref(), node, |n| {
+                        n.raid_config.clone_from(&config);
+                    })
+                    .await?;
+                }
+                Some(Err(reason)) => {
+                    tracing::warn!(node = %node, error = %reason, "agent RAID result refused");
+                    return finish(st, node, wait, Err(reason)).await;
+                }
+            }
             if let Some(detail) = &detail {
                 // The disk a deploy wrote: service steps never erase it.
                 let device = matches!(command, Command::Deploy(_))

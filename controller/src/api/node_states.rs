@@ -30,6 +30,10 @@ pub fn routes(provision_body_limit: usize) -> Router<ApiState> {
         )
         .route("/v1/nodes/{ident}/states/power", put(power))
         .route(
+            "/v1/nodes/{ident}/states/raid",
+            put(raid).layer(DefaultBodyLimit::max(RAID_BODY_LIMIT)),
+        )
+        .route(
             "/v1/nodes/{ident}/management/boot_device",
             get(get_boot_device).put(set_boot_device),
         )
@@ -56,12 +60,44 @@ async fn states(
             "target_power_state": n.target_power_state,
             "target_provision_state": n.target_provision_state,
             "provision_updated_at": n.provision_updated_at.as_ref().map(|t| Ts(t).to_string()),
-            "raid_config": {},
-            "target_raid_config": {},
+            "raid_config": n.raid_config,
+            "target_raid_config": n.target_raid_config,
             "boot_mode": n.boot_mode,
             "secure_boot": n.secure_boot,
         }),
     )
+}
+
+/// The largest target RAID document taken (Ironic's schema allows any number of logical
+/// disks; Ingot builds two).
+const RAID_BODY_LIMIT: usize = 64 * 1024;
+
+/// `PUT /v1/nodes/{ident}/states/raid` (1.12): the node's target RAID configuration, the
+/// body itself (`{}` clears it), checked by the node's RAID interface; 204.
+/// Policy `baremetal:node:set_raid_state` (system member or owner member): a reader is
+/// refused by the middleware, a project user only on nodes its project owns (a lessee
+/// is refused).
+async fn raid(
+    State(state): State<ApiState>,
+    ctx: ReqCtx,
+    Path(ident): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let node = find_node(&state, &ctx, &ident).await?;
+    if let Some(project) = &ctx.grant.project
+        && node.owner.as_deref() != Some(project.as_str())
+    {
+        return Err(ApiError::Forbidden(
+            "Access was denied to the following resource: baremetal:node:set_raid_state".to_owned(),
+        ));
+    }
+    ctx.require_feature(12)?;
+    let target = as_object("target_raid_config", &body)?.clone();
+    state
+        .conductor
+        .set_target_raid_config(node.uuid, target)
+        .await?;
+    Ok(render::empty(StatusCode::NO_CONTENT, None))
 }
 
 const PROVISION_KEYS: [&str; 8] = [

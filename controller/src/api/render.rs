@@ -295,14 +295,6 @@ impl Serialize for ObjOrEmpty<'_> {
     }
 }
 
-struct Empty;
-
-impl Serialize for Empty {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_map(Some(0))?.end()
-    }
-}
-
 /// Per-driver default interface names (`"boot_interface" -> "fake"`), used when the node has
 /// no override.
 pub type InterfaceDefaults = HashMap<String, String>;
@@ -396,7 +388,7 @@ impl Serialize for NodeView<'_> {
         put!("protected_reason", n.protected_reason);
         put!("provision_state", n.provision_state);
         put!("provision_updated_at", OptTs(&n.provision_updated_at));
-        put!("raid_config", Empty);
+        put!("raid_config", n.raid_config);
         iface!("raid_interface");
         iface!("rescue_interface");
         put!("reservation", n.reservation);
@@ -409,7 +401,7 @@ impl Serialize for NodeView<'_> {
         iface!("storage_interface");
         put!("target_power_state", n.target_power_state);
         put!("target_provision_state", n.target_provision_state);
-        put!("target_raid_config", Empty);
+        put!("target_raid_config", n.target_raid_config);
         put!("traits", n.traits);
         iface!("vendor_interface");
         put!("links", link("nodes", ""));

@@ -17,6 +17,7 @@ pub mod clock;
 mod deploy_plan;
 mod periodic;
 mod presence;
+mod raid;
 pub mod ring;
 mod server;
 mod slots;
@@ -449,6 +450,9 @@ impl Conductor {
         }
         if req.verb == Verb::Service {
             self.check_service_steps(node, req.service_steps.as_deref())?;
+        }
+        if let (Verb::Clean, Some(steps)) = (req.verb, &req.clean_steps) {
+            self.check_raid_clean_steps(node, steps)?;
         }
         match req.verb {
             Verb::Clean if req.clean_steps.is_none() => Err(ConductorError::BadRequest(

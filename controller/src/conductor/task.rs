@@ -77,6 +77,10 @@ fn merge_task_fields(mut fresh: Node, ours: &Node, flags: &TaskFlags) -> Node {
         .driver_internal_info
         .clone_from(&ours.driver_internal_info);
     fresh.instance_info.clone_from(&ours.instance_info);
+    // Only the conductor writes it, under the node's lock.
+    fresh
+        .target_raid_config
+        .clone_from(&ours.target_raid_config);
     fresh.inspection_started_at = ours.inspection_started_at;
     fresh.inspection_finished_at = ours.inspection_finished_at;
     if flags.instance_changed {

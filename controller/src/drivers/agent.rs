@@ -57,6 +57,15 @@ impl AgentDeploy {
         step: &CleanStep,
         phase: Phase,
     ) -> Result<StepOutcome, DriverError> {
+        // `raid.create_configuration` builds the node's target: its `raid` argument is
+        // the target's plan, added before the required arguments are checked.
+        let planned;
+        let step = if super::raid::is_create(step) {
+            planned = super::raid::with_plan(node, step)?;
+            &planned
+        } else {
+            step
+        };
         let offered = agent_steps::cached(node);
         if agent_steps::find(&offered, step, phase)?.is_none() {
             return Err(DriverError::Unsupported(format!(
@@ -101,6 +110,8 @@ impl DeployInterface for AgentDeploy {
                 // A stored image that does not exist is refused before the deploy starts.
                 stored_image(s, node.uuid, self.hub.image_resolver().map(|r| r.as_ref()))?;
                 root_gb(node)?;
+                // A software RAID the deploy cannot build is refused before anything boots.
+                super::raid::deploy_plan(node)?;
                 Ok(())
             }
             _ => Err(missing("image_source")),
@@ -356,7 +367,14 @@ where
         hw.clone(),
         Arc::new(AgentDeploy::new(hub.clone())),
         Arc::new(AgentInspect::new(hub, hw.clone(), hw)),
-        &[("boot", "ipxe"), ("network", "noop"), ("storage", "noop")],
+        &[
+            ("boot", "ipxe"),
+            ("network", "noop"),
+            // As Ironic's generic hardware: `agent` RAID enabled, `no-raid` the default.
+            ("raid", "no-raid"),
+            ("raid", super::raid::AGENT),
+            ("storage", "noop"),
+        ],
     );
     hardware.properties = properties
         .iter()

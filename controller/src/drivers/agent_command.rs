@@ -1,5 +1,6 @@
-//! The `agent` deploy interface's command: `instance_info` (and `properties.root_device`)
-//! checked and turned into the agent's [`DeployCommand`].
+//! The `agent` deploy interface's command: `instance_info` (and `properties.root_device`, or
+//! the software RAID of `target_raid_config`) checked and turned into the agent's
+//! [`DeployCommand`].
 
 use proto::RootDeviceHints;
 use proto::protocol::{ConfigDrive, DeployCommand};
@@ -55,11 +56,11 @@ pub fn deploy_command(
         .get("root_device")
         .or_else(|| node.properties.get("root_device"))
         .cloned();
-    let root_device_hints = match hints_value {
-        None | Some(Value::Null) => RootDeviceHints::default(),
-        Some(v) => serde_json::from_value(v).map_err(|e| {
-            DriverError::InvalidParameter(format!("invalid root device hints: {e}"))
-        })?,
+    let software_raid = super::raid::deploy_plan(node)?;
+    let root_device_hints = match (&software_raid, hints_value) {
+        // The arrays are the target: root device hints name one disk and do not apply.
+        (Some(_), _) | (None, None) => RootDeviceHints::default(),
+        (None, Some(v)) => parse_hints(&v).map_err(DriverError::InvalidParameter)?,
     };
     let configdrive = match ii.get("configdrive") {
         None | Some(Value::Null) => None,
@@ -90,8 +91,19 @@ pub fn deploy_command(
         root_device_hints,
         configdrive,
         min_disk_bytes: root_gb(node)?.map(|gb| gb << 30),
-        software_raid: None,
+        software_raid,
     })
+}
+
+/// The one parser of root device hints (`properties.root_device`, `instance_info.root_device`
+/// and each software RAID member disk): Ironic's hint names, `null` for none.
+pub fn parse_hints(value: &Value) -> Result<RootDeviceHints, String> {
+    match value {
+        Value::Null => Ok(RootDeviceHints::default()),
+        v => {
+            serde_json::from_value(v.clone()).map_err(|e| format!("invalid root device hints: {e}"))
+        }
+    }
 }
 
 /// `instance_info.root_gb` (a whole number of GiB, as a number or a string, as Ironic

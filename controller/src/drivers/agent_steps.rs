@@ -31,13 +31,20 @@ impl Phase {
     }
 }
 
-/// The steps the node's agent offered at its last session (none before the first).
+/// The steps the node's agent offered at its last session (none before the first). The
+/// agent's `raid` steps belong to the `agent` RAID interface: on a node with another RAID
+/// interface they are not offered.
 pub fn cached(node: &Node) -> Vec<AgentStep> {
-    node.driver_internal_info
+    let mut steps = node
+        .driver_internal_info
         .get(AGENT_STEPS_KEY)
         .and_then(|v| serde_json::from_value::<Vec<AgentStep>>(v.clone()).ok())
         .filter(|steps| proto::protocol::check_agent_steps(steps).is_ok())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if !super::raid::uses_agent_raid(node) {
+        steps.retain(|s| s.interface != "raid");
+    }
+    steps
 }
 
 /// The agent step's priority in `phase`, `None` when it is not offered there.

@@ -25,6 +25,7 @@ pub mod ipmi;
 pub mod manual;
 pub mod measured;
 pub mod qemu;
+pub mod raid;
 pub mod redfish;
 pub mod registry;
 pub mod wipe_proof;

@@ -125,14 +125,13 @@ impl HardwareType {
         for (kind, iface) in passive {
             add(kind, iface);
         }
+        // Kinds given nothing get their `no-*` fallback (a kind listed with its own `no-*`
+        // among others, such as `raid`, keeps it: Ironic enables `no-raid` beside `agent`).
         for kind in INTERFACE_KINDS {
-            add(kind, &format!("no-{kind}"));
-        }
-        // The `no-*` fallback is only enabled for kinds that had nothing else.
-        for choice in interfaces.values_mut() {
-            if choice.enabled.len() > 1 {
-                choice.enabled.retain(|n| !n.starts_with("no-"));
-            }
+            interfaces.entry(kind).or_insert_with(|| InterfaceChoice {
+                default: format!("no-{kind}"),
+                enabled: vec![format!("no-{kind}")],
+            });
         }
         Self {
             name: name.to_owned(),
@@ -160,6 +159,8 @@ impl HardwareType {
                 ("firmware", "fake"),
                 ("network", "noop"),
                 ("raid", "fake"),
+                ("raid", "no-raid"),
+                ("raid", super::raid::AGENT),
                 ("rescue", "fake"),
                 ("storage", "noop"),
                 ("vendor", "fake"),
@@ -175,7 +176,13 @@ impl HardwareType {
             hw.clone(),
             Arc::new(AgentDeploy::new(hub.clone()).with_operator_log(hw.clone())),
             Arc::new(AgentInspect::new(hub, hw.clone(), hw)),
-            &[("boot", "ipxe"), ("network", "noop"), ("storage", "noop")],
+            &[
+                ("boot", "ipxe"),
+                ("network", "noop"),
+                ("raid", "no-raid"),
+                ("raid", super::raid::AGENT),
+                ("storage", "noop"),
+            ],
         )
     }
 
@@ -360,6 +367,14 @@ impl DriverRegistry {
         })
     }
 
+    /// The name of the node's RAID interface (its `raid_interface`, else its type's default).
+    pub fn raid_interface(&self, node: &Node) -> Result<String, DriverError> {
+        let hw = self.hardware_type(node)?;
+        Ok(hw
+            .interface_for(node, "raid")
+            .unwrap_or_else(|| "no-raid".to_owned()))
+    }
+
     /// The interfaces a node uses (power and management timed by the observer, if any).
     pub fn resolve(&self, node: &Node) -> Result<NodeDrivers, DriverError> {
         let mut drivers = self.hardware_type(node)?.resolve(node)?;
@@ -390,6 +405,17 @@ impl DriverRegistry {
                 (Ok(d), "management") => d.management.validate(node),
                 (Ok(d), "deploy") => d.deploy.validate(node),
                 (Ok(d), "inspect") => d.inspect.validate(node),
+                // Ironic's RAID `validate`: the target, when there is one, must suit the
+                // node's RAID interface.
+                (_, "raid") if !node.target_raid_config.is_empty() => {
+                    let iface = hw.interface_for(node, kind).unwrap_or_default();
+                    super::raid::validate_for(&iface, &hw.name, &node.target_raid_config).map_err(
+                        |r| match r {
+                            super::raid::Refusal::Unsupported(m) => DriverError::Unsupported(m),
+                            super::raid::Refusal::Invalid(m) => DriverError::InvalidParameter(m),
+                        },
+                    )
+                }
                 _ => match hw.interface_for(node, kind) {
                     Some(name) if !name.starts_with("no-") => Ok(()),
                     _ => Err(DriverError::Unsupported(format!(
@@ -431,6 +457,28 @@ mod tests {
         assert_eq!(manual.interfaces["deploy"].default, "direct");
         assert_eq!(manual.interfaces["inspect"].default, "agent");
         assert_eq!(manual.interfaces["console"].default, "no-console");
+    }
+
+    #[test]
+    fn raid_interfaces_are_ironics_and_none_defaults_to_agent() {
+        let registry = DriverRegistry::builtin();
+        for hw in registry.list() {
+            // `raid::uses_agent_raid` reads only the node's own field: it relies on this.
+            assert_ne!(
+                hw.interfaces["raid"].default,
+                super::super::raid::AGENT,
+                "{}",
+                hw.name
+            );
+        }
+        let ipmi = &registry.get("ipmi").expect("ipmi").interfaces["raid"];
+        assert_eq!(ipmi.default, "no-raid");
+        assert_eq!(ipmi.enabled, ["no-raid", "agent"]);
+        let fake = &registry.get("fake-hardware").expect("fake").interfaces["raid"];
+        assert_eq!(fake.default, "fake");
+        assert_eq!(fake.enabled, ["fake", "no-raid", "agent"]);
+        let manual = &registry.get("manual").expect("manual").interfaces["raid"];
+        assert_eq!(manual.enabled, ["no-raid", "agent"]);
     }
 
     #[test]

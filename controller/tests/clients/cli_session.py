@@ -458,6 +458,50 @@ def main():
         left = ok("deploy", "template", "list", "-f", "json") or []
         C.eq("no templates left", left, [])
 
+    # Software RAID (API 1.12): the `agent` RAID interface, a target set from a file and as
+    # JSON, shown, refused when invalid, cleared. The peer Ironic enables `agent` RAID too
+    # (xtask/src/ironic.rs); its AgentRAID takes any valid document, Ingot's only software RAID.
+    with C.step("software RAID"):
+        target = {"logical_disks": [
+            {"raid_level": "1", "size_gb": 20, "controller": "software", "volume_name": "root",
+             "physical_disks": [{"name": "/dev/vda"}, {"name": "/dev/vdb"}]},
+            {"raid_level": "0", "size_gb": "MAX", "controller": "software",
+             "physical_disks": [{"name": "/dev/vda"}, {"name": "/dev/vdb"}]}]}
+        ok("node", "set", N2, "--raid-interface", "agent")
+        C.eq("raid_interface", show(N2, "raid_interface").get("raid_interface"), "agent")
+        path = os.path.join(os.environ.get("HOME", "/tmp"), "cli-raid.json")
+        with open(path, "w") as f:
+            json.dump(target, f)
+        ok("node", "set", N2, "--target-raid-config", path, what="target RAID from a file")
+        shown = show(N2, "target_raid_config", "raid_config")
+        C.eq("target_raid_config shown", shown.get("target_raid_config"), target)
+        C.eq("raid_config before any build", shown.get("raid_config"), {})
+        fails("node", "set", N2, "--target-raid-config", json.dumps({"logical_disks": []}),
+              status=400, contains=["RAID config validation error"], what="empty logical_disks")
+        fails("node", "set", N2, "--target-raid-config",
+              json.dumps({"logical_disks": [{"raid_level": "7", "size_gb": 1}]}),
+              status=400, contains=["RAID config validation error", "'7' is not one of"],
+              what="unknown RAID level")
+        if not peer_is_ironic():
+            hardware = {"logical_disks": [{"raid_level": "1", "size_gb": 10, "controller": "RAID.1"}]}
+            fails("node", "set", N2, "--target-raid-config", json.dumps(hardware), status=400,
+                  contains=['"controller": "software"'], what="hardware RAID on agent RAID")
+            mixed = {"logical_disks": [target["logical_disks"][0],
+                                       dict(target["logical_disks"][1], raid_level="1+0")]}
+            fails("node", "set", N2, "--target-raid-config", json.dumps(mixed), status=400,
+                  contains=["not supported by Ingot"], what="RAID 1+0 on software RAID")
+        C.eq("target unchanged by refusals", show(N2, "target_raid_config").get("target_raid_config"),
+             target)
+        one = {"logical_disks": [target["logical_disks"][0]]}
+        ok("node", "set", N2, "--target-raid-config", json.dumps(one), what="target RAID as JSON")
+        C.eq("target replaced", show(N2, "target_raid_config").get("target_raid_config"), one)
+        ok("node", "unset", N2, "--target-raid-config", what="clear the target")
+        C.eq("target cleared", show(N2, "target_raid_config").get("target_raid_config"), {})
+        ok("node", "set", N2, "--raid-interface", "no-raid")
+        fails("node", "set", N2, "--target-raid-config", json.dumps(target), status=404,
+              contains=["does not support raid"], what="target on no-raid")
+        ok("node", "set", N2, "--raid-interface", "fake")
+
     with C.step("history"):
         events = ok("node", "history", "list", N1, "-f", "json") or []
         C.ok("history has events", isinstance(events, list) and len(events) > 0, events)

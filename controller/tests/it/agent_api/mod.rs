@@ -12,6 +12,7 @@ mod bmc_enrol;
 mod cleaning;
 mod deploy_steps;
 mod flows;
+mod raid;
 mod rules;
 mod service;
 mod sessions;

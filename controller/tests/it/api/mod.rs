@@ -12,6 +12,7 @@ mod nodes_list;
 mod nodes_patch;
 mod perf;
 mod ports;
+mod raid;
 mod servers;
 mod states;
 mod subresources;
