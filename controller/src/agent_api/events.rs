@@ -220,9 +220,10 @@ async fn store_result(
                 }
             }
             if let Some(detail) = &detail {
-                // The disk a deploy wrote: service steps never erase it.
+                // The disk a deploy wrote (every member disk of a software RAID): service
+                // steps never erase it.
                 let device = matches!(command, Command::Deploy(_))
-                    .then(|| detail.get("device").cloned())
+                    .then(|| crate::drivers::raid::written_disks(detail))
                     .flatten();
                 write_agent_fields(st.store.as_ref(), node, |n| {
                     n.driver_internal_info

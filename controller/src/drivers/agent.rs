@@ -289,8 +289,39 @@ impl DeployInterface for AgentDeploy {
 }
 
 /// Where a deploy recorded the disk it wrote (`driver_internal_info`), so that a service
-/// step never erases the instance.
+/// step never erases the instance: a path, or the list of member disks of a software RAID
+/// deploy.
 pub const INSTANCE_DEVICE_KEY: &str = "instance_device";
+
+/// PURE: the disks holding the instance, as the deploy recorded them; None when unknown.
+pub fn instance_disks(node: &Node) -> Option<Vec<String>> {
+    match node.driver_internal_info.get(INSTANCE_DEVICE_KEY)? {
+        serde_json::Value::String(s) => Some(vec![s.clone()]),
+        serde_json::Value::Array(a) => {
+            let v: Vec<String> = a
+                .iter()
+                .filter_map(|d| d.as_str().map(str::to_owned))
+                .collect();
+            (!v.is_empty() && v.len() == a.len()).then_some(v)
+        }
+        _ => None,
+    }
+}
+
+/// PURE: whether `device` is `disk` or one of its partitions (`/dev/vda3` of `/dev/vda`,
+/// `/dev/nvme0n1p2` of `/dev/nvme0n1`).
+fn on_disk(device: &str, disk: &str) -> bool {
+    let Some(rest) = device.strip_prefix(disk) else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    rest.is_empty()
+        || if disk.ends_with(|c: char| c.is_ascii_digit()) {
+            rest.strip_prefix('p').is_some_and(digits)
+        } else {
+            digits(rest)
+        }
+}
 
 /// PURE: the devices a service `erase_devices` may erase: `args.devices`, a non-empty list
 /// of `/dev/...` paths, none of them the disk the instance was written to (which must be
@@ -317,16 +348,20 @@ pub fn service_erase_devices(node: &Node, step: &CleanStep) -> Result<Vec<String
     {
         return Err(bad(&format!("{d:?} is not a device path")));
     }
-    let instance = node
-        .driver_internal_info
-        .get(INSTANCE_DEVICE_KEY)
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| {
-            bad("the disk the instance was written to is not known, so no disk is erased")
-        })?;
-    if let Some(d) = devices.iter().find(|d| d.as_str() == instance) {
+    let instance = instance_disks(node).ok_or_else(|| {
+        bad("the disk the instance was written to is not known, so no disk is erased")
+    })?;
+    if let Some((d, disk)) = devices
+        .iter()
+        .find_map(|d| instance.iter().find(|i| on_disk(d, i)).map(|i| (d, i)))
+    {
         return Err(bad(&format!(
-            "{d} holds the instance; undeploy erases it with cleaning"
+            "{d} {} the instance; undeploy erases it with cleaning",
+            if d == disk {
+                "holds".to_owned()
+            } else {
+                format!("is on {disk}, which holds")
+            }
         )));
     }
     Ok(devices)
@@ -477,6 +512,11 @@ mod tests {
                 json!({"devices": ["/dev/vdb", "/dev/vda"]}),
                 Err("/dev/vda holds the instance"),
             ),
+            (
+                json!({"devices": ["/dev/vda3"]}),
+                Err("/dev/vda3 is on /dev/vda, which holds the instance"),
+            ),
+            (json!({"devices": ["/dev/vdab"]}), Ok(vec!["/dev/vdab"])),
             (json!({}), Err("args.devices, a list")),
             (json!({"devices": []}), Err("1 to 64")),
             (json!({"devices": "/dev/vdb"}), Err("args.devices, a list")),
@@ -495,6 +535,36 @@ mod tests {
                 (got, want) => panic!("{args}: {got:?} instead of {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_service_erase_never_touches_a_software_raid_member() {
+        let mut node = Node::new(uuid::Uuid::new_v4(), "manual", Utc::now());
+        node.driver_internal_info.insert(
+            INSTANCE_DEVICE_KEY.into(),
+            json!(["/dev/nvme0n1", "/dev/nvme1n1"]),
+        );
+        let step = |d: &str| {
+            let mut s = CleanStep::new("deploy", "erase_devices", 0);
+            s.args = json!({"devices": [d]})
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            s
+        };
+        for d in ["/dev/nvme1n1", "/dev/nvme0n1p3", "/dev/nvme1n1p1"] {
+            let e = service_erase_devices(&node, &step(d)).expect_err(d);
+            assert!(e.to_string().contains("the instance"), "{d}: {e}");
+        }
+        for d in ["/dev/nvme2n1", "/dev/nvme1n12"] {
+            assert!(service_erase_devices(&node, &step(d)).is_ok(), "{d}");
+        }
+        node.driver_internal_info
+            .insert(INSTANCE_DEVICE_KEY.into(), json!(["/dev/vda", 7]));
+        assert!(
+            instance_disks(&node).is_none(),
+            "a list with a non-path is unknown"
+        );
     }
 
     #[test]

@@ -419,3 +419,28 @@ pub fn config_after(
 
 #[cfg(test)]
 mod tests;
+
+/// PURE: what a deploy result says it wrote, for `driver_internal_info.instance_device`: the
+/// member disks of its arrays (a list) when it built software RAID, else its `device`.
+pub fn written_disks(detail: &serde_json::Value) -> Option<serde_json::Value> {
+    let members: Vec<serde_json::Value> = detail["raid"]["arrays"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|a| a["members"].as_array().into_iter().flatten())
+        .filter_map(|m| m["disk"].as_str())
+        .fold(Vec::new(), |mut acc: Vec<&str>, d| {
+            if !acc.contains(&d) {
+                acc.push(d);
+            }
+            acc
+        })
+        .into_iter()
+        .map(|d| serde_json::Value::String(d.to_owned()))
+        .collect();
+    if members.is_empty() {
+        detail.get("device").cloned()
+    } else {
+        Some(serde_json::Value::Array(members))
+    }
+}

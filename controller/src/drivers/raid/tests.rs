@@ -411,3 +411,17 @@ fn which_results_change_raid_config() {
         .is_err()
     );
 }
+
+#[test]
+fn a_raid_deploy_records_every_member_disk_as_the_instance() {
+    let plain = json!({"device": "/dev/vda"});
+    assert_eq!(written_disks(&plain), Some(json!("/dev/vda")));
+    let raid = json!({"device": "md:root", "raid": {"arrays": [
+        {"members": [{"device": "/dev/vda3", "disk": "/dev/vda"},
+                     {"device": "/dev/vdb3", "disk": "/dev/vdb"}]},
+        {"members": [{"device": "/dev/vda4", "disk": "/dev/vda"},
+                     {"device": "/dev/vdb4", "disk": "/dev/vdb"}]}
+    ]}});
+    assert_eq!(written_disks(&raid), Some(json!(["/dev/vda", "/dev/vdb"])));
+    assert_eq!(written_disks(&json!({})), None);
+}
