@@ -53,7 +53,7 @@ pub fn write_image_raid(
         None => None,
     };
     let paths: Vec<PathBuf> = members.iter().map(|d| PathBuf::from(&d.name)).collect();
-    let disks = timings.run(Phase::Prepare, events, || {
+    let mut disks = timings.run(Phase::Prepare, events, || {
         crate::raid::delete_all(&paths).map_err(ImageWriteError::Raid)?;
         let disks = paths
             .iter()
@@ -69,7 +69,7 @@ pub fn write_image_raid(
         raid,
         members,
         events,
-        &disks,
+        &mut disks,
         &counters,
         &mut timings,
         configdrive.as_deref(),
@@ -78,6 +78,18 @@ pub fn write_image_raid(
     if let Err((phase, e)) = &result {
         tracing::error!(?phase, error = %crate::error_chain(e), "RAID image write failed, destroying the members' tables");
         let t = std::time::Instant::now();
+        // The handles are closed before the arrays are built (the kernel claims the member
+        // partitions, which an open whole disk forbids): open them again.
+        if disks.is_empty() {
+            for p in &paths {
+                match Disk::open_write(p, false) {
+                    Ok(d) => disks.push(d),
+                    Err(ce) => {
+                        tracing::error!(device = %p.display(), error = %crate::error_chain(&ce), "cleanup after failed write could not open the disk");
+                    }
+                }
+            }
+        }
         for d in &disks {
             if let Err(ce) = destroy_table(d, Some(written_end)) {
                 tracing::error!(device = %d.path().display(), error = %crate::error_chain(&ce), "cleanup after failed write also failed");
@@ -97,14 +109,14 @@ fn run(
     raid: &SoftwareRaid,
     members: &[proto::Disk],
     events: &dyn EventSink,
-    disks: &[Disk],
+    disks: &mut Vec<Disk>,
     counters: &Arc<Counters>,
     timings: &mut Timings,
     configdrive: Option<&[u8]>,
     written_end: &mut u64,
 ) -> Result<WriteImageResult, (Phase, ImageWriteError)> {
     timings.run(Phase::ClearTable, events, || {
-        for d in disks {
+        for d in disks.iter() {
             destroy_table(d, None)?;
         }
         Ok(())
@@ -174,17 +186,20 @@ fn run(
         Ok(())
     })?;
     timings.run(Phase::Sync, events, || {
-        for d in disks {
+        for d in disks.iter() {
             d.sync()?;
         }
         Ok(())
     })?;
     timings.run(Phase::Reread, events, || {
-        for d in disks {
+        for d in disks.iter() {
             d.reread_partitions()?;
         }
         Ok(())
     })?;
+    // Close the member disks: the kernel claims their partitions when it assembles an array,
+    // and an exclusive open of the whole disk would make that fail.
+    disks.clear();
     let report = timings.run(Phase::BuildRaid, events, || {
         let mut plans: Vec<ArrayPlan> = Vec::with_capacity(raid.volumes.len());
         for (v, vol) in raid.volumes.iter().enumerate() {

@@ -33,7 +33,8 @@ impl Phase {
 
 /// The steps the node's agent offered at its last session (none before the first). The
 /// agent's `raid` steps belong to the `agent` RAID interface: on a node with another RAID
-/// interface they are not offered.
+/// interface they are not offered, on a node with it they are offered even before the
+/// first session.
 pub fn cached(node: &Node) -> Vec<AgentStep> {
     let mut steps = node
         .driver_internal_info
@@ -43,6 +44,26 @@ pub fn cached(node: &Node) -> Vec<AgentStep> {
         .unwrap_or_default();
     if !super::raid::uses_agent_raid(node) {
         steps.retain(|s| s.interface != "raid");
+        return steps;
+    }
+    // The `agent` RAID interface's own steps are known before any agent boots (a manual
+    // clean of a node no agent has run on yet), as Ironic's `AgentRAID` declares them; the
+    // controller fills `raid` from the node's target.
+    for name in [super::raid::CREATE_STEP, super::raid::DELETE_STEP] {
+        if !steps
+            .iter()
+            .any(|s| s.interface == "raid" && s.step == name)
+        {
+            steps.push(AgentStep {
+                interface: "raid".to_owned(),
+                step: name.to_owned(),
+                clean_priority: Some(0),
+                deploy_priority: None,
+                service: false,
+                abortable: false,
+                argsinfo: std::collections::BTreeMap::new(),
+            });
+        }
     }
     steps
 }
@@ -131,6 +152,25 @@ mod tests {
             .iter()
             .map(|s| format!("{}@{}", s.step, s.priority))
             .collect()
+    }
+
+    #[test]
+    fn the_agent_raid_steps_are_offered_before_any_agent_ran() {
+        let mut node = Node::new(uuid::Uuid::new_v4(), "ipmi", chrono::Utc::now());
+        assert!(cached(&node).is_empty());
+        node.interfaces
+            .insert("raid_interface".into(), super::super::raid::AGENT.into());
+        let got: Vec<(String, Option<u32>)> = cached(&node)
+            .into_iter()
+            .map(|s| (format!("{}.{}", s.interface, s.step), s.clean_priority))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("raid.create_configuration".to_owned(), Some(0)),
+                ("raid.delete_configuration".to_owned(), Some(0))
+            ]
+        );
     }
 
     #[test]

@@ -180,12 +180,13 @@ fn run(rack: &Rack, case: &Case, image: &StoredImage) -> anyhow::Result<Timeline
     let mut t = Timeline::new(&m.spec.name);
     let node = t.phase("enroll + manage", || {
         let node = rack.enroll_machine(m)?;
+        // Two calls: the CLI sends the target before the interface change, so the node must
+        // have the `agent` RAID interface first (as with Ironic).
+        rack.baremetal(&["node", "set", &node, "--raid-interface", "agent"])?;
         rack.baremetal(&[
             "node",
             "set",
             &node,
-            "--raid-interface",
-            "agent",
             "--target-raid-config",
             &json!({"logical_disks": [
                 {"size_gb": "MAX", "raid_level": "1", "controller": "software"}
