@@ -244,6 +244,16 @@ fn start_coldplug(done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
                         }
                     }
                 }
+                // Software RAID (`md/`): the md driver and its personalities, which no device
+                // alias names either; loaded here so that steps and deploys never load modules.
+                for m in crate::md::host::MODULES {
+                    for p in idx.load_order(m) {
+                        match coldplug::ModuleLoader::load(&loader, &p, false) {
+                            Ok(()) => r.loaded.push(p),
+                            Err(e) => r.failed.push((p, e.to_string())),
+                        }
+                    }
+                }
                 for (m, e) in &r.failed {
                     tracing::warn!(module = %m, error = %e, "module not loaded");
                 }

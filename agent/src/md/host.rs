@@ -100,46 +100,18 @@ fn errno(what: impl Into<String>, e: nix::errno::Errno) -> MdError {
 /// The modules md arrays need, in load order.
 pub const MODULES: [&str; 3] = ["md_mod", "raid0", "raid1"];
 
-/// Loads `md_mod`, `raid0` and `raid1` (with their dependencies) unless the kernel has them
-/// already (`/sys/module/<name>`, loaded or built in): PID 1 has no modprobe, and the kernel's
-/// own `request_module` for a personality would find none either. The loading is coldplug's
-/// (`finit_module` over the module index).
+/// Fails unless the kernel has `md_mod`, `raid0` and `raid1` (`/sys/module/<name>`, loaded
+/// or built in). PID 1 loads them at boot (`init`), beside coldplug: a step or a deploy never
+/// loads a module.
 pub fn load_modules() -> Result<(), MdError> {
-    let missing: Vec<&str> = MODULES
+    match MODULES
         .iter()
         .copied()
-        .filter(|m| !Path::new("/sys/module").join(m).exists())
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
+        .find(|m| !Path::new("/sys/module").join(m).exists())
+    {
+        Some(m) => Err(MdError::NoModule(m)),
+        None => Ok(()),
     }
-    let kver = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .map_err(|e| errno("uname", e))?;
-    let dir = Path::new("/lib/modules").join(kver);
-    let idx = crate::init::coldplug::ModuleIndex::load(&dir)
-        .map_err(|e| io(format!("reading the module index in {}", dir.display()), e))?;
-    let loader = crate::init::coldplug::FinitLoader { dir };
-    for m in missing {
-        let order = crate::init::coldplug::Lookup::load_order(&idx, m);
-        if order.is_empty() {
-            return Err(MdError::NoModule(module_static(m)));
-        }
-        for path in order {
-            // `urgent`: keep this thread's priority (a non-urgent load lowers it).
-            crate::init::coldplug::ModuleLoader::load(&loader, &path, true)
-                .map_err(|e| io(format!("loading module {path}"), e))?;
-        }
-    }
-    Ok(())
-}
-
-fn module_static(m: &str) -> &'static str {
-    MODULES
-        .iter()
-        .copied()
-        .find(|x| *x == m)
-        .unwrap_or("md module")
 }
 
 /// What the kernel reports of a running array.

@@ -74,10 +74,12 @@ pub fn delete_all(disks: &[PathBuf]) -> Result<Report, RaidError> {
     Ok(report)
 }
 
+/// Reads through an aligned buffer: the disk is open with `O_DIRECT`.
 fn read(disk: &BlockDev, off: u64, len: u64) -> Result<Vec<u8>, RaidError> {
-    let mut b = vec![0u8; usize::try_from(len).unwrap_or(0)];
-    disk.read_at(&mut b, off)?;
-    Ok(b)
+    let len = usize::try_from(len).unwrap_or(0);
+    let mut b = crate::host::aligned::AlignedBuf::new(len);
+    disk.read_at(&mut b[..len], off)?;
+    Ok(b[..len].to_vec())
 }
 
 /// PURE over the bytes: the md superblocks in an area of `len` bytes whose first bytes are
