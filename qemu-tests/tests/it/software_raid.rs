@@ -1,16 +1,18 @@
 //! Software RAID on real VMs through the real `baremetal` CLI: a SeaBIOS machine (two
-//! virtio disks) and an OVMF machine (two NVMe disks) side by side get
-//! `--raid-interface agent` and a `target_raid_config` of one RAID-1 root volume. The SeaBIOS
-//! machine first runs the manual clean step `raid.create_configuration` (both disks then
-//! carry md superblocks and the node's `raid_config` names the array). Both are provided
-//! and deployed with the Debian 12 image; the agent writes the image to both disks and
-//! builds the array around the image's root partition. Debian boots to its login prompt with
-//! its root file system on the md array with both members. Then one disk is taken out of the machine
-//! (the second on SeaBIOS, the first on OVMF, so that OVMF must boot from the second disk's
-//! own ESP) and the machine boots again from the degraded array (the kernel's console lines
-//! show the array and the root file system mounted from it). The disk goes back, the node
-//! is undeployed (cleaning) and, from the host, neither disk holds an md superblock or a
-//! partition table any more.
+//! virtio disks) and an OVMF machine (two NVMe disks) side by side get `--raid-interface
+//! agent` and a `target_raid_config`: on SeaBIOS a 2 GiB RAID-1 root volume and a RAID-0
+//! data volume over the two disks named by serial, on OVMF one RAID-1 root volume over every
+//! disk. The SeaBIOS machine first runs the manual clean step `raid.create_configuration`
+//! (both disks then carry md superblocks and `raid_config` names both arrays). Both are
+//! provided and deployed with the Debian 12 image; the agent writes the image to both disks
+//! and builds the arrays around the image's root partition. Debian boots to its login prompt
+//! with its root file system on the RAID-1 array with both members (and starts the RAID-0
+//! array). Then the first disk is taken out of the machine, so that the firmware must boot
+//! the second disk's own copy of the boot partitions (SeaBIOS its MBR and BIOS boot
+//! partition, OVMF its ESP), and Debian boots again from the degraded array (the kernel's
+//! console lines show the array and the root file system mounted from it). The disk goes
+//! back, the node is undeployed (cleaning) and, from the host, neither disk holds an md
+//! superblock or a partition table any more.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -40,6 +42,10 @@ fn raid_machine(rack: &mut Rack, n: u8, firmware: Firmware) -> anyhow::Result<Ca
     let mut spec = VmSpec::numbered(n, firmware);
     // Debian with cloud-init (python) wants more than the agent's 512 MiB.
     spec.mem_mib = 768;
+    if firmware == Firmware::Bios {
+        // Room for a RAID-0 data volume beside the 2 GiB root volume (sparse files).
+        spec.disk_bytes = 4 << 30;
+    }
     let dir = rack.machines_dir().join(&spec.name);
     std::fs::create_dir_all(&dir)?;
     let second = dir.join("disk2.img");
@@ -175,6 +181,25 @@ fn booted_from_md(m: &Machine, mark: usize, mirrors: &str) -> anyhow::Result<()>
     Ok(())
 }
 
+/// SeaBIOS: a 2 GiB RAID-1 root volume and a RAID-0 data volume on the rest, over the two
+/// disks named by serial. OVMF: one RAID-1 root volume over every disk, as large as it gets.
+fn target(m: &Machine) -> Value {
+    if m.spec.firmware == Firmware::Bios {
+        let disks = json!([{"serial": m.spec.disk_serial},
+                           {"serial": format!("{}B", m.spec.disk_serial)}]);
+        json!({"logical_disks": [
+            {"size_gb": 2, "raid_level": "1", "controller": "software",
+             "physical_disks": disks},
+            {"size_gb": "MAX", "raid_level": "0", "controller": "software",
+             "physical_disks": disks, "volume_name": "scratch"},
+        ]})
+    } else {
+        json!({"logical_disks": [
+            {"size_gb": "MAX", "raid_level": "1", "controller": "software"}
+        ]})
+    }
+}
+
 fn run(rack: &Rack, case: &Case, image: &StoredImage) -> anyhow::Result<Timeline> {
     let m = &case.m;
     let bios = m.spec.firmware == Firmware::Bios;
@@ -189,10 +214,7 @@ fn run(rack: &Rack, case: &Case, image: &StoredImage) -> anyhow::Result<Timeline
             "set",
             &node,
             "--target-raid-config",
-            &json!({"logical_disks": [
-                {"size_gb": "MAX", "raid_level": "1", "controller": "software"}
-            ]})
-            .to_string(),
+            &target(m).to_string(),
         ])?;
         rack.manage(&node)?;
         Ok(node)
@@ -208,8 +230,9 @@ fn run(rack: &Rack, case: &Case, image: &StoredImage) -> anyhow::Result<Timeline
         let n = rack.node(node)?;
         let disks = &n["raid_config"]["logical_disks"];
         ensure!(
-            disks.as_array().is_some_and(|d| d.len() == 1)
+            disks.as_array().is_some_and(|d| d.len() == 2)
                 && disks[0]["raid_level"] == "1"
+                && disks[1]["raid_level"] == "0"
                 && disks[0]["controller"] == "software"
                 && disks[0]["physical_disks"]
                     .as_array()
@@ -234,30 +257,56 @@ fn run(rack: &Rack, case: &Case, image: &StoredImage) -> anyhow::Result<Timeline
         )
     })?;
     let arrays = &active["raid_config"]["logical_disks"];
+    let volumes = if bios { 2 } else { 1 };
     ensure!(
-        arrays.as_array().is_some_and(|a| a.len() == 1) && arrays[0]["is_root_volume"] == true,
+        arrays.as_array().is_some_and(|a| a.len() == volumes)
+            && arrays[0]["is_root_volume"] == true
+            && arrays[0]["raid_level"] == "1",
         "raid_config after the deploy: {}",
         active["raid_config"]
     );
+    if bios {
+        // RAID-0 over 2 members of about 1.9 GiB each.
+        ensure!(
+            arrays[1]["raid_level"] == "0"
+                && arrays[1]["volume_name"] == "scratch"
+                && arrays[1]["size_gb"].as_u64().is_some_and(|g| g >= 3),
+            "the data volume: {}",
+            arrays[1]
+        );
+    }
     // The deploy's last act was the reboot: the ramdisk's own md lines came before `active`.
     let mark = m.serial_mark();
     t.phase("boot Debian from the array", || {
         booted_from_md(m, mark, "2 out of 2")
     })?;
+    if bios {
+        // The instance assembled the data array too.
+        let text = m.serial();
+        let started: std::collections::BTreeSet<&str> = text
+            .get(mark..)
+            .unwrap_or("")
+            .lines()
+            .filter(|l| l.contains("detected capacity change from 0 to"))
+            .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("md")))
+            .collect();
+        ensure!(
+            started.len() == 2,
+            "md arrays the instance started: {started:?}"
+        );
+    }
     // Both disks: the image's boot partitions, the root member, the config drive.
+    // Both disks: the image's boot partitions, the root member, (the data member,) the
+    // config drive.
     for d in [&m.disk, &case.second] {
         let parts = partitions(d)?;
-        ensure!(parts.len() == 4, "{}: {parts:?}", d.display());
+        ensure!(parts.len() == 3 + volumes, "{}: {parts:?}", d.display());
     }
 
-    // A disk dies: SeaBIOS loses the second, OVMF the first (it must boot the second's ESP).
+    // The first disk dies: the firmware must boot the second disk's own copy of the boot
+    // partitions (SeaBIOS its MBR and BIOS boot partition, OVMF its ESP).
     rack.power_off(node)?;
-    let gone = if bios {
-        case.second.clone()
-    } else {
-        m.disk.clone()
-    };
-    let saved = without_disk(m, &gone)?;
+    let saved = without_disk(m, &m.disk)?;
     let mark = m.serial_mark();
     t.phase("boot with one disk gone", || {
         rack.baremetal(&["node", "power", "on", node])?;
