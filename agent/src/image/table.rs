@@ -97,6 +97,60 @@ fn header_crc(h: &mut [u8]) {
     put32(h, 16, c);
 }
 
+/// Where a GPT's entry array lies in `head` (a disk's first MiB): the one reading of the
+/// header's entry LBA, count and size, bounded (at most 4096 entries of at least 128 bytes,
+/// after the header, inside `head`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EntryArray {
+    /// Byte offset in `head`.
+    pub start: usize,
+    /// Number of entries.
+    pub count: usize,
+    /// Bytes per entry.
+    pub esize: usize,
+}
+
+impl EntryArray {
+    /// Bytes of the whole array.
+    pub fn len(&self) -> usize {
+        self.count * self.esize
+    }
+
+    /// The whole array's bytes in `head`.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.start..self.start + self.len()
+    }
+
+    /// Entry `i`'s bytes in `head`.
+    pub fn entry(&self, i: usize) -> std::ops::Range<usize> {
+        self.start + i * self.esize..self.start + (i + 1) * self.esize
+    }
+}
+
+/// The entry array of the GPT whose header is at LBA 1 of `sector`-byte sectors in `head`.
+pub(crate) fn entry_array(head: &[u8], sector: usize) -> Result<EntryArray, TableError> {
+    let h = head
+        .get(sector..2 * sector)
+        .ok_or(TableError::BadGpt("no GPT header"))?;
+    let (lba, count, esize) = (u64_at(h, 72), u32_at(h, 80) as usize, u32_at(h, 84) as usize);
+    if esize < 128 || count == 0 || count > 4096 {
+        return Err(TableError::BadGpt("entry size or count out of range"));
+    }
+    let start = usize::try_from(lba)
+        .ok()
+        .and_then(|l| l.checked_mul(sector))
+        .filter(|&s| s >= 2 * sector)
+        .ok_or(TableError::BadGpt("entry LBA"))?;
+    if start + count * esize > head.len() {
+        return Err(TableError::BadGpt("entry array is not in the first MiB"));
+    }
+    Ok(EntryArray {
+        start,
+        count,
+        esize,
+    })
+}
+
 /// Edit `head` (the first MiB of the image) for a disk of `disk_size` bytes and
 /// `sector`-byte logical sectors, and return what else must be written.
 /// `configdrive_len` adds a partition of at least that many bytes at the end of
@@ -133,24 +187,9 @@ fn finish_gpt(
     let sec = s as u64;
     let disk_sectors = disk_size / sec;
     let hdr = s..2 * s;
-    let (entry_lba, count, esize, old_alt) = {
-        let h = &head[hdr.clone()];
-        (
-            u64_at(h, 72),
-            u32_at(h, 80) as usize,
-            u32_at(h, 84) as usize,
-            u64_at(h, 32),
-        )
-    };
-    if esize < 128 || count == 0 || count > 4096 {
-        return Err(TableError::BadGpt("entry size or count out of range"));
-    }
-    let table_len = count * esize;
-    let table_start =
-        usize::try_from(entry_lba * sec).map_err(|_| TableError::BadGpt("entry LBA"))?;
-    if table_start + table_len > head.len() {
-        return Err(TableError::BadGpt("entry array is not in the first MiB"));
-    }
+    let old_alt = u64_at(&head[hdr.clone()], 32);
+    let arr = entry_array(head, s)?;
+    let (table_start, table_len, count, esize) = (arr.start, arr.len(), arr.count, arr.esize);
     let table_sectors = (table_len as u64).div_ceil(sec);
     let last = disk_sectors - 1;
     let backup_entries = last - table_sectors;
@@ -291,20 +330,11 @@ pub fn partitions(head: &[u8], sector: u32) -> Vec<(u64, u64)> {
     let s = sector as usize;
     let sec = u64::from(sector);
     if has_gpt(head, s) {
-        let h = &head[s..2 * s];
-        let (entry_lba, count, esize) = (
-            u64_at(h, 72),
-            u32_at(h, 80) as usize,
-            u32_at(h, 84) as usize,
-        );
-        let Ok(start) = usize::try_from(entry_lba * sec) else {
+        let Ok(arr) = entry_array(head, s) else {
             return vec![];
         };
-        if esize < 128 || count > 4096 || start + count * esize > head.len() {
-            return vec![];
-        }
-        return (0..count)
-            .map(|i| &head[start + i * esize..start + (i + 1) * esize])
+        return (0..arr.count)
+            .map(|i| &head[arr.entry(i)])
             .filter(|e| e[..16].iter().any(|&b| b != 0))
             .map(|e| {
                 (

@@ -76,24 +76,8 @@ pub fn detect(head: &[u8], disk_sector: u32) -> Result<ImageTable, TableError> {
 /// Check that the entry array of the GPT at `sector` lies in `head` and matches
 /// its CRC.
 fn check_entries(head: &[u8], sector: usize) -> Result<(), TableError> {
-    let h = &head[sector..2 * sector];
-    let (entry_lba, count, esize) = (
-        u64_at(h, 72),
-        u32_at(h, 80) as usize,
-        u32_at(h, 84) as usize,
-    );
-    if esize < 128 || count == 0 || count > 4096 {
-        return Err(TableError::BadGpt("entry size or count out of range"));
-    }
-    let start = usize::try_from(entry_lba)
-        .ok()
-        .and_then(|l| l.checked_mul(sector))
-        .filter(|&s| s >= 2 * sector)
-        .ok_or(TableError::BadGpt("entry LBA"))?;
-    let table = head
-        .get(start..start + count * esize)
-        .ok_or(TableError::BadGpt("entry array is not in the first MiB"))?;
-    if crc32(table) != u32_at(h, 88) {
+    let arr = super::entry_array(head, sector)?;
+    if crc32(&head[arr.range()]) != u32_at(&head[sector..2 * sector], 88) {
         return Err(TableError::BadGpt("entry array CRC mismatch"));
     }
     Ok(())

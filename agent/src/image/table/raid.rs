@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::check::{self, ImageTable};
 use super::{
-    GPT_SIG, MIB, TableError, TablePlan, convert, crc32, finish_gpt, header_crc, put32, put64,
-    u32_at, u64_at,
+    EntryArray, GPT_SIG, MIB, TableError, TablePlan, convert, crc32, entry_array, finish_gpt,
+    header_crc, put32, put64, u64_at,
 };
 
 /// Linux RAID partition type `A19D880F-05FC-4D3B-A006-743F0F84911E`.
@@ -44,41 +44,14 @@ pub struct Extent {
     pub len: u64,
 }
 
-/// GPT geometry read from a valid header in `head`.
-struct Geometry {
-    entries: usize,
-    count: usize,
-    esize: usize,
-}
-
-fn geometry(head: &[u8], s: usize) -> Result<Geometry, TableError> {
+/// The entry array of the GPT in `head`; RAID needs a GPT.
+fn geometry(head: &[u8], s: usize) -> Result<EntryArray, TableError> {
     if !super::has_gpt(head, s) {
         return Err(TableError::BadGpt(
             "software RAID needs a GPT image (an MBR image has no room for the copies' tables)",
         ));
     }
-    let h = &head[s..2 * s];
-    let (lba, count, esize) = (
-        u64_at(h, 72),
-        u32_at(h, 80) as usize,
-        u32_at(h, 84) as usize,
-    );
-    if esize < 128 || count == 0 || count > 4096 {
-        return Err(TableError::BadGpt("entry size or count out of range"));
-    }
-    let entries = usize::try_from(lba * s as u64).map_err(|_| TableError::BadGpt("entry LBA"))?;
-    if entries < 2 * s || entries + count * esize > head.len() {
-        return Err(TableError::BadGpt("entry array is not in the first MiB"));
-    }
-    Ok(Geometry {
-        entries,
-        count,
-        esize,
-    })
-}
-
-fn entry(g: &Geometry, i: usize) -> std::ops::Range<usize> {
-    g.entries + i * g.esize..g.entries + (i + 1) * g.esize
+    entry_array(head, s)
 }
 
 fn used(e: &[u8]) -> bool {
@@ -110,7 +83,7 @@ pub fn root(head: &mut [u8], sector: u32) -> Result<RootPartition, TableError> {
     let g = geometry(head, s)?;
     let mut last: Option<(usize, u64, u64)> = None;
     for i in 0..g.count {
-        let e = &head[entry(&g, i)];
+        let e = &head[g.entry(i)];
         if !used(e) {
             continue;
         }
@@ -123,7 +96,7 @@ pub fn root(head: &mut [u8], sector: u32) -> Result<RootPartition, TableError> {
         }
     }
     let (index, first, end) = last.ok_or(TableError::BadGpt("the image has no partition"))?;
-    let t = type_of(&head[entry(&g, index)]);
+    let t = type_of(&head[g.entry(index)]);
     if t == ESP || t == BIOS_BOOT {
         return Err(TableError::BadGpt(
             "the image's last partition is a boot partition, not a root file system",
@@ -149,7 +122,7 @@ pub fn usable_end(
     let s = sector as usize;
     let g = geometry(head, s)?;
     let sec = u64::from(sector);
-    let table_sectors = ((g.count * g.esize) as u64).div_ceil(sec);
+    let table_sectors = (g.len() as u64).div_ceil(sec);
     let disk_sectors = disk_size / sec;
     let last_usable = disk_sectors
         .checked_sub(2 + table_sectors)
@@ -237,7 +210,7 @@ pub fn members(
         }
     }
     // The root entry keeps its GUID and name; only its extent and type change.
-    let r = entry(&g, root.index);
+    let r = g.entry(root.index);
     let unique = {
         let mut b = [0u8; 16];
         b.copy_from_slice(&head[r.start + 16..r.start + 32]);
@@ -257,19 +230,19 @@ pub fn members(
     for (k, x) in rest.iter().enumerate() {
         let free =
             (0..g.count)
-                .find(|&i| !used(&head[entry(&g, i)]))
+                .find(|&i| !used(&head[g.entry(i)]))
                 .ok_or(TableError::NoRoom {
                     needed: x.len,
                     why: "no free GPT entry",
                 })?;
         let name = names.get(k + 1).copied().unwrap_or("raid");
-        let range = entry(&g, free);
+        let range = g.entry(free);
         fill_entry(&mut head[range], LINUX_RAID, Uuid::new_v4(), *x, sec, name);
         partitions.push(u32::try_from(free + 1).unwrap_or(u32::MAX));
     }
     // No other partition may overlap the member partitions.
     for i in 0..g.count {
-        let e = &head[entry(&g, i)];
+        let e = &head[g.entry(i)];
         if !used(e) || partitions.contains(&u32::try_from(i + 1).unwrap_or(0)) {
             continue;
         }
@@ -284,7 +257,7 @@ pub fn members(
         let h = &mut head[s..2 * s];
         h[56..72].copy_from_slice(&Uuid::new_v4().to_bytes_le());
         for i in 0..g.count {
-            let range = entry(&g, i);
+            let range = g.entry(i);
             if used(&head[range.clone()]) {
                 head[range.start + 16..range.start + 32]
                     .copy_from_slice(&Uuid::new_v4().to_bytes_le());
