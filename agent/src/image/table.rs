@@ -132,7 +132,11 @@ pub(crate) fn entry_array(head: &[u8], sector: usize) -> Result<EntryArray, Tabl
     let h = head
         .get(sector..2 * sector)
         .ok_or(TableError::BadGpt("no GPT header"))?;
-    let (lba, count, esize) = (u64_at(h, 72), u32_at(h, 80) as usize, u32_at(h, 84) as usize);
+    let (lba, count, esize) = (
+        u64_at(h, 72),
+        u32_at(h, 80) as usize,
+        u32_at(h, 84) as usize,
+    );
     if esize < 128 || count == 0 || count > 4096 {
         return Err(TableError::BadGpt("entry size or count out of range"));
     }

@@ -36,6 +36,17 @@ pub fn wipe(mode: WipeMode, devices: &[String], sink: &dyn EventSink) -> Report 
             Err(e) => return crate::failed(&e, Some(proto::Phase::Wipe)),
         }
     } else {
+        let root = Path::new("/");
+        let checked =
+            anyhow::Context::context(crate::inventory::block::disks(root), "listing disks")
+                .and_then(|disks| {
+                    let boot = crate::wipe::select::boot_disks(root);
+                    crate::wipe::select::check_named(devices, &disks, &boot, &root.join("sys"))
+                        .map_err(|e| anyhow::anyhow!(e))
+                });
+        if let Err(e) = checked {
+            return crate::failed(&e, Some(proto::Phase::Wipe));
+        }
         (devices.iter().map(PathBuf::from).collect(), vec![])
     };
     tracing::info!(?mode, devices = ?list, "wiping");

@@ -77,6 +77,47 @@ pub fn nothing_to_wipe(skipped: &[WipeDiskResult]) -> String {
     format!("no disk found to wipe (passed over: {})", list.join(", "))
 }
 
+/// Named `devices` may be wiped only when each is a whole disk that the whole-machine wipe
+/// would take too: never a partition or an md or device-mapper device (told by `sys`, the
+/// sysfs root), never virtual media or the boot medium.
+pub fn check_named(
+    devices: &[String],
+    disks: &[Disk],
+    boot_disks: &[String],
+    sys: &Path,
+) -> Result<(), String> {
+    for d in devices {
+        let name = d
+            .strip_prefix("/dev/")
+            .filter(|n| !n.is_empty() && !n.contains('/') && !n.starts_with('.'))
+            .ok_or_else(|| format!("{d} is not a device path"))?;
+        if sys
+            .join("class/block")
+            .join(name)
+            .join("partition")
+            .exists()
+        {
+            return Err(format!("{d} is a partition, not a disk"));
+        }
+        if sys.join("block").join(name).join("md").exists()
+            || sys.join("block").join(name).join("dm").exists()
+        {
+            return Err(format!("{d} is an md or device-mapper device, not a disk"));
+        }
+        if boot_disks.contains(d) {
+            return Err(format!("{d} is not wiped: boot medium"));
+        }
+        if let Some(why) = disks
+            .iter()
+            .find(|x| &x.name == d)
+            .and_then(|x| skip_reason(x, boot_disks))
+        {
+            return Err(format!("{d} is not wiped: {why}"));
+        }
+    }
+    Ok(())
+}
+
 /// Why a disk is skipped, or None to wipe it. Virtual media is told by driver and transport
 /// ([`Disk::is_virtual_media`], shared with the controller's check), never by the model.
 pub fn skip_reason(d: &Disk, boot_disks: &[String]) -> Option<String> {
@@ -160,6 +201,56 @@ mod tests {
         assert_eq!(go, vec![PathBuf::from("/dev/vda")]);
         assert_eq!(skipped.len(), 1);
         assert_eq!(skipped[0].mode, WipeMode::Full);
+    }
+
+    #[test]
+    fn named_devices_are_whole_eligible_disks() {
+        let sys = tempfile::tempdir().expect("tempdir");
+        for dir in [
+            "class/block/vda3/partition",
+            "block/md127/md",
+            "block/dm-0/dm",
+            "class/block/vda",
+        ] {
+            std::fs::create_dir_all(sys.path().join(dir)).expect("sysfs");
+        }
+        let disks = [
+            d("/dev/vda"),
+            d("/dev/vdb"),
+            Disk {
+                removable: true,
+                ..d("/dev/sr0")
+            },
+        ];
+        let boot = vec!["/dev/vdb".to_string()];
+        let named = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let check = |v: &[&str]| check_named(&named(v), &disks, &boot, sys.path());
+        assert_eq!(check(&["/dev/vda"]), Ok(()));
+        assert_eq!(
+            check(&["/dev/loop0"]),
+            Ok(()),
+            "not in the inventory, but a disk"
+        );
+        for (devices, want) in [
+            (&["/dev/vda3"][..], "/dev/vda3 is a partition, not a disk"),
+            (
+                &["/dev/md127"][..],
+                "/dev/md127 is an md or device-mapper device, not a disk",
+            ),
+            (
+                &["/dev/dm-0"][..],
+                "/dev/dm-0 is an md or device-mapper device, not a disk",
+            ),
+            (
+                &["/dev/vda", "/dev/vdb"][..],
+                "/dev/vdb is not wiped: boot medium",
+            ),
+            (&["/dev/sr0"][..], "/dev/sr0 is not wiped: virtual media"),
+            (&["/dev/../etc"][..], "/dev/../etc is not a device path"),
+            (&["vda"][..], "vda is not a device path"),
+        ] {
+            assert_eq!(check(devices), Err(want.to_owned()), "{devices:?}");
+        }
     }
 
     #[test]

@@ -228,13 +228,12 @@ pub fn members(
     fill_entry(&mut head[r.clone()], LINUX_RAID, unique, *first, sec, &name);
     let mut partitions = vec![u32::try_from(root.index + 1).unwrap_or(u32::MAX)];
     for (k, x) in rest.iter().enumerate() {
-        let free =
-            (0..g.count)
-                .find(|&i| !used(&head[g.entry(i)]))
-                .ok_or(TableError::NoRoom {
-                    needed: x.len,
-                    why: "no free GPT entry",
-                })?;
+        let free = (0..g.count)
+            .find(|&i| !used(&head[g.entry(i)]))
+            .ok_or(TableError::NoRoom {
+                needed: x.len,
+                why: "no free GPT entry",
+            })?;
         let name = names.get(k + 1).copied().unwrap_or("raid");
         let range = g.entry(free);
         fill_entry(&mut head[range], LINUX_RAID, Uuid::new_v4(), *x, sec, name);
