@@ -3,7 +3,8 @@
 //! agent` and a `target_raid_config`: on SeaBIOS a 2 GiB RAID-1 root volume and a RAID-0
 //! data volume over the two disks named by serial, on OVMF one RAID-1 root volume over every
 //! disk. The SeaBIOS machine first runs the manual clean step `raid.create_configuration`
-//! (both disks then carry md superblocks and `raid_config` names both arrays). Both are
+//! (both disks then carry md superblocks and `raid_config` names both arrays), then
+//! `raid.delete_configuration` (no superblock left, `raid_config` empty). Both are
 //! provided and deployed with the Debian 12 image; the agent writes the image to both disks
 //! and builds the arrays around the image's root partition. Debian boots to its login prompt
 //! with its root file system on the RAID-1 array with both members (and starts the RAID-0
@@ -244,6 +245,26 @@ fn run(rack: &Rack, case: &Case, image: &StoredImage) -> anyhow::Result<Timeline
             ensure!(
                 !md_superblocks(d)?.is_empty(),
                 "create_configuration left no md superblock on {}",
+                d.display()
+            );
+        }
+        t.phase("clean: raid.delete_configuration", || {
+            rack.clean(
+                node,
+                &json!([{"interface": "raid", "step": "delete_configuration"}]),
+            )
+        })?;
+        let n = rack.node(node)?;
+        ensure!(
+            n["raid_config"] == json!({}),
+            "raid_config after delete_configuration: {}",
+            n["raid_config"]
+        );
+        for d in [&m.disk, &case.second] {
+            let left = md_superblocks(d)?;
+            ensure!(
+                left.is_empty(),
+                "delete_configuration left md superblocks on {} at {left:?}",
                 d.display()
             );
         }
