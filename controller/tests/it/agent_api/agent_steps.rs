@@ -182,18 +182,11 @@ async fn the_agents_own_steps_run_in_cleaning_deploy_templates_and_service() {
         )
         .await;
     assert_eq!(s, 204, "{b}");
-    let (s, b) = env
-        .api(
-            Method::PATCH,
-            &format!("/v1/nodes/{id}"),
-            Some(json!([
+    env.patch_node(id, json!([
                 {"op": "add", "path": "/instance_info/image_source", "value": "http://127.0.0.1:9/os.raw.zst"},
                 {"op": "add", "path": "/instance_info/image_checksum", "value": "ab".repeat(32)},
                 {"op": "add", "path": "/instance_info/traits", "value": ["CUSTOM_TAGGED"]}
-            ])),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+            ])).await;
     provision_as(&env, id, json!({"target": "active"})).await;
     let (cmd_id, cmd) = env.next_command(id, &token).await;
     assert!(

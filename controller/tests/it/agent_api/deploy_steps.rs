@@ -26,17 +26,10 @@ async fn available_node(env: &Env, traits: &[&str]) -> (Uuid, String) {
     let (cmd_id, _) = env.next_command(id, &token).await;
     assert_eq!(env.report(id, &token, cmd_id, wiped()).await, 204);
     env.wait_state(id, "available").await;
-    let (s, b) = env
-        .api(
-            Method::PATCH,
-            &format!("/v1/nodes/{id}"),
-            Some(json!([
+    env.patch_node(id, json!([
                 {"op": "add", "path": "/instance_info/image_source", "value": "http://127.0.0.1:9/os.raw.zst"},
                 {"op": "add", "path": "/instance_info/image_checksum", "value": "ab".repeat(32)}
-            ])),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+            ])).await;
     let (s, b) = env
         .api(
             Method::PUT,
@@ -64,14 +57,11 @@ async fn template(env: &Env, name: &str, steps: Value) {
 }
 
 async fn instance_traits(env: &Env, id: Uuid, traits: &[&str]) {
-    let (s, b) = env
-        .api(
-            Method::PATCH,
-            &format!("/v1/nodes/{id}"),
-            Some(json!([{"op": "add", "path": "/instance_info/traits", "value": traits}])),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    env.patch_node(
+        id,
+        json!([{"op": "add", "path": "/instance_info/traits", "value": traits}]),
+    )
+    .await;
 }
 
 fn written() -> Report {

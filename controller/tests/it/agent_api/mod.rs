@@ -311,6 +311,19 @@ impl Env {
         (status, v)
     }
 
+    /// `PATCH /v1/nodes/{node}` with JSON patch `ops`, which must succeed; the node after.
+    pub async fn patch_node(&self, node: Uuid, ops: Value) -> Value {
+        let (s, b) = self
+            .api(
+                reqwest::Method::PATCH,
+                &format!("/v1/nodes/{node}"),
+                Some(ops),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b
+    }
+
     pub async fn wait_state(&self, node: Uuid, want: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

@@ -115,14 +115,11 @@ async fn manageable(env: &Env) -> (Uuid, String) {
 }
 
 async fn set_raid_interface(env: &Env, id: Uuid, iface: &str) {
-    let (s, b) = env
-        .api(
-            Method::PATCH,
-            &format!("/v1/nodes/{id}"),
-            Some(json!([{"op": "replace", "path": "/raid_interface", "value": iface}])),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    env.patch_node(
+        id,
+        json!([{"op": "replace", "path": "/raid_interface", "value": iface}]),
+    )
+    .await;
 }
 
 async fn set_target(env: &Env, id: Uuid, target: Value) {
@@ -265,18 +262,11 @@ async fn a_deploy_builds_the_target_and_automated_cleaning_forgets_the_arrays() 
     assert_eq!(n["raid_config"], json!({}), "{n}");
 
     // The deploy carries the plan; root device hints do not apply.
-    let (s, b) = env
-        .api(
-            Method::PATCH,
-            &format!("/v1/nodes/{id}"),
-            Some(json!([
+    env.patch_node(id, json!([
                 {"op": "add", "path": "/instance_info/image_source", "value": "http://127.0.0.1:9/os.raw.zst"},
                 {"op": "add", "path": "/instance_info/image_checksum", "value": "ab".repeat(32)},
                 {"op": "add", "path": "/properties/root_device", "value": {"serial": "S-ROOT"}}
-            ])),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+            ])).await;
     let (s, b) = provision_as(&env, id, json!({"target": "active"})).await;
     assert_eq!(s, 202, "{b}");
     let (cmd_id, cmd) = env.next_command(id, &token).await;
