@@ -119,12 +119,7 @@ pub fn ineligible(d: &Disk, boot_disks: &[String]) -> Option<&'static str> {
 
 /// PURE: the member disks of `plan` among `disks`, sorted by name: each hint set matches
 /// exactly one eligible disk and no disk twice; no hints means every eligible disk (at
-/// least 2).
-pub fn resolve(plan: &SoftwareRaid, disks: &[Disk]) -> Result<Vec<Disk>, RaidError> {
-    resolve_excluding(plan, disks, &[])
-}
-
-/// [`resolve`], with the boot media (`/dev/...` names) not eligible either.
+/// least 2). The boot media (`boot_disks`, `/dev/...` names) are never eligible.
 pub fn resolve_excluding(
     plan: &SoftwareRaid,
     disks: &[Disk],

@@ -49,10 +49,11 @@ fn resolves_members_by_hints_sorted_by_name() {
         disk("vda", 10, "A"),
         disk("vdb", 10, "B"),
     ];
-    let got = resolve(&plan(vec![serial("C"), serial("A")]), &disks).expect("resolves");
+    let got =
+        resolve_excluding(&plan(vec![serial("C"), serial("A")]), &disks, &[]).expect("resolves");
     assert_eq!(names(&got), vec!["/dev/vda", "/dev/vdc"]);
     // No hints: every eligible disk.
-    let got = resolve(&plan(vec![]), &disks).expect("resolves");
+    let got = resolve_excluding(&plan(vec![]), &disks, &[]).expect("resolves");
     assert_eq!(names(&got), vec!["/dev/vda", "/dev/vdb", "/dev/vdc"]);
     let mut odd = disks.clone();
     odd[0].read_only = true;
@@ -123,12 +124,12 @@ fn resolve_errors_name_the_hint() {
         ),
     ];
     for (p, want) in cases {
-        let e = resolve(&p, &disks).expect_err("refused");
+        let e = resolve_excluding(&p, &disks, &[]).expect_err("refused");
         assert!(e.to_string().contains(want), "{e}\nwant {want}");
     }
     let many: Vec<Disk> = (0..17).map(|i| disk(&format!("sd{i}"), 1, "S")).collect();
     assert!(matches!(
-        resolve(&plan(vec![]), &many),
+        resolve_excluding(&plan(vec![]), &many, &[]),
         Err(RaidError::TooManyDisks(17))
     ));
 }

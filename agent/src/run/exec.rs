@@ -201,15 +201,11 @@ fn deploy(d: &DeployCommand, host: &LiveHost, sink: &dyn EventSink) -> anyhow::R
     let disks = crate::inventory::block::disks(Path::new("/")).context("listing disks")?;
     let boot = crate::wipe::select::boot_disks(Path::new("/"));
     let raid_members = match &d.software_raid {
-        Some(raid) => {
-            raid.check()
-                .map_err(|e| anyhow::anyhow!(e))
-                .context("checking the software RAID plan")?;
-            Some(
-                crate::raid::resolve_excluding(raid, &disks, &boot)
-                    .context("choosing the RAID members")?,
-            )
-        }
+        // Checks the plan's shape too (`SoftwareRaid::check`).
+        Some(raid) => Some(
+            crate::raid::resolve_excluding(raid, &disks, &boot)
+                .context("choosing the RAID members")?,
+        ),
         None => None,
     };
     let device = match &raid_members {
