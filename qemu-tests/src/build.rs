@@ -75,6 +75,15 @@ fn locked_cargo(lock_name: &str, args: &[&str]) -> Result<String, String> {
     Ok(text)
 }
 
+/// The lines of `cargo xtask image` output that the image builder printed itself
+/// (`image: ...`), without debootstrap's and apt's.
+fn image_summary(text: &str) -> String {
+    text.lines()
+        .filter(|l| l.starts_with("image:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Builds the `qemu` initramfs (`cargo xtask initramfs --profile qemu`); returns
 /// (kernel, initramfs).
 pub fn agent_initramfs() -> anyhow::Result<(PathBuf, PathBuf)> {
@@ -118,7 +127,12 @@ pub fn debian_image() -> anyhow::Result<PathBuf> {
                 "ingot-qemu-tests-debian-image.lock",
                 &["xtask", "image", "debian"],
             )?;
-            println!("{text}");
+            // debootstrap and apt print hundreds of lines: they go to a log next to the
+            // image, so a failing test's output shows its own failure, not the package list.
+            let log = target_dir().join("images/debian-12.build.log");
+            std::fs::write(&log, &text).map_err(|e| format!("writing {}: {e}", log.display()))?;
+            println!("{}", image_summary(&text));
+            println!("(the whole build output: {})", log.display());
             Ok(target_dir().join("images/debian-12.raw"))
         })
         .clone()
@@ -142,4 +156,16 @@ pub fn python_venv(name: &str) -> anyhow::Result<PathBuf> {
     let dir = String::from_utf8(out.stdout)
         .map_err(|_| anyhow::anyhow!("{} {name}: path is not UTF-8", script.display()))?;
     Ok(PathBuf::from(dir.trim_end()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn image_summary_keeps_only_the_builders_lines() {
+        let out = "image: building x\nI: Retrieving apt 2.6.1\nGet:1 http://deb\nimage: built in 90 s: x\n";
+        assert_eq!(
+            super::image_summary(out),
+            "image: building x\nimage: built in 90 s: x"
+        );
+    }
 }
