@@ -51,6 +51,19 @@ fn to_lease(row: DhcpLease) -> Result<Lease, LeaseStoreError> {
     })
 }
 
+/// The error for a hold the store refused: another MAC holds its address.
+fn taken(op: &LeaseOp) -> LeaseStoreError {
+    LeaseStoreError::Taken {
+        ip: match *op {
+            LeaseOp::Offer { ip, .. }
+            | LeaseOp::Bind { ip, .. }
+            | LeaseOp::Release { ip, .. }
+            | LeaseOp::Decline { ip, .. } => ip,
+            LeaseOp::ForgetOffer { .. } => Ipv4Addr::UNSPECIFIED,
+        },
+    }
+}
+
 fn utc(time: SystemTime) -> DateTime<Utc> {
     time.into()
 }
@@ -89,20 +102,6 @@ pub fn lease_write(op: &LeaseOp, now: SystemTime) -> LeaseWrite {
 
 #[async_trait]
 impl LeaseStore for StoreLeaseStore {
-    async fn by_mac(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseStoreError> {
-        let row = self
-            .store
-            .dhcp_lease_by_mac(&mac.to_string())
-            .await
-            .map_err(backend)?;
-        row.map(to_lease).transpose()
-    }
-
-    async fn by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>, LeaseStoreError> {
-        let row = self.store.dhcp_lease_by_ip(ip).await.map_err(backend)?;
-        row.map(to_lease).transpose()
-    }
-
     async fn leases_in(
         &self,
         start: Ipv4Addr,
@@ -120,16 +119,44 @@ impl LeaseStore for StoreLeaseStore {
     async fn apply(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError> {
         match self.store.write_dhcp_lease(&lease_write(op, now)).await {
             Ok(_) => Ok(()),
-            Err(StoreError::Duplicate { .. }) => Err(LeaseStoreError::Taken {
-                ip: match *op {
-                    LeaseOp::Offer { ip, .. }
-                    | LeaseOp::Bind { ip, .. }
-                    | LeaseOp::Release { ip, .. }
-                    | LeaseOp::Decline { ip, .. } => ip,
-                    LeaseOp::ForgetOffer { .. } => Ipv4Addr::UNSPECIFIED,
-                },
-            }),
+            Err(StoreError::Duplicate { .. }) => Err(taken(op)),
             Err(err) => Err(backend(err)),
         }
+    }
+
+    async fn leases_of(
+        &self,
+        macs: &[MacAddr],
+        ips: &[Ipv4Addr],
+    ) -> Result<Vec<Lease>, LeaseStoreError> {
+        let macs: Vec<String> = macs.iter().map(ToString::to_string).collect();
+        self.store
+            .dhcp_leases_of(&macs, ips)
+            .await
+            .map_err(backend)?
+            .into_iter()
+            .map(to_lease)
+            .collect()
+    }
+
+    async fn apply_all(
+        &self,
+        ops: &[LeaseOp],
+        now: SystemTime,
+    ) -> Result<Vec<Result<(), LeaseStoreError>>, LeaseStoreError> {
+        let writes: Vec<LeaseWrite> = ops.iter().map(|op| lease_write(op, now)).collect();
+        let done = self
+            .store
+            .write_dhcp_leases(&writes)
+            .await
+            .map_err(backend)?;
+        Ok(ops
+            .iter()
+            .zip(done)
+            .map(|(op, n)| match op {
+                LeaseOp::Offer { .. } | LeaseOp::Bind { .. } if n == 0 => Err(taken(op)),
+                _ => Ok(()),
+            })
+            .collect())
     }
 }

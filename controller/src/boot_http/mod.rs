@@ -278,23 +278,45 @@ pub struct StoreBootPolicy {
     pub fast_track: bool,
 }
 
+impl StoreBootPolicy {
+    /// The DHCP answer for a machine whose port's node is in `state` (`None`: no port).
+    fn target(&self, state: Option<&str>) -> BootTarget {
+        match decide(state, self.discovery.config.enabled, self.fast_track) {
+            Boot::Agent => BootTarget::Netboot,
+            Boot::LocalDisk => BootTarget::AddressOnly,
+            Boot::Nothing if state.is_some() => BootTarget::AddressOnly,
+            Boot::Nothing => BootTarget::Ignore,
+        }
+    }
+}
+
 #[async_trait]
 impl BootPolicy for StoreBootPolicy {
     async fn lookup(&self, mac: MacAddr, _client_uuid: Option<Uuid>) -> BootTarget {
         match node_state(self.store.as_ref(), mac).await {
-            Ok(state) => match decide(
-                state.as_ref().map(|(_, s)| s.as_str()),
-                self.discovery.config.enabled,
-                self.fast_track,
-            ) {
-                Boot::Agent => BootTarget::Netboot,
-                Boot::LocalDisk => BootTarget::AddressOnly,
-                Boot::Nothing if state.is_some() => BootTarget::AddressOnly,
-                Boot::Nothing => BootTarget::Ignore,
-            },
+            Ok(state) => self.target(state.as_ref().map(|(_, s)| s.as_str())),
             Err(e) => {
                 tracing::error!(error = %e, "boot policy: store access failed");
                 BootTarget::Netboot
+            }
+        }
+    }
+
+    async fn lookup_many(&self, clients: &[(MacAddr, Option<Uuid>)]) -> Vec<BootTarget> {
+        let macs: Vec<String> = clients.iter().map(|(m, _)| m.to_string()).collect();
+        match self.store.node_states_by_macs(&macs).await {
+            Ok(rows) => {
+                let states: std::collections::HashMap<String, String> = rows
+                    .into_iter()
+                    .map(|(mac, _, state)| (mac, state))
+                    .collect();
+                macs.iter()
+                    .map(|m| self.target(states.get(m).map(String::as_str)))
+                    .collect()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "boot policy: store access failed");
+                vec![BootTarget::Netboot; clients.len()]
             }
         }
     }

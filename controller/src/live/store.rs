@@ -191,6 +191,13 @@ impl Store for Watched {
         self.inner.node_state_by_mac(mac).await
     }
 
+    async fn node_states_by_macs(
+        &self,
+        macs: &[String],
+    ) -> Result<Vec<(String, Uuid, String)>, StoreError> {
+        self.inner.node_states_by_macs(macs).await
+    }
+
     async fn update_port(&self, port: &Port) -> Result<(), StoreError> {
         self.inner.update_port(port).await
     }
@@ -256,5 +263,17 @@ impl Store for Watched {
 
     async fn write_dhcp_lease(&self, write: &LeaseWrite) -> Result<u64, StoreError> {
         self.inner.write_dhcp_lease(write).await
+    }
+
+    async fn dhcp_leases_of(
+        &self,
+        macs: &[String],
+        ips: &[Ipv4Addr],
+    ) -> Result<Vec<DhcpLease>, StoreError> {
+        self.inner.dhcp_leases_of(macs, ips).await
+    }
+
+    async fn write_dhcp_leases(&self, writes: &[LeaseWrite]) -> Result<Vec<u64>, StoreError> {
+        self.inner.write_dhcp_leases(writes).await
     }
 }

@@ -286,6 +286,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The node that port MAC `mac` belongs to and its provision state, without reading the
     /// node (DHCP and the iPXE script ask it of every booting machine).
     async fn node_state_by_mac(&self, mac: &str) -> Result<Option<(Uuid, String)>, StoreError>;
+    /// [`Self::node_state_by_mac`] for many MACs in one read: (port MAC in lower case, node,
+    /// provision state) for those that belong to a node.
+    async fn node_states_by_macs(
+        &self,
+        macs: &[String],
+    ) -> Result<Vec<(String, Uuid, String)>, StoreError>;
     async fn update_port(&self, port: &Port) -> Result<(), StoreError>;
     async fn delete_port(&self, uuid: Uuid) -> Result<(), StoreError>;
 
@@ -359,6 +365,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         start: Ipv4Addr,
         end: Ipv4Addr,
     ) -> Result<Vec<DhcpLease>, StoreError>;
+    /// Every row (any state) of any of `macs` (lower case) or on any of `ips`: what the
+    /// DHCP server reads once for a batch of packets.
+    async fn dhcp_leases_of(
+        &self,
+        macs: &[String],
+        ips: &[Ipv4Addr],
+    ) -> Result<Vec<DhcpLease>, StoreError>;
     /// Applies one change atomically; returns the rows changed.
     async fn write_dhcp_lease(&self, write: &LeaseWrite) -> Result<u64, StoreError>;
+    /// Applies `writes` in order in one transaction; returns each one's rows changed. A
+    /// `Hold` that `write_dhcp_lease` refuses with `Duplicate` counts 0 here and changes
+    /// nothing; the others still apply.
+    async fn write_dhcp_leases(&self, writes: &[LeaseWrite]) -> Result<Vec<u64>, StoreError>;
 }

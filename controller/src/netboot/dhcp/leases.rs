@@ -95,7 +95,7 @@ pub enum LeaseStoreError {
     Taken { ip: Ipv4Addr },
 }
 
-/// PURE: the address [`LeaseStore::find_free`] returns, given the rows in `start..=end`
+/// PURE: the free address of `start..=end` when no never-used one is left, given its rows
 /// (any order): the lowest address in the range that is not in `exclude`, has no row, and
 /// is not `server`; failing that, the lowest whose row is no longer active at `now`. So
 /// never-used addresses go first and a returning client keeps its old one longer.
@@ -136,12 +136,18 @@ pub fn first_unused(
         .find(|ip| !exclude.contains(ip) && !used.contains(ip))
 }
 
-/// How many addresses [`LeaseStore::find_unused_from`] reads at a time.
+/// The fewest addresses the search for never-used ones reads at a time.
 pub const FREE_WINDOW: u32 = 64;
 
-/// PURE: the windows [`LeaseStore::find_unused_from`] reads, in order: from `from` to
-/// `end`, then from `start` to just before `from`, [`FREE_WINDOW`] addresses each.
-pub fn free_windows(start: Ipv4Addr, end: Ipv4Addr, from: Ipv4Addr) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+/// PURE: the windows the search for never-used addresses reads, in order: from `from` to
+/// `end`, then from `start` to just before `from`, `size` addresses each (at least 1).
+pub fn free_windows(
+    start: Ipv4Addr,
+    end: Ipv4Addr,
+    from: Ipv4Addr,
+    size: u32,
+) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+    let size = size.max(1);
     let (s, e) = (u32::from(start), u32::from(end));
     if s > e {
         return Vec::new();
@@ -155,7 +161,7 @@ pub fn free_windows(start: Ipv4Addr, end: Ipv4Addr, from: Ipv4Addr) -> Vec<(Ipv4
     for (lo, hi) in ranges {
         let mut a = lo;
         loop {
-            let b = a.saturating_add(FREE_WINDOW - 1).min(hi);
+            let b = a.saturating_add(size - 1).min(hi);
             out.push((Ipv4Addr::from(a), Ipv4Addr::from(b)));
             if b >= hi {
                 break;
@@ -194,8 +200,6 @@ pub fn count_free(
 /// Every method is cancel-safe and may be retried: `apply` is idempotent for the same op.
 #[async_trait]
 pub trait LeaseStore: Send + Sync {
-    async fn by_mac(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseStoreError>;
-    async fn by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>, LeaseStoreError>;
     /// Every lease row of `start..=end` (any order).
     async fn leases_in(
         &self,
@@ -204,38 +208,30 @@ pub trait LeaseStore: Send + Sync {
     ) -> Result<Vec<Lease>, LeaseStoreError>;
     async fn apply(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError>;
 
-    /// A pool address in `start..=end`, not in `exclude` (reservations), and not held at `now`.
-    /// Never-used addresses come before expired ones, so returning clients keep theirs longer.
-    async fn find_free(
+    /// Every lease row (any state) of any of `macs` or on any of `ips`: what the server
+    /// reads once for a batch of packets.
+    async fn leases_of(
         &self,
-        start: Ipv4Addr,
-        end: Ipv4Addr,
-        exclude: &BTreeSet<Ipv4Addr>,
-        now: SystemTime,
-    ) -> Result<Option<Ipv4Addr>, LeaseStoreError> {
-        let rows = self.leases_in(start, end).await?;
-        Ok(pick_free(start, end, exclude, &rows, now))
-    }
+        macs: &[MacAddr],
+        ips: &[Ipv4Addr],
+    ) -> Result<Vec<Lease>, LeaseStoreError>;
 
-    /// A never-used pool address, searched from `from` to `end` and then from `start`
-    /// ([`free_windows`], one read of at most [`FREE_WINDOW`] rows each), so a server that
-    /// passes the address after its last offer reads one small window per DISCOVER instead
-    /// of the whole pool. `None` when every address has a row (then [`Self::find_free`]
-    /// finds an expired one).
-    async fn find_unused_from(
+    /// Applies `ops` in order, in one transaction where the store has them: the outer error
+    /// when nothing could be written, else each op's own result (a `Taken` op changed
+    /// nothing; the others stand).
+    async fn apply_all(
         &self,
-        start: Ipv4Addr,
-        end: Ipv4Addr,
-        from: Ipv4Addr,
-        exclude: &BTreeSet<Ipv4Addr>,
-    ) -> Result<Option<Ipv4Addr>, LeaseStoreError> {
-        for (lo, hi) in free_windows(start, end, from) {
-            let rows = self.leases_in(lo, hi).await?;
-            if let Some(ip) = first_unused(lo, hi, exclude, &rows) {
-                return Ok(Some(ip));
-            }
+        ops: &[LeaseOp],
+        now: SystemTime,
+    ) -> Result<Vec<Result<(), LeaseStoreError>>, LeaseStoreError> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(match self.apply(op, now).await {
+                Err(LeaseStoreError::Backend(e)) => return Err(LeaseStoreError::Backend(e)),
+                r => r,
+            });
         }
-        Ok(None)
+        Ok(out)
     }
 
     /// How many pool addresses are free at `now` ([`count_free`]).
@@ -268,39 +264,49 @@ impl MemoryLeaseStore {
         self.lock().values().cloned().collect()
     }
 
+    /// Adds rows read elsewhere (the server's batch overlay); a row already held for an
+    /// address stays.
+    pub fn seed(&self, rows: impl IntoIterator<Item = Lease>) {
+        let mut leases = self.lock();
+        for row in rows {
+            leases.entry(row.ip).or_insert(row);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Ipv4Addr, Lease>> {
         self.by_ip.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-#[async_trait]
-impl LeaseStore for MemoryLeaseStore {
-    async fn by_mac(&self, mac: MacAddr) -> Result<Option<Lease>, LeaseStoreError> {
-        Ok(self
-            .lock()
+impl MemoryLeaseStore {
+    /// The lease `mac` holds: its reservation, else its latest offered or bound one
+    /// (declines are not leases), as the store's `dhcp_lease_by_mac`.
+    pub fn lease_of(&self, mac: MacAddr) -> Option<Lease> {
+        self.lock()
             .values()
             .filter(|l| l.mac == mac && l.state != LeaseState::Declined)
             .max_by_key(|l| (l.state == LeaseState::Reserved, l.expires))
-            .cloned())
+            .cloned()
     }
 
-    async fn by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>, LeaseStoreError> {
-        Ok(self.lock().get(&ip).cloned())
+    /// The row on `ip`, any state.
+    pub fn lease_on(&self, ip: Ipv4Addr) -> Option<Lease> {
+        self.lock().get(&ip).cloned()
     }
 
-    async fn leases_in(
-        &self,
-        start: Ipv4Addr,
-        end: Ipv4Addr,
-    ) -> Result<Vec<Lease>, LeaseStoreError> {
-        Ok(self
-            .lock()
+    /// [`LeaseStore::leases_in`], at once.
+    pub fn rows_in(&self, start: Ipv4Addr, end: Ipv4Addr) -> Vec<Lease> {
+        if start > end {
+            return Vec::new();
+        }
+        self.lock()
             .range(start..=end)
             .map(|(_, l)| l.clone())
-            .collect())
+            .collect()
     }
 
-    async fn apply(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError> {
+    /// [`LeaseStore::apply`], at once.
+    pub fn change(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError> {
         let mut leases = self.lock();
         match *op {
             LeaseOp::Offer { ip, mac, expires } | LeaseOp::Bind { ip, mac, expires } => {
@@ -362,6 +368,34 @@ impl LeaseStore for MemoryLeaseStore {
     }
 }
 
+#[async_trait]
+impl LeaseStore for MemoryLeaseStore {
+    async fn leases_of(
+        &self,
+        macs: &[MacAddr],
+        ips: &[Ipv4Addr],
+    ) -> Result<Vec<Lease>, LeaseStoreError> {
+        Ok(self
+            .lock()
+            .values()
+            .filter(|l| macs.contains(&l.mac) || ips.contains(&l.ip))
+            .cloned()
+            .collect())
+    }
+
+    async fn leases_in(
+        &self,
+        start: Ipv4Addr,
+        end: Ipv4Addr,
+    ) -> Result<Vec<Lease>, LeaseStoreError> {
+        Ok(self.rows_in(start, end))
+    }
+
+    async fn apply(&self, op: &LeaseOp, now: SystemTime) -> Result<(), LeaseStoreError> {
+        self.change(op, now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -369,6 +403,17 @@ mod tests {
     use super::*;
 
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+
+    /// The address the server would hand out of `start..=end` as `store` stands.
+    fn free(
+        store: &MemoryLeaseStore,
+        start: Ipv4Addr,
+        end: Ipv4Addr,
+        exclude: &BTreeSet<Ipv4Addr>,
+        now: SystemTime,
+    ) -> Option<Ipv4Addr> {
+        pick_free(start, end, exclude, &store.rows_in(start, end), now)
+    }
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
 
     fn ip(last: u8) -> Ipv4Addr {
@@ -379,18 +424,33 @@ mod tests {
     fn free_windows_run_from_the_hint_to_the_end_then_from_the_start() {
         let a = |n: u32| Ipv4Addr::from(0x0a00_0000 + n);
         assert_eq!(
-            free_windows(a(0), a(9), a(4)),
+            free_windows(a(0), a(9), a(4), FREE_WINDOW),
             vec![(a(4), a(9)), (a(0), a(3))]
         );
-        assert_eq!(free_windows(a(0), a(9), a(0)), vec![(a(0), a(9))]);
-        // A hint outside the pool is clamped into it.
-        assert_eq!(free_windows(a(5), a(9), a(1)), vec![(a(5), a(9))]);
         assert_eq!(
-            free_windows(a(5), a(9), a(30)),
+            free_windows(a(0), a(9), a(0), FREE_WINDOW),
+            vec![(a(0), a(9))]
+        );
+        // A hint outside the pool is clamped into it.
+        assert_eq!(
+            free_windows(a(5), a(9), a(1), FREE_WINDOW),
+            vec![(a(5), a(9))]
+        );
+        assert_eq!(
+            free_windows(a(5), a(9), a(30), FREE_WINDOW),
             vec![(a(9), a(9)), (a(5), a(8))]
         );
-        assert!(free_windows(a(9), a(5), a(6)).is_empty());
-        let big = free_windows(a(0), a(199), a(100));
+        assert!(free_windows(a(9), a(5), a(6), FREE_WINDOW).is_empty());
+        // A batch asks for windows its size: three addresses at a time here.
+        assert_eq!(
+            free_windows(a(0), a(9), a(4), 3),
+            vec![(a(4), a(6)), (a(7), a(9)), (a(0), a(2)), (a(3), a(3))]
+        );
+        assert_eq!(
+            free_windows(a(0), a(1), a(0), 0),
+            vec![(a(0), a(0)), (a(1), a(1))]
+        );
+        let big = free_windows(a(0), a(199), a(100), FREE_WINDOW);
         assert_eq!(
             big,
             vec![
@@ -437,14 +497,7 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         let later = now + Duration::from_secs(60);
         let none = BTreeSet::new();
-        assert_eq!(
-            store
-                .find_free(ip(10), ip(12), &none, now)
-                .await
-                .ok()
-                .flatten(),
-            Some(ip(10))
-        );
+        assert_eq!(free(&store, ip(10), ip(12), &none, now), Some(ip(10)));
         store
             .apply(
                 &LeaseOp::Offer {
@@ -469,18 +522,9 @@ mod tests {
             .expect("apply");
         // The offer on .10 was replaced by the binding on .11.
         assert_eq!(store.snapshot().len(), 1);
-        assert_eq!(
-            store.by_mac(A).await.expect("by_mac").map(|l| l.ip),
-            Some(ip(11))
-        );
+        assert_eq!(store.lease_of(A).map(|l| l.ip), Some(ip(11)));
         let excl: BTreeSet<_> = [ip(10)].into();
-        assert_eq!(
-            store
-                .find_free(ip(10), ip(12), &excl, now)
-                .await
-                .expect("free"),
-            Some(ip(12))
-        );
+        assert_eq!(free(&store, ip(10), ip(12), &excl, now), Some(ip(12)));
         store
             .apply(
                 &LeaseOp::Decline {
@@ -492,26 +536,10 @@ mod tests {
             )
             .await
             .expect("apply");
-        assert_eq!(
-            store
-                .find_free(ip(11), ip(12), &none, now)
-                .await
-                .expect("free"),
-            None
-        );
+        assert_eq!(free(&store, ip(11), ip(12), &none, now), None);
         // Once expired, held addresses come back, after never-used ones.
-        assert_eq!(
-            store
-                .find_free(ip(11), ip(12), &none, later)
-                .await
-                .expect("free"),
-            Some(ip(11))
-        );
-        assert_eq!(
-            store.by_mac(B).await.expect("by_mac"),
-            None,
-            "declines are not leases"
-        );
+        assert_eq!(free(&store, ip(11), ip(12), &none, later), Some(ip(11)));
+        assert_eq!(store.lease_of(B), None, "declines are not leases");
     }
 
     #[tokio::test]

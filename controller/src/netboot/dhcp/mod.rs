@@ -9,6 +9,7 @@
 //! What the DHCP server needs from the rest of the controller is [`BootPolicy`]: whether and
 //! how a machine (known by MAC and SMBIOS UUID) may network-boot.
 
+pub mod batch;
 pub mod client;
 pub mod leases;
 pub mod policy;
@@ -50,13 +51,23 @@ pub enum BootTarget {
 
 /// Decides, per machine, whether it may network-boot.
 ///
-/// CANCEL-SAFETY: `lookup` must be cancel-safe (it is a read). It is called once per packet,
-/// so implementations must be cheap (an indexed query at most) and should not fail: on an
-/// internal error return [`BootTarget::Netboot`], which leads to the discovery agent.
+/// CANCEL-SAFETY: `lookup` must be cancel-safe (it is a read). It is called for every
+/// packet (`lookup_many` once per batch of them), so implementations must be cheap (an
+/// indexed query at most) and should not fail: on an internal error return
+/// [`BootTarget::Netboot`], which leads to the discovery agent.
 #[async_trait]
 pub trait BootPolicy: Send + Sync {
     /// `client_uuid` is the SMBIOS UUID from option 97 when the firmware sent it.
     async fn lookup(&self, mac: MacAddr, client_uuid: Option<Uuid>) -> BootTarget;
+
+    /// [`Self::lookup`] of each client, in order; a store-backed policy reads them at once.
+    async fn lookup_many(&self, clients: &[(MacAddr, Option<Uuid>)]) -> Vec<BootTarget> {
+        let mut out = Vec::with_capacity(clients.len());
+        for (mac, uuid) in clients {
+            out.push(self.lookup(*mac, *uuid).await);
+        }
+        out
+    }
 }
 
 /// An in-memory [`BootPolicy`]: a default answer plus per-MAC overrides. Used until the store

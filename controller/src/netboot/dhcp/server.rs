@@ -6,7 +6,7 @@
 //! SO_BROADCAST for 255.255.255.255 replies, SO_REUSEADDR. Port 67 always; port 4011 too in
 //! proxy mode. Raw sockets are not needed: clients without an address get broadcasts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,11 +19,10 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use super::batch::{Overlay, Want};
 use super::client::{self, ClientInfo, DropReason};
-use super::leases::{LeaseContext, LeaseStore};
-use super::policy::{
-    self, Decision, Destination, Incoming, LeaseLookups, Outcome, PXE_PORT, SERVER_PORT,
-};
+use super::leases::{LeaseContext, LeaseOp, LeaseStore};
+use super::policy::{self, Decision, Destination, Incoming, Outcome, PXE_PORT, SERVER_PORT};
 use super::{BootPolicy, DhcpConfig, DhcpMode};
 
 /// Packet and outcome counters, shared with whoever reports them.
@@ -191,6 +190,16 @@ impl std::fmt::Debug for DhcpServer {
     }
 }
 
+/// The most datagrams the server decides together: what one socket had queued, up to this.
+pub const MAX_BATCH: usize = 256;
+
+/// One datagram as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    pub bytes: Vec<u8>,
+    pub src: SocketAddrV4,
+}
+
 /// A reply ready for the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireReply {
@@ -244,50 +253,7 @@ impl DhcpServer {
         Ok(Some((free, total)))
     }
 
-    async fn lease_context(
-        &self,
-        inc: &Incoming<'_>,
-        want: LeaseLookups,
-        now: SystemTime,
-    ) -> Result<LeaseContext, super::leases::LeaseStoreError> {
-        let mut ctx = LeaseContext::default();
-        if !want.needed {
-            return Ok(ctx);
-        }
-        ctx.by_mac = self.leases.by_mac(inc.info.mac).await?;
-        if let Some(ip) = want.requested {
-            ctx.requested_holder = self.leases.by_ip(ip).await?;
-        }
-        if want.want_free
-            && let Some(pool) = &self.cfg.pool
-        {
-            let reserved = self.cfg.reservations.values().copied().collect();
-            // Never-used addresses in turn from after the last one found (one small read
-            // per DISCOVER, not the pool), then the lowest expired one.
-            let from = Ipv4Addr::from(self.free_hint.load(Ordering::Relaxed));
-            ctx.free = match self
-                .leases
-                .find_unused_from(pool.start, pool.end, from, &reserved)
-                .await?
-            {
-                Some(ip) => {
-                    let next = u32::from(ip)
-                        .checked_add(1)
-                        .unwrap_or(u32::from(pool.start));
-                    self.free_hint.store(next, Ordering::Relaxed);
-                    Some(ip)
-                }
-                None => {
-                    self.leases
-                        .find_free(pool.start, pool.end, &reserved, now)
-                        .await?
-                }
-            };
-        }
-        Ok(ctx)
-    }
-
-    /// Handle one datagram: everything but the socket. Returns the reply to send, if any.
+    /// Handle one datagram: [`Self::handle_batch`] of one.
     pub async fn handle_packet(
         &self,
         bytes: &[u8],
@@ -295,94 +261,196 @@ impl DhcpServer {
         local_port: u16,
         now: SystemTime,
     ) -> Option<WireReply> {
-        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        let batch = [Datagram {
+            bytes: bytes.to_vec(),
+            src,
+        }];
+        self.handle_batch(&batch, local_port, now)
+            .await
+            .pop()
+            .flatten()
+    }
+
+    /// Handle the datagrams one socket had queued: everything but the socket. Decides them
+    /// in order against one read of the store (`batch::Overlay`), writes their lease
+    /// changes in one transaction, and returns each one's reply (in order): a change the
+    /// store refused drops its reply, so no address is promised that the store did not
+    /// record.
+    pub async fn handle_batch(
+        &self,
+        batch: &[Datagram],
+        local_port: u16,
+        now: SystemTime,
+    ) -> Vec<Option<WireReply>> {
+        let counters = &self.counters;
+        counters
+            .received
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         if local_port == PXE_PORT {
-            self.counters
+            counters
                 .received_pxe_port
-                .fetch_add(1, Ordering::Relaxed);
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
-        let parsed =
-            client::parse(bytes).and_then(|m| ClientInfo::from_message(&m).map(|i| (m, i)));
-        let (msg, info) = match parsed {
-            Ok(v) => v,
-            Err(reason) => {
-                tracing::debug!(%src, len = bytes.len(), reason = reason.as_str(), "dhcp packet dropped");
-                self.counters.count_drop(reason);
-                return None;
+        let mut packets = Vec::with_capacity(batch.len());
+        for (i, d) in batch.iter().enumerate() {
+            match client::parse(&d.bytes).and_then(|m| ClientInfo::from_message(&m).map(|c| (m, c)))
+            {
+                Ok((msg, info)) => packets.push((i, msg, info)),
+                Err(reason) => {
+                    tracing::debug!(src = %d.src, len = d.bytes.len(), reason = reason.as_str(), "dhcp packet dropped");
+                    counters.count_drop(reason);
+                }
             }
-        };
-        let span =
-            tracing::debug_span!("dhcp", mac = %info.mac, xid = info.xid, kind = ?info.msg_type);
+        }
+        let mut replies = vec![None; batch.len()];
+        if packets.is_empty() {
+            return replies;
+        }
+        let span = tracing::debug_span!("dhcp_batch", packets = packets.len(), local_port);
         async {
-            let inc = Incoming {
-                msg: &msg,
-                info: &info,
-                src,
-                local_port,
-            };
-            let target = self.policy.lookup(info.mac, info.uuid).await;
+            let clients: Vec<_> = packets.iter().map(|(_, _, c)| (c.mac, c.uuid)).collect();
+            let targets = self.policy.lookup_many(&clients).await;
             let _guard = self.lease_lock.lock().await;
-            let want = policy::lease_lookups(&self.cfg, &inc);
-            let decision = match self.lease_context(&inc, want, now).await {
-                Ok(ctx) => policy::decide(&self.cfg, &inc, target, &ctx, now),
-                Err(e) => {
-                    tracing::warn!(error = %e, "lease store read failed");
-                    Decision {
+            let incoming: Vec<Incoming<'_>> = packets
+                .iter()
+                .map(|(i, msg, info)| Incoming {
+                    msg,
+                    info,
+                    src: batch[*i].src,
+                    local_port,
+                })
+                .collect();
+            let wants: Vec<Want> = incoming
+                .iter()
+                .map(|inc| Want {
+                    mac: inc.info.mac,
+                    lookups: policy::lease_lookups(&self.cfg, inc),
+                })
+                .collect();
+            let pool = self.cfg.pool.as_ref();
+            let reserved: BTreeSet<Ipv4Addr> = self.cfg.reservations.values().copied().collect();
+            let hint = Ipv4Addr::from(self.free_hint.load(Ordering::Relaxed));
+            let overlay = Overlay::read(self.leases.as_ref(), &wants, pool, &reserved, hint)
+                .await
+                .inspect_err(|e| tracing::warn!(error = %e, "lease store read failed"))
+                .ok();
+            // Each packet's decision, and the index of its lease change in `ops`.
+            let mut decided = Vec::with_capacity(incoming.len());
+            let mut ops = Vec::new();
+            for ((inc, want), target) in incoming.iter().zip(&wants).zip(&targets) {
+                let decision = match &overlay {
+                    Some(o) => {
+                        let ctx = o.context(want, pool, &reserved, now);
+                        let d = policy::decide(&self.cfg, inc, *target, &ctx, now);
+                        if let (Some(free), Some(LeaseOp::Offer { ip, .. })) = (ctx.free, &d.lease_op)
+                            && free == *ip
+                        {
+                            // The next search starts after the address just handed out.
+                            let next = u32::from(free).checked_add(1).unwrap_or(0);
+                            self.free_hint.store(next, Ordering::Relaxed);
+                        }
+                        d
+                    }
+                    None if !want.lookups.needed => {
+                        policy::decide(&self.cfg, inc, *target, &LeaseContext::default(), now)
+                    }
+                    None => Decision {
                         outcome: Outcome::Drop(DropReason::StoreError),
                         lease_op: None,
-                    }
-                }
-            };
-            if let Some(op) = &decision.lease_op
-                && let Err(e) = self.leases.apply(op, now).await
-            {
-                // Never promise an address the store did not record.
-                tracing::warn!(error = %e, ?op, "lease store write failed");
-                self.counters.count_drop(DropReason::StoreError);
-                return None;
+                    },
+                };
+                let op_index = match (&decision.lease_op, &overlay) {
+                    (Some(op), Some(o)) => match o.apply(op, now) {
+                        Ok(()) => {
+                            ops.push(op.clone());
+                            Some(Ok(ops.len() - 1))
+                        }
+                        Err(e) => Some(Err(e)),
+                    },
+                    _ => None,
+                };
+                decided.push((decision, op_index));
             }
-            match decision.outcome {
-                Outcome::Reply { message, dest } => {
-                    let bytes = match policy::encode_reply(&message) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "encoding reply failed");
-                            self.counters.count_drop(DropReason::EncodeFailed);
-                            return None;
-                        }
-                    };
-                    let dest = match dest {
-                        Destination::Broadcast { port } => {
-                            SocketAddrV4::new(Ipv4Addr::BROADCAST, port)
-                        }
-                        Destination::Unicast(a) => a,
-                    };
-                    let counter = match message.opts().msg_type() {
-                        Some(MessageType::Offer) => Some(&self.counters.offers),
-                        Some(MessageType::Ack) => Some(&self.counters.acks),
-                        Some(MessageType::Nak) => Some(&self.counters.naks),
-                        _ => None,
-                    };
-                    if let Some(c) = counter {
-                        c.fetch_add(1, Ordering::Relaxed);
+            let written = if ops.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.leases.apply_all(&ops, now).await
+            };
+            if let Err(e) = &written {
+                tracing::warn!(error = %e, writes = ops.len(), "lease store write failed");
+            }
+            for ((inc, (decision, op_index)), (i, _, _)) in
+                incoming.iter().zip(decided).zip(&packets)
+            {
+                let stored = match op_index {
+                    None => Ok(()),
+                    Some(Err(e)) => Err(e.to_string()),
+                    Some(Ok(k)) => match &written {
+                        Ok(results) => match results.get(k) {
+                            Some(Ok(())) => Ok(()),
+                            Some(Err(e)) => Err(e.to_string()),
+                            None => Err("no result for the write".to_owned()),
+                        },
+                        Err(e) => Err(e.to_string()),
+                    },
+                };
+                let span = tracing::debug_span!("dhcp", mac = %inc.info.mac, xid = inc.info.xid, kind = ?inc.info.msg_type);
+                replies[*i] = span.in_scope(|| match stored {
+                    // Never promise an address the store did not record.
+                    Err(e) => {
+                        tracing::warn!(error = %e, op = ?decision.lease_op, "lease store write failed");
+                        counters.count_drop(DropReason::StoreError);
+                        None
                     }
-                    tracing::debug!(reply = ?message.opts().msg_type(), yiaddr = %message.yiaddr(), %dest, uuid = ?info.uuid, arch = ?info.arch, ipxe = info.is_ipxe, "dhcp reply");
-                    Some(WireReply { bytes, dest })
-                }
-                Outcome::Handled => {
-                    self.counters.handled.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!("dhcp handled");
-                    None
-                }
-                Outcome::Drop(reason) => {
-                    tracing::debug!(reason = reason.as_str(), "dhcp dropped");
-                    self.counters.count_drop(reason);
-                    None
-                }
+                    Ok(()) => self.reply(inc, decision),
+                });
             }
         }
         .instrument(span)
-        .await
+        .await;
+        replies
+    }
+
+    /// The wire reply for one decided packet (counting it), or `None`.
+    fn reply(&self, inc: &Incoming<'_>, decision: Decision) -> Option<WireReply> {
+        let info = inc.info;
+        match decision.outcome {
+            Outcome::Reply { message, dest } => {
+                let bytes = match policy::encode_reply(&message) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "encoding reply failed");
+                        self.counters.count_drop(DropReason::EncodeFailed);
+                        return None;
+                    }
+                };
+                let dest = match dest {
+                    Destination::Broadcast { port } => SocketAddrV4::new(Ipv4Addr::BROADCAST, port),
+                    Destination::Unicast(a) => a,
+                };
+                let counter = match message.opts().msg_type() {
+                    Some(MessageType::Offer) => Some(&self.counters.offers),
+                    Some(MessageType::Ack) => Some(&self.counters.acks),
+                    Some(MessageType::Nak) => Some(&self.counters.naks),
+                    _ => None,
+                };
+                if let Some(c) = counter {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(reply = ?message.opts().msg_type(), yiaddr = %message.yiaddr(), %dest, uuid = ?info.uuid, arch = ?info.arch, ipxe = info.is_ipxe, "dhcp reply");
+                Some(WireReply { bytes, dest })
+            }
+            Outcome::Handled => {
+                self.counters.handled.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("dhcp handled");
+                None
+            }
+            Outcome::Drop(reason) => {
+                tracing::debug!(reason = reason.as_str(), "dhcp dropped");
+                self.counters.count_drop(reason);
+                None
+            }
+        }
     }
 
     async fn serve_socket(
@@ -414,20 +482,41 @@ impl DhcpServer {
                     return Ok(());
                 }
             };
-            let SocketAddr::V4(src) = src else { continue };
-            let Some(reply) = self
-                .handle_packet(&buf[..len], src, port, SystemTime::now())
-                .await
-            else {
-                continue;
-            };
-            match socket.send_to(&reply.bytes, reply.dest).await {
-                Ok(_) => {
-                    self.counters.replied.fetch_add(1, Ordering::Relaxed);
+            let mut batch = Vec::new();
+            if let SocketAddr::V4(src) = src {
+                batch.push(Datagram {
+                    bytes: buf[..len].to_vec(),
+                    src,
+                });
+            }
+            // What else is queued already goes into the same batch.
+            while batch.len() < MAX_BATCH {
+                match socket.try_recv_from(&mut buf) {
+                    Ok((len, SocketAddr::V4(src))) => batch.push(Datagram {
+                        bytes: buf[..len].to_vec(),
+                        src,
+                    }),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        tracing::debug!(%interface, port, error = %e, "dhcp recv error");
+                        break;
+                    }
                 }
-                Err(e) => {
-                    self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%interface, dest = %reply.dest, error = %e, "dhcp send failed");
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let replies = self.handle_batch(&batch, port, SystemTime::now()).await;
+            for reply in replies.into_iter().flatten() {
+                match socket.send_to(&reply.bytes, reply.dest).await {
+                    Ok(_) => {
+                        self.counters.replied.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%interface, dest = %reply.dest, error = %e, "dhcp send failed");
+                    }
                 }
             }
         }

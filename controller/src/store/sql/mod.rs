@@ -479,7 +479,20 @@ impl Store for SqlStore {
     }
 
     async fn node_state_by_mac(&self, mac: &str) -> Result<Option<(Uuid, String)>, StoreError> {
-        self.port_node_state(mac).await
+        let mac = mac.to_ascii_lowercase();
+        Ok(self
+            .port_node_states(std::slice::from_ref(&mac))
+            .await?
+            .into_iter()
+            .find(|(m, _, _)| *m == mac)
+            .map(|(_, uuid, state)| (uuid, state)))
+    }
+
+    async fn node_states_by_macs(
+        &self,
+        macs: &[String],
+    ) -> Result<Vec<(String, Uuid, String)>, StoreError> {
+        self.port_node_states(macs).await
     }
 
     async fn update_port(&self, port: &Port) -> Result<(), StoreError> {
@@ -614,5 +627,17 @@ impl Store for SqlStore {
 
     async fn write_dhcp_lease(&self, write: &LeaseWrite) -> Result<u64, StoreError> {
         self.lease_write(write).await
+    }
+
+    async fn dhcp_leases_of(
+        &self,
+        macs: &[String],
+        ips: &[Ipv4Addr],
+    ) -> Result<Vec<DhcpLease>, StoreError> {
+        self.leases_of(macs, ips).await
+    }
+
+    async fn write_dhcp_leases(&self, writes: &[LeaseWrite]) -> Result<Vec<u64>, StoreError> {
+        self.lease_writes(writes).await
     }
 }

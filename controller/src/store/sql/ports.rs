@@ -112,25 +112,37 @@ impl SqlStore {
 
     /// The node a MAC belongs to and its provision state, in one indexed read (no node
     /// document decoded): what DHCP and the iPXE script ask of every booting machine.
-    pub(super) async fn port_node_state(
+    /// (port MAC, node, provision state) of the ports among `macs`.
+    pub(super) async fn port_node_states(
         &self,
-        mac: &str,
-    ) -> Result<Option<(Uuid, String)>, StoreError> {
-        let row: Option<(String, String)> = with_db!(self, read, |pool| {
-            sqlx::query_as(
-                "SELECT n.uuid, n.provision_state FROM ports p JOIN nodes n ON n.uuid = p.node_uuid \
-                 WHERE p.address = $1",
-            )
-            .bind(mac.to_ascii_lowercase())
-            .fetch_optional(pool)
-            .await?
+        macs: &[String],
+    ) -> Result<Vec<(String, Uuid, String)>, StoreError> {
+        if macs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::new(
+            "SELECT p.address, n.uuid, n.provision_state FROM ports p \
+             JOIN nodes n ON n.uuid = p.node_uuid WHERE p.address IN (",
+        );
+        let marks: Vec<String> = macs
+            .iter()
+            .map(|m| q.arg(Arg::Text(m.to_ascii_lowercase())))
+            .collect();
+        q.push(&marks.join(", "));
+        q.push(")");
+        let QueryBuilder { sql, args } = q;
+        let rows: Vec<(String, String, String)> = with_db!(self, read, |pool| {
+            bind_args!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &args)
+                .fetch_all(pool)
+                .await?
         });
-        row.map(|(uuid, state)| {
-            Uuid::parse_str(&uuid)
-                .map(|u| (u, state))
-                .map_err(|e| StoreError::Database(format!("node uuid {uuid:?}: {e}").into()))
-        })
-        .transpose()
+        rows.into_iter()
+            .map(|(mac, uuid, state)| {
+                Uuid::parse_str(&uuid)
+                    .map(|u| (mac.to_ascii_lowercase(), u, state))
+                    .map_err(|e| StoreError::Database(format!("node uuid {uuid:?}: {e}").into()))
+            })
+            .collect()
     }
 
     pub(super) async fn port_get(&self, uuid: Uuid) -> Result<Option<Port>, StoreError> {

@@ -141,6 +141,7 @@ suite!(
     dhcp_reservations,
     dhcp_server_restart,
     dhcp_two_replicas_race,
+    dhcp_storm_batch,
     node_state_counts,
     conductor_rows,
     conductors_register_and_heartbeat,

@@ -25,7 +25,7 @@ use crate::store::fixtures::{json_map, node, port, t0};
 const MAC_A: &str = "52:54:00:aa:00:01";
 const MAC_B: &str = "52:54:00:aa:00:02";
 
-fn ip(last: u8) -> Ipv4Addr {
+pub(super) fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 7, 0, last)
 }
 
@@ -265,7 +265,7 @@ fn dhcp_config() -> DhcpConfig {
 }
 
 /// Full mode as the server at `server_ip`, pool `10.7.0.100..=end`.
-fn dhcp_config_of(server_ip: Ipv4Addr, end: Ipv4Addr) -> DhcpConfig {
+pub(super) fn dhcp_config_of(server_ip: Ipv4Addr, end: Ipv4Addr) -> DhcpConfig {
     let cfg = DhcpConfig {
         mode: DhcpMode::Full,
         server_ip,

@@ -2,6 +2,7 @@
 
 mod conductors;
 mod deploy_templates;
+mod dhcp_batch;
 mod inspection_rules;
 mod leases;
 mod locks;
@@ -11,6 +12,7 @@ mod related;
 
 pub use conductors::*;
 pub use deploy_templates::*;
+pub use dhcp_batch::*;
 pub use inspection_rules::*;
 pub use leases::*;
 pub use locks::*;
