@@ -125,7 +125,7 @@ pub fn run(data: &[u8]) {
                         && matches!(kind, Some(MessageType::Offer | MessageType::Ack))
                         && !yiaddr.is_unspecified()
                     {
-                        let held = leases.by_ip(yiaddr).await.expect("memory store");
+                        let held = leases.lease_on(yiaddr);
                         assert!(
                             held.is_some_and(|l| l.mac == info.mac),
                             "{kind:?} of {yiaddr} to {} that the store does not hold for it",
