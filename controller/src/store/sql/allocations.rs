@@ -111,7 +111,7 @@ impl SqlStore {
         }
         let placeholder = sql.arg(Arg::Int(limit_of(query.limit)));
         sql.push(&format!(" ORDER BY id ASC LIMIT {placeholder}"));
-        let QueryBuilder { sql, args } = sql;
+        let QueryBuilder { sql, args, .. } = sql;
         let rows: Vec<(String,)> = with_db!(self, read, |pool| {
             bind_args!(sqlx::query_as(AssertSqlSafe(sql)), &args)
                 .fetch_all(pool)

@@ -8,7 +8,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Arg, QueryBuilder, SqlStore, bind_args, micros, parse_opt_uuid, with_db};
+use super::{Arg, Backend, QueryBuilder, SqlStore, bind_args, micros, parse_opt_uuid, with_db};
 use crate::model::{DhcpLease, DhcpLeaseState};
 use crate::store::{LeaseWrite, StoreError};
 use chrono::{DateTime, Utc};
@@ -99,7 +99,7 @@ impl SqlStore {
         if macs.is_empty() && ips.is_empty() {
             return Ok(Vec::new());
         }
-        let mut q = QueryBuilder::new(SELECT);
+        let mut q = QueryBuilder::for_many(&self.backend, SELECT);
         let mut terms = Vec::new();
         if !macs.is_empty() {
             let marks: Vec<String> = macs
@@ -114,7 +114,7 @@ impl SqlStore {
         }
         q.push(" WHERE ");
         q.push(&terms.join(" OR "));
-        let QueryBuilder { sql, args } = q;
+        let QueryBuilder { sql, args, .. } = q;
         let rows: Vec<LeaseRow> = with_db!(self, read, |pool| {
             bind_args!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &args)
                 .fetch_all(pool)
@@ -169,6 +169,7 @@ impl SqlStore {
                                AND state IN ('offered', 'bound')";
         const FORGET: &str = "DELETE FROM dhcp_leases WHERE mac = $1 AND state = 'offered'";
         const PURGE: &str = "DELETE FROM dhcp_leases WHERE state <> 'reserved' AND expires_at < $1";
+        let anonymous = matches!(self.backend, Backend::Sqlite { .. });
         Ok(with_db!(self, write, |pool| {
             let mut tx = pool.begin().await?;
             let mut done = Vec::with_capacity(writes.len());
@@ -179,14 +180,14 @@ impl SqlStore {
                     // A storm's offers: one statement for the run, one for what they replace.
                     let holds = &writes[next..next + run];
                     let held: std::collections::HashSet<i64> = {
-                        let (sql, args) = upsert_holds(holds);
+                        let (sql, args) = upsert_holds(anonymous, holds);
                         let rows: Vec<(i64,)> =
                             bind_args!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &args)
                                 .fetch_all(&mut *tx)
                                 .await?;
                         rows.into_iter().map(|(ip,)| ip).collect()
                     };
-                    if let Some((sql, args)) = drop_replaced(holds, &held) {
+                    if let Some((sql, args)) = drop_replaced(anonymous, holds, &held) {
                         bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), &args)
                             .execute(&mut *tx)
                             .await?;
@@ -282,8 +283,11 @@ fn hold_run(writes: &[LeaseWrite]) -> usize {
 
 /// The multi-row form of the hold upsert for `holds` (a [`hold_run`]), returning the
 /// addresses it took.
-fn upsert_holds(holds: &[LeaseWrite]) -> (String, Vec<Arg>) {
-    let mut q = QueryBuilder::new("INSERT INTO dhcp_leases (ip, mac, state, expires_at) VALUES ");
+fn upsert_holds(anonymous: bool, holds: &[LeaseWrite]) -> (String, Vec<Arg>) {
+    let mut q = QueryBuilder::anonymous_if(
+        anonymous,
+        "INSERT INTO dhcp_leases (ip, mac, state, expires_at) VALUES ",
+    );
     let mut at = None;
     for (i, w) in holds.iter().enumerate() {
         let LeaseWrite::Hold {
@@ -320,25 +324,32 @@ fn upsert_holds(holds: &[LeaseWrite]) -> (String, Vec<Arg>) {
 /// After [`upsert_holds`] took the addresses `held`: the statement that drops the other
 /// offered or bound leases of the MACs that took one (`None` when none did).
 fn drop_replaced(
+    anonymous: bool,
     holds: &[LeaseWrite],
     held: &std::collections::HashSet<i64>,
 ) -> Option<(String, Vec<Arg>)> {
-    let mut q = QueryBuilder::new(
+    let mut q = QueryBuilder::anonymous_if(
+        anonymous,
         "DELETE FROM dhcp_leases WHERE state IN ('offered', 'bound') AND mac IN (",
     );
-    let mut macs = Vec::new();
-    let mut ips = Vec::new();
-    for w in holds {
-        if let LeaseWrite::Hold { ip, mac, .. } = w
-            && held.contains(&ip_key(*ip))
-        {
-            macs.push(q.arg(Arg::Text(mac.to_ascii_lowercase())));
-            ips.push(q.arg(Arg::Int(ip_key(*ip))));
-        }
-    }
-    if macs.is_empty() {
+    let took: Vec<(&str, i64)> = holds
+        .iter()
+        .filter_map(|w| match w {
+            LeaseWrite::Hold { ip, mac, .. } if held.contains(&ip_key(*ip)) => {
+                Some((mac.as_str(), ip_key(*ip)))
+            }
+            _ => None,
+        })
+        .collect();
+    if took.is_empty() {
         return None;
     }
+    // Marks are made in the order they appear (`?` binds in order).
+    let macs: Vec<String> = took
+        .iter()
+        .map(|(mac, _)| q.arg(Arg::Text(mac.to_ascii_lowercase())))
+        .collect();
+    let ips: Vec<String> = took.iter().map(|(_, ip)| q.arg(Arg::Int(*ip))).collect();
     q.push(&macs.join(", "));
     q.push(") AND ip NOT IN (");
     q.push(&ips.join(", "));
@@ -443,7 +454,7 @@ mod tests {
     #[test]
     fn the_multi_row_statements_bind_every_hold_and_drop_only_what_was_taken() {
         let holds = [hold(1, "A", 0), hold(2, "b", 0)];
-        let (sql, args) = upsert_holds(&holds);
+        let (sql, args) = upsert_holds(false, &holds);
         assert!(
             sql.contains("VALUES ($1, $2, $3, $4), ($5, $6, $7, $8) ON CONFLICT"),
             "{sql}"
@@ -452,9 +463,24 @@ mod tests {
         assert_eq!(args.len(), 9);
         assert!(matches!(&args[1], Arg::Text(m) if m == "a"));
         let took: std::collections::HashSet<i64> = [ip_key(Ipv4Addr::new(10, 0, 0, 2))].into();
-        let (sql, args) = drop_replaced(&holds, &took).expect("one hold took");
+        let (sql, args) = drop_replaced(false, &holds, &took).expect("one hold took");
         assert!(sql.ends_with("mac IN ($1) AND ip NOT IN ($2)"), "{sql}");
         assert!(matches!(&args[0], Arg::Text(m) if m == "b"));
-        assert!(drop_replaced(&holds, &Default::default()).is_none());
+        assert!(drop_replaced(false, &holds, &Default::default()).is_none());
+        // On SQLite: `?` marks, one per value in bind order.
+        let (sql, args) = upsert_holds(true, &holds);
+        assert!(
+            sql.contains("VALUES (?, ?, ?, ?), (?, ?, ?, ?) ON CONFLICT"),
+            "{sql}"
+        );
+        assert!(sql.ends_with("expires_at <= ?) RETURNING ip"), "{sql}");
+        assert_eq!(args.len(), 9);
+        let both: std::collections::HashSet<i64> = [1, 2]
+            .map(|last| ip_key(Ipv4Addr::new(10, 0, 0, last)))
+            .into();
+        let (sql, args) = drop_replaced(true, &holds, &both).expect("both took");
+        assert!(sql.ends_with("mac IN (?, ?) AND ip NOT IN (?, ?)"), "{sql}");
+        let texts: Vec<bool> = args.iter().map(|a| matches!(a, Arg::Text(_))).collect();
+        assert_eq!(texts, [true, true, false, false], "binds follow the marks");
     }
 }

@@ -314,7 +314,7 @@ impl SqlStore {
     }
 
     pub(super) async fn node_list(&self, query: &NodeQuery) -> Result<Vec<Node>, StoreError> {
-        let QueryBuilder { sql, args } = build_list(query)?;
+        let QueryBuilder { sql, args, .. } = build_list(query)?;
         let rows: Vec<NodeRow> = with_db!(self, read, |pool| {
             bind_args!(sqlx::query_as(AssertSqlSafe(sql)), &args)
                 .fetch_all(pool)

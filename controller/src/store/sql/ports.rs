@@ -120,7 +120,8 @@ impl SqlStore {
         if macs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut q = QueryBuilder::new(
+        let mut q = QueryBuilder::for_many(
+            &self.backend,
             "SELECT p.address, n.uuid, n.provision_state FROM ports p \
              JOIN nodes n ON n.uuid = p.node_uuid WHERE p.address IN (",
         );
@@ -130,7 +131,7 @@ impl SqlStore {
             .collect();
         q.push(&marks.join(", "));
         q.push(")");
-        let QueryBuilder { sql, args } = q;
+        let QueryBuilder { sql, args, .. } = q;
         let rows: Vec<(String, String, String)> = with_db!(self, read, |pool| {
             bind_args!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &args)
                 .fetch_all(pool)
@@ -180,7 +181,7 @@ impl SqlStore {
         }
         let placeholder = sql.arg(Arg::Int(limit_of(query.limit)));
         sql.push(&format!(" ORDER BY id {dir} LIMIT {placeholder}"));
-        let QueryBuilder { sql, args } = sql;
+        let QueryBuilder { sql, args, .. } = sql;
         let rows: Vec<(String,)> = with_db!(self, read, |pool| {
             bind_args!(sqlx::query_as(AssertSqlSafe(sql)), &args)
                 .fetch_all(pool)
