@@ -380,20 +380,27 @@ impl Conductor {
         let view = NodeView::from_node(&current).map_err(|e| ConductorError::BadRequest(e.0))?;
         machine::step(&view, &Event::Verb(req.verb), Utc::now())?;
         self.check_request(&current, &req)?;
-        let reserved = self.reserve(node).await?;
         let this = self.arc();
-        match this.begin_verb(reserved, &req).await {
-            Ok(run) => {
-                let this2 = this.clone();
-                let span = tracing::info_span!("node_task", node = %node);
-                self.spawn(async move { this2.run_guarded(node, run).await }.instrument(span));
-                Ok(())
+        // Usually nobody holds the node: its first transition takes the lock in the same
+        // transaction (one write instead of two). Else the lock is waited for as before.
+        let run = match this.begin_verb_unlocked(current, &req).await {
+            Ok(run) => run,
+            Err(ConductorError::Store(StoreError::Locked { .. } | StoreError::Stale { .. })) => {
+                let reserved = self.reserve(node).await?;
+                match this.begin_verb(reserved, &req).await {
+                    Ok(run) => run,
+                    Err(err) => {
+                        this.release(node).await;
+                        return Err(err);
+                    }
+                }
             }
-            Err(err) => {
-                this.release(node).await;
-                Err(err)
-            }
-        }
+            Err(err) => return Err(err),
+        };
+        let this2 = this.clone();
+        let span = tracing::info_span!("node_task", node = %node);
+        self.spawn(async move { this2.run_guarded(node, run).await }.instrument(span));
+        Ok(())
     }
 
     /// `service_steps` of a `service`: required, and each must be one the drivers offer.

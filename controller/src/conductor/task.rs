@@ -38,6 +38,9 @@ pub(super) struct TaskFlags {
     /// `run_guarded` sees it after the task ran elsewhere): nobody must release it again,
     /// since the next holder has the same name.
     pub released: Arc<AtomicBool>,
+    /// The node is not locked yet: the next save takes the lock in its transaction
+    /// (`Store::reserve_and_commit`) and fails with `Locked`/`Stale` instead of merging.
+    pub acquire: bool,
 }
 
 /// Whether a transition's remaining actions can produce no further event, so the node
@@ -106,6 +109,19 @@ impl Conductor {
         release: bool,
     ) -> Result<(), StoreError> {
         node.updated_at = Some(Utc::now());
+        if flags.acquire {
+            super::takeover::stamp_affinity(node, &self.config.name);
+            let name = self.config.name.as_str();
+            node.revision = self
+                .store
+                .reserve_and_commit(node, history, name, release)
+                .await?;
+            node.reservation = (!release).then(|| name.to_owned());
+            if release {
+                flags.released.store(true, Ordering::Release);
+            }
+            return Ok(());
+        }
         let holder = release.then_some(self.config.name.as_str());
         for _ in 0..8 {
             super::takeover::stamp_affinity(node, &self.config.name);
@@ -155,13 +171,36 @@ impl Conductor {
     /// Applies a verb to a locked node and persists the transition.
     pub(super) async fn begin_verb(
         &self,
+        node: Node,
+        req: &ProvisionRequest,
+    ) -> Result<Run, ConductorError> {
+        self.begin_verb_with(node, req, TaskFlags::default()).await
+    }
+
+    /// [`Self::begin_verb`] on a node read without its lock: the verb's transition takes
+    /// the lock in the same transaction. `Locked` or `Stale` when someone else got there
+    /// first (nothing written; the caller takes the lock the slow way).
+    pub(super) async fn begin_verb_unlocked(
+        &self,
+        node: Node,
+        req: &ProvisionRequest,
+    ) -> Result<Run, ConductorError> {
+        let flags = TaskFlags {
+            acquire: true,
+            ..TaskFlags::default()
+        };
+        self.begin_verb_with(node, req, flags).await
+    }
+
+    async fn begin_verb_with(
+        &self,
         mut node: Node,
         req: &ProvisionRequest,
+        mut flags: TaskFlags,
     ) -> Result<Run, ConductorError> {
         let view = NodeView::from_node(&node).map_err(|e| ConductorError::BadRequest(e.0))?;
         let transition = machine::step(&view, &Event::Verb(req.verb), Utc::now())?;
         self.prepare_verb(&mut node, req).await?;
-        let mut flags = TaskFlags::default();
         let actions = self.commit(&mut node, transition, &mut flags).await?;
         Ok(Run {
             node,
@@ -307,6 +346,7 @@ impl Conductor {
         }
         self.save_with(node, flags, history.as_ref(), release)
             .await?;
+        flags.acquire = false;
         tracing::info!(
             node = %node.uuid,
             from = %t.from,

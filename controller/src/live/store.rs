@@ -151,6 +151,21 @@ impl Store for Watched {
         Ok(revision)
     }
 
+    async fn reserve_and_commit(
+        &self,
+        node: &Node,
+        history: Option<&HistoryEvent>,
+        holder: &str,
+        release: bool,
+    ) -> Result<i64, StoreError> {
+        let revision = self
+            .inner
+            .reserve_and_commit(node, history, holder, release)
+            .await?;
+        self.changed(node);
+        Ok(revision)
+    }
+
     async fn delete_node(&self, uuid: Uuid) -> Result<(), StoreError> {
         self.inner.delete_node(uuid).await?;
         if self.live.has_listeners() {

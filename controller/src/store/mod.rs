@@ -263,6 +263,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         history: Option<&HistoryEvent>,
         release: Option<&str>,
     ) -> Result<i64, StoreError>;
+    /// A task's first transition and taking the node's lock in one transaction:
+    /// `commit_transition(node, history, None)` that also sets `reservation = holder`, only
+    /// if nobody holds it (`Locked` otherwise, nothing written); with `release` (the
+    /// transition ends the task) the reservation is required empty and left so.
+    async fn reserve_and_commit(
+        &self,
+        node: &Node,
+        history: Option<&HistoryEvent>,
+        holder: &str,
+        release: bool,
+    ) -> Result<i64, StoreError>;
     /// Deletes the node with its ports, inventory and history (allocations are kept).
     async fn delete_node(&self, uuid: Uuid) -> Result<(), StoreError>;
     /// Atomically sets `reservation = holder` when it is empty and returns the updated node;

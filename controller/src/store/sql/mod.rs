@@ -465,7 +465,23 @@ impl Store for SqlStore {
         history: Option<&HistoryEvent>,
         release: Option<&str>,
     ) -> Result<i64, StoreError> {
-        self.node_commit(node, history, release).await
+        let lock = release.map_or(nodes::LockChange::Keep, nodes::LockChange::Release);
+        self.node_commit(node, history, lock).await
+    }
+
+    async fn reserve_and_commit(
+        &self,
+        node: &Node,
+        history: Option<&HistoryEvent>,
+        holder: &str,
+        release: bool,
+    ) -> Result<i64, StoreError> {
+        let lock = if release {
+            nodes::LockChange::AcquireAndRelease
+        } else {
+            nodes::LockChange::Acquire(holder)
+        };
+        self.node_commit(node, history, lock).await
     }
 
     async fn delete_node(&self, uuid: Uuid) -> Result<(), StoreError> {

@@ -121,6 +121,40 @@ static UPDATE_RELEASE_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// [`UPDATE_SQL`] that also takes the reservation for `$29`, only if nobody holds it.
+static UPDATE_ACQUIRE_SQL: LazyLock<String> = LazyLock::new(|| {
+    UPDATE_SQL.replacen(
+        " WHERE uuid = $1",
+        &format!(
+            ", reservation = ${} WHERE uuid = $1 AND reservation IS NULL",
+            COLUMNS.len() + 2
+        ),
+        1,
+    )
+});
+
+/// [`UPDATE_SQL`] only if nobody holds the reservation (a task that takes the lock and
+/// ends in the same transition leaves it empty).
+static UPDATE_UNRESERVED_SQL: LazyLock<String> = LazyLock::new(|| {
+    UPDATE_SQL.replacen(
+        " WHERE uuid = $1",
+        " WHERE uuid = $1 AND reservation IS NULL",
+        1,
+    )
+});
+
+/// What a node commit does with the reservation.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum LockChange<'a> {
+    Keep,
+    /// Clears it if this holder holds it.
+    Release(&'a str),
+    /// Takes it for this holder; the commit fails (`Locked`) if anyone holds it.
+    Acquire(&'a str),
+    /// Requires it empty and leaves it so.
+    AcquireAndRelease,
+}
+
 /// Node fields kept only in their columns and laid over the document on read.
 const OVERLAID: &[&str] = &[
     "revision",
@@ -359,24 +393,25 @@ impl SqlStore {
         &self,
         node: &Node,
         history: Option<&HistoryEvent>,
-        release: Option<&str>,
+        lock: LockChange<'_>,
     ) -> Result<i64, StoreError> {
-        if history.is_none() && release.is_none() {
+        if history.is_none() && matches!(lock, LockChange::Keep) {
             return self.node_update(node).await;
         }
         let doc = self.node_doc(node)?;
         let revision = node.revision + 1;
         let event_doc = history.map(|event| to_doc(event, &[])).transpose()?;
-        let sql = if release.is_some() {
-            UPDATE_RELEASE_SQL.as_str()
-        } else {
-            UPDATE_SQL.as_str()
+        let (sql, holder) = match lock {
+            LockChange::Keep => (UPDATE_SQL.as_str(), None),
+            LockChange::Release(h) => (UPDATE_RELEASE_SQL.as_str(), Some(h)),
+            LockChange::Acquire(h) => (UPDATE_ACQUIRE_SQL.as_str(), Some(h)),
+            LockChange::AcquireAndRelease => (UPDATE_UNRESERVED_SQL.as_str(), None),
         };
         let result = with_db!(self, write, |pool| {
             async {
                 let mut tx = pool.begin().await?;
                 let mut query = bind_node!(sqlx::query(sql), node, doc, revision, node.revision);
-                if let Some(holder) = release {
+                if let Some(holder) = holder {
                     query = query.bind(holder);
                 }
                 if query.execute(&mut *tx).await?.rows_affected() != 1 {
@@ -403,6 +438,15 @@ impl SqlStore {
         match result {
             Ok(true) => Ok(revision),
             Ok(false) => match self.node_get("uuid", node.uuid.to_string()).await? {
+                Some(Node {
+                    reservation: Some(holder),
+                    ..
+                }) if matches!(lock, LockChange::Acquire(_) | LockChange::AcquireAndRelease) => {
+                    Err(StoreError::Locked {
+                        uuid: node.uuid,
+                        holder,
+                    })
+                }
                 Some(_) => Err(StoreError::Stale { uuid: node.uuid }),
                 None => Err(not_found(node.uuid)),
             },

@@ -137,6 +137,7 @@ suite!(
     two_processes,
     timing,
     commit_transition,
+    reserve_and_commit,
     dhcp_lease_rules,
     dhcp_reservations,
     dhcp_server_restart,

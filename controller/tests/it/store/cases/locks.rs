@@ -338,3 +338,70 @@ pub async fn commit_transition(db: &mut Db) {
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 }
+
+/// A task's first transition taking the lock in its own transaction: it takes it only when
+/// nobody holds it and the copy is current; a task that ends there leaves it empty.
+pub async fn reserve_and_commit(db: &mut Db) {
+    use crate::store::fixtures::{event, t0};
+    let store = &db.store;
+    let created = node(1);
+    store.create_node(&created).await.unwrap();
+    let mut copy = store.get_node_by_uuid(created.uuid).await.unwrap().unwrap();
+    let stale = copy.clone();
+
+    copy.provision_state = "verifying".to_owned();
+    let first = event(created.uuid, t0(), "manage");
+    copy.revision = store
+        .reserve_and_commit(&copy, Some(&first), "c1", false)
+        .await
+        .unwrap();
+    let stored = store.get_node_by_uuid(created.uuid).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.provision_state.as_str(),
+            stored.revision,
+            stored.reservation.as_deref()
+        ),
+        ("verifying", 1, Some("c1"))
+    );
+    assert_eq!(store.list_history(created.uuid).await.unwrap(), vec![first]);
+
+    // Held (by anyone, itself too): Locked, nothing written.
+    for holder in ["c1", "c2"] {
+        let err = store
+            .reserve_and_commit(&copy, Some(&event(created.uuid, t0(), "no")), holder, false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Locked { holder, .. } if holder == "c1"),
+            "{err:?}"
+        );
+    }
+    assert_eq!(store.list_history(created.uuid).await.unwrap().len(), 1);
+    store.release_node(created.uuid, "c1").await.unwrap();
+
+    // A copy read before another write: Stale, the lock stays free.
+    let err = store
+        .reserve_and_commit(&stale, None, "c2", false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale { .. }), "{err:?}");
+    let stored = store.get_node_by_uuid(created.uuid).await.unwrap().unwrap();
+    assert_eq!((stored.revision, stored.reservation), (1, None));
+
+    // Taken and given back in one transition.
+    copy.provision_state = "manageable".to_owned();
+    store
+        .reserve_and_commit(&copy, None, "c2", true)
+        .await
+        .unwrap();
+    let stored = store.get_node_by_uuid(created.uuid).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.provision_state.as_str(),
+            stored.revision,
+            stored.reservation
+        ),
+        ("manageable", 2, None)
+    );
+}
