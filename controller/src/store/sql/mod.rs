@@ -26,6 +26,7 @@ mod deploy_templates;
 mod history;
 mod inspection_rules;
 pub(crate) mod leases;
+mod node_list;
 mod nodes;
 mod ports;
 mod sessions;
@@ -52,7 +53,7 @@ use crate::deploy_templates::DeployTemplate;
 use crate::inspection_rules::InspectionRule;
 use crate::model::{Allocation, ConductorRecord, DhcpLease, HistoryEvent, Node, Port};
 
-pub use nodes::{NODE_SORT_KEYS, node_sort_column};
+pub use node_list::{NODE_SORT_KEYS, node_sort_column};
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
