@@ -54,11 +54,10 @@ impl Overlay {
         let mut ips: Vec<Ipv4Addr> = needed.iter().filter_map(|w| w.lookups.requested).collect();
         ips.sort_unstable();
         ips.dedup();
-        let overlay = Overlay::default();
+        let mut overlay = Overlay::default();
         if !macs.is_empty() || !ips.is_empty() {
             overlay.rows.seed(store.leases_of(&macs, &ips).await?);
         }
-        let mut overlay = overlay;
         let free_wanted = needed.iter().filter(|w| w.lookups.want_free).count();
         let Some(pool) = pool.filter(|_| free_wanted > 0) else {
             return Ok(overlay);
