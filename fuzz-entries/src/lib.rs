@@ -16,6 +16,7 @@ pub mod ctl;
 pub mod dhcp_server;
 pub mod htpasswd;
 pub mod image_head;
+pub mod image_range;
 pub mod inspection_rule;
 pub mod ipmi;
 pub mod ipmi_inband;
@@ -39,6 +40,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("dhcp_server", dhcp_server::run),
     ("htpasswd", htpasswd::run),
     ("image_head", image_head::run),
+    ("image_range", image_range::run),
     ("inspection_rule", inspection_rule::run),
     ("ipmi", ipmi::run),
     ("ipmi_inband", ipmi_inband::run),

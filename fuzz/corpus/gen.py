@@ -458,6 +458,16 @@ def md_superblock_seeds():
     put("md_superblock", "v0.90-magic", struct.pack("<IIII", 0xA92B4EFC, 0, 90, 0) + bytes(60))
 
 
+# ---------------------------------------------------------------- image Range headers
+def image_range_seeds():
+    # First byte: the file's length / 3; the rest: the Range value a downloader sends.
+    put("image_range", "part", b"\x64bytes=0-9")
+    put("image_range", "open", b"\x64bytes=250-")
+    put("image_range", "suffix", b"\x64bytes=-10")
+    put("image_range", "empty-file", b"\x00bytes=0-0")
+    put("image_range", "several", b"\x10bytes=0-1, 5-6")
+
+
 if __name__ == "__main__":
     dhcp_seeds()
     tftp_seeds()
@@ -470,4 +480,5 @@ if __name__ == "__main__":
     inspection_rule_seeds()
     ipmi_inband_seeds()
     md_superblock_seeds()
+    image_range_seeds()
     print("seeds written under", HERE)

@@ -38,7 +38,8 @@ struct Args {
 }
 
 const USAGE: &str = "usage: cargo xtask bench api [--secure] [--peer ironic] [--skip-ingot] \
-                     [--no-build] [--nodes N] [--lifecycle N] [--list-repeats N] [--concurrency N]";
+                     [--no-build] [--nodes N] [--lifecycle N] [--list-repeats N] [--concurrency N] \
+                     [--poll-ms MS]";
 
 fn parse(args: &[String]) -> anyhow::Result<Args> {
     let mut out = Args {
@@ -52,6 +53,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
             list_repeats: 50,
             lifecycle_nodes: 50,
             transition_timeout: Duration::from_secs(120),
+            poll_every: None,
         },
     };
     let mut it = args.iter();
@@ -81,6 +83,9 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
             "--lifecycle" => out.cfg.lifecycle_nodes = number("--lifecycle")?,
             "--list-repeats" => out.cfg.list_repeats = number("--list-repeats")?,
             "--concurrency" => out.cfg.concurrency = number("--concurrency")?,
+            "--poll-ms" => {
+                out.cfg.poll_every = Some(Duration::from_millis(number("--poll-ms")? as u64));
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -108,8 +113,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let work = target_dir().join("bench-api");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     println!(
-        "bench api: {} nodes + 1 port each with {} clients, /v1/nodes/detail x{}, lifecycle of {} nodes; loopback only",
-        args.cfg.nodes, args.cfg.concurrency, args.cfg.list_repeats, args.cfg.lifecycle_nodes
+        "bench api: {} nodes + 1 port each with {} clients, /v1/nodes/detail x{}, lifecycle of {} nodes polled {}; loopback only",
+        args.cfg.nodes,
+        args.cfg.concurrency,
+        args.cfg.list_repeats,
+        args.cfg.lifecycle_nodes,
+        match args.cfg.poll_every {
+            Some(d) => format!("every {} ms", d.as_millis()),
+            None => "with a 1-100 ms backoff".to_owned(),
+        }
     );
 
     let mut reports = Vec::new();
@@ -158,7 +170,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let json = serde_json::json!({
         "config": {
             "nodes": args.cfg.nodes, "concurrency": args.cfg.concurrency,
-            "list_repeats": args.cfg.list_repeats, "lifecycle_nodes": args.cfg.lifecycle_nodes,
+            "list_repeats": args.cfg.list_repeats, "lifecycle_nodes": args.cfg.lifecycle_nodes, "poll_ms": args.cfg.poll_every.map(|d| d.as_millis() as u64),
         },
         "servers": reports.iter().map(ServerReport::to_json).collect::<Vec<_>>(),
     });

@@ -33,7 +33,7 @@ const USAGE: &str = "usage: cargo xtask <command>
                           operator API bench (release build); --secure adds ingot with http_basic
                           over HTTPS, --peer real Ironic 39.0.0
   bench write [...]       image write bench
-  bench rack [--agents N] [--image-mib M]
+  bench rack [--agents N] [--image-mib M] [--replicas R] [--pin]
                           N simulated machines discovered, cleaned, deployed, released (release build)
   bench dhcp [--clients N] [--release]
                           PXE storm (root): N machines DISCOVER at once against ingot serve and

@@ -103,6 +103,12 @@ pub fn sample_tree(root: u32, ticks_per_sec: f64) -> anyhow::Result<TreeSample> 
     Ok(sample)
 }
 
+/// CPU seconds of one process alone (not its children).
+pub fn own_cpu_secs(pid: u32, ticks_per_sec: f64) -> anyhow::Result<f64> {
+    let (_, ticks) = stat_fields(pid).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    Ok(ticks as f64 / ticks_per_sec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -595,24 +595,34 @@ impl Conductor {
         result: Result<(), String>,
     ) -> Result<(), ConductorError> {
         self.check_running()?;
-        let reserved = self.reserve(node).await?;
-        let event = match result {
+        let event = |n: &Node| match &result {
             Ok(()) => Event::AgentCallback,
-            Err(reason) => Event::Failed(agent_step_error(&reserved, &reason)),
+            Err(reason) => Event::Failed(agent_step_error(n, reason)),
         };
         let this = self.arc();
-        match this.begin_event(reserved, event).await {
-            Ok(run) => {
-                let this2 = this.clone();
-                let span = tracing::info_span!("node_task", node = %node);
-                self.spawn(async move { this2.run_guarded(node, run).await }.instrument(span));
-                Ok(())
+        // As `provision`: an unlocked node is locked by the transition's own transaction;
+        // when the conductor task that handed out the command still holds it, wait.
+        let current = self.load(node).await?;
+        let first = event(&current);
+        let run = match this.begin_event_unlocked(current, first).await {
+            Ok(run) => run,
+            Err(ConductorError::Store(StoreError::Locked { .. } | StoreError::Stale { .. })) => {
+                let reserved = self.reserve(node).await?;
+                let again = event(&reserved);
+                match this.begin_event(reserved, again).await {
+                    Ok(run) => run,
+                    Err(err) => {
+                        this.release(node).await;
+                        return Err(err);
+                    }
+                }
             }
-            Err(err) => {
-                this.release(node).await;
-                Err(err)
-            }
-        }
+            Err(err) => return Err(err),
+        };
+        let this2 = this.clone();
+        let span = tracing::info_span!("node_task", node = %node);
+        self.spawn(async move { this2.run_guarded(node, run).await }.instrument(span));
+        Ok(())
     }
 
     /// Stops taking work and waits (bounded) for running tasks.

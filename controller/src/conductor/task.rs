@@ -212,12 +212,36 @@ impl Conductor {
     /// Applies an internal event to a locked node and persists the transition.
     pub(super) async fn begin_event(
         &self,
+        node: Node,
+        event: Event,
+    ) -> Result<Run, ConductorError> {
+        self.begin_event_with(node, event, TaskFlags::default())
+            .await
+    }
+
+    /// [`Self::begin_event`] on a node read without its lock: the transition takes the
+    /// lock in the same transaction; `Locked` or `Stale` (nothing written) when someone
+    /// else got there first.
+    pub(super) async fn begin_event_unlocked(
+        &self,
+        node: Node,
+        event: Event,
+    ) -> Result<Run, ConductorError> {
+        let flags = TaskFlags {
+            acquire: true,
+            ..TaskFlags::default()
+        };
+        self.begin_event_with(node, event, flags).await
+    }
+
+    async fn begin_event_with(
+        &self,
         mut node: Node,
         event: Event,
+        mut flags: TaskFlags,
     ) -> Result<Run, ConductorError> {
         let view = NodeView::from_node(&node).map_err(|e| ConductorError::BadRequest(e.0))?;
         let transition = machine::step(&view, &event, Utc::now())?;
-        let mut flags = TaskFlags::default();
         let actions = self.commit(&mut node, transition, &mut flags).await?;
         Ok(Run {
             node,

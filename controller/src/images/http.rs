@@ -8,14 +8,12 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tower::ServiceExt;
-use tower_http::services::ServeFile;
 
+use super::mapped::{self, MappedFiles};
 use super::resolve::stored_name;
 use super::signing::UrlSigner;
 use super::{ImageError, ImageStore};
@@ -32,6 +30,7 @@ struct ImagesState {
     store: Arc<ImageStore>,
     signer: Arc<UrlSigner>,
     nodes: Arc<dyn Store>,
+    mapped: Arc<MappedFiles>,
 }
 
 /// The image routes; every request must carry a URL `signer` signed for a node of `nodes`
@@ -43,6 +42,7 @@ pub fn router(store: Arc<ImageStore>, signer: Arc<UrlSigner>, nodes: Arc<dyn Sto
             store,
             signer,
             nodes,
+            mapped: Arc::default(),
         })
 }
 
@@ -67,14 +67,12 @@ async fn deploying(nodes: &dyn Store, node: uuid::Uuid, name: &str) -> Result<bo
     Ok(in_deploy && matches!(stored_name(source), Ok(Some(n)) if n == name))
 }
 
-/// Bytes read from an image file per chunk of the answer.
-const IMAGE_CHUNK: usize = 256 << 10;
-
 async fn image_file(
     State(ImagesState {
         store,
         signer,
         nodes,
+        mapped,
     }): State<ImagesState>,
     Path(file): Path<String>,
     req: Request,
@@ -111,17 +109,24 @@ async fn image_file(
             _ => return not_found(),
         };
         tracing::info!(image = name, %node, range = ?req.headers().get(header::RANGE), "serving image");
-        // 256 KiB reads (tower-http's default is 64 KiB): fewer system calls per image byte,
-        // which is what bounds the fan-out to a rack (`cargo xtask bench rack`, 100
-        // machines: 1.6 GiB/s at 64 KiB, 2.2 at 256 KiB, 2.5 at 1 MiB with twice the RSS).
-        return match ServeFile::new(path)
-            .with_buf_chunk_size(IMAGE_CHUNK)
-            .oneshot(req)
-            .await
+        let bytes = match tokio::task::spawn_blocking({
+            let mapped = mapped.clone();
+            move || mapped.bytes(&path)
+        })
+        .await
         {
-            Ok(resp) => resp.map(Body::new),
-            Err(never) => match never {},
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                tracing::error!(image = name, error = %e, "mapping image file");
+                return (StatusCode::INTERNAL_SERVER_ERROR, "image file unreadable\n")
+                    .into_response();
+            }
+            Err(e) => {
+                tracing::error!(image = name, error = %e, "mapping image file");
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
         };
+        return mapped::respond(req.method(), req.headers(), bytes);
     }
     if let Some(name) = file.strip_suffix(".sha256") {
         return match store.get(name) {

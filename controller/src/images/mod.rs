@@ -12,6 +12,7 @@ pub mod compress;
 pub mod format;
 pub mod http;
 pub mod inspect;
+pub mod mapped;
 pub mod progress;
 pub mod resolve;
 pub mod signing;

@@ -29,6 +29,18 @@ pub struct Config {
     pub lifecycle_nodes: usize,
     /// Deadline for one node to reach one state.
     pub transition_timeout: Duration,
+    /// Poll (and retry a 409) at this fixed interval; `None`: back off from 1 ms to 100 ms.
+    pub poll_every: Option<Duration>,
+}
+
+/// The pause before the next poll or retry: `fixed`, or `backoff` (then doubled, to 100 ms).
+fn pause_next(fixed: Option<Duration>, backoff: &mut Duration) -> Duration {
+    if let Some(every) = fixed {
+        return every;
+    }
+    let now = *backoff;
+    *backoff = (now * 2).min(Duration::from_millis(100));
+    now
 }
 
 /// Where the workload sends its requests, and how it gets in.
@@ -356,13 +368,14 @@ pub async fn run(target: &Target, cfg: &Config, cpu: &dyn Fn() -> f64) -> anyhow
         let uuids = Arc::clone(&uuids);
         let base = base.to_owned();
         let timeout = cfg.transition_timeout;
+        let poll = cfg.poll_every;
         tasks.push(tokio::spawn(async move {
             let mut rec = Recorder::default();
             let mut done = 0;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(uuid) = uuids.get(i) else { break };
-                if lifecycle(&client, &mut rec, &base, uuid, timeout).await {
+                if lifecycle(&client, &mut rec, &base, uuid, timeout, poll).await {
                     done += 1;
                 }
             }
@@ -383,14 +396,15 @@ pub async fn run(target: &Target, cfg: &Config, cpu: &dyn Fn() -> f64) -> anyhow
 
 /// Takes one node through the four transitions; false if any step failed.
 ///
-/// A 409 (node still locked by the task that just finished) is retried with the same
-/// 1 ms to 100 ms backoff as polling, as the clients retry it (the CLI every 2 s).
+/// A 409 (node still locked by the task that just finished) is retried at the pace of
+/// polling, as the clients retry it (the CLI every 2 s).
 async fn lifecycle(
     client: &reqwest::Client,
     rec: &mut Recorder,
     base: &str,
     uuid: &str,
     timeout: Duration,
+    poll: Option<Duration>,
 ) -> bool {
     for (verb, want) in LIFECYCLE {
         let deadline = Instant::now() + timeout;
@@ -409,19 +423,18 @@ async fn lifecycle(
                     return false;
                 }
                 Reply::Conflict => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(100));
+                    tokio::time::sleep(pause_next(poll, &mut pause)).await;
                 }
             }
         }
-        if !wait_for_state(client, rec, base, uuid, want, timeout).await {
+        if !wait_for_state(client, rec, base, uuid, want, timeout, poll).await {
             return false;
         }
     }
     true
 }
 
-/// Polls a node until it is in `want` with no target; backs off from 1 ms to 100 ms.
+/// Polls a node until it is in `want` with no target, at the pace `poll` says.
 async fn wait_for_state(
     client: &reqwest::Client,
     rec: &mut Recorder,
@@ -429,6 +442,7 @@ async fn wait_for_state(
     uuid: &str,
     want: &str,
     timeout: Duration,
+    poll: Option<Duration>,
 ) -> bool {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(1);
@@ -458,8 +472,7 @@ async fn wait_for_state(
             ));
             return false;
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
+        tokio::time::sleep(pause_next(poll, &mut pause)).await;
     }
 }
 
@@ -473,6 +486,19 @@ mod tests {
         assert_eq!(mac(0x1_02_03), "52:54:01:01:02:03");
         let all: std::collections::HashSet<String> = (0..5000).map(mac).collect();
         assert_eq!(all.len(), 5000);
+    }
+
+    #[test]
+    fn polls_back_off_or_keep_a_fixed_pace() {
+        let mut b = Duration::from_millis(1);
+        let got: Vec<u128> = (0..9)
+            .map(|_| pause_next(None, &mut b).as_millis())
+            .collect();
+        assert_eq!(got, [1, 2, 4, 8, 16, 32, 64, 100, 100]);
+        let five = Some(Duration::from_millis(5));
+        let mut b = Duration::from_millis(1);
+        assert_eq!(pause_next(five, &mut b), Duration::from_millis(5));
+        assert_eq!(pause_next(five, &mut b), Duration::from_millis(5));
     }
 
     #[test]

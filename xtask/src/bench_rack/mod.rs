@@ -1,5 +1,6 @@
-//! `cargo xtask bench rack [--agents N] [--image-mib M] [--no-build]`: N simulated machines
-//! against one `ingot serve` (release build, SQLite, loopback only).
+//! `cargo xtask bench rack [--agents N] [--image-mib M] [--replicas R] [--pin] [--no-build]`:
+//! N simulated machines against one `ingot serve` (release build, SQLite, loopback only), or
+//! R replicas on a PostgreSQL the bench starts.
 //!
 //! Each machine (`sim.rs`) speaks the real agent protocol with the agent's own client and
 //! fetches images with the agent's own downloader. The machines power on unregistered and
@@ -7,16 +8,25 @@
 //! (`ingot://bench`, streamed from the controller over a signed URL, discarded) and
 //! released (`undeploy`, cleaned again), all at once with fast track on, as an operator
 //! would drive a new rack. Printed: each phase's wall time, the controller's CPU seconds
-//! and peak RSS (total and per 100 machines), the agent API calls' p50/p99 (lookups and
-//! result reports), the aggregate image throughput (first byte of the first download to the
-//! last byte of the last) against loopback's ceiling measured in the same run (the same
-//! bytes over plain TCP connections from memory, 1 MiB per system call: what the kernel
-//! moves), and the errors. Targets (DESIGN.md, issue 13): 0 errors, image fan-out at 80% of
-//! the ceiling or better, agent API p99 under 50 ms.
+//! and peak RSS (total, and its anonymous memory sampled every 50 ms, per 100 machines), the
+//! simulators' own CPU seconds, the agent API calls' p50/p99 (lookups and result reports),
+//! the aggregate image throughput (first byte of the first download to the last byte of the
+//! last) against loopback's ceiling measured in the same run (the same bytes over plain TCP
+//! connections from memory, 1 MiB per system call: what the kernel moves), and the errors.
+//! Targets (DESIGN.md, issue 13): 0 errors, image fan-out at 80% of the ceiling or better,
+//! agent API p99 under 50 ms.
 //!
-//! Not measured here: several replicas (that needs PostgreSQL; `controller/tests/it/
-//! replicas.rs` kills one of three under 24 machines).
+//! The image is 64 MiB by default: with a few MiB each download lasts milliseconds and the
+//! window measures how fast the conductor hands out deploys, not the data plane. The
+//! simulators run from a release build of this bench (it builds one and runs it), since
+//! they share the CPUs with the controller; `--pin` puts the controller on CPU 0 and the
+//! simulators on the others, to tell the controller's latency from the machine's
+//! saturation (the ceiling is then measured on every CPU).
+//!
+//! Not measured here: a replica's death (`controller/tests/it/replicas.rs` kills one of
+//! three under 24 machines).
 
+mod ceiling;
 mod sim;
 
 use std::path::Path;
@@ -28,11 +38,10 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use crate::paths::{cargo, target_dir};
-use crate::proc_stats::{clock_ticks, kib_field, sample_tree};
+use crate::proc_stats::{clock_ticks, kib_field, own_cpu_secs, sample_tree};
 use crate::server::{ServerProcess, free_port};
 
-const USAGE: &str =
-    "usage: cargo xtask bench rack [--agents N] [--image-mib M] [--replicas 1|3] [--no-build]";
+const USAGE: &str = "usage: cargo xtask bench rack [--agents N] [--image-mib M] [--replicas 1|3] [--pin] [--no-build]";
 
 #[derive(Debug)]
 struct Args {
@@ -40,14 +49,18 @@ struct Args {
     image_mib: usize,
     /// 1: SQLite; more: PostgreSQL started by the bench.
     replicas: usize,
+    /// The controllers on CPU 0, the simulated machines on the others (with two CPUs:
+    /// one each), so the controller's latency is told from the machine's saturation.
+    pin: bool,
     no_build: bool,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Args> {
     let mut out = Args {
         agents: 100,
-        image_mib: 4,
+        image_mib: 64,
         replicas: 1,
+        pin: false,
         no_build: false,
     };
     let mut it = args.iter();
@@ -66,6 +79,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
             "--agents" => out.agents = number("--agents", 20_000)?,
             "--image-mib" => out.image_mib = number("--image-mib", 1024)?,
             "--replicas" => out.replicas = number("--replicas", 8)?,
+            "--pin" => out.pin = true,
             "--no-build" => out.no_build = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -78,17 +92,37 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
 }
 
 /// Entry point.
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let args = parse(args)?;
+pub fn run(raw: &[String]) -> anyhow::Result<()> {
+    let args = parse(raw)?;
     let bin = target_dir().join("release").join("ingot");
     if !args.no_build {
-        println!("bench rack: cargo build --release -p controller --bin ingot");
-        let st = cargo()
-            .args(["build", "--release", "-p", "controller", "--bin", "ingot"])
-            .status()
-            .context("running cargo build")?;
-        if !st.success() {
-            bail!("cargo build failed: {st}");
+        // The simulated machines share the CPUs with the controller: they run optimized
+        // too (this bench again from a release build of xtask), or their client code
+        // would take CPU a real rack's machines spend on their own.
+        // Two builds, not one: built together, the two packages' dependencies would get
+        // their features unified and the controller would differ from the one other
+        // benches build (and rebuild each time one follows the other).
+        for package in [
+            ["-p", "controller", "--bin", "ingot"],
+            ["-p", "xtask", "--bin", "xtask"],
+        ] {
+            println!("bench rack: cargo build --release {}", package.join(" "));
+            let st = cargo()
+                .args(["build", "--release"])
+                .args(package)
+                .status()
+                .context("running cargo build")?;
+            if !st.success() {
+                bail!("cargo build failed: {st}");
+            }
+        }
+        if cfg!(debug_assertions) {
+            use std::os::unix::process::CommandExt as _;
+            let err = Command::new(target_dir().join("release").join("xtask"))
+                .args(["bench", "rack", "--no-build"])
+                .args(raw)
+                .exec();
+            return Err(err).context("running the release build of xtask");
         }
     }
     let work = target_dir().join("bench-rack");
@@ -96,6 +130,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&work).with_context(|| format!("clearing {}", work.display()))?;
     }
     std::fs::create_dir_all(&work)?;
+    if args.pin {
+        if cpus() < 2 {
+            bail!("--pin needs two CPUs or more");
+        }
+        // This process (the simulated machines) off CPU 0; threads made later inherit it.
+        pin_self(&format!("1-{}", cpus() - 1))?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -123,7 +164,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
         let (api_port, boot_port) = (free_port()?, free_port()?);
         let config = config(&dir, &state, &database, r, api_port, boot_port, args.agents)?;
-        let mut cmd = Command::new(&bin);
+        let mut cmd = if args.pin {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "0"]).arg(&bin);
+            c
+        } else {
+            Command::new(&bin)
+        };
         cmd.arg("serve").arg("--config").arg(&config).env(
             "INGOT_LOG",
             std::env::var("BENCH_RACK_LOG").unwrap_or_else(|_| "warn".into()),
@@ -148,6 +195,24 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     drop(pg);
     result
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// Every thread of this process on the CPUs `list` (taskset's syntax).
+fn pin_self(list: &str) -> anyhow::Result<()> {
+    let st = Command::new("taskset")
+        .args(["-a", "-c", "-p", list])
+        .arg(std::process::id().to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running taskset")?;
+    if !st.success() {
+        bail!("taskset failed: {st}");
+    }
+    Ok(())
 }
 
 /// A replica's state dir: the first one's keys (queued commands and BMC secrets are sealed
@@ -441,6 +506,8 @@ async fn drive(
     }
     let ticks = clock_ticks();
     let idle = cpu_of(servers, ticks)?;
+    let me = std::process::id();
+    let sims_idle = own_cpu_secs(me, ticks)?;
     let pg_idle = pg.map(|pid| sample_tree(pid, ticks)).transpose()?;
     let stats = Arc::new(Mutex::new(sim::Stats::default()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -454,6 +521,27 @@ async fn drive(
         args.image_mib,
         servers.len()
     );
+    // The controllers' own memory (anonymous pages; image files mapped while served are
+    // page cache and count in VmHWM): sampled every 50 ms, the largest sum kept.
+    let pids: Vec<u32> = servers.iter().map(ServerProcess::pid).collect();
+    let anon_peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = tokio::spawn({
+        let anon_peak = anon_peak.clone();
+        let mut stop = stop_rx.clone();
+        async move {
+            loop {
+                let kib: u64 = pids
+                    .iter()
+                    .map(|p| kib_field(&format!("/proc/{p}/status"), "RssAnon:").unwrap_or(0))
+                    .sum();
+                anon_peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    });
     let mut phases: Vec<(String, Duration)> = Vec::new();
     let t = Instant::now();
     let mut machines = Vec::new();
@@ -507,15 +595,22 @@ async fn drive(
     api.wait("available", n, long).await.context("undeploy")?;
     phases.push(("release (undeploy + clean)".into(), t.elapsed()));
     let busy = cpu_of(servers, ticks)?;
+    let sims_cpu = own_cpu_secs(me, ticks)? - sims_idle;
     let pg_busy = pg.map(|pid| sample_tree(pid, ticks)).transpose()?;
     let hwm_kib: u64 = servers.iter().map(|s| peak_rss_kib(s.pid())).sum();
     let _ = stop_tx.send(true);
     for m in machines {
         let _ = m.await;
     }
+    let _ = sampler.await;
+    let anon_kib = anon_peak.load(std::sync::atomic::Ordering::Relaxed);
 
-    // Loopback's ceiling for the same downloader, as many fetches at once.
-    let ceiling = loopback_ceiling(image, n).await?;
+    // Loopback's ceiling, as many connections at once, on every CPU (as the controller and
+    // the machines had between them).
+    if args.pin {
+        pin_self(&format!("0-{}", cpus() - 1))?;
+    }
+    let ceiling = ceiling::loopback(image, n).await?;
     let s = stats.lock().unwrap_or_else(|e| e.into_inner());
     let mut calls = s.calls_us.clone();
     calls.sort_unstable();
@@ -535,6 +630,14 @@ async fn drive(
         "  controller CPU               {cpu:>9.2} s ({:.3} s per 100 machines)",
         cpu * per100
     );
+    println!(
+        "  simulated machines' CPU      {sims_cpu:>9.2} s (the bench's own process{})",
+        if args.pin {
+            "; pinned off CPU 0, the controller on it"
+        } else {
+            "; same CPUs as the controller"
+        }
+    );
     if let (Some(a), Some(b)) = (pg_idle, pg_busy) {
         let db = b.cpu_secs - a.cpu_secs;
         println!(
@@ -545,9 +648,13 @@ async fn drive(
         );
     }
     println!(
-        "  controller peak RSS          {:>9.1} MiB ({:.1} MiB per 100 machines)",
+        "  controller peak RSS          {:>9.1} MiB (with the image file mapped while served)",
         hwm_kib as f64 / 1024.0,
-        hwm_kib as f64 / 1024.0 * per100
+    );
+    println!(
+        "  controller peak anonymous    {:>9.1} MiB ({:.1} MiB per 100 machines; its own memory)",
+        anon_kib as f64 / 1024.0,
+        anon_kib as f64 / 1024.0 * per100
     );
     println!(
         "  agent API calls              {:>9} (lookups + reports) p50 {:.1} ms  p99 {:.1} ms  (target p99 < 50 ms)",
@@ -587,8 +694,8 @@ async fn drive(
     let results = json!({
         "agents": n, "image_mib": args.image_mib, "replicas": servers.len(),
         "phases_s": phases.iter().map(|(k, d)| (k.clone(), d.as_secs_f64())).collect::<std::collections::BTreeMap<_, _>>(),
-        "controller_cpu_s": cpu,
-        "postgres_cpu_s": match (pg_idle, pg_busy) { (Some(a), Some(b)) => json!(b.cpu_secs - a.cpu_secs), _ => Value::Null }, "controller_peak_rss_kib": hwm_kib,
+        "controller_cpu_s": cpu, "simulators_cpu_s": sims_cpu, "pinned": args.pin,
+        "postgres_cpu_s": match (pg_idle, pg_busy) { (Some(a), Some(b)) => json!(b.cpu_secs - a.cpu_secs), _ => Value::Null }, "controller_peak_rss_kib": hwm_kib, "controller_peak_anon_kib": anon_kib,
         "agent_api_p50_ms": percentile(&calls, 0.5), "agent_api_p99_ms": percentile(&calls, 0.99),
         "image_fanout_bps": fanout, "loopback_ceiling_bps": ceiling, "errors": s.errors,
     });
@@ -606,68 +713,4 @@ async fn drive(
 /// `VmHWM` (peak RSS) of the process, KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     kib_field(&format!("/proc/{pid}/status"), "VmHWM:").unwrap_or(0)
-}
-
-/// Loopback's ceiling: `count` TCP connections at once (at most 64 threads each side),
-/// each carrying `image` from memory to a reader that discards it, 1 MiB per system call;
-/// bytes per second over the whole. No HTTP, no TLS: what the kernel moves.
-async fn loopback_ceiling(image: &[u8], count: usize) -> anyhow::Result<f64> {
-    let image = Arc::new(image.to_vec());
-    tokio::task::spawn_blocking(move || raw_ceiling(&image, count))
-        .await
-        .context("joining the ceiling run")?
-}
-
-fn raw_ceiling(image: &Arc<Vec<u8>>, count: usize) -> anyhow::Result<f64> {
-    use std::io::{Read as _, Write as _};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let lanes = count.clamp(1, 64);
-    let per_lane = count.div_ceil(lanes);
-    let started = Instant::now();
-    let total = std::thread::scope(|s| -> anyhow::Result<u64> {
-        let server = s.spawn(|| {
-            let mut writers = Vec::new();
-            for _ in 0..lanes {
-                let Ok((mut conn, _)) = listener.accept() else {
-                    break;
-                };
-                let image = image.clone();
-                writers.push(std::thread::spawn(move || {
-                    for _ in 0..per_lane {
-                        for chunk in image.chunks(1 << 20) {
-                            if conn.write_all(chunk).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }));
-            }
-            for w in writers {
-                let _ = w.join();
-            }
-        });
-        let readers: Vec<_> = (0..lanes)
-            .map(|_| {
-                s.spawn(move || -> anyhow::Result<u64> {
-                    let mut conn = std::net::TcpStream::connect(addr)?;
-                    let mut buf = vec![0u8; 1 << 20];
-                    let mut got = 0u64;
-                    loop {
-                        match conn.read(&mut buf)? {
-                            0 => return Ok(got),
-                            n => got += n as u64,
-                        }
-                    }
-                })
-            })
-            .collect();
-        let mut total = 0;
-        for r in readers {
-            total += r.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
-        }
-        let _ = server.join();
-        Ok(total)
-    })?;
-    Ok(total as f64 / started.elapsed().as_secs_f64())
 }

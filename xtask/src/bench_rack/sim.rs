@@ -50,13 +50,14 @@ pub fn mac(i: usize) -> String {
     )
 }
 
-/// The loopback source address of machine `i` (127.1.x.y).
+/// The loopback source address of machine `i`: 127.1.0.1 onwards, one address each.
 pub fn source(i: usize) -> std::net::IpAddr {
+    let k = i + 1;
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(
         127,
-        1,
-        ((i >> 8) & 0xff) as u8,
-        (i & 0xff) as u8 + 1,
+        1 + ((k >> 16) & 0x7f) as u8,
+        ((k >> 8) & 0xff) as u8,
+        (k & 0xff) as u8,
     ))
 }
 
