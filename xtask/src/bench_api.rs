@@ -228,7 +228,10 @@ fn start_ingot(bin: &Path, work: &Path, secure: bool) -> anyhow::Result<(ServerP
         .arg(format!("sqlite://{}", dir.join("ingot.db").display()))
         .arg("--state-dir")
         .arg(dir.join("state"))
-        .env("INGOT_LOG", "warn");
+        .env(
+            "INGOT_LOG",
+            std::env::var("BENCH_API_LOG").unwrap_or_else(|_| "warn".into()),
+        );
     let mut credentials = None;
     let mut ca = None;
     if secure {

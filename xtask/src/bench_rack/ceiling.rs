@@ -9,11 +9,20 @@ use anyhow::Context as _;
 /// Loopback's ceiling: `count` TCP connections at once (at most 64 threads each side),
 /// each carrying `image` from memory to a reader that discards it, 1 MiB per system call;
 /// bytes per second over the whole. No HTTP, no TLS: what the kernel moves.
+///
+/// The best of three runs: the figure swings by a quarter between runs on a shared machine,
+/// and a ceiling too low would flatter the fan-out.
 pub async fn loopback(image: &[u8], count: usize) -> anyhow::Result<f64> {
     let image = Arc::new(image.to_vec());
-    tokio::task::spawn_blocking(move || raw_ceiling(&image, count))
-        .await
-        .context("joining the ceiling run")?
+    tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+        let mut best: f64 = 0.0;
+        for _ in 0..3 {
+            best = best.max(raw_ceiling(&image, count)?);
+        }
+        Ok(best)
+    })
+    .await
+    .context("joining the ceiling run")?
 }
 
 fn raw_ceiling(image: &Arc<Vec<u8>>, count: usize) -> anyhow::Result<f64> {

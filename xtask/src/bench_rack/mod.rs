@@ -545,6 +545,8 @@ async fn drive(
     let mut phases: Vec<(String, Duration)> = Vec::new();
     let t = Instant::now();
     let mut machines = Vec::new();
+    // Where each phase began, for the agent API's latency per phase.
+    let mut starts: Vec<Instant> = vec![t];
     for i in 0..n {
         // Each machine starts at another replica and moves on when it stops answering.
         let urls: Vec<String> = (0..boot_urls.len())
@@ -563,10 +565,12 @@ async fn drive(
     phases.push(("discover".into(), t.elapsed()));
     let nodes: Vec<String> = api.states().await?.into_iter().map(|(u, _)| u).collect();
     let t = Instant::now();
+    starts.push(t);
     api.all(&nodes, "manage").await?;
     api.wait("manageable", n, long).await.context("manage")?;
     phases.push(("manage".into(), t.elapsed()));
     let t = Instant::now();
+    starts.push(t);
     api.all(&nodes, "provide").await?;
     api.wait("available", n, long).await.context("clean")?;
     phases.push(("clean (provide)".into(), t.elapsed()));
@@ -586,11 +590,13 @@ async fn drive(
         }
     }
     let t = Instant::now();
+    starts.push(t);
     api.all(&nodes, "active").await?;
     api.wait("active", n, long).await.context("deploy")?;
     let deploy = t.elapsed();
     phases.push(("deploy".into(), deploy));
     let t = Instant::now();
+    starts.push(t);
     api.all(&nodes, "deleted").await?;
     api.wait("available", n, long).await.context("undeploy")?;
     phases.push(("release (undeploy + clean)".into(), t.elapsed()));
@@ -667,6 +673,23 @@ async fn drive(
         v.sort_unstable();
         println!(
             "    {name:<26} {:>9} p50 {:.1} ms  p99 {:.1} ms",
+            v.len(),
+            percentile(&v, 0.50),
+            percentile(&v, 0.99)
+        );
+    }
+    for (k, (name, _)) in phases.iter().enumerate() {
+        let (from, to) = (starts.get(k).copied(), starts.get(k + 1).copied());
+        let mut v: Vec<u64> = s
+            .calls_at
+            .iter()
+            .zip(&s.calls_us)
+            .filter(|(at, _)| from.is_some_and(|f| **at >= f) && to.is_none_or(|t| **at < t))
+            .map(|(_, us)| *us)
+            .collect();
+        v.sort_unstable();
+        println!(
+            "    during {name:<19} {:>9} p50 {:.1} ms  p99 {:.1} ms",
             v.len(),
             percentile(&v, 0.50),
             percentile(&v, 0.99)

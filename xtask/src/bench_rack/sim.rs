@@ -22,6 +22,8 @@ pub struct Stats {
     /// The same, lookups only and reports only.
     pub lookups_us: Vec<u64>,
     pub reports_us: Vec<u64>,
+    /// When each of `calls_us` started, in the same order (to tell the phases apart).
+    pub calls_at: Vec<Instant>,
     /// Calls that failed for another reason than the protocol's expected answers.
     pub errors: u64,
     /// A few error texts, for the report.
@@ -116,6 +118,7 @@ async fn timed<T>(stats: &Mutex<Stats>, lookup: bool, f: impl Future<Output = T>
     let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
     let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
     s.calls_us.push(us);
+    s.calls_at.push(t);
     if lookup {
         s.lookups_us.push(us);
     } else {
