@@ -246,18 +246,18 @@ impl Discovery {
         }
         let inv_value = inventory_value(&req.inventory);
         let outcome = rules::apply(&self.config.rules, &inv_value, &mut node);
-        match store.create_node(&node).await {
+        // Node, inventory and ports in one transaction (one write for the whole machine,
+        // and never a node its next lookup cannot find).
+        let ports = new_ports(store, node.uuid, &macs, req.boot_mac.as_deref()).await?;
+        let stored = stored_inventory(&inv_value);
+        match store.create_discovered(&node, &stored, &ports).await {
             Ok(()) => {}
             Err(StoreError::Duplicate { field: "name", .. }) => {
                 node.name = Some(format!("discovered-{}", node.uuid.simple()));
-                store.create_node(&node).await?;
+                store.create_discovered(&node, &stored, &ports).await?;
             }
             Err(e) => return Err(e.into()),
         }
-        store
-            .put_inventory(node.uuid, &stored_inventory(&inv_value))
-            .await?;
-        add_ports(store, node.uuid, &macs, req.boot_mac.as_deref()).await?;
         let mut manage = outcome.manage;
         if let Some(failed) = run_inspection_rules(store, node.uuid, &inv_value).await? {
             // A rule failed the machine: it stays in `enroll` with the reason.
@@ -441,6 +441,24 @@ async fn add_ports(
     macs: &[String],
     boot_mac: Option<&str>,
 ) -> Result<(), StoreError> {
+    for port in new_ports(store, node, macs, boot_mac).await? {
+        match store.create_port(&port).await {
+            Ok(()) | Err(StoreError::Duplicate { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The ports to create for `macs` of `node`: one per MAC no port has yet (a MAC of another
+/// node stays that node's, with a warning); PXE on the boot MAC only when it is known.
+async fn new_ports(
+    store: &dyn Store,
+    node: Uuid,
+    macs: &[String],
+    boot_mac: Option<&str>,
+) -> Result<Vec<Port>, StoreError> {
+    let mut out = Vec::new();
     for mac in macs {
         let existing = store
             .list_ports(&PortQuery {
@@ -456,12 +474,9 @@ async fn add_ports(
         }
         let mut port = Port::new(Uuid::new_v4(), node, mac.clone(), Utc::now());
         port.pxe_enabled = boot_mac.is_none_or(|b| b.eq_ignore_ascii_case(mac));
-        match store.create_port(&port).await {
-            Ok(()) | Err(StoreError::Duplicate { .. }) => {}
-            Err(e) => return Err(e),
-        }
+        out.push(port);
     }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]

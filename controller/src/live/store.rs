@@ -122,6 +122,17 @@ impl Store for Watched {
         Ok(())
     }
 
+    async fn create_discovered(
+        &self,
+        node: &Node,
+        inventory: &Value,
+        ports: &[Port],
+    ) -> Result<(), StoreError> {
+        self.inner.create_discovered(node, inventory, ports).await?;
+        self.changed(node);
+        Ok(())
+    }
+
     async fn get_node(&self, ident: &str) -> Result<Option<Node>, StoreError> {
         self.inner.get_node(ident).await
     }

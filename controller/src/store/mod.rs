@@ -224,6 +224,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // Nodes.
     async fn create_node(&self, node: &Node) -> Result<(), StoreError>;
+    /// Creates a discovered machine's node with its inventory (Ironic's shape) and its
+    /// ports, in one transaction; a port whose MAC another node has is skipped. Ports must
+    /// be the node's and ask for no DHCP reservation (a `Database` error otherwise: a bug).
+    async fn create_discovered(
+        &self,
+        node: &Node,
+        inventory: &Value,
+        ports: &[Port],
+    ) -> Result<(), StoreError>;
     /// Finds a node by UUID (when `ident` parses as one) or else by name.
     async fn get_node(&self, ident: &str) -> Result<Option<Node>, StoreError>;
     async fn get_node_by_uuid(&self, uuid: Uuid) -> Result<Option<Node>, StoreError>;

@@ -419,6 +419,15 @@ impl Store for SqlStore {
         self.node_create(node).await
     }
 
+    async fn create_discovered(
+        &self,
+        node: &Node,
+        inventory: &Value,
+        ports: &[Port],
+    ) -> Result<(), StoreError> {
+        self.node_create_discovered(node, inventory, ports).await
+    }
+
     async fn get_node(&self, ident: &str) -> Result<Option<Node>, StoreError> {
         match Uuid::parse_str(ident) {
             Ok(uuid) => self.node_get("uuid", uuid.to_string()).await,

@@ -11,7 +11,7 @@ use super::{
     QueryBuilder, SqlStore, Violation, bind_args, micros, opt_text, parse_opt_uuid, parse_uuid,
     to_doc, violation, with_db,
 };
-use crate::model::{HistoryEvent, Node};
+use crate::model::{HistoryEvent, Node, Port};
 use crate::store::{NodeQuery, StoreError};
 
 /// Columns written from the record on insert and update, in bind order (`$1`..`$27`).
@@ -296,6 +296,71 @@ impl SqlStore {
         result
             .map(|_| ())
             .map_err(|err| node_write_error(err, node))
+    }
+
+    /// A discovered machine's node, inventory and ports in one transaction: nothing of it
+    /// is stored unless all of it is (a crash never leaves a node without the ports its
+    /// next lookup finds it by). A MAC another node has already is left to that node.
+    pub(super) async fn node_create_discovered(
+        &self,
+        node: &Node,
+        inventory: &serde_json::Value,
+        ports: &[Port],
+    ) -> Result<(), StoreError> {
+        const INVENTORY: &str = "INSERT INTO node_inventory (node_uuid, doc) VALUES ($1, $2)";
+        const PORT: &str = "INSERT INTO ports (uuid, node_uuid, address, doc) \
+                            VALUES ($1, $2, $3, $4) ON CONFLICT (address) DO NOTHING";
+        let doc = self.node_doc(node)?;
+        let inventory = serde_json::to_string(inventory)?;
+        let mut rows = Vec::with_capacity(ports.len());
+        for port in ports {
+            if port.node_uuid != node.uuid {
+                return Err(StoreError::Database(
+                    format!("port {} is not of node {}", port.address, node.uuid).into(),
+                ));
+            }
+            rows.push(super::ports::plain_port_row(port)?.ok_or_else(|| {
+                StoreError::Database(
+                    format!(
+                        "port {} asks for a DHCP reservation; a discovered port cannot",
+                        port.address
+                    )
+                    .into(),
+                )
+            })?);
+        }
+        let uuid = node.uuid.to_string();
+        let result = with_db!(self, write, |pool| {
+            async {
+                let mut tx = pool.begin().await?;
+                bind_node!(
+                    sqlx::query(INSERT_SQL.as_str()),
+                    node,
+                    doc.as_str(),
+                    node.revision,
+                    node.reservation.as_deref()
+                )
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(INVENTORY)
+                    .bind(uuid.as_str())
+                    .bind(inventory.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                for [port, address, doc] in &rows {
+                    sqlx::query(PORT)
+                        .bind(port.as_str())
+                        .bind(uuid.as_str())
+                        .bind(address.as_str())
+                        .bind(doc.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await
+            }
+            .await
+        });
+        result.map_err(|err| node_write_error(err, node))
     }
 
     /// Reads one node by `column` (`uuid` or `name`).

@@ -62,6 +62,20 @@ fn not_found(uuid: Uuid) -> StoreError {
     }
 }
 
+/// A new port's row: UUID, MAC address (lower case) and document. `None` for a port whose
+/// `extra` asks for a DHCP reservation (written only by [`SqlStore::port_create`], with it).
+pub(super) fn plain_port_row(port: &Port) -> Result<Option<[String; 3]>, StoreError> {
+    let port = normalized(port);
+    if port_dhcp_address(&port).is_some() {
+        return Ok(None);
+    }
+    Ok(Some([
+        port.uuid.to_string(),
+        port.address.clone(),
+        to_doc(&*port, &[])?,
+    ]))
+}
+
 impl SqlStore {
     pub(super) async fn port_create(&self, port: &Port) -> Result<(), StoreError> {
         const SQL: &str =

@@ -138,6 +138,7 @@ suite!(
     timing,
     commit_transition,
     reserve_and_commit,
+    create_discovered,
     dhcp_lease_rules,
     dhcp_reservations,
     dhcp_server_restart,

@@ -535,3 +535,96 @@ pub async fn node_state_by_mac(db: &mut Db) {
         None
     );
 }
+
+/// A discovered machine: node, inventory and ports in one transaction; a MAC another node
+/// has stays that node's; a clash on the name stores nothing at all; a port asking for a
+/// DHCP reservation or of another node is refused.
+pub async fn create_discovered(db: &mut Db) {
+    let store = &db.store;
+    let other = node(1);
+    store.create_node(&other).await.unwrap();
+    let taken = port(other.uuid, 7);
+    store.create_port(&taken).await.unwrap();
+
+    let found = node(2);
+    let inventory = json!({"inventory": {"cpu": {"count": 4}}, "plugin_data": {}});
+    let mut ports = vec![port(found.uuid, 8), port(found.uuid, 9)];
+    ports[1].address = ports[1].address.to_ascii_uppercase();
+    let mut clash = port(found.uuid, 70);
+    clash.address.clone_from(&taken.address);
+    ports.push(clash);
+    store
+        .create_discovered(&found, &inventory, &ports)
+        .await
+        .unwrap();
+    let got = store.get_node_by_uuid(found.uuid).await.unwrap().unwrap();
+    assert_eq!(got.name, found.name);
+    assert_eq!(
+        store.get_inventory(found.uuid).await.unwrap(),
+        Some(inventory.clone())
+    );
+    let mut mine: Vec<String> = store
+        .list_ports(&PortQuery {
+            node_uuid: Some(found.uuid),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.address)
+        .collect();
+    mine.sort();
+    let mut want = vec![
+        ports[0].address.clone(),
+        ports[1].address.to_ascii_lowercase(),
+    ];
+    want.sort();
+    assert_eq!(mine, want, "the taken MAC is skipped, MACs stored lower-case");
+    let owner = store
+        .list_ports(&PortQuery {
+            address: Some(taken.address.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(owner.len(), 1);
+    assert_eq!(owner[0].node_uuid, other.uuid, "the other node keeps its MAC");
+
+    // Same name as an existing node: a duplicate, and nothing of the machine stored.
+    let mut twin = node(3);
+    twin.name.clone_from(&found.name);
+    let twin_ports = vec![port(twin.uuid, 11)];
+    let err = store
+        .create_discovered(&twin, &inventory, &twin_ports)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Duplicate { field: "name", .. }),
+        "{err:?}"
+    );
+    assert!(store.get_node_by_uuid(twin.uuid).await.unwrap().is_none());
+    assert!(store.get_inventory(twin.uuid).await.unwrap().is_none());
+    let orphan = store
+        .list_ports(&PortQuery {
+            address: Some(twin_ports[0].address.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(orphan.is_empty(), "no port of a node that was not stored");
+
+    // Ports the call may not write: one asking for a DHCP reservation, one of another node.
+    let fresh = node(4);
+    let mut reserving = port(fresh.uuid, 12);
+    reserving
+        .extra
+        .insert("dhcp_address".into(), json!("192.0.2.50"));
+    for bad in [reserving, port(other.uuid, 13)] {
+        let err = store
+            .create_discovered(&fresh, &inventory, &[bad])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+        assert!(store.get_node_by_uuid(fresh.uuid).await.unwrap().is_none());
+    }
+}
