@@ -82,7 +82,9 @@ async fn the_agents_own_steps_run_in_cleaning_deploy_templates_and_service() {
             args: Default::default()
         }
     );
-    let (_, n) = env.api(Method::GET, &format!("/v1/nodes/{id}"), None).await;
+    // The command is handed out before the conductor's transaction saves the step with
+    // the wait: the node shows it once in the wait.
+    let n = env.wait_state(id, "clean wait").await;
     assert_eq!(n["clean_step"]["step"], "check_firmware", "{n}");
     assert_eq!(
         env.report(id, &token, cmd_id, done(json!({"ok": true})))

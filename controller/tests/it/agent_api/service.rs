@@ -88,7 +88,8 @@ async fn service_steps_run_in_the_ramdisk_and_the_instance_boots_again() {
             devices: vec!["/dev/vdb".into()]
         }
     );
-    let (_, n) = env.api(Method::GET, &format!("/v1/nodes/{id}"), None).await;
+    // Shown once the wait is saved (the command is handed out just before).
+    let n = env.wait_state(id, "service wait").await;
     assert_eq!(n["service_step"]["step"], "erase_devices", "{n}");
     assert_eq!(n["service_step"]["args"]["devices"], json!(["/dev/vdb"]));
     assert_eq!(env.report(id, &token, cmd_id, wiped()).await, 204);

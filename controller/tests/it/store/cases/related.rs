@@ -579,7 +579,10 @@ pub async fn create_discovered(db: &mut Db) {
         ports[1].address.to_ascii_lowercase(),
     ];
     want.sort();
-    assert_eq!(mine, want, "the taken MAC is skipped, MACs stored lower-case");
+    assert_eq!(
+        mine, want,
+        "the taken MAC is skipped, MACs stored lower-case"
+    );
     let owner = store
         .list_ports(&PortQuery {
             address: Some(taken.address.clone()),
@@ -588,7 +591,10 @@ pub async fn create_discovered(db: &mut Db) {
         .await
         .unwrap();
     assert_eq!(owner.len(), 1);
-    assert_eq!(owner[0].node_uuid, other.uuid, "the other node keeps its MAC");
+    assert_eq!(
+        owner[0].node_uuid, other.uuid,
+        "the other node keeps its MAC"
+    );
 
     // Same name as an existing node: a duplicate, and nothing of the machine stored.
     let mut twin = node(3);
