@@ -383,23 +383,41 @@ impl Conductor {
         let this = self.arc();
         // Usually nobody holds the node: its first transition takes the lock in the same
         // transaction (one write instead of two). Else the lock is waited for as before.
-        let run = match this.begin_verb_unlocked(current, &req).await {
+        let first = this.begin_verb_unlocked(current, &req).await;
+        self.start_task(node, first, |reserved| this.begin_verb(reserved, &req))
+            .await
+    }
+
+    /// Starts a node's task whose first transition tried to take the lock in its own
+    /// transaction (`first`): on `Locked`/`Stale` the lock is waited for and `locked` makes
+    /// the transition under it. The rest of the task runs in the background.
+    async fn start_task<F, Fut>(
+        &self,
+        node: Uuid,
+        first: Result<task::Run, ConductorError>,
+        locked: F,
+    ) -> Result<(), ConductorError>
+    where
+        F: FnOnce(Node) -> Fut,
+        Fut: Future<Output = Result<task::Run, ConductorError>>,
+    {
+        let run = match first {
             Ok(run) => run,
             Err(ConductorError::Store(StoreError::Locked { .. } | StoreError::Stale { .. })) => {
                 let reserved = self.reserve(node).await?;
-                match this.begin_verb(reserved, &req).await {
+                match locked(reserved).await {
                     Ok(run) => run,
                     Err(err) => {
-                        this.release(node).await;
+                        self.release(node).await;
                         return Err(err);
                     }
                 }
             }
             Err(err) => return Err(err),
         };
-        let this2 = this.clone();
+        let this = self.arc();
         let span = tracing::info_span!("node_task", node = %node);
-        self.spawn(async move { this2.run_guarded(node, run).await }.instrument(span));
+        self.spawn(async move { this.run_guarded(node, run).await }.instrument(span));
         Ok(())
     }
 
@@ -603,26 +621,13 @@ impl Conductor {
         // As `provision`: an unlocked node is locked by the transition's own transaction;
         // when the conductor task that handed out the command still holds it, wait.
         let current = self.load(node).await?;
-        let first = event(&current);
-        let run = match this.begin_event_unlocked(current, first).await {
-            Ok(run) => run,
-            Err(ConductorError::Store(StoreError::Locked { .. } | StoreError::Stale { .. })) => {
-                let reserved = self.reserve(node).await?;
-                let again = event(&reserved);
-                match this.begin_event(reserved, again).await {
-                    Ok(run) => run,
-                    Err(err) => {
-                        this.release(node).await;
-                        return Err(err);
-                    }
-                }
-            }
-            Err(err) => return Err(err),
-        };
-        let this2 = this.clone();
-        let span = tracing::info_span!("node_task", node = %node);
-        self.spawn(async move { this2.run_guarded(node, run).await }.instrument(span));
-        Ok(())
+        let on_current = event(&current);
+        let first = this.begin_event_unlocked(current, on_current).await;
+        self.start_task(node, first, |reserved| {
+            let on_reserved = event(&reserved);
+            this.begin_event(reserved, on_reserved)
+        })
+        .await
     }
 
     /// Stops taking work and waits (bounded) for running tasks.
