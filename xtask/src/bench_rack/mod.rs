@@ -19,9 +19,10 @@
 //! The image is 64 MiB by default: with a few MiB each download lasts milliseconds and the
 //! window measures how fast the conductor hands out deploys, not the data plane. The
 //! simulators run from a release build of this bench (it builds one and runs it), since
-//! they share the CPUs with the controller; `--pin` puts the controller on CPU 0 and the
-//! simulators on the others, to tell the controller's latency from the machine's
-//! saturation (the ceiling is then measured on every CPU).
+//! they share the CPUs with the controller (`--no-build` runs as invoked: use
+//! `target/release/xtask bench rack --no-build` for the same); `--pin` puts the controller
+//! on CPU 0 and the simulators on the others, to tell the controller's latency from the
+//! machine's saturation (the ceiling is then measured on every CPU).
 //!
 //! Not measured here: a replica's death (`controller/tests/it/replicas.rs` kills one of
 //! three under 24 machines).
