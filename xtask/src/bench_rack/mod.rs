@@ -198,8 +198,16 @@ pub fn run(raw: &[String]) -> anyhow::Result<()> {
     result
 }
 
+/// The machine's online CPUs (not `available_parallelism`, which counts this process's
+/// affinity: once pinned, it says 1 and the bench would pin itself back onto CPU 0 alone).
 fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    Command::new("getconf")
+        .arg("_NPROCESSORS_ONLN")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
 }
 
 /// Every thread of this process on the CPUs `list` (taskset's syntax).
