@@ -377,8 +377,8 @@ async fn finish(
     result: Result<(), String>,
 ) -> Result<(), AgentError> {
     for tries in 0..500 {
-        match st.store.get_node_by_uuid(node).await? {
-            Some(n) if n.provision_state == wait_state => {}
+        let current = match st.store.get_node_by_uuid(node).await? {
+            Some(n) if n.provision_state == wait_state => n,
             // The task that sent the command has not saved the wait state yet (a fast agent
             // answers before the conductor's transaction commits): wait for it.
             Some(n)
@@ -393,8 +393,12 @@ async fn finish(
                 return Ok(());
             }
             None => return Ok(()),
-        }
-        match st.conductor.agent_finished(node, result.clone()).await {
+        };
+        match st
+            .conductor
+            .agent_finished_on(current, result.clone())
+            .await
+        {
             Ok(()) => {
                 tracing::debug!(node = %node, tries, "result handed to the conductor");
                 return Ok(());

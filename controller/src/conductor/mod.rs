@@ -613,6 +613,19 @@ impl Conductor {
         result: Result<(), String>,
     ) -> Result<(), ConductorError> {
         self.check_running()?;
+        let current = self.load(node).await?;
+        self.agent_finished_on(current, result).await
+    }
+
+    /// [`Self::agent_finished`] on the node as the caller just read it (the agent API reads
+    /// it to see the wait): a copy gone stale meanwhile only costs the slow path.
+    pub async fn agent_finished_on(
+        &self,
+        current: Node,
+        result: Result<(), String>,
+    ) -> Result<(), ConductorError> {
+        self.check_running()?;
+        let node = current.uuid;
         let event = |n: &Node| match &result {
             Ok(()) => Event::AgentCallback,
             Err(reason) => Event::Failed(agent_step_error(n, reason)),
@@ -620,7 +633,6 @@ impl Conductor {
         let this = self.arc();
         // As `provision`: an unlocked node is locked by the transition's own transaction;
         // when the conductor task that handed out the command still holds it, wait.
-        let current = self.load(node).await?;
         let on_current = event(&current);
         let first = this.begin_event_unlocked(current, on_current).await;
         self.start_task(node, first, |reserved| {

@@ -67,7 +67,8 @@ impl MappedFiles {
     }
 
     /// How many files are mapped now.
-    pub fn mapped(&self) -> usize {
+    #[cfg(test)]
+    fn mapped(&self) -> usize {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         live.values().filter(|m| m.strong_count() > 0).count()
     }
